@@ -1,0 +1,8 @@
+// Package bpf holds Pontoon's BPF programs and the Go bindings bpf2go
+// generates for them. The generated *_bpfel.go and *_bpfel.o files are
+// committed so that building Pontoon needs no clang; `make generate`
+// refreshes them and `make check` fails when they are stale.
+package bpf
+
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem tc_uplink TcUplink tc_uplink.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem sock Sock sock.c -- -I/usr/include/x86_64-linux-gnu

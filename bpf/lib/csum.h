@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Field rewrites with incremental checksum updates. The kernel helpers
+ * know about CHECKSUM_PARTIAL and CHECKSUM_COMPLETE skbs, which is why they
+ * are used instead of folding sums by hand. */
+#ifndef PONTOON_CSUM_H
+#define PONTOON_CSUM_H
+
+#include <linux/bpf.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include "parse.h"
+
+#define IP_CSUM_OFF offsetof(struct iphdr, check)
+#define IP_SADDR_OFF offsetof(struct iphdr, saddr)
+#define IP_DADDR_OFF offsetof(struct iphdr, daddr)
+
+/* Rewrites the IPv4 address at addr_off of the header at l3_off. When
+ * l4_csum_off is set, the TCP/UDP checksum there covers the address through
+ * the pseudo header and is fixed as well. */
+static __always_inline int rewrite_addr4(struct __sk_buff *skb, __u32 l3_off, __u32 addr_off,
+					 __u32 l4_csum_off, __u64 l4_flags, __be32 from,
+					 __be32 to)
+{
+	if (l4_csum_off &&
+	    bpf_l4_csum_replace(skb, l4_csum_off, from, to, l4_flags | BPF_F_PSEUDO_HDR | 4) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, l3_off + IP_CSUM_OFF, from, to, 4) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, l3_off + addr_off, &to, 4, 0);
+}
+
+static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 port_off, __u32 l4_csum_off,
+					__u64 l4_flags, __be16 from, __be16 to)
+{
+	if (from == to)
+		return 0;
+	if (l4_csum_off && bpf_l4_csum_replace(skb, l4_csum_off, from, to, l4_flags | 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, port_off, &to, 2, 0);
+}
+
+/* ICMP checksums cover the quoted packet, so every 16-bit word changed
+ * inside it must be folded into the outer ICMP checksum too. */
+static __always_inline int icmp_fold_word(struct __sk_buff *skb, __u32 icmp_csum_off,
+					  __u32 word_off, __be16 before)
+{
+	__be16 after;
+
+	if (bpf_skb_load_bytes(skb, word_off, &after, sizeof(after)) < 0)
+		return -1;
+	if (before == after)
+		return 0;
+	return bpf_l4_csum_replace(skb, icmp_csum_off, before, after, 2);
+}
+
+#endif

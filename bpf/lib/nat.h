@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Published-port lookups shared by the tc programs and the socket hooks. */
+#ifndef PONTOON_NAT_H
+#define PONTOON_NAT_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "types.h"
+#include "maps.h"
+
+static __always_inline int is_loopback4(__be32 addr)
+{
+	return (bpf_ntohl(addr) >> 24) == 127;
+}
+
+static __always_inline __be32 addr_get4(const __u8 *addr)
+{
+	__be32 v;
+
+	__builtin_memcpy(&v, addr, 4);
+	return v;
+}
+
+static __always_inline void addr_set4(__u8 *addr, __be32 v)
+{
+	__builtin_memcpy(addr, &v, 4);
+}
+
+static __always_inline int hostaddr_has4(__be32 addr)
+{
+	struct hostaddr_key key = { .family = PONTOON_AF_INET };
+
+	addr_set4(key.addr, addr);
+	return bpf_map_lookup_elem(&hostaddrs, &key) != NULL;
+}
+
+/* Finds the binding for a destination: the exact host IP first, then the
+ * wildcard binding, which only counts for the host's own addresses (a
+ * packet routed through the host to somewhere else is not ours). is_local
+ * says the caller already knows the destination is the host itself. */
+static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 daddr, __be16 dport,
+							      int is_local)
+{
+	struct binding_key key = {
+		.family = PONTOON_AF_INET,
+		.proto = proto,
+		.port = dport,
+	};
+	struct binding_value *b;
+
+	addr_set4(key.addr, daddr);
+	b = bpf_map_lookup_elem(&bindings, &key);
+	if (b)
+		return b;
+	if (!is_local && !hostaddr_has4(daddr))
+		return NULL;
+	addr_set4(key.addr, 0);
+	return bpf_map_lookup_elem(&bindings, &key);
+}
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Structs shared between the BPF programs and the Go control plane.
+ * maps/ mirrors every struct here; maps/layout_test.go holds the Go view
+ * against the compiled object's BTF, so change both together. */
+#ifndef PONTOON_TYPES_H
+#define PONTOON_TYPES_H
+
+#include <linux/types.h>
+
+/* Address families as the kernel numbers them; keys carry the family so
+ * IPv6 entries share the maps instead of needing a second set. */
+#define PONTOON_AF_INET 2
+#define PONTOON_AF_INET6 10
+
+/* binding_value.flags */
+#define BINDING_F_LOCAL_ONLY (1 << 0) /* host IP is loopback: socket path only */
+
+/* ct_value.flags */
+#define CT_F_DNAT_REPLY (1 << 0) /* entry is keyed by the reply of a DNAT flow */
+
+/* ct_value.tcp_flags accumulates what was seen, for lifetimes and GC. */
+#define CT_TCP_SYN (1 << 0)
+#define CT_TCP_ACK (1 << 1)
+#define CT_TCP_FIN (1 << 2)
+#define CT_TCP_RST (1 << 3)
+
+/* A published port: what a client dials. addr all zero is the wildcard
+ * binding (0.0.0.0 or ::), matched only for the host's own addresses. */
+struct binding_key {
+	__u8 family;
+	__u8 proto;
+	__be16 port;
+	__u8 addr[16];
+};
+
+/* Where a published port leads. */
+struct binding_value {
+	__u8 backend_addr[16];
+	__be16 backend_port;
+	__u16 flags;
+	__u32 id;
+};
+
+/* A connection as one direction of it is seen on the wire. */
+struct ct_key {
+	__u8 family;
+	__u8 proto;
+	__be16 sport;
+	__be16 dport;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* For a DNAT reply entry: the address and port the client dialled, which
+ * replies must carry as their source. */
+struct ct_value {
+	__u8 nat_addr[16];
+	__be16 nat_port;
+	__u8 flags;
+	__u8 tcp_flags;
+	__u32 binding_id;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+};
+
+struct hostaddr_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct hostaddr_value {
+	__u32 ifindex;
+};
+
+/* Remembers what a socket dialled before connect4/sendmsg4 rewrote it, so
+ * getpeername4/recvmsg4 can show the application its own address again. */
+struct sockrev_key {
+	__u64 cookie;
+	__u8 addr[16]; /* backend */
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+	__u32 pad2;
+};
+
+struct sockrev_value {
+	__u8 addr[16]; /* what the application dialled */
+	__be16 port;
+	__u16 pad;
+};
+
+struct config {
+	__u64 host_netns_cookie; /* loopback is translated only in this netns */
+	__u32 flags;
+	__u32 pad;
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Indexes of the stats map: one counter per verdict of every program. */
+enum stat_index {
+	STAT_PASS_NOT_IP = 0,
+	STAT_PASS_MALFORMED,
+	STAT_PASS_FRAGMENT,
+	STAT_PASS_NO_MATCH,
+	STAT_PASS_LOCAL_ONLY,
+	STAT_DNAT,
+	STAT_RNAT,
+	STAT_ICMP_DNAT,
+	STAT_ICMP_RNAT,
+	STAT_DROP_REWRITE,
+	STAT_DROP_CT_FULL,
+	STAT_SOCK_CONNECT,
+	STAT_SOCK_SENDMSG,
+	STAT_SOCK_RECVMSG,
+	STAT_SOCK_GETPEERNAME,
+	STAT_MAX,
+};
+
+#endif

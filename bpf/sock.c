@@ -1,0 +1,113 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* cgroup socket hooks: local clients dialling a published port are sent
+ * straight to the container at connect()/sendmsg() time, so no packet is
+ * ever translated and no proxy sits in between. The application still sees
+ * the address it dialled through getpeername() and recvmsg(). */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include "lib/types.h"
+#include "lib/maps.h"
+#include "lib/nat.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define SOCK_ALLOW 1
+
+static __always_inline void sockrev_key4(struct sockrev_key *key, __u64 cookie, __be32 addr,
+					 __be16 port)
+{
+	key->cookie = cookie;
+	key->family = PONTOON_AF_INET;
+	key->port = port;
+	addr_set4(key->addr, addr);
+}
+
+/* Returns 1 when the destination was a published port and now points at
+ * its backend. */
+static __always_inline int translate4(struct bpf_sock_addr *ctx)
+{
+	__be32 daddr = ctx->user_ip4;
+	__be16 dport = (__be16)ctx->user_port;
+	struct sockrev_value orig = {};
+	struct sockrev_key rev = {};
+	struct binding_value *b;
+	__be16 backend_port;
+	__be32 backend;
+	int is_local = 0;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 0;
+	if (is_loopback4(daddr)) {
+		/* A container's own 127.0.0.1 is its own business. */
+		struct config *cfg = config_get();
+
+		if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
+			return 0;
+		is_local = 1;
+	}
+	b = binding_lookup4(ctx->protocol, daddr, dport, is_local);
+	if (!b)
+		return 0;
+	backend = addr_get4(b->backend_addr);
+	backend_port = b->backend_port;
+
+	sockrev_key4(&rev, bpf_get_socket_cookie(ctx), backend, backend_port);
+	addr_set4(orig.addr, daddr);
+	orig.port = dport;
+	/* Without the reverse entry the application would see the backend's
+	 * address; LRU eviction of an old socket's entry is the only failure. */
+	bpf_map_update_elem(&sockrev, &rev, &orig, BPF_ANY);
+
+	ctx->user_ip4 = backend;
+	ctx->user_port = backend_port;
+	return 1;
+}
+
+static __always_inline int reverse4(struct bpf_sock_addr *ctx)
+{
+	struct sockrev_key rev = {};
+	struct sockrev_value *orig;
+
+	sockrev_key4(&rev, bpf_get_socket_cookie(ctx), ctx->user_ip4, (__be16)ctx->user_port);
+	orig = bpf_map_lookup_elem(&sockrev, &rev);
+	if (!orig)
+		return 0;
+	ctx->user_ip4 = addr_get4(orig->addr);
+	ctx->user_port = orig->port;
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx)
+{
+	if (translate4(ctx))
+		stat_bump(STAT_SOCK_CONNECT, 0);
+	return SOCK_ALLOW;
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (translate4(ctx))
+		stat_bump(STAT_SOCK_SENDMSG, 0);
+	return SOCK_ALLOW;
+}
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	if (reverse4(ctx))
+		stat_bump(STAT_SOCK_RECVMSG, 0);
+	return SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername4")
+int sock_getpeername4(struct bpf_sock_addr *ctx)
+{
+	if (reverse4(ctx))
+		stat_bump(STAT_SOCK_GETPEERNAME, 0);
+	return SOCK_ALLOW;
+}

@@ -1,0 +1,41 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Cleanup detaches everything a datapath pinned under dir and removes the
+// pins. Links detach when their pin, the last reference, goes; legacy tc
+// filters are not links and are deleted explicitly.
+func Cleanup(dir string) error {
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	progs, err := os.ReadDir(filepath.Join(dir, progsDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list program pins: %w", err)
+	}
+	for _, e := range progs {
+		kind, dirName, ifindex, ok := parsePinName(e.Name())
+		if !ok || kind != "tc" {
+			continue
+		}
+		for _, dir := range tcDirections {
+			if dir.name == dirName {
+				if err := deleteLegacyFilter(dir, ifindex); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove pins under %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+// Package loader loads Pontoon's BPF objects, pins their maps and links in
+// bpffs and attaches the programs to uplinks and cgroups. Everything it
+// attaches outlives the process: a later Load adopts the pins and swaps
+// programs in place, so traffic and conntrack state carry on.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/bpf"
+)
+
+// Options says where to pin and how to attach.
+type Options struct {
+	// PinDir is a directory on bpffs; DefaultPinDir when empty.
+	PinDir string
+	// ForceLegacyTC attaches uplinks with clsact + cls_bpf even where TCX
+	// exists, so the path older kernels take is tested on new ones too.
+	ForceLegacyTC bool
+}
+
+// Maps are the datapath's maps, shared by every program and pinned by name.
+type Maps struct {
+	Bindings  *ebpf.Map
+	CT        *ebpf.Map
+	HostAddrs *ebpf.Map
+	SockRev   *ebpf.Map
+	Config    *ebpf.Map
+	Stats     *ebpf.Map
+}
+
+func (m *Maps) all() map[string]**ebpf.Map {
+	return map[string]**ebpf.Map{
+		"bindings":  &m.Bindings,
+		"ct":        &m.CT,
+		"hostaddrs": &m.HostAddrs,
+		"sockrev":   &m.SockRev,
+		"config":    &m.Config,
+		"stats":     &m.Stats,
+	}
+}
+
+// Datapath is a loaded set of programs and their pinned maps.
+type Datapath struct {
+	Maps Maps
+
+	pinDir    string
+	forceTC   bool
+	tc        bpf.TcUplinkPrograms
+	sock      bpf.SockPrograms
+	tcxProbed *bool
+}
+
+// Load loads the programs, creating the pinned maps on first use and
+// reusing them afterwards. It attaches nothing by itself.
+func Load(opts Options) (*Datapath, error) {
+	dir := opts.PinDir
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	if err := ensureBPFFS(dir); err != nil {
+		return nil, err
+	}
+	for _, sub := range []string{linksDir, progsDir} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory: %w", err)
+		}
+	}
+
+	tcSpec, err := bpf.LoadTcUplink()
+	if err != nil {
+		return nil, fmt.Errorf("read tc object: %w", err)
+	}
+	sockSpec, err := bpf.LoadSock()
+	if err != nil {
+		return nil, fmt.Errorf("read socket object: %w", err)
+	}
+
+	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC}
+	if err := d.openMaps(tcSpec); err != nil {
+		d.Maps.close()
+		return nil, err
+	}
+	replacements := map[string]*ebpf.Map{}
+	for name, m := range d.Maps.all() {
+		replacements[name] = *m
+	}
+	collOpts := &ebpf.CollectionOptions{MapReplacements: replacements}
+
+	var tcObjs bpf.TcUplinkObjects
+	if err := tcSpec.LoadAndAssign(&tcObjs.TcUplinkPrograms, collOpts); err != nil {
+		d.Maps.close()
+		return nil, fmt.Errorf("load tc programs: %w", verifierDetail(err))
+	}
+	d.tc = tcObjs.TcUplinkPrograms
+	var sockObjs bpf.SockObjects
+	if err := sockSpec.LoadAndAssign(&sockObjs.SockPrograms, collOpts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("load socket programs: %w", verifierDetail(err))
+	}
+	d.sock = sockObjs.SockPrograms
+	return d, nil
+}
+
+// openMaps adopts each pinned map, or creates and pins it. A pin left by an
+// incompatible build is an error rather than silently replaced: replacing
+// it would cut the programs still attached from the new state.
+func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
+	for name, slot := range d.Maps.all() {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return fmt.Errorf("object has no map %q: rebuild with 'make generate'", name)
+		}
+		path := filepath.Join(d.pinDir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		switch {
+		case err == nil:
+			if err := ms.Compatible(m); err != nil {
+				m.Close()
+				return fmt.Errorf("pinned map %s does not match this build (%v): remove the old datapath with 'pontoon cleanup'", path, err)
+			}
+		case errors.Is(err, os.ErrNotExist):
+			m, err = ebpf.NewMap(ms)
+			if err != nil {
+				return fmt.Errorf("create map %s: %w", name, err)
+			}
+			if err := m.Pin(path); err != nil {
+				m.Close()
+				return fmt.Errorf("pin map %s: %w", name, err)
+			}
+		default:
+			return fmt.Errorf("open pinned map %s: %w", path, err)
+		}
+		*slot = m
+	}
+	return nil
+}
+
+func (m *Maps) close() {
+	for _, slot := range m.all() {
+		if *slot != nil {
+			(*slot).Close()
+			*slot = nil
+		}
+	}
+}
+
+// PinDir is where this datapath's maps and links are pinned.
+func (d *Datapath) PinDir() string { return d.pinDir }
+
+// Close releases this process's handles. Pinned maps and links, and so the
+// attached programs, stay in the kernel.
+func (d *Datapath) Close() error {
+	d.tc.Close()
+	d.sock.Close()
+	d.Maps.close()
+	return nil
+}
+
+func verifierDetail(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%+v", ve)
+	}
+	return err
+}

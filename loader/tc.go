@@ -1,0 +1,278 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TCMode is how a program is attached to an interface.
+type TCMode string
+
+const (
+	// TCX uses BPF links on the tcx hooks (kernel >= 6.6).
+	TCX TCMode = "tcx"
+	// LegacyTC uses a clsact qdisc with a direct-action cls_bpf filter.
+	LegacyTC TCMode = "legacy-tc"
+)
+
+const (
+	linksDir = "links"
+	progsDir = "progs"
+
+	// Our cls_bpf filter's place on the clsact hooks. A fixed handle and
+	// priority let a new load replace it atomically with FilterReplace.
+	legacyFilterHandle   = 1
+	legacyFilterPriority = 0x5c
+)
+
+type tcDirection struct {
+	name   string
+	attach ebpf.AttachType
+	parent uint32
+}
+
+var tcDirections = []tcDirection{
+	{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+	{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+}
+
+func (d *Datapath) uplinkProgram(dir tcDirection) *ebpf.Program {
+	if dir.attach == ebpf.AttachTCXIngress {
+		return d.tc.UplinkIngress
+	}
+	return d.tc.UplinkEgress
+}
+
+// tcxLinkPin and legacyProgPin name pins by interface index: names can
+// change under us, indexes cannot.
+func (d *Datapath) tcxLinkPin(dir tcDirection, ifindex int) string {
+	return filepath.Join(d.pinDir, linksDir, fmt.Sprintf("tcx_%s_%d", dir.name, ifindex))
+}
+
+func (d *Datapath) legacyProgPin(dir tcDirection, ifindex int) string {
+	return filepath.Join(d.pinDir, progsDir, fmt.Sprintf("tc_%s_%d", dir.name, ifindex))
+}
+
+// AttachUplink attaches the uplink programs to ifname's ingress and egress,
+// or replaces the programs already there. It reports the mode it used.
+func (d *Datapath) AttachUplink(ifname string) (TCMode, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("find uplink %s: %w", ifname, err)
+	}
+	ifindex := l.Attrs().Index
+
+	mode := LegacyTC
+	if !d.forceTC {
+		mode = TCX
+	}
+	for _, dir := range tcDirections {
+		if mode == TCX {
+			err = d.attachTCX(dir, ifindex)
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				mode = LegacyTC
+			}
+		}
+		if mode == LegacyTC {
+			err = d.attachLegacy(dir, l)
+		}
+		if err != nil {
+			return "", fmt.Errorf("attach %s to %s: %w", dir.name, ifname, err)
+		}
+	}
+	return mode, nil
+}
+
+func (d *Datapath) attachTCX(dir tcDirection, ifindex int) error {
+	pin := d.tcxLinkPin(dir, ifindex)
+	prog := d.uplinkProgram(dir)
+	if adopted, err := updatePinnedLink(pin, prog); err != nil || adopted {
+		return err
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.attach})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pin tcx link: %w", err)
+	}
+	// Switching from the legacy path: only drop the old filter once the
+	// new link carries traffic.
+	return d.detachLegacy(dir, ifindex)
+}
+
+// updatePinnedLink swaps the program of a pinned link in place, which the
+// kernel does atomically. A pin whose link lost its target (the interface
+// went away) is removed so the caller can attach afresh.
+func updatePinnedLink(pin string, prog *ebpf.Program) (bool, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	if err := l.Update(prog); err == nil {
+		return true, nil
+	}
+	if err := l.Unpin(); err != nil {
+		return false, fmt.Errorf("remove stale link pin %s: %w", pin, err)
+	}
+	return false, nil
+}
+
+func (d *Datapath) attachLegacy(dir tcDirection, l netlink.Link) error {
+	ifindex := l.Attrs().Index
+	if err := ensureClsact(l); err != nil {
+		return err
+	}
+	prog := d.uplinkProgram(dir)
+	filter := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    dir.parent,
+			Handle:    legacyFilterHandle,
+			Priority:  legacyFilterPriority,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           prog.FD(),
+		Name:         legacyFilterName(dir),
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(filter); err != nil {
+		return fmt.Errorf("replace cls_bpf filter: %w", err)
+	}
+	// The filter holds the program; the pin records that the filter is
+	// ours, so cleanup can find it after this process is gone.
+	pin := d.legacyProgPin(dir, ifindex)
+	if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replace program pin: %w", err)
+	}
+	if err := prog.Pin(pin); err != nil {
+		return fmt.Errorf("pin program: %w", err)
+	}
+	_, err := unpinLink(d.tcxLinkPin(dir, ifindex))
+	return err
+}
+
+func legacyFilterName(dir tcDirection) string { return "pontoon_" + dir.name }
+
+func ensureClsact(l netlink.Link) error {
+	qdiscs, err := netlink.QdiscList(l)
+	if err != nil {
+		return fmt.Errorf("list qdiscs: %w", err)
+	}
+	for _, q := range qdiscs {
+		if q.Type() == "clsact" {
+			return nil
+		}
+	}
+	clsact := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: l.Attrs().Index,
+			Handle:    netlink.MakeHandle(0xffff, 0),
+			Parent:    netlink.HANDLE_CLSACT,
+		},
+		QdiscType: "clsact",
+	}
+	if err := netlink.QdiscAdd(clsact); err != nil {
+		return fmt.Errorf("add clsact qdisc: %w", err)
+	}
+	return nil
+}
+
+// DetachUplink removes the uplink programs from ifname in either mode.
+func (d *Datapath) DetachUplink(ifname string) error {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("find uplink %s: %w", ifname, err)
+	}
+	for _, dir := range tcDirections {
+		if _, err := unpinLink(d.tcxLinkPin(dir, l.Attrs().Index)); err != nil {
+			return err
+		}
+		if err := d.detachLegacy(dir, l.Attrs().Index); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unpinLink unpins a link; dropping the last reference detaches it.
+func unpinLink(pin string) (bool, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return false, fmt.Errorf("unpin link %s: %w", pin, err)
+	}
+	return true, nil
+}
+
+func (d *Datapath) detachLegacy(dir tcDirection, ifindex int) error {
+	pin := d.legacyProgPin(dir, ifindex)
+	if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := deleteLegacyFilter(dir, ifindex); err != nil {
+		return err
+	}
+	if err := os.Remove(pin); err != nil {
+		return fmt.Errorf("remove program pin: %w", err)
+	}
+	return nil
+}
+
+// deleteLegacyFilter removes our filter, and only ours: the name check
+// protects a foreign filter that took our handle and priority.
+func deleteLegacyFilter(dir tcDirection, ifindex int) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		// The interface is gone and its filters with it.
+		return nil
+	}
+	filters, err := netlink.FilterList(l, dir.parent)
+	if err != nil {
+		return fmt.Errorf("list filters on %s: %w", l.Attrs().Name, err)
+	}
+	for _, f := range filters {
+		bf, ok := f.(*netlink.BpfFilter)
+		if !ok || bf.Handle != legacyFilterHandle || bf.Priority != legacyFilterPriority ||
+			!strings.HasPrefix(bf.Name, legacyFilterName(dir)) {
+			continue
+		}
+		if err := netlink.FilterDel(bf); err != nil {
+			return fmt.Errorf("delete filter on %s: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// parsePinName splits "tcx_ingress_7" into its parts.
+func parsePinName(name string) (kind, dir string, ifindex int, ok bool) {
+	parts := strings.Split(name, "_")
+	if len(parts) != 3 {
+		return "", "", 0, false
+	}
+	idx, err := strconv.Atoi(parts[2])
+	if err != nil {
+		return "", "", 0, false
+	}
+	return parts[0], parts[1], idx, true
+}

@@ -1,0 +1,75 @@
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// HostAddrs wraps the hostaddrs map: the host's own addresses, which the
+// datapath needs to tell "to this host" from "through this host".
+type HostAddrs struct{ m *ebpf.Map }
+
+func NewHostAddrs(m *ebpf.Map) *HostAddrs { return &HostAddrs{m: m} }
+
+func hostAddrKey(a netip.Addr) HostAddrKey {
+	family, raw := rawAddr(a)
+	return HostAddrKey{Family: family, Addr: raw}
+}
+
+// All returns every address with the interface index it was seen on.
+func (h *HostAddrs) All() (map[netip.Addr]uint32, error) {
+	out := map[netip.Addr]uint32{}
+	var (
+		k HostAddrKey
+		v HostAddrValue
+	)
+	it := h.m.Iterate()
+	for it.Next(&k, &v) {
+		out[addrFromRaw(k.Family, k.Addr)] = v.Ifindex
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate host addresses: %w", err)
+	}
+	return out, nil
+}
+
+// Sync makes the map hold exactly want (address -> interface index).
+func (h *HostAddrs) Sync(want map[netip.Addr]uint32) error {
+	have, err := h.All()
+	if err != nil {
+		return err
+	}
+	var (
+		keys   []HostAddrKey
+		values []HostAddrValue
+		stale  []HostAddrKey
+	)
+	for a, ifindex := range want {
+		if cur, ok := have[a]; !ok || cur != ifindex {
+			keys = append(keys, hostAddrKey(a))
+			values = append(values, HostAddrValue{Ifindex: ifindex})
+		}
+	}
+	for a := range have {
+		if _, ok := want[a]; !ok {
+			stale = append(stale, hostAddrKey(a))
+		}
+	}
+	if err := batchPut(h.m, keys, values); err != nil {
+		return err
+	}
+	return batchDelete(h.m, stale)
+}
+
+func (h *HostAddrs) Put(a netip.Addr, ifindex uint32) error {
+	if err := h.m.Put(hostAddrKey(a), HostAddrValue{Ifindex: ifindex}); err != nil {
+		return fmt.Errorf("add host address %s: %w", a, err)
+	}
+	return nil
+}
+
+func (h *HostAddrs) Delete(a netip.Addr) error {
+	return batchDelete(h.m, []HostAddrKey{hostAddrKey(a)})
+}

@@ -1,0 +1,49 @@
+package maps
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// StatNames are the indexes of enum stat_index, in order.
+var StatNames = []string{
+	"pass_not_ip",
+	"pass_malformed",
+	"pass_fragment",
+	"pass_no_match",
+	"pass_local_only",
+	"dnat",
+	"rnat",
+	"icmp_dnat",
+	"icmp_rnat",
+	"drop_rewrite",
+	"drop_ct_full",
+	"sock_connect",
+	"sock_sendmsg",
+	"sock_recvmsg",
+	"sock_getpeername",
+}
+
+// Stats wraps the per-CPU counters map.
+type Stats struct{ m *ebpf.Map }
+
+func NewStats(m *ebpf.Map) *Stats { return &Stats{m: m} }
+
+// Read sums every counter over all CPUs.
+func (s *Stats) Read() (map[string]Counter, error) {
+	out := make(map[string]Counter, len(StatNames))
+	for i, name := range StatNames {
+		var perCPU []Counter
+		if err := s.m.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum Counter
+		for _, c := range perCPU {
+			sum.Packets += c.Packets
+			sum.Bytes += c.Bytes
+		}
+		out[name] = sum
+	}
+	return out, nil
+}

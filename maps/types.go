@@ -1,0 +1,135 @@
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// BindingKey mirrors struct binding_key.
+type BindingKey struct {
+	Family uint8
+	Proto  Proto
+	Port   uint16 // network byte order
+	Addr   [16]byte
+}
+
+// BindingValue mirrors struct binding_value.
+type BindingValue struct {
+	BackendAddr [16]byte
+	BackendPort uint16 // network byte order
+	Flags       uint16
+	ID          uint32
+}
+
+// Binding flags, as in bpf/lib/types.h.
+const bindingLocalOnly = 1 << 0
+
+func (k BindingKey) String() string {
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)), k.Proto)
+}
+
+func (v BindingValue) String() string {
+	return fmt.Sprintf("backend=%s flags=%#x id=%d", netip.AddrPortFrom(addrFromRaw(familyOf(v.BackendAddr), v.BackendAddr), hostPort(v.BackendPort)), v.Flags, v.ID)
+}
+
+// familyOf guesses a value's family, which values do not store: IPv4
+// addresses leave the last twelve bytes zero, real IPv6 ones practically
+// never do. Only String uses it; typed access goes through the key.
+func familyOf(raw [16]byte) uint8 {
+	for _, b := range raw[4:] {
+		if b != 0 {
+			return familyInet6
+		}
+	}
+	return familyInet
+}
+
+// CTKey mirrors struct ct_key.
+type CTKey struct {
+	Family uint8
+	Proto  Proto
+	Sport  uint16 // network byte order
+	Dport  uint16 // network byte order
+	Pad    uint16
+	Saddr  [16]byte
+	Daddr  [16]byte
+}
+
+// CTValue mirrors struct ct_value.
+type CTValue struct {
+	NatAddr    [16]byte
+	NatPort    uint16 // network byte order
+	Flags      uint8
+	TCPFlags   uint8
+	BindingID  uint32
+	LastSeenNs uint64 // CLOCK_MONOTONIC
+}
+
+// CT flags, as in bpf/lib/types.h.
+const (
+	CTDNATReply = 1 << 0
+
+	CTTCPSyn = 1 << 0
+	CTTCPAck = 1 << 1
+	CTTCPFin = 1 << 2
+	CTTCPRst = 1 << 3
+)
+
+func (k CTKey) String() string {
+	return fmt.Sprintf("%s %s -> %s", k.Proto,
+		netip.AddrPortFrom(addrFromRaw(k.Family, k.Saddr), hostPort(k.Sport)),
+		netip.AddrPortFrom(addrFromRaw(k.Family, k.Daddr), hostPort(k.Dport)))
+}
+
+func (v CTValue) String() string {
+	return fmt.Sprintf("nat=%s flags=%#x tcp=%#x binding=%d last_seen=%s", netip.AddrPortFrom(addrFromRaw(familyOf(v.NatAddr), v.NatAddr), hostPort(v.NatPort)), v.Flags, v.TCPFlags, v.BindingID, time.Duration(v.LastSeenNs))
+}
+
+// HostAddrKey mirrors struct hostaddr_key.
+type HostAddrKey struct {
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]byte
+}
+
+// HostAddrValue mirrors struct hostaddr_value.
+type HostAddrValue struct {
+	Ifindex uint32
+}
+
+func (k HostAddrKey) String() string { return addrFromRaw(k.Family, k.Addr).String() }
+
+// SockRevKey mirrors struct sockrev_key.
+type SockRevKey struct {
+	Cookie uint64
+	Addr   [16]byte
+	Port   uint16 // network byte order
+	Family uint8
+	Pad    uint8
+	Pad2   uint32
+}
+
+// SockRevValue mirrors struct sockrev_value.
+type SockRevValue struct {
+	Addr [16]byte
+	Port uint16 // network byte order
+	Pad  uint16
+}
+
+func (k SockRevKey) String() string {
+	return fmt.Sprintf("socket %d backend %s", k.Cookie, netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)))
+}
+
+// ConfigValue mirrors struct config.
+type ConfigValue struct {
+	HostNetnsCookie uint64
+	Flags           uint32
+	Pad             uint32
+}
+
+// Counter mirrors struct counter.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
