@@ -1,0 +1,195 @@
+package testenv
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The echo servers answer every line or datagram with the peer address
+// they saw, which is what the tests assert on: whether the server sees the
+// real client, and whether a reply made it back at all.
+func echoReply(peer net.Addr, msg string) string {
+	return fmt.Sprintf("from=%s msg=%s\n", peer, strings.TrimSpace(msg))
+}
+
+// ParseEcho splits a reply into the peer the server saw and the message.
+func ParseEcho(reply string) (peer, msg string, err error) {
+	reply = strings.TrimSpace(reply)
+	from, rest, ok := strings.Cut(reply, " msg=")
+	if !ok || !strings.HasPrefix(from, "from=") {
+		return "", "", fmt.Errorf("not an echo reply: %q", reply)
+	}
+	return strings.TrimPrefix(from, "from="), rest, nil
+}
+
+// ServeTCP runs a line echo server inside the namespace until cleanup.
+func (n *Netns) ServeTCP(t testing.TB, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := n.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(echoReply(c.RemoteAddr(), line))); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// ServeUDP runs a datagram echo server inside the namespace until cleanup.
+func (n *Netns) ServeUDP(t testing.TB, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := n.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, n.Name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			nr, peer, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(echoReply(peer, string(buf[:nr]))), peer)
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+}
+
+// DialResult is what a client saw: the peer address the kernel reported to
+// it (getpeername or recvfrom) and the server's reply.
+type DialResult struct {
+	Peer  string
+	Reply string
+}
+
+const dialTimeout = 3 * time.Second
+
+// Dial connects from inside the namespace (in this process: no cgroup).
+func (n *Netns) Dial(network, addr string) (DialResult, error) {
+	var res DialResult
+	err := n.Do(func() (err error) {
+		res, err = dialOnce(network, addr)
+		return err
+	})
+	return res, err
+}
+
+// DialFrom connects from a helper process in the namespace and cgroup, so
+// the cgroup's socket hooks apply.
+func (n *Netns) DialFrom(t testing.TB, cgroup, network, addr string) (DialResult, error) {
+	t.Helper()
+	var res DialResult
+	err := n.Helper(t, cgroup, &res, "dial", network, addr)
+	return res, err
+}
+
+func dialHelper(args []string) (any, error) {
+	if len(args) != 2 {
+		return nil, errors.New("dial wants network and address")
+	}
+	return dialOnce(args[0], args[1])
+}
+
+// dialOnce sends one line and reads the answer. "udp" sends from an
+// unconnected socket (sendmsg/recvmsg path), "udp-connected" connects
+// first (connect/getpeername path).
+func dialOnce(network, addr string) (DialResult, error) {
+	const msg = "ping"
+	deadline := time.Now().Add(dialTimeout)
+	switch network {
+	case "tcp", "udp-connected":
+		proto := "tcp4"
+		if network == "udp-connected" {
+			proto = "udp4"
+		}
+		c, err := net.DialTimeout(proto, addr, dialTimeout)
+		if err != nil {
+			return DialResult{}, err
+		}
+		defer c.Close()
+		c.SetDeadline(deadline)
+		if _, err := c.Write([]byte(msg + "\n")); err != nil {
+			return DialResult{}, err
+		}
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return DialResult{}, fmt.Errorf("read reply from %s: %w", addr, err)
+		}
+		return DialResult{Peer: c.RemoteAddr().String(), Reply: reply}, nil
+	case "udp":
+		dst, err := net.ResolveUDPAddr("udp4", addr)
+		if err != nil {
+			return DialResult{}, err
+		}
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return DialResult{}, err
+		}
+		defer c.Close()
+		c.SetDeadline(deadline)
+		if _, err := c.WriteTo([]byte(msg), dst); err != nil {
+			return DialResult{}, err
+		}
+		buf := make([]byte, 2048)
+		nr, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return DialResult{}, fmt.Errorf("read reply from %s: %w", addr, err)
+		}
+		return DialResult{Peer: from.String(), Reply: string(buf[:nr])}, nil
+	}
+	return DialResult{}, fmt.Errorf("unknown network %q", network)
+}
