@@ -1,0 +1,58 @@
+# Pontoon: container bridge networking in BPF, without iptables or proxies.
+# Every target works on a fresh Debian 12 machine after `make deps`.
+
+GO ?= go
+BIN := bin
+# Privileged tests build network namespaces and load BPF: they run as root.
+GOTEST ?= $(GO) test -count=1
+
+# Debian packages the build, the tests and the demo need.
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
+	iptables nftables iperf3 procps
+
+.PHONY: all deps build generate check test test-host demo clean
+
+all: build
+
+## deps: install the Debian packages and Go modules that are missing
+deps:
+	@missing=$$(for p in $(APT_PACKAGES) $(VMTEST_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+## build: the pontoon binary (needs no clang: the BPF objects are committed)
+build:
+	$(GO) build -o $(BIN)/pontoon ./cmd/pontoon
+
+## generate: recompile the BPF C and regenerate the Go bindings
+generate:
+	$(GO) generate ./bpf/
+
+## check: formatting, vet, and committed BPF objects matching their C source
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@rm -rf .cache/gencheck && mkdir -p .cache/gencheck && cp -r bpf .cache/gencheck/ && \
+	(cd .cache/gencheck/bpf && $(GO) generate . >/dev/null) && \
+	for f in bpf/*_bpfel.go bpf/*_bpfel.o; do \
+		cmp -s $$f .cache/gencheck/$$f || { echo "$$f is stale: run 'make generate' and commit"; exit 1; }; \
+	done && rm -rf .cache/gencheck && echo "generated BPF objects are current"
+	$(GO) vet ./...
+
+## test: every test, host tier and VM matrix (privileged tests need root)
+test: test-host
+
+test-host:
+	$(GOTEST) ./...
+
+## demo: set up, build, and run the main job in a throwaway namespace world
+demo: deps build
+	./cmd/demo/demo.sh $(BIN)/pontoon
+
+clean:
+	rm -rf $(BIN)
+
+-include vmtest/vmtest.mk
