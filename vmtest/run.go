@@ -161,7 +161,7 @@ next:
 				continue next
 			}
 		}
-		if strings.HasPrefix(k, "PONTOON_VMTEST_GUEST") || k == "PONTOON_VMTEST" {
+		if k == "PONTOON_VMTEST" || k == "PONTOON_VMTEST_KERNEL" {
 			continue
 		}
 		out = append(out, e)
