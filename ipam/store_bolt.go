@@ -10,7 +10,7 @@ import (
 
 // lockTimeout bounds the wait for the file lock, so a second agent on the
 // same file fails with a message instead of hanging.
-const lockTimeout = 2 * time.Second
+var lockTimeout = 2 * time.Second
 
 // BoltStore is a Store in one bbolt file. Every Update is fsynced before it
 // returns, which is what makes an allocation survive kill -9.
