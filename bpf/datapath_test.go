@@ -1,0 +1,1110 @@
+package bpf_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/bpf"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// Verdicts as the uplink programs return them. TC_ACT_UNSPEC is -1, which
+// BPF_PROG_TEST_RUN hands back as a u32.
+const (
+	actUnspec = uint32(math.MaxUint32)
+	actShot   = uint32(2)
+)
+
+var (
+	client   = netip.MustParseAddr("198.51.100.7")
+	router   = netip.MustParseAddr("198.51.100.254")
+	hostIP   = netip.MustParseAddr("192.0.2.1")
+	hostIP2  = netip.MustParseAddr("192.0.2.2")
+	notHost  = netip.MustParseAddr("203.0.113.9")
+	gateway  = netip.MustParseAddr("172.18.0.1")
+	backend  = netip.MustParseAddr("172.18.0.2")
+	backend2 = netip.MustParseAddr("172.18.0.3")
+	loopback = netip.MustParseAddr("127.0.0.1")
+
+	clientPort = netip.AddrPortFrom(client, 40000)
+
+	macUplink = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}
+	macPeer   = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
+)
+
+func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+// Bindings the cases draw from.
+var (
+	tcpWeb = maps.Binding{Proto: maps.TCP, Host: ap(hostIP, 80), Backend: ap(backend, 8080), ID: 1}
+	udpApp = maps.Binding{Proto: maps.UDP, Host: ap(hostIP, 5300), Backend: ap(backend, 6300), ID: 2}
+	tcpAny = maps.Binding{Proto: maps.TCP, Host: ap(netip.IPv4Unspecified(), 80), Backend: ap(backend2, 9090), ID: 3}
+	tcpLo  = maps.Binding{Proto: maps.TCP, Host: ap(loopback, 80), Backend: ap(backend, 8080), ID: 4}
+	tcpTLS = maps.Binding{Proto: maps.TCP, Host: ap(hostIP, 443), Backend: ap(backend, 443), ID: 6}
+)
+
+// ---- packet builders ----
+
+type tcpFlags uint8
+
+const (
+	fin tcpFlags = 1 << iota
+	syn
+	rst
+	ack
+)
+
+type ipMod func(*layers.IPv4)
+
+func moreFragments(ip *layers.IPv4) { ip.Flags = layers.IPv4MoreFragments }
+
+func fragOffset(ip *layers.IPv4) { ip.Flags, ip.FragOffset = 0, 100 }
+
+// routerAlert adds a four-byte option, making IHL 6.
+func routerAlert(ip *layers.IPv4) {
+	ip.Options = []layers.IPv4Option{{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}}
+}
+
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}
+	if err := gopacket.SerializeLayers(buf, opts, ls...); err != nil {
+		t.Fatalf("serialize packet: %v", err)
+	}
+	return bytes.Clone(buf.Bytes())
+}
+
+func ipv4(src, dst netip.Addr, proto layers.IPProtocol, mods ...ipMod) *layers.IPv4 {
+	ip := &layers.IPv4{
+		Version:  4,
+		TTL:      64,
+		Id:       0x1234,
+		Flags:    layers.IPv4DontFragment,
+		Protocol: proto,
+		SrcIP:    src.AsSlice(),
+		DstIP:    dst.AsSlice(),
+	}
+	for _, m := range mods {
+		m(ip)
+	}
+	return ip
+}
+
+// tcpDatagram is an IPv4 datagram (no link header) carrying a TCP segment.
+func tcpDatagram(t testing.TB, src, dst netip.AddrPort, f tcpFlags, mods ...ipMod) []byte {
+	ip := ipv4(src.Addr(), dst.Addr(), layers.IPProtocolTCP, mods...)
+	tcp := &layers.TCP{
+		SrcPort: layers.TCPPort(src.Port()),
+		DstPort: layers.TCPPort(dst.Port()),
+		Seq:     1000,
+		Window:  64240,
+		FIN:     f&fin != 0,
+		SYN:     f&syn != 0,
+		RST:     f&rst != 0,
+		ACK:     f&ack != 0,
+	}
+	if tcp.ACK {
+		tcp.Ack = 5000
+	}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	return serialize(t, ip, tcp, gopacket.Payload("pontoon tcp payload"))
+}
+
+func udpDatagram(t testing.TB, src, dst netip.AddrPort, mods ...ipMod) []byte {
+	ip := ipv4(src.Addr(), dst.Addr(), layers.IPProtocolUDP, mods...)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	return serialize(t, ip, udp, gopacket.Payload("pontoon udp payload"))
+}
+
+// noUDPChecksum clears the UDP checksum of a datagram: "no checksum".
+func noUDPChecksum(d []byte) []byte {
+	ihl := int(d[0]&0x0f) * 4
+	d[ihl+6], d[ihl+7] = 0, 0
+	return d
+}
+
+func icmpDatagram(t testing.TB, src, dst netip.Addr, tc layers.ICMPv4TypeCode, seq uint16, payload []byte) []byte {
+	ip := ipv4(src, dst, layers.IPProtocolICMPv4)
+	return serialize(t, ip, &layers.ICMPv4{TypeCode: tc, Id: 0, Seq: seq}, gopacket.Payload(payload))
+}
+
+// frame puts a datagram behind an Ethernet header (gopacket pads it to 60
+// bytes, as a NIC would).
+func frame(t testing.TB, datagram []byte) []byte {
+	eth := &layers.Ethernet{SrcMAC: macPeer, DstMAC: macUplink, EthernetType: layers.EthernetTypeIPv4}
+	return serialize(t, eth, gopacket.Payload(datagram))
+}
+
+func tcpFrame(t testing.TB, src, dst netip.AddrPort, f tcpFlags, mods ...ipMod) []byte {
+	return frame(t, tcpDatagram(t, src, dst, f, mods...))
+}
+
+func udpFrame(t testing.TB, src, dst netip.AddrPort, mods ...ipMod) []byte {
+	return frame(t, udpDatagram(t, src, dst, mods...))
+}
+
+// icmpErrorFrame quotes a datagram (whole, or its first quoteLen bytes
+// when quoteLen > 0) in an ICMP error.
+func icmpErrorFrame(t testing.TB, src, dst netip.Addr, tc layers.ICMPv4TypeCode, seq uint16, quoted []byte, quoteLen int) []byte {
+	if quoteLen > 0 {
+		quoted = quoted[:quoteLen]
+	}
+	return frame(t, icmpDatagram(t, src, dst, tc, seq, quoted))
+}
+
+var (
+	portUnreachable = layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)
+	fragNeeded      = layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded)
+	ttlExceeded     = layers.CreateICMPv4TypeCode(layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded)
+	echoRequest     = layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0)
+)
+
+func arpFrame(t testing.TB) []byte {
+	eth := &layers.Ethernet{SrcMAC: macPeer, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP}
+	arp := &layers.ARP{
+		AddrType:          layers.LinkTypeEthernet,
+		Protocol:          layers.EthernetTypeIPv4,
+		HwAddressSize:     6,
+		ProtAddressSize:   4,
+		Operation:         layers.ARPRequest,
+		SourceHwAddress:   macPeer,
+		SourceProtAddress: client.AsSlice(),
+		DstHwAddress:      make([]byte, 6),
+		DstProtAddress:    hostIP.AsSlice(),
+	}
+	return serialize(t, eth, arp)
+}
+
+func ipv6Frame(t testing.TB) []byte {
+	eth := &layers.Ethernet{SrcMAC: macPeer, DstMAC: macUplink, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{
+		Version:    6,
+		NextHeader: layers.IPProtocolUDP,
+		HopLimit:   64,
+		SrcIP:      netip.MustParseAddr("2001:db8::7").AsSlice(),
+		DstIP:      netip.MustParseAddr("2001:db8::1").AsSlice(),
+	}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 53}
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	return serialize(t, eth, ip, udp, gopacket.Payload("v6"))
+}
+
+// withByte returns a copy of p with p[off] = v.
+func withByte(p []byte, off int, v byte) []byte {
+	p = bytes.Clone(p)
+	p[off] = v
+	return p
+}
+
+// ---- map seeding and inspection ----
+
+// netOrder gives the value a native uint16 map field must hold for the
+// datapath to read port p in network byte order.
+func netOrder(p uint16) uint16 {
+	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, p))
+}
+
+func raw16(a netip.Addr) (out [16]byte) {
+	v4 := a.As4()
+	copy(out[:], v4[:])
+	return out
+}
+
+// putCT writes a DNAT reply entry the way ct_track_dnat4 would.
+func putCT(t testing.TB, m *ebpf.Map, e maps.CTEntry) {
+	t.Helper()
+	key := maps.CTKey{
+		Family: unix.AF_INET,
+		Proto:  e.Proto,
+		Sport:  netOrder(e.Backend.Port()),
+		Dport:  netOrder(e.Client.Port()),
+		Saddr:  raw16(e.Backend.Addr()),
+		Daddr:  raw16(e.Client.Addr()),
+	}
+	val := maps.CTValue{
+		NatAddr:    raw16(e.Dialled.Addr()),
+		NatPort:    netOrder(e.Dialled.Port()),
+		Flags:      maps.CTDNATReply,
+		TCPFlags:   e.TCPFlags,
+		BindingID:  e.BindingID,
+		LastSeenNs: 1,
+	}
+	if err := m.Put(key, val); err != nil {
+		t.Fatalf("seed ct %v: %v", key, err)
+	}
+}
+
+// clearMap deletes every key; keys are collected first, never deleted
+// while iterating.
+func clearMap(t testing.TB, m *ebpf.Map) {
+	t.Helper()
+	var keys [][]byte
+	var prev any
+	for {
+		next := make([]byte, m.KeySize())
+		err := m.NextKey(prev, next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("iterate %v: %v", m, err)
+		}
+		keys = append(keys, next)
+		prev = next
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatalf("clear %v: %v", m, err)
+		}
+	}
+}
+
+func zeroStats(t testing.TB, m *ebpf.Map) {
+	t.Helper()
+	zero := make([]maps.Counter, ebpf.MustPossibleCPU())
+	for i := range maps.StatNames {
+		if err := m.Put(uint32(i), zero); err != nil {
+			t.Fatalf("zero stat %d: %v", i, err)
+		}
+	}
+}
+
+// ctDump returns the ct map with the timestamps left out (they come from
+// the kernel clock) and in a stable order.
+func ctDump(t testing.TB, m *ebpf.Map) []maps.CTEntry {
+	t.Helper()
+	all, err := maps.NewCT(m).All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range all {
+		if all[i].LastSeenNs == 0 {
+			t.Errorf("ct entry %+v has no last-seen time", all[i])
+		}
+		all[i].LastSeenNs = 0
+	}
+	sortCT(all)
+	return all
+}
+
+func sortCT(es []maps.CTEntry) {
+	slices.SortFunc(es, func(a, b maps.CTEntry) int {
+		if c := a.Backend.Compare(b.Backend); c != 0 {
+			return c
+		}
+		if c := a.Client.Compare(b.Client); c != 0 {
+			return c
+		}
+		return int(a.Proto) - int(b.Proto)
+	})
+}
+
+type objects struct{ bpf.TcUplinkObjects }
+
+// loadObjects loads the real uplink programs with fresh, unpinned maps.
+func loadObjects(t testing.TB) *objects {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs and BPF_PROG_TEST_RUN need root")
+	}
+	spec, err := bpf.LoadTcUplink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o objects
+	if err := spec.LoadAndAssign(&o.TcUplinkObjects, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			t.Fatalf("load tc_uplink: %+v", ve)
+		}
+		t.Fatalf("load tc_uplink: %v", err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return &o
+}
+
+// run feeds one frame to prog and returns the verdict and the frame as
+// the program left it.
+func run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) {
+	t.Helper()
+	ret, out, err := tryRun(prog, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, out
+}
+
+func tryRun(prog *ebpf.Program, in []byte) (uint32, []byte, error) {
+	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256)}
+	ret, err := prog.Run(&opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run %v: %w", prog, err)
+	}
+	return ret, opts.DataOut, nil
+}
+
+// ---- independent checksum verification ----
+
+// onesSum is the RFC 1071 sum of b, not yet complemented.
+func onesSum(sum uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return sum
+}
+
+// l4SumOK checks a TCP or UDP checksum over the pseudo header and segment.
+func l4SumOK(src, dst []byte, proto layers.IPProtocol, seg []byte) bool {
+	pseudo := slices.Concat(src, dst, []byte{0, byte(proto)}, binary.BigEndian.AppendUint16(nil, uint16(len(seg))))
+	return onesSum(onesSum(0, pseudo), seg) == 0xffff
+}
+
+// verifyChecksums decodes a translated frame and checks every checksum in
+// it from scratch: outer IP, TCP/UDP, ICMP, and the quoted IP and L4
+// headers of an ICMP error (the L4 one when the whole datagram is quoted).
+func verifyChecksums(t testing.TB, frame []byte) {
+	t.Helper()
+	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	if el := p.ErrorLayer(); el != nil {
+		t.Fatalf("decode output: %v", el.Error())
+	}
+	ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !ok {
+		t.Fatalf("output has no IPv4 layer: %v", p)
+	}
+	if onesSum(0, ip.Contents) != 0xffff {
+		t.Errorf("IPv4 header checksum %#04x is wrong", ip.Checksum)
+	}
+	switch ip.Protocol {
+	case layers.IPProtocolTCP, layers.IPProtocolUDP:
+		if ip.Protocol == layers.IPProtocolUDP && binary.BigEndian.Uint16(ip.Payload[6:]) == 0 {
+			return // no checksum
+		}
+		if !l4SumOK(ip.SrcIP, ip.DstIP, ip.Protocol, ip.Payload) {
+			t.Errorf("%v checksum %#04x is wrong", ip.Protocol, binary.BigEndian.Uint16(ip.Payload[l4CsumOff(ip.Protocol):]))
+		}
+	case layers.IPProtocolICMPv4:
+		if onesSum(0, ip.Payload) != 0xffff {
+			t.Errorf("ICMP checksum %#04x is wrong", binary.BigEndian.Uint16(ip.Payload[2:]))
+		}
+		verifyQuoted(t, ip.Payload[8:])
+	default:
+		t.Fatalf("unexpected protocol %v in output", ip.Protocol)
+	}
+}
+
+func l4CsumOff(proto layers.IPProtocol) int {
+	if proto == layers.IPProtocolTCP {
+		return 16
+	}
+	return 6
+}
+
+func verifyQuoted(t testing.TB, q []byte) {
+	t.Helper()
+	if len(q) < 20 {
+		t.Fatalf("ICMP error quotes only %d bytes", len(q))
+	}
+	ihl := int(q[0]&0x0f) * 4
+	if onesSum(0, q[:ihl]) != 0xffff {
+		t.Errorf("quoted IPv4 header checksum %#04x is wrong", binary.BigEndian.Uint16(q[10:]))
+	}
+	total := int(binary.BigEndian.Uint16(q[2:]))
+	if total > len(q) {
+		return // truncated quote: its L4 checksum cannot be checked
+	}
+	proto := layers.IPProtocol(q[9])
+	seg := q[ihl:total]
+	if proto == layers.IPProtocolUDP && binary.BigEndian.Uint16(seg[6:]) == 0 {
+		return
+	}
+	if !l4SumOK(q[12:16], q[16:20], proto, seg) {
+		t.Errorf("quoted %v checksum %#04x is wrong", proto, binary.BigEndian.Uint16(seg[l4CsumOff(proto):]))
+	}
+}
+
+func describeDiff(want, got []byte) string {
+	off := 0
+	for off < len(want) && off < len(got) && want[off] == got[off] {
+		off++
+	}
+	return fmt.Sprintf("first difference at byte %d (want %d bytes, got %d)\nwant:\n%sgot:\n%s",
+		off, len(want), len(got), hex.Dump(want), hex.Dump(got))
+}
+
+// ---- the table ----
+
+type seed struct {
+	bindings  []maps.Binding
+	hostAddrs []netip.Addr
+	ct        []maps.CTEntry
+	// raw writes binding values as they are, to reach flags that Put
+	// would derive on its own.
+	raw map[maps.BindingKey]maps.BindingValue
+}
+
+type datapathCase struct {
+	name string
+	seed seed
+	// before are frames sent through uplink_ingress first, as the
+	// traffic that sets up a flow.
+	before [][]byte
+	egress bool
+	in     []byte
+	ret    uint32
+	out    []byte // nil: the frame must come out unchanged
+	// shortIP marks a frame with less than an IPv4 header behind an IPv4
+	// ethertype, which newer kernels refuse to test-run (EINVAL).
+	shortIP bool
+	stat    string // the one counter the verdict bumps
+	// ct is the ct map after the run, timestamps aside; nil means it
+	// must still hold exactly seed.ct.
+	ct []maps.CTEntry
+}
+
+func runTable(t *testing.T, o *objects, cases []datapathCase) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, m := range []*ebpf.Map{o.Bindings, o.Hostaddrs, o.Ct} {
+				clearMap(t, m)
+			}
+			if err := maps.NewBindings(o.Bindings).PutBatch(c.seed.bindings); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range c.seed.raw {
+				if err := o.Bindings.Put(k, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, a := range c.seed.hostAddrs {
+				if err := maps.NewHostAddrs(o.Hostaddrs).Put(a, 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, e := range c.seed.ct {
+				putCT(t, o.Ct, e)
+			}
+			for i, f := range c.before {
+				if ret, _ := run(t, o.UplinkIngress, f); ret != actUnspec {
+					t.Fatalf("before[%d]: uplink_ingress returned %#x, want TC_ACT_UNSPEC", i, ret)
+				}
+			}
+			zeroStats(t, o.Stats)
+
+			prog := o.UplinkIngress
+			if c.egress {
+				prog = o.UplinkEgress
+			}
+			ret, got, err := tryRun(prog, c.in)
+			if c.shortIP && errors.Is(err, unix.EINVAL) {
+				t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != c.ret {
+				t.Errorf("returned %#x, want %#x", ret, c.ret)
+			}
+			want := c.out
+			if want == nil {
+				want = c.in
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("output frame differs: %s", describeDiff(want, got))
+			}
+			if c.out != nil {
+				verifyChecksums(t, got)
+			}
+
+			stats, err := maps.NewStats(o.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := stats[c.stat]; !ok {
+				t.Fatalf("no counter %q", c.stat)
+			}
+			for name, cnt := range stats {
+				want := maps.Counter{}
+				if name == c.stat {
+					want = maps.Counter{Packets: 1, Bytes: uint64(len(c.in))}
+				}
+				if cnt != want {
+					t.Errorf("counter %s = %+v, want %+v", name, cnt, want)
+				}
+			}
+
+			wantCT := c.ct
+			if wantCT == nil {
+				wantCT = slices.Clone(c.seed.ct)
+			}
+			sortCT(wantCT)
+			if gotCT := ctDump(t, o.Ct); !slices.Equal(gotCT, wantCT) {
+				t.Errorf("ct map:\n got  %+v\n want %+v", gotCT, wantCT)
+			}
+		})
+	}
+}
+
+func TestUplinkDatapath(t *testing.T) {
+	o := loadObjects(t)
+
+	host := []netip.Addr{hostIP, hostIP2}
+	portRange, err := maps.PortRange(maps.TCP, hostIP, 10000, 10999, backend, 20000, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rangeSeed := seed{bindings: portRange, hostAddrs: host}
+	rangeCase := func(name string, port uint16) datapathCase {
+		return datapathCase{
+			name: name,
+			seed: rangeSeed,
+			in:   tcpFrame(t, clientPort, ap(hostIP, port), syn),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, ap(backend, port+10000), syn),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: ap(backend, port+10000), Client: clientPort, Dialled: ap(hostIP, port), BindingID: 5, TCPFlags: maps.CTTCPSyn}},
+		}
+	}
+	webCT := maps.CTEntry{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: tcpWeb.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck}
+	appCT := maps.CTEntry{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: udpApp.Host, BindingID: udpApp.ID}
+	localOnlyRaw := maps.BindingValue{BackendAddr: raw16(backend), BackendPort: netOrder(8080), Flags: 1, ID: 7}
+
+	cases := []datapathCase{
+		{
+			name: "dnat tcp syn",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpWeb.Backend, syn),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn}},
+		},
+		{
+			name: "dnat tcp on existing flow updates ct flags",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck}}},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, fin|ack),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpWeb.Backend, fin|ack),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck | maps.CTTCPFin}},
+		},
+		{
+			name: "dnat udp",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   udpFrame(t, clientPort, udpApp.Host),
+			ret:  actUnspec,
+			out:  udpFrame(t, clientPort, udpApp.Backend),
+			stat: "dnat",
+			ct:   []maps.CTEntry{appCT},
+		},
+		{
+			name: "dnat udp zero checksum stays zero",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Host))),
+			ret:  actUnspec,
+			out:  frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Backend))),
+			stat: "dnat",
+			ct:   []maps.CTEntry{appCT},
+		},
+		{
+			name: "dnat same port rewrites only the address",
+			seed: seed{bindings: []maps.Binding{tcpTLS}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpTLS.Host, syn),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpTLS.Backend, syn),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpTLS.Backend, Client: clientPort, Dialled: tcpTLS.Host, BindingID: 6, TCPFlags: maps.CTTCPSyn}},
+		},
+		{
+			name: "dnat with ip options (ihl 6)",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn, routerAlert),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpWeb.Backend, syn, routerAlert),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn}},
+		},
+		{
+			name: "exact host ip beats wildcard",
+			seed: seed{bindings: []maps.Binding{tcpWeb, tcpAny}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpWeb.Backend, syn),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn}},
+		},
+		{
+			name: "wildcard for another host address",
+			seed: seed{bindings: []maps.Binding{tcpWeb, tcpAny}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, ap(hostIP2, 80), syn),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpAny.Backend, syn),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpAny.Backend, Client: clientPort, Dialled: ap(hostIP2, 80), BindingID: 3, TCPFlags: maps.CTTCPSyn}},
+		},
+		{
+			name: "wildcard not for an address that is not the host's",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, ap(notHost, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "wildcard not without host addresses",
+			seed: seed{bindings: []maps.Binding{tcpAny}},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		rangeCase("port range first", 10000),
+		rangeCase("port range middle", 10500),
+		rangeCase("port range last", 10999),
+		{
+			name: "port range one past the end",
+			seed: rangeSeed,
+			in:   tcpFrame(t, clientPort, ap(hostIP, 11000), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "port range one before the start",
+			seed: rangeSeed,
+			in:   tcpFrame(t, clientPort, ap(hostIP, 9999), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "no binding",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 81), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "udp to a tcp-only binding",
+			seed: seed{bindings: []maps.Binding{tcpWeb, tcpAny}, hostAddrs: host},
+			in:   udpFrame(t, clientPort, tcpWeb.Host),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "loopback destination",
+			seed: seed{bindings: []maps.Binding{tcpLo, tcpAny}, hostAddrs: []netip.Addr{hostIP, loopback}},
+			in:   tcpFrame(t, clientPort, ap(loopback, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_local_only",
+		},
+		{
+			name: "local-only binding flag",
+			seed: seed{hostAddrs: host, raw: map[maps.BindingKey]maps.BindingValue{tcpWeb.Key(): localOnlyRaw}},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn),
+			ret:  actUnspec,
+			stat: "pass_local_only",
+		},
+		{
+			name: "first fragment (mf set)",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn, moreFragments),
+			ret:  actUnspec,
+			stat: "pass_fragment",
+		},
+		{
+			name: "later fragment (offset set)",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   udpFrame(t, clientPort, udpApp.Host, fragOffset),
+			ret:  actUnspec,
+			stat: "pass_fragment",
+		},
+		{
+			name:    "truncated ipv4 header",
+			seed:    seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:      tcpFrame(t, clientPort, tcpWeb.Host, syn)[:14+12],
+			shortIP: true,
+			ret:     actUnspec,
+			stat:    "pass_malformed",
+		},
+		{
+			name: "ihl past the end of the frame",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   withByte(tcpFrame(t, clientPort, tcpWeb.Host, syn)[:14+20+20], 14, 0x4f),
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+		{
+			name: "truncated tcp header",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn)[:14+20+10],
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+		{
+			name: "truncated udp header",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   udpFrame(t, clientPort, udpApp.Host)[:14+20+5],
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+		{
+			name: "bad ihl",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   withByte(tcpFrame(t, clientPort, tcpWeb.Host, syn), 14, 0x44),
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+		{
+			name: "ip version 6 behind an ipv4 ethertype",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   withByte(tcpFrame(t, clientPort, tcpWeb.Host, syn), 14, 0x65),
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+		{
+			name: "arp",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   arpFrame(t),
+			ret:  actUnspec,
+			stat: "pass_not_ip",
+		},
+		{
+			name: "ipv6",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   ipv6Frame(t),
+			ret:  actUnspec,
+			stat: "pass_not_ip",
+		},
+		{
+			name: "icmp echo",
+			seed: seed{bindings: []maps.Binding{tcpWeb, tcpAny}, hostAddrs: host},
+			in:   frame(t, icmpDatagram(t, client, hostIP, echoRequest, 1, []byte("ping"))),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+
+		// Reverse NAT on egress.
+		{
+			name:   "reverse nat tcp after dnat",
+			seed:   seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			before: [][]byte{tcpFrame(t, clientPort, tcpWeb.Host, syn)},
+			egress: true,
+			in:     tcpFrame(t, tcpWeb.Backend, clientPort, syn|ack),
+			ret:    actUnspec,
+			out:    tcpFrame(t, tcpWeb.Host, clientPort, syn|ack),
+			stat:   "rnat",
+			ct:     []maps.CTEntry{webCT},
+		},
+		{
+			name:   "reverse nat udp after wildcard dnat",
+			seed:   seed{bindings: []maps.Binding{{Proto: maps.UDP, Host: ap(netip.IPv4Unspecified(), 5300), Backend: udpApp.Backend, ID: 8}}, hostAddrs: host},
+			before: [][]byte{udpFrame(t, clientPort, ap(hostIP2, 5300))},
+			egress: true,
+			in:     udpFrame(t, udpApp.Backend, clientPort),
+			ret:    actUnspec,
+			out:    udpFrame(t, ap(hostIP2, 5300), clientPort),
+			stat:   "rnat",
+			ct:     []maps.CTEntry{{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: ap(hostIP2, 5300), BindingID: 8}},
+		},
+		{
+			name:   "reverse nat udp zero checksum stays zero",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     frame(t, noUDPChecksum(udpDatagram(t, udpApp.Backend, clientPort))),
+			ret:    actUnspec,
+			out:    frame(t, noUDPChecksum(udpDatagram(t, udpApp.Host, clientPort))),
+			stat:   "rnat",
+		},
+		{
+			name:   "reverse nat without ct entry",
+			seed:   seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			egress: true,
+			in:     tcpFrame(t, tcpWeb.Backend, clientPort, syn|ack),
+			ret:    actUnspec,
+			stat:   "pass_no_match",
+		},
+		{
+			name:   "reverse nat ct entry of another client port",
+			seed:   seed{ct: []maps.CTEntry{webCT}},
+			egress: true,
+			in:     tcpFrame(t, tcpWeb.Backend, ap(client, 40001), ack),
+			ret:    actUnspec,
+			stat:   "pass_no_match",
+		},
+		{
+			name:   "egress fragment",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     udpFrame(t, udpApp.Backend, clientPort, moreFragments),
+			ret:    actUnspec,
+			stat:   "pass_fragment",
+		},
+		{
+			name:   "egress truncated tcp header",
+			seed:   seed{ct: []maps.CTEntry{webCT}},
+			egress: true,
+			in:     tcpFrame(t, tcpWeb.Backend, clientPort, ack)[:14+20+12],
+			ret:    actUnspec,
+			stat:   "pass_malformed",
+		},
+
+		// ICMP errors about translated flows.
+		{
+			name:   "icmp port unreachable from backend about udp flow",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     icmpErrorFrame(t, backend, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Backend), 0),
+			ret:    actUnspec,
+			out:    icmpErrorFrame(t, hostIP, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Host), 0),
+			stat:   "icmp_rnat",
+		},
+		{
+			name:   "icmp port unreachable about udp flow without checksum",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     icmpErrorFrame(t, backend, client, portUnreachable, 0, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Backend)), 0),
+			ret:    actUnspec,
+			out:    icmpErrorFrame(t, hostIP, client, portUnreachable, 0, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Host)), 0),
+			stat:   "icmp_rnat",
+		},
+		{
+			name:   "icmp time exceeded from the gateway about tcp flow keeps outer source",
+			seed:   seed{ct: []maps.CTEntry{webCT}},
+			egress: true,
+			in:     icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Backend, ack), 0),
+			ret:    actUnspec,
+			out:    icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
+			stat:   "icmp_rnat",
+		},
+		{
+			name:   "icmp error from backend without ct entry",
+			seed:   seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			egress: true,
+			in:     icmpErrorFrame(t, backend, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Backend), 0),
+			ret:    actUnspec,
+			stat:   "pass_no_match",
+		},
+		{
+			name: "icmp frag needed from outside about a tcp reply",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 0),
+			ret:  actUnspec,
+			out:  icmpErrorFrame(t, router, backend, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Backend, clientPort, ack), 0),
+			stat: "icmp_dnat",
+		},
+		{
+			name: "icmp frag needed quoting only eight bytes of tcp",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 28),
+			ret:  actUnspec,
+			out:  icmpErrorFrame(t, router, backend, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Backend, clientPort, ack), 28),
+			stat: "icmp_dnat",
+		},
+		{
+			name: "icmp time exceeded from outside about a udp reply via wildcard",
+			seed: seed{
+				bindings:  []maps.Binding{{Proto: maps.UDP, Host: ap(netip.IPv4Unspecified(), 5300), Backend: udpApp.Backend, ID: 8}},
+				hostAddrs: host,
+				ct:        []maps.CTEntry{{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: ap(hostIP2, 5300), BindingID: 8}},
+			},
+			in:   icmpErrorFrame(t, router, hostIP2, ttlExceeded, 0, udpDatagram(t, ap(hostIP2, 5300), clientPort), 0),
+			ret:  actUnspec,
+			out:  icmpErrorFrame(t, router, backend, ttlExceeded, 0, udpDatagram(t, udpApp.Backend, clientPort), 0),
+			stat: "icmp_dnat",
+		},
+		{
+			name: "icmp frag needed about a reply without ct entry",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 0),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "icmp frag needed about a reply of another client",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, ap(router, 40000), ack), 0),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "icmp error quoting a truncated ip header",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 12),
+			ret:  actUnspec,
+			stat: "pass_malformed",
+		},
+	}
+	runTable(t, o, cases)
+}
+
+// TestDNATThenReverse follows one TCP flow through both programs and checks
+// that the reply leaves with exactly the addresses the client used.
+func TestDNATThenReverse(t *testing.T) {
+	o := loadObjects(t)
+	if err := maps.NewBindings(o.Bindings).Put(tcpWeb); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name   string
+		egress bool
+		in     []byte
+		out    []byte
+	}{
+		{"syn", false, tcpFrame(t, clientPort, tcpWeb.Host, syn), tcpFrame(t, clientPort, tcpWeb.Backend, syn)},
+		{"syn-ack", true, tcpFrame(t, tcpWeb.Backend, clientPort, syn|ack), tcpFrame(t, tcpWeb.Host, clientPort, syn|ack)},
+		{"ack", false, tcpFrame(t, clientPort, tcpWeb.Host, ack), tcpFrame(t, clientPort, tcpWeb.Backend, ack)},
+		{"fin", true, tcpFrame(t, tcpWeb.Backend, clientPort, fin|ack), tcpFrame(t, tcpWeb.Host, clientPort, fin|ack)},
+	}
+	for _, s := range steps {
+		prog := o.UplinkIngress
+		if s.egress {
+			prog = o.UplinkEgress
+		}
+		ret, got := run(t, prog, s.in)
+		if ret != actUnspec {
+			t.Errorf("%s: returned %#x, want TC_ACT_UNSPEC", s.name, ret)
+		}
+		if !bytes.Equal(got, s.out) {
+			t.Errorf("%s: %s", s.name, describeDiff(s.out, got))
+		}
+	}
+	want := []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1,
+		TCPFlags: maps.CTTCPSyn | maps.CTTCPAck | maps.CTTCPFin}}
+	if got := ctDump(t, o.Ct); !slices.Equal(got, want) {
+		t.Errorf("ct map:\n got  %+v\n want %+v", got, want)
+	}
+}
+
+// ---- benchmarks ----
+
+// benchRun runs prog b.N times in one BPF_PROG_TEST_RUN and reports the
+// kernel's mean time per run. The kernel runs the program on the same skb
+// each time, so a repeat sees the packet as the previous one left it: the
+// benchmarks pick map contents under which every repeat takes the path
+// measured, and the stats map proves that it did.
+func benchRun(b *testing.B, o *objects, prog *ebpf.Program, in []byte, stat string) {
+	zeroStats(b, o.Stats)
+	b.ResetTimer()
+	ret, perRun, err := prog.Benchmark(in, b.N, b.ResetTimer)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret != actUnspec {
+		b.Fatalf("returned %#x, want TC_ACT_UNSPEC", ret)
+	}
+	b.ReportMetric(float64(perRun.Nanoseconds()), "ns/pkt")
+
+	stats, err := maps.NewStats(o.Stats).Read()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// An interrupted run is restarted whole, so stat may count more.
+	if got := stats[stat].Packets; got < uint64(b.N) {
+		b.Fatalf("%s counted %d of %d runs", stat, got, b.N)
+	}
+	for name, c := range stats {
+		if name != stat && c.Packets != 0 {
+			b.Fatalf("%d runs ended as %s, want all %s", c.Packets, name, stat)
+		}
+	}
+}
+
+// fillBindings publishes n TCP ports of a host address nothing dials, so
+// the map is as big as a busy host's without matching the benchmark flow.
+func fillBindings(b *testing.B, o *objects, n int) {
+	if n == 0 {
+		return
+	}
+	filler, err := maps.PortRange(maps.TCP, netip.MustParseAddr("192.0.2.200"), 1, uint16(n), backend2, 1, 100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := maps.NewBindings(o.Bindings).PutBatch(filler); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkDNAT measures the DNAT path of an established flow: binding hit,
+// ct hit, address, port and checksum rewrite. Two bindings lead to each
+// other (hostIP:80 -> backend:8080 -> hostIP:80), so every repeat of the
+// one test run is a full DNAT; each repeat after the first two finds its
+// ct entry in place. The rest of the map is filler.
+func BenchmarkDNAT(b *testing.B) {
+	for _, total := range []int{2, 65536} {
+		b.Run(fmt.Sprintf("bindings=%d", total), func(b *testing.B) {
+			o := loadObjects(b)
+			cycle := []maps.Binding{
+				{Proto: maps.TCP, Host: ap(hostIP, 80), Backend: ap(backend, 8080), ID: 1},
+				{Proto: maps.TCP, Host: ap(backend, 8080), Backend: ap(hostIP, 80), ID: 2},
+			}
+			if err := maps.NewBindings(o.Bindings).PutBatch(cycle); err != nil {
+				b.Fatal(err)
+			}
+			fillBindings(b, o, total-len(cycle))
+			benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 80), ack), "dnat")
+		})
+	}
+}
+
+// BenchmarkRNAT measures reverse NAT of replies, with the same trick: two
+// ct entries whose translations lead to each other.
+func BenchmarkRNAT(b *testing.B) {
+	for _, total := range []int{2, 65536} {
+		b.Run(fmt.Sprintf("ct=%d", total), func(b *testing.B) {
+			o := loadObjects(b)
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(backend, 8080), Client: clientPort, Dialled: ap(hostIP, 80), BindingID: 1})
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(hostIP, 80), Client: clientPort, Dialled: ap(backend, 8080), BindingID: 1})
+			keys := make([]maps.CTKey, 0, total)
+			values := make([]maps.CTValue, 0, total)
+			for i := range total - 2 {
+				c := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+				keys = append(keys, maps.CTKey{Family: unix.AF_INET, Proto: maps.TCP, Sport: netOrder(8080), Dport: netOrder(40000), Saddr: raw16(backend), Daddr: raw16(c)})
+				values = append(values, maps.CTValue{NatAddr: raw16(hostIP), NatPort: netOrder(80), Flags: maps.CTDNATReply, LastSeenNs: 1})
+			}
+			if len(keys) > 0 {
+				if _, err := o.Ct.BatchUpdate(keys, values, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			benchRun(b, o, o.UplinkEgress, tcpFrame(b, ap(backend, 8080), clientPort, ack), "rnat")
+		})
+	}
+}
+
+// BenchmarkNoMatch measures what every other packet on the uplink pays:
+// an exact miss, the host address check and a wildcard miss.
+func BenchmarkNoMatch(b *testing.B) {
+	o := loadObjects(b)
+	fillBindings(b, o, 65536)
+	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
+		b.Fatal(err)
+	}
+	benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 22), ack), "pass_no_match")
+}
