@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -284,7 +285,7 @@ func clearMap(t testing.TB, m *ebpf.Map) {
 func zeroStats(t testing.TB, m *ebpf.Map) {
 	t.Helper()
 	zero := make([]maps.Counter, ebpf.MustPossibleCPU())
-	for i := range maps.StatNames {
+	for i := range m.MaxEntries() {
 		if err := m.Put(uint32(i), zero); err != nil {
 			t.Fatalf("zero stat %d: %v", i, err)
 		}
@@ -349,20 +350,55 @@ func loadObjects(t testing.TB) *objects {
 // the program left it.
 func run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) {
 	t.Helper()
-	ret, out, err := tryRun(prog, in)
+	ret, out, err := tryRun(prog, in, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ret, out
 }
 
-func tryRun(prog *ebpf.Program, in []byte) (uint32, []byte, error) {
-	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256)}
+func tryRun(prog *ebpf.Program, in []byte, flags uint32) (uint32, []byte, error) {
+	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Flags: flags}
 	ret, err := prog.Run(&opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("run %v: %w", prog, err)
 	}
 	return ret, opts.DataOut, nil
+}
+
+// skbMode is how the test skb carries its checksum state.
+type skbMode struct {
+	name  string
+	flags uint32
+	// minKernel is the first release with flags; older ones skip.
+	minKernel [2]int
+}
+
+// bpfFTestSKBChecksumComplete is BPF_F_TEST_SKB_CHECKSUM_COMPLETE: the
+// kernel seeds skb->csum from the input as a CHECKSUM_COMPLETE NIC would
+// and fails the run with EBADMSG when the program leaves skb->csum out of
+// step with the packet. With CHECKSUM_NONE (the default) a helper called
+// with the wrong flags still writes the right checksum field, so only this
+// mode catches it.
+const bpfFTestSKBChecksumComplete = 1 << 2
+
+var skbModes = []skbMode{
+	{name: "csum_none"},
+	{name: "csum_complete", flags: bpfFTestSKBChecksumComplete, minKernel: [2]int{6, 11}},
+}
+
+// kernelAtLeast compares the running kernel's major.minor.
+func kernelAtLeast(t testing.TB, want [2]int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("parse kernel release: %v", err)
+	}
+	return major > want[0] || (major == want[0] && minor >= want[1])
 }
 
 // ---- independent checksum verification ----
@@ -491,86 +527,121 @@ type datapathCase struct {
 	ct []maps.CTEntry
 }
 
+// resetMaps empties every hash-type map of the collection (arrays are
+// reset by zeroStats or left at their zero value), so each case starts
+// from its seed alone.
+func resetMaps(t testing.TB, o *objects) {
+	t.Helper()
+	v := reflect.ValueOf(&o.TcUplinkMaps).Elem()
+	for i := range v.NumField() {
+		m, ok := v.Field(i).Interface().(*ebpf.Map)
+		if !ok || m == nil {
+			continue
+		}
+		switch m.Type() {
+		case ebpf.Hash, ebpf.LRUHash, ebpf.LPMTrie, ebpf.PerCPUHash, ebpf.LRUCPUHash:
+			clearMap(t, m)
+		}
+	}
+}
+
 func runTable(t *testing.T, o *objects, cases []datapathCase) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			for _, m := range []*ebpf.Map{o.Bindings, o.Hostaddrs, o.Ct} {
-				clearMap(t, m)
-			}
-			if err := maps.NewBindings(o.Bindings).PutBatch(c.seed.bindings); err != nil {
-				t.Fatal(err)
-			}
-			for k, v := range c.seed.raw {
-				if err := o.Bindings.Put(k, v); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, a := range c.seed.hostAddrs {
-				if err := maps.NewHostAddrs(o.Hostaddrs).Put(a, 2); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, e := range c.seed.ct {
-				putCT(t, o.Ct, e)
-			}
-			for i, f := range c.before {
-				if ret, _ := run(t, o.UplinkIngress, f); ret != actUnspec {
-					t.Fatalf("before[%d]: uplink_ingress returned %#x, want TC_ACT_UNSPEC", i, ret)
-				}
-			}
-			zeroStats(t, o.Stats)
-
-			prog := o.UplinkIngress
-			if c.egress {
-				prog = o.UplinkEgress
-			}
-			ret, got, err := tryRun(prog, c.in)
-			if c.shortIP && errors.Is(err, unix.EINVAL) {
-				t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ret != c.ret {
-				t.Errorf("returned %#x, want %#x", ret, c.ret)
-			}
-			want := c.out
-			if want == nil {
-				want = c.in
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("output frame differs: %s", describeDiff(want, got))
-			}
-			if c.out != nil {
-				verifyChecksums(t, got)
-			}
-
-			stats, err := maps.NewStats(o.Stats).Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := stats[c.stat]; !ok {
-				t.Fatalf("no counter %q", c.stat)
-			}
-			for name, cnt := range stats {
-				want := maps.Counter{}
-				if name == c.stat {
-					want = maps.Counter{Packets: 1, Bytes: uint64(len(c.in))}
-				}
-				if cnt != want {
-					t.Errorf("counter %s = %+v, want %+v", name, cnt, want)
-				}
-			}
-
-			wantCT := c.ct
-			if wantCT == nil {
-				wantCT = slices.Clone(c.seed.ct)
-			}
-			sortCT(wantCT)
-			if gotCT := ctDump(t, o.Ct); !slices.Equal(gotCT, wantCT) {
-				t.Errorf("ct map:\n got  %+v\n want %+v", gotCT, wantCT)
+			for _, mode := range skbModes {
+				t.Run(mode.name, func(t *testing.T) {
+					if !kernelAtLeast(t, mode.minKernel) {
+						t.Skipf("%s needs kernel >= %d.%d", mode.name, mode.minKernel[0], mode.minKernel[1])
+					}
+					runCase(t, o, c, mode)
+				})
 			}
 		})
+	}
+}
+
+func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
+	resetMaps(t, o)
+	if err := maps.NewBindings(o.Bindings).PutBatch(c.seed.bindings); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range c.seed.raw {
+		if err := o.Bindings.Put(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range c.seed.hostAddrs {
+		if err := maps.NewHostAddrs(o.Hostaddrs).Put(a, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range c.seed.ct {
+		putCT(t, o.Ct, e)
+	}
+	for i, f := range c.before {
+		ret, _, err := tryRun(o.UplinkIngress, f, mode.flags)
+		if err != nil {
+			t.Fatalf("before[%d]: %v", i, err)
+		}
+		if ret != actUnspec {
+			t.Fatalf("before[%d]: uplink_ingress returned %#x, want TC_ACT_UNSPEC", i, ret)
+		}
+	}
+	zeroStats(t, o.Stats)
+
+	prog := o.UplinkIngress
+	if c.egress {
+		prog = o.UplinkEgress
+	}
+	ret, got, err := tryRun(prog, c.in, mode.flags)
+	if c.shortIP && errors.Is(err, unix.EINVAL) {
+		t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
+	}
+	if errors.Is(err, unix.EBADMSG) {
+		t.Fatalf("skb->csum no longer matches the packet after the run (EBADMSG): a checksum helper got the wrong flags for a CHECKSUM_COMPLETE skb")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ret != c.ret {
+		t.Errorf("returned %#x, want %#x", ret, c.ret)
+	}
+	want := c.out
+	if want == nil {
+		want = c.in
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output frame differs: %s", describeDiff(want, got))
+	}
+	if c.out != nil {
+		verifyChecksums(t, got)
+	}
+
+	stats, err := maps.NewStats(o.Stats).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := stats[c.stat]; !ok {
+		t.Fatalf("no counter %q", c.stat)
+	}
+	for name, cnt := range stats {
+		want := maps.Counter{}
+		if name == c.stat {
+			want = maps.Counter{Packets: 1, Bytes: uint64(len(c.in))}
+		}
+		if cnt != want {
+			t.Errorf("counter %s = %+v, want %+v", name, cnt, want)
+		}
+	}
+
+	wantCT := c.ct
+	if wantCT == nil {
+		wantCT = slices.Clone(c.seed.ct)
+	}
+	wantCT = slices.Clone(wantCT)
+	sortCT(wantCT)
+	if gotCT := ctDump(t, o.Ct); !slices.Equal(gotCT, wantCT) {
+		t.Errorf("ct map:\n got  %+v\n want %+v", gotCT, wantCT)
 	}
 }
 

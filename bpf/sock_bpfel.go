@@ -33,7 +33,8 @@ type SockConfig struct {
 	_               structs.HostLayout
 	HostNetnsCookie uint64
 	Flags           uint32
-	Pad             uint32
+	SnatPortMin     uint16
+	SnatPortMax     uint16
 }
 
 type SockCounter struct {
@@ -75,6 +76,31 @@ type SockHostaddrValue struct {
 	Ifindex uint32
 }
 
+type SockNetworkKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Pad       [3]uint8
+	Addr      [16]uint8
+}
+
+type SockNetworkValue struct {
+	_       structs.HostLayout
+	Gateway [16]uint8
+	Id      uint32
+	Flags   uint32
+}
+
+type SockSnatValue struct {
+	_          structs.HostLayout
+	Addr       [16]uint8
+	Port       uint16
+	Flags      uint8
+	TcpFlags   uint8
+	Pad        uint32
+	LastSeenNs uint64
+}
+
 type SockSockrevKey struct {
 	_      structs.HostLayout
 	Cookie uint64
@@ -92,6 +118,12 @@ type SockSockrevValue struct {
 	Pad  uint16
 }
 
+type SockUplinkValue struct {
+	_     structs.HostLayout
+	Addr  [16]uint8
+	Flags uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -100,8 +132,11 @@ const (
 	SockMapConfig            = "config"
 	SockMapCt                = "ct"
 	SockMapHostaddrs         = "hostaddrs"
+	SockMapNetworks          = "networks"
+	SockMapSnat              = "snat"
 	SockMapSockrev           = "sockrev"
 	SockMapStats             = "stats"
+	SockMapUplinks           = "uplinks"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockGetpeername4 = "sock_getpeername4"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
@@ -164,8 +199,11 @@ type SockMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Networks  *ebpf.MapSpec `ebpf:"networks"`
+	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks   *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -198,8 +236,11 @@ type SockMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
+	Networks  *ebpf.Map `ebpf:"networks"`
+	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
 	Stats     *ebpf.Map `ebpf:"stats"`
+	Uplinks   *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *SockMaps) Close() error {
@@ -208,8 +249,11 @@ func (m *SockMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Hostaddrs,
+		m.Networks,
+		m.Snat,
 		m.Sockrev,
 		m.Stats,
+		m.Uplinks,
 	)
 }
 

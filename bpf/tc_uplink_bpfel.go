@@ -33,7 +33,8 @@ type TcUplinkConfig struct {
 	_               structs.HostLayout
 	HostNetnsCookie uint64
 	Flags           uint32
-	Pad             uint32
+	SnatPortMin     uint16
+	SnatPortMax     uint16
 }
 
 type TcUplinkCounter struct {
@@ -75,6 +76,31 @@ type TcUplinkHostaddrValue struct {
 	Ifindex uint32
 }
 
+type TcUplinkNetworkKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Pad       [3]uint8
+	Addr      [16]uint8
+}
+
+type TcUplinkNetworkValue struct {
+	_       structs.HostLayout
+	Gateway [16]uint8
+	Id      uint32
+	Flags   uint32
+}
+
+type TcUplinkSnatValue struct {
+	_          structs.HostLayout
+	Addr       [16]uint8
+	Port       uint16
+	Flags      uint8
+	TcpFlags   uint8
+	Pad        uint32
+	LastSeenNs uint64
+}
+
 type TcUplinkSockrevKey struct {
 	_      structs.HostLayout
 	Cookie uint64
@@ -92,6 +118,12 @@ type TcUplinkSockrevValue struct {
 	Pad  uint16
 }
 
+type TcUplinkUplinkValue struct {
+	_     structs.HostLayout
+	Addr  [16]uint8
+	Flags uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -100,8 +132,11 @@ const (
 	TcUplinkMapConfig         = "config"
 	TcUplinkMapCt             = "ct"
 	TcUplinkMapHostaddrs      = "hostaddrs"
+	TcUplinkMapNetworks       = "networks"
+	TcUplinkMapSnat           = "snat"
 	TcUplinkMapSockrev        = "sockrev"
 	TcUplinkMapStats          = "stats"
+	TcUplinkMapUplinks        = "uplinks"
 	TcUplinkProgUplinkEgress  = "uplink_egress"
 	TcUplinkProgUplinkIngress = "uplink_ingress"
 )
@@ -160,8 +195,11 @@ type TcUplinkMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Networks  *ebpf.MapSpec `ebpf:"networks"`
+	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks   *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // TcUplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -194,8 +232,11 @@ type TcUplinkMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
+	Networks  *ebpf.Map `ebpf:"networks"`
+	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
 	Stats     *ebpf.Map `ebpf:"stats"`
+	Uplinks   *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *TcUplinkMaps) Close() error {
@@ -204,8 +245,11 @@ func (m *TcUplinkMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Hostaddrs,
+		m.Networks,
+		m.Snat,
 		m.Sockrev,
 		m.Stats,
+		m.Uplinks,
 	)
 }
 

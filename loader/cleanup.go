@@ -26,7 +26,7 @@ func Cleanup(dir string) error {
 		if !ok || kind != "tc" {
 			continue
 		}
-		for _, dir := range tcDirections {
+		for _, dir := range allTCHooks {
 			if dir.name == dirName {
 				if err := deleteLegacyFilter(dir, ifindex); err != nil {
 					return err

@@ -32,6 +32,9 @@ type Maps struct {
 	SockRev   *ebpf.Map
 	Config    *ebpf.Map
 	Stats     *ebpf.Map
+	Networks  *ebpf.Map
+	Uplinks   *ebpf.Map
+	SNAT      *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -42,6 +45,9 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"sockrev":   &m.SockRev,
 		"config":    &m.Config,
 		"stats":     &m.Stats,
+		"networks":  &m.Networks,
+		"uplinks":   &m.Uplinks,
+		"snat":      &m.SNAT,
 	}
 }
 
@@ -49,11 +55,11 @@ func (m *Maps) all() map[string]**ebpf.Map {
 type Datapath struct {
 	Maps Maps
 
-	pinDir    string
-	forceTC   bool
-	tc        bpf.TcUplinkPrograms
-	sock      bpf.SockPrograms
-	tcxProbed *bool
+	pinDir  string
+	forceTC bool
+	tc      bpf.TcUplinkPrograms
+	bridge  bpf.TcBridgePrograms
+	sock    bpf.SockPrograms
 }
 
 // Load loads the programs, creating the pinned maps on first use and
@@ -75,6 +81,10 @@ func Load(opts Options) (*Datapath, error) {
 	tcSpec, err := bpf.LoadTcUplink()
 	if err != nil {
 		return nil, fmt.Errorf("read tc object: %w", err)
+	}
+	bridgeSpec, err := bpf.LoadTcBridge()
+	if err != nil {
+		return nil, fmt.Errorf("read bridge object: %w", err)
 	}
 	sockSpec, err := bpf.LoadSock()
 	if err != nil {
@@ -98,6 +108,12 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load tc programs: %w", verifierDetail(err))
 	}
 	d.tc = tcObjs.TcUplinkPrograms
+	var bridgeObjs bpf.TcBridgeObjects
+	if err := bridgeSpec.LoadAndAssign(&bridgeObjs.TcBridgePrograms, collOpts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("load bridge program: %w", verifierDetail(err))
+	}
+	d.bridge = bridgeObjs.TcBridgePrograms
 	var sockObjs bpf.SockObjects
 	if err := sockSpec.LoadAndAssign(&sockObjs.SockPrograms, collOpts); err != nil {
 		d.Close()
@@ -157,6 +173,7 @@ func (d *Datapath) PinDir() string { return d.pinDir }
 // attached programs, stay in the kernel.
 func (d *Datapath) Close() error {
 	d.tc.Close()
+	d.bridge.Close()
 	d.sock.Close()
 	d.Maps.close()
 	return nil

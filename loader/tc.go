@@ -34,40 +34,52 @@ const (
 	legacyFilterPriority = 0x5c
 )
 
-type tcDirection struct {
+// tcHook is one program on one side of an interface. Its name appears in
+// pin and filter names, so it must not contain '_' or '.'.
+type tcHook struct {
 	name   string
 	attach ebpf.AttachType
 	parent uint32
+	prog   func(d *Datapath) *ebpf.Program
 }
 
-var tcDirections = []tcDirection{
-	{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
-	{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
-}
-
-func (d *Datapath) uplinkProgram(dir tcDirection) *ebpf.Program {
-	if dir.attach == ebpf.AttachTCXIngress {
-		return d.tc.UplinkIngress
+var (
+	uplinkHooks = []tcHook{
+		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.tc.UplinkIngress }},
+		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath) *ebpf.Program { return d.tc.UplinkEgress }},
 	}
-	return d.tc.UplinkEgress
-}
+	bridgeHooks = []tcHook{
+		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.bridge.BridgeIngress }},
+	}
+	allTCHooks = append(append([]tcHook{}, uplinkHooks...), bridgeHooks...)
+)
 
 // tcxLinkPin and legacyProgPin name pins by interface index: names can
 // change under us, indexes cannot.
-func (d *Datapath) tcxLinkPin(dir tcDirection, ifindex int) string {
+func (d *Datapath) tcxLinkPin(dir tcHook, ifindex int) string {
 	return filepath.Join(d.pinDir, linksDir, fmt.Sprintf("tcx_%s_%d", dir.name, ifindex))
 }
 
-func (d *Datapath) legacyProgPin(dir tcDirection, ifindex int) string {
+func (d *Datapath) legacyProgPin(dir tcHook, ifindex int) string {
 	return filepath.Join(d.pinDir, progsDir, fmt.Sprintf("tc_%s_%d", dir.name, ifindex))
 }
 
 // AttachUplink attaches the uplink programs to ifname's ingress and egress,
 // or replaces the programs already there. It reports the mode it used.
 func (d *Datapath) AttachUplink(ifname string) (TCMode, error) {
+	return d.attachTC(ifname, uplinkHooks)
+}
+
+// AttachBridge attaches the bridge program to the ingress of a Pontoon
+// bridge device: what its containers send to the host's IP layer.
+func (d *Datapath) AttachBridge(ifname string) (TCMode, error) {
+	return d.attachTC(ifname, bridgeHooks)
+}
+
+func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
-		return "", fmt.Errorf("find uplink %s: %w", ifname, err)
+		return "", fmt.Errorf("find interface %s: %w", ifname, err)
 	}
 	ifindex := l.Attrs().Index
 
@@ -75,7 +87,7 @@ func (d *Datapath) AttachUplink(ifname string) (TCMode, error) {
 	if !d.forceTC {
 		mode = TCX
 	}
-	for _, dir := range tcDirections {
+	for _, dir := range hooks {
 		if mode == TCX {
 			err = d.attachTCX(dir, ifindex)
 			if errors.Is(err, ebpf.ErrNotSupported) {
@@ -92,9 +104,9 @@ func (d *Datapath) AttachUplink(ifname string) (TCMode, error) {
 	return mode, nil
 }
 
-func (d *Datapath) attachTCX(dir tcDirection, ifindex int) error {
+func (d *Datapath) attachTCX(dir tcHook, ifindex int) error {
 	pin := d.tcxLinkPin(dir, ifindex)
-	prog := d.uplinkProgram(dir)
+	prog := dir.prog(d)
 	if adopted, err := updatePinnedLink(pin, prog); err != nil || adopted {
 		return err
 	}
@@ -132,12 +144,12 @@ func updatePinnedLink(pin string, prog *ebpf.Program) (bool, error) {
 	return false, nil
 }
 
-func (d *Datapath) attachLegacy(dir tcDirection, l netlink.Link) error {
+func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link) error {
 	ifindex := l.Attrs().Index
 	if err := ensureClsact(l); err != nil {
 		return err
 	}
-	prog := d.uplinkProgram(dir)
+	prog := dir.prog(d)
 	filter := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: ifindex,
@@ -166,7 +178,7 @@ func (d *Datapath) attachLegacy(dir tcDirection, l netlink.Link) error {
 	return err
 }
 
-func legacyFilterName(dir tcDirection) string { return "pontoon_" + dir.name }
+func legacyFilterName(dir tcHook) string { return "pontoon_" + dir.name }
 
 func ensureClsact(l netlink.Link) error {
 	qdiscs, err := netlink.QdiscList(l)
@@ -194,11 +206,20 @@ func ensureClsact(l netlink.Link) error {
 
 // DetachUplink removes the uplink programs from ifname in either mode.
 func (d *Datapath) DetachUplink(ifname string) error {
+	return d.detachTC(ifname, uplinkHooks)
+}
+
+// DetachBridge removes the bridge program from ifname in either mode.
+func (d *Datapath) DetachBridge(ifname string) error {
+	return d.detachTC(ifname, bridgeHooks)
+}
+
+func (d *Datapath) detachTC(ifname string, hooks []tcHook) error {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
-		return fmt.Errorf("find uplink %s: %w", ifname, err)
+		return fmt.Errorf("find interface %s: %w", ifname, err)
 	}
-	for _, dir := range tcDirections {
+	for _, dir := range hooks {
 		if _, err := unpinLink(d.tcxLinkPin(dir, l.Attrs().Index)); err != nil {
 			return err
 		}
@@ -225,7 +246,7 @@ func unpinLink(pin string) (bool, error) {
 	return true, nil
 }
 
-func (d *Datapath) detachLegacy(dir tcDirection, ifindex int) error {
+func (d *Datapath) detachLegacy(dir tcHook, ifindex int) error {
 	pin := d.legacyProgPin(dir, ifindex)
 	if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -241,7 +262,7 @@ func (d *Datapath) detachLegacy(dir tcDirection, ifindex int) error {
 
 // deleteLegacyFilter removes our filter, and only ours: the name check
 // protects a foreign filter that took our handle and priority.
-func deleteLegacyFilter(dir tcDirection, ifindex int) error {
+func deleteLegacyFilter(dir tcHook, ifindex int) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		// The interface is gone and its filters with it.

@@ -30,6 +30,9 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"sockrev", SockRevKey{}, SockRevValue{}},
 		{"config", nil, ConfigValue{}},
 		{"stats", nil, Counter{}},
+		{"networks", NetworkKey{}, NetworkValue{}},
+		{"uplinks", nil, UplinkValue{}},
+		{"snat", CTKey{}, SNATValue{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

@@ -125,8 +125,53 @@ func (k SockRevKey) String() string {
 type ConfigValue struct {
 	HostNetnsCookie uint64
 	Flags           uint32
-	Pad             uint32
+	SnatPortMin     uint16 // host byte order; 0 keeps the datapath's default
+	SnatPortMax     uint16
 }
+
+// ConfigFIBRedirect makes the tc programs forward translated packets with
+// bpf_fib_lookup and bpf_redirect_neigh instead of the stack's forward path.
+const ConfigFIBRedirect = 1 << 0
+
+// NetworkKey mirrors struct network_key (an LPM trie key).
+type NetworkKey struct {
+	Prefixlen uint32
+	Family    uint8
+	Pad       [3]uint8
+	Addr      [16]byte
+}
+
+// NetworkValue mirrors struct network_value.
+type NetworkValue struct {
+	Gateway [16]byte
+	ID      uint32
+	Flags   uint32
+}
+
+// Network flags, as in bpf/lib/types.h.
+const NetworkMasquerade = 1 << 0
+
+// UplinkValue mirrors struct uplink_value.
+type UplinkValue struct {
+	Addr  [16]byte
+	Flags uint32
+}
+
+// SNATValue mirrors struct snat_value.
+type SNATValue struct {
+	Addr       [16]byte
+	Port       uint16 // network byte order
+	Flags      uint8
+	TCPFlags   uint8
+	Pad        uint32
+	LastSeenNs uint64
+}
+
+// SNAT flags, as in bpf/lib/types.h.
+const (
+	SNATForward = 1 << 0
+	SNATReverse = 1 << 1
+)
 
 // Counter mirrors struct counter.
 type Counter struct {

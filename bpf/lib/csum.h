@@ -53,4 +53,39 @@ static __always_inline int icmp_fold_word(struct __sk_buff *skb, __u32 icmp_csum
 	return bpf_l4_csum_replace(skb, icmp_csum_off, before, after, 2);
 }
 
+/* Rewrites one address and one port of the packet quoted by an ICMP error,
+ * keeping the quoted IP and L4 checksums and the ICMP checksum right. */
+static __always_inline int rewrite_quoted4(struct __sk_buff *skb, const struct packet *pkt,
+					   __u32 addr_off, __u32 port_off /* in the quoted L4 header */, __be32 from_addr,
+					   __be32 to_addr, __be16 from_port, __be16 to_port)
+{
+	__u32 icmp_csum = pkt->l4_off + offsetof(struct icmphdr, checksum);
+	__u32 ip_csum = pkt->inner_l3_off + IP_CSUM_OFF;
+	__u32 l4_csum = l4_csum_off(pkt->inner.proto, pkt->inner_l4_off);
+	__u64 l4_flags = l4_csum_flags(pkt->inner.proto);
+	__be16 old_ip_csum, old_l4_csum;
+	int has_l4_csum;
+
+	if (bpf_skb_load_bytes(skb, ip_csum, &old_ip_csum, sizeof(old_ip_csum)) < 0)
+		return -1;
+	has_l4_csum = bpf_skb_load_bytes(skb, l4_csum, &old_l4_csum, sizeof(old_l4_csum)) == 0;
+	if (!has_l4_csum)
+		l4_csum = 0;
+
+	if (rewrite_addr4(skb, pkt->inner_l3_off, addr_off, l4_csum, l4_flags, from_addr, to_addr) < 0)
+		return -1;
+	if (rewrite_port(skb, pkt->inner_l4_off + port_off, l4_csum, l4_flags, from_port, to_port) < 0)
+		return -1;
+
+	if (bpf_l4_csum_replace(skb, icmp_csum, from_addr, to_addr, 4) < 0)
+		return -1;
+	if (from_port != to_port && bpf_l4_csum_replace(skb, icmp_csum, from_port, to_port, 2) < 0)
+		return -1;
+	if (icmp_fold_word(skb, icmp_csum, ip_csum, old_ip_csum) < 0)
+		return -1;
+	if (has_l4_csum && icmp_fold_word(skb, icmp_csum, l4_csum, old_l4_csum) < 0)
+		return -1;
+	return 0;
+}
+
 #endif

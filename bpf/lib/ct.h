@@ -32,15 +32,16 @@ static __always_inline __u8 ct_tcp_flags(__u8 proto, __u8 wire_flags)
 	return f;
 }
 
-static __always_inline void ct_key_reply4(struct ct_key *key, __u8 proto, __be32 backend,
-					  __be16 backend_port, __be32 client, __be16 client_port)
+/* Fills a ct_key with one direction of a flow, as it is on the wire. */
+static __always_inline void tuple_key4(struct ct_key *key, __u8 proto, __be32 saddr, __be16 sport,
+				       __be32 daddr, __be16 dport)
 {
 	key->family = PONTOON_AF_INET;
 	key->proto = proto;
-	key->sport = backend_port;
-	key->dport = client_port;
-	addr_set4(key->saddr, backend);
-	addr_set4(key->daddr, client);
+	key->sport = sport;
+	key->dport = dport;
+	addr_set4(key->saddr, saddr);
+	addr_set4(key->daddr, daddr);
 }
 
 static __always_inline void ct_touch(struct ct_value *v, __u8 flags)
@@ -67,7 +68,7 @@ static __always_inline int ct_track_dnat4(const struct l4_tuple *t, __u8 flags, 
 		.binding_id = binding_id,
 	};
 
-	ct_key_reply4(&key, t->proto, backend, backend_port, t->saddr, t->sport);
+	tuple_key4(&key, t->proto, backend, backend_port, t->saddr, t->sport);
 	v = bpf_map_lookup_elem(&ct, &key);
 	if (v && v->nat_port == t->dport && addr_get4(v->nat_addr) == t->daddr) {
 		ct_touch(v, flags);
@@ -84,7 +85,7 @@ static __always_inline struct ct_value *ct_lookup_reply4(__u8 proto, __be32 sadd
 	struct ct_key key = {};
 	struct ct_value *v;
 
-	ct_key_reply4(&key, proto, saddr, sport, daddr, dport);
+	tuple_key4(&key, proto, saddr, sport, daddr, dport);
 	v = bpf_map_lookup_elem(&ct, &key);
 	if (v && !(v->flags & CT_F_DNAT_REPLY))
 		return NULL;

@@ -16,16 +16,19 @@
 
 /* linux/icmp.h pulls in glibc's socket headers, which do not build for the
  * BPF target; the little of it we need is spelled out here. */
+#define ICMP_ECHOREPLY 0
 #define ICMP_DEST_UNREACH 3
 #define ICMP_SOURCE_QUENCH 4
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
+#define ICMP_ECHO 8
 
 struct icmphdr {
 	__u8 type;
 	__u8 code;
 	__sum16 checksum;
-	__be32 rest;
+	__be16 id; /* echo only; other types use these bytes otherwise */
+	__be16 sequence;
 };
 
 #define IP_MF 0x2000
@@ -37,7 +40,7 @@ struct icmphdr {
 #define TCP_FLAG_ACK 0x10
 
 enum parse_result {
-	PARSE_OK = 0,     /* TCP or UDP with ports */
+	PARSE_OK = 0,     /* TCP or UDP with ports, or ICMP echo with its id */
 	PARSE_ICMP_ERROR, /* ICMP error carrying a TCP or UDP header */
 	PARSE_NOT_IP,
 	PARSE_MALFORMED,
@@ -67,8 +70,29 @@ struct packet {
 
 static __always_inline __u32 l4_csum_off(__u8 proto, __u32 l4_off)
 {
-	return l4_off + (proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
-					      : offsetof(struct udphdr, check));
+	if (proto == IPPROTO_TCP)
+		return l4_off + offsetof(struct tcphdr, check);
+	if (proto == IPPROTO_UDP)
+		return l4_off + offsetof(struct udphdr, check);
+	return l4_off + offsetof(struct icmphdr, checksum);
+}
+
+/* The checksum an address change must fix besides the IP header's: ICMP
+ * has no pseudo header, so there is none. */
+static __always_inline __u32 addr_l4_csum_off(__u8 proto, __u32 l4_off)
+{
+	return proto == IPPROTO_ICMP ? 0 : l4_csum_off(proto, l4_off);
+}
+
+/* Where a "port" lives: an ICMP echo's identifier plays both roles. */
+static __always_inline __u32 sport_off(__u8 proto, __u32 l4_off)
+{
+	return l4_off + (proto == IPPROTO_ICMP ? 4 : 0);
+}
+
+static __always_inline __u32 dport_off(__u8 proto, __u32 l4_off)
+{
+	return l4_off + (proto == IPPROTO_ICMP ? 4 : 2);
 }
 
 /* UDP checksum 0 means "none": the helpers must leave it at 0, and must
@@ -148,6 +172,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 
 	if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
 		return PARSE_MALFORMED;
+	/* An echo's identifier is its "port": a request carries it as the
+	 * source side of the flow, the reply as the destination side. */
+	if (icmp.type == ICMP_ECHO || icmp.type == ICMP_ECHOREPLY) {
+		pkt->t.sport = icmp.type == ICMP_ECHO ? icmp.id : 0;
+		pkt->t.dport = icmp.type == ICMP_ECHO ? 0 : icmp.id;
+		return PARSE_OK;
+	}
 	if (!icmp_is_error(icmp.type))
 		return PARSE_OTHER;
 

@@ -90,10 +90,51 @@ struct sockrev_value {
 	__u16 pad;
 };
 
+/* config.flags */
+#define CONFIG_F_FIB_REDIRECT (1 << 0) /* forward translated packets with bpf_redirect_neigh */
+
 struct config {
 	__u64 host_netns_cookie; /* loopback is translated only in this netns */
 	__u32 flags;
+	__u16 snat_port_min; /* masquerade source ports, host byte order; 0: defaults */
+	__u16 snat_port_max;
+};
+
+/* A Pontoon network, found by longest prefix match on an address.
+ * prefixlen counts the bits after itself: 32 for family and pad, then the
+ * subnet's own prefix length. */
+struct network_key {
+	__u32 prefixlen;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+#define NETWORK_F_MASQUERADE (1 << 0)
+
+struct network_value {
+	__u8 gateway[16];
+	__u32 id;
+	__u32 flags;
+};
+
+/* An uplink by ifindex: the address masqueraded flows leave with. */
+struct uplink_value {
+	__u8 addr[16];
+	__u32 flags;
+};
+
+/* snat_value.flags: which direction of a masqueraded flow the key is. */
+#define SNAT_F_FORWARD (1 << 0) /* container -> outside; value: translated source */
+#define SNAT_F_REVERSE (1 << 1) /* outside -> uplink; value: original container source */
+
+struct snat_value {
+	__u8 addr[16];
+	__be16 port;
+	__u8 flags;
+	__u8 tcp_flags;
 	__u32 pad;
+	__u64 last_seen_ns;
 };
 
 struct counter {
@@ -114,6 +155,12 @@ enum stat_index {
 	STAT_ICMP_RNAT,
 	STAT_DROP_REWRITE,
 	STAT_DROP_CT_FULL,
+	STAT_DROP_ISOLATION,
+	STAT_DROP_SNAT_EXHAUSTED,
+	STAT_SNAT,
+	STAT_SNAT_REVERSE,
+	STAT_ICMP_SNAT_REVERSE,
+	STAT_REDIRECT,
 	STAT_SOCK_CONNECT,
 	STAT_SOCK_SENDMSG,
 	STAT_SOCK_RECVMSG,

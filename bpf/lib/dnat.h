@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Published ports on the wire: DNAT towards a container, and the reverse
+ * translation of its replies, ICMP errors included. */
+#ifndef PONTOON_DNAT_H
+#define PONTOON_DNAT_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+#include "maps.h"
+#include "parse.h"
+#include "csum.h"
+#include "nat.h"
+#include "ct.h"
+
+static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
+	__u64 csum_flags = l4_csum_flags(t->proto);
+	struct binding_value *b;
+	__be16 backend_port;
+	__be32 backend;
+
+	if (t->proto == IPPROTO_ICMP)
+		return STAT_PASS_NO_MATCH;
+	/* Loopback bindings live only in the socket path: never from outside. */
+	if (is_loopback4(t->daddr))
+		return STAT_PASS_LOCAL_ONLY;
+	b = binding_lookup4(t->proto, t->daddr, t->dport, 0);
+	if (!b)
+		return STAT_PASS_NO_MATCH;
+	if (b->flags & BINDING_F_LOCAL_ONLY)
+		return STAT_PASS_LOCAL_ONLY;
+	backend = addr_get4(b->backend_addr);
+	backend_port = b->backend_port;
+
+	if (ct_track_dnat4(t, ct_tcp_flags(t->proto, pkt->tcp_flags), backend, backend_port,
+			   b->id) < 0)
+		return STAT_DROP_CT_FULL;
+	if (rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, csum, csum_flags, t->daddr, backend) < 0 ||
+	    rewrite_port(skb, dport_off(t->proto, pkt->l4_off), csum, csum_flags, t->dport,
+			 backend_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_DNAT;
+}
+
+/* An ICMP error from outside about a reply we sent: the quoted packet has
+ * the host address and port as its source; hand it to the backend. */
+static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	const struct l4_tuple *in = &pkt->inner;
+	struct binding_value *b;
+	struct ct_value *v;
+	__be16 backend_port;
+	__be32 backend;
+
+	if (is_loopback4(in->saddr))
+		return STAT_PASS_LOCAL_ONLY;
+	b = binding_lookup4(in->proto, in->saddr, in->sport, 0);
+	if (!b || (b->flags & BINDING_F_LOCAL_ONLY))
+		return STAT_PASS_NO_MATCH;
+	backend = addr_get4(b->backend_addr);
+	backend_port = b->backend_port;
+
+	v = ct_lookup_reply4(in->proto, backend, backend_port, in->daddr, in->dport);
+	if (!v || v->nat_port != in->sport || addr_get4(v->nat_addr) != in->saddr)
+		return STAT_PASS_NO_MATCH;
+
+	if (pkt->t.daddr == in->saddr &&
+	    rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, 0, 0, pkt->t.daddr, backend) < 0)
+		return STAT_DROP_REWRITE;
+	if (rewrite_quoted4(skb, pkt, IP_SADDR_OFF, 0, in->saddr, backend, in->sport,
+			    backend_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_ICMP_DNAT;
+}
+
+static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
+	__u64 csum_flags = l4_csum_flags(t->proto);
+	struct ct_value *v;
+	__be16 nat_port;
+	__be32 nat_addr;
+
+	v = ct_lookup_reply4(t->proto, t->saddr, t->sport, t->daddr, t->dport);
+	if (!v)
+		return STAT_PASS_NO_MATCH;
+	ct_touch(v, ct_tcp_flags(t->proto, pkt->tcp_flags));
+	nat_addr = addr_get4(v->nat_addr);
+	nat_port = v->nat_port;
+
+	if (rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, csum, csum_flags, t->saddr, nat_addr) < 0 ||
+	    rewrite_port(skb, sport_off(t->proto, pkt->l4_off), csum, csum_flags, t->sport,
+			 nat_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_RNAT;
+}
+
+/* An ICMP error from a backend (or from this host while forwarding to it)
+ * about a packet of a translated flow: the quoted packet must show the
+ * address and port the client dialled. */
+static __always_inline __u32 icmp_rnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	const struct l4_tuple *in = &pkt->inner;
+	struct ct_value *v;
+	__be16 nat_port;
+	__be32 nat_addr;
+
+	v = ct_lookup_reply4(in->proto, in->daddr, in->dport, in->saddr, in->sport);
+	if (!v)
+		return STAT_PASS_NO_MATCH;
+	nat_addr = addr_get4(v->nat_addr);
+	nat_port = v->nat_port;
+
+	if (pkt->t.saddr == in->daddr &&
+	    rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
+		return STAT_DROP_REWRITE;
+	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport,
+			    nat_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_ICMP_RNAT;
+}
+
+#endif
