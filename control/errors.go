@@ -1,0 +1,37 @@
+package control
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/pontoon-net/pontoon/ipam"
+)
+
+// Error kinds the API maps to HTTP statuses. The wrapping error carries the
+// one-line message the CLI prints; these only decide the status.
+var (
+	// ErrInvalid: the request is malformed; fix the input.
+	ErrInvalid = errors.New("invalid")
+	// ErrNotFound: no such network, endpoint or mapping.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a name, address or port is taken, or something still
+	// depends on what is being removed.
+	ErrConflict = errors.New("conflict")
+	// ErrUnsupported: the kernel or datapath lacks what the request needs.
+	ErrUnsupported = errors.New("not supported")
+)
+
+// statusOf picks the HTTP status for an error from the agent or from ipam.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalid), errors.Is(err, ipam.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound), errors.Is(err, ipam.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrConflict), errors.Is(err, ipam.ErrInUse), errors.Is(err, ipam.ErrExhausted):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnsupported):
+		return http.StatusNotImplemented
+	}
+	return http.StatusInternalServerError
+}

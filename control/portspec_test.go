@@ -1,0 +1,78 @@
+package control
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/ipam"
+)
+
+func TestParsePortSpec(t *testing.T) {
+	ip := netip.MustParseAddr
+	for _, c := range []struct {
+		in   string
+		want PortSpec
+	}{
+		{"80", PortSpec{Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"80/udp", PortSpec{Container: ipam.Port(80), Proto: ipam.UDP}},
+		{"8080:80", PortSpec{Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{":80", PortSpec{Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"127.0.0.1:8080:80/tcp", PortSpec{HostIP: ip("127.0.0.1"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"127.0.0.1::80", PortSpec{HostIP: ip("127.0.0.1"), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"8000-8009:9000-9009/udp", PortSpec{Host: ipam.PortRange{First: 8000, Last: 8009}, Container: ipam.PortRange{First: 9000, Last: 9009}, Proto: ipam.UDP}},
+		{"8000-8009:80", PortSpec{Host: ipam.PortRange{First: 8000, Last: 8009}, Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"9000-9009", PortSpec{Container: ipam.PortRange{First: 9000, Last: 9009}, Proto: ipam.TCP}},
+		{"[::1]:8080:80", PortSpec{HostIP: ip("::1"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"[::]::80/udp", PortSpec{HostIP: ip("::"), Container: ipam.Port(80), Proto: ipam.UDP}},
+		{"0.0.0.0:1:65535", PortSpec{HostIP: ip("0.0.0.0"), Host: ipam.Port(1), Container: ipam.Port(65535), Proto: ipam.TCP}},
+	} {
+		got, err := ParsePortSpec(c.in)
+		if err != nil {
+			t.Errorf("%q: %v", c.in, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%q: got %+v, want %+v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestParsePortSpecErrors(t *testing.T) {
+	for _, in := range []string{
+		"", "/tcp", "80/icmp", "80/sctp", "0", "65536", "abc", "80-70", "-80",
+		"8000-8001:80-82", "1.2.3:80:80", "::1:80:80", "[::1]80", "[::1]:80",
+		"[fe80::1%eth0]:80:80", "[::ffff:1.2.3.4]:80:80", "1.2.3.4:80:80:80",
+		"8080:", "8080:80/", "x:80", "1.2.3.4:x:80",
+	} {
+		if got, err := ParsePortSpec(in); err == nil {
+			t.Errorf("%q: parsed as %+v, want an error", in, got)
+		} else if !errors.Is(err, ErrInvalid) && !errors.Is(err, ipam.ErrInvalid) {
+			t.Errorf("%q: error %v is not an invalid-input error", in, err)
+		}
+	}
+}
+
+// FuzzParsePortSpec: whatever parses prints back to a spec that parses to
+// the same value, and nothing panics.
+func FuzzParsePortSpec(f *testing.F) {
+	for _, s := range []string{"80", "8080:80/udp", "127.0.0.1::80", "[::1]:1-2:3-4/tcp", "8000-8009:80", "a:b:c:d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := ParsePortSpec(s)
+		if err != nil {
+			return
+		}
+		again, err := ParsePortSpec(spec.String())
+		if err != nil {
+			t.Fatalf("%q parsed, but its canonical form %q does not: %v", s, spec.String(), err)
+		}
+		if again != spec {
+			t.Fatalf("%q: %+v, round trip through %q gives %+v", s, spec, spec.String(), again)
+		}
+		if spec.Container.First == 0 || spec.Container.Last < spec.Container.First {
+			t.Fatalf("%q: bad container range %v", s, spec.Container)
+		}
+	})
+}
