@@ -236,6 +236,11 @@ func raw16(a netip.Addr) (out [16]byte) {
 // putCT writes a DNAT reply entry the way ct_track_dnat4 would.
 func putCT(t testing.TB, m *ebpf.Map, e maps.CTEntry) {
 	t.Helper()
+	putCTFlags(t, m, e, maps.CTDNATReply)
+}
+
+func putCTFlags(t testing.TB, m *ebpf.Map, e maps.CTEntry, flags uint8) {
+	t.Helper()
 	key := maps.CTKey{
 		Family: unix.AF_INET,
 		Proto:  e.Proto,
@@ -247,7 +252,7 @@ func putCT(t testing.TB, m *ebpf.Map, e maps.CTEntry) {
 	val := maps.CTValue{
 		NatAddr:    raw16(e.Dialled.Addr()),
 		NatPort:    netOrder(e.Dialled.Port()),
-		Flags:      maps.CTDNATReply,
+		Flags:      flags,
 		TCPFlags:   e.TCPFlags,
 		BindingID:  e.BindingID,
 		LastSeenNs: 1,
@@ -512,6 +517,8 @@ type seed struct {
 	bindings  []maps.Binding
 	hostAddrs []netip.Addr
 	ct        []maps.CTEntry
+	// ctOther are ct entries without CT_F_DNAT_REPLY: not DNAT replies.
+	ctOther []maps.CTEntry
 	// raw writes binding values as they are, to reach flags that Put
 	// would derive on its own.
 	raw map[maps.BindingKey]maps.BindingValue
@@ -590,6 +597,9 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	}
 	for _, e := range c.seed.ct {
 		putCT(t, o.Ct, e)
+	}
+	for _, e := range c.seed.ctOther {
+		putCTFlags(t, o.Ct, e, 0)
 	}
 	for i, f := range c.before {
 		ret, _, err := tryRun(o.UplinkIngress, f, mode.flags)
@@ -812,6 +822,13 @@ func TestUplinkDatapath(t *testing.T) {
 			stat: "pass_local_only",
 		},
 		{
+			name: "loopback destination with only a wildcard binding",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: []netip.Addr{hostIP, loopback, netip.MustParseAddr("127.0.0.5")}},
+			in:   tcpFrame(t, clientPort, ap(netip.MustParseAddr("127.0.0.5"), 80), syn),
+			ret:  actUnspec,
+			stat: "pass_local_only",
+		},
+		{
 			name: "local-only binding flag",
 			seed: seed{hostAddrs: host, raw: map[maps.BindingKey]maps.BindingValue{tcpWeb.Key(): localOnlyRaw}},
 			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn),
@@ -947,6 +964,15 @@ func TestUplinkDatapath(t *testing.T) {
 			stat:   "pass_no_match",
 		},
 		{
+			name:   "reverse nat ignores a ct entry that is not a dnat reply",
+			seed:   seed{ctOther: []maps.CTEntry{webCT}},
+			egress: true,
+			in:     tcpFrame(t, tcpWeb.Backend, clientPort, ack),
+			ret:    actUnspec,
+			stat:   "pass_no_match",
+			ct:     []maps.CTEntry{webCT},
+		},
+		{
 			name:   "egress fragment",
 			seed:   seed{ct: []maps.CTEntry{appCT}},
 			egress: true,
@@ -1042,6 +1068,17 @@ func TestUplinkDatapath(t *testing.T) {
 			name: "icmp frag needed about a reply of another client",
 			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
 			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, ap(router, 40000), ack), 0),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "icmp frag needed about a reply that left from another host address",
+			seed: seed{
+				bindings:  []maps.Binding{tcpAny},
+				hostAddrs: host,
+				ct:        []maps.CTEntry{{Proto: maps.TCP, Backend: tcpAny.Backend, Client: clientPort, Dialled: ap(hostIP2, 80), BindingID: 3}},
+			},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, ap(hostIP, 80), clientPort, ack), 0),
 			ret:  actUnspec,
 			stat: "pass_no_match",
 		},
