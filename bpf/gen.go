@@ -6,4 +6,5 @@ package bpf
 
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem tc_uplink TcUplink tc_uplink.c -- -I/usr/include/x86_64-linux-gnu
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem tc_bridge TcBridge tc_bridge.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem tc_endpoint TcEndpoint tc_endpoint.c -- -I/usr/include/x86_64-linux-gnu
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -output-stem sock Sock sock.c -- -I/usr/include/x86_64-linux-gnu

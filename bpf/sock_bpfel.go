@@ -64,6 +64,19 @@ type SockCtValue struct {
 	LastSeenNs uint64
 }
 
+type SockEndpointKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
+}
+
+type SockEndpointValue struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	NetworkId uint32
+}
+
 type SockHostaddrKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -131,6 +144,7 @@ const (
 	SockMapBindings          = "bindings"
 	SockMapConfig            = "config"
 	SockMapCt                = "ct"
+	SockMapEndpoints         = "endpoints"
 	SockMapHostaddrs         = "hostaddrs"
 	SockMapNetworks          = "networks"
 	SockMapSnat              = "snat"
@@ -198,6 +212,7 @@ type SockMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
@@ -235,6 +250,7 @@ type SockMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
@@ -248,6 +264,7 @@ func (m *SockMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.Endpoints,
 		m.Hostaddrs,
 		m.Networks,
 		m.Snat,

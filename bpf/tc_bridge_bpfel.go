@@ -64,6 +64,19 @@ type TcBridgeCtValue struct {
 	LastSeenNs uint64
 }
 
+type TcBridgeEndpointKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
+}
+
+type TcBridgeEndpointValue struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	NetworkId uint32
+}
+
 type TcBridgeHostaddrKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -131,6 +144,7 @@ const (
 	TcBridgeMapBindings       = "bindings"
 	TcBridgeMapConfig         = "config"
 	TcBridgeMapCt             = "ct"
+	TcBridgeMapEndpoints      = "endpoints"
 	TcBridgeMapHostaddrs      = "hostaddrs"
 	TcBridgeMapNetworks       = "networks"
 	TcBridgeMapSnat           = "snat"
@@ -192,6 +206,7 @@ type TcBridgeMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
@@ -229,6 +244,7 @@ type TcBridgeMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
@@ -242,6 +258,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.Endpoints,
 		m.Hostaddrs,
 		m.Networks,
 		m.Snat,

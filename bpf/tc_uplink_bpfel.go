@@ -64,6 +64,19 @@ type TcUplinkCtValue struct {
 	LastSeenNs uint64
 }
 
+type TcUplinkEndpointKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
+}
+
+type TcUplinkEndpointValue struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	NetworkId uint32
+}
+
 type TcUplinkHostaddrKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -131,6 +144,7 @@ const (
 	TcUplinkMapBindings       = "bindings"
 	TcUplinkMapConfig         = "config"
 	TcUplinkMapCt             = "ct"
+	TcUplinkMapEndpoints      = "endpoints"
 	TcUplinkMapHostaddrs      = "hostaddrs"
 	TcUplinkMapNetworks       = "networks"
 	TcUplinkMapSnat           = "snat"
@@ -194,6 +208,7 @@ type TcUplinkMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
@@ -231,6 +246,7 @@ type TcUplinkMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
@@ -244,6 +260,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.Endpoints,
 		m.Hostaddrs,
 		m.Networks,
 		m.Snat,

@@ -31,10 +31,10 @@ func TestMain(m *testing.M) {
 // the host's addresses and its netns cookie, and exits. What it attached
 // must keep working after it is gone.
 func loadHelper(args []string) (any, error) {
-	if len(args) != 4 {
-		return nil, errors.New("load wants pin dir, uplink, cgroup and tc mode")
+	if len(args) < 4 {
+		return nil, errors.New("load wants pin dir, uplink, cgroup, tc mode, then bridge=IF and endpoint=IF")
 	}
-	pinDir, uplink, cgroup, tcMode := args[0], args[1], args[2], args[3]
+	pinDir, uplink, cgroup, tcMode, more := args[0], args[1], args[2], args[3], args[4:]
 	d, err := loader.Load(loader.Options{PinDir: pinDir, ForceLegacyTC: tcMode == string(loader.LegacyTC)})
 	if err != nil {
 		return nil, err
@@ -47,11 +47,27 @@ func loadHelper(args []string) (any, error) {
 	if err := d.AttachCgroup(cgroup); err != nil {
 		return nil, err
 	}
+	for _, arg := range more {
+		kind, ifname, _ := strings.Cut(arg, "=")
+		attach := d.AttachBridge
+		if kind == "endpoint" {
+			attach = d.AttachEndpoint
+		}
+		if _, err := attach(ifname); err != nil {
+			return nil, err
+		}
+	}
 	cookie, err := loader.NetnsCookie()
 	if err != nil {
 		return nil, err
 	}
-	if err := maps.NewConfig(d.Maps.Config).Set(maps.ConfigValue{HostNetnsCookie: cookie}); err != nil {
+	cfg := maps.NewConfig(d.Maps.Config)
+	v, err := cfg.Get()
+	if err != nil {
+		return nil, err
+	}
+	v.HostNetnsCookie = cookie
+	if err := cfg.Set(v); err != nil {
 		return nil, err
 	}
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
@@ -91,7 +107,7 @@ func testPublishedPorts(t *testing.T, requested loader.TCMode) {
 	load := func() {
 		t.Helper()
 		var mode string
-		if err := w.Host.Helper(t, "", &mode, "load", pins, w.Uplink, cgroup, string(requested)); err != nil {
+		if err := w.Host.Helper(t, "", &mode, "load", pins, w.Uplink, cgroup, string(requested), "bridge="+w.Bridge); err != nil {
 			t.Fatal(err)
 		}
 		want := requested

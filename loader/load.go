@@ -35,6 +35,7 @@ type Maps struct {
 	Networks  *ebpf.Map
 	Uplinks   *ebpf.Map
 	SNAT      *ebpf.Map
+	Endpoints *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -48,6 +49,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"networks":  &m.Networks,
 		"uplinks":   &m.Uplinks,
 		"snat":      &m.SNAT,
+		"endpoints": &m.Endpoints,
 	}
 }
 
@@ -55,11 +57,12 @@ func (m *Maps) all() map[string]**ebpf.Map {
 type Datapath struct {
 	Maps Maps
 
-	pinDir  string
-	forceTC bool
-	tc      bpf.TcUplinkPrograms
-	bridge  bpf.TcBridgePrograms
-	sock    bpf.SockPrograms
+	pinDir   string
+	forceTC  bool
+	tc       bpf.TcUplinkPrograms
+	bridge   bpf.TcBridgePrograms
+	endpoint bpf.TcEndpointPrograms
+	sock     bpf.SockPrograms
 }
 
 // Load loads the programs, creating the pinned maps on first use and
@@ -85,6 +88,10 @@ func Load(opts Options) (*Datapath, error) {
 	bridgeSpec, err := bpf.LoadTcBridge()
 	if err != nil {
 		return nil, fmt.Errorf("read bridge object: %w", err)
+	}
+	endpointSpec, err := bpf.LoadTcEndpoint()
+	if err != nil {
+		return nil, fmt.Errorf("read endpoint object: %w", err)
 	}
 	sockSpec, err := bpf.LoadSock()
 	if err != nil {
@@ -114,6 +121,12 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load bridge program: %w", verifierDetail(err))
 	}
 	d.bridge = bridgeObjs.TcBridgePrograms
+	var endpointObjs bpf.TcEndpointObjects
+	if err := endpointSpec.LoadAndAssign(&endpointObjs.TcEndpointPrograms, collOpts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("load endpoint program: %w", verifierDetail(err))
+	}
+	d.endpoint = endpointObjs.TcEndpointPrograms
 	var sockObjs bpf.SockObjects
 	if err := sockSpec.LoadAndAssign(&sockObjs.SockPrograms, collOpts); err != nil {
 		d.Close()
@@ -174,6 +187,7 @@ func (d *Datapath) PinDir() string { return d.pinDir }
 func (d *Datapath) Close() error {
 	d.tc.Close()
 	d.bridge.Close()
+	d.endpoint.Close()
 	d.sock.Close()
 	d.Maps.close()
 	return nil

@@ -51,7 +51,10 @@ var (
 	bridgeHooks = []tcHook{
 		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.bridge.BridgeIngress }},
 	}
-	allTCHooks = append(append([]tcHook{}, uplinkHooks...), bridgeHooks...)
+	endpointHooks = []tcHook{
+		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.endpoint.EndpointIngress }},
+	}
+	allTCHooks = append(append(append([]tcHook{}, uplinkHooks...), bridgeHooks...), endpointHooks...)
 )
 
 // tcxLinkPin and legacyProgPin name pins by interface index: names can
@@ -74,6 +77,12 @@ func (d *Datapath) AttachUplink(ifname string) (TCMode, error) {
 // bridge device: what its containers send to the host's IP layer.
 func (d *Datapath) AttachBridge(ifname string) (TCMode, error) {
 	return d.attachTC(ifname, bridgeHooks)
+}
+
+// AttachEndpoint attaches the endpoint program to the host side of a
+// container's veth.
+func (d *Datapath) AttachEndpoint(ifname string) (TCMode, error) {
+	return d.attachTC(ifname, endpointHooks)
 }
 
 func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
@@ -212,6 +221,11 @@ func (d *Datapath) DetachUplink(ifname string) error {
 // DetachBridge removes the bridge program from ifname in either mode.
 func (d *Datapath) DetachBridge(ifname string) error {
 	return d.detachTC(ifname, bridgeHooks)
+}
+
+// DetachEndpoint removes the endpoint program from a veth.
+func (d *Datapath) DetachEndpoint(ifname string) error {
+	return d.detachTC(ifname, endpointHooks)
 }
 
 func (d *Datapath) detachTC(ifname string, hooks []tcHook) error {

@@ -33,6 +33,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"networks", NetworkKey{}, NetworkValue{}},
 		{"uplinks", nil, UplinkValue{}},
 		{"snat", CTKey{}, SNATValue{}},
+		{"endpoints", EndpointKey{}, EndpointValue{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

@@ -17,6 +17,9 @@ type Network struct {
 	Gateway    netip.Addr
 	ID         uint32
 	Masquerade bool
+	// NoICC forbids containers of the network to talk to each other
+	// directly (Docker's icc=false); published ports still work.
+	NoICC bool
 }
 
 // Networks wraps the networks LPM trie (subnet -> network).
@@ -35,6 +38,9 @@ func (n *Networks) Put(nw Network) error {
 	v := NetworkValue{Gateway: gw, ID: nw.ID}
 	if nw.Masquerade {
 		v.Flags |= NetworkMasquerade
+	}
+	if nw.NoICC {
+		v.Flags |= NetworkNoICC
 	}
 	if err := n.m.Put(networkKey(nw.Subnet), v); err != nil {
 		return fmt.Errorf("put network %s: %w", nw.Subnet, err)
@@ -61,4 +67,22 @@ func (u *Uplinks) Put(ifindex uint32, addr netip.Addr) error {
 
 func (u *Uplinks) Delete(ifindex uint32) error {
 	return batchDelete(u.m, []uint32{ifindex})
+}
+
+// Endpoints wraps the endpoints map (container address -> its veth).
+type Endpoints struct{ m *ebpf.Map }
+
+func NewEndpoints(m *ebpf.Map) *Endpoints { return &Endpoints{m: m} }
+
+func (e *Endpoints) Put(addr netip.Addr, hostIfindex, networkID uint32) error {
+	family, raw := rawAddr(addr)
+	if err := e.m.Put(EndpointKey{Family: family, Addr: raw}, EndpointValue{Ifindex: hostIfindex, NetworkID: networkID}); err != nil {
+		return fmt.Errorf("put endpoint %s: %w", addr, err)
+	}
+	return nil
+}
+
+func (e *Endpoints) Delete(addr netip.Addr) error {
+	family, raw := rawAddr(addr)
+	return batchDelete(e.m, []EndpointKey{{Family: family, Addr: raw}})
 }

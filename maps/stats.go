@@ -25,6 +25,8 @@ var StatNames = []string{
 	"snat_reverse",
 	"icmp_snat_reverse",
 	"redirect",
+	"drop_icc",
+	"endpoint_redirect",
 	"sock_connect",
 	"sock_sendmsg",
 	"sock_recvmsg",

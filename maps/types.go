@@ -149,7 +149,23 @@ type NetworkValue struct {
 }
 
 // Network flags, as in bpf/lib/types.h.
-const NetworkMasquerade = 1 << 0
+const (
+	NetworkMasquerade = 1 << 0
+	NetworkNoICC      = 1 << 1
+)
+
+// EndpointKey mirrors struct endpoint_key.
+type EndpointKey struct {
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]byte
+}
+
+// EndpointValue mirrors struct endpoint_value.
+type EndpointValue struct {
+	Ifindex   uint32
+	NetworkID uint32
+}
 
 // UplinkValue mirrors struct uplink_value.
 type UplinkValue struct {

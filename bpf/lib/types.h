@@ -111,11 +111,24 @@ struct network_key {
 };
 
 #define NETWORK_F_MASQUERADE (1 << 0)
+#define NETWORK_F_NO_ICC (1 << 1) /* containers may not talk to each other directly */
 
 struct network_value {
 	__u8 gateway[16];
 	__u32 id;
 	__u32 flags;
+};
+
+/* A container's address, and the host side of its veth. */
+struct endpoint_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct endpoint_value {
+	__u32 ifindex;     /* host-side veth */
+	__u32 network_id;
 };
 
 /* An uplink by ifindex: the address masqueraded flows leave with. */
@@ -161,6 +174,8 @@ enum stat_index {
 	STAT_SNAT_REVERSE,
 	STAT_ICMP_SNAT_REVERSE,
 	STAT_REDIRECT,
+	STAT_DROP_ICC,
+	STAT_ENDPOINT_REDIRECT,
 	STAT_SOCK_CONNECT,
 	STAT_SOCK_SENDMSG,
 	STAT_SOCK_RECVMSG,

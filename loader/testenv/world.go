@@ -16,6 +16,7 @@ type World struct {
 	Host, Outside      *Netns
 	A, B               *Netns
 	Uplink, Bridge     string
+	AVeth, BVeth       string // host sides of the containers' veths
 	HostIP, OutsideIP  netip.Addr
 	Gateway, AIP, BIP  netip.Addr
 	ContainerPrefixLen int
@@ -49,11 +50,13 @@ func NewWorld(t testing.TB) *World {
 	w.Host.IP(t, "link", "add", w.Bridge, "type", "bridge")
 	w.Host.IP(t, "addr", "add", w.Gateway.String()+"/24", "dev", w.Bridge)
 	w.Host.IP(t, "link", "set", w.Bridge, "up")
-	for i, c := range []struct {
-		ns *Netns
-		ip netip.Addr
-	}{{w.A, w.AIP}, {w.B, w.BIP}} {
-		hostSide := []string{"pva", "pvb"}[i] + id
+	w.AVeth, w.BVeth = "pva"+id, "pvb"+id
+	for _, c := range []struct {
+		ns       *Netns
+		ip       netip.Addr
+		hostSide string
+	}{{w.A, w.AIP, w.AVeth}, {w.B, w.BIP, w.BVeth}} {
+		hostSide := c.hostSide
 		Veth(t, w.Host, hostSide, c.ns, "eth0")
 		w.Host.IP(t, "link", "set", hostSide, "master", w.Bridge)
 		c.ns.IP(t, "addr", "add", c.ip.String()+"/24", "dev", "eth0")

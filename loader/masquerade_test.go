@@ -1,0 +1,288 @@
+package loader_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/loader/testenv"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestMasqueradeAndIsolation covers what Docker needs iptables for besides
+// published ports: containers reaching the outside under the uplink's
+// address, networks kept apart, and all of it on a host whose FORWARD
+// policy is DROP, where the tc programs forward in BPF.
+func TestMasqueradeAndIsolation(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	t.Run("stack forwarding", func(t *testing.T) { testMasquerade(t, false) })
+	t.Run("FORWARD DROP with BPF forwarding", func(t *testing.T) {
+		if _, err := exec.LookPath("iptables"); err != nil {
+			t.Skip("needs iptables to set the FORWARD policy: run 'make deps'")
+		}
+		testMasquerade(t, true)
+	})
+}
+
+func testMasquerade(t *testing.T, forwardDrop bool) {
+	w := testenv.NewWorld(t)
+	pins := testenv.PinDir(t)
+	cgroup := testenv.Cgroup(t)
+
+	// A second network with one container, C.
+	bridge2, subnet2 := "ptn"+w.ID, netip.MustParsePrefix("10.90.0.0/24")
+	gateway2, cIP := netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("10.90.0.2")
+	c := testenv.NewNetns(t, "ptd"+w.ID)
+	w.Host.IP(t, "link", "add", bridge2, "type", "bridge")
+	w.Host.IP(t, "addr", "add", gateway2.String()+"/24", "dev", bridge2)
+	w.Host.IP(t, "link", "set", bridge2, "up")
+	testenv.Veth(t, w.Host, "pvc"+w.ID, c, "eth0")
+	w.Host.IP(t, "link", "set", "pvc"+w.ID, "master", bridge2)
+	c.IP(t, "addr", "add", cIP.String()+"/24", "dev", "eth0")
+	c.IP(t, "route", "add", "default", "via", gateway2.String())
+
+	if forwardDrop {
+		w.Host.Exec(t, "iptables", "-P", "FORWARD", "DROP")
+	}
+
+	veths := map[netip.Addr]string{w.AIP: w.AVeth, w.BIP: w.BVeth, cIP: "pvc" + w.ID}
+	if err := w.Host.Helper(t, "", new(string), "load", pins, w.Uplink, cgroup, string(loader.TCX),
+		"bridge="+w.Bridge, "bridge="+bridge2,
+		"endpoint="+w.AVeth, "endpoint="+w.BVeth, "endpoint="+veths[cIP]); err != nil {
+		t.Fatal(err)
+	}
+	configure(t, w, pins, forwardDrop, []maps.Network{
+		{Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1, Masquerade: true},
+		{Subnet: subnet2, Gateway: gateway2, ID: 2, Masquerade: true},
+	})
+	endpoints := maps.NewEndpoints(openPinned(t, pins, "endpoints"))
+	for addr, veth := range veths {
+		networkID := uint32(1)
+		if subnet2.Contains(addr) {
+			networkID = 2
+		}
+		if err := endpoints.Put(addr, uint32(ifindexIn(t, w.Host, veth)), networkID); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w.Outside.ServeTCP(t, ":80")
+	w.Outside.ServeUDP(t, ":53")
+	w.A.ServeTCP(t, ":80")
+	c.ServeTCP(t, ":80")
+	server := netip.AddrPortFrom(w.OutsideIP, 80).String()
+
+	t.Run("containers reach the outside as the uplink address", func(t *testing.T) {
+		res, err := w.A.Dial("tcp", server)
+		expect(t, res, err, w.HostIP, server)
+		udpServer := netip.AddrPortFrom(w.OutsideIP, 53).String()
+		res, err = w.B.Dial("udp", udpServer)
+		expect(t, res, err, w.HostIP, udpServer)
+		res, err = c.Dial("tcp", server)
+		expect(t, res, err, w.HostIP, server)
+	})
+
+	t.Run("ping", func(t *testing.T) {
+		from, err := w.A.Ping(w.OutsideIP, 0x5151)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from != w.OutsideIP {
+			t.Fatalf("echo reply from %s, want %s", from, w.OutsideIP)
+		}
+	})
+
+	t.Run("100 connections from two containers sharing source ports", func(t *testing.T) {
+		const perContainer = 50
+		var conns []net.Conn
+		for _, ns := range []*testenv.Netns{w.A, w.B} {
+			if err := ns.Do(func() error {
+				for i := 0; i < perContainer; i++ {
+					d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: 41000 + i}}
+					conn, err := d.Dial("tcp4", server)
+					if err != nil {
+						return fmt.Errorf("connection %d from %s: %w", i, ns.Name, err)
+					}
+					conns = append(conns, conn)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer func() {
+			for _, conn := range conns {
+				conn.Close()
+			}
+		}()
+		// All open at once; each answers, and the server saw each as its
+		// own source port on the uplink address.
+		errs := make(chan error, len(conns))
+		peers := make(chan string, len(conns))
+		for _, conn := range conns {
+			go func(conn net.Conn) {
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := fmt.Fprintln(conn, "hi"); err != nil {
+					errs <- err
+					return
+				}
+				reply, err := bufio.NewReader(conn).ReadString('\n')
+				if err != nil {
+					errs <- err
+					return
+				}
+				peer, _, err := testenv.ParseEcho(reply)
+				errs <- err
+				peers <- peer
+			}(conn)
+		}
+		seen := map[string]bool{}
+		for range conns {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(peers)
+		for p := range peers {
+			ap, err := netip.ParseAddrPort(p)
+			if err != nil || ap.Addr() != w.HostIP {
+				t.Fatalf("server saw %q, want %s:port", p, w.HostIP)
+			}
+			seen[p] = true
+		}
+		if len(seen) != 2*perContainer {
+			t.Fatalf("server saw %d distinct sources for %d connections: source ports collided", len(seen), 2*perContainer)
+		}
+	})
+
+	t.Run("networks are isolated from each other", func(t *testing.T) {
+		if res, err := c.Dial("tcp", netip.AddrPortFrom(w.AIP, 80).String()); err == nil {
+			t.Fatalf("network 2 reached a container of network 1: %+v", res)
+		}
+		if res, err := w.A.Dial("tcp", netip.AddrPortFrom(cIP, 80).String()); err == nil {
+			t.Fatalf("network 1 reached a container of network 2: %+v", res)
+		}
+		// Same network still talks.
+		res, err := w.B.Dial("tcp", netip.AddrPortFrom(w.AIP, 80).String())
+		expect(t, res, err, w.BIP, netip.AddrPortFrom(w.AIP, 80).String())
+	})
+
+	t.Run("published ports work alongside", func(t *testing.T) {
+		bindings := maps.NewBindings(openPinned(t, pins, "bindings"))
+		if err := bindings.Put(maps.Binding{Proto: maps.TCP, Host: netip.AddrPortFrom(netip.IPv4Unspecified(), 8080), Backend: netip.AddrPortFrom(w.AIP, 80), ID: 9}); err != nil {
+			t.Fatal(err)
+		}
+		hostTCP := netip.AddrPortFrom(w.HostIP, 8080).String()
+		res, err := w.Outside.Dial("tcp", hostTCP)
+		expect(t, res, err, w.OutsideIP, hostTCP)
+	})
+
+	t.Run("no firewall rule was written", func(t *testing.T) {
+		if out := w.Host.Exec(t, "iptables-save"); strings.Contains(out, "-A ") {
+			t.Fatalf("iptables rules exist in the host namespace:\n%s", out)
+		}
+		if out := w.Host.Exec(t, "nft", "list", "ruleset"); strings.Contains(strings.ToLower(out), "pontoon") || strings.Contains(out, "masquerade") || strings.Contains(out, "dnat") {
+			t.Fatalf("nftables rules for Pontoon exist in the host namespace:\n%s", out)
+		}
+	})
+
+	t.Run("conntrack expires on schedule and stays bounded under churn", func(t *testing.T) {
+		snat := maps.NewSNAT(openPinned(t, pins, "snat"))
+		short := maps.Lifetimes{TCPOpening: time.Second, TCPEstablished: time.Minute, TCPClosing: 0, UDP: time.Second, ICMP: time.Second}
+		const churn, gcEvery = 10000, 1000
+		peak := 0
+		if err := w.A.Do(func() error {
+			for i := 0; i < churn; i++ {
+				conn, err := net.DialTimeout("tcp4", server, 3*time.Second)
+				if err != nil {
+					return fmt.Errorf("connection %d: %w", i, err)
+				}
+				conn.Close()
+				if (i+1)%gcEvery == 0 {
+					n, err := snat.Count()
+					if err != nil {
+						return err
+					}
+					peak = max(peak, n)
+					// Closed flows are due at once: a FIN was seen both ways.
+					if _, err := snat.GC(maps.MonotonicNow(), short); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Two entries per flow; a GC round clears what the previous
+		// 1,000 connections left, apart from flows still closing.
+		if bound := 2 * 2 * gcEvery; peak > bound {
+			t.Fatalf("snat held %d entries at peak under churn, want at most %d", peak, bound)
+		}
+
+		// A live UDP flow is kept until its lifetime has passed.
+		if _, err := w.A.Dial("udp", netip.AddrPortFrom(w.OutsideIP, 53).String()); err != nil {
+			t.Fatal(err)
+		}
+		now := maps.MonotonicNow()
+		before, _ := snat.Count()
+		if n, err := snat.GC(now, short); err != nil || n != 0 && before-n < 2 {
+			t.Fatalf("GC before the lifetime removed the live UDP flow (%d of %d gone, %v)", n, before, err)
+		}
+		if _, err := snat.GC(now+2*time.Second, short); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := snat.Count(); after != 0 {
+			t.Fatalf("%d snat entries left after every lifetime passed", after)
+		}
+	})
+}
+
+// configure does the agent's part: networks, uplink addresses, and BPF
+// forwarding when the stack's forward path is closed.
+func configure(t *testing.T, w *testenv.World, pins string, redirect bool, networks []maps.Network) {
+	t.Helper()
+	nets := maps.NewNetworks(openPinned(t, pins, "networks"))
+	for _, n := range networks {
+		if err := nets.Put(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := maps.NewUplinks(openPinned(t, pins, "uplinks")).Put(uint32(ifindexIn(t, w.Host, w.Uplink)), w.HostIP); err != nil {
+		t.Fatal(err)
+	}
+	cfg := maps.NewConfig(openPinned(t, pins, "config"))
+	v, err := cfg.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if redirect {
+		v.Flags |= maps.ConfigFIBRedirect
+	}
+	if err := cfg.Set(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ifindexIn(t *testing.T, ns *testenv.Netns, ifname string) int {
+	t.Helper()
+	var ifindex int
+	if err := ns.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err == nil {
+			ifindex = l.Attrs().Index
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ifindex
+}
