@@ -15,28 +15,49 @@
 #define IP_DADDR_OFF offsetof(struct iphdr, daddr)
 
 /* Rewrites the IPv4 address at addr_off of the header at l3_off. When
- * l4_csum_off is set, the TCP/UDP checksum there covers the address through
- * the pseudo header and is fixed as well. */
+ * l4_csum_off is set, the TCP/UDP checksum there covers the address and is
+ * fixed as well: with BPF_F_PSEUDO_HDR in l4_flags for a packet's own
+ * header (the pseudo header lies outside the skb's data), without it for a
+ * header quoted by an ICMP error (whose change the ICMP checksum absorbs). */
 static __always_inline int rewrite_addr4(struct __sk_buff *skb, __u32 l3_off, __u32 addr_off,
 					 __u32 l4_csum_off, __u64 l4_flags, __be32 from,
 					 __be32 to)
 {
-	if (l4_csum_off &&
-	    bpf_l4_csum_replace(skb, l4_csum_off, from, to, l4_flags | BPF_F_PSEUDO_HDR | 4) < 0)
+	if (l4_csum_off && bpf_l4_csum_replace(skb, l4_csum_off, from, to, l4_flags | 4) < 0)
 		return -1;
 	if (bpf_l3_csum_replace(skb, l3_off + IP_CSUM_OFF, from, to, 4) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, l3_off + addr_off, &to, 4, 0);
 }
 
+/* store_flags is BPF_F_RECOMPUTE_CSUM when no checksum in the packet
+ * absorbs the change, so skb->csum of a CHECKSUM_COMPLETE skb follows it. */
 static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 port_off, __u32 l4_csum_off,
-					__u64 l4_flags, __be16 from, __be16 to)
+					__u64 l4_flags, __be16 from, __be16 to, __u64 store_flags)
 {
 	if (from == to)
 		return 0;
 	if (l4_csum_off && bpf_l4_csum_replace(skb, l4_csum_off, from, to, l4_flags | 2) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, port_off, &to, 2, 0);
+	return bpf_skb_store_bytes(skb, port_off, &to, 2, store_flags);
+}
+
+/* Rewrites the source (or destination) address and port of a packet's own
+ * headers: TCP, UDP, or an ICMP echo whose identifier is the port. */
+static __always_inline int rewrite_endpoint4(struct __sk_buff *skb, const struct packet *pkt,
+					     int dst, __be32 to_addr, __be16 to_port)
+{
+	const struct l4_tuple *t = &pkt->t;
+	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
+	__u64 flags = l4_csum_flags(t->proto);
+
+	if (rewrite_addr4(skb, pkt->l3_off, dst ? IP_DADDR_OFF : IP_SADDR_OFF,
+			  addr_l4_csum_off(t->proto, pkt->l4_off), flags | BPF_F_PSEUDO_HDR,
+			  dst ? t->daddr : t->saddr, to_addr) < 0)
+		return -1;
+	return rewrite_port(skb, dst ? dport_off(t->proto, pkt->l4_off) : sport_off(t->proto, pkt->l4_off),
+			    csum, flags, dst ? t->dport : t->sport, to_port,
+			    pkt->udp_no_csum ? BPF_F_RECOMPUTE_CSUM : 0);
 }
 
 /* ICMP checksums cover the quoted packet, so every 16-bit word changed
@@ -74,7 +95,7 @@ static __always_inline int rewrite_quoted4(struct __sk_buff *skb, const struct p
 
 	if (rewrite_addr4(skb, pkt->inner_l3_off, addr_off, l4_csum, l4_flags, from_addr, to_addr) < 0)
 		return -1;
-	if (rewrite_port(skb, pkt->inner_l4_off + port_off, l4_csum, l4_flags, from_port, to_port) < 0)
+	if (rewrite_port(skb, pkt->inner_l4_off + port_off, l4_csum, l4_flags, from_port, to_port, 0) < 0)
 		return -1;
 
 	if (bpf_l4_csum_replace(skb, icmp_csum, from_addr, to_addr, 4) < 0)

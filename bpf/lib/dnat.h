@@ -16,8 +16,6 @@
 static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
-	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
-	__u64 csum_flags = l4_csum_flags(t->proto);
 	struct binding_value *b;
 	__be16 backend_port;
 	__be32 backend;
@@ -38,9 +36,7 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 	if (ct_track_dnat4(t, ct_tcp_flags(t->proto, pkt->tcp_flags), backend, backend_port,
 			   b->id) < 0)
 		return STAT_DROP_CT_FULL;
-	if (rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, csum, csum_flags, t->daddr, backend) < 0 ||
-	    rewrite_port(skb, dport_off(t->proto, pkt->l4_off), csum, csum_flags, t->dport,
-			 backend_port) < 0)
+	if (rewrite_endpoint4(skb, pkt, 1, backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_DNAT;
 }
@@ -79,8 +75,6 @@ static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct pack
 static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
-	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
-	__u64 csum_flags = l4_csum_flags(t->proto);
 	struct ct_value *v;
 	__be16 nat_port;
 	__be32 nat_addr;
@@ -92,9 +86,7 @@ static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *p
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
 
-	if (rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, csum, csum_flags, t->saddr, nat_addr) < 0 ||
-	    rewrite_port(skb, sport_off(t->proto, pkt->l4_off), csum, csum_flags, t->sport,
-			 nat_port) < 0)
+	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_RNAT;
 }

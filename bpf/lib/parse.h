@@ -62,6 +62,7 @@ struct packet {
 	__u32 l4_off;
 	struct l4_tuple t;
 	__u8 tcp_flags;
+	__u8 udp_no_csum; /* UDP checksum 0: nothing absorbs a port change */
 	/* For ICMP errors: the embedded header that caused the error. */
 	__u32 inner_l3_off;
 	__u32 inner_l4_off;
@@ -105,7 +106,7 @@ static __always_inline __u64 l4_csum_flags(__u8 proto)
 /* Loads an IPv4 header at off and the ports of the TCP/UDP header behind
  * it. Returns the L4 offset through l4_off. */
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l4_tuple *t,
-				      __u32 *l4_off, int need_l4_csum)
+				      __u32 *l4_off, __u16 *l4_csum)
 {
 	struct iphdr ip;
 	__be16 ports[2];
@@ -126,14 +127,10 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l
 		return ip.protocol == IPPROTO_ICMP ? PARSE_OK : PARSE_OTHER;
 	if (bpf_skb_load_bytes(skb, *l4_off, ports, sizeof(ports)) < 0)
 		return PARSE_MALFORMED;
-	if (need_l4_csum) {
-		/* The checksum we will fix must be in the packet. */
-		__u16 csum;
-
-		if (bpf_skb_load_bytes(skb, l4_csum_off(ip.protocol, *l4_off), &csum,
-				       sizeof(csum)) < 0)
-			return PARSE_MALFORMED;
-	}
+	/* The checksum we will fix must be in the packet. */
+	if (l4_csum && bpf_skb_load_bytes(skb, l4_csum_off(ip.protocol, *l4_off), l4_csum,
+					  sizeof(*l4_csum)) < 0)
+		return PARSE_MALFORMED;
 	t->sport = ports[0];
 	t->dport = ports[1];
 	return PARSE_OK;
@@ -150,6 +147,7 @@ static __always_inline int icmp_is_error(__u8 type)
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
 {
 	struct icmphdr icmp;
+	__u16 l4_csum = 0;
 	__u8 tcp_flags;
 	int ret;
 
@@ -157,9 +155,10 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 		return PARSE_NOT_IP;
 
 	pkt->l3_off = ETH_HLEN;
-	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, 1);
+	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, &l4_csum);
 	if (ret != PARSE_OK)
 		return ret;
+	pkt->udp_no_csum = pkt->t.proto == IPPROTO_UDP && l4_csum == 0;
 
 	if (pkt->t.proto == IPPROTO_TCP) {
 		if (bpf_skb_load_bytes(skb, pkt->l4_off + 13, &tcp_flags, 1) < 0)
@@ -185,7 +184,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 	/* The quoted header need not carry its L4 checksum (RFC 792 only
 	 * promises 8 bytes); nat.h fixes it only when it is there. */
 	pkt->inner_l3_off = pkt->l4_off + sizeof(icmp);
-	ret = parse_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off, 0);
+	ret = parse_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off, NULL);
 	if (ret != PARSE_OK)
 		return ret == PARSE_FRAGMENT ? PARSE_OTHER : ret;
 	if (pkt->inner.proto != IPPROTO_TCP && pkt->inner.proto != IPPROTO_UDP)

@@ -82,9 +82,6 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 {
 	const struct l4_tuple *t = &pkt->t;
 	__u8 flags = ct_tcp_flags(t->proto, pkt->tcp_flags);
-	__u32 csum = addr_l4_csum_off(t->proto, pkt->l4_off);
-	__u32 port_csum = l4_csum_off(t->proto, pkt->l4_off);
-	__u64 csum_flags = l4_csum_flags(t->proto);
 	struct network_value *src_net;
 	struct uplink_value *uplink;
 	struct snat_value *v;
@@ -122,9 +119,7 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 			return STAT_DROP_SNAT_EXHAUSTED;
 	}
 
-	if (rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, csum, csum_flags, t->saddr, nat_addr) < 0 ||
-	    rewrite_port(skb, sport_off(t->proto, pkt->l4_off), port_csum, csum_flags, t->sport,
-			 nat_port) < 0)
+	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_SNAT;
 }
@@ -133,9 +128,6 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
-	__u32 csum = addr_l4_csum_off(t->proto, pkt->l4_off);
-	__u32 port_csum = l4_csum_off(t->proto, pkt->l4_off);
-	__u64 csum_flags = l4_csum_flags(t->proto);
 	struct ct_key rev = {};
 	struct snat_value *v;
 	__be32 orig_addr;
@@ -149,9 +141,7 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	orig_addr = addr_get4(v->addr);
 	orig_port = v->port;
 
-	if (rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, csum, csum_flags, t->daddr, orig_addr) < 0 ||
-	    rewrite_port(skb, dport_off(t->proto, pkt->l4_off), port_csum, csum_flags, t->dport,
-			 orig_port) < 0)
+	if (rewrite_endpoint4(skb, pkt, 1, orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_SNAT_REVERSE;
 }
