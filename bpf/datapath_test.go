@@ -501,15 +501,6 @@ func describeDiff(want, got []byte) string {
 
 // ---- the table ----
 
-// Known datapath bugs, found by the csum_complete mode (see the report of
-// the change that added this file for the fixes).
-const (
-	bugQuotedPseudoHdr = "rewrite_quoted4 (bpf/lib/csum.h) fixes the quoted L4 checksum with BPF_F_PSEUDO_HDR, " +
-		"which moves skb->csum of a CHECKSUM_COMPLETE skb although the ICMP message's sum does not change"
-	bugZeroUDPPort = "rewrite_port (bpf/lib/csum.h) on a UDP datagram without checksum leaves the port change " +
-		"out of skb->csum of a CHECKSUM_COMPLETE skb (needs BPF_F_RECOMPUTE_CSUM on the store)"
-)
-
 type seed struct {
 	bindings  []maps.Binding
 	hostAddrs []netip.Addr
@@ -531,10 +522,6 @@ type datapathCase struct {
 	in     []byte
 	ret    uint32
 	out    []byte // nil: the frame must come out unchanged
-	// completeBug names a known datapath bug that leaves skb->csum stale
-	// for this case: in csum_complete mode an EBADMSG skips instead of
-	// failing. Once the bug is fixed the case runs in full again.
-	completeBug string
 	// shortIP marks a frame with less than an IPv4 header behind an IPv4
 	// ethertype, which newer kernels refuse to test-run (EINVAL).
 	shortIP bool
@@ -616,9 +603,6 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	ret, got, err := tryRun(prog, c.in, mode.flags)
 	if c.shortIP && errors.Is(err, unix.EINVAL) {
 		t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
-	}
-	if errors.Is(err, unix.EBADMSG) && c.completeBug != "" {
-		t.Skip("BUG: " + c.completeBug)
 	}
 	if errors.Is(err, unix.EBADMSG) {
 		t.Fatalf("skb->csum no longer matches the packet after the run (EBADMSG): a checksum helper got the wrong flags for a CHECKSUM_COMPLETE skb")
@@ -721,14 +705,13 @@ func TestUplinkDatapath(t *testing.T) {
 			ct:   []maps.CTEntry{appCT},
 		},
 		{
-			name:        "dnat udp zero checksum stays zero",
-			completeBug: bugZeroUDPPort,
-			seed:        seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
-			in:          frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Host))),
-			ret:         actUnspec,
-			out:         frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Backend))),
-			stat:        "dnat",
-			ct:          []maps.CTEntry{appCT},
+			name: "dnat udp zero checksum stays zero",
+			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
+			in:   frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Host))),
+			ret:  actUnspec,
+			out:  frame(t, noUDPChecksum(udpDatagram(t, clientPort, udpApp.Backend))),
+			stat: "dnat",
+			ct:   []maps.CTEntry{appCT},
 		},
 		{
 			name: "dnat same port rewrites only the address",
@@ -935,14 +918,13 @@ func TestUplinkDatapath(t *testing.T) {
 			ct:     []maps.CTEntry{{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: ap(hostIP2, 5300), BindingID: 8}},
 		},
 		{
-			name:        "reverse nat udp zero checksum stays zero",
-			completeBug: bugZeroUDPPort,
-			seed:        seed{ct: []maps.CTEntry{appCT}},
-			egress:      true,
-			in:          frame(t, noUDPChecksum(udpDatagram(t, udpApp.Backend, clientPort))),
-			ret:         actUnspec,
-			out:         frame(t, noUDPChecksum(udpDatagram(t, udpApp.Host, clientPort))),
-			stat:        "rnat",
+			name:   "reverse nat udp zero checksum stays zero",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     frame(t, noUDPChecksum(udpDatagram(t, udpApp.Backend, clientPort))),
+			ret:    actUnspec,
+			out:    frame(t, noUDPChecksum(udpDatagram(t, udpApp.Host, clientPort))),
+			stat:   "rnat",
 		},
 		{
 			name:   "reverse nat without ct entry",
@@ -988,14 +970,13 @@ func TestUplinkDatapath(t *testing.T) {
 
 		// ICMP errors about translated flows.
 		{
-			name:        "icmp port unreachable from backend about udp flow",
-			completeBug: bugQuotedPseudoHdr,
-			seed:        seed{ct: []maps.CTEntry{appCT}},
-			egress:      true,
-			in:          icmpErrorFrame(t, backend, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Backend), 0),
-			ret:         actUnspec,
-			out:         icmpErrorFrame(t, hostIP, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Host), 0),
-			stat:        "icmp_rnat",
+			name:   "icmp port unreachable from backend about udp flow",
+			seed:   seed{ct: []maps.CTEntry{appCT}},
+			egress: true,
+			in:     icmpErrorFrame(t, backend, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Backend), 0),
+			ret:    actUnspec,
+			out:    icmpErrorFrame(t, hostIP, client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Host), 0),
+			stat:   "icmp_rnat",
 		},
 		{
 			name:   "icmp port unreachable about udp flow without checksum",
@@ -1007,14 +988,13 @@ func TestUplinkDatapath(t *testing.T) {
 			stat:   "icmp_rnat",
 		},
 		{
-			name:        "icmp time exceeded from the gateway about tcp flow keeps outer source",
-			completeBug: bugQuotedPseudoHdr,
-			seed:        seed{ct: []maps.CTEntry{webCT}},
-			egress:      true,
-			in:          icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Backend, ack), 0),
-			ret:         actUnspec,
-			out:         icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
-			stat:        "icmp_rnat",
+			name:   "icmp time exceeded from the gateway about tcp flow keeps outer source",
+			seed:   seed{ct: []maps.CTEntry{webCT}},
+			egress: true,
+			in:     icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Backend, ack), 0),
+			ret:    actUnspec,
+			out:    icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
+			stat:   "icmp_rnat",
 		},
 		{
 			name:   "icmp error from backend without ct entry",
@@ -1025,13 +1005,12 @@ func TestUplinkDatapath(t *testing.T) {
 			stat:   "pass_no_match",
 		},
 		{
-			name:        "icmp frag needed from outside about a tcp reply",
-			completeBug: bugQuotedPseudoHdr,
-			seed:        seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
-			in:          icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 0),
-			ret:         actUnspec,
-			out:         icmpErrorFrame(t, router, backend, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Backend, clientPort, ack), 0),
-			stat:        "icmp_dnat",
+			name: "icmp frag needed from outside about a tcp reply",
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{webCT}},
+			in:   icmpErrorFrame(t, router, hostIP, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Host, clientPort, ack), 0),
+			ret:  actUnspec,
+			out:  icmpErrorFrame(t, router, backend, fragNeeded, 1400, tcpDatagram(t, tcpWeb.Backend, clientPort, ack), 0),
+			stat: "icmp_dnat",
 		},
 		{
 			name: "icmp frag needed quoting only eight bytes of tcp",
@@ -1042,8 +1021,7 @@ func TestUplinkDatapath(t *testing.T) {
 			stat: "icmp_dnat",
 		},
 		{
-			name:        "icmp time exceeded from outside about a udp reply via wildcard",
-			completeBug: bugQuotedPseudoHdr,
+			name: "icmp time exceeded from outside about a udp reply via wildcard",
 			seed: seed{
 				bindings:  []maps.Binding{{Proto: maps.UDP, Host: ap(netip.IPv4Unspecified(), 5300), Backend: udpApp.Backend, ID: 8}},
 				hostAddrs: host,
