@@ -141,8 +141,10 @@ func TestOpenRejectsBadStores(t *testing.T) {
 		{"address record", func(tx Tx) error { return tx.Put(bucketIPs, []byte{1, 2, 3}, []byte{0}) }, "malformed"},
 		{"port record", func(tx Tx) error { return tx.Put(bucketPorts, []byte{6, 1}, []byte{0}) }, "malformed"},
 		{"overlapping ports", func(tx Tx) error {
-			tx.Put(bucketPorts, portKey(TCP, any4, 80), portValue(90, "a"))
-			return tx.Put(bucketPorts, portKey(TCP, mustAddr("192.0.2.1"), 85), portValue(85, "b"))
+			k, v, _, _ := portRecord(PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}}, false)
+			tx.Put(bucketPorts, k, v)
+			k, v, _, _ = portRecord(PortAllocation{Owner: "b", Proto: TCP, HostIP: mustAddr("192.0.2.1"), Ports: Port(85)}, false)
+			return tx.Put(bucketPorts, k, v)
 		}, "overlaps tcp 0.0.0.0:80-90"},
 		{"port cursor", func(tx Tx) error { return tx.Put(bucketPortCursors, []byte{6}, []byte{1}) }, "malformed"},
 	}

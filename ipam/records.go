@@ -49,17 +49,29 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 	return append(b, x[:]...)
 }
 
+// portRecord encodes an allocation and, for a dynamic one, its pool's new
+// cursor, in one buffer.
+func portRecord(pa PortAllocation, dynamic bool) (k, v, ck, cv []byte) {
+	b := make([]byte, 0, 2*19+4+len(pa.Owner))
+	b = appendAddr(append(b, byte(pa.Proto)), pa.HostIP)
+	b = binary.BigEndian.AppendUint16(b, pa.Ports.First)
+	k = b
+	b = binary.BigEndian.AppendUint16(b, pa.Ports.Last)
+	b = append(b, pa.Owner...)
+	v = b[len(k):]
+	if dynamic {
+		b = appendAddr(append(b, byte(pa.Proto)), pa.HostIP)
+		ck = b[len(k)+len(v):]
+		cv = binary.BigEndian.AppendUint16(b, pa.Ports.Last)[len(b):]
+	}
+	return k, v, ck, cv
+}
+
 func portKey(proto Proto, ip netip.Addr, first uint16) []byte {
 	k := make([]byte, 0, 19)
 	k = append(k, byte(proto))
 	k = appendAddr(k, ip)
 	return binary.BigEndian.AppendUint16(k, first)
-}
-
-func portValue(last uint16, owner string) []byte {
-	v := make([]byte, 0, 2+len(owner))
-	v = binary.BigEndian.AppendUint16(v, last)
-	return append(v, owner...)
 }
 
 func decodePort(k, v []byte) (PortAllocation, error) {
@@ -73,10 +85,6 @@ func decodePort(k, v []byte) (PortAllocation, error) {
 		Ports:  PortRange{binary.BigEndian.Uint16(k[len(k)-2:]), binary.BigEndian.Uint16(v)},
 		Owner:  string(v[2:]),
 	}, nil
-}
-
-func portCursorKey(proto Proto, ip netip.Addr) []byte {
-	return appendAddr([]byte{byte(proto)}, ip)
 }
 
 func decodePortCursor(k, v []byte) (poolKey, uint16, error) {

@@ -14,6 +14,8 @@ type MemStore struct {
 	mu      sync.RWMutex
 	buckets map[string]map[string][]byte
 	undo    []undoEntry
+	// The transactions are fields so handing one out allocates nothing.
+	rtx, wtx memTx
 }
 
 type undoEntry struct {
@@ -24,7 +26,9 @@ type undoEntry struct {
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
-	return &MemStore{buckets: make(map[string]map[string][]byte)}
+	s := &MemStore{buckets: make(map[string]map[string][]byte)}
+	s.rtx, s.wtx = memTx{s: s}, memTx{s: s, writable: true}
+	return s
 }
 
 // Update implements Store.
@@ -39,7 +43,7 @@ func (s *MemStore) Update(fn func(Tx) error) (err error) {
 			s.rollback()
 		}
 	}()
-	if err := fn(memTx{s: s, writable: true}); err != nil {
+	if err := fn(&s.wtx); err != nil {
 		return err
 	}
 	committed = true
@@ -50,7 +54,7 @@ func (s *MemStore) Update(fn func(Tx) error) (err error) {
 func (s *MemStore) View(fn func(Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return fn(memTx{s: s})
+	return fn(&s.rtx)
 }
 
 func (s *MemStore) rollback() {
@@ -70,11 +74,11 @@ type memTx struct {
 	writable bool
 }
 
-func (t memTx) Get(bucket string, key []byte) []byte {
+func (t *memTx) Get(bucket string, key []byte) []byte {
 	return t.s.buckets[bucket][string(key)]
 }
 
-func (t memTx) Put(bucket string, key, value []byte) error {
+func (t *memTx) Put(bucket string, key, value []byte) error {
 	if !t.writable {
 		return errReadOnly
 	}
@@ -90,7 +94,7 @@ func (t memTx) Put(bucket string, key, value []byte) error {
 	return nil
 }
 
-func (t memTx) Delete(bucket string, key []byte) error {
+func (t *memTx) Delete(bucket string, key []byte) error {
 	if !t.writable {
 		return errReadOnly
 	}
@@ -105,7 +109,7 @@ func (t memTx) Delete(bucket string, key []byte) error {
 	return nil
 }
 
-func (t memTx) ForEach(bucket string, fn func(key, value []byte) error) error {
+func (t *memTx) ForEach(bucket string, fn func(key, value []byte) error) error {
 	b := t.s.buckets[bucket]
 	keys := make([]string, 0, len(b))
 	for k := range b {

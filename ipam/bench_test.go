@@ -1,0 +1,325 @@
+package ipam
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var allPorts = PortRange{1, 65535}
+
+// BenchmarkFillAllPorts takes all 65,535 ports of one protocol and address,
+// one "any" request (one transaction) at a time, in memory. ns/op is one
+// whole fill.
+func BenchmarkFillAllPorts(b *testing.B) {
+	req := PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}
+	for b.Loop() {
+		b.StopTimer()
+		a, err := Open(NewMemStore(), Options{DynamicPorts: allPorts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for range 65535 {
+			if _, err := a.AllocatePorts(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/65535, "ns/port")
+}
+
+// BenchmarkFillAllPortsOneRange takes the same ports as one range request.
+func BenchmarkFillAllPortsOneRange(b *testing.B) {
+	req := PortRequest{Owner: "fill", Proto: TCP, HostIP: any4, Ports: allPorts}
+	for b.Loop() {
+		b.StopTimer()
+		a, err := Open(NewMemStore(), Options{DynamicPorts: allPorts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := a.AllocatePorts(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNearlyFullPorts allocates from a range with a single free port
+// and releases it again. Next-fit starts after that very port, so every
+// search wraps around the whole range: the worst case.
+func BenchmarkNearlyFullPorts(b *testing.B) {
+	a, err := Open(NewMemStore(), Options{DynamicPorts: allPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 65535 {
+		if _, err := a.AllocatePorts(PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := a.ReleasePorts(TCP, any4, Port(31337)); err != nil {
+		b.Fatal(err)
+	}
+	req := PortRequest{Owner: "bench", Proto: TCP, HostIP: any4}
+	for b.Loop() {
+		pa, err := a.AllocatePorts(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.ReleasePorts(TCP, any4, pa.Ports); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNearlyFullPortsAllocOnly times the allocation alone, with 4096
+// holes left so each iteration has one to find; the releases that refill
+// the holes happen outside the timer.
+func BenchmarkNearlyFullPortsAllocOnly(b *testing.B) {
+	a, err := Open(NewMemStore(), Options{DynamicPorts: allPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 65535 {
+		if _, err := a.AllocatePorts(PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	var held []PortRange
+	release := func() {
+		for len(held) > 0 {
+			a.ReleasePorts(TCP, any4, held[0])
+			held = held[1:]
+		}
+		for range 4096 {
+			p := uint16(1 + r.IntN(65535))
+			if _, err := a.ReleasePorts(TCP, any4, Port(p)); err == nil {
+				continue
+			}
+		}
+	}
+	release()
+	req := PortRequest{Owner: "bench", Proto: TCP, HostIP: any4}
+	for b.Loop() {
+		pa, err := a.AllocatePorts(req)
+		if errKind(err) == ErrExhausted {
+			b.StopTimer()
+			// Give the owners back and punch new holes.
+			for _, pa := range a.Ports("bench") {
+				a.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports)
+			}
+			for _, pa := range a.Ports("fill") {
+				_ = pa
+			}
+			refill(b, a)
+			release()
+			b.StartTimer()
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = pa
+	}
+}
+
+// refill takes every free port again under the "fill" owner.
+func refill(b *testing.B, a *Allocator) {
+	for {
+		if _, err := a.AllocatePorts(PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}); err != nil {
+			if errKind(err) == ErrExhausted {
+				return
+			}
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFillSlash16 hands out every address of a /16, in memory. ns/op
+// is one whole fill.
+func BenchmarkFillSlash16(b *testing.B) {
+	owners := make([]string, 65533)
+	for i := range owners {
+		owners[i] = fmt.Sprint("ep", i)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		a, err := Open(NewMemStore(), Options{DynamicPorts: testPorts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		addNet(b, a, "n", "10.0.0.0/16")
+		b.StartTimer()
+		for _, o := range owners {
+			if _, err := a.AllocateIPs(IPRequest{Network: "n", Owner: o}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/65533, "ns/addr")
+}
+
+// BenchmarkNearlyFullSlash16 allocates the one free address of a full /16
+// and releases it again; each search wraps around the whole subnet.
+func BenchmarkNearlyFullSlash16(b *testing.B) {
+	a, err := Open(NewMemStore(), Options{DynamicPorts: testPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addNet(b, a, "n", "10.0.0.0/16")
+	for i := range 65533 {
+		if _, err := a.AllocateIPs(IPRequest{Network: "n", Owner: fmt.Sprint("ep", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := a.ReleaseIPs("n", "ep31337"); err != nil {
+		b.Fatal(err)
+	}
+	req := IPRequest{Network: "n", Owner: "bench"}
+	for b.Loop() {
+		if _, err := a.AllocateIPs(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.ReleaseIPs("n", "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIPv6Slash64 allocates addresses in a /64 without ever
+// materialising it.
+func BenchmarkIPv6Slash64(b *testing.B) {
+	a, err := Open(NewMemStore(), Options{DynamicPorts: testPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addNet(b, a, "n", "fd00:64::/64")
+	i := 0
+	for b.Loop() {
+		if _, err := a.AllocateIPs(IPRequest{Network: "n", Owner: fmt.Sprint("ep", i)}); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkPersistedPortAllocRelease allocates a port and releases it on a
+// bbolt file with fsync on, two transactions per op.
+func BenchmarkPersistedPortAllocRelease(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "ipam.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	a, err := Open(s, Options{DynamicPorts: testPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := PortRequest{Owner: "bench", Proto: TCP, HostIP: any4}
+	for b.Loop() {
+		pa, err := a.AllocatePorts(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alloc+release/s")
+}
+
+// BenchmarkPersistedIPAllocRelease is the same for an address.
+func BenchmarkPersistedIPAllocRelease(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "ipam.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	a, err := Open(s, Options{DynamicPorts: testPorts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addNet(b, a, "n", "10.0.0.0/16")
+	req := IPRequest{Network: "n", Owner: "bench"}
+	for b.Loop() {
+		if _, err := a.AllocateIPs(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.ReleaseIPs("n", "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "alloc+release/s")
+}
+
+// BenchmarkOpenFullSlash16 rebuilds the in-memory view from a file holding
+// a full /16 and 10,000 port allocations: the agent's start-up cost.
+func BenchmarkOpenFullSlash16(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "ipam.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.db.NoSync = true
+	a, err := Open(s, Options{DynamicPorts: PortRange{10000, 65535}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addNet(b, a, "n", "10.0.0.0/16")
+	start := time.Now()
+	for i := range 65533 {
+		if _, err := a.AllocateIPs(IPRequest{Network: "n", Owner: fmt.Sprint("ep", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 10000 {
+		if _, err := a.AllocatePorts(PortRequest{Owner: "p", Proto: TCP, HostIP: any4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("filled the file in %v", time.Since(start))
+	for b.Loop() {
+		if _, err := Open(s, Options{DynamicPorts: PortRange{10000, 65535}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+}
+
+// nopStore keeps nothing. It is only for BenchmarkFillAllPortsNoStore,
+// which separates the allocator's own cost from the store's.
+type nopStore struct{}
+
+func (nopStore) Update(fn func(Tx) error) error { return fn(nopTx{}) }
+func (nopStore) View(fn func(Tx) error) error   { return fn(nopTx{}) }
+
+type nopTx struct{}
+
+func (nopTx) Get(string, []byte) []byte                     { return nil }
+func (nopTx) Put(string, []byte, []byte) error              { return nil }
+func (nopTx) Delete(string, []byte) error                   { return nil }
+func (nopTx) ForEach(string, func(k, v []byte) error) error { return nil }
+
+// BenchmarkFillAllPortsNoStore is BenchmarkFillAllPorts with a store that
+// keeps nothing: the in-memory view and the search alone.
+func BenchmarkFillAllPortsNoStore(b *testing.B) {
+	req := PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}
+	for b.Loop() {
+		b.StopTimer()
+		a, err := Open(nopStore{}, Options{DynamicPorts: allPorts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for range 65535 {
+			if _, err := a.AllocatePorts(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/65535, "ns/port")
+}

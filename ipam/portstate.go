@@ -1,0 +1,245 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// portState is the in-memory view of host ports.
+type portState struct {
+	pools map[poolKey]*portPool
+	byID  []*portPool // a pool's id indexes this
+	// specific is, per protocol and family, every port some specific host
+	// address holds, so a wildcard request checks one bitmap, not one per
+	// address.
+	specific map[famKey]*portUse
+	owners   map[string][]allocID
+	count    int // allocations held
+}
+
+// poolKey names the ports of one protocol on one host address.
+type poolKey struct {
+	proto Proto
+	ip    netip.Addr
+}
+
+type portPool struct {
+	key  poolKey
+	id   uint32
+	used *bitmap
+	// cursor is the last port handed out dynamically; the next search
+	// starts after it so a released port comes back as late as possible.
+	cursor uint16
+	// pages holds allocations by first port, 256 to a page made on first
+	// use: a lookup is two indexings, no hashing, and an idle range of
+	// ports costs no memory.
+	pages [256]*[256]portAlloc
+}
+
+// at returns the allocation slot of first; the slot is empty when its owner
+// is "".
+func (p *portPool) at(first uint16) *portAlloc {
+	pg := p.pages[first>>8]
+	if pg == nil {
+		pg = new([256]portAlloc)
+		p.pages[first>>8] = pg
+	}
+	return &pg[first&0xff]
+}
+
+// get is at without making a page.
+func (p *portPool) get(first uint16) (portAlloc, bool) {
+	pg := p.pages[first>>8]
+	if pg == nil || pg[first&0xff].owner == "" {
+		return portAlloc{}, false
+	}
+	return pg[first&0xff], true
+}
+
+type famKey struct {
+	proto Proto
+	is6   bool
+}
+
+type portUse struct {
+	used   *bitmap
+	counts []uint32 // how many specific addresses hold each port
+}
+
+// allocID is a pool id shifted left 16 bits, or'ed with the first port.
+type allocID uint64
+
+func makeAllocID(pool *portPool, first uint16) allocID {
+	return allocID(pool.id)<<16 | allocID(first)
+}
+
+type portAlloc struct {
+	last  uint16
+	pos   int32 // index in owners[owner]
+	owner string
+}
+
+// noPorts stands in for a pool nobody has used; it is never written.
+var noPorts = newBitmap(1 << 16)
+
+func newPortState() portState {
+	return portState{
+		pools:    make(map[poolKey]*portPool),
+		specific: make(map[famKey]*portUse),
+		owners:   make(map[string][]allocID),
+	}
+}
+
+func (s *portState) pool(k poolKey) *portPool {
+	p := s.pools[k]
+	if p == nil {
+		p = &portPool{key: k, id: uint32(len(s.byID)), used: newBitmap(1 << 16)}
+		s.pools[k] = p
+		s.byID = append(s.byID, p)
+	}
+	return p
+}
+
+// lookup finds the allocation starting at first on (proto, ip).
+func (s *portState) lookup(proto Proto, ip netip.Addr, first uint16) (allocID, portAlloc, bool) {
+	p := s.pools[poolKey{proto, ip}]
+	if p == nil {
+		return 0, portAlloc{}, false
+	}
+	a, ok := p.get(first)
+	return makeAllocID(p, first), a, ok
+}
+
+// maps returns the bitmap of the request's own pool and the one it must
+// also stay clear of: the wildcard pool for a specific address, the union
+// of specific addresses for a wildcard.
+func (s *portState) maps(proto Proto, ip netip.Addr) (own, other *bitmap) {
+	own, other = noPorts, noPorts
+	if p := s.pools[poolKey{proto, ip}]; p != nil {
+		own = p.used
+	}
+	if ip.IsUnspecified() {
+		if u := s.specific[famKey{proto, ip.Is6()}]; u != nil {
+			other = u.used
+		}
+	} else if p := s.pools[poolKey{proto, unspecified(ip)}]; p != nil {
+		other = p.used
+	}
+	return own, other
+}
+
+// conflict returns the first port of r already taken for this request.
+func (s *portState) conflict(proto Proto, ip netip.Addr, r PortRange) (uint16, bool) {
+	own, other := s.maps(proto, ip)
+	p, ok := nextSet(own, other, uint32(r.First), uint32(r.Last))
+	return uint16(p), ok
+}
+
+// holder describes the allocation that keeps port from a request on ip.
+// It searches, so it is for error messages only.
+func (s *portState) holder(proto Proto, ip netip.Addr, port uint16) string {
+	ips := []netip.Addr{ip, unspecified(ip)}
+	if ip.IsUnspecified() {
+		for k, p := range s.pools {
+			if k.proto == proto && k.ip.Is6() == ip.Is6() && p.used.has(uint32(port)) {
+				ips = append(ips, k.ip)
+			}
+		}
+	}
+	for _, hip := range ips {
+		for first := int(port); first >= 1; first-- {
+			if id, a, ok := s.lookup(proto, hip, uint16(first)); ok {
+				if a.last >= port {
+					return fmt.Sprintf("%s held by %q", s.allocation(id), a.owner)
+				}
+				break
+			}
+		}
+	}
+	return "another allocation"
+}
+
+func (s *portState) take(pa PortAllocation, dynamic bool) {
+	pool := s.pool(poolKey{pa.Proto, pa.HostIP})
+	pool.used.setRange(uint32(pa.Ports.First), uint32(pa.Ports.Last))
+	if dynamic {
+		pool.cursor = pa.Ports.Last
+	}
+	if !pa.HostIP.IsUnspecified() {
+		fk := famKey{pa.Proto, pa.HostIP.Is6()}
+		u := s.specific[fk]
+		if u == nil {
+			u = &portUse{used: newBitmap(1 << 16), counts: make([]uint32, 1<<16)}
+			s.specific[fk] = u
+		}
+		u.used.setRange(uint32(pa.Ports.First), uint32(pa.Ports.Last))
+		for p := int(pa.Ports.First); p <= int(pa.Ports.Last); p++ {
+			u.counts[p]++
+		}
+	}
+	held := s.owners[pa.Owner]
+	*pool.at(pa.Ports.First) = portAlloc{last: pa.Ports.Last, pos: int32(len(held)), owner: pa.Owner}
+	s.owners[pa.Owner] = append(held, makeAllocID(pool, pa.Ports.First))
+	s.count++
+}
+
+func (s *portState) free(id allocID) {
+	pool := s.byID[id>>16]
+	first := uint16(id)
+	slot := pool.at(first)
+	a := *slot
+	*slot = portAlloc{}
+	s.count--
+	// The pool stays, with its cursor, so next-fit keeps its place.
+	pool.used.clearRange(uint32(first), uint32(a.last))
+	if ip := pool.key.ip; !ip.IsUnspecified() {
+		u := s.specific[famKey{pool.key.proto, ip.Is6()}]
+		for p := int(first); p <= int(a.last); p++ {
+			if u.counts[p]--; u.counts[p] == 0 {
+				u.used.clear(uint32(p))
+			}
+		}
+	}
+	held := s.owners[a.owner]
+	if moved := held[len(held)-1]; moved != id {
+		s.byID[moved>>16].at(uint16(moved)).pos = a.pos
+		held[a.pos] = moved
+	}
+	if held = held[:len(held)-1]; len(held) == 0 {
+		delete(s.owners, a.owner)
+	} else {
+		s.owners[a.owner] = held
+	}
+}
+
+func (s *portState) allocation(id allocID) PortAllocation {
+	pool := s.byID[id>>16]
+	a, _ := pool.get(uint16(id))
+	return PortAllocation{Owner: a.owner, Proto: pool.key.proto, HostIP: pool.key.ip, Ports: PortRange{uint16(id), a.last}}
+}
+
+// all lists every allocation, unsorted.
+func (s *portState) all() []PortAllocation {
+	out := make([]PortAllocation, 0, s.count)
+	for _, p := range s.byID {
+		for n, pg := range p.pages {
+			if pg == nil {
+				continue
+			}
+			for i := range pg {
+				if a := pg[i]; a.owner != "" {
+					first := uint16(n<<8 | i)
+					out = append(out, PortAllocation{Owner: a.owner, Proto: p.key.proto, HostIP: p.key.ip, Ports: PortRange{first, a.last}})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func unspecified(ip netip.Addr) netip.Addr {
+	if ip.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
