@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/pontoon-net/pontoon/ipam"
@@ -34,4 +35,18 @@ func statusOf(err error) int {
 		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
+}
+
+// kindError is a message whose kind decides the HTTP status but does not
+// show in the text.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func kindf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
 }

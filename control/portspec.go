@@ -40,7 +40,7 @@ func parsePortSpec(s string) (PortSpec, error) {
 		case "udp":
 			spec.Proto = ipam.UDP
 		case "sctp":
-			return PortSpec{}, fmt.Errorf("%w: sctp is not translated by the datapath yet, only tcp and udp", ErrInvalid)
+			return PortSpec{}, kindf(ErrInvalid, "sctp is not translated by the datapath yet, only tcp and udp")
 		default:
 			return PortSpec{}, fmt.Errorf("%w protocol %q, want tcp or udp", ErrInvalid, p)
 		}
@@ -58,7 +58,7 @@ func parsePortSpec(s string) (PortSpec, error) {
 		rest = rest[end+2:]
 		parts := strings.Split(rest, ":")
 		if len(parts) != 2 {
-			return PortSpec{}, fmt.Errorf("%w: after [%s] give hostPort:containerPort (the host port may be empty)", ErrInvalid, ipPart)
+			return PortSpec{}, kindf(ErrInvalid, "after [%s] give hostPort:containerPort (the host port may be empty)", ipPart)
 		}
 		hostPart, ctrPart, hasHost = parts[0], parts[1], true
 	} else {
@@ -71,7 +71,7 @@ func parsePortSpec(s string) (PortSpec, error) {
 		case 3:
 			ipPart, hostPart, ctrPart, hasIP, hasHost = parts[0], parts[1], parts[2], true, true
 		default:
-			return PortSpec{}, fmt.Errorf("%w: too many colons (IPv6 host addresses go in brackets, such as [::1]:8080:80)", ErrInvalid)
+			return PortSpec{}, kindf(ErrInvalid, "too many colons (IPv6 host addresses go in brackets, such as [::1]:8080:80)")
 		}
 	}
 
@@ -100,7 +100,7 @@ func parsePortSpec(s string) (PortSpec, error) {
 		// A host range for one container port means "any one of these",
 		// as in Docker; otherwise the lengths must match.
 		if ctr.Len() > 1 && host.Len() != ctr.Len() {
-			return PortSpec{}, fmt.Errorf("%w: host range %s has %d ports and container range %s has %d; make them the same length", ErrInvalid, host, host.Len(), ctr, ctr.Len())
+			return PortSpec{}, kindf(ErrInvalid, "host range %s has %d ports and container range %s has %d; make them the same length", host, host.Len(), ctr, ctr.Len())
 		}
 		spec.Host = host
 	}

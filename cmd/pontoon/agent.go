@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/loader"
+)
+
+func newAgent(o *opts) *cobra.Command {
+	cfg := control.Config{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the control plane in the foreground (systemd runs it)",
+		Long: `Run the control plane in the foreground. Its network namespace is "the host".
+It adopts the pinned datapath, reconciles the kernel with the state file and
+only then reports ready. Stopping it (SIGTERM, or kill -9) leaves the datapath
+running: published ports keep working while no agent runs.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Socket = o.socket
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return control.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file")
+	f.StringVar(&cfg.PinDir, "bpffs", loader.DefaultPinDir, "bpffs directory for pinned maps and links")
+	f.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks (default: the detected cgroup v2 root)")
+	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "uplink interface, repeatable (default: the interfaces carrying default routes)")
+	f.BoolVar(&cfg.ForceLegacyTC, "legacy-tc", false, "attach uplinks with clsact + cls_bpf even where TCX exists")
+	return cmd
+}

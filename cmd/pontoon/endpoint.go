@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pontoon-net/pontoon/control"
+)
+
+func newEndpoint(o *opts) *cobra.Command {
+	cmd := &cobra.Command{Use: "endpoint", Short: "Attach network namespaces to networks"}
+	cmd.AddCommand(newEndpointAttach(o), newEndpointLs(o), newEndpointInspect(o), newEndpointDetach(o))
+	return cmd
+}
+
+func newEndpointAttach(o *opts) *cobra.Command {
+	var req control.EndpointAttach
+	cmd := &cobra.Command{
+		Use:   "attach NETWORK NAME (--netns PATH | --pid PID)",
+		Short: "Attach a network namespace: veth, eth0 inside, address, default route, MTU",
+		Args:  exactArgs(2, "a network and an endpoint name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Network, req.Name = args[0], args[1]
+			e, err := o.client().Attach(req)
+			if err != nil {
+				return err
+			}
+			return o.show(e, func(w io.Writer) {
+				fmt.Fprintf(w, "%s %s/%d via %s on %s (mac %s)\n", e.Name, e.IP, e.PrefixLen, e.Gateway, e.HostIf, e.MAC)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Netns, "netns", "", "network namespace path, such as /run/netns/NAME")
+	f.IntVar(&req.PID, "pid", 0, "a process whose network namespace to attach")
+	f.StringVar(&req.IP, "ip", "", "address inside the subnet (default: the next free one)")
+	f.StringVar(&req.MAC, "mac", "", "MAC address of eth0 (default: random)")
+	return cmd
+}
+
+func newEndpointLs(o *opts) *cobra.Command {
+	var network string
+	cmd := &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List endpoints",
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			es, err := o.client().Endpoints(network)
+			if err != nil {
+				return err
+			}
+			return o.show(es, func(w io.Writer) {
+				row(w, "NAME", "NETWORK", "IP", "MAC", "HOST IF", "NETNS")
+				for _, e := range es {
+					row(w, e.Name, e.Network, e.IP, e.MAC, e.HostIf, e.Netns)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&network, "network", "", "only endpoints of this network")
+	return cmd
+}
+
+func newEndpointInspect(o *opts) *cobra.Command {
+	return &cobra.Command{
+		Use: "inspect NAME", Short: "Show an endpoint",
+		Args: exactArgs(1, "an endpoint name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := o.client().Endpoint(args[0])
+			if err != nil {
+				return err
+			}
+			return o.show(e, func(w io.Writer) {
+				row(w, "name:", e.Name)
+				row(w, "network:", e.Network)
+				row(w, "netns:", e.Netns)
+				row(w, "address:", fmt.Sprintf("%s/%d", e.IP, e.PrefixLen))
+				row(w, "gateway:", e.Gateway)
+				row(w, "mac:", e.MAC)
+				row(w, "mtu:", e.MTU)
+				row(w, "host interface:", e.HostIf)
+			})
+		},
+	}
+}
+
+func newEndpointDetach(o *opts) *cobra.Command {
+	return &cobra.Command{
+		Use: "detach NAME", Short: "Detach an endpoint and unpublish its ports",
+		Args: exactArgs(1, "an endpoint name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.client().Detach(args[0]); err != nil {
+				return err
+			}
+			return o.show(map[string]string{"detached": args[0]}, func(w io.Writer) { fmt.Fprintln(w, args[0]) })
+		},
+	}
+}

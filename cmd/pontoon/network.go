@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pontoon-net/pontoon/control"
+)
+
+func newNetwork(o *opts) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Create, list, inspect and remove networks"}
+	cmd.AddCommand(newNetworkCreate(o), newNetworkLs(o), newNetworkInspect(o), newNetworkRm(o))
+	return cmd
+}
+
+func newNetworkCreate(o *opts) *cobra.Command {
+	var req control.NetworkCreate
+	var icc, masq bool
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a network: a bridge with a subnet",
+		Long: `Create a network: a bridge with a subnet. Without --subnet a free private range
+is picked that overlaps no route, address or nameserver of the host. --bridge
+names the bridge; naming an existing bridge adopts it.`,
+		Args: exactArgs(1, "a network name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if cmd.Flags().Changed("icc") {
+				req.ICC = &icc
+			}
+			if cmd.Flags().Changed("masquerade") {
+				req.Masquerade = &masq
+			}
+			n, err := o.client().CreateNetwork(req)
+			if err != nil {
+				return err
+			}
+			return o.show(n, func(w io.Writer) { fmt.Fprintf(w, "%s %s gateway %s bridge %s\n", n.Name, n.Subnet, n.Gateway, n.Bridge) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Subnet, "subnet", "", "subnet CIDR, such as 10.88.0.0/16 (default: a free private range)")
+	f.StringVar(&req.Gateway, "gateway", "", "gateway address inside the subnet (default: its first address)")
+	f.StringVar(&req.Bridge, "bridge", "", "bridge interface name; an existing bridge is adopted")
+	f.IntVar(&req.MTU, "mtu", 0, "MTU of the bridge and the endpoints (default 1500)")
+	f.BoolVar(&icc, "icc", true, "allow traffic between endpoints of the network (false is not enforced yet)")
+	f.BoolVar(&masq, "masquerade", true, "masquerade outgoing traffic (not enforced yet)")
+	return cmd
+}
+
+func newNetworkLs(o *opts) *cobra.Command {
+	return &cobra.Command{
+		Use: "ls", Aliases: []string{"list"}, Short: "List networks",
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, err := o.client().Networks()
+			if err != nil {
+				return err
+			}
+			return o.show(ns, func(w io.Writer) {
+				row(w, "NAME", "SUBNET", "GATEWAY", "BRIDGE", "MTU", "ENDPOINTS")
+				for _, n := range ns {
+					row(w, n.Name, n.Subnet, n.Gateway, n.Bridge, n.MTU, len(n.Endpoints))
+				}
+			})
+		},
+	}
+}
+
+func newNetworkInspect(o *opts) *cobra.Command {
+	return &cobra.Command{
+		Use: "inspect NAME", Short: "Show a network",
+		Args: exactArgs(1, "a network name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := o.client().Network(args[0])
+			if err != nil {
+				return err
+			}
+			return o.show(n, func(w io.Writer) {
+				row(w, "name:", n.Name)
+				row(w, "subnet:", n.Subnet)
+				row(w, "gateway:", n.Gateway)
+				bridge := n.Bridge
+				if n.Adopted {
+					bridge += " (adopted)"
+				}
+				row(w, "bridge:", bridge)
+				row(w, "mtu:", n.MTU)
+				row(w, "icc:", n.ICC)
+				row(w, "masquerade:", n.Masquerade)
+				row(w, "endpoints:", strings.Join(n.Endpoints, " "))
+				for _, note := range n.Notes {
+					row(w, "note:", note)
+				}
+			})
+		},
+	}
+}
+
+func newNetworkRm(o *opts) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use: "rm NAME", Aliases: []string{"remove"}, Short: "Remove a network (refused while endpoints are attached, unless --force)",
+		Args: exactArgs(1, "a network name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.client().RemoveNetwork(args[0], force); err != nil {
+				return err
+			}
+			return o.show(map[string]string{"removed": args[0]}, func(w io.Writer) { fmt.Fprintln(w, args[0]) })
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "detach the network's endpoints first")
+	return cmd
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatus(o *opts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent, the kernel features in use, attachments and counts",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.client().Status()
+			if err != nil {
+				return err
+			}
+			return o.show(s, func(w io.Writer) {
+				row(w, "agent:", fmt.Sprintf("running, pid %d", s.PID))
+				row(w, "socket:", s.Socket)
+				row(w, "state:", s.StateFile)
+				row(w, "pins:", s.PinDir)
+				row(w, "tc attach mode:", s.TCMode)
+				row(w, "socket hooks on:", s.Cgroup)
+				for _, u := range s.Uplinks {
+					row(w, "uplink:", u.Name+" ("+u.Mode+")")
+				}
+				for _, a := range s.Attachments {
+					row(w, "attachment:", a.Kind+" "+a.Hook+" on "+a.Target)
+				}
+				row(w, "networks:", s.Networks)
+				row(w, "endpoints:", s.Endpoints)
+				row(w, "port mappings:", s.Mappings)
+				row(w, "bindings in map:", s.Bindings)
+				row(w, "conntrack entries:", s.CTEntries)
+				row(w, "host addresses:", s.HostAddrs)
+				row(w, "dynamic ports:", s.DynamicPorts)
+				names := make([]string, 0, len(s.Counters))
+				for n := range s.Counters {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					if c := s.Counters[n]; c.Packets > 0 {
+						row(w, "counter "+n+":", fmt.Sprintf("%d packets, %d bytes", c.Packets, c.Bytes))
+					}
+				}
+			})
+		},
+	}
+}

@@ -1,0 +1,177 @@
+// Package control is the Pontoon node agent: it keeps networks, endpoints
+// and published ports in a bbolt file, makes netlink objects and BPF maps
+// match them, and serves the CLI over an HTTP/JSON API on a unix socket.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// Defaults for the agent's flags.
+const (
+	DefaultStateDir = "/var/lib/pontoon"
+	DefaultSocket   = "/run/pontoon/pontoon.sock"
+	stateFile       = "pontoon.db"
+)
+
+// Config is what `pontoon agent` is started with.
+type Config struct {
+	StateDir string
+	Socket   string
+	PinDir   string
+	// Cgroup gets the socket hooks; the cgroup v2 root in production.
+	Cgroup string
+	// Uplinks are attached as they appear; none means the interfaces
+	// that carry default routes, followed as the routes change.
+	Uplinks       []string
+	ForceLegacyTC bool
+	Log           *slog.Logger
+}
+
+// Agent is a running control plane.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu serialises every change, so the records, ipam, netlink and the
+	// maps move together.
+	mu       sync.Mutex
+	store    *ipam.BoltStore
+	ipam     *ipam.Allocator
+	st       *state
+	dp       *loader.Datapath
+	bindings *maps.Bindings
+	uplinks  map[int]Uplink
+}
+
+// StatePath is the bbolt file under a state directory.
+func StatePath(dir string) string { return filepath.Join(dir, stateFile) }
+
+// Run runs the agent until ctx is cancelled. Readiness is signalled only
+// after the datapath and the netlink objects match the persisted state.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := open(cfg)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.reconcile(); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	ln, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.watch(watchCtx) }()
+	go func() { defer wg.Done(); watchdog(watchCtx, a.log) }()
+
+	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir())
+	if err := Notify("READY=1\nSTATUS=reconciled, serving " + cfg.Socket); err != nil {
+		a.log.Warn("sd_notify", "err", err)
+	}
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-serveErr:
+		err = fmt.Errorf("serve API: %w", err)
+	}
+	Notify("STOPPING=1")
+	a.log.Info("stopping; the datapath keeps running")
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	stopWatch()
+	wg.Wait()
+	os.Remove(cfg.Socket)
+	return err
+}
+
+func open(cfg Config) (*Agent, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.Cgroup == "" {
+		root, err := loader.CgroupV2Root()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Cgroup = root
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}}
+	store, err := ipam.OpenBolt(StatePath(cfg.StateDir))
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+	if a.ipam, err = ipam.Open(store, ipam.Options{CheckListening: true}); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.st, err = loadState(store); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.dp, err = loader.Load(loader.Options{PinDir: cfg.PinDir, ForceLegacyTC: cfg.ForceLegacyTC}); err != nil {
+		a.close()
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
+	return a, nil
+}
+
+func (a *Agent) close() {
+	if a.dp != nil {
+		a.dp.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
+	}
+}
+
+// listen opens the API socket, replacing a stale one a crashed agent left,
+// but never one a live agent answers on.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another agent is serving %s: stop it first", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("set socket mode: %w", err)
+	}
+	return ln, nil
+}

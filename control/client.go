@@ -1,0 +1,138 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"syscall"
+)
+
+// Client talks to an agent over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent at socket.
+func NewClient(socket string) *Client {
+	return &Client{
+		socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// do sends one request; an error body from the agent becomes the error.
+func (c *Client) do(method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://pontoon"+path, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
+			return fmt.Errorf("agent answered %s", resp.Status)
+		}
+		return errors.New(e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("read agent reply: %w", err)
+	}
+	return nil
+}
+
+// dialError says what to do when the agent cannot be reached.
+func (c *Client) dialError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("the pontoon agent is not running (nothing answers on %s): start it with 'systemctl start pontoon' or 'pontoon agent', or point --socket/PONTOON_SOCKET at its socket", c.socket)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("permission denied on %s: run as root or as a member of the socket's group", c.socket)
+	}
+	return fmt.Errorf("reach the agent on %s: %w", c.socket, err)
+}
+
+func (c *Client) Status() (*Status, error) {
+	var s Status
+	return &s, c.do("GET", "/v1/status", nil, &s)
+}
+
+func (c *Client) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
+	var n NetworkInfo
+	return &n, c.do("POST", "/v1/networks", req, &n)
+}
+
+func (c *Client) Networks() ([]*NetworkInfo, error) {
+	var ns []*NetworkInfo
+	return ns, c.do("GET", "/v1/networks", nil, &ns)
+}
+
+func (c *Client) Network(name string) (*NetworkInfo, error) {
+	var n NetworkInfo
+	return &n, c.do("GET", "/v1/networks/"+url.PathEscape(name), nil, &n)
+}
+
+func (c *Client) RemoveNetwork(name string, force bool) error {
+	return c.do("DELETE", "/v1/networks/"+url.PathEscape(name)+fmt.Sprintf("?force=%t", force), nil, nil)
+}
+
+func (c *Client) Attach(req EndpointAttach) (*Endpoint, error) {
+	var e Endpoint
+	return &e, c.do("POST", "/v1/endpoints", req, &e)
+}
+
+func (c *Client) Endpoints(network string) ([]*Endpoint, error) {
+	var es []*Endpoint
+	return es, c.do("GET", "/v1/endpoints?network="+url.QueryEscape(network), nil, &es)
+}
+
+func (c *Client) Endpoint(name string) (*Endpoint, error) {
+	var e Endpoint
+	return &e, c.do("GET", "/v1/endpoints/"+url.PathEscape(name), nil, &e)
+}
+
+func (c *Client) Detach(name string) error {
+	return c.do("DELETE", "/v1/endpoints/"+url.PathEscape(name), nil, nil)
+}
+
+func (c *Client) Publish(req PublishRequest) ([]*PortMapping, error) {
+	var ms []*PortMapping
+	return ms, c.do("POST", "/v1/ports", req, &ms)
+}
+
+func (c *Client) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
+	var ms []*PortMapping
+	return ms, c.do("POST", "/v1/ports/unpublish", req, &ms)
+}
+
+func (c *Client) Ports(endpoint string) ([]*PortMapping, error) {
+	var ms []*PortMapping
+	return ms, c.do("GET", "/v1/ports?endpoint="+url.QueryEscape(endpoint), nil, &ms)
+}

@@ -1,0 +1,217 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// Attach joins a network namespace to a network: an address from ipam, a
+// veth pair with the peer as eth0 in the namespace, then the record.
+func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
+	if err := checkName("endpoint", req.Name); err != nil {
+		return nil, err
+	}
+	path := req.Netns
+	switch {
+	case path != "" && req.PID != 0:
+		return nil, kindf(ErrInvalid, "give --netns or --pid, not both")
+	case req.PID > 0:
+		path = "/proc/" + strconv.Itoa(req.PID) + "/ns/net"
+	case path == "":
+		return nil, kindf(ErrInvalid, "no namespace given; pass --netns PATH or --pid PID")
+	}
+	var static []netip.Addr
+	if req.IP != "" {
+		ip, err := netip.ParseAddr(req.IP)
+		if err != nil {
+			return nil, fmt.Errorf("%w IP %q: give an address inside the network's subnet, such as 10.88.0.10", ErrInvalid, req.IP)
+		}
+		static = append(static, ip)
+	}
+	if req.MAC != "" {
+		mac, err := net.ParseMAC(req.MAC)
+		if err != nil || len(mac) != 6 {
+			return nil, fmt.Errorf("%w MAC %q: write it as six hex pairs, such as 02:42:ac:11:00:02", ErrInvalid, req.MAC)
+		}
+		if mac[0]&1 != 0 {
+			return nil, fmt.Errorf("%w MAC %s: a multicast address cannot be an interface's; clear the low bit of the first byte", ErrInvalid, mac)
+		}
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n, err := a.network(req.Network)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := a.st.endpoints[req.Name]; ok {
+		return nil, kindf(ErrConflict, "endpoint %s already exists; pick another name or detach it first", req.Name)
+	}
+	fd, ino, err := openNetns(path)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFD(fd)
+	for _, other := range a.st.endpoints {
+		if other.NetnsInode == ino && netnsAlive(other) {
+			return nil, kindf(ErrConflict, "namespace %s is already attached as endpoint %s", path, other.Name)
+		}
+	}
+
+	ips, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: n.Name, Owner: req.Name, Static: static})
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{
+		Name: req.Name, Network: n.Name, Netns: path, NetnsInode: ino,
+		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
+		MAC: req.MAC, MTU: n.MTU,
+	}
+	undo := func() {
+		deleteLink(e.HostIf)
+		a.ipam.ReleaseIPs(n.Name, e.Name)
+	}
+	if err := createVeth(e, n, fd); err != nil {
+		undo()
+		return nil, err
+	}
+	if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketEndpoints, e.Name, e) }); err != nil {
+		undo()
+		return nil, fmt.Errorf("save endpoint %s: %w", e.Name, err)
+	}
+	a.st.endpoints[e.Name] = e
+	c := *e
+	return &c, nil
+}
+
+func closeFD(fd int) { unix.Close(fd) }
+
+// Endpoints lists endpoints by name, of one network or of all.
+func (a *Agent) Endpoints(network string) ([]*Endpoint, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if network != "" {
+		if _, err := a.network(network); err != nil {
+			return nil, err
+		}
+	}
+	out := []*Endpoint{}
+	for _, e := range a.st.endpoints {
+		if network == "" || e.Network == network {
+			c := *e
+			out = append(out, &c)
+		}
+	}
+	slices.SortFunc(out, func(x, y *Endpoint) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
+}
+
+// Endpoint returns one endpoint.
+func (a *Agent) Endpoint(name string) (*Endpoint, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, err := a.endpoint(name)
+	if err != nil {
+		return nil, err
+	}
+	c := *e
+	return &c, nil
+}
+
+func (a *Agent) endpoint(name string) (*Endpoint, error) {
+	e := a.st.endpoints[name]
+	if e == nil {
+		return nil, kindf(ErrNotFound, "no endpoint %s; list them with 'pontoon endpoint ls'", name)
+	}
+	return e, nil
+}
+
+// Detach removes an endpoint, its published ports first.
+func (a *Agent) Detach(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, err := a.endpoint(name); err != nil {
+		return err
+	}
+	return a.detach(name)
+}
+
+// detach: mappings, then the record, then the veth and the address. A
+// crash in between leaves only what reconcile prunes.
+func (a *Agent) detach(name string) error {
+	e := a.st.endpoints[name]
+	var ms []*PortMapping
+	for _, m := range a.st.ports {
+		if m.Endpoint == name {
+			ms = append(ms, m)
+		}
+	}
+	if err := a.unpublish(ms); err != nil {
+		return err
+	}
+	if err := a.store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketEndpoints, []byte(name)) }); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", name, err)
+	}
+	delete(a.st.endpoints, name)
+	if err := deleteLink(e.HostIf); err != nil {
+		return err
+	}
+	if _, err := a.ipam.ReleaseIPs(e.Network, name); err != nil && !errors.Is(err, ipam.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// unpublish removes mappings: records, then map entries and their
+// conntrack, then the host ports.
+func (a *Agent) unpublish(ms []*PortMapping) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	err := a.store.Update(func(tx ipam.Tx) error {
+		for _, m := range ms {
+			if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete port mappings: %w", err)
+	}
+	var keys []maps.BindingKey
+	for _, m := range ms {
+		delete(a.st.ports, portKey(m))
+		bs, err := mappingBindings(m)
+		if err != nil {
+			continue
+		}
+		for _, b := range bs {
+			keys = append(keys, b.Key())
+		}
+	}
+	if err := a.bindings.DeleteBatch(keys); err != nil {
+		return err
+	}
+	ct := maps.NewCT(a.dp.Maps.CT)
+	for _, m := range ms {
+		if _, err := ct.DeleteBinding(m.ID); err != nil {
+			a.log.Warn("flush conntrack of binding", "id", m.ID, "err", err)
+		}
+		proto, _ := ipam.ParseProto(m.Proto)
+		if _, err := a.ipam.ReleasePorts(proto, m.HostIP, m.Host); err != nil && !errors.Is(err, ipam.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package control
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Interfaces the agent creates carry an alias naming what they belong to,
+// so a restarted agent (or cleanup) can tell its own from everyone else's.
+const (
+	aliasPrefix  = "pontoon:"
+	bridgeAlias  = aliasPrefix + "net:"
+	vethAlias    = aliasPrefix + "ep:"
+	containerIf  = "eth0"
+	defaultMTU   = 1500
+	maxIfNameLen = 15
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+func checkName(what, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w %s name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrInvalid, what, name)
+	}
+	return nil
+}
+
+// shortID names interfaces after a network or endpoint within IFNAMSIZ.
+func shortID(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:])[:10]
+}
+
+func defaultBridgeName(network string) string {
+	if len("pt-"+network) <= maxIfNameLen && !strings.ContainsAny(network, ".") {
+		return "pt-" + network
+	}
+	return "pt-" + shortID(network)
+}
+
+func hostIfName(endpoint string) string { return "ptv" + shortID(endpoint) }
+
+func ipNet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
+}
+
+// ensureBridge creates the network's bridge, or checks an adopted one, and
+// gives it the gateway address, the MTU and link up.
+func ensureBridge(n *Network) error {
+	l, err := netlink.LinkByName(n.Bridge)
+	var notFound netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &notFound) && n.Adopted:
+		return kindf(ErrNotFound, "adopted bridge %s of network %s is gone; recreate it or remove the network", n.Bridge, n.Name)
+	case errors.As(err, &notFound):
+		la := netlink.NewLinkAttrs()
+		la.Name, la.MTU = n.Bridge, n.MTU
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+		}
+		if l, err = netlink.LinkByName(n.Bridge); err != nil {
+			return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+		}
+		if err := netlink.LinkSetAlias(l, bridgeAlias+n.Name); err != nil {
+			return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
+		}
+	case err != nil:
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	case l.Type() != "bridge":
+		return kindf(ErrConflict, "%s is a %s interface, not a bridge; name another --bridge", n.Bridge, l.Type())
+	}
+	if !n.Adopted && l.Attrs().MTU != n.MTU {
+		if err := netlink.LinkSetMTU(l, n.MTU); err != nil {
+			return fmt.Errorf("set MTU of %s: %w", n.Bridge, err)
+		}
+	}
+	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())}); err != nil {
+		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// bridgeHasAddr reports whether an existing bridge already carries a.
+func bridgeHasAddr(name string, a netip.Addr) (exists, has bool, err error) {
+	l, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("find bridge %s: %w", name, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return true, false, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a {
+			return true, true, nil
+		}
+	}
+	return true, false, nil
+}
+
+// removeBridge deletes a bridge the agent made, or takes the gateway off
+// an adopted one when the agent put it there.
+func removeBridge(n *Network) error {
+	l, err := netlink.LinkByName(n.Bridge)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	if !n.Adopted {
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("delete bridge %s: %w", n.Bridge, err)
+		}
+		return nil
+	}
+	if n.AddedGateway {
+		err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())})
+		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove gateway %s from %s: %w", n.Gateway, n.Bridge, err)
+		}
+	}
+	return nil
+}
+
+// openNetns opens a network namespace and returns it with its inode.
+func openNetns(path string) (int, uint64, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, kindf(ErrNotFound, "network namespace %s: %v; give an existing one (ip netns add, or --pid of a running process)", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("stat network namespace %s: %w", path, err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
+		unix.Close(fd)
+		return -1, 0, kindf(ErrInvalid, "%s is not a network namespace; give /run/netns/NAME or /proc/PID/ns/net", path)
+	}
+	return fd, st.Ino, nil
+}
+
+// netnsAlive reports whether the namespace the endpoint was attached to is
+// still at its path.
+func netnsAlive(e *Endpoint) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(e.Netns, &st); err != nil {
+		return false
+	}
+	return st.Ino == e.NetnsInode
+}
+
+// createVeth makes the endpoint's veth pair with the peer born inside the
+// namespace as eth0, and configures both ends. It fills in e.MAC.
+func createVeth(e *Endpoint, n *Network, nsFD int) error {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(containerIf); err == nil {
+		return kindf(ErrConflict, "namespace %s already has an %s; attach each namespace once", e.Netns, containerIf)
+	}
+
+	la := netlink.NewLinkAttrs()
+	la.Name, la.MTU, la.MasterIndex = e.HostIf, e.MTU, br.Attrs().Index
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: containerIf, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
+	if e.MAC != "" {
+		mac, err := net.ParseMAC(e.MAC)
+		if err != nil {
+			return fmt.Errorf("%w MAC %q: write it as 02:42:ac:11:00:02", ErrInvalid, e.MAC)
+		}
+		veth.PeerHardwareAddr = mac
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", e.HostIf, err)
+	}
+	host, err := netlink.LinkByName(e.HostIf)
+	if err != nil {
+		return fmt.Errorf("find veth %s: %w", e.HostIf, err)
+	}
+	if err := netlink.LinkSetAlias(host, vethAlias+e.Name); err != nil {
+		return fmt.Errorf("label veth %s: %w", e.HostIf, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", e.HostIf, err)
+	}
+
+	peer, err := h.LinkByName(containerIf)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", containerIf, e.Netns, err)
+	}
+	if err := h.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(e.IP, e.PrefixLen)}); err != nil {
+		return fmt.Errorf("add %s to %s in %s: %w", e.IP, containerIf, e.Netns, err)
+	}
+	for _, l := range []string{"lo", containerIf} {
+		link, err := h.LinkByName(l)
+		if err == nil {
+			err = h.LinkSetUp(link)
+		}
+		if err != nil {
+			return fmt.Errorf("set %s up in %s: %w", l, e.Netns, err)
+		}
+	}
+	route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: e.Gateway.AsSlice()}
+	if err := h.RouteReplace(route); err != nil {
+		return fmt.Errorf("add default route via %s in %s: %w", e.Gateway, e.Netns, err)
+	}
+	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// deleteLink removes an interface by name; a missing one is fine.
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// ownLinks lists interfaces the agent labelled, by alias.
+func ownLinks() (map[string]netlink.Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	out := map[string]netlink.Link{}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) {
+			out[l.Attrs().Alias] = l
+		}
+	}
+	return out, nil
+}

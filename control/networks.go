@@ -1,0 +1,175 @@
+package control
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/pontoon-net/pontoon/ipam"
+)
+
+const notEnforced = "not enforced yet: icc=false and masquerade are stored, the datapath applies them in a later release"
+
+// CreateNetwork makes a network: ipam, then the bridge, then the record;
+// a failure undoes the steps already taken.
+func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
+	if err := checkName("network", req.Name); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.st.networks[req.Name]; ok {
+		return nil, kindf(ErrConflict, "network %s already exists; pick another name or remove it first", req.Name)
+	}
+	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: true}
+	if req.ICC != nil {
+		n.ICC = *req.ICC
+	}
+	if req.Masquerade != nil {
+		n.Masquerade = *req.Masquerade
+	}
+	if n.MTU == 0 {
+		n.MTU = defaultMTU
+	}
+	if n.MTU < 68 || n.MTU > 65535 {
+		return nil, fmt.Errorf("%w MTU %d: give 68-65535", ErrInvalid, n.MTU)
+	}
+	if n.Bridge == "" {
+		n.Bridge = defaultBridgeName(n.Name)
+	} else if len(n.Bridge) > maxIfNameLen || !nameRE.MatchString(n.Bridge) {
+		return nil, fmt.Errorf("%w bridge name %q: interface names are 1-15 letters, digits, '_', '.' or '-'", ErrInvalid, n.Bridge)
+	}
+	for _, other := range a.st.networks {
+		if other.Bridge == n.Bridge {
+			return nil, kindf(ErrConflict, "bridge %s already belongs to network %s", n.Bridge, other.Name)
+		}
+	}
+
+	sub, err := a.subnetFor(req)
+	if err != nil {
+		return nil, err
+	}
+	n.Subnet, n.Gateway = sub.Prefix, sub.Gateway
+	if !n.Subnet.Addr().Is4() {
+		return nil, kindf(ErrUnsupported, "subnet %s: IPv6 networks are not supported yet; give an IPv4 subnet", n.Subnet)
+	}
+
+	exists, hasGW, err := bridgeHasAddr(n.Bridge, n.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		if req.Bridge == "" {
+			return nil, kindf(ErrConflict, "an interface named %s already exists; name it with --bridge to adopt it, or pick another network name", n.Bridge)
+		}
+		n.Adopted, n.AddedGateway = true, !hasGW
+	}
+
+	if _, err := a.ipam.AddNetwork(ipamNetwork(n)); err != nil {
+		return nil, err
+	}
+	if err := ensureBridge(n); err != nil {
+		removeBridge(n)
+		a.ipam.RemoveNetwork(n.Name)
+		return nil, err
+	}
+	if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketNetworks, n.Name, n) }); err != nil {
+		removeBridge(n)
+		a.ipam.RemoveNetwork(n.Name)
+		return nil, fmt.Errorf("save network %s: %w", n.Name, err)
+	}
+	a.st.networks[n.Name] = n
+	return a.networkInfo(n), nil
+}
+
+// subnetFor parses the requested subnet or picks a free private one.
+func (a *Agent) subnetFor(req NetworkCreate) (ipam.Subnet, error) {
+	if req.Subnet != "" {
+		return ipam.ParseSubnet(req.Subnet, req.Gateway, "")
+	}
+	taken, err := hostPrefixes()
+	if err != nil {
+		return ipam.Subnet{}, err
+	}
+	for _, n := range a.st.networks {
+		taken = append(taken, n.Subnet)
+	}
+	p, ok := pickSubnet(candidateSubnets(), taken)
+	if !ok {
+		return ipam.Subnet{}, kindf(ErrConflict, "every candidate private range overlaps a route, a nameserver or a network; give --subnet")
+	}
+	return ipam.ParseSubnet(p.String(), req.Gateway, "")
+}
+
+func (a *Agent) networkInfo(n *Network) *NetworkInfo {
+	info := &NetworkInfo{Network: *n, Endpoints: []string{}}
+	for _, e := range a.st.endpoints {
+		if e.Network == n.Name {
+			info.Endpoints = append(info.Endpoints, e.Name)
+		}
+	}
+	sort.Strings(info.Endpoints)
+	if !n.ICC || n.Masquerade {
+		info.Notes = append(info.Notes, notEnforced)
+	}
+	return info
+}
+
+// Networks lists every network by name.
+func (a *Agent) Networks() []*NetworkInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*NetworkInfo, 0, len(a.st.networks))
+	for _, n := range a.st.networks {
+		out = append(out, a.networkInfo(n))
+	}
+	slices.SortFunc(out, func(x, y *NetworkInfo) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
+// Network returns one network.
+func (a *Agent) Network(name string) (*NetworkInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n, err := a.network(name)
+	if err != nil {
+		return nil, err
+	}
+	return a.networkInfo(n), nil
+}
+
+func (a *Agent) network(name string) (*Network, error) {
+	n := a.st.networks[name]
+	if n == nil {
+		return nil, kindf(ErrNotFound, "no network %s; list them with 'pontoon network ls'", name)
+	}
+	return n, nil
+}
+
+// RemoveNetwork deletes a network; with force its endpoints go first.
+func (a *Agent) RemoveNetwork(name string, force bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n, err := a.network(name)
+	if err != nil {
+		return err
+	}
+	eps := a.networkInfo(n).Endpoints
+	if len(eps) > 0 && !force {
+		return kindf(ErrConflict, "network %s has %d endpoints attached (first %s); detach them or use --force", name, len(eps), eps[0])
+	}
+	for _, e := range eps {
+		if err := a.detach(e); err != nil {
+			return err
+		}
+	}
+	if err := a.store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketNetworks, []byte(name)) }); err != nil {
+		return fmt.Errorf("delete network %s: %w", name, err)
+	}
+	delete(a.st.networks, name)
+	if err := removeBridge(n); err != nil {
+		return err
+	}
+	return a.ipam.RemoveNetwork(name)
+}

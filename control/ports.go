@@ -1,0 +1,238 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// Publish publishes every spec for one endpoint, all or nothing: ports
+// from ipam, the records in one transaction, the map entries in one batch.
+func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
+	if len(req.Specs) == 0 {
+		return nil, kindf(ErrInvalid, "no port spec given; pass one or more such as 8080:80/tcp")
+	}
+	specs := make([]PortSpec, len(req.Specs))
+	for i, s := range req.Specs {
+		spec, err := ParsePortSpec(s)
+		if err != nil {
+			return nil, err
+		}
+		specs[i] = spec
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, err := a.endpoint(req.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	hostAddrs, err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).All()
+	if err != nil {
+		return nil, err
+	}
+
+	var (
+		held []ipam.PortAllocation
+		out  []*PortMapping
+	)
+	release := func() {
+		for _, pa := range held {
+			a.ipam.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports)
+		}
+	}
+	id := a.st.nextID
+	for i, spec := range specs {
+		hostIP := spec.HostIP
+		if !hostIP.IsValid() {
+			hostIP = netip.IPv4Unspecified()
+		}
+		_, local := hostAddrs[hostIP]
+		switch {
+		case hostIP.Is6():
+			release()
+			return nil, kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP)
+		case !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local:
+			release()
+			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP)
+		}
+		pa, err := a.allocate(e.Name, spec, hostIP)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("port spec %q: %w", req.Specs[i], err)
+		}
+		held = append(held, pa)
+		out = append(out, &PortMapping{
+			Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIP, Host: pa.Ports,
+			Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
+			Backend:   e.IP, ID: id,
+		})
+		id++
+	}
+
+	var bindings []maps.Binding
+	for _, m := range out {
+		bs, err := mappingBindings(m)
+		if err != nil {
+			release()
+			return nil, kindf(ErrInvalid, "%v", err)
+		}
+		bindings = append(bindings, bs...)
+	}
+	err = a.store.Update(func(tx ipam.Tx) error {
+		for _, m := range out {
+			if err := put(tx, bucketPorts, portKey(m), m); err != nil {
+				return err
+			}
+		}
+		return putNextID(tx, id)
+	})
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("save port mappings: %w", err)
+	}
+	if err := a.bindings.PutBatch(bindings); err != nil {
+		a.store.Update(func(tx ipam.Tx) error {
+			for _, m := range out {
+				tx.Delete(bucketPorts, []byte(portKey(m)))
+			}
+			return nil
+		})
+		release()
+		return nil, fmt.Errorf("write %d bindings: %w", len(bindings), err)
+	}
+	a.st.nextID = id
+	for _, m := range out {
+		a.st.ports[portKey(m)] = m
+	}
+	return clones(out), nil
+}
+
+// allocate takes host ports for one spec. A host range for a single
+// container port takes the first free port of the range, as Docker does.
+func (a *Agent) allocate(owner string, spec PortSpec, hostIP netip.Addr) (ipam.PortAllocation, error) {
+	req := ipam.PortRequest{Owner: owner, Proto: spec.Proto, HostIP: hostIP}
+	switch {
+	case spec.Host.IsZero():
+		req.Count = spec.Container.Len()
+	case spec.Container.Len() == 1 && spec.Host.Len() > 1:
+		var lastErr error
+		for p := int(spec.Host.First); p <= int(spec.Host.Last); p++ {
+			req.Ports = ipam.Port(uint16(p))
+			pa, err := a.ipam.AllocatePorts(req)
+			if err == nil {
+				return pa, nil
+			}
+			if !errors.Is(err, ipam.ErrInUse) {
+				return ipam.PortAllocation{}, err
+			}
+			lastErr = err
+		}
+		return ipam.PortAllocation{}, fmt.Errorf("every port of %s is taken (last: %w)", spec.Host, lastErr)
+	default:
+		req.Ports = spec.Host
+	}
+	return a.ipam.AllocatePorts(req)
+}
+
+// Unpublish removes the endpoint's mappings that match spec: its
+// container ports and protocol, and the host IP and ports when given.
+func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
+	spec, err := ParsePortSpec(req.Spec)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, err := a.endpoint(req.Endpoint); err != nil {
+		return nil, err
+	}
+	var ms []*PortMapping
+	for _, m := range a.st.ports {
+		if m.Endpoint != req.Endpoint || m.Proto != spec.Proto.String() || !overlaps(m.Container, spec.Container) {
+			continue
+		}
+		if spec.HostIP.IsValid() && m.HostIP != spec.HostIP {
+			continue
+		}
+		if !spec.Host.IsZero() && !overlaps(m.Host, spec.Host) {
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if len(ms) == 0 {
+		return nil, kindf(ErrNotFound, "endpoint %s has no published port matching %q; list them with 'pontoon port ls %s'", req.Endpoint, req.Spec, req.Endpoint)
+	}
+	sortMappings(ms)
+	out := clones(ms)
+	if err := a.unpublish(ms); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func overlaps(x, y ipam.PortRange) bool { return x.First <= y.Last && y.First <= x.Last }
+
+// Ports lists mappings, of one endpoint or of all.
+func (a *Agent) Ports(endpoint string) ([]*PortMapping, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if endpoint != "" {
+		if _, err := a.endpoint(endpoint); err != nil {
+			return nil, err
+		}
+	}
+	var ms []*PortMapping
+	for _, m := range a.st.ports {
+		if endpoint == "" || m.Endpoint == endpoint {
+			ms = append(ms, m)
+		}
+	}
+	sortMappings(ms)
+	return clones(ms), nil
+}
+
+func sortMappings(ms []*PortMapping) {
+	slices.SortFunc(ms, func(x, y *PortMapping) int {
+		if c := strings.Compare(x.Endpoint, y.Endpoint); c != 0 {
+			return c
+		}
+		if x.Container.First != y.Container.First {
+			return int(x.Container.First) - int(y.Container.First)
+		}
+		if c := strings.Compare(x.Proto, y.Proto); c != 0 {
+			return c
+		}
+		if c := x.HostIP.Compare(y.HostIP); c != 0 {
+			return c
+		}
+		return int(x.Host.First) - int(y.Host.First)
+	})
+}
+
+func clones(ms []*PortMapping) []*PortMapping {
+	out := make([]*PortMapping, len(ms))
+	for i, m := range ms {
+		c := *m
+		out[i] = &c
+	}
+	return out
+}
+
+// DockerLines prints mappings the way `docker port` does, one per port:
+// "80/tcp -> 0.0.0.0:49153".
+func DockerLines(ms []*PortMapping) []string {
+	var out []string
+	for _, m := range ms {
+		for i := 0; i < m.Host.Len(); i++ {
+			host := netip.AddrPortFrom(m.HostIP, m.Host.First+uint16(i))
+			out = append(out, fmt.Sprintf("%d/%s -> %s", int(m.Container.First)+i, m.Proto, host))
+		}
+	}
+	return out
+}

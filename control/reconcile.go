@@ -1,0 +1,291 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// reconcile makes the kernel match the records: datapath attachments and
+// config, then ipam, bridges, veths and finally the bindings map. It adds
+// what is missing and prunes what is stale; conntrack is left alone, so
+// established connections carry on.
+func (a *Agent) reconcile() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cookie, err := loader.NetnsCookie()
+	if err != nil {
+		return err
+	}
+	if err := maps.NewConfig(a.dp.Maps.Config).Set(maps.ConfigValue{HostNetnsCookie: cookie}); err != nil {
+		return err
+	}
+	if err := a.dp.AttachCgroup(a.cfg.Cgroup); err != nil {
+		return fmt.Errorf("attach socket hooks: %w", err)
+	}
+	if err := a.syncUplinks(); err != nil {
+		return err
+	}
+	if err := a.syncHostAddrs(); err != nil {
+		return err
+	}
+	// Translated packets are routed to the bridge: the host must forward.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	if err := a.reconcileIPAM(); err != nil {
+		return err
+	}
+	if err := a.reconcileLinks(); err != nil {
+		return err
+	}
+	added, removed, err := a.bindings.Sync(a.wantBindings())
+	if err != nil {
+		return fmt.Errorf("sync bindings: %w", err)
+	}
+	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
+		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)
+	return nil
+}
+
+func (a *Agent) wantBindings() []maps.Binding {
+	var want []maps.Binding
+	for _, m := range a.st.ports {
+		bs, err := mappingBindings(m)
+		if err != nil {
+			a.log.Warn("skip mapping", "mapping", portKey(m), "err", err)
+			continue
+		}
+		want = append(want, bs...)
+	}
+	return want
+}
+
+func mappingBindings(m *PortMapping) ([]maps.Binding, error) {
+	proto, err := maps.ParseProto(m.Proto)
+	if err != nil {
+		return nil, err
+	}
+	return maps.PortRange(proto, m.HostIP, m.Host.First, m.Host.Last, m.Backend, m.Container.First, m.ID)
+}
+
+// reconcileIPAM releases allocations no record explains (a crash between
+// the ipam write and the record write) and takes again any a record needs.
+func (a *Agent) reconcileIPAM() error {
+	for _, n := range a.ipam.Networks() {
+		if _, ok := a.st.networks[n.ID]; ok {
+			continue
+		}
+		ips, _ := a.ipam.IPs(n.ID)
+		for _, ip := range ips {
+			a.ipam.ReleaseIPs(n.ID, ip.Owner)
+		}
+		if err := a.ipam.RemoveNetwork(n.ID); err != nil {
+			return fmt.Errorf("prune network %s from ipam: %w", n.ID, err)
+		}
+	}
+	for _, n := range a.st.networks {
+		if _, err := a.ipam.AddNetwork(ipamNetwork(n)); err != nil {
+			return fmt.Errorf("restore network %s in ipam: %w", n.Name, err)
+		}
+		ips, err := a.ipam.IPs(n.Name)
+		if err != nil {
+			return err
+		}
+		for _, ip := range ips {
+			if e := a.st.endpoints[ip.Owner]; e == nil || e.Network != n.Name || e.IP != ip.Addr {
+				if _, err := a.ipam.ReleaseIPs(n.Name, ip.Owner); err != nil {
+					return fmt.Errorf("prune address %s: %w", ip.Addr, err)
+				}
+			}
+		}
+	}
+	for _, e := range a.st.endpoints {
+		if _, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: e.Network, Owner: e.Name, Static: []netip.Addr{e.IP}}); err != nil {
+			return fmt.Errorf("restore address of endpoint %s: %w", e.Name, err)
+		}
+	}
+	want := map[string]*PortMapping{}
+	for _, m := range a.st.ports {
+		want[portKey(m)] = m
+	}
+	for _, pa := range a.ipam.Ports("") {
+		m := want[fmt.Sprintf("%s/%s/%d", pa.Proto, pa.HostIP, pa.Ports.First)]
+		if m != nil && m.Endpoint == pa.Owner && m.Host == pa.Ports {
+			delete(want, portKey(m))
+			continue
+		}
+		if _, err := a.ipam.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports); err != nil {
+			return fmt.Errorf("prune ports %s: %w", pa, err)
+		}
+	}
+	for _, m := range want {
+		proto, _ := ipam.ParseProto(m.Proto)
+		if _, err := a.ipam.AllocatePorts(ipam.PortRequest{Owner: m.Endpoint, Proto: proto, HostIP: m.HostIP, Ports: m.Host}); err != nil {
+			return fmt.Errorf("restore ports %s: %w", portKey(m), err)
+		}
+	}
+	return nil
+}
+
+func ipamNetwork(n *Network) ipam.Network {
+	return ipam.Network{ID: n.Name, Subnets: []ipam.Subnet{{Prefix: n.Subnet, Gateway: n.Gateway}}}
+}
+
+// reconcileLinks recreates missing bridges and veths, drops endpoints
+// whose namespace is gone and deletes labelled interfaces no record owns.
+func (a *Agent) reconcileLinks() error {
+	for _, n := range a.st.networks {
+		if err := ensureBridge(n); err != nil {
+			return fmt.Errorf("network %s: %w", n.Name, err)
+		}
+	}
+	if err := a.gcEndpoints(); err != nil {
+		return err
+	}
+	for _, e := range a.st.endpoints {
+		if _, err := netlink.LinkByName(e.HostIf); err == nil {
+			continue
+		}
+		if err := a.recreateVeth(e); err != nil {
+			return fmt.Errorf("endpoint %s: %w", e.Name, err)
+		}
+	}
+	own, err := ownLinks()
+	if err != nil {
+		return err
+	}
+	for alias, l := range own {
+		keep := false
+		switch {
+		case len(alias) > len(bridgeAlias) && alias[:len(bridgeAlias)] == bridgeAlias:
+			n := a.st.networks[alias[len(bridgeAlias):]]
+			keep = n != nil && n.Bridge == l.Attrs().Name
+		case len(alias) > len(vethAlias) && alias[:len(vethAlias)] == vethAlias:
+			e := a.st.endpoints[alias[len(vethAlias):]]
+			keep = e != nil && e.HostIf == l.Attrs().Name
+		}
+		if !keep {
+			a.log.Info("prune stale interface", "name", l.Attrs().Name, "alias", alias)
+			if err := netlink.LinkDel(l); err != nil {
+				return fmt.Errorf("delete stale %s: %w", l.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// recreateVeth rebuilds a lost veth pair with the address and MAC it had.
+func (a *Agent) recreateVeth(e *Endpoint) error {
+	fd, _, err := openNetns(e.Netns)
+	if err != nil {
+		return err
+	}
+	defer closeFD(fd)
+	a.log.Info("recreate veth", "endpoint", e.Name, "veth", e.HostIf)
+	return createVeth(e, a.st.networks[e.Network], fd)
+}
+
+// gcEndpoints detaches endpoints whose network namespace is gone.
+func (a *Agent) gcEndpoints() error {
+	var gone []string
+	for name, e := range a.st.endpoints {
+		if !netnsAlive(e) {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		a.log.Info("namespace gone, detaching endpoint", "endpoint", name, "netns", a.st.endpoints[name].Netns)
+		if err := a.detach(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncHostAddrs gives the datapath the host's current addresses.
+func (a *Agent) syncHostAddrs() error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list host addresses: %w", err)
+	}
+	want := map[netip.Addr]uint32{}
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok {
+			want[ip.Unmap()] = uint32(ad.LinkIndex)
+		}
+	}
+	if err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).Sync(want); err != nil {
+		return fmt.Errorf("sync host addresses: %w", err)
+	}
+	return nil
+}
+
+// uplinkNames are the configured uplinks, or the interfaces that carry a
+// default route.
+func (a *Agent) uplinkNames() ([]string, error) {
+	if len(a.cfg.Uplinks) > 0 {
+		return a.cfg.Uplinks, nil
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var names []string
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(names, l.Attrs().Name) {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return names, nil
+}
+
+// syncUplinks attaches to uplinks not attached yet (new, or recreated
+// with a new index). A configured uplink that does not exist yet is
+// attached when it appears.
+func (a *Agent) syncUplinks() error {
+	names, err := a.uplinkNames()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		l, err := netlink.LinkByName(name)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("find uplink %s: %w", name, err)
+		}
+		if u, ok := a.uplinks[l.Attrs().Index]; ok && u.Name == name {
+			continue
+		}
+		mode, err := a.dp.AttachUplink(name)
+		if err != nil {
+			return fmt.Errorf("attach uplink: %w", err)
+		}
+		a.log.Info("attached uplink", "name", name, "mode", mode)
+		a.uplinks[l.Attrs().Index] = Uplink{Name: name, Mode: string(mode)}
+	}
+	for idx, u := range a.uplinks {
+		if l, err := netlink.LinkByIndex(idx); err != nil || l.Attrs().Name != u.Name {
+			delete(a.uplinks, idx)
+		}
+	}
+	return nil
+}

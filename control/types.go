@@ -1,0 +1,127 @@
+package control
+
+import (
+	"net/netip"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// These are the API's JSON bodies and, for Network, Endpoint and
+// PortMapping, also the records the agent persists.
+
+// Network is a bridge and its subnet.
+type Network struct {
+	Name       string       `json:"name"`
+	Subnet     netip.Prefix `json:"subnet"`
+	Gateway    netip.Addr   `json:"gateway"`
+	Bridge     string       `json:"bridge"`
+	MTU        int          `json:"mtu"`
+	ICC        bool         `json:"icc"`
+	Masquerade bool         `json:"masquerade"`
+	// Adopted bridges existed before the network and outlive it.
+	Adopted bool `json:"adopted"`
+	// AddedGateway: the agent put the gateway address on an adopted
+	// bridge, so removing the network takes it off again.
+	AddedGateway bool `json:"added_gateway,omitempty"`
+}
+
+// NetworkInfo is what inspect shows.
+type NetworkInfo struct {
+	Network
+	Endpoints []string `json:"endpoints"`
+	Notes     []string `json:"notes,omitempty"`
+}
+
+// NetworkCreate asks for a network; empty fields take defaults.
+type NetworkCreate struct {
+	Name       string `json:"name"`
+	Subnet     string `json:"subnet,omitempty"`
+	Gateway    string `json:"gateway,omitempty"`
+	Bridge     string `json:"bridge,omitempty"`
+	MTU        int    `json:"mtu,omitempty"`
+	ICC        *bool  `json:"icc,omitempty"`
+	Masquerade *bool  `json:"masquerade,omitempty"`
+}
+
+// Endpoint is a veth pair joining a network namespace to a bridge.
+type Endpoint struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	Netns   string `json:"netns"`
+	// NetnsInode tells "the namespace is gone" from "another namespace
+	// now sits at the same path".
+	NetnsInode uint64     `json:"netns_inode"`
+	HostIf     string     `json:"host_interface"`
+	IP         netip.Addr `json:"ip"`
+	PrefixLen  int        `json:"prefix_len"`
+	Gateway    netip.Addr `json:"gateway"`
+	MAC        string     `json:"mac"`
+	MTU        int        `json:"mtu"`
+}
+
+// EndpointAttach asks for an endpoint; exactly one of Netns and PID.
+type EndpointAttach struct {
+	Network string `json:"network"`
+	Name    string `json:"name"`
+	Netns   string `json:"netns,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	IP      string `json:"ip,omitempty"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// PortMapping is host ports published to an endpoint's ports, one per
+// spec; a range shares one binding id.
+type PortMapping struct {
+	Endpoint  string         `json:"endpoint"`
+	Proto     string         `json:"proto"`
+	HostIP    netip.Addr     `json:"host_ip"`
+	Host      ipam.PortRange `json:"host_ports"`
+	Container ipam.PortRange `json:"container_ports"`
+	Backend   netip.Addr     `json:"backend"`
+	ID        uint32         `json:"binding_id"`
+}
+
+// PublishRequest publishes every spec of one endpoint, all or nothing.
+type PublishRequest struct {
+	Endpoint string   `json:"endpoint"`
+	Specs    []string `json:"specs"`
+}
+
+// UnpublishRequest removes the mappings of an endpoint matching Spec.
+type UnpublishRequest struct {
+	Endpoint string `json:"endpoint"`
+	Spec     string `json:"spec"`
+}
+
+// Uplink is an interface the uplink programs are attached to.
+type Uplink struct {
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+}
+
+// Status describes the agent and the datapath it runs.
+type Status struct {
+	PID          int                     `json:"pid"`
+	StateFile    string                  `json:"state_file"`
+	Socket       string                  `json:"socket"`
+	PinDir       string                  `json:"pin_dir"`
+	Cgroup       string                  `json:"cgroup"`
+	TCMode       string                  `json:"tc_mode"`
+	Uplinks      []Uplink                `json:"uplinks"`
+	Attachments  []loader.Attachment     `json:"attachments"`
+	Networks     int                     `json:"networks"`
+	Endpoints    int                     `json:"endpoints"`
+	Mappings     int                     `json:"port_mappings"`
+	Bindings     int                     `json:"bindings"`
+	CTEntries    int                     `json:"ct_entries"`
+	HostAddrs    int                     `json:"host_addresses"`
+	DynamicPorts string                  `json:"dynamic_ports"`
+	Counters     map[string]maps.Counter `json:"counters"`
+}
+
+// apiError is every error body.
+type apiError struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,101 @@
+package control
+
+import (
+	"context"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// resyncEvery catches anything an event missed (a full netlink buffer).
+const resyncEvery = 10 * time.Second
+
+// watch follows netlink: address changes resync hostaddrs; links and
+// routes appearing attach new uplinks; an endpoint's veth vanishing (its
+// namespace died) detaches the endpoint.
+func (a *Agent) watch(ctx context.Context) {
+	links := make(chan netlink.LinkUpdate, 256)
+	addrs := make(chan netlink.AddrUpdate, 256)
+	routes := make(chan netlink.RouteUpdate, 256)
+	onErr := func(err error) {
+		if ctx.Err() == nil {
+			a.log.Warn("netlink subscription", "err", err)
+		}
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		a.log.Warn("subscribe to link events; relying on periodic resync", "err", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		a.log.Warn("subscribe to address events; relying on periodic resync", "err", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		a.log.Warn("subscribe to route events; relying on periodic resync", "err", err)
+	}
+	tick := time.NewTicker(resyncEvery)
+	defer tick.Stop()
+	for {
+		var addrsChanged, linksChanged bool
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-links:
+			linksChanged = true
+			if !ok {
+				links = nil
+			}
+		case _, ok := <-addrs:
+			addrsChanged = true
+			if !ok {
+				addrs = nil
+			}
+		case _, ok := <-routes:
+			linksChanged = true
+			if !ok {
+				routes = nil
+			}
+		case <-tick.C:
+			addrsChanged, linksChanged = true, true
+		}
+		// Coalesce a burst into one resync.
+		for drained := false; !drained; {
+			select {
+			case _, ok := <-links:
+				linksChanged = true
+				if !ok {
+					links = nil
+				}
+			case _, ok := <-addrs:
+				addrsChanged = true
+				if !ok {
+					addrs = nil
+				}
+			case _, ok := <-routes:
+				linksChanged = true
+				if !ok {
+					routes = nil
+				}
+			default:
+				drained = true
+			}
+		}
+		a.resync(addrsChanged, linksChanged)
+	}
+}
+
+func (a *Agent) resync(addrs, links bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if addrs {
+		if err := a.syncHostAddrs(); err != nil {
+			a.log.Warn("resync host addresses", "err", err)
+		}
+	}
+	if links {
+		if err := a.syncUplinks(); err != nil {
+			a.log.Warn("resync uplinks", "err", err)
+		}
+		if err := a.gcEndpoints(); err != nil {
+			a.log.Warn("collect endpoints of dead namespaces", "err", err)
+		}
+	}
+}
