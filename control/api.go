@@ -136,4 +136,3 @@ func (a *Agent) Status() (*Status, error) {
 	}
 	return s, nil
 }
-

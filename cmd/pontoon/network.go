@@ -38,7 +38,9 @@ names the bridge; naming an existing bridge adopts it.`,
 			if err != nil {
 				return err
 			}
-			return o.show(n, func(w io.Writer) { fmt.Fprintf(w, "%s %s gateway %s bridge %s\n", n.Name, n.Subnet, n.Gateway, n.Bridge) })
+			return o.show(n, func(w io.Writer) {
+				fmt.Fprintf(w, "%s %s gateway %s bridge %s\n", n.Name, n.Subnet, n.Gateway, n.Bridge)
+			})
 		},
 	}
 	f := cmd.Flags()
