@@ -1,0 +1,373 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/pontoon-net/pontoon/loader"
+)
+
+// options are the run's knobs; presets fill them for --quick and full.
+type options struct {
+	quick     bool
+	runs      int
+	duration  time.Duration
+	scaleNs   []int
+	scaleRuns int
+	proxyMaxN int
+	datapaths []string
+	clients   []string
+	measures  []string
+	mdPath    string
+	jsonPath  string
+	cacheDir  string
+	proxyBin  string
+	iptables  string
+	legacyTC  bool
+}
+
+var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon"}
+
+// results is everything one run measured; report.go renders it.
+type results struct {
+	Sys     sysInfo       `json:"system"`
+	Config  runConfig     `json:"config"`
+	Cells   []cell        `json:"results"`
+	Scaling []scaleCell   `json:"scaling,omitempty"`
+	Goals   []goalVerdict `json:"goals,omitempty"`
+}
+
+type runConfig struct {
+	Mode        string   `json:"mode"`
+	Runs        int      `json:"runs"`
+	Duration    string   `json:"duration_per_run"`
+	ScaleNs     []int    `json:"scale_n"`
+	ScaleRuns   int      `json:"scale_runs"`
+	Datapaths   []string `json:"datapaths"`
+	DockerProxy string   `json:"docker_proxy_binary,omitempty"`
+	Elapsed     string   `json:"elapsed"`
+}
+
+// cell is one datapath's number for one client, measure and metric.
+type cell struct {
+	Datapath string `json:"datapath"`
+	Client   string `json:"client"`
+	Measure  string `json:"measure"`
+	Metric   string `json:"metric"`
+	Unit     string `json:"unit"`
+	Higher   bool   `json:"higher_is_better"`
+	summary
+	Ratio *float64 `json:"ratio_to_direct,omitempty"`
+}
+
+// scaleCell is one number of the rule-scaling part at n published ports.
+type scaleCell struct {
+	Datapath string `json:"datapath"`
+	N        int    `json:"n"`
+	Metric   string `json:"metric"`
+	Unit     string `json:"unit"`
+	Higher   bool   `json:"higher_is_better"`
+	summary
+	Ratio *float64 `json:"ratio_to_direct,omitempty"`
+	What  string   `json:"what,omitempty"`
+	Extra string   `json:"extra,omitempty"`
+}
+
+func newID() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func runBench(ctx context.Context, o options) (res *results, err error) {
+	start := time.Now()
+	cl := &cleanups{}
+	defer cl.run()
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("the bench builds network namespaces and loads BPF: run it as root")
+	}
+	res = &results{Sys: collectSysInfo(ctx, o.iptables)}
+	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths}
+	if o.quick {
+		res.Config.Mode = "quick"
+	}
+	id := newID()
+	exe, err := self()
+	if err != nil {
+		return nil, err
+	}
+
+	var dps []datapath
+	for _, name := range o.datapaths {
+		w, err := newWorld(ctx, cl, "pbench-"+id+"-"+name)
+		if err != nil {
+			return nil, fmt.Errorf("build %s world: %w", name, err)
+		}
+		srv, err := startReady(w.container, 10*time.Second, exe, "serve",
+			"--tcp-echo", fmt.Sprintf(":%d", echoTCP.containerPort),
+			"--tcp-sink", fmt.Sprintf(":%d", sinkTCP.containerPort),
+			"--udp-echo", fmt.Sprintf(":%d", echoUDP.containerPort),
+			"--ready-fd", "3")
+		if err != nil {
+			return nil, fmt.Errorf("start %s server: %w", name, err)
+		}
+		cl.add(name+" server", func() error { return srv.stop(syscall.SIGTERM) })
+		var dp datapath
+		switch name {
+		case "direct":
+			dp = &direct{w: w}
+		case "iptables":
+			dp = &iptablesDP{w: w, iptables: o.iptables}
+		case "docker-proxy":
+			bin, err := findDockerProxy(ctx, o.proxyBin, o.cacheDir)
+			if err != nil {
+				return nil, err
+			}
+			res.Sys.DockerProxy = bin.Package
+			res.Config.DockerProxy = bin.Path
+			dp = &dockerProxyDP{w: w, bin: bin.Path, limit: o.proxyMaxN}
+		case "pontoon":
+			cg, err := newCgroup(cl, "pontoon-bench-"+id)
+			if err != nil {
+				return nil, err
+			}
+			dp = &pontoonDP{w: w, cg: cg, pinDir: fmt.Sprintf("%s-bench-%s", loader.DefaultPinDir, id), legacyTC: o.legacyTC}
+		default:
+			return nil, fmt.Errorf("unknown datapath %q: use %v", name, allDatapaths)
+		}
+		if err := dp.setup(ctx, cl); err != nil {
+			return nil, fmt.Errorf("set up %s: %w", name, err)
+		}
+		dps = append(dps, dp)
+	}
+	if p, ok := findDP[*pontoonDP](dps); ok {
+		res.Sys.TCMode = tcModeOf(p)
+	}
+
+	if err := runMatrix(ctx, o, dps, res); err != nil {
+		return res, err
+	}
+	if len(o.scaleNs) > 0 {
+		if err := runScaling(ctx, o, dps, res); err != nil {
+			return res, err
+		}
+	}
+	res.Goals = evaluateGoals(res)
+	res.Config.Elapsed = time.Since(start).Round(time.Second).String()
+	return res, nil
+}
+
+func findDP[T datapath](dps []datapath) (T, bool) {
+	for _, dp := range dps {
+		if t, ok := dp.(T); ok {
+			return t, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func tcModeOf(p *pontoonDP) string {
+	atts, err := loader.ListAttachments(p.pinDir)
+	if err != nil || len(atts) == 0 {
+		return ""
+	}
+	for _, a := range atts {
+		if a.Kind != "cgroup" {
+			return a.Kind
+		}
+	}
+	return ""
+}
+
+// measureOnce runs one client and returns its result.
+func measureOnce(ctx context.Context, dp datapath, c clientKind, m measure, d time.Duration) (loadResult, error) {
+	ns := dp.world().host
+	if c == viaOutside {
+		ns = dp.world().outside
+	}
+	addr := dp.target(c, m.svc).String()
+	var r loadResult
+	err := helper(ctx, ns, dp.clientCgroup(c), d+30*time.Second, &r,
+		"client", "--measure", m.kind, "--addr", addr, "--duration", d.String())
+	if err != nil {
+		return r, fmt.Errorf("%s %s via %s: %w", dp.name(), m.id, c, err)
+	}
+	return r, nil
+}
+
+// runMatrix measures every client × measure × datapath. Runs of the
+// datapaths alternate, so a machine that slows down over time (another
+// job, thermal limits) shifts them all alike instead of one of them.
+func runMatrix(ctx context.Context, o options, dps []datapath, res *results) error {
+	clients := selectClients(o.clients)
+	measures := selectMeasures(o.measures)
+	total := len(clients) * len(measures) * o.runs * len(dps)
+	fmt.Fprintf(os.Stderr, "pontoon-bench: %d runs of %s (about %s), then rule scaling\n",
+		total, o.duration, (time.Duration(total) * (o.duration + 60*time.Millisecond)).Round(time.Second))
+	done := 0
+	for _, c := range clients {
+		for _, m := range measures {
+			samples := map[string][]loadResult{}
+			for r := 0; r < o.runs; r++ {
+				for _, dp := range dps {
+					lr, err := measureOnce(ctx, dp, c, m, o.duration)
+					if err != nil {
+						return err
+					}
+					samples[dp.name()] = append(samples[dp.name()], lr)
+					done++
+				}
+			}
+			fmt.Fprintf(os.Stderr, "[%3d/%d] %-18s %-26s", done, total, c.label(), m.label)
+			for _, dp := range dps {
+				s := summarize(values(samples[dp.name()], m.metrics[0]))
+				fmt.Fprintf(os.Stderr, " %s=%s", dp.name(), fmtValue(s.Median, m.metrics[0].unit))
+			}
+			fmt.Fprintln(os.Stderr)
+			for _, mt := range m.metrics {
+				var ref float64
+				for _, dp := range dps {
+					s := summarize(values(samples[dp.name()], mt))
+					if dp.name() == "direct" {
+						ref = s.Median
+					}
+					res.Cells = append(res.Cells, cell{
+						Datapath: dp.name(), Client: string(c), Measure: m.id, Metric: mt.id,
+						Unit: mt.unit, Higher: mt.higher, summary: s,
+					})
+				}
+				if ref > 0 {
+					for i := len(res.Cells) - len(dps); i < len(res.Cells); i++ {
+						res.Cells[i].Ratio = ratio(res.Cells[i].Median, ref, mt.higher)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func values(rs []loadResult, mt metric) []float64 {
+	out := make([]float64, len(rs))
+	for i, r := range rs {
+		out[i] = mt.get(r)
+	}
+	return out
+}
+
+func selectClients(names []string) []clientKind {
+	var out []clientKind
+	for _, c := range allClients {
+		if len(names) == 0 || slices.Contains(names, string(c)) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func selectMeasures(names []string) []measure {
+	var out []measure
+	for _, m := range allMeasures {
+		if len(names) == 0 || slices.Contains(names, m.id) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// scaleClients are the clients whose connect rate is measured at every N:
+// the outside path crosses PREROUTING and FORWARD, the loopback path
+// OUTPUT; the host-IP path takes the same chains as loopback.
+var scaleClients = []clientKind{viaOutside, viaLoopback}
+
+// runScaling publishes N ports on each datapath that can (the measured
+// one last), then times installing them, one add and one delete, reads
+// the memory they take and measures the connect rate to the last port.
+func runScaling(ctx context.Context, o options, dps []datapath, res *results) error {
+	directCRR := map[clientKind]float64{}
+	for _, c := range res.Cells {
+		if c.Datapath == "direct" && c.Measure == crrMeasure.id && c.Metric == opsRate.id {
+			directCRR[clientKind(c.Client)] = c.Median
+		}
+	}
+	for _, dp := range dps {
+		sc, ok := dp.(scaler)
+		if !ok {
+			continue
+		}
+		for _, n := range o.scaleNs {
+			if n > sc.maxN() {
+				fmt.Fprintf(os.Stderr, "pontoon-bench: %s: skipping N=%s (measured up to %s)\n", dp.name(), strconv.Itoa(n), strconv.Itoa(sc.maxN()))
+				continue
+			}
+			if err := scaleOne(ctx, o, sc, n, directCRR, res); err != nil {
+				return fmt.Errorf("%s at N=%d: %w", dp.name(), n, err)
+			}
+		}
+	}
+	return nil
+}
+
+func scaleOne(ctx context.Context, o options, sc scaler, n int, directCRR map[clientKind]float64, res *results) error {
+	var installs, mems []float64
+	var mem memUse
+	for r := 0; r < o.scaleRuns; r++ {
+		took, m, err := sc.install(ctx, n)
+		if err != nil {
+			return err
+		}
+		installs = append(installs, took.Seconds()*1e3)
+		mems = append(mems, m.Bytes)
+		mem = m
+	}
+	var adds, dels []float64
+	for r := 0; r < sc.opReps(o.scaleRuns); r++ {
+		took, err := sc.addOne(ctx)
+		if err != nil {
+			return fmt.Errorf("add one port: %w", err)
+		}
+		adds = append(adds, took.Seconds()*1e6)
+		took, err = sc.deleteOne(ctx)
+		if err != nil {
+			return fmt.Errorf("delete one port: %w", err)
+		}
+		dels = append(dels, took.Seconds()*1e6)
+	}
+	add := func(metric, unit string, higher bool, runs []float64, ref float64, what, extra string) {
+		s := summarize(runs)
+		c := scaleCell{Datapath: sc.name(), N: n, Metric: metric, Unit: unit, Higher: higher, summary: s, What: what, Extra: extra}
+		if ref > 0 {
+			c.Ratio = ratio(s.Median, ref, higher)
+		}
+		res.Scaling = append(res.Scaling, c)
+	}
+	for _, c := range scaleClients {
+		var rates []float64
+		for r := 0; r < o.runs; r++ {
+			lr, err := measureOnce(ctx, sc, c, crrMeasure, o.duration)
+			if err != nil {
+				return err
+			}
+			rates = append(rates, opsRate.get(lr))
+		}
+		add("connect_"+string(c), "ops/s", true, rates, directCRR[c], "", "")
+	}
+	add("install_ms", "ms", false, installs, 0, "", "")
+	add("add_one_us", "µs", false, adds, 0, "", "")
+	add("delete_one_us", "µs", false, dels, 0, "", "")
+	add("memory_bytes", "bytes", false, mems, 0, mem.What, mem.Extra)
+	// The six cells just added, in the order above.
+	last := res.Scaling[len(res.Scaling)-6:]
+	fmt.Fprintf(os.Stderr, "scaling %-12s N=%-6d connect outside=%s loopback=%s install=%s add=%s delete=%s memory=%s\n",
+		sc.name(), n, fmtValue(last[0].Median, "ops/s"), fmtValue(last[1].Median, "ops/s"),
+		fmtValue(last[2].Median, "ms"), fmtValue(last[3].Median, "µs"), fmtValue(last[4].Median, "µs"), fmtBytes(last[5].Median))
+	return nil
+}

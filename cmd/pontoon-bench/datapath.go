@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// service is one of the container's servers and the host port it is
+// published on.
+type service struct {
+	name          string
+	udp           bool
+	containerPort uint16
+	hostPort      uint16
+}
+
+var (
+	echoTCP = service{"tcp echo", false, 80, 8080}
+	sinkTCP = service{"tcp sink", false, 5201, 8081}
+	echoUDP = service{"udp echo", true, 53, 8053}
+
+	services = []service{echoTCP, sinkTCP, echoUDP}
+	// extraPort is the port published and unpublished when timing one
+	// add and one delete; filler ports never use it.
+	extraPort uint16 = 65000
+)
+
+// clientKind is where a client runs and what it dials.
+type clientKind string
+
+const (
+	viaLoopback clientKind = "loopback" // a host process dialling 127.0.0.1:P
+	viaHostIP   clientKind = "hostip"   // a host process dialling the uplink address
+	viaOutside  clientKind = "outside"  // another machine dialling the uplink address
+)
+
+var allClients = []clientKind{viaLoopback, viaHostIP, viaOutside}
+
+func (c clientKind) label() string {
+	switch c {
+	case viaLoopback:
+		return "host → 127.0.0.1"
+	case viaHostIP:
+		return "host → host IP"
+	case viaOutside:
+		return "outside → host IP"
+	}
+	return string(c)
+}
+
+// datapath is one way of getting clients to the container.
+type datapath interface {
+	name() string
+	world() *world
+	// setup publishes services; the world and its servers exist already.
+	setup(ctx context.Context, cl *cleanups) error
+	// target is the address a client of this kind dials for s.
+	target(c clientKind, s service) netip.AddrPort
+	// clientCgroup is the cgroup a client of this kind runs in, or nil.
+	clientCgroup(c clientKind) *cgroup
+}
+
+// scaler is a datapath that can publish many ports, for rule scaling.
+type scaler interface {
+	datapath
+	// maxN is the largest number of published ports worth measuring.
+	maxN() int
+	// install replaces whatever is published with n TCP ports, the
+	// measured one (echoTCP) last. It times only the publishing and
+	// reports what the n ports cost in memory.
+	install(ctx context.Context, n int) (time.Duration, memUse, error)
+	// addOne and deleteOne time publishing and unpublishing extraPort.
+	addOne(ctx context.Context) (time.Duration, error)
+	deleteOne(ctx context.Context) (time.Duration, error)
+	// opReps is how often to time addOne/deleteOne at each N.
+	opReps(runs int) int
+}
+
+// memUse is a memory figure and what it counts.
+type memUse struct {
+	Bytes float64 `json:"bytes"`
+	What  string  `json:"what"`
+	Extra string  `json:"extra,omitempty"`
+}
+
+// published returns the address for clients of published ports: the
+// loopback client dials 127.0.0.1, the others the host's uplink address.
+func published(c clientKind, s service) netip.AddrPort {
+	if c == viaLoopback {
+		return netip.AddrPortFrom(loopbackIP, s.hostPort)
+	}
+	return netip.AddrPortFrom(hostIP, s.hostPort)
+}
+
+// fillerPorts are n host ports for rule scaling that are none of the
+// measured ones: 1024 upwards.
+func fillerPorts(n int) []uint16 {
+	taken := map[uint16]bool{extraPort: true}
+	for _, s := range services {
+		taken[s.hostPort] = true
+	}
+	out := make([]uint16, 0, n)
+	for p := 1024; len(out) < n && p < 65536; p++ {
+		if !taken[uint16(p)] {
+			out = append(out, uint16(p))
+		}
+	}
+	return out
+}
+
+// direct is the ceiling: clients dial the container's own address.
+type direct struct{ w *world }
+
+func (d *direct) name() string                           { return "direct" }
+func (d *direct) world() *world                          { return d.w }
+func (d *direct) setup(context.Context, *cleanups) error { return nil }
+func (d *direct) clientCgroup(clientKind) *cgroup        { return nil }
+func (d *direct) target(_ clientKind, s service) netip.AddrPort {
+	return netip.AddrPortFrom(containerIP, s.containerPort)
+}

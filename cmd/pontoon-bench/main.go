@@ -1,0 +1,176 @@
+// Command pontoon-bench measures Pontoon against what it replaces, on the
+// machine it runs on: direct to the container (the ceiling), Docker's
+// iptables DNAT rules, Docker's userland proxy and Pontoon, from three
+// clients, plus how each scales with the number of published ports. It
+// builds its own namespaces and removes them again; nothing touches the
+// host's own interfaces, routes, firewall or root cgroup.
+//
+// The same binary is the load tool: the bench runs it inside the
+// namespaces as server ("serve") and client ("client").
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pontoon-net/pontoon/loader"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "pontoon-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	o := options{}
+	cmd := &cobra.Command{
+		Use:   "pontoon-bench",
+		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
+		Long: `Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces.
+
+Full run (about 13 minutes on 2 cores): every datapath, three clients, four measures, 5 runs of 2 s,
+and rule scaling at N = 1, 1k, 10k, 60k. --quick (about 2 minutes) does 3 runs of 0.3 s and
+N = 1, 1k. Writes a markdown table and JSON (see --md, --json) and prints the table. Needs root.`,
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			applyPreset(cmd, &o)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := runBench(ctx, o)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted; everything the bench set up is removed")
+				}
+				return err
+			}
+			return writeOutputs(res, o.mdPath, o.jsonPath)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.quick, "quick", false, "a smoke run of about 2 minutes (CI): fewer, shorter runs and N = 1, 1000")
+	f.IntVar(&o.runs, "runs", 5, "runs per cell; tables show their median and min-max")
+	f.DurationVar(&o.duration, "duration", 2*time.Second, "length of one run")
+	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling; empty to skip")
+	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
+	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
+	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios)")
+	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside (default all)")
+	f.StringSliceVar(&o.measures, "measures", nil, "measures: tcp_stream, tcp_rr, tcp_crr, udp_rr (default all)")
+	f.StringVar(&o.mdPath, "md", ".cache/bench/results.md", "markdown output; empty for none")
+	f.StringVar(&o.jsonPath, "json", ".cache/bench/results.json", "JSON output; empty for none")
+	f.StringVar(&o.cacheDir, "cache", ".cache/pontoon-bench", "where docker-proxy is unpacked when docker.io is not installed")
+	f.StringVar(&o.proxyBin, "docker-proxy", "", "docker-proxy binary to use instead of Debian's")
+	f.StringVar(&o.iptables, "iptables", "iptables", "iptables binary: iptables, iptables-nft or iptables-legacy")
+	f.BoolVar(&o.legacyTC, "legacy-tc", false, "attach Pontoon's uplink programs with clsact+cls_bpf instead of TCX")
+
+	cmd.AddCommand(serveCmd(), clientCmd(), attachCmd(), detachCmd())
+	return cmd
+}
+
+// applyPreset fills what --quick changes, unless a flag was given.
+func applyPreset(cmd *cobra.Command, o *options) {
+	if !o.quick {
+		return
+	}
+	set := func(name string, fn func()) {
+		if !cmd.Flags().Changed(name) {
+			fn()
+		}
+	}
+	set("runs", func() { o.runs = 3 })
+	set("duration", func() { o.duration = 300 * time.Millisecond })
+	set("scale", func() { o.scaleNs = []int{1, 1000} })
+	set("scale-runs", func() { o.scaleRuns = 2 })
+}
+
+func serveCmd() *cobra.Command {
+	var echo, sink, udp string
+	var readyFD int
+	cmd := &cobra.Command{
+		Use:    "serve",
+		Short:  "the load tool's server (runs inside a container namespace)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return serve(echo, sink, udp, readyFD)
+		},
+	}
+	cmd.Flags().StringVar(&echo, "tcp-echo", ":80", "TCP echo address")
+	cmd.Flags().StringVar(&sink, "tcp-sink", ":5201", "TCP sink address")
+	cmd.Flags().StringVar(&udp, "udp-echo", ":53", "UDP echo address")
+	cmd.Flags().IntVar(&readyFD, "ready-fd", -1, "write readiness to this fd, as docker-proxy does")
+	return cmd
+}
+
+func clientCmd() *cobra.Command {
+	var kind, addr string
+	var d time.Duration
+	cmd := &cobra.Command{
+		Use:    "client",
+		Short:  "the load tool's client: one measure, result as JSON",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			r, err := runClient(kind, addr, d)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(r)
+		},
+	}
+	cmd.Flags().StringVar(&kind, "measure", "rr", "stream, rr, crr or udp-rr")
+	cmd.Flags().StringVar(&addr, "addr", "", "address to dial")
+	cmd.Flags().DurationVar(&d, "duration", time.Second, "how long to measure")
+	return cmd
+}
+
+func attachCmd() *cobra.Command {
+	var pinDir, uplink, bridge, cg string
+	var legacy bool
+	cmd := &cobra.Command{
+		Use:    "attach",
+		Short:  "load and attach Pontoon's datapath in the current namespace",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			mode, err := attachDatapath(pinDir, uplink, bridge, cg, legacy)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(mode)
+		},
+	}
+	cmd.Flags().StringVar(&pinDir, "pin-dir", "", "bpffs directory for the pins")
+	cmd.Flags().StringVar(&uplink, "uplink", "", "uplink interface")
+	cmd.Flags().StringVar(&bridge, "bridge", "", "bridge interface")
+	cmd.Flags().StringVar(&cg, "cgroup", "", "cgroup v2 directory for the socket hooks")
+	cmd.Flags().BoolVar(&legacy, "legacy-tc", false, "attach with clsact+cls_bpf")
+	return cmd
+}
+
+func detachCmd() *cobra.Command {
+	var pinDir string
+	cmd := &cobra.Command{
+		Use:    "detach",
+		Short:  "remove a datapath's attachments and pins (in the namespace that owns its interfaces)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if pinDir == "" {
+				return fmt.Errorf("--pin-dir is required: refusing to clean up the default datapath")
+			}
+			return loader.Cleanup(pinDir)
+		},
+	}
+	cmd.Flags().StringVar(&pinDir, "pin-dir", "", "bpffs directory of the pins")
+	return cmd
+}

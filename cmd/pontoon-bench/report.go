@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+func fmtValue(v float64, unit string) string {
+	switch unit {
+	case "Gbit/s":
+		return fmt.Sprintf("%.2f", v)
+	case "ops/s":
+		return thousands(v)
+	case "µs", "ms":
+		switch {
+		case v >= 10000:
+			return thousands(v) + " " + unit
+		case v >= 100:
+			return fmt.Sprintf("%.0f %s", v, unit)
+		case v >= 10:
+			return fmt.Sprintf("%.1f %s", v, unit)
+		}
+		return fmt.Sprintf("%.2f %s", v, unit)
+	case "bytes":
+		return fmtBytes(v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func fmtBytes(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", v/(1<<30))
+	case a >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", v/(1<<20))
+	case a >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", v/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", v)
+}
+
+// fmtStat is "median (min–max)", and the ratio to direct when there is
+// one. Ratios are performance: above 1 is better than direct.
+func fmtStat(s summary, unit string, r *float64, withRatio bool) string {
+	out := fmtValue(s.Median, unit)
+	if len(s.Runs) > 1 {
+		lo, hi := fmtValue(s.Min, unit), fmtValue(s.Max, unit)
+		if unit == "µs" || unit == "ms" {
+			lo = strings.TrimSuffix(lo, " "+unit)
+		}
+		out += fmt.Sprintf(" (%s–%s)", lo, hi)
+	}
+	if withRatio && r != nil {
+		out += fmt.Sprintf(" **%.2fx**", *r)
+	}
+	return out
+}
+
+var dpTitles = map[string]string{
+	"direct":       "direct (ceiling)",
+	"iptables":     "iptables DNAT",
+	"docker-proxy": "docker-proxy",
+	"pontoon":      "Pontoon",
+}
+
+func markdown(r *results) string {
+	var b bytes.Buffer
+	s := r.Sys
+	fmt.Fprintf(&b, "# Pontoon bench: direct, iptables DNAT, docker-proxy and Pontoon\n\n")
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| kernel | %s |\n", s.Kernel)
+	fmt.Fprintf(&b, "| CPU | %s, %d cores |\n", s.CPU, s.Cores)
+	fmt.Fprintf(&b, "| memory | %d GiB |\n", s.MemoryGiB)
+	fmt.Fprintf(&b, "| OS | %s |\n", s.OS)
+	fmt.Fprintf(&b, "| iptables | %s |\n", orDash(s.Iptables))
+	fmt.Fprintf(&b, "| docker-proxy | %s |\n", orDash(s.DockerProxy))
+	pontoon := s.Pontoon
+	if s.TCMode != "" {
+		pontoon += ", uplink attached with " + s.TCMode
+	}
+	fmt.Fprintf(&b, "| Pontoon | %s |\n", pontoon)
+	fmt.Fprintf(&b, "| Go | %s |\n", s.Go)
+	fmt.Fprintf(&b, "| run | %s mode, %s; %d runs of %s per cell; took %s |\n\n", r.Config.Mode, s.Date, r.Config.Runs, r.Config.Duration, r.Config.Elapsed)
+	fmt.Fprintf(&b, "Each cell: median (min–max) over the runs, then **performance relative to direct** "+
+		"(rates divided by direct's, latencies and costs: direct's divided by them; above 1.00x is better than direct).\n\n")
+
+	var dps []string
+	for _, name := range allDatapaths {
+		for _, c := range r.Cells {
+			if c.Datapath == name {
+				dps = append(dps, name)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(&b, "## Data path\n\n| client | measure |")
+	for _, dp := range dps {
+		fmt.Fprintf(&b, " %s |", dpTitles[dp])
+	}
+	fmt.Fprintf(&b, "\n|---|---|")
+	for range dps {
+		fmt.Fprintf(&b, "--:|")
+	}
+	fmt.Fprintln(&b)
+	for _, c := range allClients {
+		for _, m := range allMeasures {
+			for _, mt := range m.metrics {
+				if !mt.table {
+					continue
+				}
+				row := fmt.Sprintf("| %s | %s %s |", c.label(), m.label, mt.label)
+				found := false
+				for _, dp := range dps {
+					v, ok := r.cell(dp, string(c), m.id, mt.id)
+					if !ok {
+						row += " – |"
+						continue
+					}
+					found = true
+					row += " " + fmtStat(v.summary, mt.unit, v.Ratio, dp != "direct") + " |"
+				}
+				if found {
+					fmt.Fprintln(&b, row)
+				}
+			}
+		}
+	}
+
+	if len(r.Scaling) > 0 {
+		fmt.Fprintf(&b, "\n## Rule scaling\n\n")
+		fmt.Fprintf(&b, "N published TCP ports, the measured one published last (last in iptables order). "+
+			"Connect rate is TCP connect/request/close to that port, relative to direct. "+
+			"Install: all N at once; add/delete: one more port at N.\n\n")
+		fmt.Fprintf(&b, "| datapath | N | connect rate, %s | connect rate, %s | install N | add one | delete one | memory |\n",
+			viaOutside.label(), viaLoopback.label())
+		fmt.Fprintf(&b, "|---|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, dp := range allDatapaths {
+			for _, n := range r.scaleNs(dp) {
+				fmt.Fprintf(&b, "| %s | %s |", dpTitles[dp], thousands(float64(n)))
+				for _, m := range []string{"connect_" + string(viaOutside), "connect_" + string(viaLoopback), "install_ms", "add_one_us", "delete_one_us", "memory_bytes"} {
+					c, ok := r.scale(dp, n, m)
+					if !ok {
+						fmt.Fprintf(&b, " – |")
+						continue
+					}
+					cellText := fmtStat(c.summary, c.Unit, c.Ratio, true)
+					if c.Unit == "ms" && c.Median < 1 {
+						cellText = fmtStat(scaled(c.summary, 1000), "µs", nil, false)
+					}
+					if c.Unit == "µs" && c.Median >= 10000 {
+						cellText = fmtStat(scaled(c.summary, 1e-3), "ms", nil, false)
+					}
+					if c.Extra != "" {
+						cellText += ", " + c.Extra
+					}
+					fmt.Fprintf(&b, " %s |", cellText)
+				}
+				fmt.Fprintln(&b)
+			}
+		}
+		fmt.Fprintf(&b, "\nMemory: Pontoon counts the bindings map (kernel memlock accounting, grows with entries); "+
+			"iptables the kernel memory (slab + per-CPU + vmalloc) that installing the rules added, system-wide, so "+
+			"it is noise below about 1 MiB; docker-proxy the RSS (and PSS) of its processes.\n")
+	}
+
+	if len(r.Goals) > 0 {
+		fmt.Fprintf(&b, "\n## Goals\n\n| goal | target | measured | status |\n|---|---|---|---|\n")
+		for _, g := range r.Goals {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.Goal, g.Target, orDash(g.Measured), g.Status)
+		}
+	}
+	fmt.Fprintf(&b, "\n## How\n\n%s", methodNotes)
+	return b.String()
+}
+
+func scaled(s summary, f float64) summary {
+	out := summary{Median: s.Median * f, Min: s.Min * f, Max: s.Max * f}
+	for _, v := range s.Runs {
+		out.Runs = append(out.Runs, v*f)
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+const methodNotes = `- Every datapath gets its own namespaces: a host (uplink veth 198.18.0.1, bridge 10.89.0.1), a
+  container (10.89.0.2) and an outside client (198.18.0.2). Nothing runs on the real host's
+  network; Pontoon's socket hooks sit on a child cgroup that holds only the bench's host clients.
+- Clients: a host process dialling 127.0.0.1:P, a host process dialling the host's uplink
+  address, and the outside namespace dialling the uplink address. Direct dials the container.
+- Load: this binary's own client and server, one flow, one request in flight. Stream: 128 KiB
+  writes, rate as received by the server. Request/response: 64-byte messages on one
+  connection (UDP: a connected socket). Connect: connect, 64-byte request and answer, close.
+- iptables: the rules dockerd (docker.io 20.10) writes with userland-proxy off (DOCKER chains,
+  addrtype LOCAL jumps, DNAT, MASQUERADE, FORWARD policy DROP, route_localnet=1). Installing N is
+  one iptables-restore, a lower bound (dockerd runs six iptables commands per port); adding and
+  deleting one port are dockerd's six commands (-C then -A or -D, for three rules).
+- docker-proxy: Debian's binary, alone, one process per port and protocol with dockerd's flags and
+  its readiness pipe on fd 3; dockerd would also start one per port for IPv6. Scaling stops at
+  1,000 ports: tens of thousands of processes measure the process table, not the proxy.
+- Pontoon: the committed BPF objects loaded as the agent does (uplink and bridge tc, socket hooks,
+  host addresses, netns cookie). Installing N is one batch map update; add/delete one is one
+  map update or delete.
+`
+
+func writeOutputs(r *results, mdPath, jsonPath string) error {
+	md := markdown(r)
+	if mdPath != "" {
+		if err := os.MkdirAll(filepath.Dir(mdPath), 0o755); err != nil {
+			return fmt.Errorf("create output directory: %w", err)
+		}
+		if err := os.WriteFile(mdPath, []byte(md), 0o644); err != nil {
+			return fmt.Errorf("write markdown: %w", err)
+		}
+	}
+	if jsonPath != "" {
+		if err := os.MkdirAll(filepath.Dir(jsonPath), 0o755); err != nil {
+			return fmt.Errorf("create output directory: %w", err)
+		}
+		js, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode results: %w", err)
+		}
+		if err := os.WriteFile(jsonPath, append(js, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write json: %w", err)
+		}
+	}
+	fmt.Print(md)
+	return nil
+}
