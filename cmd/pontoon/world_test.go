@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/loader/testenv"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// bin is the pontoon binary under test, built once by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	testenv.MaybeRunHelper()
+	dir, err := os.MkdirTemp("", "pontoon-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Readable by everyone: one test runs the CLI as nobody.
+	os.Chmod(dir, 0o755)
+	bin = filepath.Join(dir, "pontoon")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pontoon: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// world is a host namespace (where the agent runs) with an uplink to an
+// outside namespace, and bare container namespaces the agent attaches.
+type world struct {
+	t                 *testing.T
+	id                string
+	host, outside     *testenv.Netns
+	containers        []*testenv.Netns
+	uplink            string
+	hostIP, outsideIP netip.Addr
+	pins, cgroup      string
+	stateDir, socket  string
+	notify            *net.UnixConn
+	agent             *agent
+}
+
+func newWorld(t *testing.T, containers int) *world {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	id := testenv.UniqueID(t)
+	w := &world{
+		t: t, id: id,
+		uplink:    "ppu" + id,
+		hostIP:    netip.MustParseAddr("198.19.0.1"),
+		outsideIP: netip.MustParseAddr("198.19.0.2"),
+		pins:      testenv.PinDir(t),
+		cgroup:    testenv.Cgroup(t),
+		stateDir:  t.TempDir(),
+	}
+	sockDir := t.TempDir()
+	w.socket = filepath.Join(sockDir, "pontoon.sock")
+	w.host = testenv.NewNetns(t, "pph"+id)
+	w.outside = testenv.NewNetns(t, "ppo"+id)
+	testenv.Veth(t, w.host, w.uplink, w.outside, "eth0")
+	w.host.IP(t, "addr", "add", w.hostIP.String()+"/24", "dev", w.uplink)
+	w.outside.IP(t, "addr", "add", w.outsideIP.String()+"/24", "dev", "eth0")
+	for i := range containers {
+		w.containers = append(w.containers, testenv.NewNetns(t, fmt.Sprintf("pp%d%s", i, id)))
+	}
+
+	notifyPath := filepath.Join(t.TempDir(), "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.notify = c
+	// Registered after the namespaces, so it runs before they go.
+	t.Cleanup(func() {
+		if w.agent != nil {
+			w.agent.stop(syscall.SIGTERM)
+		}
+		c.Close()
+	})
+	return w
+}
+
+// agent is a running `pontoon agent` in the host namespace.
+type agent struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (w *world) startAgent() {
+	w.t.Helper()
+	logFile := filepath.Join(w.t.TempDir(), "agent.log")
+	f, err := os.Create(logFile)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("nsenter", "--net="+w.host.Path(), "--", bin, "agent",
+		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins,
+		"--cgroup", w.cgroup, "--uplink", w.uplink)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	a := &agent{cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() { a.err = cmd.Wait(); close(a.done) }()
+	w.agent = a
+	w.waitNotify("READY=1")
+}
+
+// waitNotify reads notifications until one carries want.
+func (w *world) waitNotify(want string) {
+	w.t.Helper()
+	buf := make([]byte, 4096)
+	// The deadline is a hang guard, not a timing assertion.
+	w.notify.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for {
+		n, err := w.notify.Read(buf)
+		if err != nil {
+			w.t.Fatalf("waiting for %s from the agent: %v\nagent log:\n%s", want, err, w.agentLog())
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if line == want {
+				return
+			}
+		}
+	}
+}
+
+func (w *world) agentLog() string {
+	if w.agent == nil {
+		return ""
+	}
+	b, _ := os.ReadFile(w.agent.log)
+	return string(b)
+}
+
+// stop signals the agent and waits for it to exit.
+func (a *agent) stop(sig syscall.Signal) {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(sig)
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// result is one CLI run.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// pt runs the CLI against the world's agent.
+func (w *world) pt(args ...string) result {
+	w.t.Helper()
+	return run(w.t, nil, append([]string{"--socket", w.socket}, args...)...)
+}
+
+func run(t *testing.T, cred *syscall.Credential, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	default:
+		t.Fatalf("run pontoon %v: %v", args, err)
+	}
+	return r
+}
+
+// ok runs the CLI and fails the test unless it succeeds.
+func (w *world) ok(args ...string) string {
+	w.t.Helper()
+	r := w.pt(args...)
+	if r.code != 0 {
+		w.t.Fatalf("pontoon %s: exit %d: %s\nagent log:\n%s", strings.Join(args, " "), r.code, r.stderr, w.agentLog())
+	}
+	return r.stdout
+}
+
+// okJSON runs the CLI with -o json and decodes the output.
+func (w *world) okJSON(into any, args ...string) {
+	w.t.Helper()
+	out := w.ok(append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(out), into); err != nil {
+		w.t.Fatalf("pontoon %s: output %q: %v", strings.Join(args, " "), out, err)
+	}
+}
+
+// snapshot is everything a failed command must leave as it was: the
+// agent's view, the bindings map and the interfaces of every namespace.
+type snapshot struct {
+	networks, endpoints, ports string
+	bindings                   []string
+	links                      map[string]string
+}
+
+func (w *world) snapshot() snapshot {
+	w.t.Helper()
+	s := snapshot{
+		networks:  w.ok("network", "ls", "-o", "json"),
+		endpoints: w.ok("endpoint", "ls", "-o", "json"),
+		ports:     w.ok("port", "ls", "-o", "json"),
+		bindings:  w.bindings(),
+		links:     map[string]string{},
+	}
+	for _, ns := range append([]*testenv.Netns{w.host}, w.containers...) {
+		s.links[ns.Name] = ns.IP(w.t, "-br", "addr")
+	}
+	return s
+}
+
+func (w *world) bindings() []string {
+	w.t.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, "bindings"), nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer m.Close()
+	all, err := maps.NewBindings(m).All()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := make([]string, len(all))
+	for i, b := range all {
+		out[i] = b.String()
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sameSnapshot(t *testing.T, what string, before, after snapshot) {
+	t.Helper()
+	if before.networks != after.networks || before.endpoints != after.endpoints || before.ports != after.ports {
+		t.Errorf("%s changed the agent's state:\nbefore %s%s%s\nafter %s%s%s", what,
+			before.networks, before.endpoints, before.ports, after.networks, after.endpoints, after.ports)
+	}
+	if !slices.Equal(before.bindings, after.bindings) {
+		t.Errorf("%s changed the bindings map:\nbefore %v\nafter  %v", what, before.bindings, after.bindings)
+	}
+	for ns, l := range before.links {
+		if after.links[ns] != l {
+			t.Errorf("%s changed interfaces in %s:\nbefore %s\nafter  %s", what, ns, l, after.links[ns])
+		}
+	}
+}
+
+// expectEcho checks a dial reached an echo server that saw wantSource.
+func expectEcho(t *testing.T, res testenv.DialResult, err error, wantSource netip.Addr, dialled string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("dial %s: %v", dialled, err)
+	}
+	peer, _, err := testenv.ParseEcho(res.Reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		t.Fatalf("server reported peer %q: %v", peer, err)
+	}
+	if seen.Addr() != wantSource {
+		t.Errorf("dial %s: server saw %s, want %s", dialled, seen.Addr(), wantSource)
+	}
+}
+
+// dialOutside opens a TCP connection from the outside namespace that the
+// test keeps across agent restarts.
+func (w *world) dialOutside(addr string) (net.Conn, *bufio.Reader) {
+	w.t.Helper()
+	var conn net.Conn
+	if err := w.outside.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp4", addr, 3*time.Second)
+		return err
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { conn.Close() })
+	return conn, bufio.NewReader(conn)
+}
+
+func roundTrip(t *testing.T, conn net.Conn, r *bufio.Reader, wantSource netip.Addr) {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintln(conn, "still there?"); err != nil {
+		t.Fatalf("write on established connection: %v", err)
+	}
+	reply, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read on established connection: %v", err)
+	}
+	peer, msg, err := testenv.ParseEcho(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(peer, wantSource.String()+":") || msg != "still there?" {
+		t.Fatalf("unexpected echo %q", reply)
+	}
+}
