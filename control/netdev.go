@@ -190,6 +190,11 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 
 	la := netlink.NewLinkAttrs()
 	la.Name, la.MTU, la.MasterIndex = e.HostIf, e.MTU, br.Attrs().Index
+	if e.HostMAC != "" {
+		if mac, err := net.ParseMAC(e.HostMAC); err == nil {
+			la.HardwareAddr = mac
+		}
+	}
 	veth := &netlink.Veth{LinkAttrs: la, PeerName: containerIf, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
 	if e.MAC != "" {
 		mac, err := net.ParseMAC(e.MAC)
@@ -205,6 +210,7 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	if err != nil {
 		return fmt.Errorf("find veth %s: %w", e.HostIf, err)
 	}
+	e.HostMAC = host.Attrs().HardwareAddr.String()
 	if err := netlink.LinkSetAlias(host, vethAlias+e.Name); err != nil {
 		return fmt.Errorf("label veth %s: %w", e.HostIf, err)
 	}

@@ -58,7 +58,9 @@ type Endpoint struct {
 	PrefixLen  int        `json:"prefix_len"`
 	Gateway    netip.Addr `json:"gateway"`
 	MAC        string     `json:"mac"`
-	MTU        int        `json:"mtu"`
+	// HostMAC is kept so a recreated pair looks the same to the bridge.
+	HostMAC string `json:"host_mac"`
+	MTU     int    `json:"mtu"`
 }
 
 // EndpointAttach asks for an endpoint; exactly one of Netns and PID.

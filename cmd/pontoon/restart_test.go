@@ -1,0 +1,98 @@
+package main
+
+import (
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestRestart stops the agent (SIGTERM, then kill -9): established and new
+// connections keep working while no agent runs; drift made meanwhile (a
+// lost veth, a stray binding, a stray labelled interface) is repaired on
+// start, and the state afterwards is what it was before.
+func TestRestart(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) { testRestart(t, sig) })
+	}
+}
+
+func testRestart(t *testing.T, sig syscall.Signal) {
+	w := newWorld(t, 2)
+	w.startAgent()
+	c1, c2 := w.containers[0], w.containers[1]
+	w.ok("network", "create", "net", "--subnet", "10.77.0.0/24")
+	var ep2 control.Endpoint
+	w.ok("endpoint", "attach", "net", "c1", "--netns", c1.Path())
+	w.okJSON(&ep2, "endpoint", "attach", "net", "c2", "--netns", c2.Path())
+	c1.ServeTCP(t, ":80")
+	w.ok("port", "publish", "c1", "8080:80", "127.0.0.1:9090:80")
+	hostTCP := netip.AddrPortFrom(w.hostIP, 8080).String()
+
+	conn, r := w.dialOutside(hostTCP)
+	roundTrip(t, conn, r, w.outsideIP)
+	before := w.snapshot()
+
+	w.agent.stop(sig)
+	if sig == syscall.SIGTERM {
+		w.waitNotify("STOPPING=1")
+	}
+
+	t.Run("traffic carries on without an agent", func(t *testing.T) {
+		roundTrip(t, conn, r, w.outsideIP)
+		res, err := w.outside.Dial("tcp", hostTCP)
+		expectEcho(t, res, err, w.outsideIP, hostTCP)
+		res, err = w.host.DialFrom(t, w.cgroup, "tcp", "127.0.0.1:9090")
+		expectEcho(t, res, err, netip.MustParseAddr("10.77.0.1"), "127.0.0.1:9090")
+		res, err = c2.DialFrom(t, w.cgroup, "tcp", hostTCP)
+		expectEcho(t, res, err, ep2.IP, hostTCP)
+	})
+
+	// Drift while the agent is down.
+	w.host.IP(t, "link", "del", ep2.HostIf)
+	w.host.IP(t, "link", "add", "ptvstray", "type", "bridge")
+	w.host.IP(t, "link", "set", "ptvstray", "alias", "pontoon:ep:ghost")
+	m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, "bindings"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	stray := maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:7777"), Backend: netip.MustParseAddrPort("10.77.0.99:1"), ID: 999}
+	if err := maps.NewBindings(m).Put(stray); err != nil {
+		t.Fatal(err)
+	}
+
+	w.startAgent()
+
+	t.Run("the established connection survived", func(t *testing.T) {
+		roundTrip(t, conn, r, w.outsideIP)
+	})
+	t.Run("state, maps and interfaces are what they were", func(t *testing.T) {
+		after := w.snapshot()
+		// A recreated veth pair has new interface indexes; nothing else
+		// may differ.
+		ifindex := regexp.MustCompile(`@if\d+`)
+		for k, v := range before.links {
+			before.links[k] = ifindex.ReplaceAllString(v, "")
+			after.links[k] = ifindex.ReplaceAllString(after.links[k], "")
+		}
+		sameSnapshot(t, "a restart", before, after)
+		if strings.Contains(after.links[w.host.Name], "ptvstray") {
+			t.Error("the stray labelled interface survived the restart")
+		}
+	})
+	t.Run("the recreated endpoint works", func(t *testing.T) {
+		res, err := c2.DialFrom(t, w.cgroup, "tcp", hostTCP)
+		expectEcho(t, res, err, ep2.IP, hostTCP)
+		if link := c2.IP(t, "-o", "link", "show", "eth0"); !strings.Contains(link, ep2.MAC) {
+			t.Errorf("recreated eth0 lost its MAC %s: %s", ep2.MAC, link)
+		}
+	})
+}
