@@ -36,7 +36,7 @@ var bootModules = []string{"virtio_pci", "9pnet_virtio", "9p", "overlay"}
 // guestApplets get busybox links in /run/pontoon-vmtest/bin: what the guest
 // scripts use, and the module tools that read busybox depmod's index.
 var guestApplets = []string{
-	"sh", "ip", "hostname", "mount", "poweroff", "stty", "sync",
+	"sh", "ip", "hostname", "mount", "poweroff", "stty", "sync", "cat", "mkfifo", "sleep", "kill",
 	"modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo",
 }
 

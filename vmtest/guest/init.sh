@@ -40,6 +40,11 @@ mkdir -p /mnt/rw/upper /mnt/rw/work
 mount -t overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work root /newroot ||
 	fail "cannot mount the overlay root"
 
+# A host that is itself a container marks its root; in the guest the mark
+# would make systemd think it runs in a container and ignore the kernel
+# command line. Removing it only whites it out in the overlay.
+rm -f /newroot/.dockerenv /newroot/run/.containerenv
+
 tab=$(printf '\t')
 while IFS="$tab" read -r tag path; do
 	[ -n "$tag" ] || continue
@@ -81,6 +86,11 @@ done </pontoon/files.list
 if [ "$MODE" = systemd ]; then
 	# The host's fstab names the host's disks; waiting for them would stall boot.
 	: >/newroot/etc/fstab
+	# Debian's tmp.conf says "D /tmp": empty it at boot. /tmp here is the
+	# host's under the overlay and holds the binary under test (go test
+	# builds it there); wiping it would also mean a whiteout per file.
+	mkdir -p /newroot/etc/tmpfiles.d
+	echo "d /tmp 1777 root root -" >/newroot/etc/tmpfiles.d/tmp.conf
 	cp /pontoon/pontoon-vmtest.target /pontoon/pontoon-vmtest.service /newroot/etc/systemd/system/ ||
 		fail "cannot install the vmtest units"
 fi

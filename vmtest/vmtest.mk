@@ -1,0 +1,50 @@
+# vmtest: the privileged test packages inside qemu, once per Debian kernel.
+# Included by the top Makefile, which defines GO.
+#
+#   make vmtest                              every kernel in KERNELS
+#   make vmtest KERNELS=6.1 VMTEST_PKGS=./loader/
+#   make vmtest VMTEST_GOFLAGS='-run TestPublishedPorts -v'
+
+# 6.1 has no TCX (legacy tc path), 6.12 has it.
+KERNELS ?= 6.1 6.12
+VMTEST_PKGS ?= ./loader/... ./maps/...
+VMTEST_GOFLAGS ?=
+# Passed to vmrun before the test binary, e.g. -v for the kernel console.
+VMRUN_FLAGS ?=
+VMTEST_APT_PACKAGES := qemu-system-x86 busybox-static
+VMRUN := $(CURDIR)/bin/vmrun
+
+.PHONY: vmrun vmtest vmtest-deps vmtest-self
+
+## vmrun: the VM runner used as `go test -exec`, built once instead of `go run` per package
+vmrun:
+	$(GO) build -o $(VMRUN) ./vmtest/cmd/vmrun
+
+## vmtest-deps: install qemu and busybox-static if missing and cache the kernels
+vmtest-deps:
+	@missing=$$(for p in $(VMTEST_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) run ./vmtest/cmd/vmrun -fetch $(KERNELS)
+
+## vmtest: run VMTEST_PKGS in a VM for each kernel in KERNELS; fails if any kernel fails
+vmtest: vmrun
+	@$(VMRUN) -fetch $(KERNELS) >/dev/null
+	@failed=; for k in $(KERNELS); do \
+		echo "== vmtest: kernel $$k: $(VMTEST_PKGS)"; \
+		start=$$(date +%s); \
+		$(GO) test -count=1 $(VMTEST_GOFLAGS) -exec "$(VMRUN) $(VMRUN_FLAGS) -kernel $$k --" $(VMTEST_PKGS) || failed="$$failed $$k"; \
+		echo "== vmtest: kernel $$k done in $$(( $$(date +%s) - start ))s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "vmtest: FAILED on kernel(s):$$failed"; exit 1; fi; \
+	echo "vmtest: passed on kernels $(KERNELS)"
+
+## vmtest-self: vmtest's own tests, which boot each kernel, systemd and the broken cases
+vmtest-self:
+	$(GO) test -count=1 -v ./vmtest/...
+
+# `make test` is the host tier and then the VM matrix.
+test: vmtest
