@@ -1,0 +1,129 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestBadInput: every bad request gets one line naming the problem, a
+// non-zero exit, and leaves state, maps and interfaces as they were.
+func TestBadInput(t *testing.T) {
+	w := newWorld(t, 2)
+	w.startAgent()
+	c1, spare := w.containers[0], w.containers[1]
+	w.ok("network", "create", "net", "--subnet", "10.77.0.0/24")
+	w.ok("endpoint", "attach", "net", "c1", "--netns", c1.Path())
+	w.ok("port", "publish", "c1", "8080:80", "5353:53/udp")
+
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"invalid CIDR", []string{"network", "create", "x", "--subnet", "10.0.0.0/33"}, "invalid CIDR"},
+		{"host bits set", []string{"network", "create", "x", "--subnet", "10.0.0.1/24"}, "host bits are set"},
+		{"overlapping subnet", []string{"network", "create", "x", "--subnet", "10.77.0.128/25"}, "in use by network \"net\""},
+		{"duplicate network", []string{"network", "create", "net", "--subnet", "10.99.0.0/24"}, "already exists"},
+		{"gateway outside subnet", []string{"network", "create", "x", "--subnet", "10.99.0.0/24", "--gateway", "10.98.0.1"}, "outside subnet"},
+		{"invalid gateway", []string{"network", "create", "x", "--subnet", "10.99.0.0/24", "--gateway", "nope"}, "parse gateway"},
+		{"invalid network name", []string{"network", "create", "a/b", "--subnet", "10.99.0.0/24"}, "network name"},
+		{"invalid MTU", []string{"network", "create", "x", "--mtu", "10"}, "MTU"},
+		{"non-numeric MTU", []string{"network", "create", "x", "--mtu", "abc"}, "invalid argument"},
+		{"bridge name too long", []string{"network", "create", "x", "--bridge", "averyverylongbridgename"}, "bridge name"},
+		{"IPv6 subnet", []string{"network", "create", "x", "--subnet", "fd00:1::/64"}, "IPv6 networks are not supported yet"},
+		{"unknown network (inspect)", []string{"network", "inspect", "nope"}, "no network nope"},
+		{"unknown network (rm)", []string{"network", "rm", "nope"}, "no network nope"},
+		{"rm with endpoints", []string{"network", "rm", "net"}, "endpoints attached"},
+
+		{"unknown network (attach)", []string{"endpoint", "attach", "nope", "e", "--netns", spare.Path()}, "no network nope"},
+		{"duplicate endpoint", []string{"endpoint", "attach", "net", "c1", "--netns", spare.Path()}, "already exists"},
+		{"missing netns", []string{"endpoint", "attach", "net", "e", "--netns", "/run/netns/pontoon-missing"}, "network namespace /run/netns/pontoon-missing"},
+		{"not a netns", []string{"endpoint", "attach", "net", "e", "--netns", "/etc/hostname"}, "not a network namespace"},
+		{"no netns given", []string{"endpoint", "attach", "net", "e"}, "--netns PATH or --pid PID"},
+		{"netns and pid", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--pid", "1"}, "not both"},
+		{"netns attached twice", []string{"endpoint", "attach", "net", "e", "--netns", c1.Path()}, "already attached"},
+		{"invalid IP", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--ip", "10.77.0.x"}, "invalid IP"},
+		{"IP outside subnet", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--ip", "10.99.0.5"}, "10.99.0.5"},
+		{"address taken", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--ip", "10.77.0.2"}, "10.77.0.2"},
+		{"gateway address", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--ip", "10.77.0.1"}, "10.77.0.1"},
+		{"invalid MAC", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--mac", "02:42:zz"}, "invalid MAC"},
+		{"multicast MAC", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--mac", "01:00:5e:00:00:01"}, "multicast"},
+		{"unknown endpoint (inspect)", []string{"endpoint", "inspect", "nope"}, "no endpoint nope"},
+		{"unknown endpoint (detach)", []string{"endpoint", "detach", "nope"}, "no endpoint nope"},
+
+		{"invalid spec", []string{"port", "publish", "c1", "80:80:80:80"}, "too many colons"},
+		{"invalid port", []string{"port", "publish", "c1", "70000"}, "out of range"},
+		{"invalid protocol", []string{"port", "publish", "c1", "80/icmp"}, "want tcp or udp"},
+		{"sctp lacks datapath support", []string{"port", "publish", "c1", "80/sctp"}, "sctp is not translated"},
+		{"range length mismatch", []string{"port", "publish", "c1", "8000-8002:80-81"}, "same length"},
+		{"host port published", []string{"port", "publish", "c1", "8080:81"}, "in use"},
+		{"wildcard conflict", []string{"port", "publish", "c1", "127.0.0.1:8080:81"}, "in use"},
+		{"host IP not local", []string{"port", "publish", "c1", "192.0.2.1:80:80"}, "not an address of this host"},
+		{"IPv6 host IP", []string{"port", "publish", "c1", "[::1]:80:80"}, "IPv6"},
+		{"all or nothing", []string{"port", "publish", "c1", "9000:80", "8080:80"}, "8080"},
+		{"unknown endpoint (publish)", []string{"port", "publish", "nope", "80"}, "no endpoint nope"},
+		{"no spec", []string{"port", "publish", "c1"}, "at least one port spec"},
+		{"unpublish nothing", []string{"port", "unpublish", "c1", "99"}, "no published port matching"},
+		{"unknown endpoint (ls)", []string{"port", "ls", "nope"}, "no endpoint nope"},
+		{"bad output format", []string{"status", "-o", "yaml"}, "unknown output format"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := w.snapshot()
+			r := w.pt(c.args...)
+			expectOneLineError(t, r, c.want)
+			sameSnapshot(t, strings.Join(c.args, " "), before, w.snapshot())
+		})
+	}
+
+	t.Run("agent not running", func(t *testing.T) {
+		r := run(t, nil, "--socket", filepath.Join(t.TempDir(), "none.sock"), "network", "ls")
+		expectOneLineError(t, r, "agent is not running")
+		if !strings.Contains(r.stderr, "pontoon agent") {
+			t.Errorf("does not say how to start the agent: %q", r.stderr)
+		}
+		t.Setenv("PONTOON_SOCKET", filepath.Join(t.TempDir(), "env.sock"))
+		r = run(t, nil, "status")
+		expectOneLineError(t, r, "env.sock")
+	})
+
+	t.Run("socket permission denied", func(t *testing.T) {
+		// The socket is 0660 root: nobody may not connect.
+		if err := os.Chmod(filepath.Dir(w.socket), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r := run(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "--socket", w.socket, "network", "ls")
+		expectOneLineError(t, r, "permission denied")
+	})
+
+	t.Run("a second agent on the same state", func(t *testing.T) {
+		r := run(t, nil, "agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
+			"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink)
+		expectOneLineError(t, r, "another process holds its lock")
+	})
+
+	t.Run("cleanup while the agent runs", func(t *testing.T) {
+		before := w.snapshot()
+		r := run(t, nil, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
+		expectOneLineError(t, r, "stop it first")
+		sameSnapshot(t, "cleanup", before, w.snapshot())
+	})
+}
+
+func expectOneLineError(t *testing.T, r result, want string) {
+	t.Helper()
+	msg := strings.TrimSpace(r.stderr)
+	t.Logf("exit %d: %s", r.code, msg)
+	switch {
+	case r.code == 0:
+		t.Errorf("exit 0 (stdout %q), want a failure", r.stdout)
+	case strings.Contains(msg, "\n"):
+		t.Errorf("error is not one line:\n%s", msg)
+	case !strings.Contains(msg, want):
+		t.Errorf("error %q does not mention %q", msg, want)
+	case msg == "":
+		t.Error("no error message")
+	}
+}
