@@ -8,8 +8,7 @@ import (
 )
 
 // Cleanup detaches everything a datapath pinned under dir and removes the
-// pins. Links detach when their pin, the last reference, goes; legacy tc
-// filters are not links and are deleted explicitly.
+// pins: links are detached, legacy tc filters (not links) deleted.
 func Cleanup(dir string) error {
 	if dir == "" {
 		dir = DefaultPinDir
@@ -32,6 +31,15 @@ func Cleanup(dir string) error {
 					return err
 				}
 			}
+		}
+	}
+	links, err := os.ReadDir(filepath.Join(dir, linksDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list link pins: %w", err)
+	}
+	for _, e := range links {
+		if _, err := unpinLink(filepath.Join(dir, linksDir, e.Name())); err != nil {
+			return err
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {

@@ -244,7 +244,9 @@ func (d *Datapath) detachTC(ifname string, hooks []tcHook) error {
 	return nil
 }
 
-// unpinLink unpins a link; dropping the last reference detaches it.
+// unpinLink detaches a pinned link and removes its pin. Dropping the last
+// reference would detach it too, but only later, from a kernel work queue;
+// an explicit detach makes "detached" mean detached when this returns.
 func unpinLink(pin string) (bool, error) {
 	l, err := link.LoadPinnedLink(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -254,6 +256,9 @@ func unpinLink(pin string) (bool, error) {
 		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
 	}
 	defer l.Close()
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return false, fmt.Errorf("detach link %s: %w", pin, err)
+	}
 	if err := l.Unpin(); err != nil {
 		return false, fmt.Errorf("unpin link %s: %w", pin, err)
 	}

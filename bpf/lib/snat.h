@@ -25,7 +25,7 @@
 
 static __always_inline void snat_touch(struct snat_value *v, __u8 flags)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = ct_now();
 
 	if ((v->tcp_flags | flags) != v->tcp_flags)
 		v->tcp_flags |= flags;
@@ -44,7 +44,7 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 	struct snat_value orig = {
 		.port = t->sport,
 		.flags = SNAT_F_REVERSE,
-		.last_seen_ns = bpf_ktime_get_ns(),
+		.last_seen_ns = ct_now(),
 	};
 	struct ct_key rev = {};
 	__be16 port = t->sport;
@@ -108,7 +108,7 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 		struct snat_value fresh = {
 			.flags = SNAT_F_FORWARD,
 			.tcp_flags = flags,
-			.last_seen_ns = bpf_ktime_get_ns(),
+			.last_seen_ns = ct_now(),
 		};
 
 		if (snat_claim_port4(t, nat_addr, &nat_port) < 0)

@@ -60,7 +60,7 @@ struct ct_value {
 	__u8 flags;
 	__u8 tcp_flags;
 	__u32 binding_id;
-	__u64 last_seen_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC at tick precision */
 };
 
 struct hostaddr_key {
