@@ -124,6 +124,9 @@ func (a *Allocator) load(tx Tx) error {
 		if err != nil {
 			return err
 		}
+		if err := validateID("owner", owner); err != nil {
+			return fmt.Errorf("address %s: %w", addr, err)
+		}
 		n := a.networks[id]
 		if n == nil {
 			return fmt.Errorf("address %s of %q: network %q does not exist", addr, owner, id)
@@ -152,6 +155,9 @@ func (a *Allocator) load(tx Tx) error {
 			return fmt.Errorf("port record %s: %w", pa, err)
 		}
 		if err := pa.Ports.validate(); err != nil {
+			return fmt.Errorf("port record %s: %w", pa, err)
+		}
+		if err := validateID("owner", pa.Owner); err != nil {
 			return fmt.Errorf("port record %s: %w", pa, err)
 		}
 		if p, ok := a.ports.conflict(pa.Proto, pa.HostIP, pa.Ports); ok {

@@ -146,6 +146,32 @@ func TestOpenRejectsBadStores(t *testing.T) {
 			k, v, _, _ = portRecord(PortAllocation{Owner: "b", Proto: TCP, HostIP: mustAddr("192.0.2.1"), Ports: Port(85)}, false)
 			return tx.Put(bucketPorts, k, v)
 		}, "overlaps tcp 0.0.0.0:80-90"},
+		{"port record without owner", func(tx Tx) error {
+			k, v, _, _ := portRecord(PortAllocation{Proto: TCP, HostIP: any4, Ports: Port(80)}, false)
+			return tx.Put(bucketPorts, k, v)
+		}, "owner: empty"},
+		{"address record without owner", func(tx Tx) error {
+			v, _ := encodeNetwork(Network{ID: "n", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")}}})
+			tx.Put(bucketNetworks, []byte("n"), v)
+			return tx.Put(bucketIPs, mustAddr("10.0.0.5").AsSlice(), ipValue("n", ""))
+		}, "owner: empty"},
+		{"address twice for one owner", func(tx Tx) error {
+			v, _ := encodeNetwork(Network{ID: "n", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")}}})
+			tx.Put(bucketNetworks, []byte("n"), v)
+			tx.Put(bucketIPs, mustAddr("10.0.0.5").AsSlice(), ipValue("n", "ep"))
+			return tx.Put(bucketIPs, mustAddr("10.0.0.6").AsSlice(), ipValue("n", "ep"))
+		}, "owner already holds 10.0.0.5"},
+		{"gateway allocated", func(tx Tx) error {
+			v, _ := encodeNetwork(Network{ID: "n", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")}}})
+			tx.Put(bucketNetworks, []byte("n"), v)
+			return tx.Put(bucketIPs, mustAddr("10.0.0.1").AsSlice(), ipValue("n", "ep"))
+		}, "gateway"},
+		{"overlapping networks", func(tx Tx) error {
+			v, _ := encodeNetwork(Network{ID: "n", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")}}})
+			tx.Put(bucketNetworks, []byte("n"), v)
+			v, _ = encodeNetwork(Network{ID: "m", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/25"), Gateway: mustAddr("10.0.0.1")}}})
+			return tx.Put(bucketNetworks, []byte("m"), v)
+		}, "in use by network"},
 		{"port cursor", func(tx Tx) error { return tx.Put(bucketPortCursors, []byte{6}, []byte{1}) }, "malformed"},
 	}
 	for _, tt := range tests {

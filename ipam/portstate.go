@@ -138,19 +138,27 @@ func (s *portState) conflict(proto Proto, ip netip.Addr, r PortRange) (uint16, b
 // holder describes the allocation that keeps port from a request on ip.
 // It searches, so it is for error messages only.
 func (s *portState) holder(proto Proto, ip netip.Addr, port uint16) string {
-	ips := []netip.Addr{ip, unspecified(ip)}
+	var pools []*portPool
+	for _, k := range []poolKey{{proto, ip}, {proto, unspecified(ip)}} {
+		if p := s.pools[k]; p != nil {
+			pools = append(pools, p)
+		}
+	}
 	if ip.IsUnspecified() {
 		for k, p := range s.pools {
-			if k.proto == proto && k.ip.Is6() == ip.Is6() && p.used.has(uint32(port)) {
-				ips = append(ips, k.ip)
+			if k.proto == proto && k.ip.Is6() == ip.Is6() && !k.ip.IsUnspecified() {
+				pools = append(pools, p)
 			}
 		}
 	}
-	for _, hip := range ips {
+	for _, p := range pools {
+		if !p.used.has(uint32(port)) {
+			continue
+		}
 		for first := int(port); first >= 1; first-- {
-			if id, a, ok := s.lookup(proto, hip, uint16(first)); ok {
+			if a, ok := p.get(uint16(first)); ok {
 				if a.last >= port {
-					return fmt.Sprintf("%s held by %q", s.allocation(id), a.owner)
+					return fmt.Sprintf("%s held by %q", s.allocation(makeAllocID(p, uint16(first))), a.owner)
 				}
 				break
 			}
