@@ -75,9 +75,9 @@ func BenchmarkNearlyFullPorts(b *testing.B) {
 	}
 }
 
-// BenchmarkNearlyFullPortsAllocOnly times the allocation alone, with 4096
-// holes left so each iteration has one to find; the releases that refill
-// the holes happen outside the timer.
+// BenchmarkNearlyFullPortsAllocOnly times the allocation alone in a range
+// with 4096 scattered holes; when they are used up, the timer stops while
+// they are released again.
 func BenchmarkNearlyFullPortsAllocOnly(b *testing.B) {
 	a, err := Open(NewMemStore(), Options{DynamicPorts: allPorts})
 	if err != nil {
@@ -89,51 +89,23 @@ func BenchmarkNearlyFullPortsAllocOnly(b *testing.B) {
 		}
 	}
 	r := rand.New(rand.NewPCG(1, 1))
-	var held []PortRange
-	release := func() {
-		for len(held) > 0 {
-			a.ReleasePorts(TCP, any4, held[0])
-			held = held[1:]
-		}
-		for range 4096 {
-			p := uint16(1 + r.IntN(65535))
-			if _, err := a.ReleasePorts(TCP, any4, Port(p)); err == nil {
-				continue
-			}
+	for holes := 0; holes < 4096; {
+		if _, err := a.ReleasePorts(TCP, any4, Port(uint16(1+r.IntN(65535)))); err == nil {
+			holes++
 		}
 	}
-	release()
 	req := PortRequest{Owner: "bench", Proto: TCP, HostIP: any4}
 	for b.Loop() {
-		pa, err := a.AllocatePorts(req)
+		_, err := a.AllocatePorts(req)
 		if errKind(err) == ErrExhausted {
 			b.StopTimer()
-			// Give the owners back and punch new holes.
-			for _, pa := range a.Ports("bench") {
-				a.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports)
+			if _, err := a.ReleaseOwnerPorts("bench"); err != nil {
+				b.Fatal(err)
 			}
-			for _, pa := range a.Ports("fill") {
-				_ = pa
-			}
-			refill(b, a)
-			release()
 			b.StartTimer()
 			continue
 		}
 		if err != nil {
-			b.Fatal(err)
-		}
-		_ = pa
-	}
-}
-
-// refill takes every free port again under the "fill" owner.
-func refill(b *testing.B, a *Allocator) {
-	for {
-		if _, err := a.AllocatePorts(PortRequest{Owner: "fill", Proto: TCP, HostIP: any4}); err != nil {
-			if errKind(err) == ErrExhausted {
-				return
-			}
 			b.Fatal(err)
 		}
 	}
