@@ -11,6 +11,7 @@
 #include "lib/types.h"
 #include "lib/maps.h"
 #include "lib/nat.h"
+#include "lib/network.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -25,6 +26,20 @@ static __always_inline void sockrev_key4(struct sockrev_key *key, __u64 cookie, 
 	addr_set4(key->addr, addr);
 }
 
+/* A container may be connected straight to a backend of its own network
+ * when icc allows it; anything else goes through the host, where tc's
+ * hairpin path handles it (and isolation does not get in the way). */
+static __always_inline int may_reach_directly(__u64 netns_cookie, __be32 backend)
+{
+	struct netns_value *caller = bpf_map_lookup_elem(&netns, &netns_cookie);
+	struct network_value *target;
+
+	if (!caller)
+		return 1; /* the host, or a namespace Pontoon does not manage */
+	target = network_lookup4(backend);
+	return target && target->id == caller->network_id && !(target->flags & NETWORK_F_NO_ICC);
+}
+
 /* Returns 1 when the destination was a published port and now points at
  * its backend. */
 static __always_inline int translate4(struct bpf_sock_addr *ctx)
@@ -35,16 +50,18 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx)
 	struct sockrev_key rev = {};
 	struct binding_value *b;
 	__be16 backend_port;
+	struct config *cfg;
+	__u64 netns_cookie;
 	__be32 backend;
 	int is_local = 0;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return 0;
+	cfg = config_get();
+	netns_cookie = bpf_get_netns_cookie(ctx);
 	if (is_loopback4(daddr)) {
 		/* A container's own 127.0.0.1 is its own business. */
-		struct config *cfg = config_get();
-
-		if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
+		if (!cfg || cfg->host_netns_cookie != netns_cookie)
 			return 0;
 		is_local = 1;
 	}
@@ -53,6 +70,8 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx)
 		return 0;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
+	if (!may_reach_directly(netns_cookie, backend))
+		return 0;
 
 	sockrev_key4(&rev, bpf_get_socket_cookie(ctx), backend, backend_port);
 	addr_set4(orig.addr, daddr);

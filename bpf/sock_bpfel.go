@@ -89,6 +89,11 @@ type SockHostaddrValue struct {
 	Ifindex uint32
 }
 
+type SockNetnsValue struct {
+	_         structs.HostLayout
+	NetworkId uint32
+}
+
 type SockNetworkKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -146,6 +151,7 @@ const (
 	SockMapCt                = "ct"
 	SockMapEndpoints         = "endpoints"
 	SockMapHostaddrs         = "hostaddrs"
+	SockMapNetns             = "netns"
 	SockMapNetworks          = "networks"
 	SockMapSnat              = "snat"
 	SockMapSockrev           = "sockrev"
@@ -214,6 +220,7 @@ type SockMapSpecs struct {
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
@@ -252,6 +259,7 @@ type SockMaps struct {
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
+	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
@@ -266,6 +274,7 @@ func (m *SockMaps) Close() error {
 		m.Ct,
 		m.Endpoints,
 		m.Hostaddrs,
+		m.Netns,
 		m.Networks,
 		m.Snat,
 		m.Sockrev,

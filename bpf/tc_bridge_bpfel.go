@@ -89,6 +89,11 @@ type TcBridgeHostaddrValue struct {
 	Ifindex uint32
 }
 
+type TcBridgeNetnsValue struct {
+	_         structs.HostLayout
+	NetworkId uint32
+}
+
 type TcBridgeNetworkKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -146,6 +151,7 @@ const (
 	TcBridgeMapCt             = "ct"
 	TcBridgeMapEndpoints      = "endpoints"
 	TcBridgeMapHostaddrs      = "hostaddrs"
+	TcBridgeMapNetns          = "netns"
 	TcBridgeMapNetworks       = "networks"
 	TcBridgeMapSnat           = "snat"
 	TcBridgeMapSockrev        = "sockrev"
@@ -208,6 +214,7 @@ type TcBridgeMapSpecs struct {
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
@@ -246,6 +253,7 @@ type TcBridgeMaps struct {
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
+	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
@@ -260,6 +268,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Ct,
 		m.Endpoints,
 		m.Hostaddrs,
+		m.Netns,
 		m.Networks,
 		m.Snat,
 		m.Sockrev,

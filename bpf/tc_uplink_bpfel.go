@@ -89,6 +89,11 @@ type TcUplinkHostaddrValue struct {
 	Ifindex uint32
 }
 
+type TcUplinkNetnsValue struct {
+	_         structs.HostLayout
+	NetworkId uint32
+}
+
 type TcUplinkNetworkKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -146,6 +151,7 @@ const (
 	TcUplinkMapCt             = "ct"
 	TcUplinkMapEndpoints      = "endpoints"
 	TcUplinkMapHostaddrs      = "hostaddrs"
+	TcUplinkMapNetns          = "netns"
 	TcUplinkMapNetworks       = "networks"
 	TcUplinkMapSnat           = "snat"
 	TcUplinkMapSockrev        = "sockrev"
@@ -210,6 +216,7 @@ type TcUplinkMapSpecs struct {
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
@@ -248,6 +255,7 @@ type TcUplinkMaps struct {
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
+	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
@@ -262,6 +270,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Ct,
 		m.Endpoints,
 		m.Hostaddrs,
+		m.Netns,
 		m.Networks,
 		m.Snat,
 		m.Sockrev,

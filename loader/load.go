@@ -36,6 +36,7 @@ type Maps struct {
 	Uplinks   *ebpf.Map
 	SNAT      *ebpf.Map
 	Endpoints *ebpf.Map
+	Netns     *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -50,6 +51,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"uplinks":   &m.Uplinks,
 		"snat":      &m.SNAT,
 		"endpoints": &m.Endpoints,
+		"netns":     &m.Netns,
 	}
 }
 

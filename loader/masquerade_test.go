@@ -32,48 +32,77 @@ func TestMasqueradeAndIsolation(t *testing.T) {
 	})
 }
 
-func testMasquerade(t *testing.T, forwardDrop bool) {
-	w := testenv.NewWorld(t)
-	pins := testenv.PinDir(t)
-	cgroup := testenv.Cgroup(t)
+// twoNetworks is a World plus a second network (bridge2, container C),
+// loaded with the whole datapath and configured as the agent would.
+type twoNetworks struct {
+	*testenv.World
+	pins, cgroup     string
+	C                *testenv.Netns
+	CIP, Gateway2    netip.Addr
+	Subnet1, Subnet2 netip.Prefix
+}
 
-	// A second network with one container, C.
-	bridge2, subnet2 := "ptn"+w.ID, netip.MustParsePrefix("10.90.0.0/24")
-	gateway2, cIP := netip.MustParseAddr("10.90.0.1"), netip.MustParseAddr("10.90.0.2")
-	c := testenv.NewNetns(t, "ptd"+w.ID)
+func newTwoNetworks(t *testing.T, forwardDrop, noICC bool) *twoNetworks {
+	w := testenv.NewWorld(t)
+	n := &twoNetworks{
+		World:    w,
+		pins:     testenv.PinDir(t),
+		cgroup:   testenv.Cgroup(t),
+		Subnet1:  netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(),
+		Subnet2:  netip.MustParsePrefix("10.90.0.0/24"),
+		Gateway2: netip.MustParseAddr("10.90.0.1"),
+		CIP:      netip.MustParseAddr("10.90.0.2"),
+	}
+	bridge2, cVeth := "ptn"+w.ID, "pvc"+w.ID
+	n.C = testenv.NewNetns(t, "ptd"+w.ID)
 	w.Host.IP(t, "link", "add", bridge2, "type", "bridge")
-	w.Host.IP(t, "addr", "add", gateway2.String()+"/24", "dev", bridge2)
+	w.Host.IP(t, "addr", "add", n.Gateway2.String()+"/24", "dev", bridge2)
 	w.Host.IP(t, "link", "set", bridge2, "up")
-	testenv.Veth(t, w.Host, "pvc"+w.ID, c, "eth0")
-	w.Host.IP(t, "link", "set", "pvc"+w.ID, "master", bridge2)
-	c.IP(t, "addr", "add", cIP.String()+"/24", "dev", "eth0")
-	c.IP(t, "route", "add", "default", "via", gateway2.String())
+	testenv.Veth(t, w.Host, cVeth, n.C, "eth0")
+	w.Host.IP(t, "link", "set", cVeth, "master", bridge2)
+	n.C.IP(t, "addr", "add", n.CIP.String()+"/24", "dev", "eth0")
+	n.C.IP(t, "route", "add", "default", "via", n.Gateway2.String())
 
 	if forwardDrop {
 		w.Host.Exec(t, "iptables", "-P", "FORWARD", "DROP")
 	}
-
-	veths := map[netip.Addr]string{w.AIP: w.AVeth, w.BIP: w.BVeth, cIP: "pvc" + w.ID}
-	if err := w.Host.Helper(t, "", new(string), "load", pins, w.Uplink, cgroup, string(loader.TCX),
+	if err := w.Host.Helper(t, "", new(string), "load", n.pins, w.Uplink, n.cgroup, string(loader.TCX),
 		"bridge="+w.Bridge, "bridge="+bridge2,
-		"endpoint="+w.AVeth, "endpoint="+w.BVeth, "endpoint="+veths[cIP]); err != nil {
+		"endpoint="+w.AVeth, "endpoint="+w.BVeth, "endpoint="+cVeth); err != nil {
 		t.Fatal(err)
 	}
-	configure(t, w, pins, forwardDrop, []maps.Network{
-		{Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1, Masquerade: true},
-		{Subnet: subnet2, Gateway: gateway2, ID: 2, Masquerade: true},
+	configure(t, w, n.pins, forwardDrop, []maps.Network{
+		{Subnet: n.Subnet1, Gateway: w.Gateway, ID: 1, Masquerade: true, NoICC: noICC},
+		{Subnet: n.Subnet2, Gateway: n.Gateway2, ID: 2, Masquerade: true},
 	})
-	endpoints := maps.NewEndpoints(openPinned(t, pins, "endpoints"))
-	for addr, veth := range veths {
-		networkID := uint32(1)
-		if subnet2.Contains(addr) {
-			networkID = 2
+	endpoints := maps.NewEndpoints(openPinned(t, n.pins, "endpoints"))
+	netnsMap := maps.NewNetns(openPinned(t, n.pins, "netns"))
+	for _, e := range []struct {
+		ns        *testenv.Netns
+		addr      netip.Addr
+		veth      string
+		networkID uint32
+	}{{w.A, w.AIP, w.AVeth, 1}, {w.B, w.BIP, w.BVeth, 1}, {n.C, n.CIP, cVeth, 2}} {
+		if err := endpoints.Put(e.addr, uint32(ifindexIn(t, w.Host, e.veth)), e.networkID); err != nil {
+			t.Fatal(err)
 		}
-		if err := endpoints.Put(addr, uint32(ifindexIn(t, w.Host, veth)), networkID); err != nil {
+		var cookie uint64
+		if err := e.ns.Do(func() (err error) {
+			cookie, err = loader.NetnsCookie()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netnsMap.Put(cookie, e.networkID); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return n
+}
 
+func testMasquerade(t *testing.T, forwardDrop bool) {
+	n := newTwoNetworks(t, forwardDrop, false)
+	w, pins, c, cIP := n.World, n.pins, n.C, n.CIP
 	w.Outside.ServeTCP(t, ":80")
 	w.Outside.ServeUDP(t, ":53")
 	w.A.ServeTCP(t, ":80")
@@ -285,4 +314,76 @@ func ifindexIn(t *testing.T, ns *testenv.Netns, ifname string) int {
 		t.Fatal(err)
 	}
 	return ifindex
+}
+
+// TestICCAndHairpin: with icc=false, containers of a network cannot reach
+// each other directly but still reach each other's published ports through
+// the host; and a container that does not go through the socket hooks (a
+// VM, a raw client) reaches a published port by tc's hairpin path.
+func TestICCAndHairpin(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	t.Run("stack forwarding", func(t *testing.T) { testICCAndHairpin(t, false) })
+	t.Run("FORWARD DROP with BPF forwarding", func(t *testing.T) {
+		if _, err := exec.LookPath("iptables"); err != nil {
+			t.Skip("needs iptables to set the FORWARD policy: run 'make deps'")
+		}
+		testICCAndHairpin(t, true)
+	})
+}
+
+func testICCAndHairpin(t *testing.T, forwardDrop bool) {
+	n := newTwoNetworks(t, forwardDrop, true)
+	n.A.ServeTCP(t, ":80")
+	n.A.ServeUDP(t, ":53")
+	bindings := maps.NewBindings(openPinned(t, n.pins, "bindings"))
+	any4 := netip.IPv4Unspecified()
+	if err := bindings.PutBatch([]maps.Binding{
+		{Proto: maps.TCP, Host: netip.AddrPortFrom(any4, 8080), Backend: netip.AddrPortFrom(n.AIP, 80), ID: 1},
+		{Proto: maps.UDP, Host: netip.AddrPortFrom(any4, 5353), Backend: netip.AddrPortFrom(n.AIP, 53), ID: 2},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hostTCP := netip.AddrPortFrom(n.HostIP, 8080).String()
+	hostUDP := netip.AddrPortFrom(n.HostIP, 5353).String()
+
+	t.Run("icc=false: no direct connection between containers", func(t *testing.T) {
+		if res, err := n.B.Dial("tcp", netip.AddrPortFrom(n.AIP, 80).String()); err == nil {
+			t.Fatalf("B reached A directly despite icc=false: %+v", res)
+		}
+		if res, err := n.B.DialFrom(t, n.cgroup, "tcp", netip.AddrPortFrom(n.AIP, 80).String()); err == nil {
+			t.Fatalf("B (with socket hooks) reached A directly despite icc=false: %+v", res)
+		}
+	})
+
+	t.Run("icc=false: the published port is reachable through the host", func(t *testing.T) {
+		// Through the host, as with Docker: A sees its gateway.
+		res, err := n.B.DialFrom(t, n.cgroup, "tcp", hostTCP)
+		expect(t, res, err, n.Gateway, hostTCP)
+		res, err = n.B.DialFrom(t, n.cgroup, "udp", hostUDP)
+		expect(t, res, err, n.Gateway, hostUDP)
+	})
+
+	t.Run("hairpin without socket hooks", func(t *testing.T) {
+		res, err := n.B.Dial("tcp", hostTCP)
+		expect(t, res, err, n.Gateway, hostTCP)
+		res, err = n.B.Dial("udp", hostUDP)
+		expect(t, res, err, n.Gateway, hostUDP)
+	})
+
+	t.Run("another network reaches the published port, not the container", func(t *testing.T) {
+		res, err := n.C.Dial("tcp", hostTCP) // tc hairpin
+		expect(t, res, err, n.Gateway, hostTCP)
+		res, err = n.C.DialFrom(t, n.cgroup, "tcp", hostTCP) // socket hooks defer to it
+		expect(t, res, err, n.Gateway, hostTCP)
+		if res, err := n.C.Dial("tcp", netip.AddrPortFrom(n.AIP, 80).String()); err == nil {
+			t.Fatalf("network 2 reached a container of network 1 directly: %+v", res)
+		}
+	})
+
+	t.Run("outside and host still reach it", func(t *testing.T) {
+		res, err := n.Outside.Dial("tcp", hostTCP)
+		expect(t, res, err, n.OutsideIP, hostTCP)
+		res, err = n.Host.DialFrom(t, n.cgroup, "tcp", "127.0.0.1:8080")
+		expect(t, res, err, n.Gateway, "127.0.0.1:8080")
+	})
 }

@@ -34,6 +34,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"uplinks", nil, UplinkValue{}},
 		{"snat", CTKey{}, SNATValue{}},
 		{"endpoints", EndpointKey{}, EndpointValue{}},
+		{"netns", nil, NetnsValue{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

@@ -86,3 +86,20 @@ func (e *Endpoints) Delete(addr netip.Addr) error {
 	family, raw := rawAddr(addr)
 	return batchDelete(e.m, []EndpointKey{{Family: family, Addr: raw}})
 }
+
+// Netns wraps the netns map: which network the containers of a network
+// namespace (by cookie) belong to.
+type Netns struct{ m *ebpf.Map }
+
+func NewNetns(m *ebpf.Map) *Netns { return &Netns{m: m} }
+
+func (n *Netns) Put(cookie uint64, networkID uint32) error {
+	if err := n.m.Put(cookie, NetnsValue{NetworkID: networkID}); err != nil {
+		return fmt.Errorf("put netns %d: %w", cookie, err)
+	}
+	return nil
+}
+
+func (n *Netns) Delete(cookie uint64) error {
+	return batchDelete(n.m, []uint64{cookie})
+}

@@ -27,6 +27,8 @@ var StatNames = []string{
 	"redirect",
 	"drop_icc",
 	"endpoint_redirect",
+	"hairpin",
+	"hairpin_reply",
 	"sock_connect",
 	"sock_sendmsg",
 	"sock_recvmsg",

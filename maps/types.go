@@ -154,6 +154,11 @@ const (
 	NetworkNoICC      = 1 << 1
 )
 
+// NetnsValue mirrors struct netns_value.
+type NetnsValue struct {
+	NetworkID uint32
+}
+
 // EndpointKey mirrors struct endpoint_key.
 type EndpointKey struct {
 	Family uint8

@@ -68,6 +68,13 @@ struct {
 	__type(value, struct endpoint_value);
 } endpoints SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct netns_value);
+} netns SEC(".maps");
+
 /* Both directions of every masqueraded flow, keyed by ct_key tuples. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -75,29 +75,15 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 	return -1;
 }
 
-/* Translates a packet from a masquerading network leaving through uplink
- * egress_ifindex. */
-static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct packet *pkt,
-					 __u32 egress_ifindex)
+/* Gives the flow of pkt the source nat_addr and a port claimed on it,
+ * reusing the translation an earlier packet of the flow got. */
+static __always_inline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, __be32 nat_addr)
 {
 	const struct l4_tuple *t = &pkt->t;
 	__u8 flags = ct_tcp_flags(t->proto, pkt->tcp_flags);
-	struct network_value *src_net;
-	struct uplink_value *uplink;
 	struct snat_value *v;
 	struct ct_key fwd = {};
-	__be32 nat_addr;
 	__be16 nat_port;
-
-	src_net = network_lookup4(t->saddr);
-	if (!src_net || !(src_net->flags & NETWORK_F_MASQUERADE))
-		return STAT_PASS_NO_MATCH;
-	if (network_lookup4(t->daddr) || hostaddr_has4(t->daddr))
-		return STAT_PASS_NO_MATCH;
-	uplink = bpf_map_lookup_elem(&uplinks, &egress_ifindex);
-	if (!uplink)
-		return STAT_PASS_NO_MATCH;
-	nat_addr = addr_get4(uplink->addr);
 
 	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	v = bpf_map_lookup_elem(&snat, &fwd);
@@ -118,10 +104,29 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 		if (bpf_map_update_elem(&snat, &fwd, &fresh, BPF_ANY) < 0)
 			return STAT_DROP_SNAT_EXHAUSTED;
 	}
-
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_SNAT;
+}
+
+/* Translates a packet from a masquerading network leaving through uplink
+ * egress_ifindex. */
+static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct packet *pkt,
+					 __u32 egress_ifindex)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct network_value *src_net;
+	struct uplink_value *uplink;
+
+	src_net = network_lookup4(t->saddr);
+	if (!src_net || !(src_net->flags & NETWORK_F_MASQUERADE))
+		return STAT_PASS_NO_MATCH;
+	if (network_lookup4(t->daddr) || hostaddr_has4(t->daddr))
+		return STAT_PASS_NO_MATCH;
+	uplink = bpf_map_lookup_elem(&uplinks, &egress_ifindex);
+	if (!uplink)
+		return STAT_PASS_NO_MATCH;
+	return snat4(skb, pkt, addr_get4(uplink->addr));
 }
 
 /* A reply to a masqueraded flow: back to the container. */

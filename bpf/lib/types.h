@@ -131,6 +131,14 @@ struct endpoint_value {
 	__u32 network_id;
 };
 
+/* The network of the containers in a network namespace, by netns cookie:
+ * the socket hooks only connect a container straight to a backend it may
+ * reach directly (same network, icc on); otherwise tc's hairpin path does
+ * the job through the host, as Docker's would. */
+struct netns_value {
+	__u32 network_id;
+};
+
 /* An uplink by ifindex: the address masqueraded flows leave with. */
 struct uplink_value {
 	__u8 addr[16];
@@ -176,6 +184,8 @@ enum stat_index {
 	STAT_REDIRECT,
 	STAT_DROP_ICC,
 	STAT_ENDPOINT_REDIRECT,
+	STAT_HAIRPIN,
+	STAT_HAIRPIN_REPLY,
 	STAT_SOCK_CONNECT,
 	STAT_SOCK_SENDMSG,
 	STAT_SOCK_RECVMSG,

@@ -29,7 +29,7 @@ static __always_inline int stat_translated(__u32 stat)
 {
 	return stat == STAT_DNAT || stat == STAT_RNAT || stat == STAT_ICMP_DNAT ||
 	       stat == STAT_ICMP_RNAT || stat == STAT_SNAT || stat == STAT_SNAT_REVERSE ||
-	       stat == STAT_ICMP_SNAT_REVERSE;
+	       stat == STAT_ICMP_SNAT_REVERSE || stat == STAT_HAIRPIN || stat == STAT_HAIRPIN_REPLY;
 }
 
 /* Untranslated packets go on with TC_ACT_UNSPEC (TCX_NEXT) so programs of
