@@ -334,7 +334,7 @@ func newNonce() (string, error) {
 
 func kernelCmdline(o Options) string {
 	args := []string{
-		"console=ttyS0", "panic=-1", "loglevel=4",
+		"console=ttyS0", "panic=-1", "loglevel=7",
 		// Spectre mitigations only slow an emulated CPU down.
 		"mitigations=off",
 		// No keyboard or mouse: skip probing for them.
