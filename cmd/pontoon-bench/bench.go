@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -52,6 +51,7 @@ type runConfig struct {
 	ScaleRuns   int      `json:"scale_runs"`
 	Datapaths   []string `json:"datapaths"`
 	DockerProxy string   `json:"docker_proxy_binary,omitempty"`
+	Nice        int      `json:"nice"`
 	Elapsed     string   `json:"elapsed"`
 }
 
@@ -76,8 +76,11 @@ type scaleCell struct {
 	Higher   bool   `json:"higher_is_better"`
 	summary
 	Ratio *float64 `json:"ratio_to_direct,omitempty"`
-	What  string   `json:"what,omitempty"`
-	Extra string   `json:"extra,omitempty"`
+	// Direct is the reference the ratio is taken against, measured in
+	// runs alternating with this cell's.
+	Direct *summary `json:"direct,omitempty"`
+	What   string   `json:"what,omitempty"`
+	Extra  string   `json:"extra,omitempty"`
 }
 
 func newID() string {
@@ -94,7 +97,7 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 		return nil, fmt.Errorf("the bench builds network namespaces and loads BPF: run it as root")
 	}
 	res = &results{Sys: collectSysInfo(ctx, o.iptables)}
-	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths}
+	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths, Nice: childNice}
 	if o.quick {
 		res.Config.Mode = "quick"
 	}
@@ -110,7 +113,7 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("build %s world: %w", name, err)
 		}
-		srv, err := startReady(w.container, 10*time.Second, exe, "serve",
+		srv, err := startReady(w.container, 10*time.Second, os.Stderr, exe, "serve",
 			"--tcp-echo", fmt.Sprintf(":%d", echoTCP.containerPort),
 			"--tcp-sink", fmt.Sprintf(":%d", sinkTCP.containerPort),
 			"--udp-echo", fmt.Sprintf(":%d", echoUDP.containerPort),
@@ -160,6 +163,7 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 		}
 	}
 	res.Goals = evaluateGoals(res)
+	res.Sys.LoadAfter = loadAverage()
 	res.Config.Elapsed = time.Since(start).Round(time.Second).String()
 	return res, nil
 }
@@ -229,7 +233,7 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 			fmt.Fprintf(os.Stderr, "[%3d/%d] %-18s %-26s", done, total, c.label(), m.label)
 			for _, dp := range dps {
 				s := summarize(values(samples[dp.name()], m.metrics[0]))
-				fmt.Fprintf(os.Stderr, " %s=%s", dp.name(), fmtValue(s.Median, m.metrics[0].unit))
+				fmt.Fprintf(os.Stderr, " %s=%s", dp.name(), fmtAuto(s.Median, m.metrics[0].unit))
 			}
 			fmt.Fprintln(os.Stderr)
 			for _, mt := range m.metrics {
@@ -292,12 +296,7 @@ var scaleClients = []clientKind{viaOutside, viaLoopback}
 // one last), then times installing them, one add and one delete, reads
 // the memory they take and measures the connect rate to the last port.
 func runScaling(ctx context.Context, o options, dps []datapath, res *results) error {
-	directCRR := map[clientKind]float64{}
-	for _, c := range res.Cells {
-		if c.Datapath == "direct" && c.Measure == crrMeasure.id && c.Metric == opsRate.id {
-			directCRR[clientKind(c.Client)] = c.Median
-		}
-	}
+	ref, _ := findDP[*direct](dps)
 	for _, dp := range dps {
 		sc, ok := dp.(scaler)
 		if !ok {
@@ -305,10 +304,10 @@ func runScaling(ctx context.Context, o options, dps []datapath, res *results) er
 		}
 		for _, n := range o.scaleNs {
 			if n > sc.maxN() {
-				fmt.Fprintf(os.Stderr, "pontoon-bench: %s: skipping N=%s (measured up to %s)\n", dp.name(), strconv.Itoa(n), strconv.Itoa(sc.maxN()))
+				fmt.Fprintf(os.Stderr, "pontoon-bench: %s: skipping N=%d (measured up to %d)\n", dp.name(), n, sc.maxN())
 				continue
 			}
-			if err := scaleOne(ctx, o, sc, n, directCRR, res); err != nil {
+			if err := scaleOne(ctx, o, sc, ref, n, res); err != nil {
 				return fmt.Errorf("%s at N=%d: %w", dp.name(), n, err)
 			}
 		}
@@ -316,7 +315,11 @@ func runScaling(ctx context.Context, o options, dps []datapath, res *results) er
 	return nil
 }
 
-func scaleOne(ctx context.Context, o options, sc scaler, n int, directCRR map[clientKind]float64, res *results) error {
+// opBudget bounds the time spent timing add/delete at one N: at 60k
+// iptables rules one add and delete take half a minute.
+const opBudget = 20 * time.Second
+
+func scaleOne(ctx context.Context, o options, sc scaler, ref *direct, n int, res *results) error {
 	var installs, mems []float64
 	var mem memUse
 	for r := 0; r < o.scaleRuns; r++ {
@@ -329,7 +332,11 @@ func scaleOne(ctx context.Context, o options, sc scaler, n int, directCRR map[cl
 		mem = m
 	}
 	var adds, dels []float64
+	opStart := time.Now()
 	for r := 0; r < sc.opReps(o.scaleRuns); r++ {
+		if r >= 2 && time.Since(opStart) > opBudget {
+			break
+		}
 		took, err := sc.addOne(ctx)
 		if err != nil {
 			return fmt.Errorf("add one port: %w", err)
@@ -341,33 +348,44 @@ func scaleOne(ctx context.Context, o options, sc scaler, n int, directCRR map[cl
 		}
 		dels = append(dels, took.Seconds()*1e6)
 	}
-	add := func(metric, unit string, higher bool, runs []float64, ref float64, what, extra string) {
-		s := summarize(runs)
-		c := scaleCell{Datapath: sc.name(), N: n, Metric: metric, Unit: unit, Higher: higher, summary: s, What: what, Extra: extra}
-		if ref > 0 {
-			c.Ratio = ratio(s.Median, ref, higher)
-		}
+	add := func(c scaleCell, runs []float64) {
+		c.Datapath, c.N, c.summary = sc.name(), n, summarize(runs)
 		res.Scaling = append(res.Scaling, c)
 	}
 	for _, c := range scaleClients {
-		var rates []float64
-		for r := 0; r < o.runs; r++ {
+		// Direct runs alternate with the datapath's, so the ratio holds
+		// however busy the machine was at this point of the run.
+		var rates, refs []float64
+		for r := 0; r < max(o.scaleRuns, 3); r++ {
+			if ref != nil {
+				lr, err := measureOnce(ctx, ref, c, crrMeasure, o.duration)
+				if err != nil {
+					return err
+				}
+				refs = append(refs, opsRate.get(lr))
+			}
 			lr, err := measureOnce(ctx, sc, c, crrMeasure, o.duration)
 			if err != nil {
 				return err
 			}
 			rates = append(rates, opsRate.get(lr))
 		}
-		add("connect_"+string(c), "ops/s", true, rates, directCRR[c], "", "")
+		cell := scaleCell{Metric: "connect_" + string(c), Unit: "ops/s", Higher: true}
+		if len(refs) > 0 {
+			d := summarize(refs)
+			cell.Direct = &d
+			cell.Ratio = ratio(summarize(rates).Median, d.Median, true)
+		}
+		add(cell, rates)
 	}
-	add("install_ms", "ms", false, installs, 0, "", "")
-	add("add_one_us", "µs", false, adds, 0, "", "")
-	add("delete_one_us", "µs", false, dels, 0, "", "")
-	add("memory_bytes", "bytes", false, mems, 0, mem.What, mem.Extra)
+	add(scaleCell{Metric: "install_ms", Unit: "ms"}, installs)
+	add(scaleCell{Metric: "add_one_us", Unit: "µs"}, adds)
+	add(scaleCell{Metric: "delete_one_us", Unit: "µs"}, dels)
+	add(scaleCell{Metric: "memory_bytes", Unit: "bytes", What: mem.What, Extra: mem.Extra}, mems)
 	// The six cells just added, in the order above.
 	last := res.Scaling[len(res.Scaling)-6:]
 	fmt.Fprintf(os.Stderr, "scaling %-12s N=%-6d connect outside=%s loopback=%s install=%s add=%s delete=%s memory=%s\n",
-		sc.name(), n, fmtValue(last[0].Median, "ops/s"), fmtValue(last[1].Median, "ops/s"),
-		fmtValue(last[2].Median, "ms"), fmtValue(last[3].Median, "µs"), fmtValue(last[4].Median, "µs"), fmtBytes(last[5].Median))
+		sc.name(), n, fmtAuto(last[0].Median, "ops/s"), fmtAuto(last[1].Median, "ops/s"),
+		fmtAuto(last[2].Median, "ms"), fmtAuto(last[3].Median, "µs"), fmtAuto(last[4].Median, "µs"), fmtBytes(last[5].Median))
 	return nil
 }

@@ -49,7 +49,8 @@ func (d *dockerProxyDP) setup(ctx context.Context, cl *cleanups) error {
 
 // start runs docker-proxy as dockerd does for a port bound to 0.0.0.0.
 func (d *dockerProxyDP) start(s service) (*daemon, error) {
-	return startReady(d.w.host, proxyReadyTimeout, d.bin,
+	// Its log is a line per stop; failures come through the readiness pipe.
+	return startReady(d.w.host, proxyReadyTimeout, nil, d.bin,
 		"-proto", protoOf(s),
 		"-host-ip", "0.0.0.0",
 		"-host-port", strconv.Itoa(int(s.hostPort)),

@@ -106,21 +106,22 @@ func evaluateGoals(r *results) []goalVerdict {
 		d, ok2 := r.cell("docker-proxy", string(viaLoopback), m.measure, opsRate.id)
 		if ok1 && ok2 && d.Median > 0 {
 			x := p.Median / d.Median
-			g.Measured = fmt.Sprintf("%.2fx (%s vs %s)", x, fmtValue(p.Median, "ops/s"), fmtValue(d.Median, "ops/s"))
+			g.Measured = fmt.Sprintf("%.2fx (%s vs %s)", x, fmtAuto(p.Median, "ops/s"), fmtAuto(d.Median, "ops/s"))
 			g.Status = verdict(x >= 2.5)
 		}
 		out = append(out, g)
 	}
 
-	// >= iptables at N=1, and flat from N=1 to the largest N.
+	// >= iptables at N=1, and flat from N=1 to the largest N. Both
+	// compare cells measured minutes apart, so they compare ratios to
+	// direct (measured alongside each cell) where there are some.
 	for _, c := range scaleClients {
 		metric := "connect_" + string(c)
 		g := goalVerdict{Goal: "connect rate at N=1 vs iptables, " + c.label(), Target: ">= 1.00x", Status: goalNotMeasured}
 		p, ok1 := r.scale("pontoon", 1, metric)
 		ipt, ok2 := r.scale("iptables", 1, metric)
-		if ok1 && ok2 && ipt.Median > 0 {
-			x := p.Median / ipt.Median
-			g.Measured = fmt.Sprintf("%.2fx (%s vs %s)", x, fmtValue(p.Median, "ops/s"), fmtValue(ipt.Median, "ops/s"))
+		if x, ok := relative(p, ipt); ok1 && ok2 && ok {
+			g.Measured = fmt.Sprintf("%.2fx (%s vs %s ops/s)", x, fmtAuto(p.Median, "ops/s"), fmtAuto(ipt.Median, "ops/s"))
 			g.Status = verdict(x >= 1)
 		}
 		out = append(out, g)
@@ -133,13 +134,12 @@ func evaluateGoals(r *results) []goalVerdict {
 			top := ns[len(ns)-1]
 			lo, ok1 := r.scale("pontoon", 1, metric)
 			hi, ok2 := r.scale("pontoon", top, metric)
-			if ok1 && ok2 && lo.Median > 0 {
-				x := hi.Median / lo.Median
-				g.Measured = fmt.Sprintf("N=%d at %.2fx of N=1", top, x)
-				if ilo, ok := r.scale("iptables", 1, metric); ok && ilo.Median > 0 {
-					if ihi, ok := r.scale("iptables", top, metric); ok {
-						g.Measured += fmt.Sprintf(" (iptables: %.2fx)", ihi.Median/ilo.Median)
-					}
+			if x, ok := relative(hi, lo); ok1 && ok2 && ok {
+				g.Measured = fmt.Sprintf("N=%s at %.2fx of N=1", thousands(float64(top)), x)
+				ilo, ok1 := r.scale("iptables", 1, metric)
+				ihi, ok2 := r.scale("iptables", top, metric)
+				if y, ok := relative(ihi, ilo); ok1 && ok2 && ok {
+					g.Measured += fmt.Sprintf(" (iptables: %.2fx)", y)
 				}
 				g.Status = verdict(x >= 0.95)
 			}
@@ -159,10 +159,22 @@ func evaluateGoals(r *results) []goalVerdict {
 	} {
 		g := goalVerdict{Goal: m.goal, Target: m.target, Status: goalNotMeasured}
 		if c, ok := r.scale("pontoon", bigN, m.metric); ok {
-			g.Measured = fmt.Sprintf("%s (max %s)", fmtValue(c.Median, m.unit), fmtValue(c.Max, m.unit))
+			g.Measured = fmt.Sprintf("%s (max %s)", fmtAuto(c.Median, m.unit), fmtAuto(c.Max, m.unit))
 			g.Status = verdict(c.Median < m.limit)
 		}
 		out = append(out, g)
 	}
 	return out
+}
+
+// relative is a's connect rate over b's, through their ratios to direct
+// when both have one.
+func relative(a, b scaleCell) (float64, bool) {
+	if a.Ratio != nil && b.Ratio != nil && *b.Ratio > 0 {
+		return *a.Ratio / *b.Ratio, true
+	}
+	if b.Median > 0 {
+		return a.Median / b.Median, true
+	}
+	return 0, false
 }

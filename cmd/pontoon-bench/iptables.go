@@ -46,7 +46,8 @@ func (d *iptablesDP) setup(ctx context.Context, _ *cleanups) error {
 func (d *iptablesDP) restore(ctx context.Context, ports []service) error {
 	var b bytes.Buffer
 	writeRuleset(&b, ports)
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+d.w.host.path(), "--", d.restoreBin(), "--wait")
+	argv := nsenterArgv(d.w.host, d.restoreBin(), "--wait")
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = childAttr()
 	cmd.Stdin = &b
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -13,13 +13,13 @@ import (
 // dockerd expects it of docker-proxy: "0\n" once listening, "1\n<error>"
 // when it cannot, then it closes the fd. Without fd 3 open, docker-proxy
 // would close whatever got fd 3: its own listening socket.
-func startReady(n netns, timeout time.Duration, name string, args ...string) (*daemon, error) {
+func startReady(n netns, timeout time.Duration, stderr io.Writer, name string, args ...string) (*daemon, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("readiness pipe: %w", err)
 	}
 	defer r.Close()
-	d, err := startDaemon(n, []*os.File{w}, name, args...)
+	d, err := startDaemon(n, []*os.File{w}, stderr, name, args...)
 	w.Close()
 	if err != nil {
 		return nil, err

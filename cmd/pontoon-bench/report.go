@@ -11,13 +11,32 @@ import (
 	"strings"
 )
 
+// bestUnit moves a duration to the unit that reads best: 750 µs rather
+// than 0.75 ms, 13.4 s rather than 13,400,000 µs.
+func bestUnit(v float64, unit string) (float64, string) {
+	switch {
+	case unit == "ms" && v < 1:
+		return v * 1e3, "µs"
+	case unit == "µs" && v >= 10000:
+		return bestUnit(v/1e3, "ms")
+	case unit == "ms" && v >= 10000:
+		return v / 1e3, "s"
+	}
+	return v, unit
+}
+
+// fmtAuto formats a single value in the unit that reads best.
+func fmtAuto(v float64, unit string) string {
+	return fmtValue(bestUnit(v, unit))
+}
+
 func fmtValue(v float64, unit string) string {
 	switch unit {
 	case "Gbit/s":
 		return fmt.Sprintf("%.2f", v)
 	case "ops/s":
 		return thousands(v)
-	case "µs", "ms":
+	case "µs", "ms", "s":
 		switch {
 		case v >= 10000:
 			return thousands(v) + " " + unit
@@ -66,11 +85,15 @@ func fmtBytes(v float64) string {
 // fmtStat is "median (min–max)", and the ratio to direct when there is
 // one. Ratios are performance: above 1 is better than direct.
 func fmtStat(s summary, unit string, r *float64, withRatio bool) string {
+	// One unit for median, min and max, chosen by the median.
+	if v, u := bestUnit(s.Median, unit); u != unit && s.Median != 0 {
+		s, unit = scaled(s, v/s.Median), u
+	}
 	out := fmtValue(s.Median, unit)
 	if len(s.Runs) > 1 {
 		lo, hi := fmtValue(s.Min, unit), fmtValue(s.Max, unit)
-		if unit == "µs" || unit == "ms" {
-			lo = strings.TrimSuffix(lo, " "+unit)
+		if u := " " + unit; strings.HasSuffix(lo, u) && strings.HasSuffix(hi, u) {
+			lo = strings.TrimSuffix(lo, u)
 		}
 		out += fmt.Sprintf(" (%s–%s)", lo, hi)
 	}
@@ -104,7 +127,9 @@ func markdown(r *results) string {
 	}
 	fmt.Fprintf(&b, "| Pontoon | %s |\n", pontoon)
 	fmt.Fprintf(&b, "| Go | %s |\n", s.Go)
-	fmt.Fprintf(&b, "| run | %s mode, %s; %d runs of %s per cell; took %s |\n\n", r.Config.Mode, s.Date, r.Config.Runs, r.Config.Duration, r.Config.Elapsed)
+	fmt.Fprintf(&b, "| load average | %.2f before, %.2f after (other work on the machine is noise in every row alike) |\n", s.LoadBefore, s.LoadAfter)
+	fmt.Fprintf(&b, "| run | %s mode, %s; %d runs of %s per cell, datapaths alternating; processes at nice %d; took %s |\n\n",
+		r.Config.Mode, s.Date, r.Config.Runs, r.Config.Duration, r.Config.Nice, r.Config.Elapsed)
 	fmt.Fprintf(&b, "Each cell: median (min–max) over the runs, then **performance relative to direct** "+
 		"(rates divided by direct's, latencies and costs: direct's divided by them; above 1.00x is better than direct).\n\n")
 
@@ -153,7 +178,7 @@ func markdown(r *results) string {
 	if len(r.Scaling) > 0 {
 		fmt.Fprintf(&b, "\n## Rule scaling\n\n")
 		fmt.Fprintf(&b, "N published TCP ports, the measured one published last (last in iptables order). "+
-			"Connect rate is TCP connect/request/close to that port, relative to direct. "+
+			"Connect rate is TCP connect/request/close to that port, relative to direct measured in alternating runs. "+
 			"Install: all N at once; add/delete: one more port at N.\n\n")
 		fmt.Fprintf(&b, "| datapath | N | connect rate, %s | connect rate, %s | install N | add one | delete one | memory |\n",
 			viaOutside.label(), viaLoopback.label())
@@ -168,12 +193,6 @@ func markdown(r *results) string {
 						continue
 					}
 					cellText := fmtStat(c.summary, c.Unit, c.Ratio, true)
-					if c.Unit == "ms" && c.Median < 1 {
-						cellText = fmtStat(scaled(c.summary, 1000), "µs", nil, false)
-					}
-					if c.Unit == "µs" && c.Median >= 10000 {
-						cellText = fmtStat(scaled(c.summary, 1e-3), "ms", nil, false)
-					}
 					if c.Extra != "" {
 						cellText += ", " + c.Extra
 					}

@@ -25,15 +25,28 @@ type sysInfo struct {
 	DockerProxy string `json:"docker_proxy"`
 	Pontoon     string `json:"pontoon"`
 	TCMode      string `json:"tc_mode,omitempty"`
+	// Load averages (1 min) when the run started and ended: other work on
+	// the machine shows up as noise and is worth knowing about.
+	LoadBefore float64 `json:"load_before"`
+	LoadAfter  float64 `json:"load_after"`
+}
+
+func loadAverage() float64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return float64(si.Loads[0]) / (1 << unix.SI_LOAD_SHIFT)
 }
 
 func collectSysInfo(ctx context.Context, iptablesBin string) sysInfo {
 	s := sysInfo{
-		Date:   time.Now().UTC().Format(time.RFC3339),
-		Kernel: "unknown",
-		CPU:    "unknown",
-		Cores:  runtime.NumCPU(),
-		Go:     runtime.Version(),
+		Date:       time.Now().UTC().Format(time.RFC3339),
+		Kernel:     "unknown",
+		CPU:        "unknown",
+		Cores:      runtime.NumCPU(),
+		Go:         runtime.Version(),
+		LoadBefore: loadAverage(),
 	}
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {

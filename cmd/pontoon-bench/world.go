@@ -112,7 +112,8 @@ func sysctl(ctx context.Context, n netns, key, val string) error {
 
 // inNetns runs a command inside a namespace and waits for it.
 func inNetns(ctx context.Context, n netns, name string, args ...string) error {
-	return run(ctx, "nsenter", append([]string{"--net=" + n.path(), "--", name}, args...)...)
+	argv := nsenterArgv(n, name, args...)
+	return run(ctx, argv[0], argv[1:]...)
 }
 
 // run runs a command and returns its output in the error when it fails.
