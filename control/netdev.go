@@ -105,6 +105,9 @@ func bridgeHasAddr(name string, a netip.Addr) (exists, has bool, err error) {
 	if err != nil {
 		return false, false, fmt.Errorf("find bridge %s: %w", name, err)
 	}
+	if l.Type() != "bridge" {
+		return true, false, kindf(ErrConflict, "%s is a %s interface, not a bridge; name another --bridge", name, l.Type())
+	}
 	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return true, false, fmt.Errorf("list addresses of %s: %w", name, err)

@@ -108,7 +108,7 @@ type agent struct {
 	err  error
 }
 
-func (w *world) startAgent() {
+func (w *world) startAgent(extra ...string) {
 	w.t.Helper()
 	logFile := filepath.Join(w.t.TempDir(), "agent.log")
 	f, err := os.Create(logFile)
@@ -119,6 +119,7 @@ func (w *world) startAgent() {
 	cmd := exec.Command("nsenter", "--net="+w.host.Path(), "--", bin, "agent",
 		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins,
 		"--cgroup", w.cgroup, "--uplink", w.uplink)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
