@@ -144,20 +144,24 @@ func ipamNetwork(n *Network) ipam.Network {
 // reconcileLinks recreates missing bridges and veths, drops endpoints
 // whose namespace is gone and deletes labelled interfaces no record owns.
 func (a *Agent) reconcileLinks() error {
+	// One broken network must not keep the agent, and every other
+	// network, from starting: report it and carry on.
+	broken := map[string]bool{}
 	for _, n := range a.st.networks {
 		if err := ensureBridge(n); err != nil {
-			return fmt.Errorf("network %s: %w", n.Name, err)
+			a.log.Error("restore bridge", "network", n.Name, "err", err)
+			broken[n.Name] = true
 		}
 	}
 	if err := a.gcEndpoints(); err != nil {
 		return err
 	}
 	for _, e := range a.st.endpoints {
-		if _, err := netlink.LinkByName(e.HostIf); err == nil {
+		if _, err := netlink.LinkByName(e.HostIf); err == nil || broken[e.Network] {
 			continue
 		}
 		if err := a.recreateVeth(e); err != nil {
-			return fmt.Errorf("endpoint %s: %w", e.Name, err)
+			a.log.Error("restore endpoint", "endpoint", e.Name, "err", err)
 		}
 	}
 	own, err := ownLinks()
