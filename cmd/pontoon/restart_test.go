@@ -43,6 +43,9 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 	w.agent.stop(sig)
 	if sig == syscall.SIGTERM {
 		w.waitNotify("STOPPING=1")
+		if w.agent.err != nil {
+			t.Errorf("agent exit on SIGTERM: %v, want a clean exit\n%s", w.agent.err, w.agentLog())
+		}
 	}
 
 	t.Run("traffic carries on without an agent", func(t *testing.T) {
@@ -95,4 +98,14 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 			t.Errorf("recreated eth0 lost its MAC %s: %s", ep2.MAC, link)
 		}
 	})
+}
+
+// TestAgentWatchdog: with WATCHDOG_USEC set, as systemd sets it for
+// WatchdogSec=, the agent pings after READY=1.
+func TestAgentWatchdog(t *testing.T) {
+	w := newWorld(t, 0)
+	w.agentEnv = []string{"WATCHDOG_USEC=200000"}
+	w.startAgent()
+	w.waitNotify("WATCHDOG=1")
+	w.waitNotify("WATCHDOG=1")
 }

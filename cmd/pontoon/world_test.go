@@ -58,6 +58,8 @@ type world struct {
 	stateDir, socket  string
 	notify            *net.UnixConn
 	agent             *agent
+	// agentEnv is added to the agent's environment.
+	agentEnv []string
 }
 
 func newWorld(t *testing.T, containers int) *world {
@@ -121,6 +123,7 @@ func (w *world) startAgent(extra ...string) {
 		"--cgroup", w.cgroup, "--uplink", w.uplink)
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
+	cmd.Env = append(cmd.Env, w.agentEnv...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
