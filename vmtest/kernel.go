@@ -66,6 +66,14 @@ func FetchKernel(ctx context.Context, spec string, log io.Writer) (*Kernel, erro
 	}
 	defer unlock()
 
+	// Under the lock no fetch is under way: any .fetch-* folder is what a
+	// killed fetch left behind, and kernels are hundreds of MiB unpacked.
+	if stale, _ := filepath.Glob(filepath.Join(kdir, ".fetch-*")); len(stale) > 0 {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
+
 	pkg, err := resolveCached(ctx, cache, spec)
 	if err != nil {
 		return nil, err
