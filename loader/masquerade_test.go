@@ -230,9 +230,11 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 		peak := 0
 		if err := w.A.Do(func() error {
 			for i := 0; i < churn; i++ {
-				conn, err := net.DialTimeout("tcp4", server, 3*time.Second)
+				// Generous: under emulation (vmtest) the server's accept
+				// queue can fill and a SYN needs its retransmit.
+				conn, err := net.DialTimeout("tcp4", server, 15*time.Second)
 				if err != nil {
-					return fmt.Errorf("connection %d: %w", i, err)
+					return fmt.Errorf("connection %d: %w (datapath counters: %s)", i, err, counters(t, pins))
 				}
 				conn.Close()
 				if (i+1)%gcEvery == 0 {
@@ -386,4 +388,19 @@ func testICCAndHairpin(t *testing.T, forwardDrop bool) {
 		res, err = n.Host.DialFrom(t, n.cgroup, "tcp", "127.0.0.1:8080")
 		expect(t, res, err, n.Gateway, "127.0.0.1:8080")
 	})
+}
+
+// counters summarises the non-zero datapath counters, for failure messages.
+func counters(t *testing.T, pins string) string {
+	stats, err := maps.NewStats(openPinned(t, pins, "stats")).Read()
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, name := range maps.StatNames {
+		if c := stats[name]; c.Packets > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", name, c.Packets))
+		}
+	}
+	return strings.Join(parts, " ")
 }
