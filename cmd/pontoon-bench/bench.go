@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 // options are the run's knobs; presets fill them for --quick and full.
 type options struct {
+	id        string // names this run's namespaces, pins and cgroup; random when empty
 	quick     bool
 	runs      int
 	duration  time.Duration
@@ -30,6 +32,9 @@ type options struct {
 	proxyBin  string
 	iptables  string
 	legacyTC  bool
+	// fillerAddr is the host address rule-scaling fillers are published
+	// on; the unspecified address publishes them on all.
+	fillerAddr netip.Addr
 }
 
 var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon"}
@@ -41,6 +46,19 @@ type results struct {
 	Cells   []cell        `json:"results"`
 	Scaling []scaleCell   `json:"scaling,omitempty"`
 	Goals   []goalVerdict `json:"goals,omitempty"`
+	// Failures are measurements that did not complete; the rest of the
+	// run goes on without them.
+	Failures []string `json:"failures,omitempty"`
+}
+
+// failed records a failed measurement, unless the run is being stopped.
+func (r *results) failed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Fprintf(os.Stderr, "pontoon-bench: FAILED: %v\n", err)
+	r.Failures = append(r.Failures, err.Error())
+	return nil
 }
 
 type runConfig struct {
@@ -101,7 +119,10 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 	if o.quick {
 		res.Config.Mode = "quick"
 	}
-	id := newID()
+	id := o.id
+	if id == "" {
+		id = newID()
+	}
 	exe, err := self()
 	if err != nil {
 		return nil, err
@@ -222,12 +243,15 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 			samples := map[string][]loadResult{}
 			for r := 0; r < o.runs; r++ {
 				for _, dp := range dps {
+					done++
 					lr, err := measureOnce(ctx, dp, c, m, o.duration)
 					if err != nil {
-						return err
+						if err := res.failed(ctx, err); err != nil {
+							return err
+						}
+						continue
 					}
 					samples[dp.name()] = append(samples[dp.name()], lr)
-					done++
 				}
 			}
 			fmt.Fprintf(os.Stderr, "[%3d/%d] %-18s %-26s", done, total, c.label(), m.label)
@@ -238,7 +262,11 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 			fmt.Fprintln(os.Stderr)
 			for _, mt := range m.metrics {
 				var ref float64
+				first := len(res.Cells)
 				for _, dp := range dps {
+					if len(samples[dp.name()]) == 0 {
+						continue // every run failed: no cell
+					}
 					s := summarize(values(samples[dp.name()], mt))
 					if dp.name() == "direct" {
 						ref = s.Median
@@ -249,7 +277,7 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 					})
 				}
 				if ref > 0 {
-					for i := len(res.Cells) - len(dps); i < len(res.Cells); i++ {
+					for i := first; i < len(res.Cells); i++ {
 						res.Cells[i].Ratio = ratio(res.Cells[i].Median, ref, mt.higher)
 					}
 				}
@@ -308,7 +336,9 @@ func runScaling(ctx context.Context, o options, dps []datapath, res *results) er
 				continue
 			}
 			if err := scaleOne(ctx, o, sc, ref, n, res); err != nil {
-				return fmt.Errorf("%s at N=%d: %w", dp.name(), n, err)
+				if err := res.failed(ctx, fmt.Errorf("%s at N=%d: %w", dp.name(), n, err)); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -320,10 +350,14 @@ func runScaling(ctx context.Context, o options, dps []datapath, res *results) er
 const opBudget = 20 * time.Second
 
 func scaleOne(ctx context.Context, o options, sc scaler, ref *direct, n int, res *results) error {
+	var fillers netip.Addr
+	if !o.fillerAddr.IsUnspecified() {
+		fillers = o.fillerAddr
+	}
 	var installs, mems []float64
 	var mem memUse
 	for r := 0; r < o.scaleRuns; r++ {
-		took, m, err := sc.install(ctx, n)
+		took, m, err := sc.install(ctx, scalePorts(n, fillers))
 		if err != nil {
 			return err
 		}

@@ -13,12 +13,18 @@ type service struct {
 	udp           bool
 	containerPort uint16
 	hostPort      uint16
+	// hostAddr is the host address the port is published on; the zero
+	// Addr publishes it on all of them, as "-p 8080:80" does.
+	hostAddr netip.Addr
 }
 
+// wildcard reports whether s is published on every host address.
+func (s service) wildcard() bool { return !s.hostAddr.IsValid() }
+
 var (
-	echoTCP = service{"tcp echo", false, 80, 8080}
-	sinkTCP = service{"tcp sink", false, 5201, 8081}
-	echoUDP = service{"udp echo", true, 53, 8053}
+	echoTCP = service{name: "tcp echo", containerPort: 80, hostPort: 8080}
+	sinkTCP = service{name: "tcp sink", containerPort: 5201, hostPort: 8081}
+	echoUDP = service{name: "udp echo", udp: true, containerPort: 53, hostPort: 8053}
 
 	services = []service{echoTCP, sinkTCP, echoUDP}
 	// extraPort is the port published and unpublished when timing one
@@ -66,10 +72,10 @@ type scaler interface {
 	datapath
 	// maxN is the largest number of published ports worth measuring.
 	maxN() int
-	// install replaces whatever is published with n TCP ports, the
-	// measured one (echoTCP) last. It times only the publishing and
-	// reports what the n ports cost in memory.
-	install(ctx context.Context, n int) (time.Duration, memUse, error)
+	// install replaces whatever is published with ports (from
+	// scalePorts: the measured one last). It times only the publishing
+	// and reports what the ports cost in memory.
+	install(ctx context.Context, ports []service) (time.Duration, memUse, error)
 	// addOne and deleteOne time publishing and unpublishing extraPort.
 	addOne(ctx context.Context) (time.Duration, error)
 	deleteOne(ctx context.Context) (time.Duration, error)
@@ -107,6 +113,23 @@ func fillerPorts(n int) []uint16 {
 		}
 	}
 	return out
+}
+
+// scalePorts are n TCP ports: fillers on fillerAddr first, the measured
+// echo port (on every address) last, so in iptables order every filler
+// rule is tried before it.
+//
+// Fillers sit on one address rather than all because Pontoon's tc
+// programs translate any packet to a published port, replies included:
+// with fillers on every address, a container's SYN-ACK to a host client
+// whose ephemeral port is also published (60k ports cover the whole
+// ephemeral range) would be DNATed back into the container.
+func scalePorts(n int, fillerAddr netip.Addr) []service {
+	out := make([]service, 0, n)
+	for _, p := range fillerPorts(n - 1) {
+		out = append(out, service{name: "filler", containerPort: p, hostPort: p, hostAddr: fillerAddr})
+	}
+	return append(out, echoTCP)
 }
 
 // direct is the ceiling: clients dial the container's own address.

@@ -47,12 +47,16 @@ func (d *dockerProxyDP) setup(ctx context.Context, cl *cleanups) error {
 	return nil
 }
 
-// start runs docker-proxy as dockerd does for a port bound to 0.0.0.0.
+// start runs docker-proxy as dockerd does for a port.
 func (d *dockerProxyDP) start(s service) (*daemon, error) {
+	hostIP := "0.0.0.0"
+	if !s.wildcard() {
+		hostIP = s.hostAddr.String()
+	}
 	// Its log is a line per stop; failures come through the readiness pipe.
 	return startReady(d.w.host, proxyReadyTimeout, nil, d.bin,
 		"-proto", protoOf(s),
-		"-host-ip", "0.0.0.0",
+		"-host-ip", hostIP,
 		"-host-port", strconv.Itoa(int(s.hostPort)),
 		"-container-ip", containerIP.String(),
 		"-container-port", strconv.Itoa(int(s.containerPort)))
@@ -76,18 +80,18 @@ func (d *dockerProxyDP) stopAll() error {
 // install starts n proxies one after the other, waiting for each to be
 // ready, as dockerd starts a container's ports. Memory is the sum over
 // the proxies.
-func (d *dockerProxyDP) install(ctx context.Context, n int) (time.Duration, memUse, error) {
+func (d *dockerProxyDP) install(ctx context.Context, ports []service) (time.Duration, memUse, error) {
 	if err := d.stopAll(); err != nil {
 		return 0, memUse{}, err
 	}
 	start := time.Now()
-	for _, s := range scalePorts(n) {
+	for _, s := range ports {
 		if err := ctx.Err(); err != nil {
 			return 0, memUse{}, err
 		}
 		p, err := d.start(s)
 		if err != nil {
-			return 0, memUse{}, fmt.Errorf("docker-proxy %d of %d: %w", len(d.proxies)+1, n, err)
+			return 0, memUse{}, fmt.Errorf("docker-proxy %d of %d: %w", len(d.proxies)+1, len(ports), err)
 		}
 		d.proxies = append(d.proxies, p)
 	}

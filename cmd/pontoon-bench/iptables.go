@@ -101,7 +101,11 @@ func protoOf(s service) string {
 // The three rules libnetwork writes per published port (Forward in
 // iptables.go), in its argument order.
 func dnatRule(s service) []string {
-	return []string{"-p", protoOf(s), "-d", "0/0", "--dport", strconv.Itoa(int(s.hostPort)),
+	daddr := "0/0"
+	if !s.wildcard() {
+		daddr = s.hostAddr.String() + "/32"
+	}
+	return []string{"-p", protoOf(s), "-d", daddr, "--dport", strconv.Itoa(int(s.hostPort)),
 		"-j", "DNAT", "--to-destination", netip.AddrPortFrom(containerIP, s.containerPort).String()}
 }
 
@@ -115,25 +119,14 @@ func masqRule(s service) []string {
 		"--dport", strconv.Itoa(int(s.containerPort)), "-j", "MASQUERADE"}
 }
 
-// scalePorts are n TCP ports: fillers first, the measured echo port last,
-// so in iptables order every filler rule is tried before it.
-func scalePorts(n int) []service {
-	out := make([]service, 0, n)
-	for _, p := range fillerPorts(n - 1) {
-		out = append(out, service{name: "filler", containerPort: p, hostPort: p})
-	}
-	return append(out, echoTCP)
-}
-
 // install times one iptables-restore of all n ports: the fastest way
 // there is (dockerd runs six iptables commands per port instead). Memory
 // is the kernel memory the rules added, system-wide, so it is noisy below
 // about a megabyte: other processes allocate meanwhile.
-func (d *iptablesDP) install(ctx context.Context, n int) (time.Duration, memUse, error) {
+func (d *iptablesDP) install(ctx context.Context, ports []service) (time.Duration, memUse, error) {
 	if err := d.restore(ctx, nil); err != nil {
 		return 0, memUse{}, err
 	}
-	ports := scalePorts(n)
 	before, err := kernelMemory()
 	if err != nil {
 		return 0, memUse{}, err

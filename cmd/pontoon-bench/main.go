@@ -12,6 +12,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,6 +32,7 @@ func main() {
 
 func rootCmd() *cobra.Command {
 	o := options{}
+	var fillerAddr string
 	cmd := &cobra.Command{
 		Use:   "pontoon-bench",
 		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
@@ -44,6 +46,11 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			applyPreset(cmd, &o)
+			addr, err := netip.ParseAddr(fillerAddr)
+			if err != nil || !addr.Is4() {
+				return fmt.Errorf("--filler-addr %q: give an IPv4 address", fillerAddr)
+			}
+			o.fillerAddr = addr
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := runBench(ctx, o)
@@ -53,7 +60,13 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 				}
 				return err
 			}
-			return writeOutputs(res, o.mdPath, o.jsonPath)
+			if err := writeOutputs(res, o.mdPath, o.jsonPath); err != nil {
+				return err
+			}
+			if len(res.Failures) > 0 {
+				return fmt.Errorf("%d measurements failed (listed under Failures)", len(res.Failures))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -62,6 +75,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of one run")
 	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling; empty to skip")
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
+	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
 	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios)")
 	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside (default all)")

@@ -95,15 +95,19 @@ func (d *pontoonDP) cleanup(ctx context.Context) error {
 	return nil
 }
 
-// binding publishes s on every host address, as "-p 8080:80" does.
+// binding is the map entry publishing s.
 func binding(s service) maps.Binding {
 	proto := maps.TCP
 	if s.udp {
 		proto = maps.UDP
 	}
+	host := netip.IPv4Unspecified()
+	if !s.wildcard() {
+		host = s.hostAddr
+	}
 	return maps.Binding{
 		Proto:   proto,
-		Host:    netip.AddrPortFrom(netip.IPv4Unspecified(), s.hostPort),
+		Host:    netip.AddrPortFrom(host, s.hostPort),
 		Backend: netip.AddrPortFrom(containerIP, s.containerPort),
 		ID:      uint32(s.hostPort),
 	}
@@ -121,12 +125,11 @@ func (d *pontoonDP) put(bs []maps.Binding) error {
 
 // install times one batch update of n bindings; memory is what the
 // kernel accounts to the bindings map (it grows with its entries).
-func (d *pontoonDP) install(ctx context.Context, n int) (time.Duration, memUse, error) {
+func (d *pontoonDP) install(ctx context.Context, ports []service) (time.Duration, memUse, error) {
 	if err := d.bindings.DeleteBatch(d.published); err != nil {
 		return 0, memUse{}, err
 	}
 	d.published = nil
-	ports := scalePorts(n)
 	bs := make([]maps.Binding, len(ports))
 	for i, p := range ports {
 		bs[i] = binding(p)

@@ -162,7 +162,7 @@ func markdown(r *results) string {
 				for _, dp := range dps {
 					v, ok := r.cell(dp, string(c), m.id, mt.id)
 					if !ok {
-						row += " – |"
+						row += " failed |"
 						continue
 					}
 					found = true
@@ -210,6 +210,12 @@ func markdown(r *results) string {
 		fmt.Fprintf(&b, "\n## Goals\n\n| goal | target | measured | status |\n|---|---|---|---|\n")
 		for _, g := range r.Goals {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.Goal, g.Target, orDash(g.Measured), g.Status)
+		}
+	}
+	if len(r.Failures) > 0 {
+		fmt.Fprintf(&b, "\n## Failures\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(f, "\n", " "))
 		}
 	}
 	fmt.Fprintf(&b, "\n## How\n\n%s", methodNotes)

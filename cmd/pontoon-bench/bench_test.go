@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for pontoon-bench: the bench
+// re-executes itself as server, client and loader.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && slices.Contains([]string{"serve", "client", "attach", "detach"}, os.Args[1]) {
+		cmd := rootCmd()
+		cmd.SetArgs(os.Args[1:])
+		if err := cmd.Execute(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestSummarize(t *testing.T) {
+	for _, c := range []struct {
+		runs          []float64
+		med, min, max float64
+	}{
+		{[]float64{3, 1, 2}, 2, 1, 3},
+		{[]float64{4, 1, 3, 2}, 2.5, 1, 4},
+		{[]float64{7}, 7, 7, 7},
+	} {
+		s := summarize(c.runs)
+		if s.Median != c.med || s.Min != c.min || s.Max != c.max {
+			t.Errorf("summarize(%v) = median %v min %v max %v, want %v %v %v", c.runs, s.Median, s.Min, s.Max, c.med, c.min, c.max)
+		}
+	}
+	if s := summarize(nil); s.Median != 0 {
+		t.Errorf("summarize(nil) = %+v", s)
+	}
+}
+
+func TestRatioIsPerformance(t *testing.T) {
+	if r := ratio(50, 100, true); r == nil || *r != 0.5 {
+		t.Errorf("half the rate: %v, want 0.5", r)
+	}
+	if r := ratio(200, 100, false); r == nil || *r != 0.5 {
+		t.Errorf("twice the latency: %v, want 0.5", r)
+	}
+	if r := ratio(0, 100, true); r != nil {
+		t.Errorf("zero value has a ratio: %v", *r)
+	}
+}
+
+func TestFillerPortsAvoidMeasuredPorts(t *testing.T) {
+	ports := fillerPorts(60000)
+	if len(ports) != 60000 {
+		t.Fatalf("%d filler ports, want 60000", len(ports))
+	}
+	seen := map[uint16]bool{}
+	for _, p := range ports {
+		if p < 1024 || seen[p] || p == extraPort || p == echoTCP.hostPort || p == sinkTCP.hostPort || p == echoUDP.hostPort {
+			t.Fatalf("bad filler port %d", p)
+		}
+		seen[p] = true
+	}
+}
+
+// The measured port's rules must come last in every chain they are in,
+// so every filler rule is tried first.
+func TestRulesetPutsMeasuredPortLast(t *testing.T) {
+	var b bytes.Buffer
+	writeRuleset(&b, scalePorts(5, hostIP))
+	var natDocker, filterDocker, postrouting []string
+	table := ""
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(line, "*") {
+			table = line
+		}
+		switch {
+		case table == "*nat" && strings.HasPrefix(line, "-A DOCKER "):
+			natDocker = append(natDocker, line)
+		case table == "*filter" && strings.HasPrefix(line, "-A DOCKER "):
+			filterDocker = append(filterDocker, line)
+		case strings.HasPrefix(line, "-A POSTROUTING -p tcp"):
+			postrouting = append(postrouting, line)
+		}
+	}
+	for name, rules := range map[string][]string{"nat DOCKER": natDocker, "filter DOCKER": filterDocker, "POSTROUTING": postrouting} {
+		if len(rules) != 5 {
+			t.Fatalf("%s has %d port rules, want 5:\n%s", name, len(rules), b.String())
+		}
+	}
+	if last := natDocker[4]; !strings.Contains(last, "--dport 8080 ") || !strings.Contains(last, "10.89.0.2:80") {
+		t.Errorf("last DNAT rule is not the measured port: %s", last)
+	}
+	if last := filterDocker[4]; !strings.Contains(last, "--dport 80 ") {
+		t.Errorf("last ACCEPT rule is not the measured port: %s", last)
+	}
+	if !strings.Contains(b.String(), ":FORWARD DROP") || !strings.Contains(b.String(), "-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER") {
+		t.Errorf("ruleset lacks Docker's FORWARD policy or OUTPUT jump:\n%s", b.String())
+	}
+}
+
+func TestUnitsReadWell(t *testing.T) {
+	for _, c := range []struct {
+		s    summary
+		unit string
+		want string
+	}{
+		{summary{Runs: []float64{0.5, 0.75, 0.9}, Median: 0.75, Min: 0.5, Max: 0.9}, "ms", "750 µs (500–900 µs)"},
+		{summary{Runs: []float64{13e6, 14e6}, Median: 13.5e6, Min: 13e6, Max: 14e6}, "µs", "13.5 s (13.0–14.0 s)"},
+		{summary{Runs: []float64{31250}, Median: 31250, Min: 31250, Max: 31250}, "ops/s", "31,250"},
+	} {
+		if got := fmtStat(c.s, c.unit, nil, false); got != c.want {
+			t.Errorf("fmtStat(%v %s) = %q, want %q", c.s.Median, c.unit, got, c.want)
+		}
+	}
+}
+
+// TestSmoke runs the whole bench, briefly: every datapath, client and
+// measure must produce a number, and nothing may be left behind. It
+// asserts no speed; that is what the bench itself reports.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds namespace worlds and loads BPF: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run 'sudo make test' (builds network namespaces and loads BPF)")
+	}
+	for _, tool := range []string{"ip", "nsenter", "iptables-restore", "nice"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: run 'make deps'", tool)
+		}
+	}
+	cache, err := filepath.Abs("../../.cache/pontoon-bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	datapaths := []string{"direct", "iptables", "pontoon"}
+	// docker-proxy only when it is at hand: a test downloads nothing.
+	if _, _, ok := installedDockerProxy(context.Background()); ok {
+		datapaths = append(datapaths, "docker-proxy")
+	} else if _, err := os.Stat(filepath.Join(cache, "docker.io", "docker-proxy")); err == nil {
+		datapaths = append(datapaths, "docker-proxy")
+	} else {
+		t.Logf("docker-proxy not installed or unpacked: run the bench once to fetch it; testing without it")
+	}
+	id := "t" + newID()[:4]
+	o := options{
+		id:   id,
+		runs: 1, duration: 100 * time.Millisecond, scaleNs: []int{1, 10}, scaleRuns: 1, proxyMaxN: 10,
+		datapaths: datapaths, cacheDir: cache, iptables: "iptables", fillerAddr: hostIP,
+	}
+	res, err := runBench(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := 0
+	for _, m := range allMeasures {
+		metrics += len(m.metrics)
+	}
+	want := len(datapaths) * len(allClients) * metrics
+	if len(res.Cells) != want {
+		t.Errorf("%d result cells, want %d", len(res.Cells), want)
+	}
+	for _, c := range res.Cells {
+		if c.Median <= 0 {
+			t.Errorf("%s %s %s %s: no measurement (%v)", c.Datapath, c.Client, c.Measure, c.Metric, c.Runs)
+		}
+		if c.Datapath != "direct" && c.Ratio == nil {
+			t.Errorf("%s %s %s %s: no ratio to direct", c.Datapath, c.Client, c.Measure, c.Metric)
+		}
+	}
+	for _, c := range res.Scaling {
+		if strings.HasPrefix(c.Metric, "connect_") && c.Median <= 0 {
+			t.Errorf("%s N=%d %s: no connections", c.Datapath, c.N, c.Metric)
+		}
+	}
+	if md := markdown(res); !strings.Contains(md, "| host → 127.0.0.1 | TCP stream Gbit/s |") || !strings.Contains(md, "## Rule scaling") {
+		t.Errorf("markdown lacks the tables:\n%s", md)
+	}
+	if left := leftovers(id); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// leftovers lists the namespaces, pins and cgroups of run id.
+func leftovers(id string) []string {
+	var out []string
+	for _, pattern := range []string{
+		"/run/netns/pbench-" + id + "-*",
+		"/sys/fs/bpf/pontoon-bench-" + id,
+		"/sys/fs/cgroup/pontoon-bench-" + id,
+		"/sys/fs/cgroup/*/pontoon-bench-" + id,
+	} {
+		m, _ := filepath.Glob(pattern)
+		out = append(out, m...)
+	}
+	return out
+}
