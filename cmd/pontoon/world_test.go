@@ -35,7 +35,12 @@ func TestMain(m *testing.M) {
 	// Readable by everyone: one test runs the CLI as nobody.
 	os.Chmod(dir, 0o755)
 	bin = filepath.Join(dir, "pontoon")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", bin}
+	if os.Getenv("PONTOON_TEST_RACE") != "" {
+		// The agent under the race detector: PONTOON_TEST_RACE=1 go test ./cmd/pontoon
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build pontoon: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -96,6 +101,9 @@ func newWorld(t *testing.T, containers int) *world {
 	t.Cleanup(func() {
 		if w.agent != nil {
 			w.agent.stop(syscall.SIGTERM)
+			if log := w.agentLog(); strings.Contains(log, "DATA RACE") || strings.Contains(log, "panic:") {
+				t.Errorf("agent log:\n%s", log)
+			}
 		}
 		c.Close()
 	})
