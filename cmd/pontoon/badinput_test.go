@@ -99,14 +99,20 @@ func TestBadInput(t *testing.T) {
 	})
 
 	t.Run("a second agent on the same state", func(t *testing.T) {
-		r := run(t, nil, "agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
+		r := w.inHost("agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
 			"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink)
 		expectOneLineError(t, r, "another process holds its lock")
 	})
 
+	t.Run("a pin directory that is not on bpffs", func(t *testing.T) {
+		r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
+			"--bpffs", filepath.Join(t.TempDir(), "pins"), "--cgroup", w.cgroup, "--uplink", w.uplink)
+		expectOneLineError(t, r, "not on a bpffs")
+	})
+
 	t.Run("cleanup while the agent runs", func(t *testing.T) {
 		before := w.snapshot()
-		r := run(t, nil, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
+		r := w.inHost("cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
 		expectOneLineError(t, r, "stop it first")
 		sameSnapshot(t, "cleanup", before, w.snapshot())
 	})

@@ -65,6 +65,8 @@ type world struct {
 	agent             *agent
 	// agentEnv is added to the agent's environment.
 	agentEnv []string
+	// defaultUplinks leaves out --uplink: the agent follows default routes.
+	defaultUplinks bool
 }
 
 func newWorld(t *testing.T, containers int) *world {
@@ -127,8 +129,10 @@ func (w *world) startAgent(extra ...string) {
 	}
 	defer f.Close()
 	cmd := exec.Command("nsenter", "--net="+w.host.Path(), "--", bin, "agent",
-		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins,
-		"--cgroup", w.cgroup, "--uplink", w.uplink)
+		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins, "--cgroup", w.cgroup)
+	if !w.defaultUplinks {
+		cmd.Args = append(cmd.Args, "--uplink", w.uplink)
+	}
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
 	cmd.Env = append(cmd.Env, w.agentEnv...)
@@ -199,7 +203,19 @@ func (w *world) pt(args ...string) result {
 
 func run(t *testing.T, cred *syscall.Credential, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return runCmd(t, cred, exec.Command(bin, args...))
+}
+
+// inHost runs pontoon in the host namespace: agents and cleanup act on
+// the namespace they run in, and must never act on the real host's.
+func (w *world) inHost(args ...string) result {
+	w.t.Helper()
+	return runCmd(w.t, nil, exec.Command("nsenter", append([]string{"--net=" + w.host.Path(), "--", bin}, args...)...))
+}
+
+func runCmd(t *testing.T, cred *syscall.Credential, cmd *exec.Cmd) result {
+	t.Helper()
+	args := cmd.Args
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if cred != nil {
