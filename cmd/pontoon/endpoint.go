@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,14 @@ func newEndpointAttach(o *opts) *cobra.Command {
 		Args:  exactArgs(2, "a network and an endpoint name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Network, req.Name = args[0], args[1]
+			if req.Netns != "" {
+				// The agent resolves paths from its own working directory.
+				abs, err := filepath.Abs(req.Netns)
+				if err != nil {
+					return fmt.Errorf("resolve --netns %s: %w", req.Netns, err)
+				}
+				req.Netns = abs
+			}
 			e, err := o.client().Attach(req)
 			if err != nil {
 				return err
