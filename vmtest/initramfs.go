@@ -57,6 +57,10 @@ type guestSpec struct {
 	Shares  []share
 	Files   []File
 	Job     string // job.sh
+	// Limits are "soft hard" pairs for ulimit, by its flag (n: open files,
+	// l: locked memory in KiB), so the command inherits the host's limits
+	// rather than the kernel's defaults for PID 1 (1024 open files).
+	Limits map[string]string
 }
 
 // writeInitramfs writes the initramfs for spec as an uncompressed cpio:
@@ -165,6 +169,16 @@ func (s guestSpec) config() string {
 	kv("MODE", s.Mode)
 	kv("JOBTTY", jobTTY)
 	kv("GUEST_APPLETS", strings.Join(guestApplets, " "))
+	flags := make([]string, 0, len(s.Limits))
+	for f := range s.Limits {
+		flags = append(flags, f)
+	}
+	sort.Strings(flags)
+	var limits []string
+	for _, f := range flags {
+		limits = append(limits, f+":"+strings.ReplaceAll(s.Limits[f], " ", ":"))
+	}
+	kv("LIMITS", strings.Join(limits, " "))
 	return b.String()
 }
 

@@ -42,7 +42,8 @@ func fakeSpec(t *testing.T) guestSpec {
 			{Dst: "/etc/systemd/system/hello.service", Src: src},
 			{Dst: "/usr/local/bin/probe", Data: []byte("#!/bin/sh\n"), Mode: 0o755},
 		},
-		Job: "echo job\n",
+		Job:    "echo job\n",
+		Limits: map[string]string{"n": "1024 4096", "l": "unlimited unlimited"},
 	}
 }
 
@@ -122,12 +123,13 @@ func TestInitramfsConfigSourcesInShell(t *testing.T) {
 	if err := os.WriteFile(cfg, got["pontoon/config"].body, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("sh", "-c", `. "$1"; printf '%s\n' "$MARKER" "$NONCE" "$KVER" "$MODULES" "$MODROOT" "$MODE" "$JOBTTY"`, "sh", cfg).CombinedOutput()
+	out, err := exec.Command("sh", "-c", `. "$1"; printf '%s\n' "$MARKER" "$NONCE" "$KVER" "$MODULES" "$MODROOT" "$MODE" "$JOBTTY" "$LIMITS"`, "sh", cfg).CombinedOutput()
 	if err != nil {
 		t.Fatalf("source config: %v\n%s", err, out)
 	}
 	want := strings.Join([]string{
 		markerWord, s.Nonce, s.Release, strings.Join(s.Modules, " "), s.ModRoot, modeSystemd, jobTTY,
+		"l:unlimited:unlimited n:1024:4096",
 	}, "\n") + "\n"
 	if string(out) != want {
 		t.Errorf("config read back as\n%s\nwant\n%s", out, want)

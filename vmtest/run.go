@@ -12,8 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options describe one VM run.
@@ -238,7 +241,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	spec := guestSpec{
 		Busybox: bb, Release: k.Release, ModRoot: k.ModulesRoot(), Modules: mods,
 		Nonce: nonce, Mode: mode, Shares: shares, Files: o.Files,
-		Job: jobScript(envPath, o.Dir, env, o.Command),
+		Job:    jobScript(envPath, o.Dir, env, o.Command),
+		Limits: hostLimits(),
 	}
 
 	tmp, err := os.MkdirTemp("", "pontoon-vmtest-")
@@ -344,4 +348,29 @@ func kernelCmdline(o Options) string {
 		args = append(args, "systemd.unit=pontoon-vmtest.target", "systemd.show_status=error")
 	}
 	return strings.Join(append(args, o.KernelArgs...), " ")
+}
+
+// hostLimits reads the limits the command would have on the host. The Go
+// runtime has raised our soft open-files limit to the hard one, and so do Go
+// test binaries in the guest, so the soft value read here is what they see.
+func hostLimits() map[string]string {
+	limits := map[string]string{}
+	for flag, res := range map[string]struct {
+		resource int
+		unit     uint64
+	}{"n": {unix.RLIMIT_NOFILE, 1}, "l": {unix.RLIMIT_MEMLOCK, 1024}} {
+		var rl unix.Rlimit
+		if err := unix.Getrlimit(res.resource, &rl); err != nil {
+			continue
+		}
+		limits[flag] = ulimitValue(rl.Cur, res.unit) + " " + ulimitValue(rl.Max, res.unit)
+	}
+	return limits
+}
+
+func ulimitValue(v, unit uint64) string {
+	if v == unix.RLIM_INFINITY {
+		return "unlimited"
+	}
+	return strconv.FormatUint(v/unit, 10)
 }

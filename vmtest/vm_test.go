@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // These tests boot real VMs. They skip when root, qemu, busybox-static or
@@ -119,10 +121,15 @@ func TestVMSmoke(t *testing.T) {
 	smoke, _ := buildBinaries(t)
 	for _, k := range kernels {
 		t.Run(k, func(t *testing.T) {
+			var rl unix.Rlimit
+			if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+				t.Fatal(err)
+			}
 			var out bytes.Buffer
 			res, err := Run(context.Background(), Options{
 				Kernel:  k,
 				Command: []string{smoke, "-test.v", "-test.count=1"},
+				Env:     append(guestEnv(os.Environ()), fmt.Sprintf("PONTOON_VMTEST_WANT_NOFILE=%d", rl.Max)),
 				Stdout:  &out,
 				Log:     testLog{t},
 				Timeout: 5 * time.Minute,

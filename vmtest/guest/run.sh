@@ -14,6 +14,17 @@ if [ "$MODE" = systemd ]; then
 fi
 echo "$MARKER $NONCE start$state"
 
+# The host's limits, not the kernel's defaults for PID 1: hard first, as a
+# soft limit cannot exceed it.
+for l in $LIMITS; do
+	flag=${l%%:*}
+	rest=${l#*:}
+	soft=${rest%%:*}
+	hard=${rest#*:}
+	ulimit -H "-$flag" "$hard" 2>/dev/null
+	ulimit -S "-$flag" "$soft" 2>/dev/null
+done
+
 # The command writes into a pipe, as under go test, not into a tty: tools
 # such as systemctl would otherwise start a pager or print colours.
 mkfifo "$R/out"
