@@ -226,7 +226,12 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 	t.Run("conntrack expires on schedule and stays bounded under churn", func(t *testing.T) {
 		snat := maps.NewSNAT(openPinned(t, pins, "snat"))
 		short := maps.Lifetimes{TCPOpening: time.Second, TCPEstablished: time.Minute, TCPClosing: 0, UDP: time.Second, ICMP: time.Second}
-		const churn, gcEvery = 10000, 1000
+		churn, gcEvery := 10000, 1000
+		if testing.Short() {
+			// vmtest runs -short: 10,000 connections take minutes under
+			// full emulation.
+			churn, gcEvery = 2000, 500
+		}
 		peak := 0
 		if err := w.A.Do(func() error {
 			for i := 0; i < churn; i++ {
