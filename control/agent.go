@@ -38,7 +38,11 @@ type Config struct {
 	// that carry default routes, followed as the routes change.
 	Uplinks       []string
 	ForceLegacyTC bool
-	Log           *slog.Logger
+	// StackForwarding leaves translated packets to the kernel's forward
+	// path instead of forwarding them in BPF; a FORWARD policy of DROP
+	// then cuts containers off.
+	StackForwarding bool
+	Log             *slog.Logger
 }
 
 // Agent is a running control plane.
@@ -81,9 +85,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.watch(watchCtx) }()
 	go func() { defer wg.Done(); watchdog(watchCtx, a.log) }()
+	go func() { defer wg.Done(); a.collectConntrack(watchCtx.Done()) }()
 
 	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir())
 	if err := Notify("READY=1\nSTATUS=reconciled, serving " + cfg.Socket); err != nil {

@@ -90,6 +90,9 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		return nil, fmt.Errorf("save endpoint %s: %w", e.Name, err)
 	}
 	a.st.endpoints[e.Name] = e
+	if err := a.syncTopology(); err != nil {
+		a.log.Error("sync datapath topology", "endpoint", e.Name, "err", err)
+	}
 	c := *e
 	return &c, nil
 }
@@ -164,6 +167,9 @@ func (a *Agent) detach(name string) error {
 	}
 	delete(a.st.endpoints, name)
 	if err := deleteLink(e.HostIf); err != nil {
+		return err
+	}
+	if err := a.syncTopology(); err != nil {
 		return err
 	}
 	if _, err := a.ipam.ReleaseIPs(e.Network, name); err != nil && !errors.Is(err, ipam.ErrNotFound) {

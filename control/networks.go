@@ -41,6 +41,9 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 		return nil, fmt.Errorf("%w bridge name %q: interface names are 1-15 letters, digits, '_', '.' or '-'", ErrInvalid, n.Bridge)
 	}
 	for _, other := range a.st.networks {
+		if networkID(other.Name) == networkID(n.Name) {
+			return nil, kindf(ErrConflict, "network name %s hashes to the datapath id of network %s; pick another name", n.Name, other.Name)
+		}
 		if other.Bridge == n.Bridge {
 			return nil, kindf(ErrConflict, "bridge %s already belongs to network %s", n.Bridge, other.Name)
 		}
@@ -80,6 +83,9 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 		return nil, fmt.Errorf("save network %s: %w", n.Name, err)
 	}
 	a.st.networks[n.Name] = n
+	if err := a.syncTopology(); err != nil {
+		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
+	}
 	return a.networkInfo(n), nil
 }
 
@@ -168,7 +174,14 @@ func (a *Agent) RemoveNetwork(name string, force bool) error {
 		return fmt.Errorf("delete network %s: %w", name, err)
 	}
 	delete(a.st.networks, name)
+	// An adopted bridge outlives the network: take our program off it.
+	if err := a.dp.DetachBridge(n.Bridge); err != nil {
+		a.log.Warn("detach bridge program", "bridge", n.Bridge, "err", err)
+	}
 	if err := removeBridge(n); err != nil {
+		return err
+	}
+	if err := a.syncTopology(); err != nil {
 		return err
 	}
 	return a.ipam.RemoveNetwork(name)

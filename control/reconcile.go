@@ -26,7 +26,11 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	if err := maps.NewConfig(a.dp.Maps.Config).Set(maps.ConfigValue{HostNetnsCookie: cookie}); err != nil {
+	dpConfig := maps.ConfigValue{HostNetnsCookie: cookie}
+	if !a.cfg.StackForwarding {
+		dpConfig.Flags |= maps.ConfigFIBRedirect
+	}
+	if err := maps.NewConfig(a.dp.Maps.Config).Set(dpConfig); err != nil {
 		return err
 	}
 	if err := a.dp.AttachCgroup(a.cfg.Cgroup); err != nil {
@@ -46,6 +50,9 @@ func (a *Agent) reconcile() error {
 		return err
 	}
 	if err := a.reconcileLinks(); err != nil {
+		return err
+	}
+	if err := a.syncTopology(); err != nil {
 		return err
 	}
 	added, removed, err := a.bindings.Sync(a.wantBindings())

@@ -98,4 +98,7 @@ func (a *Agent) resync(addrs, links bool) {
 			a.log.Warn("collect endpoints of dead namespaces", "err", err)
 		}
 	}
+	if err := a.syncTopology(); err != nil {
+		a.log.Warn("resync datapath topology", "err", err)
+	}
 }

@@ -33,7 +33,7 @@ func networkKey(p netip.Prefix) NetworkKey {
 	return NetworkKey{Prefixlen: uint32(networkKeyHeaderBits + p.Bits()), Family: family, Addr: raw}
 }
 
-func (n *Networks) Put(nw Network) error {
+func (nw Network) value() NetworkValue {
 	_, gw := rawAddr(nw.Gateway)
 	v := NetworkValue{Gateway: gw, ID: nw.ID}
 	if nw.Masquerade {
@@ -42,7 +42,11 @@ func (n *Networks) Put(nw Network) error {
 	if nw.NoICC {
 		v.Flags |= NetworkNoICC
 	}
-	if err := n.m.Put(networkKey(nw.Subnet), v); err != nil {
+	return v
+}
+
+func (n *Networks) Put(nw Network) error {
+	if err := n.m.Put(networkKey(nw.Subnet), nw.value()); err != nil {
 		return fmt.Errorf("put network %s: %w", nw.Subnet, err)
 	}
 	return nil
@@ -102,4 +106,72 @@ func (n *Netns) Put(cookie uint64, networkID uint32) error {
 
 func (n *Netns) Delete(cookie uint64) error {
 	return batchDelete(n.m, []uint64{cookie})
+}
+
+// syncMap makes m hold exactly want: entries missing or different are
+// written, stale ones deleted once iteration is over.
+func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	var (
+		k     K
+		v     V
+		stale []K
+		have  = map[K]V{}
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		have[k] = v
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", m, err)
+	}
+	for k, v := range want {
+		if cur, ok := have[k]; ok && cur == v {
+			continue
+		}
+		if err := m.Put(k, v); err != nil {
+			return fmt.Errorf("update %s: %w", m, err)
+		}
+	}
+	return batchDelete(m, stale)
+}
+
+// Sync makes the map hold exactly these networks.
+func (n *Networks) Sync(want []Network) error {
+	m := make(map[NetworkKey]NetworkValue, len(want))
+	for _, nw := range want {
+		m[networkKey(nw.Subnet)] = nw.value()
+	}
+	return syncMap(n.m, m)
+}
+
+// Sync makes the map hold exactly these endpoints.
+func (e *Endpoints) Sync(want map[netip.Addr]EndpointValue) error {
+	m := make(map[EndpointKey]EndpointValue, len(want))
+	for addr, v := range want {
+		family, raw := rawAddr(addr)
+		m[EndpointKey{Family: family, Addr: raw}] = v
+	}
+	return syncMap(e.m, m)
+}
+
+// Sync makes the map hold exactly these namespaces (cookie -> network).
+func (n *Netns) Sync(want map[uint64]uint32) error {
+	m := make(map[uint64]NetnsValue, len(want))
+	for cookie, id := range want {
+		m[cookie] = NetnsValue{NetworkID: id}
+	}
+	return syncMap(n.m, m)
+}
+
+// Sync makes the map hold exactly these uplinks (ifindex -> address).
+func (u *Uplinks) Sync(want map[uint32]netip.Addr) error {
+	m := make(map[uint32]UplinkValue, len(want))
+	for ifindex, addr := range want {
+		_, raw := rawAddr(addr)
+		m[ifindex] = UplinkValue{Addr: raw}
+	}
+	return syncMap(u.m, m)
 }

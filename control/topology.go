@@ -1,0 +1,159 @@
+package control
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// conntrackGCInterval is how often idle flows are collected; the shortest
+// lifetime (10 s after a FIN) is of the same order.
+const conntrackGCInterval = 10 * time.Second
+
+// networkID is the datapath's name for a network: stable across restarts
+// without being stored, and never 0.
+func networkID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32() | 1
+}
+
+// syncTopology gives the datapath what isolation, icc, hairpin and
+// masquerade are enforced with: the networks, the endpoints and their
+// namespaces, the uplinks' addresses, and the programs on every bridge and
+// endpoint veth. Like the rest of reconcile it adds what is missing and
+// prunes what is stale.
+func (a *Agent) syncTopology() error {
+	var networks []maps.Network
+	for _, n := range a.st.networks {
+		networks = append(networks, maps.Network{
+			Subnet: n.Subnet.Masked(), Gateway: n.Gateway, ID: networkID(n.Name),
+			Masquerade: n.Masquerade, NoICC: !n.ICC,
+		})
+		if _, err := a.dp.AttachBridge(n.Bridge); err != nil {
+			a.log.Error("attach bridge program", "network", n.Name, "err", err)
+		}
+	}
+	if err := maps.NewNetworks(a.dp.Maps.Networks).Sync(networks); err != nil {
+		return fmt.Errorf("sync networks: %w", err)
+	}
+
+	endpoints := map[netip.Addr]maps.EndpointValue{}
+	namespaces := map[uint64]uint32{}
+	for _, e := range a.st.endpoints {
+		l, err := netlink.LinkByName(e.HostIf)
+		if err != nil {
+			continue // being recreated or collected
+		}
+		id := networkID(e.Network)
+		endpoints[e.IP] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id}
+		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
+			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
+		}
+		cookie, err := netnsCookieAt(e.Netns)
+		if err != nil {
+			a.log.Warn("read netns cookie", "endpoint", e.Name, "err", err)
+			continue
+		}
+		namespaces[cookie] = id
+	}
+	if err := maps.NewEndpoints(a.dp.Maps.Endpoints).Sync(endpoints); err != nil {
+		return fmt.Errorf("sync endpoints: %w", err)
+	}
+	if err := maps.NewNetns(a.dp.Maps.Netns).Sync(namespaces); err != nil {
+		return fmt.Errorf("sync namespaces: %w", err)
+	}
+	if err := a.syncUplinkAddrs(); err != nil {
+		return err
+	}
+	if n, err := a.dp.PruneGone(); err != nil {
+		return fmt.Errorf("prune pins of deleted interfaces: %w", err)
+	} else if n > 0 {
+		a.log.Info("pruned pins of deleted interfaces", "count", n)
+	}
+	return nil
+}
+
+// syncUplinkAddrs records each uplink's first IPv4 address: masqueraded
+// flows leave with it.
+func (a *Agent) syncUplinkAddrs() error {
+	want := map[uint32]netip.Addr{}
+	for idx := range a.uplinks {
+		l, err := netlink.LinkByIndex(idx)
+		if err != nil {
+			continue
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("list addresses of uplink %s: %w", l.Attrs().Name, err)
+		}
+		for _, ad := range addrs {
+			if ip, ok := netip.AddrFromSlice(ad.IP.To4()); ok && ip.IsGlobalUnicast() {
+				want[uint32(idx)] = ip
+				break
+			}
+		}
+	}
+	if err := maps.NewUplinks(a.dp.Maps.Uplinks).Sync(want); err != nil {
+		return fmt.Errorf("sync uplinks: %w", err)
+	}
+	return nil
+}
+
+// netnsCookieAt reads the cookie of the namespace at path from a thread
+// that enters it; the thread stays locked and dies with its goroutine, so
+// nothing else ever runs in that namespace.
+func netnsCookieAt(path string) (uint64, error) {
+	type result struct {
+		cookie uint64
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: fmt.Errorf("open netns %s: %w", path, err)}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
+			return
+		}
+		cookie, err := loader.NetnsCookie()
+		done <- result{cookie, err}
+	}()
+	r := <-done
+	return r.cookie, r.err
+}
+
+// collectConntrack deletes idle conntrack and SNAT entries until stop.
+func (a *Agent) collectConntrack(stop <-chan struct{}) {
+	ct, snat := maps.NewCT(a.dp.Maps.CT), maps.NewSNAT(a.dp.Maps.SNAT)
+	lifetimes := maps.DefaultLifetimes()
+	tick := time.NewTicker(conntrackGCInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		now := maps.MonotonicNow()
+		if _, err := ct.GC(now, lifetimes); err != nil {
+			a.log.Warn("collect conntrack", "err", err)
+		}
+		if _, err := snat.GC(now, lifetimes); err != nil {
+			a.log.Warn("collect snat", "err", err)
+		}
+	}
+}

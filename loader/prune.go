@@ -1,0 +1,41 @@
+package loader
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+)
+
+// PruneGone removes the pins of tc attachments whose interface no longer
+// exists (a deleted veth or bridge takes its programs with it, but not the
+// pins naming them). It returns how many went.
+func (d *Datapath) PruneGone() (int, error) {
+	n := 0
+	for _, sub := range []string{linksDir, progsDir} {
+		entries, err := os.ReadDir(filepath.Join(d.pinDir, sub))
+		if err != nil {
+			return n, err
+		}
+		for _, e := range entries {
+			kind, _, ifindex, ok := parsePinName(e.Name())
+			if !ok || (kind != "tcx" && kind != "tc") {
+				continue
+			}
+			if _, err := netlink.LinkByIndex(ifindex); err == nil {
+				continue
+			}
+			pin := filepath.Join(d.pinDir, sub, e.Name())
+			if kind == "tcx" {
+				_, err = unpinLink(pin)
+			} else {
+				err = os.Remove(pin)
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
