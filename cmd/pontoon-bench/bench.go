@@ -82,7 +82,10 @@ type cell struct {
 	Unit     string `json:"unit"`
 	Higher   bool   `json:"higher_is_better"`
 	summary
-	Ratio *float64 `json:"ratio_to_direct,omitempty"`
+	// Ratio is the median of RatioRuns: performance relative to direct
+	// in each round (above 1 is better than direct).
+	Ratio     *float64  `json:"ratio_to_direct,omitempty"`
+	RatioRuns []float64 `json:"ratio_runs,omitempty"`
 }
 
 // scaleCell is one number of the rule-scaling part at n published ports.
@@ -93,7 +96,8 @@ type scaleCell struct {
 	Unit     string `json:"unit"`
 	Higher   bool   `json:"higher_is_better"`
 	summary
-	Ratio *float64 `json:"ratio_to_direct,omitempty"`
+	Ratio     *float64  `json:"ratio_to_direct,omitempty"`
+	RatioRuns []float64 `json:"ratio_runs,omitempty"`
 	// Direct is the reference the ratio is taken against, measured in
 	// runs alternating with this cell's.
 	Direct *summary `json:"direct,omitempty"`
@@ -228,9 +232,14 @@ func measureOnce(ctx context.Context, dp datapath, c clientKind, m measure, d ti
 	return r, nil
 }
 
-// runMatrix measures every client × measure × datapath. Runs of the
-// datapaths alternate, so a machine that slows down over time (another
-// job, thermal limits) shifts them all alike instead of one of them.
+// round is one run of every datapath, back to back.
+type round map[string]*loadResult
+
+// runMatrix measures every client × measure × datapath in rounds: each
+// round runs every datapath once, in an order that rotates from round to
+// round. A ratio to direct is the median of the per-round ratios, so a
+// machine whose speed drifts or jumps (other jobs, a VM's neighbours)
+// moves both sides of each ratio alike.
 func runMatrix(ctx context.Context, o options, dps []datapath, res *results) error {
 	clients := selectClients(o.clients)
 	measures := selectMeasures(o.measures)
@@ -240,9 +249,11 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 	done := 0
 	for _, c := range clients {
 		for _, m := range measures {
-			samples := map[string][]loadResult{}
-			for r := 0; r < o.runs; r++ {
-				for _, dp := range dps {
+			rounds := make([]round, o.runs)
+			for r := range rounds {
+				rounds[r] = round{}
+				for i := range dps {
+					dp := dps[(i+r)%len(dps)]
 					done++
 					lr, err := measureOnce(ctx, dp, c, m, o.duration)
 					if err != nil {
@@ -251,35 +262,27 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 						}
 						continue
 					}
-					samples[dp.name()] = append(samples[dp.name()], lr)
+					rounds[r][dp.name()] = &lr
 				}
 			}
 			fmt.Fprintf(os.Stderr, "[%3d/%d] %-18s %-26s", done, total, c.label(), m.label)
 			for _, dp := range dps {
-				s := summarize(values(samples[dp.name()], m.metrics[0]))
+				s := summarize(values(rounds, dp.name(), m.metrics[0]))
 				fmt.Fprintf(os.Stderr, " %s=%s", dp.name(), fmtAuto(s.Median, m.metrics[0].unit))
 			}
 			fmt.Fprintln(os.Stderr)
 			for _, mt := range m.metrics {
-				var ref float64
-				first := len(res.Cells)
 				for _, dp := range dps {
-					if len(samples[dp.name()]) == 0 {
+					runs := values(rounds, dp.name(), mt)
+					if len(runs) == 0 {
 						continue // every run failed: no cell
 					}
-					s := summarize(values(samples[dp.name()], mt))
-					if dp.name() == "direct" {
-						ref = s.Median
-					}
-					res.Cells = append(res.Cells, cell{
+					cl := cell{
 						Datapath: dp.name(), Client: string(c), Measure: m.id, Metric: mt.id,
-						Unit: mt.unit, Higher: mt.higher, summary: s,
-					})
-				}
-				if ref > 0 {
-					for i := first; i < len(res.Cells); i++ {
-						res.Cells[i].Ratio = ratio(res.Cells[i].Median, ref, mt.higher)
+						Unit: mt.unit, Higher: mt.higher, summary: summarize(runs),
 					}
+					cl.Ratio, cl.RatioRuns = pairedRatio(rounds, dp.name(), mt)
+					res.Cells = append(res.Cells, cl)
 				}
 			}
 		}
@@ -287,12 +290,33 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 	return nil
 }
 
-func values(rs []loadResult, mt metric) []float64 {
-	out := make([]float64, len(rs))
-	for i, r := range rs {
-		out[i] = mt.get(r)
+// values are a datapath's numbers over the rounds it completed.
+func values(rounds []round, dp string, mt metric) []float64 {
+	var out []float64
+	for _, r := range rounds {
+		if lr := r[dp]; lr != nil {
+			out = append(out, mt.get(*lr))
+		}
 	}
 	return out
+}
+
+// pairedRatio is the median over rounds of dp's performance relative to
+// direct's in the same round.
+func pairedRatio(rounds []round, dp string, mt metric) (*float64, []float64) {
+	var rs []float64
+	for _, r := range rounds {
+		if a, ref := r[dp], r["direct"]; a != nil && ref != nil {
+			if x := ratio(mt.get(*a), mt.get(*ref), mt.higher); x != nil {
+				rs = append(rs, *x)
+			}
+		}
+	}
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	med := summarize(rs).Median
+	return &med, rs
 }
 
 func selectClients(names []string) []clientKind {
@@ -389,28 +413,29 @@ func scaleOne(ctx context.Context, o options, sc scaler, ref *direct, n int, res
 	for _, c := range scaleClients {
 		// Direct runs alternate with the datapath's, so the ratio holds
 		// however busy the machine was at this point of the run.
-		var rates, refs []float64
-		for r := 0; r < max(o.scaleRuns, 3); r++ {
+		rounds := make([]round, max(o.scaleRuns, o.runs/2))
+		for r := range rounds {
+			rounds[r] = round{}
+			order := []datapath{sc}
 			if ref != nil {
-				lr, err := measureOnce(ctx, ref, c, crrMeasure, o.duration)
+				order = append(order, ref)
+			}
+			for i := range order {
+				dp := order[(i+r)%len(order)]
+				lr, err := measureOnce(ctx, dp, c, crrMeasure, o.duration)
 				if err != nil {
 					return err
 				}
-				refs = append(refs, opsRate.get(lr))
+				rounds[r][dp.name()] = &lr
 			}
-			lr, err := measureOnce(ctx, sc, c, crrMeasure, o.duration)
-			if err != nil {
-				return err
-			}
-			rates = append(rates, opsRate.get(lr))
 		}
 		cell := scaleCell{Metric: "connect_" + string(c), Unit: "ops/s", Higher: true}
-		if len(refs) > 0 {
-			d := summarize(refs)
+		if ref != nil {
+			d := summarize(values(rounds, ref.name(), opsRate))
 			cell.Direct = &d
-			cell.Ratio = ratio(summarize(rates).Median, d.Median, true)
+			cell.Ratio, cell.RatioRuns = pairedRatio(rounds, sc.name(), opsRate)
 		}
-		add(cell, rates)
+		add(cell, values(rounds, sc.name(), opsRate))
 	}
 	add(scaleCell{Metric: "install_ms", Unit: "ms"}, installs)
 	add(scaleCell{Metric: "add_one_us", Unit: "µs"}, adds)

@@ -38,9 +38,9 @@ func rootCmd() *cobra.Command {
 		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
 		Long: `Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces.
 
-Full run (about 13 minutes on 2 cores): every datapath, three clients, four measures, 5 runs of
-1.5 s each, and rule scaling at N = 1, 1k, 10k, 60k. --quick (under 2 minutes) does 3 runs of
-0.3 s and N = 1, 1k. Writes a markdown table and JSON (see --md, --json) and prints the table.
+Full run (about 12 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
+of 0.6 s runs, and rule scaling at N = 1, 1k, 10k, 60k. --quick (under 2 minutes) does 4 rounds
+of 0.25 s and N = 1, 1k. Writes a markdown table and JSON (see --md, --json) and prints the table.
 Needs root; builds its own namespaces and removes them, also when interrupted.`,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
@@ -71,8 +71,8 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.quick, "quick", false, "a smoke run of about 2 minutes (CI): fewer, shorter runs and N = 1, 1000")
-	f.IntVar(&o.runs, "runs", 5, "runs per cell; tables show their median and min-max")
-	f.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of one run")
+	f.IntVar(&o.runs, "runs", 12, "rounds (one run of every datapath each) per cell; tables show medians and min-max")
+	f.DurationVar(&o.duration, "duration", 600*time.Millisecond, "length of one run")
 	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling; empty to skip")
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
@@ -102,8 +102,8 @@ func applyPreset(cmd *cobra.Command, o *options) {
 			fn()
 		}
 	}
-	set("runs", func() { o.runs = 3 })
-	set("duration", func() { o.duration = 300 * time.Millisecond })
+	set("runs", func() { o.runs = 4 })
+	set("duration", func() { o.duration = 250 * time.Millisecond })
 	set("scale", func() { o.scaleNs = []int{1, 1000} })
 	set("scale-runs", func() { o.scaleRuns = 2 })
 }

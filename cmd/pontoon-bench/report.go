@@ -128,10 +128,11 @@ func markdown(r *results) string {
 	fmt.Fprintf(&b, "| Pontoon | %s |\n", pontoon)
 	fmt.Fprintf(&b, "| Go | %s |\n", s.Go)
 	fmt.Fprintf(&b, "| load average | %.2f before, %.2f after (other work on the machine is noise in every row alike) |\n", s.LoadBefore, s.LoadAfter)
-	fmt.Fprintf(&b, "| run | %s mode, %s; %d runs of %s per cell, datapaths alternating; processes at nice %d; took %s |\n\n",
+	fmt.Fprintf(&b, "| run | %s mode, %s; %d rounds of %s runs per cell, each round runs every datapath once; processes at nice %d; took %s |\n\n",
 		r.Config.Mode, s.Date, r.Config.Runs, r.Config.Duration, r.Config.Nice, r.Config.Elapsed)
-	fmt.Fprintf(&b, "Each cell: median (min–max) over the runs, then **performance relative to direct** "+
-		"(rates divided by direct's, latencies and costs: direct's divided by them; above 1.00x is better than direct).\n\n")
+	fmt.Fprintf(&b, "Each cell: median (min–max) over the runs, then **performance relative to direct**: "+
+		"the median over rounds of the ratio to direct's run in the same round "+
+		"(rates divided by direct's, latencies: direct's divided by them; above 1.00x is better than direct).\n\n")
 
 	var dps []string
 	for _, name := range allDatapaths {
