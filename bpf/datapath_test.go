@@ -1173,6 +1173,9 @@ func BenchmarkDNAT(b *testing.B) {
 			if err := maps.NewBindings(o.Bindings).PutBatch(cycle); err != nil {
 				b.Fatal(err)
 			}
+			// An ACK only continues a tracked flow: track both legs.
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(backend, 8080), Client: clientPort, Dialled: ap(hostIP, 80), BindingID: 1})
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(hostIP, 80), Client: clientPort, Dialled: ap(backend, 8080), BindingID: 2})
 			fillBindings(b, o, total-len(cycle))
 			benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 80), ack), "dnat")
 		})

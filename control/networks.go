@@ -9,7 +9,6 @@ import (
 	"github.com/pontoon-net/pontoon/ipam"
 )
 
-const notEnforced = "not enforced yet: icc=false and masquerade are stored, the datapath applies them in a later release"
 
 // CreateNetwork makes a network: ipam, then the bridge, then the record;
 // a failure undoes the steps already taken.
@@ -116,8 +115,8 @@ func (a *Agent) networkInfo(n *Network) *NetworkInfo {
 		}
 	}
 	sort.Strings(info.Endpoints)
-	if !n.ICC || n.Masquerade {
-		info.Notes = append(info.Notes, notEnforced)
+	if !n.ICC {
+		info.Notes = append(info.Notes, "icc=false: endpoints reach each other only through published ports")
 	}
 	return info
 }

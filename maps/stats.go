@@ -13,6 +13,7 @@ var StatNames = []string{
 	"pass_fragment",
 	"pass_no_match",
 	"pass_local_only",
+	"pass_not_new",
 	"dnat",
 	"rnat",
 	"icmp_dnat",

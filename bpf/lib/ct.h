@@ -63,9 +63,13 @@ static __always_inline void ct_touch(struct ct_value *v, __u8 flags)
 }
 
 /* Records that client -> orig_daddr:orig_dport was sent to backend, so the
- * replies can be given the address the client dialled. */
+ * replies can be given the address the client dialled. Only a flow's first
+ * packet may create the entry (may_create); for others it returns
+ * CT_NOT_TRACKED when there is none. */
+#define CT_NOT_TRACKED 1
+
 static __always_inline int ct_track_dnat4(const struct l4_tuple *t, __u8 flags, __be32 backend,
-					  __be16 backend_port, __u32 binding_id)
+					  __be16 backend_port, __u32 binding_id, int may_create)
 {
 	struct ct_key key = {};
 	struct ct_value *v;
@@ -82,6 +86,8 @@ static __always_inline int ct_track_dnat4(const struct l4_tuple *t, __u8 flags, 
 		ct_touch(v, flags);
 		return 0;
 	}
+	if (!may_create)
+		return CT_NOT_TRACKED;
 	addr_set4(fresh.nat_addr, t->daddr);
 	fresh.last_seen_ns = ct_now();
 	return bpf_map_update_elem(&ct, &key, &fresh, BPF_ANY);

@@ -48,8 +48,8 @@ names the bridge; naming an existing bridge adopts it.`,
 	f.StringVar(&req.Gateway, "gateway", "", "gateway address inside the subnet (default: its first address)")
 	f.StringVar(&req.Bridge, "bridge", "", "bridge interface name; an existing bridge is adopted")
 	f.IntVar(&req.MTU, "mtu", 0, "MTU of the bridge and the endpoints (default 1500)")
-	f.BoolVar(&icc, "icc", true, "allow traffic between endpoints of the network (false is not enforced yet)")
-	f.BoolVar(&masq, "masquerade", true, "masquerade outgoing traffic (not enforced yet)")
+	f.BoolVar(&icc, "icc", true, "allow direct traffic between endpoints of the network (false: only through published ports)")
+	f.BoolVar(&masq, "masquerade", true, "give outgoing traffic the uplink's address")
 	return cmd
 }
 

@@ -51,15 +51,15 @@ func TestNetworkOptions(t *testing.T) {
 		expectOneLineError(t, r, "not a bridge")
 	})
 
-	t.Run("icc and masquerade are stored and flagged as not enforced", func(t *testing.T) {
+	t.Run("icc and masquerade are stored and shown", func(t *testing.T) {
 		var n control.NetworkInfo
 		w.okJSON(&n, "network", "create", "iso", "--subnet", "10.81.0.0/24", "--icc=false", "--masquerade=false")
 		w.okJSON(&n, "network", "inspect", "iso")
-		if n.ICC || n.Masquerade || len(n.Notes) == 0 || !strings.Contains(n.Notes[0], "not enforced") {
+		if n.ICC || n.Masquerade || len(n.Notes) == 0 || !strings.Contains(n.Notes[0], "only through published ports") {
 			t.Fatalf("inspect: %+v", n)
 		}
-		if out := w.ok("network", "inspect", "iso"); !strings.Contains(out, "not enforced") {
-			t.Errorf("text inspect does not say enforcement is missing:\n%s", out)
+		if out := w.ok("network", "inspect", "iso"); !strings.Contains(out, "only through published ports") {
+			t.Errorf("text inspect does not explain icc=false:\n%s", out)
 		}
 	})
 
