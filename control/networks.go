@@ -9,7 +9,6 @@ import (
 	"github.com/pontoon-net/pontoon/ipam"
 )
 
-
 // CreateNetwork makes a network: ipam, then the bridge, then the record;
 // a failure undoes the steps already taken.
 func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {

@@ -119,5 +119,6 @@ func resolvePackage(ctx context.Context, spec string) (string, error) {
 		return "", fmt.Errorf("no Debian kernel package for %s: apt knows none of %s (run apt-get update?)",
 			spec, strings.Join(candidateMetas(spec), ", "))
 	}
-	return "", fmt.Errorf("no Debian kernel package for %s: only %s", spec, strings.Join(seen, ", "))
+	return "", fmt.Errorf("no Debian kernel package for %s: apt has %s; ask for one of those series or a linux-image package by name",
+		spec, strings.Join(seen, ", "))
 }
