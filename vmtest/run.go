@@ -102,7 +102,7 @@ func (e *BootError) Unwrap() error {
 	return nil
 }
 
-const consoleTailLines = 40
+const consoleTailLines = 60
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Dir == "" {
