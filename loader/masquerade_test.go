@@ -154,38 +154,38 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 		}()
 		// All open at once; each answers, and the server saw each as its
 		// own source port on the uplink address.
-		errs := make(chan error, len(conns))
-		peers := make(chan string, len(conns))
+		type answer struct {
+			peer string
+			err  error
+		}
+		answers := make(chan answer, len(conns))
 		for _, conn := range conns {
 			go func(conn net.Conn) {
 				conn.SetDeadline(time.Now().Add(5 * time.Second))
 				if _, err := fmt.Fprintln(conn, "hi"); err != nil {
-					errs <- err
+					answers <- answer{err: err}
 					return
 				}
 				reply, err := bufio.NewReader(conn).ReadString('\n')
 				if err != nil {
-					errs <- err
+					answers <- answer{err: err}
 					return
 				}
 				peer, _, err := testenv.ParseEcho(reply)
-				errs <- err
-				peers <- peer
+				answers <- answer{peer, err}
 			}(conn)
 		}
 		seen := map[string]bool{}
 		for range conns {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
+			a := <-answers
+			if a.err != nil {
+				t.Fatal(a.err)
 			}
-		}
-		close(peers)
-		for p := range peers {
-			ap, err := netip.ParseAddrPort(p)
+			ap, err := netip.ParseAddrPort(a.peer)
 			if err != nil || ap.Addr() != w.HostIP {
-				t.Fatalf("server saw %q, want %s:port", p, w.HostIP)
+				t.Fatalf("server saw %q, want %s:port", a.peer, w.HostIP)
 			}
-			seen[p] = true
+			seen[a.peer] = true
 		}
 		if len(seen) != 2*perContainer {
 			t.Fatalf("server saw %d distinct sources for %d connections: source ports collided", len(seen), 2*perContainer)
