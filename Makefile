@@ -10,7 +10,7 @@ GOTEST ?= $(GO) test -count=1
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
 	iptables nftables iperf3 procps
 
-.PHONY: all deps build generate check test test-host demo clean
+.PHONY: all deps build generate check test test-host demo bench clean
 
 all: build
 
@@ -51,6 +51,10 @@ test-host:
 ## demo: set up, build, and run the main job in a throwaway namespace world
 demo: deps build
 	./cmd/demo/demo.sh $(BIN)/pontoon
+
+## bench: Pontoon against direct, iptables DNAT and docker-proxy (BENCH_FLAGS=--quick for a short run)
+bench: deps
+	$(GO) run ./cmd/pontoon-bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)

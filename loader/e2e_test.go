@@ -117,6 +117,7 @@ func testPublishedPorts(t *testing.T, requested loader.TCMode) {
 		if loader.TCMode(mode) != want {
 			t.Fatalf("attached with %s, want %s", mode, want)
 		}
+		t.Logf("uplink attached with %s", mode)
 	}
 	load()
 
