@@ -119,6 +119,31 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 		expect(t, res, err, w.HostIP, server)
 	})
 
+	t.Run("ICMP errors about masqueraded flows reach the container", func(t *testing.T) {
+		// Nothing listens on the outside's port 9: its port unreachable
+		// quotes the datagram as sent from the uplink address, and must
+		// come back to A's socket as ECONNREFUSED.
+		err := w.A.Do(func() error {
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(w.OutsideIP, 9)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Write([]byte("anyone?")); err != nil {
+				return err
+			}
+			_, err = c.Read(make([]byte, 64))
+			if err == nil || !strings.Contains(err.Error(), "connection refused") {
+				return fmt.Errorf("read after sending to a closed port: %v, want connection refused", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("ping", func(t *testing.T) {
 		from, err := w.A.Ping(w.OutsideIP, 0x5151)
 		if err != nil {
