@@ -113,19 +113,27 @@ func newID() string {
 
 func runBench(ctx context.Context, o options) (res *results, err error) {
 	start := time.Now()
-	cl := &cleanups{}
-	defer cl.run()
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("the bench builds network namespaces and loads BPF: run it as root")
 	}
-	res = &results{Sys: collectSysInfo(ctx, o.iptables)}
-	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths, Nice: childNice}
-	if o.quick {
-		res.Config.Mode = "quick"
+	if err := cleanStale(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "pontoon-bench: clean up earlier runs: %v\n", err)
 	}
 	id := o.id
 	if id == "" {
 		id = newID()
+	}
+	unlock, err := lockRun(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	cl := &cleanups{}
+	defer cl.run()
+	res = &results{Sys: collectSysInfo(ctx, o.iptables)}
+	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths, Nice: childNice}
+	if o.quick {
+		res.Config.Mode = "quick"
 	}
 	exe, err := self()
 	if err != nil {
@@ -134,7 +142,7 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 
 	var dps []datapath
 	for _, name := range o.datapaths {
-		w, err := newWorld(ctx, cl, "pbench-"+id+"-"+name)
+		w, err := newWorld(ctx, cl, worldPrefixOf(id)+"-"+name)
 		if err != nil {
 			return nil, fmt.Errorf("build %s world: %w", name, err)
 		}
@@ -162,11 +170,11 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 			res.Config.DockerProxy = bin.Path
 			dp = &dockerProxyDP{w: w, bin: bin.Path, limit: o.proxyMaxN}
 		case "pontoon":
-			cg, err := newCgroup(cl, "pontoon-bench-"+id)
+			cg, err := newCgroup(cl, cgroupNameOf(id))
 			if err != nil {
 				return nil, err
 			}
-			dp = &pontoonDP{w: w, cg: cg, pinDir: fmt.Sprintf("%s-bench-%s", loader.DefaultPinDir, id), legacyTC: o.legacyTC}
+			dp = &pontoonDP{w: w, cg: cg, pinDir: pinDirOf(id), legacyTC: o.legacyTC}
 		default:
 			return nil, fmt.Errorf("unknown datapath %q: use %v", name, allDatapaths)
 		}

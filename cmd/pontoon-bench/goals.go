@@ -104,9 +104,8 @@ func evaluateGoals(r *results) []goalVerdict {
 		g := goalVerdict{Goal: "Pontoon vs docker-proxy, " + m.label + " via 127.0.0.1", Target: ">= 2.5x", Status: goalNotMeasured}
 		p, ok1 := r.cell("pontoon", string(viaLoopback), m.measure, opsRate.id)
 		d, ok2 := r.cell("docker-proxy", string(viaLoopback), m.measure, opsRate.id)
-		if ok1 && ok2 && d.Median > 0 {
-			x := p.Median / d.Median
-			g.Measured = fmt.Sprintf("%.2fx (%s vs %s)", x, fmtAuto(p.Median, "ops/s"), fmtAuto(d.Median, "ops/s"))
+		if x, ok := relative(p.summary, p.Ratio, d.summary, d.Ratio); ok1 && ok2 && ok {
+			g.Measured = fmt.Sprintf("%.2fx (%s vs %s ops/s)", x, fmtAuto(p.Median, "ops/s"), fmtAuto(d.Median, "ops/s"))
 			g.Status = verdict(x >= 2.5)
 		}
 		out = append(out, g)
@@ -120,7 +119,7 @@ func evaluateGoals(r *results) []goalVerdict {
 		g := goalVerdict{Goal: "connect rate at N=1 vs iptables, " + c.label(), Target: ">= 1.00x", Status: goalNotMeasured}
 		p, ok1 := r.scale("pontoon", 1, metric)
 		ipt, ok2 := r.scale("iptables", 1, metric)
-		if x, ok := relative(p, ipt); ok1 && ok2 && ok {
+		if x, ok := relative(p.summary, p.Ratio, ipt.summary, ipt.Ratio); ok1 && ok2 && ok {
 			g.Measured = fmt.Sprintf("%.2fx (%s vs %s ops/s)", x, fmtAuto(p.Median, "ops/s"), fmtAuto(ipt.Median, "ops/s"))
 			g.Status = verdict(x >= 1)
 		}
@@ -134,11 +133,11 @@ func evaluateGoals(r *results) []goalVerdict {
 			top := ns[len(ns)-1]
 			lo, ok1 := r.scale("pontoon", 1, metric)
 			hi, ok2 := r.scale("pontoon", top, metric)
-			if x, ok := relative(hi, lo); ok1 && ok2 && ok {
+			if x, ok := relative(hi.summary, hi.Ratio, lo.summary, lo.Ratio); ok1 && ok2 && ok {
 				g.Measured = fmt.Sprintf("N=%s at %.2fx of N=1", thousands(float64(top)), x)
 				ilo, ok1 := r.scale("iptables", 1, metric)
 				ihi, ok2 := r.scale("iptables", top, metric)
-				if y, ok := relative(ihi, ilo); ok1 && ok2 && ok {
+				if y, ok := relative(ihi.summary, ihi.Ratio, ilo.summary, ilo.Ratio); ok1 && ok2 && ok {
 					g.Measured += fmt.Sprintf(" (iptables: %.2fx)", y)
 				}
 				g.Status = verdict(x >= 0.95)
@@ -167,11 +166,12 @@ func evaluateGoals(r *results) []goalVerdict {
 	return out
 }
 
-// relative is a's connect rate over b's, through their ratios to direct
-// when both have one.
-func relative(a, b scaleCell) (float64, bool) {
-	if a.Ratio != nil && b.Ratio != nil && *b.Ratio > 0 {
-		return *a.Ratio / *b.Ratio, true
+// relative is a's rate over b's. Cells measured in different rounds (or
+// minutes apart) compare best through their ratios to direct, which were
+// each measured alongside; the medians are the fallback.
+func relative(a summary, aRatio *float64, b summary, bRatio *float64) (float64, bool) {
+	if aRatio != nil && bRatio != nil && *bRatio > 0 {
+		return *aRatio / *bRatio, true
 	}
 	if b.Median > 0 {
 		return a.Median / b.Median, true

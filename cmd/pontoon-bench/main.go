@@ -42,8 +42,9 @@ Full run (about 12 minutes on 2 cores): every datapath, three clients, four meas
 of 0.6 s runs, and rule scaling at N = 1, 1k, 10k, 60k. --quick (under 2 minutes) does 4 rounds
 of 0.25 s and N = 1, 1k. Writes a markdown table and JSON (see --md, --json) and prints the table.
 Needs root; builds its own namespaces and removes them, also when interrupted.`,
-		SilenceUsage: true,
-		Args:         cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			applyPreset(cmd, &o)
 			addr, err := netip.ParseAddr(fillerAddr)
@@ -88,7 +89,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.IntVar(&childNice, "nice", -10, "nice value of every process in the worlds (clients, servers, proxies, iptables); 0 leaves it alone")
 	f.BoolVar(&o.legacyTC, "legacy-tc", false, "attach Pontoon's uplink programs with clsact+cls_bpf instead of TCX")
 
-	cmd.AddCommand(serveCmd(), clientCmd(), attachCmd(), detachCmd())
+	cmd.AddCommand(cleanupCmd(), serveCmd(), clientCmd(), attachCmd(), detachCmd())
 	return cmd
 }
 
@@ -106,6 +107,19 @@ func applyPreset(cmd *cobra.Command, o *options) {
 	set("duration", func() { o.duration = 250 * time.Millisecond })
 	set("scale", func() { o.scaleNs = []int{1, 1000} })
 	set("scale-runs", func() { o.scaleRuns = 2 })
+}
+
+func cleanupCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove what killed bench runs left behind (runs in progress are left alone)",
+		Long: `Remove the namespaces, pins and cgroups of bench runs that were killed outright.
+Every run does this when it starts; runs still in progress hold a lock and are never touched.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cleanStale(cmd.Context())
+		},
+	}
 }
 
 func serveCmd() *cobra.Command {

@@ -241,6 +241,9 @@ func orDash(s string) string {
 const methodNotes = `- Every datapath gets its own namespaces: a host (uplink veth 198.18.0.1, bridge 10.89.0.1), a
   container (10.89.0.2) and an outside client (198.18.0.2). Nothing runs on the real host's
   network; Pontoon's socket hooks sit on a child cgroup that holds only the bench's host clients.
+- Rounds: each round runs every datapath once, in a rotating order; ratios to direct are the
+  median of the per-round ratios. Every process in the worlds runs at the same raised priority
+  (--nice), so other work on the machine disturbs the numbers less.
 - Clients: a host process dialling 127.0.0.1:P, a host process dialling the host's uplink
   address, and the outside namespace dialling the uplink address. Direct dials the container.
 - Load: this binary's own client and server, one flow, one request in flight. Stream: 128 KiB
@@ -251,8 +254,15 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   one iptables-restore, a lower bound (dockerd runs six iptables commands per port); adding and
   deleting one port are dockerd's six commands (-C then -A or -D, for three rules).
 - docker-proxy: Debian's binary, alone, one process per port and protocol with dockerd's flags and
-  its readiness pipe on fd 3; dockerd would also start one per port for IPv6. Scaling stops at
-  1,000 ports: tens of thousands of processes measure the process table, not the proxy.
+  its readiness pipe on fd 3; dockerd would also start one per port for IPv6. In Docker, outside
+  clients take the iptables path even with the proxy on; its outside rows show the proxy alone.
+  Scaling stops at 1,000 ports: tens of thousands of processes measure the process table, not
+  the proxy.
+- Rule scaling: N-1 filler ports published on the uplink address (1024 upwards), then the
+  measured port on all addresses. Fillers avoid the wildcard because Pontoon's tc programs
+  currently DNAT any packet to a published port, replies to host-originated connections
+  included, and 60k wildcard ports cover the host's ephemeral range (--filler-addr 0.0.0.0
+  shows it).
 - Pontoon: the committed BPF objects loaded as the agent does (uplink and bridge tc, socket hooks,
   host addresses, netns cookie). Installing N is one batch map update; add/delete one is one
   map update or delete.
