@@ -39,72 +39,6 @@ type options struct {
 
 var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon"}
 
-// results is everything one run measured; report.go renders it.
-type results struct {
-	Sys     sysInfo       `json:"system"`
-	Config  runConfig     `json:"config"`
-	Cells   []cell        `json:"results"`
-	Scaling []scaleCell   `json:"scaling,omitempty"`
-	Goals   []goalVerdict `json:"goals,omitempty"`
-	// Failures are measurements that did not complete; the rest of the
-	// run goes on without them.
-	Failures []string `json:"failures,omitempty"`
-}
-
-// failed records a failed measurement, unless the run is being stopped.
-func (r *results) failed(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	fmt.Fprintf(os.Stderr, "pontoon-bench: FAILED: %v\n", err)
-	r.Failures = append(r.Failures, err.Error())
-	return nil
-}
-
-type runConfig struct {
-	Mode        string   `json:"mode"`
-	Runs        int      `json:"runs"`
-	Duration    string   `json:"duration_per_run"`
-	ScaleNs     []int    `json:"scale_n"`
-	ScaleRuns   int      `json:"scale_runs"`
-	Datapaths   []string `json:"datapaths"`
-	DockerProxy string   `json:"docker_proxy_binary,omitempty"`
-	Nice        int      `json:"nice"`
-	Elapsed     string   `json:"elapsed"`
-}
-
-// cell is one datapath's number for one client, measure and metric.
-type cell struct {
-	Datapath string `json:"datapath"`
-	Client   string `json:"client"`
-	Measure  string `json:"measure"`
-	Metric   string `json:"metric"`
-	Unit     string `json:"unit"`
-	Higher   bool   `json:"higher_is_better"`
-	summary
-	// Ratio is the median of RatioRuns: performance relative to direct
-	// in each round (above 1 is better than direct).
-	Ratio     *float64  `json:"ratio_to_direct,omitempty"`
-	RatioRuns []float64 `json:"ratio_runs,omitempty"`
-}
-
-// scaleCell is one number of the rule-scaling part at n published ports.
-type scaleCell struct {
-	Datapath string `json:"datapath"`
-	N        int    `json:"n"`
-	Metric   string `json:"metric"`
-	Unit     string `json:"unit"`
-	Higher   bool   `json:"higher_is_better"`
-	summary
-	Ratio     *float64  `json:"ratio_to_direct,omitempty"`
-	RatioRuns []float64 `json:"ratio_runs,omitempty"`
-	// Direct is the reference the ratio is taken against, measured in
-	// runs alternating with this cell's.
-	Direct *summary `json:"direct,omitempty"`
-	What   string   `json:"what,omitempty"`
-	Extra  string   `json:"extra,omitempty"`
-}
-
 func newID() string {
 	b := make([]byte, 3)
 	rand.Read(b)
@@ -252,8 +186,12 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 	clients := selectClients(o.clients)
 	measures := selectMeasures(o.measures)
 	total := len(clients) * len(measures) * o.runs * len(dps)
-	fmt.Fprintf(os.Stderr, "pontoon-bench: %d runs of %s (about %s), then rule scaling\n",
-		total, o.duration, (time.Duration(total) * (o.duration + 60*time.Millisecond)).Round(time.Second))
+	then := ""
+	if len(o.scaleNs) > 0 {
+		then = ", then rule scaling"
+	}
+	fmt.Fprintf(os.Stderr, "pontoon-bench: %d runs of %s (about %s)%s\n",
+		total, o.duration, (time.Duration(total) * (o.duration + 60*time.Millisecond)).Round(time.Second), then)
 	done := 0
 	for _, c := range clients {
 		for _, m := range measures {

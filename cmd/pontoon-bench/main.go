@@ -33,6 +33,7 @@ func main() {
 func rootCmd() *cobra.Command {
 	o := options{}
 	var fillerAddr string
+	var noScale bool
 	cmd := &cobra.Command{
 		Use:   "pontoon-bench",
 		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
@@ -52,6 +53,14 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 				return fmt.Errorf("--filler-addr %q: give an IPv4 address", fillerAddr)
 			}
 			o.fillerAddr = addr
+			if noScale {
+				o.scaleNs = nil
+			}
+			for _, n := range o.scaleNs {
+				if n < 1 || n > len(fillerPorts(65535))+1 {
+					return fmt.Errorf("--scale %d: give port counts from 1 to %d", n, len(fillerPorts(65535))+1)
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := runBench(ctx, o)
@@ -74,7 +83,8 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.BoolVar(&o.quick, "quick", false, "a smoke run of about 2 minutes (CI): fewer, shorter runs and N = 1, 1000")
 	f.IntVar(&o.runs, "runs", 12, "rounds (one run of every datapath each) per cell; tables show medians and min-max")
 	f.DurationVar(&o.duration, "duration", 600*time.Millisecond, "length of one run")
-	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling; empty to skip")
+	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling")
+	f.BoolVar(&noScale, "no-scale", false, "skip rule scaling")
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
