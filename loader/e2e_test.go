@@ -1,17 +1,13 @@
 package loader_test
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -179,14 +175,14 @@ func testPublishedPorts(t *testing.T, requested loader.TCMode) {
 	})
 
 	t.Run("established connections survive the loader exiting and a reload", func(t *testing.T) {
-		conn, r := dialOutside(t, w, hostTCP)
-		roundTrip(t, conn, r, w.OutsideIP)
+		conn := w.Outside.Connect(t, hostTCP)
+		conn.RoundTrip(t, w.OutsideIP)
 		before := ctEntriesFor(t, ctMap, conn.LocalAddr().String())
 		if before == 0 {
 			t.Fatal("no conntrack entry for the established connection")
 		}
 		load()
-		roundTrip(t, conn, r, w.OutsideIP)
+		conn.RoundTrip(t, w.OutsideIP)
 		if after := ctEntriesFor(t, ctMap, conn.LocalAddr().String()); after != before {
 			t.Fatalf("reload changed conntrack entries of the connection: %d before, %d after", before, after)
 		}
@@ -255,38 +251,6 @@ func openPinned(t *testing.T, dir, name string) *ebpf.Map {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
-}
-
-func dialOutside(t *testing.T, w *testenv.World, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	var conn net.Conn
-	if err := w.Outside.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp4", addr, 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, bufio.NewReader(conn)
-}
-
-func roundTrip(t *testing.T, conn net.Conn, r *bufio.Reader, wantSource netip.Addr) {
-	t.Helper()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintln(conn, "still there?"); err != nil {
-		t.Fatalf("write on established connection: %v", err)
-	}
-	reply, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatalf("read on established connection: %v", err)
-	}
-	peer, msg, err := testenv.ParseEcho(reply)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(peer, wantSource.String()+":") || msg != "still there?" {
-		t.Fatalf("unexpected echo %q", reply)
-	}
 }
 
 func ctEntriesFor(t *testing.T, m *ebpf.Map, client string) int {

@@ -36,8 +36,8 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 	w.ok("port", "publish", "c1", "8080:80", "127.0.0.1:9090:80")
 	hostTCP := netip.AddrPortFrom(w.hostIP, 8080).String()
 
-	conn, r := w.dialOutside(hostTCP)
-	roundTrip(t, conn, r, w.outsideIP)
+	conn := w.outside.Connect(t, hostTCP)
+	conn.RoundTrip(t, w.outsideIP)
 	before := w.snapshot()
 
 	w.agent.stop(sig)
@@ -49,7 +49,7 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 	}
 
 	t.Run("traffic carries on without an agent", func(t *testing.T) {
-		roundTrip(t, conn, r, w.outsideIP)
+		conn.RoundTrip(t, w.outsideIP)
 		res, err := w.outside.Dial("tcp", hostTCP)
 		expectEcho(t, res, err, w.outsideIP, hostTCP)
 		res, err = w.host.DialFrom(t, w.cgroup, "tcp", "127.0.0.1:9090")
@@ -75,7 +75,7 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 	w.startAgent()
 
 	t.Run("the established connection survived", func(t *testing.T) {
-		roundTrip(t, conn, r, w.outsideIP)
+		conn.RoundTrip(t, w.outsideIP)
 	})
 	t.Run("state, maps and interfaces are what they were", func(t *testing.T) {
 		after := w.snapshot()

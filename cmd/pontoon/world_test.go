@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -327,40 +326,6 @@ func expectEcho(t *testing.T, res testenv.DialResult, err error, wantSource neti
 	}
 	if seen.Addr() != wantSource {
 		t.Errorf("dial %s: server saw %s, want %s", dialled, seen.Addr(), wantSource)
-	}
-}
-
-// dialOutside opens a TCP connection from the outside namespace that the
-// test keeps across agent restarts.
-func (w *world) dialOutside(addr string) (net.Conn, *bufio.Reader) {
-	w.t.Helper()
-	var conn net.Conn
-	if err := w.outside.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp4", addr, 3*time.Second)
-		return err
-	}); err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { conn.Close() })
-	return conn, bufio.NewReader(conn)
-}
-
-func roundTrip(t *testing.T, conn net.Conn, r *bufio.Reader, wantSource netip.Addr) {
-	t.Helper()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintln(conn, "still there?"); err != nil {
-		t.Fatalf("write on established connection: %v", err)
-	}
-	reply, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatalf("read on established connection: %v", err)
-	}
-	peer, msg, err := testenv.ParseEcho(reply)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(peer, wantSource.String()+":") || msg != "still there?" {
-		t.Fatalf("unexpected echo %q", reply)
 	}
 }
 
