@@ -65,6 +65,10 @@ func PinDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join("/sys/fs/bpf", "pontoon-test-"+UniqueID(t))
 	t.Cleanup(func() {
+		// Legacy tc filters live in the test's namespaces, which go with
+		// them; forget them here so that Cleanup, running in this
+		// process's namespace, never looks at the host's interfaces.
+		os.RemoveAll(filepath.Join(dir, "progs"))
 		if err := loader.Cleanup(dir); err != nil {
 			t.Errorf("clean up pins: %v", err)
 		}
