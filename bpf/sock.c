@@ -29,13 +29,17 @@ static __always_inline void sockrev_key4(struct sockrev_key *key, __u64 cookie, 
 /* A container may be connected straight to a backend of its own network
  * when icc allows it; anything else goes through the host, where tc's
  * hairpin path handles it (and isolation does not get in the way). */
-static __always_inline int may_reach_directly(__u64 netns_cookie, __be32 backend)
+static __always_inline int may_reach_directly(const struct config *cfg, __u64 netns_cookie,
+					      __be32 backend)
 {
 	struct netns_value *caller = bpf_map_lookup_elem(&netns, &netns_cookie);
 	struct network_value *target;
 
+	/* A namespace Pontoon does not manage may have no route to the
+	 * container, or a different machine at that address: only the host
+	 * is rewritten; other namespaces take the packet path through tc. */
 	if (!caller)
-		return 1; /* the host, or a namespace Pontoon does not manage */
+		return cfg && cfg->host_netns_cookie == netns_cookie;
 	target = network_lookup4(backend);
 	return target && target->id == caller->network_id && !(target->flags & NETWORK_F_NO_ICC);
 }
@@ -70,7 +74,7 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx)
 		return 0;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
-	if (!may_reach_directly(netns_cookie, backend))
+	if (!may_reach_directly(cfg, netns_cookie, backend))
 		return 0;
 
 	sockrev_key4(&rev, bpf_get_socket_cookie(ctx), backend, backend_port);

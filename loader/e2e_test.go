@@ -117,6 +117,13 @@ func testPublishedPorts(t *testing.T, requested loader.TCMode) {
 	}
 	load()
 
+	registerNetns(t, pins, 1, w.A, w.B)
+	if err := maps.NewNetworks(openPinned(t, pins, "networks")).Put(maps.Network{
+		Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	bindingsMap := openPinned(t, pins, "bindings")
 	ctMap := openPinned(t, pins, "ct")
 	bindings := maps.NewBindings(bindingsMap)
@@ -138,6 +145,11 @@ func testPublishedPorts(t *testing.T, requested loader.TCMode) {
 		expect(t, res, err, w.OutsideIP, hostTCP)
 		res, err = w.Outside.Dial("udp", hostUDP)
 		expect(t, res, err, w.OutsideIP, hostUDP)
+		// A namespace Pontoon does not manage is not rewritten by the
+		// socket hooks (it may have no route to the container): its
+		// packets take the uplink path.
+		res, err = w.Outside.DialFrom(t, cgroup, "tcp", hostTCP)
+		expect(t, res, err, w.OutsideIP, hostTCP)
 	})
 
 	t.Run("host reaches the container through loopback and its own address", func(t *testing.T) {
@@ -266,4 +278,23 @@ func ctEntriesFor(t *testing.T, m *ebpf.Map, client string) int {
 		}
 	}
 	return n
+}
+
+// registerNetns tells the socket hooks which network the containers of
+// each namespace belong to, as the agent does at attach.
+func registerNetns(t *testing.T, pins string, networkID uint32, members ...*testenv.Netns) {
+	t.Helper()
+	netnsMap := maps.NewNetns(openPinned(t, pins, "netns"))
+	for _, ns := range members {
+		var cookie uint64
+		if err := ns.Do(func() (err error) {
+			cookie, err = loader.NetnsCookie()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netnsMap.Put(cookie, networkID); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

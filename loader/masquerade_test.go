@@ -76,27 +76,17 @@ func newTwoNetworks(t *testing.T, forwardDrop, noICC bool) *twoNetworks {
 		{Subnet: n.Subnet2, Gateway: n.Gateway2, ID: 2, Masquerade: true},
 	})
 	endpoints := maps.NewEndpoints(openPinned(t, n.pins, "endpoints"))
-	netnsMap := maps.NewNetns(openPinned(t, n.pins, "netns"))
 	for _, e := range []struct {
-		ns        *testenv.Netns
 		addr      netip.Addr
 		veth      string
 		networkID uint32
-	}{{w.A, w.AIP, w.AVeth, 1}, {w.B, w.BIP, w.BVeth, 1}, {n.C, n.CIP, cVeth, 2}} {
+	}{{w.AIP, w.AVeth, 1}, {w.BIP, w.BVeth, 1}, {n.CIP, cVeth, 2}} {
 		if err := endpoints.Put(e.addr, uint32(ifindexIn(t, w.Host, e.veth)), e.networkID); err != nil {
 			t.Fatal(err)
 		}
-		var cookie uint64
-		if err := e.ns.Do(func() (err error) {
-			cookie, err = loader.NetnsCookie()
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if err := netnsMap.Put(cookie, e.networkID); err != nil {
-			t.Fatal(err)
-		}
 	}
+	registerNetns(t, n.pins, 1, w.A, w.B)
+	registerNetns(t, n.pins, 2, n.C)
 	return n
 }
 
