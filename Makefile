@@ -8,7 +8,7 @@ GOTEST ?= $(GO) test -count=1
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
-	iptables nftables iperf3 procps
+	iptables nftables iperf3 procps curl python3
 
 .PHONY: all deps build generate check test test-host demo bench clean
 
