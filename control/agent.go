@@ -59,6 +59,9 @@ type Agent struct {
 	dp       *loader.Datapath
 	bindings *maps.Bindings
 	uplinks  map[int]Uplink
+	// netnsCookies caches each endpoint namespace's cookie by inode:
+	// reading one means a thread entering the namespace.
+	netnsCookies map[uint64]uint64
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -126,7 +129,7 @@ func open(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}, netnsCookies: map[uint64]uint64{}}
 	store, err := ipam.OpenBolt(StatePath(cfg.StateDir))
 	if err != nil {
 		return nil, err

@@ -48,6 +48,7 @@ func (a *Agent) syncTopology() error {
 
 	endpoints := map[netip.Addr]maps.EndpointValue{}
 	namespaces := map[uint64]uint32{}
+	cookies := map[uint64]uint64{}
 	for _, e := range a.st.endpoints {
 		l, err := netlink.LinkByName(e.HostIf)
 		if err != nil {
@@ -58,13 +59,17 @@ func (a *Agent) syncTopology() error {
 		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
 			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
 		}
-		cookie, err := netnsCookieAt(e.Netns)
-		if err != nil {
-			a.log.Warn("read netns cookie", "endpoint", e.Name, "err", err)
-			continue
+		cookie, ok := a.netnsCookies[e.NetnsInode]
+		if !ok {
+			if cookie, err = netnsCookieAt(e.Netns); err != nil {
+				a.log.Warn("read netns cookie", "endpoint", e.Name, "err", err)
+				continue
+			}
 		}
+		cookies[e.NetnsInode] = cookie
 		namespaces[cookie] = id
 	}
+	a.netnsCookies = cookies
 	if err := maps.NewEndpoints(a.dp.Maps.Endpoints).Sync(endpoints); err != nil {
 		return fmt.Errorf("sync endpoints: %w", err)
 	}
