@@ -10,6 +10,9 @@ import (
 // resyncEvery catches anything an event missed (a full netlink buffer).
 const resyncEvery = 10 * time.Second
 
+// settleDelay is how long a burst of netlink events may take to arrive.
+const settleDelay = 50 * time.Millisecond
+
 // watch follows netlink: address changes resync hostaddrs; links and
 // routes appearing attach new uplinks; an endpoint's veth vanishing (its
 // namespace died) detaches the endpoint.
@@ -33,8 +36,13 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()
+	// A burst of events (a veth pair, its addresses, its routes) settles
+	// into one resync.
+	var (
+		addrsChanged, linksChanged bool
+		settle                     <-chan time.Time
+	)
 	for {
-		var addrsChanged, linksChanged bool
 		select {
 		case <-ctx.Done():
 			return
@@ -55,30 +63,14 @@ func (a *Agent) watch(ctx context.Context) {
 			}
 		case <-tick.C:
 			addrsChanged, linksChanged = true, true
+		case <-settle:
+			a.resync(addrsChanged, linksChanged)
+			addrsChanged, linksChanged, settle = false, false, nil
+			continue
 		}
-		// Coalesce a burst into one resync.
-		for drained := false; !drained; {
-			select {
-			case _, ok := <-links:
-				linksChanged = true
-				if !ok {
-					links = nil
-				}
-			case _, ok := <-addrs:
-				addrsChanged = true
-				if !ok {
-					addrs = nil
-				}
-			case _, ok := <-routes:
-				linksChanged = true
-				if !ok {
-					routes = nil
-				}
-			default:
-				drained = true
-			}
+		if settle == nil {
+			settle = time.After(settleDelay)
 		}
-		a.resync(addrsChanged, linksChanged)
 	}
 }
 

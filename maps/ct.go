@@ -57,22 +57,28 @@ func (c *CT) All() ([]CTEntry, error) {
 // DeleteBinding forgets the connections of one binding, so an unpublished
 // port stops translating replies too. It returns how many went.
 func (c *CT) DeleteBinding(id uint32) (int, error) {
+	return deleteWhere(c.m, func(_ CTKey, v CTValue) bool { return v.BindingID == id })
+}
+
+// deleteWhere deletes the entries matching stale: keys are collected
+// first and deleted after the walk, never while iterating.
+func deleteWhere[K, V any](m *ebpf.Map, stale func(K, V) bool) (int, error) {
 	var (
-		stale []CTKey
-		k     CTKey
-		v     CTValue
+		keys []K
+		k    K
+		v    V
 	)
-	it := c.m.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if v.BindingID == id {
-			stale = append(stale, k)
+		if stale(k, v) {
+			keys = append(keys, k)
 		}
 	}
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return 0, fmt.Errorf("iterate conntrack: %w", err)
+		return 0, fmt.Errorf("iterate %s: %w", m, err)
 	}
-	if err := batchDelete(c.m, stale); err != nil {
+	if err := batchDelete(m, keys); err != nil {
 		return 0, err
 	}
-	return len(stale), nil
+	return len(keys), nil
 }

@@ -63,24 +63,9 @@ func expired(now time.Duration, lastSeenNs uint64, lifetime time.Duration) bool 
 // GC deletes conntrack entries idle for longer than their lifetime and
 // returns how many went.
 func (c *CT) GC(now time.Duration, l Lifetimes) (int, error) {
-	var (
-		stale []CTKey
-		k     CTKey
-		v     CTValue
-	)
-	it := c.m.Iterate()
-	for it.Next(&k, &v) {
-		if expired(now, v.LastSeenNs, l.of(k.Proto, v.TCPFlags)) {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate conntrack: %w", err)
-	}
-	if err := batchDelete(c.m, stale); err != nil {
-		return 0, err
-	}
-	return len(stale), nil
+	return deleteWhere(c.m, func(k CTKey, v CTValue) bool {
+		return expired(now, v.LastSeenNs, l.of(k.Proto, v.TCPFlags))
+	})
 }
 
 // SNAT wraps the snat map: both directions of every masqueraded flow.
