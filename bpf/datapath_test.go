@@ -672,7 +672,7 @@ func TestUplinkDatapath(t *testing.T) {
 			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: ap(backend, port+10000), Client: clientPort, Dialled: ap(hostIP, port), BindingID: 5, TCPFlags: maps.CTTCPSyn}},
 		}
 	}
-	webCT := maps.CTEntry{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: tcpWeb.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck}
+	webCT := maps.CTEntry{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: tcpWeb.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished}
 	appCT := maps.CTEntry{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: udpApp.Host, BindingID: udpApp.ID}
 	localOnlyRaw := maps.BindingValue{BackendAddr: raw16(backend), BackendPort: netOrder(8080), Flags: 1, ID: 7}
 
@@ -688,12 +688,12 @@ func TestUplinkDatapath(t *testing.T) {
 		},
 		{
 			name: "dnat tcp on existing flow updates ct flags",
-			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck}}},
+			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host, ct: []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished}}},
 			in:   tcpFrame(t, clientPort, tcpWeb.Host, fin|ack),
 			ret:  actUnspec,
 			out:  tcpFrame(t, clientPort, tcpWeb.Backend, fin|ack),
 			stat: "dnat",
-			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPAck | maps.CTTCPFin}},
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished | maps.CTTCPFin}},
 		},
 		{
 			name: "dnat udp",
@@ -816,14 +816,16 @@ func TestUplinkDatapath(t *testing.T) {
 			stat: "pass_local_only",
 		},
 		{
-			name: "first fragment (mf set)",
+			name: "first fragment (mf set) is translated",
 			seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host},
 			in:   tcpFrame(t, clientPort, tcpWeb.Host, syn, moreFragments),
 			ret:  actUnspec,
-			stat: "pass_fragment",
+			out:  tcpFrame(t, clientPort, tcpWeb.Backend, syn, moreFragments),
+			stat: "dnat",
+			ct:   []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1, TCPFlags: maps.CTTCPSyn}},
 		},
 		{
-			name: "later fragment (offset set)",
+			name: "later fragment without its first (offset set)",
 			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
 			in:   udpFrame(t, clientPort, udpApp.Host, fragOffset),
 			ret:  actUnspec,
@@ -904,7 +906,8 @@ func TestUplinkDatapath(t *testing.T) {
 			ret:    actUnspec,
 			out:    tcpFrame(t, tcpWeb.Host, clientPort, syn|ack),
 			stat:   "rnat",
-			ct:     []maps.CTEntry{webCT},
+			// The SYN-ACK alone does not establish the flow: the client's ACK does.
+			ct: []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: tcpWeb.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck}},
 		},
 		{
 			name:   "reverse nat udp after wildcard dnat",
@@ -952,12 +955,14 @@ func TestUplinkDatapath(t *testing.T) {
 			ct:     []maps.CTEntry{webCT},
 		},
 		{
-			name:   "egress fragment",
+			name:   "egress first fragment is translated",
 			seed:   seed{ct: []maps.CTEntry{appCT}},
 			egress: true,
 			in:     udpFrame(t, udpApp.Backend, clientPort, moreFragments),
 			ret:    actUnspec,
-			stat:   "pass_fragment",
+			out:    udpFrame(t, udpApp.Host, clientPort, moreFragments),
+			stat:   "rnat",
+			ct:     []maps.CTEntry{appCT},
 		},
 		{
 			name:   "egress truncated tcp header",
@@ -1100,7 +1105,7 @@ func TestDNATThenReverse(t *testing.T) {
 		}
 	}
 	want := []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1,
-		TCPFlags: maps.CTTCPSyn | maps.CTTCPAck | maps.CTTCPFin}}
+		TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished | maps.CTTCPFin}}
 	if got := ctDump(t, o.Ct); !slices.Equal(got, want) {
 		t.Errorf("ct map:\n got  %+v\n want %+v", got, want)
 	}

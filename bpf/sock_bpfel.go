@@ -62,6 +62,13 @@ type SockCtValue struct {
 	TcpFlags   uint8
 	BindingId  uint32
 	LastSeenNs uint64
+	Tcp        [2]struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type SockEndpointKey struct {
@@ -75,6 +82,22 @@ type SockEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+}
+
+type SockFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type SockFragValue struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type SockHostaddrKey struct {
@@ -117,6 +140,13 @@ type SockSnatValue struct {
 	TcpFlags   uint8
 	Pad        uint32
 	LastSeenNs uint64
+	Tcp        struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type SockSockrevKey struct {
@@ -150,6 +180,7 @@ const (
 	SockMapConfig            = "config"
 	SockMapCt                = "ct"
 	SockMapEndpoints         = "endpoints"
+	SockMapFrags             = "frags"
 	SockMapHostaddrs         = "hostaddrs"
 	SockMapNetns             = "netns"
 	SockMapNetworks          = "networks"
@@ -219,6 +250,7 @@ type SockMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
@@ -258,6 +290,7 @@ type SockMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
@@ -273,6 +306,7 @@ func (m *SockMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Endpoints,
+		m.Frags,
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,

@@ -32,7 +32,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * comes here), to the host, and to the outside; not to another network's
  * containers. The host's addresses in another network (its gateway) are
  * the host's, and stay reachable. */
-static __always_inline int crosses_networks4(const struct l4_tuple *t)
+static __noinline int crosses_networks4(const struct l4_tuple *t)
 {
 	struct network_value *src = network_lookup4(t->saddr);
 	struct network_value *dst;
@@ -43,34 +43,59 @@ static __always_inline int crosses_networks4(const struct l4_tuple *t)
 	return dst && dst->id != src->id && !hostaddr_has4(t->daddr);
 }
 
-/* Masquerade before routing needs to know the uplink the packet will take. */
-static __always_inline __u32 masquerade_routed4(struct __sk_buff *skb, const struct packet *pkt)
+/* Its own call frame: the stack space of the ICMP translations is not
+ * added to masquerade's. */
+static __noinline __u32 leave_icmp4(struct __sk_buff *skb, struct packet *pkt, __u32 egress_ifindex)
 {
-	struct bpf_fib_lookup fib = {
-		.family = AF_INET,
-		.l4_protocol = pkt->t.proto,
-		.ipv4_src = pkt->t.saddr,
-		.ipv4_dst = pkt->t.daddr,
-		.ifindex = skb->ifindex,
-	};
-	int ret = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT);
+	__u32 stat = icmp_rnat4(skb, pkt);
 
-	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
+	if (stat == STAT_PASS_NO_MATCH)
+		stat = icmp_snat4(skb, pkt, egress_ifindex);
+	return stat;
+}
+
+/* A container's packet leaving for the outside: a reply of a published
+ * port's flow, or a flow of its own to masquerade. The route is looked up
+ * first, with the packet as the container sent it (as the stack routes
+ * before POSTROUTING's NAT): when BPF cannot forward it (too big for the
+ * uplink, no route), it goes to the stack untranslated, which answers with
+ * "fragmentation needed" or fragments it, and the uplink's egress program
+ * translates what leaves. Translated first, it would carry the host's own
+ * address into the stack and die there as a martian. */
+static __noinline __u32 leave4(struct __sk_buff *skb, struct packet *pkt, int parsed,
+				    int *action)
+{
+	struct bpf_fib_lookup fib = {};
+	int route = fib_route4(skb, pkt->l3_off, pkt->t.saddr, pkt->t.daddr, &fib);
+	__u32 stat;
+
+	if (route == FIB_STACK)
 		return STAT_PASS_NO_MATCH;
-	return masquerade4(skb, pkt, fib.ifindex);
+	if (route == FIB_TOO_BIG)
+		return STAT_FIB_TOO_BIG;
+	if (parsed == PARSE_ICMP_ERROR) {
+		stat = leave_icmp4(skb, pkt, fib.ifindex);
+	} else {
+		stat = rnat4(skb, pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = masquerade4(skb, pkt, fib.ifindex);
+	}
+	if (stat_translated(stat))
+		*action = fib_forward4(skb, pkt->l3_off, route, &fib);
+	return stat;
 }
 
 /* A container dialled a published port of this host: DNAT, then SNAT to
  * the backend network's gateway. Each step works on the packet as the
  * previous one left it, so it is parsed again in between. */
-static __always_inline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
+static __noinline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 {
 	struct network_value *backend_net;
 	__u32 stat = dnat4(skb, pkt);
 
 	if (stat != STAT_DNAT)
 		return stat;
-	if (parse_packet(skb, pkt) != PARSE_OK)
+	if (parse_packet(skb, pkt, ETH_HLEN) != PARSE_OK)
 		return STAT_DROP_REWRITE;
 	backend_net = network_lookup4(pkt->t.daddr);
 	if (!backend_net)
@@ -80,13 +105,13 @@ static __always_inline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 }
 
 /* The backend's reply to a hairpinned flow: undo the SNAT, then the DNAT. */
-static __always_inline __u32 hairpin_reply4(struct __sk_buff *skb, struct packet *pkt)
+static __noinline __u32 hairpin_reply4(struct __sk_buff *skb, struct packet *pkt)
 {
 	__u32 stat = snat_reverse4(skb, pkt);
 
 	if (stat != STAT_SNAT_REVERSE)
 		return stat;
-	if (parse_packet(skb, pkt) != PARSE_OK)
+	if (parse_packet(skb, pkt, ETH_HLEN) != PARSE_OK)
 		return STAT_DROP_REWRITE;
 	stat = rnat4(skb, pkt);
 	return stat == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
@@ -96,27 +121,31 @@ SEC("tc")
 int bridge_ingress(struct __sk_buff *skb)
 {
 	struct packet pkt = {};
-	int parsed = parse_packet(skb, &pkt);
-	int redirect = fib_redirect_enabled();
-	__u32 stat;
+	int parsed = parse_packet(skb, &pkt, ETH_HLEN);
+	int action = TC_ACT_UNSPEC, too_big;
+	__u32 stat = parse_verdict(parsed);
 
-	if (parsed == PARSE_OK || parsed == PARSE_ICMP_ERROR) {
-		if (crosses_networks4(&pkt.t)) {
-			stat = STAT_DROP_ISOLATION;
-		} else if (parsed == PARSE_ICMP_ERROR) {
-			stat = redirect ? icmp_rnat4(skb, &pkt) : STAT_PASS_NO_MATCH;
-		} else {
-			stat = hairpin_reply4(skb, &pkt);
-			if (stat == STAT_PASS_NO_MATCH)
-				stat = hairpin4(skb, &pkt);
-			if (stat == STAT_HAIRPIN || stat == STAT_HAIRPIN_REPLY)
-				redirect = 1;
-			else if (stat == STAT_PASS_NO_MATCH && redirect &&
-				 (stat = rnat4(skb, &pkt)) == STAT_PASS_NO_MATCH)
-				stat = masquerade_routed4(skb, &pkt);
+	if (parsed == PARSE_NOT_IP || parsed == PARSE_MALFORMED)
+		return finish(skb, stat, action);
+	/* Isolation holds for every packet with addresses: any protocol,
+	 * fragments included. */
+	if (crosses_networks4(&pkt.t))
+		return finish(skb, STAT_DROP_ISOLATION, action);
+
+	if (parsed == PARSE_OK) {
+		stat = hairpin_reply4(skb, &pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = hairpin4(skb, &pkt);
+		if (stat == STAT_HAIRPIN || stat == STAT_HAIRPIN_REPLY) {
+			/* Its source is now the host's: the stack would drop it. */
+			action = forward_translated(skb, &pkt, &too_big);
+			if (action != TC_ACT_REDIRECT)
+				stat = too_big ? STAT_DROP_FRAG_NEEDED : STAT_DROP_REWRITE;
+			return finish(skb, stat, action);
 		}
-	} else {
-		stat = parse_verdict(parsed);
 	}
-	return finish(skb, &pkt, stat, redirect);
+	if ((parsed == PARSE_OK || parsed == PARSE_ICMP_ERROR) && stat == STAT_PASS_NO_MATCH &&
+	    fib_redirect_enabled())
+		stat = leave4(skb, &pkt, parsed, &action);
+	return finish(skb, stat, action);
 }

@@ -62,6 +62,13 @@ type TcBridgeCtValue struct {
 	TcpFlags   uint8
 	BindingId  uint32
 	LastSeenNs uint64
+	Tcp        [2]struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcBridgeEndpointKey struct {
@@ -75,6 +82,22 @@ type TcBridgeEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+}
+
+type TcBridgeFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type TcBridgeFragValue struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type TcBridgeHostaddrKey struct {
@@ -117,6 +140,13 @@ type TcBridgeSnatValue struct {
 	TcpFlags   uint8
 	Pad        uint32
 	LastSeenNs uint64
+	Tcp        struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcBridgeSockrevKey struct {
@@ -150,6 +180,7 @@ const (
 	TcBridgeMapConfig         = "config"
 	TcBridgeMapCt             = "ct"
 	TcBridgeMapEndpoints      = "endpoints"
+	TcBridgeMapFrags          = "frags"
 	TcBridgeMapHostaddrs      = "hostaddrs"
 	TcBridgeMapNetns          = "netns"
 	TcBridgeMapNetworks       = "networks"
@@ -213,6 +244,7 @@ type TcBridgeMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
@@ -252,6 +284,7 @@ type TcBridgeMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
@@ -267,6 +300,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Endpoints,
+		m.Frags,
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,

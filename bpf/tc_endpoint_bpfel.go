@@ -62,6 +62,13 @@ type TcEndpointCtValue struct {
 	TcpFlags   uint8
 	BindingId  uint32
 	LastSeenNs uint64
+	Tcp        [2]struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcEndpointEndpointKey struct {
@@ -75,6 +82,22 @@ type TcEndpointEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+}
+
+type TcEndpointFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type TcEndpointFragValue struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type TcEndpointHostaddrKey struct {
@@ -117,6 +140,13 @@ type TcEndpointSnatValue struct {
 	TcpFlags   uint8
 	Pad        uint32
 	LastSeenNs uint64
+	Tcp        struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcEndpointSockrevKey struct {
@@ -150,6 +180,7 @@ const (
 	TcEndpointMapConfig           = "config"
 	TcEndpointMapCt               = "ct"
 	TcEndpointMapEndpoints        = "endpoints"
+	TcEndpointMapFrags            = "frags"
 	TcEndpointMapHostaddrs        = "hostaddrs"
 	TcEndpointMapNetns            = "netns"
 	TcEndpointMapNetworks         = "networks"
@@ -213,6 +244,7 @@ type TcEndpointMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
@@ -252,6 +284,7 @@ type TcEndpointMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
@@ -267,6 +300,7 @@ func (m *TcEndpointMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Endpoints,
+		m.Frags,
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,

@@ -6,8 +6,11 @@
  * egress gives a container's replies the address the client dialled and
  * masquerades containers' own flows. Rewriting on egress, after routing,
  * keeps the kernel from dropping them as martians (their new source is
- * ours). With FIB redirect on, tc_bridge.c does the egress work earlier. */
+ * ours). With FIB redirect on, tc_bridge.c does the egress work earlier.
+ * Each program comes twice: for Ethernet devices, and for devices whose
+ * packets start at the IP header (ipip, WireGuard, tun). */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "lib/types.h"
@@ -23,11 +26,11 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-SEC("tc")
-int uplink_ingress(struct __sk_buff *skb)
+static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off)
 {
 	struct packet pkt = {};
-	int parsed = parse_packet(skb, &pkt);
+	int parsed = parse_packet(skb, &pkt, l3_off);
+	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat;
 
 	if (parsed == PARSE_OK) {
@@ -43,14 +46,18 @@ int uplink_ingress(struct __sk_buff *skb)
 	} else {
 		stat = parse_verdict(parsed);
 	}
-	return finish(skb, &pkt, stat, fib_redirect_enabled());
+	if (stat_translated(stat) && fib_redirect_enabled()) {
+		action = forward_translated(skb, &pkt, &too_big);
+		if (too_big)
+			stat_bump(STAT_FIB_TOO_BIG, skb->len);
+	}
+	return finish(skb, stat, action);
 }
 
-SEC("tc")
-int uplink_egress(struct __sk_buff *skb)
+static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
 {
 	struct packet pkt = {};
-	int parsed = parse_packet(skb, &pkt);
+	int parsed = parse_packet(skb, &pkt, l3_off);
 	__u32 stat;
 
 	if (parsed == PARSE_OK) {
@@ -59,8 +66,35 @@ int uplink_egress(struct __sk_buff *skb)
 			stat = masquerade4(skb, &pkt, skb->ifindex);
 	} else if (parsed == PARSE_ICMP_ERROR) {
 		stat = icmp_rnat4(skb, &pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = icmp_snat4(skb, &pkt, skb->ifindex);
 	} else {
 		stat = parse_verdict(parsed);
 	}
-	return finish(skb, &pkt, stat, 0);
+	stat = guard_private_source4(parsed, &pkt, stat);
+	return finish(skb, stat, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int uplink_ingress(struct __sk_buff *skb)
+{
+	return uplink_ingress_at(skb, ETH_HLEN);
+}
+
+SEC("tc")
+int uplink_egress(struct __sk_buff *skb)
+{
+	return uplink_egress_at(skb, ETH_HLEN);
+}
+
+SEC("tc")
+int uplink_ingress_l3(struct __sk_buff *skb)
+{
+	return uplink_ingress_at(skb, 0);
+}
+
+SEC("tc")
+int uplink_egress_l3(struct __sk_buff *skb)
+{
+	return uplink_egress_at(skb, 0);
 }

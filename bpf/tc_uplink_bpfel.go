@@ -62,6 +62,13 @@ type TcUplinkCtValue struct {
 	TcpFlags   uint8
 	BindingId  uint32
 	LastSeenNs uint64
+	Tcp        [2]struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcUplinkEndpointKey struct {
@@ -75,6 +82,22 @@ type TcUplinkEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+}
+
+type TcUplinkFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type TcUplinkFragValue struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type TcUplinkHostaddrKey struct {
@@ -117,6 +140,13 @@ type TcUplinkSnatValue struct {
 	TcpFlags   uint8
 	Pad        uint32
 	LastSeenNs uint64
+	Tcp        struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Window uint16
+		Wscale uint8
+		Seen   uint8
+	}
 }
 
 type TcUplinkSockrevKey struct {
@@ -146,19 +176,22 @@ type TcUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcUplinkMapBindings       = "bindings"
-	TcUplinkMapConfig         = "config"
-	TcUplinkMapCt             = "ct"
-	TcUplinkMapEndpoints      = "endpoints"
-	TcUplinkMapHostaddrs      = "hostaddrs"
-	TcUplinkMapNetns          = "netns"
-	TcUplinkMapNetworks       = "networks"
-	TcUplinkMapSnat           = "snat"
-	TcUplinkMapSockrev        = "sockrev"
-	TcUplinkMapStats          = "stats"
-	TcUplinkMapUplinks        = "uplinks"
-	TcUplinkProgUplinkEgress  = "uplink_egress"
-	TcUplinkProgUplinkIngress = "uplink_ingress"
+	TcUplinkMapBindings         = "bindings"
+	TcUplinkMapConfig           = "config"
+	TcUplinkMapCt               = "ct"
+	TcUplinkMapEndpoints        = "endpoints"
+	TcUplinkMapFrags            = "frags"
+	TcUplinkMapHostaddrs        = "hostaddrs"
+	TcUplinkMapNetns            = "netns"
+	TcUplinkMapNetworks         = "networks"
+	TcUplinkMapSnat             = "snat"
+	TcUplinkMapSockrev          = "sockrev"
+	TcUplinkMapStats            = "stats"
+	TcUplinkMapUplinks          = "uplinks"
+	TcUplinkProgUplinkEgress    = "uplink_egress"
+	TcUplinkProgUplinkEgressL3  = "uplink_egress_l3"
+	TcUplinkProgUplinkIngress   = "uplink_ingress"
+	TcUplinkProgUplinkIngressL3 = "uplink_ingress_l3"
 )
 
 // LoadTcUplink returns the embedded CollectionSpec for TcUplink.
@@ -203,8 +236,10 @@ type TcUplinkSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkProgramSpecs struct {
-	UplinkEgress  *ebpf.ProgramSpec `ebpf:"uplink_egress"`
-	UplinkIngress *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
+	UplinkEgress    *ebpf.ProgramSpec `ebpf:"uplink_egress"`
+	UplinkEgressL3  *ebpf.ProgramSpec `ebpf:"uplink_egress_l3"`
+	UplinkIngress   *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
+	UplinkIngressL3 *ebpf.ProgramSpec `ebpf:"uplink_ingress_l3"`
 }
 
 // TcUplinkMapSpecs contains maps before they are loaded into the kernel.
@@ -215,6 +250,7 @@ type TcUplinkMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
@@ -254,6 +290,7 @@ type TcUplinkMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
@@ -269,6 +306,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Config,
 		m.Ct,
 		m.Endpoints,
+		m.Frags,
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
@@ -289,14 +327,18 @@ type TcUplinkVariables struct {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkPrograms struct {
-	UplinkEgress  *ebpf.Program `ebpf:"uplink_egress"`
-	UplinkIngress *ebpf.Program `ebpf:"uplink_ingress"`
+	UplinkEgress    *ebpf.Program `ebpf:"uplink_egress"`
+	UplinkEgressL3  *ebpf.Program `ebpf:"uplink_egress_l3"`
+	UplinkIngress   *ebpf.Program `ebpf:"uplink_ingress"`
+	UplinkIngressL3 *ebpf.Program `ebpf:"uplink_ingress_l3"`
 }
 
 func (p *TcUplinkPrograms) Close() error {
 	return _TcUplinkClose(
 		p.UplinkEgress,
+		p.UplinkEgressL3,
 		p.UplinkIngress,
+		p.UplinkIngressL3,
 	)
 }
 

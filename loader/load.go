@@ -37,6 +37,7 @@ type Maps struct {
 	SNAT      *ebpf.Map
 	Endpoints *ebpf.Map
 	Netns     *ebpf.Map
+	Frags     *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -52,6 +53,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"snat":      &m.SNAT,
 		"endpoints": &m.Endpoints,
 		"netns":     &m.Netns,
+		"frags":     &m.Frags,
 	}
 }
 

@@ -40,19 +40,32 @@ type tcHook struct {
 	name   string
 	attach ebpf.AttachType
 	parent uint32
-	prog   func(d *Datapath) *ebpf.Program
+	// prog picks the program; l3 says the device's packets start at the
+	// IP header (ipip, WireGuard, tun), which the uplink programs are
+	// built separately for.
+	prog func(d *Datapath, l3 bool) *ebpf.Program
 }
 
 var (
 	uplinkHooks = []tcHook{
-		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.tc.UplinkIngress }},
-		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath) *ebpf.Program { return d.tc.UplinkEgress }},
+		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, l3 bool) *ebpf.Program {
+			if l3 {
+				return d.tc.UplinkIngressL3
+			}
+			return d.tc.UplinkIngress
+		}},
+		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath, l3 bool) *ebpf.Program {
+			if l3 {
+				return d.tc.UplinkEgressL3
+			}
+			return d.tc.UplinkEgress
+		}},
 	}
 	bridgeHooks = []tcHook{
-		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.bridge.BridgeIngress }},
+		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ bool) *ebpf.Program { return d.bridge.BridgeIngress }},
 	}
 	endpointHooks = []tcHook{
-		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.endpoint.EndpointIngress }},
+		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ bool) *ebpf.Program { return d.endpoint.EndpointIngress }},
 	}
 	allTCHooks = append(append(append([]tcHook{}, uplinkHooks...), bridgeHooks...), endpointHooks...)
 )
@@ -91,6 +104,7 @@ func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 		return "", fmt.Errorf("find interface %s: %w", ifname, err)
 	}
 	ifindex := l.Attrs().Index
+	l3 := !hasEthernetHeader(l)
 
 	mode := LegacyTC
 	if !d.forceTC {
@@ -98,13 +112,13 @@ func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 	}
 	for _, dir := range hooks {
 		if mode == TCX {
-			err = d.attachTCX(dir, ifindex)
+			err = d.attachTCX(dir, ifindex, dir.prog(d, l3))
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				mode = LegacyTC
 			}
 		}
 		if mode == LegacyTC {
-			err = d.attachLegacy(dir, l)
+			err = d.attachLegacy(dir, l, dir.prog(d, l3))
 		}
 		if err != nil {
 			return "", fmt.Errorf("attach %s to %s: %w", dir.name, ifname, err)
@@ -113,9 +127,14 @@ func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 	return mode, nil
 }
 
-func (d *Datapath) attachTCX(dir tcHook, ifindex int) error {
+// hasEthernetHeader tells devices whose packets carry an Ethernet header
+// at tc from those whose packets start at the IP header.
+func hasEthernetHeader(l netlink.Link) bool {
+	return l.Attrs().EncapType == "ether" || l.Attrs().EncapType == "loopback"
+}
+
+func (d *Datapath) attachTCX(dir tcHook, ifindex int, prog *ebpf.Program) error {
 	pin := d.tcxLinkPin(dir, ifindex)
-	prog := dir.prog(d)
 	if adopted, err := updatePinnedLink(pin, prog); err != nil || adopted {
 		return err
 	}
@@ -153,12 +172,11 @@ func updatePinnedLink(pin string, prog *ebpf.Program) (bool, error) {
 	return false, nil
 }
 
-func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link) error {
+func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link, prog *ebpf.Program) error {
 	ifindex := l.Attrs().Index
 	if err := ensureClsact(l); err != nil {
 		return err
 	}
-	prog := dir.prog(d)
 	filter := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: ifindex,

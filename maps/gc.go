@@ -12,7 +12,7 @@ import (
 // nobody answered and a closed connection go quickly, so a port scan or a
 // burst of short connections cannot fill the tables.
 type Lifetimes struct {
-	TCPOpening     time.Duration // SYN seen, no ACK yet
+	TCPOpening     time.Duration // handshake not complete
 	TCPEstablished time.Duration
 	TCPClosing     time.Duration // FIN or RST seen
 	UDP            time.Duration
@@ -39,7 +39,7 @@ func (l Lifetimes) of(proto Proto, tcpFlags uint8) time.Duration {
 		return l.ICMP
 	case tcpFlags&(CTTCPFin|CTTCPRst) != 0:
 		return l.TCPClosing
-	case tcpFlags&CTTCPAck != 0:
+	case tcpFlags&CTTCPEstablished != 0:
 		return l.TCPEstablished
 	default:
 		return l.TCPOpening

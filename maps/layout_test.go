@@ -35,6 +35,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"snat", CTKey{}, SNATValue{}},
 		{"endpoints", EndpointKey{}, EndpointValue{}},
 		{"netns", nil, NetnsValue{}},
+		{"frags", FragKey{}, FragValue{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

@@ -34,6 +34,12 @@ var StatNames = []string{
 	"sock_sendmsg",
 	"sock_recvmsg",
 	"sock_getpeername",
+	"fib_too_big",
+	"drop_unmasqueraded",
+	"drop_ct_clash",
+	"drop_frag_needed",
+	"icmp_snat",
+	"tcp_rst_ignored",
 }
 
 // Stats wraps the per-CPU counters map.

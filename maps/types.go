@@ -56,6 +56,15 @@ type CTKey struct {
 	Daddr  [16]byte
 }
 
+// TCPSide mirrors struct tcp_side: what one side of a TCP connection last
+// acknowledged and advertised.
+type TCPSide struct {
+	Ack    uint32 // host byte order
+	Window uint16 // unscaled
+	Wscale uint8
+	Seen   uint8
+}
+
 // CTValue mirrors struct ct_value.
 type CTValue struct {
 	NatAddr    [16]byte
@@ -63,18 +72,37 @@ type CTValue struct {
 	Flags      uint8
 	TCPFlags   uint8
 	BindingID  uint32
-	LastSeenNs uint64 // CLOCK_MONOTONIC
+	LastSeenNs uint64     // CLOCK_MONOTONIC
+	TCP        [2]TCPSide // the client's side, then the backend's
 }
 
 // CT flags, as in bpf/lib/types.h.
 const (
 	CTDNATReply = 1 << 0
 
-	CTTCPSyn = 1 << 0
-	CTTCPAck = 1 << 1
-	CTTCPFin = 1 << 2
-	CTTCPRst = 1 << 3
+	CTTCPSyn         = 1 << 0
+	CTTCPEstablished = 1 << 1 // the three-way handshake completed
+	CTTCPFin         = 1 << 2
+	CTTCPRst         = 1 << 3 // an RST inside the window
+	CTTCPSynAck      = 1 << 4
 )
+
+// FragKey mirrors struct frag_key.
+type FragKey struct {
+	Family uint8
+	Proto  Proto
+	Pad    uint16
+	ID     uint32
+	Saddr  [16]byte
+	Daddr  [16]byte
+}
+
+// FragValue mirrors struct frag_value: the ports a datagram's first
+// fragment carried.
+type FragValue struct {
+	Sport uint16 // network byte order
+	Dport uint16 // network byte order
+}
 
 func (k CTKey) String() string {
 	return fmt.Sprintf("%s %s -> %s", k.Proto,
@@ -186,6 +214,7 @@ type SNATValue struct {
 	TCPFlags   uint8
 	Pad        uint32
 	LastSeenNs uint64
+	TCP        TCPSide // the side sending in this entry's direction
 }
 
 // SNAT flags, as in bpf/lib/types.h.

@@ -51,6 +51,11 @@ static __always_inline int rewrite_endpoint4(struct __sk_buff *skb, const struct
 	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
 	__u64 flags = l4_csum_flags(t->proto);
 
+	/* A later fragment has no transport header: its first fragment's
+	 * checksum, covering the whole datagram, took the port change. */
+	if (pkt->frag == FRAG_LATER)
+		return rewrite_addr4(skb, pkt->l3_off, dst ? IP_DADDR_OFF : IP_SADDR_OFF, 0, 0,
+				     dst ? t->daddr : t->saddr, to_addr);
 	if (rewrite_addr4(skb, pkt->l3_off, dst ? IP_DADDR_OFF : IP_SADDR_OFF,
 			  addr_l4_csum_off(t->proto, pkt->l4_off), flags | BPF_F_PSEUDO_HDR,
 			  dst ? t->daddr : t->saddr, to_addr) < 0)

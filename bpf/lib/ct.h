@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Connection tracking for translated flows. Entries are keyed by the reply
- * tuple (backend -> client), which is what the reverse path sees. */
+/* Connection tracking for translated flows. DNAT entries are keyed by the
+ * reply tuple (backend -> client), which is what the reverse path sees.
+ * TCP state follows the handshake and the close, so GC can give each flow
+ * the lifetime its state deserves: an unanswered or unfinished handshake
+ * goes in seconds, an established connection lives for hours. */
 #ifndef PONTOON_CT_H
 #define PONTOON_CT_H
 
@@ -15,6 +18,12 @@
  * packet; GC works in seconds, so once a second is precise enough. */
 #define CT_REFRESH_NS 1000000000ULL
 
+/* A new flow may take over the reply tuple of another binding's flow only
+ * when that one is over: closed, or idle for longer than a handshake or a
+ * datagram exchange lasts. Otherwise the new flow is refused (counted),
+ * never the old one broken. */
+#define CT_TAKEOVER_IDLE_NS (10 * 1000000000ULL)
+
 /* Lifetimes are seconds long: the coarse clock (same base as
  * CLOCK_MONOTONIC, tick precision) is precise enough and costs a fraction
  * of bpf_ktime_get_ns() on CPUs with speculation mitigations. */
@@ -23,21 +32,70 @@ static __always_inline __u64 ct_now(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
-static __always_inline __u8 ct_tcp_flags(__u8 proto, __u8 wire_flags)
+static __always_inline int tcp_is_syn(const struct packet *pkt)
 {
-	__u8 f = 0;
+	return pkt->t.proto == IPPROTO_TCP &&
+	       (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
+}
 
-	if (proto != IPPROTO_TCP)
-		return 0;
-	if (wire_flags & TCP_FLAG_SYN)
-		f |= CT_TCP_SYN;
-	if (wire_flags & TCP_FLAG_ACK)
-		f |= CT_TCP_ACK;
-	if (wire_flags & TCP_FLAG_FIN)
-		f |= CT_TCP_FIN;
-	if (wire_flags & TCP_FLAG_RST)
-		f |= CT_TCP_RST;
-	return f;
+static __always_inline int tcp_closed(__u8 state)
+{
+	return state & (CT_TCP_FIN | CT_TCP_RST);
+}
+
+/* An RST counts only inside the window its receiver last advertised
+ * (RFC 793): a blind or stray one must not end a live connection's
+ * tracking. Without anything learnt from the receiver yet, it counts. */
+static __always_inline int tcp_rst_in_window(__u32 seq, const struct tcp_side *receiver)
+{
+	__u32 window;
+
+	if (!receiver || !receiver->seen)
+		return 1;
+	window = (__u32)receiver->window << receiver->wscale;
+	if (window == 0)
+		window = 1;
+	return seq - receiver->ack < window;
+}
+
+/* Moves a flow's TCP state for one packet. opener: the packet comes from
+ * the side that sent the first SYN. sender: that side's tcp_side, updated
+ * here; receiver: the other side's, or NULL when the caller does not have
+ * it (an RST is then believed). */
+static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, int opener,
+					 struct tcp_side *sender, const struct tcp_side *receiver)
+{
+	__u8 f = pkt->tcp_flags;
+
+	if (pkt->frag == FRAG_LATER)
+		return state; /* no TCP header */
+	if (f & TCP_FLAG_RST) {
+		if ((state & CT_TCP_ESTABLISHED) && !tcp_rst_in_window(pkt->tcp.seq, receiver)) {
+			stat_bump(STAT_TCP_RST_IGNORED, 0);
+			return state;
+		}
+		return state | CT_TCP_RST;
+	}
+	if ((f & TCP_FLAG_ACK) &&
+	    (sender->ack != pkt->tcp.ack || sender->window != pkt->tcp.window || !sender->seen)) {
+		sender->ack = pkt->tcp.ack;
+		sender->window = pkt->tcp.window;
+		sender->seen = 1;
+	}
+	if ((f & TCP_FLAG_SYN) && pkt->tcp.has_wscale)
+		sender->wscale = pkt->tcp.wscale;
+
+	if (f & TCP_FLAG_SYN) {
+		if (!opener && (f & TCP_FLAG_ACK))
+			state |= CT_TCP_SYNACK;
+		else if (opener && !(f & TCP_FLAG_ACK))
+			state |= CT_TCP_SYN;
+	} else if (opener && (f & TCP_FLAG_ACK) && (state & CT_TCP_SYNACK)) {
+		state |= CT_TCP_ESTABLISHED;
+	}
+	if (f & TCP_FLAG_FIN)
+		state |= CT_TCP_FIN;
+	return state;
 }
 
 /* Fills a ct_key with one direction of a flow, as it is on the wire. */
@@ -52,43 +110,78 @@ static __always_inline void tuple_key4(struct ct_key *key, __u8 proto, __be32 sa
 	addr_set4(key->daddr, daddr);
 }
 
-static __always_inline void ct_touch(struct ct_value *v, __u8 flags)
+static __always_inline void ct_stamp(__u64 *last_seen_ns)
 {
 	__u64 now = ct_now();
 
-	if ((v->tcp_flags | flags) != v->tcp_flags)
-		v->tcp_flags |= flags;
-	if (now - v->last_seen_ns > CT_REFRESH_NS)
-		v->last_seen_ns = now;
+	if (now - *last_seen_ns > CT_REFRESH_NS)
+		*last_seen_ns = now;
 }
+
+/* One packet of a DNAT flow: its TCP state and its age. */
+static __always_inline void ct_update(struct ct_value *v, const struct packet *pkt, int dir)
+{
+	if (pkt->t.proto == IPPROTO_TCP) {
+		__u8 state = tcp_advance(v->tcp_flags, pkt, dir == CT_DIR_ORIGINAL, &v->tcp[dir & 1],
+					 &v->tcp[(dir ^ 1) & 1]);
+
+		if (state != v->tcp_flags)
+			v->tcp_flags = state;
+	}
+	ct_stamp(&v->last_seen_ns);
+}
+
+/* Whether a new flow may take over the reply tuple v holds for another
+ * binding. */
+static __always_inline int ct_replaceable(const struct ct_value *v, __u8 proto)
+{
+	if (proto == IPPROTO_TCP && tcp_closed(v->tcp_flags))
+		return 1;
+	if (proto == IPPROTO_TCP && (v->tcp_flags & CT_TCP_ESTABLISHED))
+		return 0;
+	return ct_now() - v->last_seen_ns > CT_TAKEOVER_IDLE_NS;
+}
+
+#define CT_NOT_TRACKED 1
+#define CT_CLASH 2
 
 /* Records that client -> orig_daddr:orig_dport was sent to backend, so the
  * replies can be given the address the client dialled. Only a flow's first
  * packet may create the entry (may_create); for others it returns
- * CT_NOT_TRACKED when there is none. */
-#define CT_NOT_TRACKED 1
-
-static __always_inline int ct_track_dnat4(const struct l4_tuple *t, __u8 flags, __be32 backend,
+ * CT_NOT_TRACKED when there is none. A SYN on a tuple whose connection has
+ * closed starts over rather than inheriting the old state. */
+static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backend,
 					  __be16 backend_port, __u32 binding_id, int may_create)
 {
+	const struct l4_tuple *t = &pkt->t;
 	struct ct_key key = {};
 	struct ct_value *v;
 	struct ct_value fresh = {
 		.nat_port = t->dport,
 		.flags = CT_F_DNAT_REPLY,
-		.tcp_flags = flags,
 		.binding_id = binding_id,
 	};
 
 	tuple_key4(&key, t->proto, backend, backend_port, t->saddr, t->sport);
 	v = bpf_map_lookup_elem(&ct, &key);
 	if (v && v->nat_port == t->dport && addr_get4(v->nat_addr) == t->daddr) {
-		ct_touch(v, flags);
+		if (tcp_is_syn(pkt) && tcp_closed(v->tcp_flags)) {
+			struct tcp_side none = {};
+
+			v->tcp_flags = 0;
+			v->tcp[0] = none;
+			v->tcp[1] = none;
+		}
+		ct_update(v, pkt, CT_DIR_ORIGINAL);
 		return 0;
 	}
 	if (!may_create)
 		return CT_NOT_TRACKED;
+	if (v && !ct_replaceable(v, t->proto))
+		return CT_CLASH;
 	addr_set4(fresh.nat_addr, t->daddr);
+	if (t->proto == IPPROTO_TCP)
+		fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
 	fresh.last_seen_ns = ct_now();
 	return bpf_map_update_elem(&ct, &key, &fresh, BPF_ANY);
 }

@@ -59,10 +59,12 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
 
-	tracked = ct_track_dnat4(t, ct_tcp_flags(t->proto, pkt->tcp_flags), backend, backend_port,
-				 b->id, may_open_flow4(skb, pkt));
+	tracked = ct_track_dnat4(pkt, backend, backend_port, b->id,
+				 pkt->frag != FRAG_LATER && may_open_flow4(skb, pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return STAT_PASS_NOT_NEW;
+	if (tracked == CT_CLASH)
+		return STAT_DROP_CT_CLASH;
 	if (tracked < 0)
 		return STAT_DROP_CT_FULL;
 	if (rewrite_endpoint4(skb, pkt, 1, backend, backend_port) < 0)
@@ -111,7 +113,7 @@ static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *p
 	v = ct_lookup_reply4(t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	if (!v)
 		return STAT_PASS_NO_MATCH;
-	ct_touch(v, ct_tcp_flags(t->proto, pkt->tcp_flags));
+	ct_update(v, pkt, CT_DIR_REPLY);
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
 

@@ -83,6 +83,15 @@ struct {
 	__type(value, struct snat_value);
 } snat SEC(".maps");
 
+/* A datagram's fragments arrive within milliseconds of each other: a small
+ * LRU holds every datagram in flight. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+} frags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);

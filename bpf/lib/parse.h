@@ -13,6 +13,8 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "types.h"
+#include "maps.h"
 
 /* linux/icmp.h pulls in glibc's socket headers, which do not build for the
  * BPF target; the little of it we need is spelled out here. */
@@ -31,6 +33,7 @@ struct icmphdr {
 	__be16 sequence;
 };
 
+#define IP_DF 0x4000
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
@@ -44,8 +47,16 @@ enum parse_result {
 	PARSE_ICMP_ERROR, /* ICMP error carrying a TCP or UDP header */
 	PARSE_NOT_IP,
 	PARSE_MALFORMED,
-	PARSE_FRAGMENT,
+	PARSE_FRAGMENT,   /* a later fragment whose first one we have not seen */
 	PARSE_OTHER,      /* well formed, but nothing we translate */
+};
+
+/* Where a packet sits in its datagram. A later fragment has its ports from
+ * the frags map and no transport header: only its addresses change. */
+enum frag_kind {
+	FRAG_NONE = 0,
+	FRAG_FIRST,
+	FRAG_LATER,
 };
 
 /* One IPv4 transport header as the programs need it. */
@@ -57,12 +68,24 @@ struct l4_tuple {
 	__u8 proto;
 };
 
+/* The TCP fields connection tracking follows, host byte order. */
+struct tcp_fields {
+	__u32 seq;
+	__u32 ack;
+	__u16 window;
+	__u8 wscale;     /* from a SYN's options */
+	__u8 has_wscale;
+};
+
 struct packet {
 	__u32 l3_off;
 	__u32 l4_off;
 	struct l4_tuple t;
 	__u8 tcp_flags;
 	__u8 udp_no_csum; /* UDP checksum 0: nothing absorbs a port change */
+	__u8 frag;        /* enum frag_kind */
+	__u8 df;          /* Don't Fragment set */
+	struct tcp_fields tcp;
 	/* For ICMP errors: the embedded header that caused the error. */
 	__u32 inner_l3_off;
 	__u32 inner_l4_off;
@@ -103,10 +126,21 @@ static __always_inline __u64 l4_csum_flags(__u8 proto)
 	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 }
 
+static __always_inline void frag_key4(struct frag_key *key, const struct l4_tuple *t, __be16 id)
+{
+	key->family = PONTOON_AF_INET;
+	key->proto = t->proto;
+	key->id = id;
+	__builtin_memcpy(key->saddr, &t->saddr, 4);
+	__builtin_memcpy(key->daddr, &t->daddr, 4);
+}
+
 /* Loads an IPv4 header at off and the ports of the TCP/UDP header behind
- * it. Returns the L4 offset through l4_off. */
+ * it. Returns the L4 offset through l4_off. A fragment's addresses are
+ * filled in even when its ports are unknown, so callers can still judge
+ * where it comes from. */
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l4_tuple *t,
-				      __u32 *l4_off, __u16 *l4_csum)
+				      __u32 *l4_off, __u16 *l4_csum, __u8 *frag, __be16 *id)
 {
 	struct iphdr ip;
 	__be16 ports[2];
@@ -115,13 +149,19 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l
 		return PARSE_MALFORMED;
 	if (ip.version != 4 || ip.ihl < 5)
 		return PARSE_MALFORMED;
-	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return PARSE_FRAGMENT;
 
 	t->saddr = ip.saddr;
 	t->daddr = ip.daddr;
 	t->proto = ip.protocol;
 	*l4_off = off + ip.ihl * 4;
+	*id = ip.id;
+	*frag = FRAG_NONE;
+	if (ip.frag_off & bpf_htons(IP_OFFSET)) {
+		*frag = FRAG_LATER;
+		return PARSE_FRAGMENT; /* parse_packet looks its ports up */
+	}
+	if (ip.frag_off & bpf_htons(IP_MF))
+		*frag = FRAG_FIRST;
 
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return ip.protocol == IPPROTO_ICMP ? PARSE_OK : PARSE_OTHER;
@@ -142,49 +182,152 @@ static __always_inline int icmp_is_error(__u8 type)
 	       type == ICMP_PARAMETERPROB || type == ICMP_SOURCE_QUENCH;
 }
 
-/* Parses Ethernet + IPv4 + TCP/UDP, or an ICMP error and the header it
- * quotes. Anything else is reported and left alone by the callers. */
-static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_WINDOW 3
+#define TCP_MAX_OPTIONS 40
+
+/* A SYN's window scale option: the shift its sender applies to every
+ * window it advertises later. Only SYNs pay for this walk. */
+static __always_inline void parse_wscale(struct __sk_buff *skb, __u32 l4_off, __u8 doff,
+					 struct tcp_fields *tcp)
+{
+	__u32 off = l4_off + sizeof(struct tcphdr);
+	__u32 end = l4_off + doff * 4;
+	__u8 opt[3];
+	int i;
+
+	for (i = 0; i < TCP_MAX_OPTIONS && off < end; i++) {
+		if (bpf_skb_load_bytes(skb, off, opt, 1) < 0)
+			return;
+		if (opt[0] == TCPOPT_EOL)
+			return;
+		if (opt[0] == TCPOPT_NOP) {
+			off++;
+			continue;
+		}
+		if (off + 2 > end || bpf_skb_load_bytes(skb, off, opt, 2) < 0 || opt[1] < 2)
+			return;
+		if (opt[0] == TCPOPT_WINDOW && opt[1] == 3 && off + 3 <= end &&
+		    bpf_skb_load_bytes(skb, off, opt, 3) == 0) {
+			tcp->wscale = opt[2] > 14 ? 14 : opt[2]; /* RFC 7323's limit */
+			tcp->has_wscale = 1;
+			return;
+		}
+		off += opt[1];
+	}
+}
+
+/* The part of a TCP header after the ports: sequence and acknowledgment
+ * numbers, data offset, flags and window. */
+struct tcp_words {
+	__be32 seq;
+	__be32 ack;
+	__u8 doff_res;
+	__u8 flags;
+	__be16 window;
+};
+
+static __always_inline int parse_tcp(struct __sk_buff *skb, struct packet *pkt)
+{
+	struct tcp_words w;
+	__u8 doff;
+
+	if (bpf_skb_load_bytes(skb, pkt->l4_off + 4, &w, sizeof(w)) < 0)
+		return PARSE_MALFORMED;
+	doff = w.doff_res >> 4;
+	if (doff < 5)
+		return PARSE_MALFORMED;
+	pkt->tcp_flags = w.flags;
+	pkt->tcp.seq = bpf_ntohl(w.seq);
+	pkt->tcp.ack = bpf_ntohl(w.ack);
+	pkt->tcp.window = bpf_ntohs(w.window);
+	if ((w.flags & TCP_FLAG_SYN) && doff > 5)
+		parse_wscale(skb, pkt->l4_off, doff, &pkt->tcp);
+	return PARSE_OK;
+}
+
+/* A first fragment leaves its ports for the later ones; a later fragment
+ * takes them. One that arrives before its first fragment is unknown and
+ * stays untranslated (the uplink's egress drops it if it would leak a
+ * private source). */
+static __always_inline int frag_ports4(struct packet *pkt, __be16 id)
+{
+	struct frag_key key = {};
+	struct frag_value *v;
+
+	frag_key4(&key, &pkt->t, id);
+	if (pkt->frag == FRAG_FIRST) {
+		struct frag_value ports = { .sport = pkt->t.sport, .dport = pkt->t.dport };
+
+		bpf_map_update_elem(&frags, &key, &ports, BPF_ANY);
+		return PARSE_OK;
+	}
+	v = bpf_map_lookup_elem(&frags, &key);
+	if (!v)
+		return PARSE_FRAGMENT;
+	pkt->t.sport = v->sport;
+	pkt->t.dport = v->dport;
+	return PARSE_OK;
+}
+
+/* Parses IPv4 at l3_off (ETH_HLEN, or 0 on a device without an Ethernet
+ * header) + TCP/UDP, or an ICMP error and the header it quotes. Anything
+ * else is reported and left alone by the callers. */
+static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __u32 l3_off)
 {
 	struct icmphdr icmp;
 	__u16 l4_csum = 0;
-	__u8 tcp_flags;
+	__be16 frag_off;
+	__be16 id = 0;
 	int ret;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IP;
 
-	pkt->l3_off = ETH_HLEN;
-	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, &l4_csum);
+	pkt->l3_off = l3_off;
+	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, &l4_csum, &pkt->frag, &id);
+	if (ret == PARSE_MALFORMED)
+		return ret;
+	if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, frag_off), &frag_off,
+			       sizeof(frag_off)) < 0)
+		return PARSE_MALFORMED;
+	pkt->df = !!(frag_off & bpf_htons(IP_DF));
+	if (pkt->frag == FRAG_LATER) {
+		if (pkt->t.proto != IPPROTO_TCP && pkt->t.proto != IPPROTO_UDP &&
+		    pkt->t.proto != IPPROTO_ICMP)
+			return PARSE_OTHER;
+		return frag_ports4(pkt, id);
+	}
 	if (ret != PARSE_OK)
 		return ret;
 	pkt->udp_no_csum = pkt->t.proto == IPPROTO_UDP && l4_csum == 0;
 
-	if (pkt->t.proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, pkt->l4_off + 13, &tcp_flags, 1) < 0)
+	if (pkt->t.proto == IPPROTO_TCP)
+		ret = parse_tcp(skb, pkt);
+	else if (pkt->t.proto == IPPROTO_ICMP) {
+		if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
 			return PARSE_MALFORMED;
-		pkt->tcp_flags = tcp_flags;
-		return PARSE_OK;
-	}
-	if (pkt->t.proto == IPPROTO_UDP)
-		return PARSE_OK;
-
-	if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
-		return PARSE_MALFORMED;
-	/* An echo's identifier is its "port": a request carries it as the
-	 * source side of the flow, the reply as the destination side. */
-	if (icmp.type == ICMP_ECHO || icmp.type == ICMP_ECHOREPLY) {
+		if (icmp.type != ICMP_ECHO && icmp.type != ICMP_ECHOREPLY)
+			goto icmp_error;
+		/* An echo's identifier is its "port": a request carries it as
+		 * the source side of the flow, the reply as the destination. */
 		pkt->t.sport = icmp.type == ICMP_ECHO ? icmp.id : 0;
 		pkt->t.dport = icmp.type == ICMP_ECHO ? 0 : icmp.id;
-		return PARSE_OK;
 	}
-	if (!icmp_is_error(icmp.type))
-		return PARSE_OTHER;
+	if (ret == PARSE_OK && pkt->frag == FRAG_FIRST)
+		frag_ports4(pkt, id);
+	return ret;
 
+icmp_error:
+	if (!icmp_is_error(icmp.type) || pkt->frag != FRAG_NONE)
+		return PARSE_OTHER;
 	/* The quoted header need not carry its L4 checksum (RFC 792 only
 	 * promises 8 bytes); nat.h fixes it only when it is there. */
 	pkt->inner_l3_off = pkt->l4_off + sizeof(icmp);
-	ret = parse_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off, NULL);
+	ret = parse_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off, NULL, &pkt->frag,
+			 &id);
+	pkt->frag = FRAG_NONE;
 	if (ret != PARSE_OK)
 		return ret == PARSE_FRAGMENT ? PARSE_OTHER : ret;
 	if (pkt->inner.proto != IPPROTO_TCP && pkt->inner.proto != IPPROTO_UDP)

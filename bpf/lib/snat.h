@@ -23,30 +23,53 @@
  * range at most half full, 16 misses in a row happen once in 65k flows. */
 #define SNAT_PORT_TRIES 16
 
-static __always_inline void snat_touch(struct snat_value *v, __u8 flags)
+/* The TCP state of a masqueraded flow lives in both of its entries: each
+ * direction's own entry takes the state its packets move (GC reads the
+ * two together).
+ * The other entry is looked up only for what needs both sides: the
+ * handshake's last ACK, an RST on an established flow, and a SYN that
+ * reopens a closed tuple. */
+static __always_inline void snat_update(struct snat_value *v, const struct packet *pkt, int opener,
+					const struct ct_key *other_key)
 {
-	__u64 now = ct_now();
+	struct snat_value *other = NULL;
+	__u8 f = pkt->tcp_flags, before, after;
+	int reopen;
 
-	if ((v->tcp_flags | flags) != v->tcp_flags)
-		v->tcp_flags |= flags;
-	if (now - v->last_seen_ns > CT_REFRESH_NS)
-		v->last_seen_ns = now;
+	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
+		reopen = opener && tcp_is_syn(pkt) && tcp_closed(v->tcp_flags);
+		if (reopen || (f & TCP_FLAG_RST) ||
+		    (opener && (f & TCP_FLAG_ACK) && !(v->tcp_flags & CT_TCP_ESTABLISHED)))
+			other = bpf_map_lookup_elem(&snat, other_key);
+		if (reopen) {
+			struct tcp_side none = {};
+
+			v->tcp_flags = 0;
+			v->tcp = none;
+			if (other) {
+				other->tcp_flags = 0;
+				other->tcp = none;
+			}
+		}
+		before = v->tcp_flags | (other ? other->tcp_flags : 0);
+		after = tcp_advance(before, pkt, opener, &v->tcp, other ? &other->tcp : NULL);
+		if (after != before)
+			v->tcp_flags |= after & ~before;
+	}
+	ct_stamp(&v->last_seen_ns);
 }
 
 /* Claims a source port on nat_addr for the flow t by inserting its reverse
  * entry. The original port is kept when free, so two containers using the
- * same source port towards the same server both get through. */
+ * same source port towards the same server both get through. rev and
+ * entry are the caller's, to keep the stack small: rev ends up as the
+ * claimed reverse key. */
 static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat_addr,
-					    __be16 *nat_port)
+					    __be16 *nat_port, struct ct_key *rev,
+					    struct snat_value *entry)
 {
 	struct config *cfg = config_get();
 	__u16 min = SNAT_PORT_MIN_DEFAULT, max = SNAT_PORT_MAX_DEFAULT;
-	struct snat_value orig = {
-		.port = t->sport,
-		.flags = SNAT_F_REVERSE,
-		.last_seen_ns = ct_now(),
-	};
-	struct ct_key rev = {};
 	__be16 port = t->sport;
 	int i;
 
@@ -54,18 +77,22 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 		min = cfg->snat_port_min;
 		max = cfg->snat_port_max;
 	}
-	addr_set4(orig.addr, t->saddr);
+	__builtin_memset(entry, 0, sizeof(*entry));
+	entry->port = t->sport;
+	entry->flags = SNAT_F_REVERSE;
+	entry->last_seen_ns = ct_now();
+	addr_set4(entry->addr, t->saddr);
 
 	for (i = 0; i < SNAT_PORT_TRIES + 1; i++) {
 		struct snat_value *cur;
 
 		/* The reply comes from the server to nat_addr:port. */
-		tuple_key4(&rev, t->proto, t->daddr, t->dport, nat_addr, port);
-		if (bpf_map_update_elem(&snat, &rev, &orig, BPF_NOEXIST) == 0) {
+		tuple_key4(rev, t->proto, t->daddr, t->dport, nat_addr, port);
+		if (bpf_map_update_elem(&snat, rev, entry, BPF_NOEXIST) == 0) {
 			*nat_port = port;
 			return 0;
 		}
-		cur = bpf_map_lookup_elem(&snat, &rev);
+		cur = bpf_map_lookup_elem(&snat, rev);
 		if (cur && cur->port == t->sport && addr_get4(cur->addr) == t->saddr) {
 			*nat_port = port; /* ours already: a lost forward entry */
 			return 0;
@@ -77,32 +104,38 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 
 /* Gives the flow of pkt the source nat_addr and a port claimed on it,
  * reusing the translation an earlier packet of the flow got. */
-static __always_inline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, __be32 nat_addr)
+static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, __be32 nat_addr)
 {
 	const struct l4_tuple *t = &pkt->t;
-	__u8 flags = ct_tcp_flags(t->proto, pkt->tcp_flags);
+	struct ct_key fwd = {}, rev = {};
+	struct snat_value entry;
 	struct snat_value *v;
-	struct ct_key fwd = {};
 	__be16 nat_port;
 
 	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	v = bpf_map_lookup_elem(&snat, &fwd);
 	if (v && addr_get4(v->addr) == nat_addr) {
 		nat_port = v->port;
-		snat_touch(v, flags);
+		tuple_key4(&rev, t->proto, t->daddr, t->dport, nat_addr, nat_port);
+		snat_update(v, pkt, 1, &rev);
 	} else {
-		struct snat_value fresh = {
-			.flags = SNAT_F_FORWARD,
-			.tcp_flags = flags,
-			.last_seen_ns = ct_now(),
-		};
-
-		if (snat_claim_port4(t, nat_addr, &nat_port) < 0)
+		/* Later fragments follow their first; without its entry they
+		 * have nowhere to go. */
+		if (pkt->frag == FRAG_LATER)
+			return STAT_PASS_FRAGMENT;
+		if (snat_claim_port4(t, nat_addr, &nat_port, &rev, &entry) < 0)
 			return STAT_DROP_SNAT_EXHAUSTED;
-		addr_set4(fresh.addr, nat_addr);
-		fresh.port = nat_port;
-		if (bpf_map_update_elem(&snat, &fwd, &fresh, BPF_ANY) < 0)
+		__builtin_memset(&entry, 0, sizeof(entry));
+		entry.flags = SNAT_F_FORWARD;
+		entry.last_seen_ns = ct_now();
+		addr_set4(entry.addr, nat_addr);
+		entry.port = nat_port;
+		if (t->proto == IPPROTO_TCP)
+			entry.tcp_flags = tcp_advance(0, pkt, 1, &entry.tcp, NULL);
+		if (bpf_map_update_elem(&snat, &fwd, &entry, BPF_ANY) < 0) {
+			bpf_map_delete_elem(&snat, &rev); /* never leave half a flow */
 			return STAT_DROP_SNAT_EXHAUSTED;
+		}
 	}
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
@@ -133,7 +166,7 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
-	struct ct_key rev = {};
+	struct ct_key rev = {}, fwd = {};
 	struct snat_value *v;
 	__be32 orig_addr;
 	__be16 orig_port;
@@ -142,9 +175,10 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	v = bpf_map_lookup_elem(&snat, &rev);
 	if (!v || !(v->flags & SNAT_F_REVERSE))
 		return STAT_PASS_NO_MATCH;
-	snat_touch(v, ct_tcp_flags(t->proto, pkt->tcp_flags));
 	orig_addr = addr_get4(v->addr);
 	orig_port = v->port;
+	tuple_key4(&fwd, t->proto, orig_addr, orig_port, t->saddr, t->sport);
+	snat_update(v, pkt, 0, &fwd);
 
 	if (rewrite_endpoint4(skb, pkt, 1, orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
@@ -174,6 +208,38 @@ static __always_inline __u32 icmp_snat_reverse4(struct __sk_buff *skb, const str
 	if (rewrite_quoted4(skb, pkt, IP_SADDR_OFF, 0, in->saddr, orig_addr, in->sport, orig_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_ICMP_SNAT_REVERSE;
+}
+
+/* An ICMP error a container sends about a masqueraded flow's reply (it
+ * quotes server -> container:port): it leaves as the uplink address, and
+ * the quoted packet shows the translated port the server knows. */
+static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct packet *pkt,
+					__u32 egress_ifindex)
+{
+	const struct l4_tuple *in = &pkt->inner;
+	struct uplink_value *uplink;
+	struct ct_key fwd = {};
+	struct snat_value *v;
+	__be32 nat_addr;
+	__be16 nat_port;
+
+	if (pkt->t.saddr != in->daddr)
+		return STAT_PASS_NO_MATCH;
+	tuple_key4(&fwd, in->proto, in->daddr, in->dport, in->saddr, in->sport);
+	v = bpf_map_lookup_elem(&snat, &fwd);
+	if (!v || !(v->flags & SNAT_F_FORWARD))
+		return STAT_PASS_NO_MATCH;
+	uplink = bpf_map_lookup_elem(&uplinks, &egress_ifindex);
+	nat_addr = addr_get4(v->addr);
+	nat_port = v->port;
+	if (!uplink || addr_get4(uplink->addr) != nat_addr)
+		return STAT_PASS_NO_MATCH;
+
+	if (rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
+		return STAT_DROP_REWRITE;
+	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport, nat_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_ICMP_SNAT;
 }
 
 #endif

@@ -18,11 +18,14 @@
 /* ct_value.flags */
 #define CT_F_DNAT_REPLY (1 << 0) /* entry is keyed by the reply of a DNAT flow */
 
-/* ct_value.tcp_flags accumulates what was seen, for lifetimes and GC. */
-#define CT_TCP_SYN (1 << 0)
-#define CT_TCP_ACK (1 << 1)
+/* ct_value.tcp_flags and snat_value.tcp_flags: where a TCP flow is in its
+ * life, for lifetimes and GC. ESTABLISHED needs the whole handshake: the
+ * client's SYN, the server's SYN-ACK, then the client's ACK. */
+#define CT_TCP_SYN (1 << 0)         /* the opener's SYN */
+#define CT_TCP_ESTABLISHED (1 << 1) /* the opener acknowledged the SYN-ACK */
 #define CT_TCP_FIN (1 << 2)
-#define CT_TCP_RST (1 << 3)
+#define CT_TCP_RST (1 << 3)         /* an RST inside the receiver's window */
+#define CT_TCP_SYNACK (1 << 4)      /* the answerer's SYN-ACK */
 
 /* A published port: what a client dials. addr all zero is the wildcard
  * binding (0.0.0.0 or ::), matched only for the host's own addresses. */
@@ -52,6 +55,16 @@ struct ct_key {
 	__u8 daddr[16];
 };
 
+/* What one side of a TCP connection last told the other: enough to tell
+ * an RST inside the window (the connection really ends) from a stray or
+ * spoofed one (ignored). */
+struct tcp_side {
+	__u32 ack;     /* host byte order */
+	__u16 window;  /* as sent, unscaled */
+	__u8 wscale;   /* from this side's SYN; 0 when it sent none */
+	__u8 seen;     /* ack and window are set */
+};
+
 /* For a DNAT reply entry: the address and port the client dialled, which
  * replies must carry as their source. */
 struct ct_value {
@@ -61,6 +74,26 @@ struct ct_value {
 	__u8 tcp_flags;
 	__u32 binding_id;
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC at tick precision */
+	struct tcp_side tcp[2]; /* CT_DIR_ORIGINAL: the client; CT_DIR_REPLY: the backend */
+};
+
+#define CT_DIR_ORIGINAL 0
+#define CT_DIR_REPLY 1
+
+/* The ports of a fragmented datagram, learnt from its first fragment: the
+ * others carry no transport header. */
+struct frag_key {
+	__u8 family;
+	__u8 proto;
+	__u16 pad;
+	__u32 id; /* IPv4's 16-bit identification */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct frag_value {
+	__be16 sport;
+	__be16 dport;
 };
 
 struct hostaddr_key {
@@ -156,6 +189,7 @@ struct snat_value {
 	__u8 tcp_flags;
 	__u32 pad;
 	__u64 last_seen_ns;
+	struct tcp_side tcp; /* the side that sends in this entry's direction */
 };
 
 struct counter {
@@ -191,6 +225,12 @@ enum stat_index {
 	STAT_SOCK_SENDMSG,
 	STAT_SOCK_RECVMSG,
 	STAT_SOCK_GETPEERNAME,
+	STAT_FIB_TOO_BIG,         /* handed to the stack untranslated: it answers "fragmentation needed" or fragments */
+	STAT_DROP_UNMASQUERADED,  /* a masqueraded network's source about to leave an uplink as it is */
+	STAT_DROP_CT_CLASH,       /* a new flow's reply tuple is a live flow's of another binding */
+	STAT_DROP_FRAG_NEEDED,    /* a hairpinned packet too big for the backend's network */
+	STAT_ICMP_SNAT,           /* an ICMP error from a container about a masqueraded flow */
+	STAT_TCP_RST_IGNORED,     /* an RST outside the window: the flow keeps its state */
 	STAT_MAX,
 };
 

@@ -9,6 +9,7 @@
 #include "types.h"
 #include "maps.h"
 #include "parse.h"
+#include "network.h"
 #include "fib.h"
 
 static __always_inline __u32 parse_verdict(int parsed)
@@ -29,27 +30,57 @@ static __always_inline int stat_translated(__u32 stat)
 {
 	return stat == STAT_DNAT || stat == STAT_RNAT || stat == STAT_ICMP_DNAT ||
 	       stat == STAT_ICMP_RNAT || stat == STAT_SNAT || stat == STAT_SNAT_REVERSE ||
-	       stat == STAT_ICMP_SNAT_REVERSE || stat == STAT_HAIRPIN || stat == STAT_HAIRPIN_REPLY;
+	       stat == STAT_ICMP_SNAT_REVERSE || stat == STAT_HAIRPIN || stat == STAT_HAIRPIN_REPLY ||
+	       stat == STAT_ICMP_SNAT;
+}
+
+static __always_inline int stat_dropped(__u32 stat)
+{
+	return stat == STAT_DROP_REWRITE || stat == STAT_DROP_CT_FULL || stat == STAT_DROP_ISOLATION ||
+	       stat == STAT_DROP_SNAT_EXHAUSTED || stat == STAT_DROP_UNMASQUERADED ||
+	       stat == STAT_DROP_CT_CLASH || stat == STAT_DROP_FRAG_NEEDED;
+}
+
+/* The last word on a packet about to leave an uplink: one from a
+ * masquerading network that nothing translated (a protocol we do not
+ * masquerade, a fragment whose first we missed, a flow we lost) would
+ * show the outside a private address. Drop it instead. */
+static __always_inline __u32 guard_private_source4(int parsed, const struct packet *pkt, __u32 stat)
+{
+	struct network_value *net;
+
+	if (parsed == PARSE_NOT_IP || parsed == PARSE_MALFORMED || stat_translated(stat) ||
+	    stat_dropped(stat))
+		return stat;
+	net = network_lookup4(pkt->t.saddr);
+	if (net && (net->flags & NETWORK_F_MASQUERADE))
+		return STAT_DROP_UNMASQUERADED;
+	return stat;
 }
 
 /* Untranslated packets go on with TC_ACT_UNSPEC (TCX_NEXT) so programs of
  * other tools attached after ours still see them. A packet whose rewrite
- * failed halfway is dropped rather than sent on corrupted. Translated ones
- * are forwarded in BPF when redirect is set and the route allows. */
-static __always_inline int finish(struct __sk_buff *skb, const struct packet *pkt, __u32 stat,
-				  int redirect)
+ * failed halfway is dropped rather than sent on corrupted. */
+static __always_inline int finish(struct __sk_buff *skb, __u32 stat, int action)
 {
-	int action = TC_ACT_UNSPEC;
-
-	if (stat == STAT_DROP_REWRITE || stat == STAT_DROP_CT_FULL || stat == STAT_DROP_ISOLATION ||
-	    stat == STAT_DROP_SNAT_EXHAUSTED)
+	if (stat_dropped(stat))
 		action = TC_ACT_SHOT;
-	else if (redirect && stat_translated(stat))
-		action = fib_redirect4(skb, pkt->l3_off);
-
 	stat_bump(stat, skb->len);
 	if (action == TC_ACT_REDIRECT)
 		stat_bump(STAT_REDIRECT, skb->len);
+	return action;
+}
+
+/* Forwards a packet translated on its way in (DNAT, hairpin): routed as
+ * it now is. One the route does not let BPF forward goes to the stack as
+ * it is, which is fine for a DNATed packet (its source is the client's);
+ * *too_big tells the caller when size was the reason. */
+static __noinline int forward_translated(struct __sk_buff *skb, const struct packet *pkt,
+					      int *too_big)
+{
+	int route, action = fib_redirect4(skb, pkt->l3_off, &route);
+
+	*too_big = route == FIB_TOO_BIG;
 	return action;
 }
 
