@@ -294,11 +294,12 @@ func zeroStats(t testing.TB, m *ebpf.Map) {
 	}
 }
 
-// ctDump returns the ct map with the timestamps left out (they come from
-// the kernel clock) and in a stable order.
-func ctDump(t testing.TB, m *ebpf.Map) []maps.CTEntry {
+// ctDump returns the conntrack tables (ct and ct_new: where a flow sits
+// is conntrack_test.go's business) with the timestamps left out (they come
+// from the kernel clock) and in a stable order.
+func ctDump(t testing.TB, tables ...*ebpf.Map) []maps.CTEntry {
 	t.Helper()
-	all, err := maps.NewCT(m).All()
+	all, err := maps.NewCT(tables...).All()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +648,7 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	}
 	wantCT = slices.Clone(wantCT)
 	sortCT(wantCT)
-	if gotCT := ctDump(t, o.Ct); !slices.Equal(gotCT, wantCT) {
+	if gotCT := ctDump(t, o.Ct, o.CtNew); !slices.Equal(gotCT, wantCT) {
 		t.Errorf("ct map:\n got  %+v\n want %+v", gotCT, wantCT)
 	}
 }
@@ -1106,7 +1107,7 @@ func TestDNATThenReverse(t *testing.T) {
 	}
 	want := []maps.CTEntry{{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: 1,
 		TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished | maps.CTTCPFin}}
-	if got := ctDump(t, o.Ct); !slices.Equal(got, want) {
+	if got := ctDump(t, o.Ct, o.CtNew); !slices.Equal(got, want) {
 		t.Errorf("ct map:\n got  %+v\n want %+v", got, want)
 	}
 }

@@ -16,6 +16,8 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define SOCK_ALLOW 1
+#define SOCK_REFUSE 0
+#define EADDRINUSE 98
 
 static __always_inline void sockrev_key4(struct sockrev_key *key, __u64 cookie, __be32 addr,
 					 __be16 port)
@@ -133,4 +135,60 @@ int sock_getpeername4(struct bpf_sock_addr *ctx)
 	if (reverse4(ctx))
 		stat_bump(STAT_SOCK_GETPEERNAME, 0);
 	return SOCK_ALLOW;
+}
+
+struct published_probe {
+	__u8 proto;
+	__be16 port;
+	int found;
+};
+
+static long probe_hostaddr(void *map, struct hostaddr_key *key, struct hostaddr_value *value,
+			   struct published_probe *probe)
+{
+	if (key->family == PONTOON_AF_INET &&
+	    binding_lookup4(probe->proto, addr_get4(key->addr), probe->port, 1)) {
+		probe->found = 1;
+		return 1; /* stop */
+	}
+	return 0;
+}
+
+/* Whether a bind() of addr:port would take a published port. Binding the
+ * wildcard address takes the port on every address, so any binding on one
+ * of the host's addresses counts. */
+static __always_inline int published4(__u8 proto, __be32 addr, __be16 port)
+{
+	struct published_probe probe = { .proto = proto, .port = port };
+
+	if (binding_lookup4(proto, addr, port, 1))
+		return 1;
+	if (addr != 0)
+		return 0;
+	if (binding_lookup4(proto, bpf_htonl(0x7f000001), port, 1))
+		return 1;
+	bpf_for_each_map_elem(&hostaddrs, probe_hostaddr, &probe, 0);
+	return probe.found;
+}
+
+/* A published port is the container's, as docker-proxy's listening socket
+ * made it: a host process binding it fails with EADDRINUSE instead of
+ * silently losing its local clients to the container. Other namespaces
+ * (containers binding their own ports) are none of our business. */
+SEC("cgroup/bind4")
+int sock_bind4(struct bpf_sock_addr *ctx)
+{
+	__be16 port = (__be16)ctx->user_port;
+	struct config *cfg;
+
+	if (port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+		return SOCK_ALLOW;
+	cfg = config_get();
+	if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
+		return SOCK_ALLOW;
+	if (!published4(ctx->protocol, ctx->user_ip4, port))
+		return SOCK_ALLOW;
+	stat_bump(STAT_SOCK_BIND_REFUSED, 0);
+	bpf_set_retval(-EADDRINUSE);
+	return SOCK_REFUSE;
 }

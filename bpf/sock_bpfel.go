@@ -82,6 +82,8 @@ type SockEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+	Mac       [6]uint8
+	Pad       uint16
 }
 
 type SockFragKey struct {
@@ -179,6 +181,7 @@ const (
 	SockMapBindings          = "bindings"
 	SockMapConfig            = "config"
 	SockMapCt                = "ct"
+	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
 	SockMapFrags             = "frags"
 	SockMapHostaddrs         = "hostaddrs"
@@ -188,6 +191,7 @@ const (
 	SockMapSockrev           = "sockrev"
 	SockMapStats             = "stats"
 	SockMapUplinks           = "uplinks"
+	SockProgSockBind4        = "sock_bind4"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockGetpeername4 = "sock_getpeername4"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
@@ -236,6 +240,7 @@ type SockSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockProgramSpecs struct {
+	SockBind4        *ebpf.ProgramSpec `ebpf:"sock_bind4"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
@@ -249,6 +254,7 @@ type SockMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	CtNew     *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
@@ -289,6 +295,7 @@ type SockMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	CtNew     *ebpf.Map `ebpf:"ct_new"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
@@ -305,6 +312,7 @@ func (m *SockMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.Frags,
 		m.Hostaddrs,
@@ -327,6 +335,7 @@ type SockVariables struct {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockPrograms struct {
+	SockBind4        *ebpf.Program `ebpf:"sock_bind4"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
@@ -335,6 +344,7 @@ type SockPrograms struct {
 
 func (p *SockPrograms) Close() error {
 	return _SockClose(
+		p.SockBind4,
 		p.SockConnect4,
 		p.SockGetpeername4,
 		p.SockRecvmsg4,

@@ -82,6 +82,8 @@ type TcBridgeEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+	Mac       [6]uint8
+	Pad       uint16
 }
 
 type TcBridgeFragKey struct {
@@ -179,6 +181,7 @@ const (
 	TcBridgeMapBindings       = "bindings"
 	TcBridgeMapConfig         = "config"
 	TcBridgeMapCt             = "ct"
+	TcBridgeMapCtNew          = "ct_new"
 	TcBridgeMapEndpoints      = "endpoints"
 	TcBridgeMapFrags          = "frags"
 	TcBridgeMapHostaddrs      = "hostaddrs"
@@ -243,6 +246,7 @@ type TcBridgeMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	CtNew     *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
@@ -283,6 +287,7 @@ type TcBridgeMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	CtNew     *ebpf.Map `ebpf:"ct_new"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
@@ -299,6 +304,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.Frags,
 		m.Hostaddrs,

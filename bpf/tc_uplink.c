@@ -46,6 +46,7 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 	} else {
 		stat = parse_verdict(parsed);
 	}
+	stat = guard_inbound4(parsed, &pkt, stat);
 	if (stat_translated(stat) && fib_redirect_enabled()) {
 		action = forward_translated(skb, &pkt, &too_big);
 		if (too_big)

@@ -82,6 +82,8 @@ type TcUplinkEndpointValue struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	NetworkId uint32
+	Mac       [6]uint8
+	Pad       uint16
 }
 
 type TcUplinkFragKey struct {
@@ -179,6 +181,7 @@ const (
 	TcUplinkMapBindings         = "bindings"
 	TcUplinkMapConfig           = "config"
 	TcUplinkMapCt               = "ct"
+	TcUplinkMapCtNew            = "ct_new"
 	TcUplinkMapEndpoints        = "endpoints"
 	TcUplinkMapFrags            = "frags"
 	TcUplinkMapHostaddrs        = "hostaddrs"
@@ -249,6 +252,7 @@ type TcUplinkMapSpecs struct {
 	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
+	CtNew     *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
@@ -289,6 +293,7 @@ type TcUplinkMaps struct {
 	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Ct        *ebpf.Map `ebpf:"ct"`
+	CtNew     *ebpf.Map `ebpf:"ct_new"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Frags     *ebpf.Map `ebpf:"frags"`
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
@@ -305,6 +310,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Bindings,
 		m.Config,
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.Frags,
 		m.Hostaddrs,

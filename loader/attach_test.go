@@ -62,7 +62,7 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		}
 		for _, attach := range []ebpf.AttachType{
 			ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg,
-			ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername,
+			ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCGroupInet4Bind,
 		} {
 			if got := cgroupPrograms(t, cgroup, attach); got != want {
 				t.Errorf("%d programs on cgroup %v, want %d", got, attach, want)
@@ -80,8 +80,8 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(atts) != 6 {
-			t.Errorf("pins list %d attachments, want 2 tc and 4 cgroup: %+v", len(atts), atts)
+		if len(atts) != 7 {
+			t.Errorf("pins list %d attachments, want 2 tc and 5 cgroup: %+v", len(atts), atts)
 		}
 		return loader.Cleanup(pins)
 	}); err != nil {

@@ -28,6 +28,7 @@ type Options struct {
 type Maps struct {
 	Bindings  *ebpf.Map
 	CT        *ebpf.Map
+	CTNew     *ebpf.Map
 	HostAddrs *ebpf.Map
 	SockRev   *ebpf.Map
 	Config    *ebpf.Map
@@ -44,6 +45,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
 		"bindings":  &m.Bindings,
 		"ct":        &m.CT,
+		"ct_new":    &m.CTNew,
 		"hostaddrs": &m.HostAddrs,
 		"sockrev":   &m.SockRev,
 		"config":    &m.Config,

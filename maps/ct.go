@@ -32,24 +32,29 @@ func ctEntryFrom(k CTKey, v CTValue) CTEntry {
 	}
 }
 
-// CT wraps the ct map (LRU_HASH ct_key -> ct_value).
-type CT struct{ m *ebpf.Map }
+// CT wraps the conntrack tables: ct (HASH, answered flows) and ct_new
+// (LRU_HASH, flows nobody answered yet), both ct_key -> ct_value. A flow is
+// in one of them at a time.
+type CT struct{ tables []*ebpf.Map }
 
-func NewCT(m *ebpf.Map) *CT { return &CT{m: m} }
+// NewCT wraps the given tables; pass ct and ct_new to see every flow.
+func NewCT(tables ...*ebpf.Map) *CT { return &CT{tables: tables} }
 
 // All returns every tracked connection.
 func (c *CT) All() ([]CTEntry, error) {
-	var (
-		out []CTEntry
-		k   CTKey
-		v   CTValue
-	)
-	it := c.m.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, ctEntryFrom(k, v))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate conntrack: %w", err)
+	var out []CTEntry
+	for _, m := range c.tables {
+		var (
+			k CTKey
+			v CTValue
+		)
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			out = append(out, ctEntryFrom(k, v))
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("iterate conntrack: %w", err)
+		}
 	}
 	return out, nil
 }
@@ -57,7 +62,19 @@ func (c *CT) All() ([]CTEntry, error) {
 // DeleteBinding forgets the connections of one binding, so an unpublished
 // port stops translating replies too. It returns how many went.
 func (c *CT) DeleteBinding(id uint32) (int, error) {
-	return deleteWhere(c.m, func(_ CTKey, v CTValue) bool { return v.BindingID == id })
+	return c.deleteWhere(func(_ CTKey, v CTValue) bool { return v.BindingID == id })
+}
+
+func (c *CT) deleteWhere(stale func(CTKey, CTValue) bool) (int, error) {
+	total := 0
+	for _, m := range c.tables {
+		n, err := deleteWhere(m, stale)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // deleteWhere deletes the entries matching stale: keys are collected

@@ -63,7 +63,7 @@ func expired(now time.Duration, lastSeenNs uint64, lifetime time.Duration) bool 
 // GC deletes conntrack entries idle for longer than their lifetime and
 // returns how many went.
 func (c *CT) GC(now time.Duration, l Lifetimes) (int, error) {
-	return deleteWhere(c.m, func(k CTKey, v CTValue) bool {
+	return c.deleteWhere(func(k CTKey, v CTValue) bool {
 		return expired(now, v.LastSeenNs, l.of(k.Proto, v.TCPFlags))
 	})
 }

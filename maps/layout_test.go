@@ -26,6 +26,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 	}{
 		{"bindings", BindingKey{}, BindingValue{}},
 		{"ct", CTKey{}, CTValue{}},
+		{"ct_new", CTKey{}, CTValue{}},
 		{"hostaddrs", HostAddrKey{}, HostAddrValue{}},
 		{"sockrev", SockRevKey{}, SockRevValue{}},
 		{"config", nil, ConfigValue{}},

@@ -20,6 +20,9 @@ type Network struct {
 	// NoICC forbids containers of the network to talk to each other
 	// directly (Docker's icc=false); published ports still work.
 	NoICC bool
+	// Routed lets the outside reach containers by their own addresses;
+	// otherwise only published ports and replies get in.
+	Routed bool
 }
 
 // Networks wraps the networks LPM trie (subnet -> network).
@@ -41,6 +44,9 @@ func (nw Network) value() NetworkValue {
 	}
 	if nw.NoICC {
 		v.Flags |= NetworkNoICC
+	}
+	if nw.Routed {
+		v.Flags |= NetworkRouted
 	}
 	return v
 }

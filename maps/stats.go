@@ -40,6 +40,12 @@ var StatNames = []string{
 	"drop_frag_needed",
 	"icmp_snat",
 	"tcp_rst_ignored",
+	"drop_not_published",
+	"drop_spoofed",
+	"drop_protocol",
+	"sock_bind_refused",
+	"ct_not_promoted",
+	"drop_snat_orphan",
 }
 
 // Stats wraps the per-CPU counters map.

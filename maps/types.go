@@ -180,6 +180,7 @@ type NetworkValue struct {
 const (
 	NetworkMasquerade = 1 << 0
 	NetworkNoICC      = 1 << 1
+	NetworkRouted     = 1 << 2
 )
 
 // NetnsValue mirrors struct netns_value.
@@ -198,6 +199,10 @@ type EndpointKey struct {
 type EndpointValue struct {
 	Ifindex   uint32
 	NetworkID uint32
+	// MAC is the container's eth0 address; the endpoint may send from no
+	// other. All zero leaves it unchecked.
+	MAC [6]byte
+	Pad uint16
 }
 
 // UplinkValue mirrors struct uplink_value.

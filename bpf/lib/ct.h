@@ -142,48 +142,90 @@ static __always_inline int ct_replaceable(const struct ct_value *v, __u8 proto)
 	return ct_now() - v->last_seen_ns > CT_TAKEOVER_IDLE_NS;
 }
 
+/* Finds a DNAT flow by its reply tuple in either table; *is_new says it
+ * is still in ct_new. */
+static __always_inline struct ct_value *ct_find(const struct ct_key *key, int *is_new)
+{
+	struct ct_value *v = bpf_map_lookup_elem(&ct, key);
+
+	*is_new = 0;
+	if (v)
+		return v;
+	v = bpf_map_lookup_elem(&ct_new, key);
+	*is_new = v != NULL;
+	return v;
+}
+
+/* Whether a flow has earned its place in ct: a TCP handshake completed, or
+ * any answer for the rest. */
+static __always_inline int ct_answered(const struct ct_value *v, __u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return (v->tcp_flags & CT_TCP_ESTABLISHED) && !tcp_closed(v->tcp_flags);
+	return v->flags & CT_F_REPLIED;
+}
+
+/* Moves an answered flow from ct_new to ct. v must not be used after. */
+static __always_inline void ct_promote(const struct ct_key *key, struct ct_value *v)
+{
+	if (bpf_map_update_elem(&ct, key, v, BPF_NOEXIST) == 0)
+		bpf_map_delete_elem(&ct_new, key);
+	else
+		stat_bump(STAT_CT_NOT_PROMOTED, 0);
+}
+
 #define CT_NOT_TRACKED 1
 #define CT_CLASH 2
 
 /* Records that client -> orig_daddr:orig_dport was sent to backend, so the
  * replies can be given the address the client dialled. Only a flow's first
- * packet may create the entry (may_create); for others it returns
- * CT_NOT_TRACKED when there is none. A SYN on a tuple whose connection has
- * closed starts over rather than inheriting the old state. */
+ * packet may create the entry (may_create), in ct_new; for others it
+ * returns CT_NOT_TRACKED when there is none. A SYN on a tuple whose
+ * connection has closed starts over rather than inheriting the old state. */
 static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backend,
 					  __be16 backend_port, __u32 binding_id, int may_create)
 {
 	const struct l4_tuple *t = &pkt->t;
 	struct ct_key key = {};
 	struct ct_value *v;
-	struct ct_value fresh = {
-		.nat_port = t->dport,
-		.flags = CT_F_DNAT_REPLY,
-		.binding_id = binding_id,
-	};
+	int is_new;
 
 	tuple_key4(&key, t->proto, backend, backend_port, t->saddr, t->sport);
-	v = bpf_map_lookup_elem(&ct, &key);
+	v = ct_find(&key, &is_new);
 	if (v && v->nat_port == t->dport && addr_get4(v->nat_addr) == t->daddr) {
 		if (tcp_is_syn(pkt) && tcp_closed(v->tcp_flags)) {
 			struct tcp_side none = {};
 
 			v->tcp_flags = 0;
+			v->flags &= ~CT_F_REPLIED;
 			v->tcp[0] = none;
 			v->tcp[1] = none;
 		}
 		ct_update(v, pkt, CT_DIR_ORIGINAL);
+		if (is_new && ct_answered(v, t->proto))
+			ct_promote(&key, v);
 		return 0;
 	}
 	if (!may_create)
 		return CT_NOT_TRACKED;
 	if (v && !ct_replaceable(v, t->proto))
 		return CT_CLASH;
-	addr_set4(fresh.nat_addr, t->daddr);
-	if (t->proto == IPPROTO_TCP)
-		fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
-	fresh.last_seen_ns = ct_now();
-	return bpf_map_update_elem(&ct, &key, &fresh, BPF_ANY);
+	if (v && !is_new)
+		bpf_map_delete_elem(&ct, &key); /* the new flow starts unanswered */
+
+	{
+		struct ct_value fresh = {
+			.nat_port = t->dport,
+			.flags = CT_F_DNAT_REPLY,
+			.binding_id = binding_id,
+		};
+
+		addr_set4(fresh.nat_addr, t->daddr);
+		if (t->proto == IPPROTO_TCP)
+			fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
+		fresh.last_seen_ns = ct_now();
+		return bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY);
+	}
 }
 
 static __always_inline struct ct_value *ct_lookup_reply4(__u8 proto, __be32 saddr, __be16 sport,
@@ -191,9 +233,10 @@ static __always_inline struct ct_value *ct_lookup_reply4(__u8 proto, __be32 sadd
 {
 	struct ct_key key = {};
 	struct ct_value *v;
+	int is_new;
 
 	tuple_key4(&key, proto, saddr, sport, daddr, dport);
-	v = bpf_map_lookup_elem(&ct, &key);
+	v = ct_find(&key, &is_new);
 	if (v && !(v->flags & CT_F_DNAT_REPLY))
 		return NULL;
 	return v;

@@ -106,16 +106,23 @@ static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct pack
 static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
+	struct ct_key key = {};
 	struct ct_value *v;
+	int is_new;
 	__be16 nat_port;
 	__be32 nat_addr;
 
-	v = ct_lookup_reply4(t->proto, t->saddr, t->sport, t->daddr, t->dport);
-	if (!v)
+	tuple_key4(&key, t->proto, t->saddr, t->sport, t->daddr, t->dport);
+	v = ct_find(&key, &is_new);
+	if (!v || !(v->flags & CT_F_DNAT_REPLY))
 		return STAT_PASS_NO_MATCH;
 	ct_update(v, pkt, CT_DIR_REPLY);
+	if (!(v->flags & CT_F_REPLIED))
+		v->flags |= CT_F_REPLIED;
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
+	if (is_new && ct_answered(v, t->proto))
+		ct_promote(&key, v);
 
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;

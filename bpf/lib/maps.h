@@ -18,12 +18,25 @@ struct {
 	__type(value, struct binding_value);
 } bindings SEC(".maps");
 
+/* Conntrack is two tables. A flow starts in ct_new and moves to ct once
+ * it is answered (TCP: the handshake completed; UDP and ICMP: a reply
+ * came). ct_new is an LRU: a flood of spoofed SYNs or datagrams only
+ * evicts other unanswered flows. ct is a plain hash that GC empties: when
+ * it is full, a flow stays in ct_new (counted), and no answered flow is
+ * ever evicted to make room. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct ct_key);
 	__type(value, struct ct_value);
 } ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+} ct_new SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -75,9 +88,12 @@ struct {
 	__type(value, struct netns_value);
 } netns SEC(".maps");
 
-/* Both directions of every masqueraded flow, keyed by ct_key tuples. */
+/* Both directions of every masqueraded flow, keyed by ct_key tuples. A
+ * plain hash: LRU eviction could take one half of a flow and leave the
+ * other to be matched by someone else's packets. GC removes both halves
+ * together; a full table refuses new flows (counted). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct ct_key);
 	__type(value, struct snat_value);

@@ -85,6 +85,7 @@ struct packet {
 	__u8 udp_no_csum; /* UDP checksum 0: nothing absorbs a port change */
 	__u8 frag;        /* enum frag_kind */
 	__u8 df;          /* Don't Fragment set */
+	__u8 has_addrs;   /* t.saddr and t.daddr are set, even if the rest is malformed */
 	struct tcp_fields tcp;
 	/* For ICMP errors: the embedded header that caused the error. */
 	__u32 inner_l3_off;
@@ -287,6 +288,7 @@ static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __
 
 	pkt->l3_off = l3_off;
 	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, &l4_csum, &pkt->frag, &id);
+	pkt->has_addrs = pkt->t.saddr || pkt->t.daddr;
 	if (ret == PARSE_MALFORMED)
 		return ret;
 	if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, frag_off), &frag_off,

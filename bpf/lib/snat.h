@@ -25,38 +25,34 @@
 
 /* The TCP state of a masqueraded flow lives in both of its entries: each
  * direction's own entry takes the state its packets move (GC reads the
- * two together).
- * The other entry is looked up only for what needs both sides: the
- * handshake's last ACK, an RST on an established flow, and a SYN that
- * reopens a closed tuple. */
-static __always_inline void snat_update(struct snat_value *v, const struct packet *pkt, int opener,
-					const struct ct_key *other_key)
+ * two together). other is the flow's other entry. */
+static __always_inline void snat_update(struct snat_value *v, struct snat_value *other,
+					const struct packet *pkt, int opener)
 {
-	struct snat_value *other = NULL;
-	__u8 f = pkt->tcp_flags, before, after;
-	int reopen;
+	__u8 before, after;
 
 	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
-		reopen = opener && tcp_is_syn(pkt) && tcp_closed(v->tcp_flags);
-		if (reopen || (f & TCP_FLAG_RST) ||
-		    (opener && (f & TCP_FLAG_ACK) && !(v->tcp_flags & CT_TCP_ESTABLISHED)))
-			other = bpf_map_lookup_elem(&snat, other_key);
-		if (reopen) {
+		if (opener && tcp_is_syn(pkt) && tcp_closed(v->tcp_flags | other->tcp_flags)) {
 			struct tcp_side none = {};
 
 			v->tcp_flags = 0;
 			v->tcp = none;
-			if (other) {
-				other->tcp_flags = 0;
-				other->tcp = none;
-			}
+			other->tcp_flags = 0;
+			other->tcp = none;
 		}
-		before = v->tcp_flags | (other ? other->tcp_flags : 0);
-		after = tcp_advance(before, pkt, opener, &v->tcp, other ? &other->tcp : NULL);
+		before = v->tcp_flags | other->tcp_flags;
+		after = tcp_advance(before, pkt, opener, &v->tcp, &other->tcp);
 		if (after != before)
 			v->tcp_flags |= after & ~before;
 	}
 	ct_stamp(&v->last_seen_ns);
+}
+
+/* Whether entry is the reverse half of the flow from addr:port. */
+static __always_inline int snat_reverse_of(const struct snat_value *entry, __be32 addr, __be16 port)
+{
+	return entry && (entry->flags & SNAT_F_REVERSE) && entry->port == port &&
+	       addr_get4(entry->addr) == addr;
 }
 
 /* Claims a source port on nat_addr for the flow t by inserting its reverse
@@ -115,28 +111,37 @@ static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, _
 	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	v = bpf_map_lookup_elem(&snat, &fwd);
 	if (v && addr_get4(v->addr) == nat_addr) {
+		struct snat_value *other;
+
 		nat_port = v->port;
 		tuple_key4(&rev, t->proto, t->daddr, t->dport, nat_addr, nat_port);
-		snat_update(v, pkt, 1, &rev);
-	} else {
-		/* Later fragments follow their first; without its entry they
-		 * have nowhere to go. */
-		if (pkt->frag == FRAG_LATER)
-			return STAT_PASS_FRAGMENT;
-		if (snat_claim_port4(t, nat_addr, &nat_port, &rev, &entry) < 0)
-			return STAT_DROP_SNAT_EXHAUSTED;
-		__builtin_memset(&entry, 0, sizeof(entry));
-		entry.flags = SNAT_F_FORWARD;
-		entry.last_seen_ns = ct_now();
-		addr_set4(entry.addr, nat_addr);
-		entry.port = nat_port;
-		if (t->proto == IPPROTO_TCP)
-			entry.tcp_flags = tcp_advance(0, pkt, 1, &entry.tcp, NULL);
-		if (bpf_map_update_elem(&snat, &fwd, &entry, BPF_ANY) < 0) {
-			bpf_map_delete_elem(&snat, &rev); /* never leave half a flow */
-			return STAT_DROP_SNAT_EXHAUSTED;
+		other = bpf_map_lookup_elem(&snat, &rev);
+		/* A forward entry is trusted only with its reverse half: else
+		 * another flow may own that port now. Claim afresh. */
+		if (snat_reverse_of(other, t->saddr, t->sport)) {
+			snat_update(v, other, pkt, 1);
+			goto rewrite;
 		}
 	}
+
+	/* Later fragments follow their first; without its entry they have
+	 * nowhere to go. */
+	if (pkt->frag == FRAG_LATER)
+		return STAT_PASS_FRAGMENT;
+	if (snat_claim_port4(t, nat_addr, &nat_port, &rev, &entry) < 0)
+		return STAT_DROP_SNAT_EXHAUSTED;
+	__builtin_memset(&entry, 0, sizeof(entry));
+	entry.flags = SNAT_F_FORWARD;
+	entry.last_seen_ns = ct_now();
+	addr_set4(entry.addr, nat_addr);
+	entry.port = nat_port;
+	if (t->proto == IPPROTO_TCP)
+		entry.tcp_flags = tcp_advance(0, pkt, 1, &entry.tcp, NULL);
+	if (bpf_map_update_elem(&snat, &fwd, &entry, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&snat, &rev); /* never leave half a flow */
+		return STAT_DROP_SNAT_EXHAUSTED;
+	}
+rewrite:
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_SNAT;
@@ -167,7 +172,7 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 {
 	const struct l4_tuple *t = &pkt->t;
 	struct ct_key rev = {}, fwd = {};
-	struct snat_value *v;
+	struct snat_value *v, *other;
 	__be32 orig_addr;
 	__be16 orig_port;
 
@@ -178,7 +183,12 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	orig_addr = addr_get4(v->addr);
 	orig_port = v->port;
 	tuple_key4(&fwd, t->proto, orig_addr, orig_port, t->saddr, t->sport);
-	snat_update(v, pkt, 0, &fwd);
+	other = bpf_map_lookup_elem(&snat, &fwd);
+	/* An orphaned reverse half is never trusted with a reply. */
+	if (!other || !(other->flags & SNAT_F_FORWARD) || other->port != t->dport ||
+	    addr_get4(other->addr) != t->daddr)
+		return STAT_DROP_SNAT_ORPHAN;
+	snat_update(v, other, pkt, 0);
 
 	if (rewrite_endpoint4(skb, pkt, 1, orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;

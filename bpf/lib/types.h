@@ -17,6 +17,7 @@
 
 /* ct_value.flags */
 #define CT_F_DNAT_REPLY (1 << 0) /* entry is keyed by the reply of a DNAT flow */
+#define CT_F_REPLIED (1 << 1)    /* the backend answered */
 
 /* ct_value.tcp_flags and snat_value.tcp_flags: where a TCP flow is in its
  * life, for lifetimes and GC. ESTABLISHED needs the whole handshake: the
@@ -145,6 +146,7 @@ struct network_key {
 
 #define NETWORK_F_MASQUERADE (1 << 0)
 #define NETWORK_F_NO_ICC (1 << 1) /* containers may not talk to each other directly */
+#define NETWORK_F_ROUTED (1 << 2) /* the outside may reach containers by their own addresses */
 
 struct network_value {
 	__u8 gateway[16];
@@ -162,6 +164,8 @@ struct endpoint_key {
 struct endpoint_value {
 	__u32 ifindex;     /* host-side veth */
 	__u32 network_id;
+	__u8 mac[6];       /* the container's eth0; all zero: not checked */
+	__u16 pad;
 };
 
 /* The network of the containers in a network namespace, by netns cookie:
@@ -231,6 +235,12 @@ enum stat_index {
 	STAT_DROP_FRAG_NEEDED,    /* a hairpinned packet too big for the backend's network */
 	STAT_ICMP_SNAT,           /* an ICMP error from a container about a masqueraded flow */
 	STAT_TCP_RST_IGNORED,     /* an RST outside the window: the flow keeps its state */
+	STAT_DROP_NOT_PUBLISHED,  /* from outside to a container, neither a published port nor a reply */
+	STAT_DROP_SPOOFED,        /* an endpoint sending from an address or MAC not its own */
+	STAT_DROP_PROTOCOL,       /* an endpoint sending what Pontoon does not carry yet (IPv6) */
+	STAT_SOCK_BIND_REFUSED,   /* a host process binding a published port */
+	STAT_CT_NOT_PROMOTED,     /* ct full: an answered flow stays in ct_new */
+	STAT_DROP_SNAT_ORPHAN,    /* half a masqueraded flow without its other half */
 	STAT_MAX,
 };
 

@@ -38,7 +38,9 @@ static __always_inline int stat_dropped(__u32 stat)
 {
 	return stat == STAT_DROP_REWRITE || stat == STAT_DROP_CT_FULL || stat == STAT_DROP_ISOLATION ||
 	       stat == STAT_DROP_SNAT_EXHAUSTED || stat == STAT_DROP_UNMASQUERADED ||
-	       stat == STAT_DROP_CT_CLASH || stat == STAT_DROP_FRAG_NEEDED;
+	       stat == STAT_DROP_CT_CLASH || stat == STAT_DROP_FRAG_NEEDED ||
+	       stat == STAT_DROP_NOT_PUBLISHED || stat == STAT_DROP_SPOOFED ||
+	       stat == STAT_DROP_PROTOCOL || stat == STAT_DROP_SNAT_ORPHAN;
 }
 
 /* The last word on a packet about to leave an uplink: one from a
@@ -49,12 +51,28 @@ static __always_inline __u32 guard_private_source4(int parsed, const struct pack
 {
 	struct network_value *net;
 
-	if (parsed == PARSE_NOT_IP || parsed == PARSE_MALFORMED || stat_translated(stat) ||
-	    stat_dropped(stat))
+	if (!pkt->has_addrs || stat_translated(stat) || stat_dropped(stat))
 		return stat;
 	net = network_lookup4(pkt->t.saddr);
 	if (net && (net->flags & NETWORK_F_MASQUERADE))
 		return STAT_DROP_UNMASQUERADED;
+	return stat;
+}
+
+/* From outside, containers are reachable only through what Pontoon
+ * translated: published ports' flows and replies to flows they opened.
+ * Anything else addressed to a container (a routed LAN host probing ports,
+ * fragments, other protocols) is dropped, unless its network is routed.
+ * The host's own addresses in a network (its gateway) stay the host's. */
+static __always_inline __u32 guard_inbound4(int parsed, const struct packet *pkt, __u32 stat)
+{
+	struct network_value *net;
+
+	if (!pkt->has_addrs || stat_translated(stat) || stat_dropped(stat))
+		return stat;
+	net = network_lookup4(pkt->t.daddr);
+	if (net && !(net->flags & NETWORK_F_ROUTED) && !hostaddr_has4(pkt->t.daddr))
+		return STAT_DROP_NOT_PUBLISHED;
 	return stat;
 }
 
