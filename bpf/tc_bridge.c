@@ -43,8 +43,13 @@ static __noinline int crosses_networks4(const struct l4_tuple *t)
 	return dst && dst->id != src->id && !hostaddr_has4(t->daddr);
 }
 
-/* Its own call frame: the stack space of the ICMP translations is not
- * added to masquerade's. */
+/* In frames of their own: the stack space of these translations is not
+ * added to masquerade's, whose chain of calls is the deepest. */
+static __noinline __u32 leave_rnat4(struct __sk_buff *skb, struct packet *pkt)
+{
+	return rnat4(skb, pkt);
+}
+
 static __noinline __u32 leave_icmp4(struct __sk_buff *skb, struct packet *pkt, __u32 egress_ifindex)
 {
 	__u32 stat = icmp_rnat4(skb, pkt);
@@ -76,7 +81,7 @@ static __noinline __u32 leave4(struct __sk_buff *skb, struct packet *pkt, int pa
 	if (parsed == PARSE_ICMP_ERROR) {
 		stat = leave_icmp4(skb, pkt, fib.ifindex);
 	} else {
-		stat = rnat4(skb, pkt);
+		stat = leave_rnat4(skb, pkt);
 		if (stat == STAT_PASS_NO_MATCH)
 			stat = masquerade4(skb, pkt, fib.ifindex);
 	}

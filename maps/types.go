@@ -62,8 +62,15 @@ type TCPSide struct {
 	Ack    uint32 // host byte order
 	Window uint16 // unscaled
 	Wscale uint8
-	Seen   uint8
+	Seen   uint8 // TCPSide* flags
 }
+
+// TCPSide flags, as in bpf/lib/types.h.
+const (
+	TCPSideAcked     = 1 << 0
+	TCPSideSynWindow = 1 << 1 // the window came with a SYN: never scaled
+	TCPSideWscale    = 1 << 2 // the side offered window scaling
+)
 
 // CTValue mirrors struct ct_value.
 type CTValue struct {

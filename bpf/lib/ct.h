@@ -45,14 +45,20 @@ static __always_inline int tcp_closed(__u8 state)
 
 /* An RST counts only inside the window its receiver last advertised
  * (RFC 793): a blind or stray one must not end a live connection's
- * tracking. Without anything learnt from the receiver yet, it counts. */
-static __always_inline int tcp_rst_in_window(__u32 seq, const struct tcp_side *receiver)
+ * tracking. Without anything learnt from the receiver yet, it counts.
+ * Windows are scaled only when both sides offered scaling in their SYNs,
+ * and never the window of a SYN itself (RFC 7323). */
+static __always_inline int tcp_rst_in_window(__u32 seq, const struct tcp_side *receiver,
+					     const struct tcp_side *sender)
 {
-	__u32 window;
+	__u32 window, shift = 0;
 
-	if (!receiver || !receiver->seen)
+	if (!receiver || !(receiver->seen & TCP_SIDE_ACKED))
 		return 1;
-	window = (__u32)receiver->window << receiver->wscale;
+	if (!(receiver->seen & TCP_SIDE_SYN_WINDOW) && (receiver->seen & TCP_SIDE_WSCALE) &&
+	    sender && (sender->seen & TCP_SIDE_WSCALE))
+		shift = receiver->wscale;
+	window = (__u32)receiver->window << shift;
 	if (window == 0)
 		window = 1;
 	return seq - receiver->ack < window;
@@ -65,25 +71,37 @@ static __always_inline int tcp_rst_in_window(__u32 seq, const struct tcp_side *r
 static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, int opener,
 					 struct tcp_side *sender, const struct tcp_side *receiver)
 {
-	__u8 f = pkt->tcp_flags;
+	__u8 f = pkt->tcp_flags, seen;
 
 	if (pkt->frag == FRAG_LATER)
 		return state; /* no TCP header */
 	if (f & TCP_FLAG_RST) {
-		if ((state & CT_TCP_ESTABLISHED) && !tcp_rst_in_window(pkt->tcp.seq, receiver)) {
+		if ((state & CT_TCP_ESTABLISHED) &&
+		    !tcp_rst_in_window(pkt->tcp.seq, receiver, sender)) {
 			stat_bump(STAT_TCP_RST_IGNORED, 0);
 			return state;
 		}
 		return state | CT_TCP_RST;
 	}
-	if ((f & TCP_FLAG_ACK) &&
-	    (sender->ack != pkt->tcp.ack || sender->window != pkt->tcp.window || !sender->seen)) {
-		sender->ack = pkt->tcp.ack;
-		sender->window = pkt->tcp.window;
-		sender->seen = 1;
+	seen = sender->seen;
+	if (f & TCP_FLAG_SYN) {
+		seen |= TCP_SIDE_SYN_WINDOW;
+		if (pkt->tcp.has_wscale) {
+			sender->wscale = pkt->tcp.wscale;
+			seen |= TCP_SIDE_WSCALE;
+		}
+	} else {
+		seen &= ~TCP_SIDE_SYN_WINDOW;
 	}
-	if ((f & TCP_FLAG_SYN) && pkt->tcp.has_wscale)
-		sender->wscale = pkt->tcp.wscale;
+	if (f & TCP_FLAG_ACK) {
+		seen |= TCP_SIDE_ACKED;
+		if (sender->ack != pkt->tcp.ack)
+			sender->ack = pkt->tcp.ack;
+		if (sender->window != pkt->tcp.window)
+			sender->window = pkt->tcp.window;
+	}
+	if (sender->seen != seen)
+		sender->seen = seen;
 
 	if (f & TCP_FLAG_SYN) {
 		if (!opener && (f & TCP_FLAG_ACK))

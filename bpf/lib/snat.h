@@ -16,9 +16,11 @@
 #include "ct.h"
 #include "network.h"
 
-/* Linux's own default ephemeral range, used when the agent set none. */
-#define SNAT_PORT_MIN_DEFAULT 32768
-#define SNAT_PORT_MAX_DEFAULT 60999
+/* Below Linux's default ephemeral range (32768-60999) and Pontoon's
+ * dynamic published ports (61000-65535), used when the agent set none:
+ * the kernel never picks these as a host connection's source port. */
+#define SNAT_PORT_MIN_DEFAULT 1024
+#define SNAT_PORT_MAX_DEFAULT 32767
 /* Random probes for a free port after the original one is taken: with the
  * range at most half full, 16 misses in a row happen once in 65k flows. */
 #define SNAT_PORT_TRIES 16
@@ -55,13 +57,39 @@ static __always_inline int snat_reverse_of(const struct snat_value *entry, __be3
 	       addr_get4(entry->addr) == addr;
 }
 
+/* Whether a socket of the host would take the replies of a flow from
+ * nat_addr:port to the server: the host's own connection on that tuple,
+ * or a listener on the port. The agent keeps the SNAT range clear of the
+ * kernel's ephemeral ports; this covers what was bound explicitly. */
+static __always_inline int host_socket_holds(struct __sk_buff *skb, const struct l4_tuple *t,
+					     __be32 nat_addr, __be16 port)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
+		return 0;
+	tuple.ipv4.saddr = t->daddr;
+	tuple.ipv4.sport = t->dport;
+	tuple.ipv4.daddr = nat_addr;
+	tuple.ipv4.dport = port;
+	if (t->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* Claims a source port on nat_addr for the flow t by inserting its reverse
- * entry. The original port is kept when free, so two containers using the
- * same source port towards the same server both get through. rev and
- * entry are the caller's, to keep the stack small: rev ends up as the
- * claimed reverse key. */
-static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat_addr,
-					    __be16 *nat_port, struct ct_key *rev,
+ * entry. The original port is kept when it lies in the SNAT range and is
+ * free, so two containers using the same source port towards the same
+ * server both get through. rev and entry are the caller's, to keep the
+ * stack small: rev ends up as the claimed reverse key. */
+static __always_inline int snat_claim_port4(struct __sk_buff *skb, const struct l4_tuple *t,
+					    __be32 nat_addr, __be16 *nat_port, struct ct_key *rev,
 					    struct snat_value *entry)
 {
 	struct config *cfg = config_get();
@@ -73,6 +101,10 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 		min = cfg->snat_port_min;
 		max = cfg->snat_port_max;
 	}
+	/* An echo's identifier is no port: it needs no range. */
+	if (t->proto != IPPROTO_ICMP &&
+	    (bpf_ntohs(port) < min || bpf_ntohs(port) > max))
+		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	__builtin_memset(entry, 0, sizeof(*entry));
 	entry->port = t->sport;
 	entry->flags = SNAT_F_REVERSE;
@@ -84,6 +116,8 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 
 		/* The reply comes from the server to nat_addr:port. */
 		tuple_key4(rev, t->proto, t->daddr, t->dport, nat_addr, port);
+		if (host_socket_holds(skb, t, nat_addr, port))
+			goto next;
 		if (bpf_map_update_elem(&snat, rev, entry, BPF_NOEXIST) == 0) {
 			*nat_port = port;
 			return 0;
@@ -93,6 +127,7 @@ static __always_inline int snat_claim_port4(const struct l4_tuple *t, __be32 nat
 			*nat_port = port; /* ours already: a lost forward entry */
 			return 0;
 		}
+next:
 		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	}
 	return -1;
@@ -128,7 +163,7 @@ static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, _
 	 * nowhere to go. */
 	if (pkt->frag == FRAG_LATER)
 		return STAT_PASS_FRAGMENT;
-	if (snat_claim_port4(t, nat_addr, &nat_port, &rev, &entry) < 0)
+	if (snat_claim_port4(skb, t, nat_addr, &nat_port, &rev, &entry) < 0)
 		return STAT_DROP_SNAT_EXHAUSTED;
 	__builtin_memset(&entry, 0, sizeof(entry));
 	entry.flags = SNAT_F_FORWARD;

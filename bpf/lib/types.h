@@ -62,9 +62,13 @@ struct ct_key {
 struct tcp_side {
 	__u32 ack;     /* host byte order */
 	__u16 window;  /* as sent, unscaled */
-	__u8 wscale;   /* from this side's SYN; 0 when it sent none */
-	__u8 seen;     /* ack and window are set */
+	__u8 wscale;   /* from this side's SYN */
+	__u8 seen;     /* TCP_SIDE_* */
 };
+
+#define TCP_SIDE_ACKED (1 << 0)      /* ack and window are set */
+#define TCP_SIDE_SYN_WINDOW (1 << 1) /* window came with a SYN: never scaled (RFC 7323) */
+#define TCP_SIDE_WSCALE (1 << 2)     /* this side offered window scaling */
 
 /* For a DNAT reply entry: the address and port the client dialled, which
  * replies must carry as their source. */
