@@ -32,12 +32,36 @@ type options struct {
 	proxyBin  string
 	iptables  string
 	legacyTC  bool
+	noMatrix  bool
+	// Bulk rows: rounds (0 skips them), MiB per transfer, the bound on
+	// one transfer, and which rows (empty for all).
+	bulkRuns  int
+	bulkMiB   int
+	bulkLimit time.Duration
+	bulkRows  []string
 	// fillerAddr is the host address rule-scaling fillers are published
 	// on; the unspecified address publishes them on all.
 	fillerAddr netip.Addr
 }
 
-var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon"}
+var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon", "pontoon-stack"}
+
+// bulkOnly are datapaths measured in the bulk rows alone: Pontoon with
+// stack forwarding differs from the default only in how translated
+// packets are forwarded, which the bulk rows show, and the connect-rate
+// matrix and rule scaling would take a quarter longer with it.
+var bulkOnly = map[string]bool{"pontoon-stack": true}
+
+// matrixDPs are the datapaths of the connect-rate matrix and scaling.
+func matrixDPs(dps []datapath) []datapath {
+	var out []datapath
+	for _, dp := range dps {
+		if !bulkOnly[dp.name()] {
+			out = append(out, dp)
+		}
+	}
+	return out
+}
 
 func newID() string {
 	b := make([]byte, 3)
@@ -66,6 +90,9 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 	defer cl.run()
 	res = &results{Sys: collectSysInfo(ctx, o.iptables)}
 	res.Config = runConfig{Mode: "full", Runs: o.runs, Duration: o.duration.String(), ScaleNs: o.scaleNs, ScaleRuns: o.scaleRuns, Datapaths: o.datapaths, Nice: childNice}
+	if o.bulkRuns > 0 {
+		res.Config.BulkRuns, res.Config.BulkMiB, res.Config.BulkLimit = o.bulkRuns, o.bulkMiB, o.bulkLimit.String()
+	}
 	if o.quick {
 		res.Config.Mode = "quick"
 	}
@@ -76,6 +103,12 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 
 	var dps []datapath
 	for _, name := range o.datapaths {
+		if !slices.Contains(allDatapaths, name) {
+			return nil, fmt.Errorf("unknown datapath %q: use %v", name, allDatapaths)
+		}
+		if bulkOnly[name] && o.bulkRuns == 0 {
+			continue
+		}
 		w, err := newWorld(ctx, cl, worldPrefixOf(id)+"-"+name)
 		if err != nil {
 			return nil, fmt.Errorf("build %s world: %w", name, err)
@@ -84,11 +117,21 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 			"--tcp-echo", fmt.Sprintf(":%d", echoTCP.containerPort),
 			"--tcp-sink", fmt.Sprintf(":%d", sinkTCP.containerPort),
 			"--udp-echo", fmt.Sprintf(":%d", echoUDP.containerPort),
+			"--tcp-bulk", fmt.Sprintf(":%d", bulkTCP.containerPort),
 			"--ready-fd", "3")
 		if err != nil {
 			return nil, fmt.Errorf("start %s server: %w", name, err)
 		}
 		cl.add(name+" server", func() error { return srv.stop(syscall.SIGTERM) })
+		// The outside server of the masquerade rows.
+		outSrv, err := startReady(w.outside, 10*time.Second, os.Stderr, exe, "serve",
+			"--tcp-echo", "", "--tcp-sink", "", "--udp-echo", "",
+			"--tcp-bulk", fmt.Sprintf(":%d", bulkTCP.containerPort),
+			"--ready-fd", "3")
+		if err != nil {
+			return nil, fmt.Errorf("start %s outside server: %w", name, err)
+		}
+		cl.add(name+" outside server", func() error { return outSrv.stop(syscall.SIGTERM) })
 		var dp datapath
 		switch name {
 		case "direct":
@@ -103,12 +146,13 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 			res.Sys.DockerProxy = bin.Package
 			res.Config.DockerProxy = bin.Path
 			dp = &dockerProxyDP{w: w, bin: bin.Path, limit: o.proxyMaxN}
-		case "pontoon":
-			cg, err := newCgroup(cl, cgroupNameOf(id))
+		case "pontoon", "pontoon-stack":
+			stack := name == "pontoon-stack"
+			cg, err := newCgroup(cl, cgroupNameOf(id)+pontoonSuffix(stack))
 			if err != nil {
 				return nil, err
 			}
-			dp = &pontoonDP{w: w, cg: cg, pinDir: pinDirOf(id), legacyTC: o.legacyTC}
+			dp = &pontoonDP{w: w, cg: cg, pinDir: pinDirOf(id) + pontoonSuffix(stack), legacyTC: o.legacyTC, stack: stack}
 		default:
 			return nil, fmt.Errorf("unknown datapath %q: use %v", name, allDatapaths)
 		}
@@ -121,11 +165,20 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 		res.Sys.TCMode = tcModeOf(p)
 	}
 
-	if err := runMatrix(ctx, o, dps, res); err != nil {
-		return res, err
+	if !o.noMatrix {
+		if err := runMatrix(ctx, o, matrixDPs(dps), res); err != nil {
+			return res, err
+		}
+	}
+	// Bulk before scaling: scaling leaves only the ports it measures
+	// published.
+	if o.bulkRuns > 0 {
+		if err := runBulk(ctx, o, dps, res); err != nil {
+			return res, err
+		}
 	}
 	if len(o.scaleNs) > 0 {
-		if err := runScaling(ctx, o, dps, res); err != nil {
+		if err := runScaling(ctx, o, matrixDPs(dps), res); err != nil {
 			return res, err
 		}
 	}
@@ -187,8 +240,11 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 	measures := selectMeasures(o.measures)
 	total := len(clients) * len(measures) * o.runs * len(dps)
 	then := ""
+	if o.bulkRuns > 0 {
+		then = ", then bulk transfers"
+	}
 	if len(o.scaleNs) > 0 {
-		then = ", then rule scaling"
+		then += ", then rule scaling"
 	}
 	fmt.Fprintf(os.Stderr, "pontoon-bench: %d runs of %s (about %s)%s\n",
 		total, o.duration, (time.Duration(total) * (o.duration + 60*time.Millisecond)).Round(time.Second), then)

@@ -15,7 +15,7 @@ import (
 // TestMain lets the test binary stand in for pontoon-bench: the bench
 // re-executes itself as server, client and loader.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && slices.Contains([]string{"serve", "client", "attach", "detach"}, os.Args[1]) {
+	if len(os.Args) > 1 && slices.Contains([]string{"serve", "client", "attach", "detach", "netns-cookie"}, os.Args[1]) {
 		cmd := rootCmd()
 		cmd.SetArgs(os.Args[1:])
 		if err := cmd.Execute(); err != nil {
@@ -142,7 +142,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	datapaths := []string{"direct", "iptables", "pontoon"}
+	datapaths := []string{"direct", "iptables", "pontoon", "pontoon-stack"}
 	// docker-proxy only when it is at hand: a test downloads nothing.
 	if _, _, ok := installedDockerProxy(context.Background()); ok {
 		datapaths = append(datapaths, "docker-proxy")
@@ -156,6 +156,7 @@ func TestSmoke(t *testing.T) {
 		id:   id,
 		runs: 1, duration: 100 * time.Millisecond, scaleNs: []int{1, 10}, scaleRuns: 1, proxyMaxN: 10,
 		datapaths: datapaths, cacheDir: cache, iptables: "iptables", fillerAddr: hostIP,
+		bulkRuns: 1, bulkMiB: 8, bulkLimit: 5 * time.Second,
 	}
 	res, err := runBench(context.Background(), o)
 	if err != nil {
@@ -165,7 +166,7 @@ func TestSmoke(t *testing.T) {
 	for _, m := range allMeasures {
 		metrics += len(m.metrics)
 	}
-	want := len(datapaths) * len(allClients) * metrics
+	want := (len(datapaths) - 1) * len(allClients) * metrics // pontoon-stack: bulk rows only
 	if len(res.Cells) != want {
 		t.Errorf("%d result cells, want %d", len(res.Cells), want)
 	}
@@ -182,7 +183,23 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s N=%d %s: no connections", c.Datapath, c.N, c.Metric)
 		}
 	}
-	if md := markdown(res); !strings.Contains(md, "| host → 127.0.0.1 | TCP stream Gbit/s |") || !strings.Contains(md, "## Rule scaling") {
+	// Every bulk row on direct and Pontoon, the published and masquerade
+	// rows on stack forwarding. A stalled transfer is a datapath's
+	// failure, and the bench's to report, not this test's.
+	wantBulk := 3*len(allBulkRows) - 4
+	if len(res.Bulk) != wantBulk {
+		t.Errorf("%d bulk cells, want %d", len(res.Bulk), wantBulk)
+	}
+	for _, c := range res.Bulk {
+		if c.Median <= 0 {
+			t.Errorf("%s bulk %s: nothing moved (%v)", c.Datapath, c.Row, c.Runs)
+		}
+		if c.Datapath != "direct" && c.Ratio == nil {
+			t.Errorf("%s bulk %s: no ratio to the untranslated path", c.Datapath, c.Row)
+		}
+	}
+	if md := markdown(res); !strings.Contains(md, "| host → 127.0.0.1 | TCP stream Gbit/s |") || !strings.Contains(md, "## Rule scaling") ||
+		!strings.Contains(md, "## Bulk transfer") {
 		t.Errorf("markdown lacks the tables:\n%s", md)
 	}
 	if left := leftovers(id); len(left) > 0 {
@@ -195,12 +212,69 @@ func leftovers(id string) []string {
 	var out []string
 	for _, pattern := range []string{
 		"/run/netns/pbench-" + id + "-*",
-		"/sys/fs/bpf/pontoon-bench-" + id,
-		"/sys/fs/cgroup/pontoon-bench-" + id,
-		"/sys/fs/cgroup/*/pontoon-bench-" + id,
+		"/sys/fs/bpf/pontoon-bench-" + id + "*",
+		"/sys/fs/cgroup/pontoon-bench-" + id + "*",
+		"/sys/fs/cgroup/*/pontoon-bench-" + id + "*",
 	} {
 		m, _ := filepath.Glob(pattern)
 		out = append(out, m...)
 	}
 	return out
+}
+
+func TestBulkRows(t *testing.T) {
+	rows, err := selectBulkRows(nil)
+	if err != nil || len(rows) != len(allBulkRows) {
+		t.Fatalf("all rows: %d, %v", len(rows), err)
+	}
+	rows, err = selectBulkRows([]string{"masquerade_upload", "published_download"})
+	if err != nil || len(rows) != 2 || rows[0].id() != "published_download" || rows[1].id() != "masquerade_upload" {
+		t.Errorf("two rows: %v, %v", rows, err)
+	}
+	if _, err := selectBulkRows([]string{"published"}); err == nil {
+		t.Error("a path without a direction was accepted")
+	}
+	seen := map[string]bool{}
+	for _, r := range allBulkRows {
+		if seen[r.id()] {
+			t.Errorf("row %s twice", r.id())
+		}
+		seen[r.id()] = true
+		if path, ref := r.label(); path == "" || ref == "" {
+			t.Errorf("row %s has no label", r.id())
+		}
+	}
+}
+
+// Stalled transfers are a few hundred Kbit/s: they must read as that, not
+// as 0.00 Gbit/s.
+func TestTinyRatesReadWell(t *testing.T) {
+	for _, c := range []struct {
+		gbit float64
+		want string
+	}{
+		{9.5, "9.50 Gbit/s"},
+		{0.05, "50 Mbit/s"},
+		{0.00034, "340 Kbit/s"},
+	} {
+		if got := fmtRate(c.gbit); got != c.want {
+			t.Errorf("fmtRate(%v) = %q, want %q", c.gbit, got, c.want)
+		}
+	}
+}
+
+func TestBulkGoalInCells(t *testing.T) {
+	r := func(x float64) *float64 { return &x }
+	for _, c := range []struct {
+		cell bulkCell
+		want string
+	}{
+		{bulkCell{Unit: "Gbit/s", summary: summarize([]float64{9, 10}), Ratio: r(0.95)}, "9.50 (9.00–10.00) **0.95x** met"},
+		{bulkCell{Unit: "Gbit/s", summary: summarize([]float64{5}), Ratio: r(0.5)}, "5.00 **0.50x** not met"},
+		{bulkCell{Unit: "Gbit/s", summary: summarize([]float64{0.00034}), Ratio: r(0.00004), Stalled: 1}, "340 Kbit/s **0.00x** not met; stalled in 1 of 1 runs"},
+	} {
+		if got := fmtBulk(c.cell, true); got != c.want {
+			t.Errorf("fmtBulk = %q, want %q", got, c.want)
+		}
+	}
 }

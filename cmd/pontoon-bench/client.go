@@ -33,10 +33,14 @@ type loadResult struct {
 	P50us   float64 `json:"p50_us,omitempty"`
 	P99us   float64 `json:"p99_us,omitempty"`
 	Lost    int64   `json:"lost,omitempty"`
+	// Stalled: a bulk transfer hit its time bound; Bytes is what got
+	// through until then.
+	Stalled bool `json:"stalled,omitempty"`
 }
 
-// runClient runs one measure against addr for d.
-func runClient(kind, addr string, d time.Duration) (loadResult, error) {
+// runClient runs one measure against addr for d; a bulk transfer moves
+// size bytes within d.
+func runClient(kind, addr string, d time.Duration, size int64) (loadResult, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || !ap.Addr().Is4() {
 		return loadResult{}, fmt.Errorf("address %q: want IPv4 address:port", addr)
@@ -50,8 +54,12 @@ func runClient(kind, addr string, d time.Duration) (loadResult, error) {
 		return clientCRR(ap, d)
 	case "udp-rr":
 		return clientUDPRR(ap, d)
+	case "bulk-upload":
+		return clientBulk(ap, bulkUpload, size, d)
+	case "bulk-download":
+		return clientBulk(ap, bulkDownload, size, d)
 	}
-	return loadResult{}, fmt.Errorf("unknown measure %q: use stream, rr, crr or udp-rr", kind)
+	return loadResult{}, fmt.Errorf("unknown measure %q: use stream, rr, crr, udp-rr, bulk-upload or bulk-download", kind)
 }
 
 func clientStream(addr netip.AddrPort, d time.Duration) (loadResult, error) {
@@ -75,6 +83,110 @@ func clientStream(addr netip.AddrPort, d time.Duration) (loadResult, error) {
 		return loadResult{}, fmt.Errorf("read byte count from %s: %w", addr, err)
 	}
 	n := int64(binary.BigEndian.Uint64(b[:]))
+	return loadResult{Bytes: n, Seconds: time.Since(start).Seconds()}, nil
+}
+
+// bulkWait is the longest one system call of a bulk transfer blocks, so a
+// stalled transfer ends soon after its bound.
+const bulkWait = 500 * time.Millisecond
+
+// clientBulk moves n bytes to (upload) or from (download) the bulk server
+// at addr. The time runs from connect to the last byte read or, for an
+// upload, to the server's count of what arrived: the rate is what reached
+// the far end. A transfer still going at limit is cut off with a reset
+// and reported as stalled, with what got through until then.
+func clientBulk(addr netip.AddrPort, op byte, n int64, limit time.Duration) (loadResult, error) {
+	start := time.Now()
+	deadline := start.Add(limit)
+	s, err := dial(unix.SOCK_STREAM, addr, ioTimeout)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer s.close()
+	tv := unix.NsecToTimeval(bulkWait.Nanoseconds())
+	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
+		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return loadResult{}, fmt.Errorf("set socket timeout: %w", err)
+		}
+	}
+	stalled := func(moved int64) (loadResult, error) {
+		// Reset rather than close: queued data must not keep flowing.
+		unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		return loadResult{Bytes: moved, Seconds: time.Since(start).Seconds(), Stalled: true}, nil
+	}
+	var hdr [bulkHeader]byte
+	hdr[0] = op
+	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+	if err := s.writeAll(hdr[:]); err != nil {
+		return loadResult{}, fmt.Errorf("send bulk header to %s: %w", addr, err)
+	}
+	buf := make([]byte, bulkBuf)
+
+	if op == bulkDownload {
+		var got int64
+		for got < n {
+			if time.Now().After(deadline) {
+				return stalled(got)
+			}
+			k, err := s.read(buf[:min(int64(len(buf)), n-got)])
+			if errors.Is(err, unix.ETIMEDOUT) {
+				continue
+			}
+			if err != nil {
+				return loadResult{}, fmt.Errorf("download from %s after %d of %d bytes: %w", addr, got, n, err)
+			}
+			if k == 0 {
+				return loadResult{}, fmt.Errorf("download from %s: closed after %d of %d bytes", addr, got, n)
+			}
+			got += int64(k)
+		}
+		return loadResult{Bytes: got, Seconds: time.Since(start).Seconds()}, nil
+	}
+
+	// inFlight is what was written but not yet acknowledged.
+	inFlight := func() int64 {
+		q, err := unix.IoctlGetInt(s.fd, unix.SIOCOUTQ)
+		if err != nil {
+			return 0
+		}
+		return int64(q)
+	}
+	var sent int64
+	for sent < n {
+		if time.Now().After(deadline) {
+			return stalled(sent - inFlight())
+		}
+		k, err := unix.Write(s.fd, buf[:min(int64(len(buf)), n-sent)])
+		if k > 0 {
+			sent += int64(k)
+		}
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			continue
+		}
+		if err != nil {
+			return loadResult{}, fmt.Errorf("upload to %s after %d of %d bytes: %w", addr, sent, n, err)
+		}
+	}
+	var b [8]byte
+	for got := 0; got < len(b); {
+		if time.Now().After(deadline) {
+			return stalled(n - inFlight())
+		}
+		k, err := s.read(b[got:])
+		if errors.Is(err, unix.ETIMEDOUT) {
+			continue
+		}
+		if err != nil {
+			return loadResult{}, fmt.Errorf("read byte count from %s: %w", addr, err)
+		}
+		if k == 0 {
+			return loadResult{}, fmt.Errorf("upload to %s: closed before the byte count", addr)
+		}
+		got += k
+	}
+	if arrived := int64(binary.BigEndian.Uint64(b[:])); arrived != n {
+		return loadResult{}, fmt.Errorf("upload to %s: %d of %d bytes arrived", addr, arrived, n)
+	}
 	return loadResult{Bytes: n, Seconds: time.Since(start).Seconds()}, nil
 }
 

@@ -25,8 +25,11 @@ var (
 	echoTCP = service{name: "tcp echo", containerPort: 80, hostPort: 8080}
 	sinkTCP = service{name: "tcp sink", containerPort: 5201, hostPort: 8081}
 	echoUDP = service{name: "udp echo", udp: true, containerPort: 53, hostPort: 8053}
+	// bulkTCP moves a fixed amount either way; the outside namespace runs
+	// one on the same port for the masquerade rows.
+	bulkTCP = service{name: "tcp bulk", containerPort: 5202, hostPort: 8082}
 
-	services = []service{echoTCP, sinkTCP, echoUDP}
+	services = []service{echoTCP, sinkTCP, echoUDP, bulkTCP}
 	// extraPort is the port published and unpublished when timing one
 	// add and one delete; filler ports never use it.
 	extraPort uint16 = 65000
@@ -81,6 +84,15 @@ type scaler interface {
 	deleteOne(ctx context.Context) (time.Duration, error)
 	// opReps is how often to time addOne/deleteOne at each N.
 	opReps(runs int) int
+}
+
+// bulker is a datapath that carries the bulk-transfer rows.
+type bulker interface {
+	datapath
+	// bulkClient is where the client of a bulk path runs (namespace and
+	// cgroup) and what it dials; ok is false when the datapath has no
+	// such path.
+	bulkClient(p bulkPath) (ns netns, cg *cgroup, addr netip.AddrPort, ok bool)
 }
 
 // memUse is a memory figure and what it counts.
@@ -141,4 +153,20 @@ func (d *direct) setup(context.Context, *cleanups) error { return nil }
 func (d *direct) clientCgroup(clientKind) *cgroup        { return nil }
 func (d *direct) target(_ clientKind, s service) netip.AddrPort {
 	return netip.AddrPortFrom(containerIP, s.containerPort)
+}
+
+// bulkClient: the untranslated path of each bulk row. The outside routes
+// the containers' subnet through the host and the containers route back
+// through it, so nothing is translated anywhere.
+func (d *direct) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool) {
+	toContainer := netip.AddrPortFrom(containerIP, bulkTCP.containerPort)
+	switch p {
+	case pathPublished:
+		return d.w.outside, nil, toContainer, true
+	case pathMasquerade:
+		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
+	case pathHairpinTC, pathHairpinSock:
+		return d.w.peer, nil, toContainer, true
+	}
+	return "", nil, netip.AddrPort{}, false
 }

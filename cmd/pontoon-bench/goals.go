@@ -95,6 +95,42 @@ func evaluateGoals(r *results) []goalVerdict {
 		out = append(out, g)
 	}
 
+	// Every bulk row >= 0.9x of the untranslated path, per forwarding mode.
+	for _, dp := range []string{"pontoon", "pontoon-stack"} {
+		g := goalVerdict{Goal: "every bulk row vs the untranslated path, " + dpTitles[dp], Target: fmt.Sprintf(">= %.2fx", bulkGoal), Status: goalNotMeasured}
+		var below []string
+		rows, lowest, lowestAt := 0, 0.0, ""
+		for _, row := range allBulkRows {
+			c, ok := r.bulkCell(dp, row.id())
+			if !ok || c.Ratio == nil {
+				continue
+			}
+			rows++
+			at := row.id()
+			if c.Stalled > 0 {
+				at += " (stalled)"
+			}
+			if lowestAt == "" || *c.Ratio < lowest {
+				lowest, lowestAt = *c.Ratio, at
+			}
+			if *c.Ratio < bulkGoal {
+				below = append(below, fmt.Sprintf("%s %.2fx", at, *c.Ratio))
+			}
+		}
+		if rows == 0 {
+			if dp == "pontoon-stack" {
+				continue // not asked for: no line
+			}
+		} else {
+			g.Status = verdict(len(below) == 0)
+			g.Measured = fmt.Sprintf("lowest %.2fx (%s)", lowest, lowestAt)
+			if len(below) > 0 {
+				g.Measured += fmt.Sprintf("; %d of %d rows below: %s", len(below), rows, strings.Join(below, ", "))
+			}
+		}
+		out = append(out, g)
+	}
+
 	// >= 2.5x docker-proxy via 127.0.0.1.
 	for _, m := range []struct{ measure, label string }{
 		{"tcp_rr", "TCP request/response"},

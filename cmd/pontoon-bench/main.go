@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,15 +35,17 @@ func main() {
 func rootCmd() *cobra.Command {
 	o := options{}
 	var fillerAddr string
-	var noScale bool
+	var noScale, noBulk bool
 	cmd := &cobra.Command{
 		Use:   "pontoon-bench",
 		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
 		Long: `Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces.
 
-Full run (about 12 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
-of 0.6 s runs, and rule scaling at N = 1, 1k, 10k, 60k. --quick (under 2 minutes) does 4 rounds
-of 0.25 s and N = 1, 1k. Writes a markdown table and JSON (see --md, --json) and prints the table.
+Full run (about 11 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
+of 0.6 s runs; bulk transfers through published ports, masquerade and hairpin, 14 rounds of
+128 MiB, each bounded at 30 s; rule scaling at N = 1, 1k, 10k, 60k. --quick (about 2 minutes)
+does 4 rounds of 0.25 s, 3 bulk rounds of 64 MiB bounded at 10 s, and N = 1, 1k. Writes a
+markdown table and JSON (see --md, --json) and prints the table.
 Needs root; builds its own namespaces and removes them, also when interrupted.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -55,6 +59,15 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 			o.fillerAddr = addr
 			if noScale {
 				o.scaleNs = nil
+			}
+			if noBulk {
+				o.bulkRuns = 0
+			}
+			if o.bulkMiB < 1 {
+				return fmt.Errorf("--bulk-mib %d: give at least 1", o.bulkMiB)
+			}
+			if _, err := selectBulkRows(o.bulkRows); err != nil {
+				return err
 			}
 			for _, n := range o.scaleNs {
 				if n < 1 || n > len(fillerPorts(65535))+1 {
@@ -85,12 +98,18 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.DurationVar(&o.duration, "duration", 600*time.Millisecond, "length of one run")
 	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling")
 	f.BoolVar(&noScale, "no-scale", false, "skip rule scaling")
+	f.BoolVar(&o.noMatrix, "no-matrix", false, "skip the data path matrix (clients × measures)")
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
-	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios)")
+	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios; pontoon-stack, Pontoon with --stack-forwarding, runs the bulk rows only)")
 	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside (default all)")
 	f.StringSliceVar(&o.measures, "measures", nil, "measures: tcp_stream, tcp_rr, tcp_crr, udp_rr (default all)")
+	f.IntVar(&o.bulkRuns, "bulk-runs", 14, "rounds of bulk transfers (one per datapath each) per bulk row")
+	f.IntVar(&o.bulkMiB, "bulk-mib", 128, "MiB one bulk transfer moves")
+	f.DurationVar(&o.bulkLimit, "bulk-limit", 30*time.Second, "bound on one bulk transfer; one that hits it is recorded as stalled")
+	f.StringSliceVar(&o.bulkRows, "bulk", nil, "bulk rows: "+strings.Join(bulkRowIDs(), ", ")+" (default all)")
+	f.BoolVar(&noBulk, "no-bulk", false, "skip the bulk-transfer rows")
 	f.StringVar(&o.mdPath, "md", ".cache/bench/results.md", "markdown output; empty for none")
 	f.StringVar(&o.jsonPath, "json", ".cache/bench/results.json", "JSON output; empty for none")
 	f.StringVar(&o.cacheDir, "cache", ".cache/pontoon-bench", "where docker-proxy is unpacked when docker.io is not installed")
@@ -99,7 +118,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.IntVar(&childNice, "nice", -10, "nice value of every process in the worlds (clients, servers, proxies, iptables); 0 leaves it alone")
 	f.BoolVar(&o.legacyTC, "legacy-tc", false, "attach Pontoon's uplink programs with clsact+cls_bpf instead of TCX")
 
-	cmd.AddCommand(cleanupCmd(), serveCmd(), clientCmd(), attachCmd(), detachCmd())
+	cmd.AddCommand(cleanupCmd(), serveCmd(), clientCmd(), attachCmd(), detachCmd(), netnsCookieCmd())
 	return cmd
 }
 
@@ -117,6 +136,9 @@ func applyPreset(cmd *cobra.Command, o *options) {
 	set("duration", func() { o.duration = 250 * time.Millisecond })
 	set("scale", func() { o.scaleNs = []int{1, 1000} })
 	set("scale-runs", func() { o.scaleRuns = 2 })
+	set("bulk-runs", func() { o.bulkRuns = 3 })
+	set("bulk-mib", func() { o.bulkMiB = 64 })
+	set("bulk-limit", func() { o.bulkLimit = 10 * time.Second })
 }
 
 func cleanupCmd() *cobra.Command {
@@ -133,7 +155,7 @@ Every run does this when it starts; runs still in progress hold a lock and are n
 }
 
 func serveCmd() *cobra.Command {
-	var echo, sink, udp string
+	var l listeners
 	var readyFD int
 	cmd := &cobra.Command{
 		Use:    "serve",
@@ -141,12 +163,13 @@ func serveCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return serve(echo, sink, udp, readyFD)
+			return serve(l, readyFD)
 		},
 	}
-	cmd.Flags().StringVar(&echo, "tcp-echo", ":80", "TCP echo address")
-	cmd.Flags().StringVar(&sink, "tcp-sink", ":5201", "TCP sink address")
-	cmd.Flags().StringVar(&udp, "udp-echo", ":53", "UDP echo address")
+	cmd.Flags().StringVar(&l.echo, "tcp-echo", ":80", "TCP echo address; empty for none")
+	cmd.Flags().StringVar(&l.sink, "tcp-sink", ":5201", "TCP sink address; empty for none")
+	cmd.Flags().StringVar(&l.udp, "udp-echo", ":53", "UDP echo address; empty for none")
+	cmd.Flags().StringVar(&l.bulk, "tcp-bulk", ":5202", "TCP bulk-transfer address; empty for none")
 	cmd.Flags().IntVar(&readyFD, "ready-fd", -1, "write readiness to this fd, as docker-proxy does")
 	return cmd
 }
@@ -154,46 +177,68 @@ func serveCmd() *cobra.Command {
 func clientCmd() *cobra.Command {
 	var kind, addr string
 	var d time.Duration
+	var size int64
 	cmd := &cobra.Command{
 		Use:    "client",
 		Short:  "the load tool's client: one measure, result as JSON",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			r, err := runClient(kind, addr, d)
+			r, err := runClient(kind, addr, d, size)
 			if err != nil {
 				return err
 			}
 			return json.NewEncoder(os.Stdout).Encode(r)
 		},
 	}
-	cmd.Flags().StringVar(&kind, "measure", "rr", "stream, rr, crr or udp-rr")
+	cmd.Flags().StringVar(&kind, "measure", "rr", "stream, rr, crr, udp-rr, bulk-upload or bulk-download")
 	cmd.Flags().StringVar(&addr, "addr", "", "address to dial")
-	cmd.Flags().DurationVar(&d, "duration", time.Second, "how long to measure")
+	cmd.Flags().DurationVar(&d, "duration", time.Second, "how long to measure; for bulk transfers, the bound on one transfer")
+	cmd.Flags().Int64Var(&size, "bytes", 256<<20, "bytes one bulk transfer moves")
 	return cmd
 }
 
 func attachCmd() *cobra.Command {
-	var pinDir, uplink, bridge, cg string
-	var legacy bool
+	var o attachOptions
+	var endpoints map[string]string
+	var cookies []string
 	cmd := &cobra.Command{
 		Use:    "attach",
 		Short:  "load and attach Pontoon's datapath in the current namespace",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			mode, err := attachDatapath(pinDir, uplink, bridge, cg, legacy)
+			o.endpoints = map[string]netip.Addr{}
+			for ifname, s := range endpoints {
+				addr, err := netip.ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("--endpoint %s=%s: %w", ifname, s, err)
+				}
+				o.endpoints[ifname] = addr
+			}
+			for _, c := range cookies {
+				v, err := strconv.ParseUint(c, 10, 64)
+				if err != nil {
+					return fmt.Errorf("--netns-cookie %q: %w", c, err)
+				}
+				o.netnsCookies = append(o.netnsCookies, v)
+			}
+			mode, err := attachDatapath(o)
 			if err != nil {
 				return err
 			}
 			return json.NewEncoder(os.Stdout).Encode(mode)
 		},
 	}
-	cmd.Flags().StringVar(&pinDir, "pin-dir", "", "bpffs directory for the pins")
-	cmd.Flags().StringVar(&uplink, "uplink", "", "uplink interface")
-	cmd.Flags().StringVar(&bridge, "bridge", "", "bridge interface")
-	cmd.Flags().StringVar(&cg, "cgroup", "", "cgroup v2 directory for the socket hooks")
-	cmd.Flags().BoolVar(&legacy, "legacy-tc", false, "attach with clsact+cls_bpf")
+	f := cmd.Flags()
+	f.StringVar(&o.pinDir, "pin-dir", "", "bpffs directory for the pins")
+	f.StringVar(&o.uplink, "uplink", "", "uplink interface")
+	f.StringVar(&o.bridge, "bridge", "", "bridge interface")
+	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks")
+	f.BoolVar(&o.legacyTC, "legacy-tc", false, "attach with clsact+cls_bpf")
+	f.BoolVar(&o.stackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path")
+	f.StringToStringVar(&endpoints, "endpoint", nil, "a container's host-side veth and address, veth=addr (repeatable)")
+	f.StringSliceVar(&cookies, "netns-cookie", nil, "a container namespace's cookie (repeatable)")
 	return cmd
 }
 
@@ -213,4 +258,20 @@ func detachCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&pinDir, "pin-dir", "", "bpffs directory of the pins")
 	return cmd
+}
+
+func netnsCookieCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "netns-cookie",
+		Short:  "print the current network namespace's cookie",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cookie, err := loader.NetnsCookie()
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(cookie)
+		},
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -17,24 +18,61 @@ import (
 )
 
 // pontoonDP is Pontoon's datapath as the agent sets it up: tc programs on
-// the uplink and the bridge, socket hooks on a cgroup (a child one here,
-// holding only the bench's host clients), the host's addresses and netns
-// cookie in the maps.
+// the uplink, the bridge and each container's veth, socket hooks on a
+// cgroup (a child one here, holding only the bench's host clients and the
+// socket-hooks hairpin client), and in the maps the host's addresses and
+// netns cookie, the network (masquerading), its endpoints, their
+// namespaces and the uplink's address. Translated packets are forwarded in
+// BPF, the agent's default, unless stack is set (--stack-forwarding).
 type pontoonDP struct {
 	w        *world
 	cg       *cgroup
 	pinDir   string
 	legacyTC bool
+	stack    bool
 
 	m         *ebpf.Map
 	bindings  *maps.Bindings
 	published []maps.BindingKey
+	stopGC    func()
 }
 
-func (d *pontoonDP) name() string  { return "pontoon" }
+// benchNetworkID is the datapath's id of the world's one network.
+const benchNetworkID = 1
+
+func (d *pontoonDP) name() string {
+	if d.stack {
+		return "pontoon-stack"
+	}
+	return "pontoon"
+}
 func (d *pontoonDP) world() *world { return d.w }
 func (d *pontoonDP) target(c clientKind, s service) netip.AddrPort {
 	return published(c, s)
+}
+
+// bulkClient: the outside and the peer dial the published port, the
+// container dials the outside server and is masqueraded. The peer takes
+// tc's hairpin path unless it sits in the hooked cgroup, where connect()
+// is pointed at the container straight away. Neither hairpin path depends
+// on the forwarding mode (tc forwards hairpinned packets in BPF either
+// way, and the hooks translate no packet), so stack forwarding skips them.
+func (d *pontoonDP) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool) {
+	pub := netip.AddrPortFrom(hostIP, bulkTCP.hostPort)
+	if d.stack && (p == pathHairpinTC || p == pathHairpinSock) {
+		return "", nil, netip.AddrPort{}, false
+	}
+	switch p {
+	case pathPublished:
+		return d.w.outside, nil, pub, true
+	case pathMasquerade:
+		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
+	case pathHairpinTC:
+		return d.w.peer, nil, pub, true
+	case pathHairpinSock:
+		return d.w.peer, d.cg, pub, true
+	}
+	return "", nil, netip.AddrPort{}, false
 }
 func (d *pontoonDP) maxN() int { return 1 << 30 }
 
@@ -55,9 +93,22 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 	// The detach runs in the host namespace while its interfaces exist:
 	// registered after the world, it runs before the world is deleted.
 	cl.add("pontoon pins "+d.pinDir, func() error { return d.cleanup(context.Background()) })
-	args := []string{"attach", "--pin-dir", d.pinDir, "--uplink", uplinkName, "--bridge", bridgeName, "--cgroup", d.cg.path}
+	args := []string{"attach", "--pin-dir", d.pinDir, "--uplink", uplinkName, "--bridge", bridgeName, "--cgroup", d.cg.path,
+		"--endpoint", vethName + "=" + containerIP.String(), "--endpoint", peerVeth + "=" + peerIP.String()}
+	// The namespaces' cookies tell the socket hooks which network a
+	// caller is in; only the agent's managed namespaces are rewritten.
+	for _, n := range []netns{d.w.container, d.w.peer} {
+		cookie, err := netnsCookieOf(ctx, n)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--netns-cookie", strconv.FormatUint(cookie, 10))
+	}
 	if d.legacyTC {
 		args = append(args, "--legacy-tc")
+	}
+	if d.stack {
+		args = append(args, "--stack-forwarding")
 	}
 	var mode string
 	if err := helper(ctx, d.w.host, nil, 30*time.Second, &mode, args...); err != nil {
@@ -66,6 +117,10 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(d.pinDir, "bindings"), nil)
 	if err != nil {
 		return fmt.Errorf("open pinned bindings map: %w", err)
+	}
+	if err := d.collectConntrack(); err != nil {
+		m.Close()
+		return err
 	}
 	d.m, d.bindings = m, maps.NewBindings(m)
 	var bs []maps.Binding
@@ -76,6 +131,10 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 }
 
 func (d *pontoonDP) cleanup(ctx context.Context) error {
+	if d.stopGC != nil {
+		d.stopGC()
+		d.stopGC = nil
+	}
 	if d.m != nil {
 		d.m.Close()
 		d.m = nil
@@ -92,6 +151,52 @@ func (d *pontoonDP) cleanup(ctx context.Context) error {
 			return errors.Join(err, rmErr)
 		}
 	}
+	return nil
+}
+
+// conntrackGCInterval is the agent's: idle conntrack and SNAT entries go
+// every 10 s. The connect-rate runs open hundreds of thousands of flows,
+// more than the conntrack table holds; without collection they would
+// measure a full table.
+const conntrackGCInterval = 10 * time.Second
+
+// collectConntrack deletes idle conntrack and SNAT entries until stopGC
+// is called, as the agent does.
+func (d *pontoonDP) collectConntrack() error {
+	ctMap, err := ebpf.LoadPinnedMap(filepath.Join(d.pinDir, "ct"), nil)
+	if err != nil {
+		return fmt.Errorf("open pinned ct map: %w", err)
+	}
+	snatMap, err := ebpf.LoadPinnedMap(filepath.Join(d.pinDir, "snat"), nil)
+	if err != nil {
+		ctMap.Close()
+		return fmt.Errorf("open pinned snat map: %w", err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer ctMap.Close()
+		defer snatMap.Close()
+		ct, snat := maps.NewCT(ctMap), maps.NewSNAT(snatMap)
+		lifetimes := maps.DefaultLifetimes()
+		tick := time.NewTicker(conntrackGCInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			now := maps.MonotonicNow()
+			if _, err := ct.GC(now, lifetimes); err != nil {
+				fmt.Fprintf(os.Stderr, "pontoon-bench: %s: collect conntrack: %v\n", d.name(), err)
+			}
+			if _, err := snat.GC(now, lifetimes); err != nil {
+				fmt.Fprintf(os.Stderr, "pontoon-bench: %s: collect snat: %v\n", d.name(), err)
+			}
+		}
+	}()
+	d.stopGC = func() { close(stop); <-done }
 	return nil
 }
 
@@ -171,24 +276,36 @@ func (d *pontoonDP) deleteOne(context.Context) (time.Duration, error) {
 	return time.Since(start), err
 }
 
+// attachOptions are what the attach helper is told: where to attach and
+// what to program besides the host's own addresses.
+type attachOptions struct {
+	pinDir, uplink, bridge, cgroup string
+	legacyTC, stackForwarding      bool
+	// endpoints are the containers' host-side veths and addresses.
+	endpoints map[string]netip.Addr
+	// netnsCookies are the containers' namespaces.
+	netnsCookies []uint64
+}
+
 // attachDatapath is the agent's part, run inside the host namespace: load,
-// attach to the uplink, the bridge and the cgroup, and tell the programs
-// the host's addresses and netns cookie. What it attached is pinned and
-// outlives it.
-func attachDatapath(pinDir, uplink, bridge, cgroupPath string, legacyTC bool) (string, error) {
-	d, err := loader.Load(loader.Options{PinDir: pinDir, ForceLegacyTC: legacyTC})
+// attach to the uplink, the bridge, the containers' veths and the cgroup,
+// and program what the agent would: the host's addresses and netns
+// cookie, forwarding mode, the network, its endpoints and namespaces, and
+// the uplink's address. What it attached is pinned and outlives it.
+func attachDatapath(o attachOptions) (string, error) {
+	d, err := loader.Load(loader.Options{PinDir: o.pinDir, ForceLegacyTC: o.legacyTC})
 	if err != nil {
 		return "", err
 	}
 	defer d.Close()
-	mode, err := d.AttachUplink(uplink)
+	mode, err := d.AttachUplink(o.uplink)
 	if err != nil {
 		return "", err
 	}
-	if _, err := d.AttachBridge(bridge); err != nil {
+	if _, err := d.AttachBridge(o.bridge); err != nil {
 		return "", err
 	}
-	if err := d.AttachCgroup(cgroupPath); err != nil {
+	if err := d.AttachCgroup(o.cgroup); err != nil {
 		return "", err
 	}
 	cookie, err := loader.NetnsCookie()
@@ -201,6 +318,10 @@ func attachDatapath(pinDir, uplink, bridge, cgroupPath string, legacyTC bool) (s
 		return "", err
 	}
 	v.HostNetnsCookie = cookie
+	v.Flags &^= maps.ConfigFIBRedirect
+	if !o.stackForwarding {
+		v.Flags |= maps.ConfigFIBRedirect
+	}
 	if err := cfg.Set(v); err != nil {
 		return "", err
 	}
@@ -217,5 +338,48 @@ func attachDatapath(pinDir, uplink, bridge, cgroupPath string, legacyTC bool) (s
 	if err := maps.NewHostAddrs(d.Maps.HostAddrs).Sync(want); err != nil {
 		return "", err
 	}
+
+	err = maps.NewNetworks(d.Maps.Networks).Put(maps.Network{
+		Subnet: netip.MustParsePrefix(subnet), Gateway: gatewayIP, ID: benchNetworkID, Masquerade: true,
+	})
+	if err != nil {
+		return "", err
+	}
+	up, err := netlink.LinkByName(o.uplink)
+	if err != nil {
+		return "", fmt.Errorf("find uplink %s: %w", o.uplink, err)
+	}
+	if err := maps.NewUplinks(d.Maps.Uplinks).Put(uint32(up.Attrs().Index), hostIP); err != nil {
+		return "", err
+	}
+	for ifname, addr := range o.endpoints {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return "", fmt.Errorf("find endpoint veth %s: %w", ifname, err)
+		}
+		if _, err := d.AttachEndpoint(ifname); err != nil {
+			return "", err
+		}
+		if err := maps.NewEndpoints(d.Maps.Endpoints).Put(addr, uint32(l.Attrs().Index), benchNetworkID); err != nil {
+			return "", err
+		}
+	}
+	for _, c := range o.netnsCookies {
+		if err := maps.NewNetns(d.Maps.Netns).Put(c, benchNetworkID); err != nil {
+			return "", err
+		}
+	}
 	return string(mode), nil
+}
+
+// netnsCookieOf asks a helper inside the namespace for its cookie. The
+// bench never enters a namespace itself: a thread that did could not be
+// trusted back, and a thread that ends kills the children it started
+// (their parent-death signal is tied to the thread that forked them).
+func netnsCookieOf(ctx context.Context, n netns) (uint64, error) {
+	var cookie uint64
+	if err := helper(ctx, n, nil, 10*time.Second, &cookie, "netns-cookie"); err != nil {
+		return 0, err
+	}
+	return cookie, nil
 }

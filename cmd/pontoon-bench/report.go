@@ -21,6 +21,10 @@ func bestUnit(v float64, unit string) (float64, string) {
 		return bestUnit(v/1e3, "ms")
 	case unit == "ms" && v >= 10000:
 		return v / 1e3, "s"
+	case unit == "Gbit/s" && v < 0.1 && v > 0:
+		return bestUnit(v*1e3, "Mbit/s")
+	case unit == "Mbit/s" && v < 1:
+		return v * 1e3, "Kbit/s"
 	}
 	return v, unit
 }
@@ -34,6 +38,9 @@ func fmtValue(v float64, unit string) string {
 	switch unit {
 	case "Gbit/s":
 		return fmt.Sprintf("%.2f", v)
+	case "Mbit/s", "Kbit/s":
+		// Only a stalled transfer is this slow; the unit says so.
+		return fmt.Sprintf("%.3g %s", v, unit)
 	case "ops/s":
 		return thousands(v)
 	case "µs", "ms", "s":
@@ -104,10 +111,11 @@ func fmtStat(s summary, unit string, r *float64, withRatio bool) string {
 }
 
 var dpTitles = map[string]string{
-	"direct":       "direct (ceiling)",
-	"iptables":     "iptables DNAT",
-	"docker-proxy": "docker-proxy",
-	"pontoon":      "Pontoon",
+	"direct":        "direct (ceiling)",
+	"iptables":      "iptables DNAT",
+	"docker-proxy":  "docker-proxy",
+	"pontoon":       "Pontoon",
+	"pontoon-stack": "Pontoon, stack forwarding",
 }
 
 func markdown(r *results) string {
@@ -134,46 +142,8 @@ func markdown(r *results) string {
 		"the median over rounds of the ratio to direct's run in the same round "+
 		"(rates divided by direct's, latencies: direct's divided by them; above 1.00x is better than direct).\n\n")
 
-	var dps []string
-	for _, name := range allDatapaths {
-		for _, c := range r.Cells {
-			if c.Datapath == name {
-				dps = append(dps, name)
-				break
-			}
-		}
-	}
-	fmt.Fprintf(&b, "## Data path\n\n| client | measure |")
-	for _, dp := range dps {
-		fmt.Fprintf(&b, " %s |", dpTitles[dp])
-	}
-	fmt.Fprintf(&b, "\n|---|---|")
-	for range dps {
-		fmt.Fprintf(&b, "--:|")
-	}
-	fmt.Fprintln(&b)
-	for _, c := range allClients {
-		for _, m := range allMeasures {
-			for _, mt := range m.metrics {
-				if !mt.table {
-					continue
-				}
-				row := fmt.Sprintf("| %s | %s %s |", c.label(), m.label, mt.label)
-				found := false
-				for _, dp := range dps {
-					v, ok := r.cell(dp, string(c), m.id, mt.id)
-					if !ok {
-						row += " failed |"
-						continue
-					}
-					found = true
-					row += " " + fmtStat(v.summary, mt.unit, v.Ratio, dp != "direct") + " |"
-				}
-				if found {
-					fmt.Fprintln(&b, row)
-				}
-			}
-		}
+	if len(r.Cells) > 0 {
+		writeMatrix(&b, r)
 	}
 
 	if len(r.Scaling) > 0 {
@@ -207,6 +177,10 @@ func markdown(r *results) string {
 			"it is noise below about 1 MiB; docker-proxy the RSS (and PSS) of its processes.\n")
 	}
 
+	if len(r.Bulk) > 0 {
+		writeBulk(&b, r)
+	}
+
 	if len(r.Goals) > 0 {
 		fmt.Fprintf(&b, "\n## Goals\n\n| goal | target | measured | status |\n|---|---|---|---|\n")
 		for _, g := range r.Goals {
@@ -221,6 +195,123 @@ func markdown(r *results) string {
 	}
 	fmt.Fprintf(&b, "\n## How\n\n%s", methodNotes)
 	return b.String()
+}
+
+// writeMatrix is the data path table: a row per client and metric, a
+// column per datapath.
+func writeMatrix(b *bytes.Buffer, r *results) {
+	var dps []string
+	for _, name := range allDatapaths {
+		for _, c := range r.Cells {
+			if c.Datapath == name {
+				dps = append(dps, name)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(b, "## Data path\n\n| client | measure |")
+	for _, dp := range dps {
+		fmt.Fprintf(b, " %s |", dpTitles[dp])
+	}
+	fmt.Fprintf(b, "\n|---|---|")
+	for range dps {
+		fmt.Fprintf(b, "--:|")
+	}
+	fmt.Fprintln(b)
+	for _, c := range allClients {
+		for _, m := range allMeasures {
+			for _, mt := range m.metrics {
+				if !mt.table {
+					continue
+				}
+				row := fmt.Sprintf("| %s | %s %s |", c.label(), m.label, mt.label)
+				found := false
+				for _, dp := range dps {
+					v, ok := r.cell(dp, string(c), m.id, mt.id)
+					if !ok {
+						row += " failed |"
+						continue
+					}
+					found = true
+					row += " " + fmtStat(v.summary, mt.unit, v.Ratio, dp != "direct") + " |"
+				}
+				if found {
+					fmt.Fprintln(b, row)
+				}
+			}
+		}
+	}
+}
+
+// writeBulk is the bulk-transfer table: a row per path and direction, a
+// column per datapath, direct's being the untranslated path.
+func writeBulk(b *bytes.Buffer, r *results) {
+	var dps []string
+	for _, name := range allDatapaths {
+		for _, c := range r.Bulk {
+			if c.Datapath == name {
+				dps = append(dps, name)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(b, "\n## Bulk transfer\n\n")
+	fmt.Fprintf(b, "One TCP flow moving %d MiB per run, %d rounds, each transfer bounded at %s; Gbit/s as "+
+		"it reached the far end. Ratios are to the untranslated path, which the direct datapath "+
+		"measures in the same round; the goal for every row is %.2fx or better.\n\n",
+		r.Config.BulkMiB, r.Config.BulkRuns, r.Config.BulkLimit, bulkGoal)
+	fmt.Fprintf(b, "| path | direction | untranslated path |")
+	for _, dp := range dps {
+		title := dpTitles[dp]
+		if dp == "direct" {
+			title = "untranslated (direct)"
+		}
+		fmt.Fprintf(b, " %s |", title)
+	}
+	fmt.Fprintf(b, " goal |\n|---|---|---|")
+	for range dps {
+		fmt.Fprintf(b, "--:|")
+	}
+	fmt.Fprintf(b, "---|\n")
+	for _, row := range allBulkRows {
+		path, untranslated := row.label()
+		line := fmt.Sprintf("| %s | %s | %s |", path, row.who(), untranslated)
+		found := false
+		for _, dp := range dps {
+			c, ok := r.bulkCell(dp, row.id())
+			if !ok {
+				line += " – |"
+				continue
+			}
+			found = true
+			line += " " + fmtBulk(c, dp != "direct") + " |"
+		}
+		if found {
+			fmt.Fprintf(b, "%s >= %.2fx |\n", line, bulkGoal)
+		}
+	}
+	fmt.Fprintf(b, "\nA stalled run hit the bound; its rate is what got through until then, and that "+
+		"datapath sat out the row's remaining rounds. Stack forwarding has no hairpin rows: tc forwards "+
+		"hairpinned packets in BPF in either mode, and the socket hooks translate no packet.\n")
+}
+
+// fmtBulk is a bulk cell: the rate, its ratio and whether it meets the goal.
+func fmtBulk(c bulkCell, withRatio bool) string {
+	out := fmtStat(c.summary, c.Unit, c.Ratio, withRatio)
+	if withRatio {
+		switch {
+		case c.Ratio == nil:
+			out += " (no untranslated run to compare)"
+		case *c.Ratio >= bulkGoal:
+			out += " met"
+		default:
+			out += " not met"
+		}
+	}
+	if c.Stalled > 0 {
+		out += fmt.Sprintf("; stalled in %d of %d runs", c.Stalled, len(c.Runs))
+	}
+	return out
 }
 
 func scaled(s summary, f float64) summary {
@@ -263,9 +354,24 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   currently DNAT any packet to a published port, replies to host-originated connections
   included, and 60k wildcard ports cover the host's ephemeral range (--filler-addr 0.0.0.0
   shows it).
-- Pontoon: the committed BPF objects loaded as the agent does (uplink and bridge tc, socket hooks,
-  host addresses, netns cookie). Installing N is one batch map update; add/delete one is one
-  map update or delete.
+- Pontoon: the committed BPF objects loaded and programmed as the agent does: uplink, bridge and
+  container-veth tc programs, socket hooks, host addresses and netns cookie, the network
+  (masquerading), its endpoints and their namespaces, the uplink's address, and forwarding of
+  translated packets in BPF (bpf_fib_lookup and redirect), the agent's default. "Pontoon, stack
+  forwarding" is the same with --stack-forwarding; it runs the bulk rows only. Idle conntrack
+  and SNAT entries are collected every 10 s, as the agent does. Installing N is one batch map
+  update; add/delete one is one map update or delete.
+- Bulk transfer: this binary's client and server, one TCP flow moving a fixed amount in 256 KiB
+  reads and writes, timed from connect to the last byte read (download) or to the server's
+  count of what arrived (upload). Each world has a second container, the peer (10.89.0.3), for
+  the hairpin rows, and an outside server for the masquerade rows. Published port: the outside
+  dials the host's address and port P; untranslated, the container's own address, routed
+  through the host. Masquerade: the container dials the outside server and leaves with the
+  host's address; untranslated, the outside routes replies back to the container's own
+  address. Hairpin: the peer dials the host's address and P, from outside the hooked cgroup
+  (tc's hairpin path, as a VM or a raw client would) or from inside it with its namespace
+  registered (the socket hooks connect it to the container directly); untranslated, the peer
+  dials the container's address.
 `
 
 func writeOutputs(r *results, mdPath, jsonPath string) error {

@@ -12,6 +12,7 @@ type results struct {
 	Config  runConfig     `json:"config"`
 	Cells   []cell        `json:"results"`
 	Scaling []scaleCell   `json:"scaling,omitempty"`
+	Bulk    []bulkCell    `json:"bulk,omitempty"`
 	Goals   []goalVerdict `json:"goals,omitempty"`
 	// Failures are measurements that did not complete; the rest of the
 	// run goes on without them.
@@ -35,6 +36,9 @@ type runConfig struct {
 	ScaleNs     []int    `json:"scale_n"`
 	ScaleRuns   int      `json:"scale_runs"`
 	Datapaths   []string `json:"datapaths"`
+	BulkRuns    int      `json:"bulk_runs,omitempty"`
+	BulkMiB     int      `json:"bulk_mib,omitempty"`
+	BulkLimit   string   `json:"bulk_limit,omitempty"`
 	DockerProxy string   `json:"docker_proxy_binary,omitempty"`
 	Nice        int      `json:"nice"`
 	Elapsed     string   `json:"elapsed"`
@@ -70,4 +74,29 @@ type scaleCell struct {
 	Direct *summary `json:"direct,omitempty"`
 	What   string   `json:"what,omitempty"`
 	Extra  string   `json:"extra,omitempty"`
+}
+
+// bulkCell is one datapath's throughput on one bulk row.
+type bulkCell struct {
+	Datapath  string `json:"datapath"`
+	Row       string `json:"row"`
+	Path      string `json:"path"`
+	Direction string `json:"direction"` // download: the client reads
+	Unit      string `json:"unit"`
+	summary
+	// Ratio is the median of RatioRuns: throughput relative to the
+	// untranslated path (direct's run of the row in the same round).
+	Ratio     *float64  `json:"ratio_to_untranslated,omitempty"`
+	RatioRuns []float64 `json:"ratio_runs,omitempty"`
+	// Stalled counts the runs that hit the bound on one transfer.
+	Stalled int `json:"stalled,omitempty"`
+}
+
+func (r *results) bulkCell(dp, row string) (bulkCell, bool) {
+	for _, c := range r.Bulk {
+		if c.Datapath == dp && c.Row == row {
+			return c, true
+		}
+	}
+	return bulkCell{}, false
 }

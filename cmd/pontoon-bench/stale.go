@@ -27,6 +27,22 @@ func pinDirOf(id string) string { return fmt.Sprintf("%s-bench-%s", loader.Defau
 
 func cgroupNameOf(id string) string { return "pontoon-bench-" + id }
 
+// pontoonSuffix tells the pins and cgroup of the stack-forwarding world
+// from the default one's: the run's id, then "-stack".
+func pontoonSuffix(stack bool) string {
+	if stack {
+		return "-stack"
+	}
+	return ""
+}
+
+// runIDOf is the id in a name that follows a run's prefix: up to the
+// first dash, which a suffix such as pontoonSuffix's starts with.
+func runIDOf(rest string) string {
+	id, _, _ := strings.Cut(rest, "-")
+	return id
+}
+
 func worldPrefixOf(id string) string { return "pbench-" + id }
 
 // lockRun marks run id as alive until the returned function runs (or the
@@ -62,19 +78,18 @@ func staleIDs() ([]string, error) {
 	if names, err := os.ReadDir("/run/netns"); err == nil {
 		for _, n := range names {
 			if rest, ok := strings.CutPrefix(n.Name(), "pbench-"); ok {
-				id, _, _ := strings.Cut(rest, "-")
-				add(id)
+				add(runIDOf(rest))
 			}
 		}
 	}
 	pins, _ := filepath.Glob(pinDirOf("*"))
 	for _, p := range pins {
-		add(strings.TrimPrefix(p, pinDirOf("")))
+		add(runIDOf(strings.TrimPrefix(p, pinDirOf(""))))
 	}
 	if root, err := loader.CgroupV2Root(); err == nil {
 		cgs, _ := filepath.Glob(filepath.Join(root, cgroupNameOf("*")))
 		for _, c := range cgs {
-			add(strings.TrimPrefix(filepath.Base(c), cgroupNameOf("")))
+			add(runIDOf(strings.TrimPrefix(filepath.Base(c), cgroupNameOf(""))))
 		}
 	}
 	var stale []string
@@ -110,10 +125,13 @@ func cleanStale(ctx context.Context) error {
 
 func removeRun(ctx context.Context, id string) error {
 	var errs []error
-	pins := pinDirOf(id)
-	if _, err := os.Stat(pins); err == nil {
+	for _, stack := range []bool{false, true} {
+		pins := pinDirOf(id) + pontoonSuffix(stack)
+		if _, err := os.Stat(pins); err != nil {
+			continue
+		}
 		// Detach where the interfaces live while that namespace exists.
-		host := netns(worldPrefixOf(id) + "-pontoon-host")
+		host := netns(worldPrefixOf(id) + "-pontoon" + pontoonSuffix(stack) + "-host")
 		if _, err := os.Stat(host.path()); err != nil ||
 			helper(ctx, host, nil, 30*time.Second, nil, "detach", "--pin-dir", pins) != nil {
 			if err := os.RemoveAll(pins); err != nil {
@@ -128,9 +146,11 @@ func removeRun(ctx context.Context, id string) error {
 		}
 	}
 	if root, err := loader.CgroupV2Root(); err == nil {
-		cg := filepath.Join(root, cgroupNameOf(id))
-		if err := unix.Rmdir(cg); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
+		for _, stack := range []bool{false, true} {
+			cg := filepath.Join(root, cgroupNameOf(id)+pontoonSuffix(stack))
+			if err := unix.Rmdir(cg); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -14,12 +14,15 @@ import (
 // can slow down or help another.
 //
 //	outside --veth-- host --bridge-- container
-//	198.18.0.2   198.18.0.1  10.89.0.1   10.89.0.2
+//	198.18.0.2   198.18.0.1  10.89.0.1 \  10.89.0.2
+//	                                    \- peer (the hairpin rows' client)
+//	                                        10.89.0.3
 var (
 	hostIP      = netip.MustParseAddr("198.18.0.1")
 	outsideIP   = netip.MustParseAddr("198.18.0.2")
 	gatewayIP   = netip.MustParseAddr("10.89.0.1")
 	containerIP = netip.MustParseAddr("10.89.0.2")
+	peerIP      = netip.MustParseAddr("10.89.0.3")
 	loopbackIP  = netip.MustParseAddr("127.0.0.1")
 )
 
@@ -28,6 +31,7 @@ const (
 	uplinkName = "uplink0"
 	bridgeName = "pbr0"
 	vethName   = "veth0"
+	peerVeth   = "veth1"
 	subnet     = "10.89.0.0/24"
 )
 
@@ -36,9 +40,10 @@ type netns string
 
 func (n netns) path() string { return filepath.Join("/run/netns", string(n)) }
 
-// world is one datapath's host, container and outside namespaces.
+// world is one datapath's host, container and outside namespaces, and a
+// second container on the same bridge.
 type world struct {
-	host, container, outside netns
+	host, container, outside, peer netns
 }
 
 // newWorld builds a world whose namespace names start with prefix.
@@ -47,8 +52,9 @@ func newWorld(ctx context.Context, cl *cleanups, prefix string) (*world, error) 
 		host:      netns(prefix + "-host"),
 		container: netns(prefix + "-ctr"),
 		outside:   netns(prefix + "-out"),
+		peer:      netns(prefix + "-peer"),
 	}
-	for _, n := range []netns{w.host, w.container, w.outside} {
+	for _, n := range []netns{w.host, w.container, w.outside, w.peer} {
 		if err := run(ctx, "ip", "netns", "add", string(n)); err != nil {
 			return nil, err
 		}
@@ -77,8 +83,14 @@ func newWorld(ctx context.Context, cl *cleanups, prefix string) (*world, error) 
 		{"container", "addr", "add", containerIP.String() + "/24", "dev", "eth0"},
 		{"container", "link", "set", "eth0", "up"},
 		{"container", "route", "add", "default", "via", gatewayIP.String()},
+		{"host", "link", "add", peerVeth, "type", "veth", "peer", "name", "eth0", "netns", string(w.peer)},
+		{"host", "link", "set", peerVeth, "master", bridgeName},
+		{"host", "link", "set", peerVeth, "up"},
+		{"peer", "addr", "add", peerIP.String() + "/24", "dev", "eth0"},
+		{"peer", "link", "set", "eth0", "up"},
+		{"peer", "route", "add", "default", "via", gatewayIP.String()},
 	}
-	byName := map[string]netns{"host": w.host, "outside": w.outside, "container": w.container}
+	byName := map[string]netns{"host": w.host, "outside": w.outside, "container": w.container, "peer": w.peer}
 	for _, s := range steps {
 		if err := ipIn(ctx, byName[s[0]], s[1:]...); err != nil {
 			return nil, err
