@@ -164,6 +164,19 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l
 	if (ip.frag_off & bpf_htons(IP_MF))
 		*frag = FRAG_FIRST;
 
+	/* A packet's own transport header must lie inside its IP datagram:
+	 * bytes past tot_len are padding, and a first fragment cut before
+	 * the checksum would have it "fixed" in the padding (RFC 1858 calls
+	 * such fragments suspect). A quoted header is short by design. */
+	if (l4_csum) {
+		__u16 tot_len = bpf_ntohs(ip.tot_len);
+		__u32 need = ip.protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : 8;
+
+		if (tot_len < ip.ihl * 4 ||
+		    ((ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP ||
+		      ip.protocol == IPPROTO_ICMP) && tot_len - ip.ihl * 4 < need))
+			return PARSE_MALFORMED;
+	}
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return ip.protocol == IPPROTO_ICMP ? PARSE_OK : PARSE_OTHER;
 	if (bpf_skb_load_bytes(skb, *l4_off, ports, sizeof(ports)) < 0)
