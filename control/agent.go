@@ -34,8 +34,9 @@ type Config struct {
 	PinDir   string
 	// Cgroup gets the socket hooks; the cgroup v2 root in production.
 	Cgroup string
-	// Uplinks are attached as they appear; none means the interfaces
-	// that carry default routes, followed as the routes change.
+	// Uplinks are attached as they appear; none means every interface
+	// but loopback, Pontoon's own and the ports of bridges and bonds,
+	// followed as interfaces come and go.
 	Uplinks       []string
 	ForceLegacyTC bool
 	// StackForwarding leaves translated packets to the kernel's forward
@@ -58,7 +59,11 @@ type Agent struct {
 	st       *state
 	dp       *loader.Datapath
 	bindings *maps.Bindings
-	uplinks  map[int]Uplink
+	// uplinks are the interfaces the uplink programs are attached to, by
+	// index; uplinkErrs the ones they could not be attached to.
+	uplinks       map[int]Uplink
+	uplinkErrs    map[int]error
+	uplinksSynced bool
 	// netnsCookies caches each endpoint namespace's cookie by inode:
 	// reading one means a thread entering the namespace.
 	netnsCookies map[uint64]uint64
@@ -129,7 +134,7 @@ func open(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}, netnsCookies: map[uint64]uint64{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}, uplinkErrs: map[int]error{}, netnsCookies: map[uint64]uint64{}}
 	store, err := ipam.OpenBolt(StatePath(cfg.StateDir))
 	if err != nil {
 		return nil, err

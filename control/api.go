@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
@@ -112,6 +114,7 @@ func (a *Agent) Status() (*Status, error) {
 		s.Uplinks = append(s.Uplinks, u)
 		s.TCMode = u.Mode
 	}
+	slices.SortFunc(s.Uplinks, func(x, y Uplink) int { return strings.Compare(x.Name, y.Name) })
 	var err error
 	if s.Attachments, err = loader.ListAttachments(a.dp.PinDir()); err != nil {
 		return nil, err

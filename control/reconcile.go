@@ -1,11 +1,9 @@
 package control
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 
 	"github.com/vishvananda/netlink"
@@ -37,6 +35,11 @@ func (a *Agent) reconcile() error {
 		return fmt.Errorf("attach socket hooks: %w", err)
 	}
 	if err := a.syncUplinks(); err != nil {
+		return err
+	}
+	// A configured uplink is a promise: refuse to start without it. By
+	// default an interface the programs do not fit is logged and retried.
+	if err := a.uplinkErr(); err != nil && len(a.cfg.Uplinks) > 0 {
 		return err
 	}
 	if err := a.syncHostAddrs(); err != nil {
@@ -238,65 +241,6 @@ func (a *Agent) syncHostAddrs() error {
 	}
 	if err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).Sync(want); err != nil {
 		return fmt.Errorf("sync host addresses: %w", err)
-	}
-	return nil
-}
-
-// uplinkNames are the configured uplinks, or the interfaces that carry a
-// default route.
-func (a *Agent) uplinkNames() ([]string, error) {
-	if len(a.cfg.Uplinks) > 0 {
-		return a.cfg.Uplinks, nil
-	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	var names []string
-	for _, r := range routes {
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue
-			}
-		}
-		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(names, l.Attrs().Name) {
-			names = append(names, l.Attrs().Name)
-		}
-	}
-	return names, nil
-}
-
-// syncUplinks attaches to uplinks not attached yet (new, or recreated
-// with a new index). A configured uplink that does not exist yet is
-// attached when it appears.
-func (a *Agent) syncUplinks() error {
-	names, err := a.uplinkNames()
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		l, err := netlink.LinkByName(name)
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("find uplink %s: %w", name, err)
-		}
-		if u, ok := a.uplinks[l.Attrs().Index]; ok && u.Name == name {
-			continue
-		}
-		mode, err := a.dp.AttachUplink(name)
-		if err != nil {
-			return fmt.Errorf("attach uplink: %w", err)
-		}
-		a.log.Info("attached uplink", "name", name, "mode", mode)
-		a.uplinks[l.Attrs().Index] = Uplink{Name: name, Mode: string(mode)}
-	}
-	for idx, u := range a.uplinks {
-		if l, err := netlink.LinkByIndex(idx); err != nil || l.Attrs().Name != u.Name {
-			delete(a.uplinks, idx)
-		}
 	}
 	return nil
 }

@@ -27,11 +27,16 @@ func networkID(name string) uint32 {
 }
 
 // syncTopology gives the datapath what isolation, icc, hairpin and
-// masquerade are enforced with: the networks, the endpoints and their
-// namespaces, the uplinks' addresses, and the programs on every bridge and
-// endpoint veth. Like the rest of reconcile it adds what is missing and
-// prunes what is stale.
+// masquerade are enforced with: the uplinks and their addresses, the
+// networks, the endpoints and their namespaces, and the programs on every
+// bridge and endpoint veth. Like the rest of reconcile it adds what is
+// missing and prunes what is stale.
 func (a *Agent) syncTopology() error {
+	// First, so that a bridge adopted by a network sheds the uplink
+	// programs and a bridge a removed network leaves behind gets them.
+	if err := a.syncUplinks(); err != nil {
+		return err
+	}
 	var networks []maps.Network
 	for _, n := range a.st.networks {
 		networks = append(networks, maps.Network{
@@ -83,32 +88,6 @@ func (a *Agent) syncTopology() error {
 		return fmt.Errorf("prune pins of deleted interfaces: %w", err)
 	} else if n > 0 {
 		a.log.Info("pruned pins of deleted interfaces", "count", n)
-	}
-	return nil
-}
-
-// syncUplinkAddrs records each uplink's first IPv4 address: masqueraded
-// flows leave with it.
-func (a *Agent) syncUplinkAddrs() error {
-	want := map[uint32]netip.Addr{}
-	for idx := range a.uplinks {
-		l, err := netlink.LinkByIndex(idx)
-		if err != nil {
-			continue
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("list addresses of uplink %s: %w", l.Attrs().Name, err)
-		}
-		for _, ad := range addrs {
-			if ip, ok := netip.AddrFromSlice(ad.IP.To4()); ok && ip.IsGlobalUnicast() {
-				want[uint32(idx)] = ip
-				break
-			}
-		}
-	}
-	if err := maps.NewUplinks(a.dp.Maps.Uplinks).Sync(want); err != nil {
-		return fmt.Errorf("sync uplinks: %w", err)
 	}
 	return nil
 }

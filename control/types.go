@@ -101,6 +101,9 @@ type UnpublishRequest struct {
 type Uplink struct {
 	Name string `json:"name"`
 	Mode string `json:"mode"`
+	// Addr is what masqueraded flows leave with; without one they are
+	// dropped there.
+	Addr netip.Addr `json:"address,omitzero"`
 }
 
 // Status describes the agent and the datapath it runs.

@@ -13,13 +13,14 @@ const resyncEvery = 10 * time.Second
 // settleDelay is how long a burst of netlink events may take to arrive.
 const settleDelay = 50 * time.Millisecond
 
-// watch follows netlink: address changes resync hostaddrs; links and
-// routes appearing attach new uplinks; an endpoint's veth vanishing (its
-// namespace died) detaches the endpoint.
+// watch follows netlink: address changes resync hostaddrs and the
+// uplinks' masquerade addresses; interfaces appearing, going or changing
+// master attach or detach uplinks; an endpoint's veth vanishing (its
+// namespace died) detaches the endpoint. Routes are not followed: which
+// interfaces are uplinks does not depend on them.
 func (a *Agent) watch(ctx context.Context) {
 	links := make(chan netlink.LinkUpdate, 256)
 	addrs := make(chan netlink.AddrUpdate, 256)
-	routes := make(chan netlink.RouteUpdate, 256)
 	onErr := func(err error) {
 		if ctx.Err() == nil {
 			a.log.Warn("netlink subscription", "err", err)
@@ -31,13 +32,10 @@ func (a *Agent) watch(ctx context.Context) {
 	if err := netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		a.log.Warn("subscribe to address events; relying on periodic resync", "err", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		a.log.Warn("subscribe to route events; relying on periodic resync", "err", err)
-	}
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()
-	// A burst of events (a veth pair, its addresses, its routes) settles
-	// into one resync.
+	// A burst of events (a veth pair, its addresses) settles into one
+	// resync.
 	var (
 		addrsChanged, linksChanged bool
 		settle                     <-chan time.Time
@@ -55,11 +53,6 @@ func (a *Agent) watch(ctx context.Context) {
 			addrsChanged = true
 			if !ok {
 				addrs = nil
-			}
-		case _, ok := <-routes:
-			linksChanged = true
-			if !ok {
-				routes = nil
 			}
 		case <-tick.C:
 			addrsChanged, linksChanged = true, true
@@ -83,13 +76,12 @@ func (a *Agent) resync(addrs, links bool) {
 		}
 	}
 	if links {
-		if err := a.syncUplinks(); err != nil {
-			a.log.Warn("resync uplinks", "err", err)
-		}
 		if err := a.gcEndpoints(); err != nil {
 			a.log.Warn("collect endpoints of dead namespaces", "err", err)
 		}
 	}
+	// Uplinks are attached and detached here, and their addresses
+	// follow.
 	if err := a.syncTopology(); err != nil {
 		a.log.Warn("resync datapath topology", "err", err)
 	}

@@ -33,7 +33,7 @@ running: published ports keep working while no agent runs.`,
 	f.StringVar(&cfg.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file")
 	f.StringVar(&cfg.PinDir, "bpffs", loader.DefaultPinDir, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks (default: the detected cgroup v2 root)")
-	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "uplink interface, repeatable (default: the interfaces carrying default routes)")
+	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "uplink interface, repeatable (default: every interface but loopback, Pontoon's bridges and veths, and ports of bridges and bonds)")
 	f.BoolVar(&cfg.ForceLegacyTC, "legacy-tc", false, "attach uplinks with clsact + cls_bpf even where TCX exists")
 	f.BoolVar(&cfg.StackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path (and so to netfilter's FORWARD chain) instead of forwarding them in BPF")
 	return cmd

@@ -26,7 +26,11 @@ func newStatus(o *opts) *cobra.Command {
 				row(w, "tc attach mode:", s.TCMode)
 				row(w, "socket hooks on:", s.Cgroup)
 				for _, u := range s.Uplinks {
-					row(w, "uplink:", u.Name+" ("+u.Mode+")")
+					masq := "masquerades as " + u.Addr.String()
+					if !u.Addr.IsValid() {
+						masq = "no IPv4 address: drops masqueraded flows"
+					}
+					row(w, "uplink:", u.Name+" ("+u.Mode+", "+masq+")")
 				}
 				for _, a := range s.Attachments {
 					row(w, "attachment:", a.Kind+" "+a.Hook+" on "+a.Target)

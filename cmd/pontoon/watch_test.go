@@ -100,27 +100,3 @@ func TestWatchers(t *testing.T) {
 		w.ok("network", "inspect", "net")
 	})
 }
-
-// TestDefaultRouteUplinks: without --uplink the agent attaches to the
-// interfaces that carry default routes, also ones added later.
-func TestDefaultRouteUplinks(t *testing.T) {
-	w := newWorld(t, 0)
-	w.defaultUplinks = true
-	w.host.IP(t, "route", "add", "default", "via", w.outsideIP.String())
-	w.startAgent()
-	var s control.Status
-	w.okJSON(&s, "status")
-	if len(s.Uplinks) != 1 || s.Uplinks[0].Name != w.uplink {
-		t.Fatalf("uplinks %+v, want %s", s.Uplinks, w.uplink)
-	}
-
-	second := "ppv" + w.id
-	far := testenv.NewNetns(t, "ppf"+w.id)
-	testenv.Veth(t, w.host, second, far, "eth0")
-	w.host.IP(t, "addr", "add", "198.20.0.1/24", "dev", second)
-	w.host.IP(t, "route", "add", "default", "via", "198.20.0.2", "metric", "100")
-	eventually(t, "the agent attaches "+second, func() bool {
-		w.okJSON(&s, "status")
-		return len(s.Uplinks) == 2
-	})
-}

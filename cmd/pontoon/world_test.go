@@ -64,7 +64,7 @@ type world struct {
 	agent             *agent
 	// agentEnv is added to the agent's environment.
 	agentEnv []string
-	// defaultUplinks leaves out --uplink: the agent follows default routes.
+	// defaultUplinks leaves out --uplink: every way out is an uplink.
 	defaultUplinks bool
 }
 
