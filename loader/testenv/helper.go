@@ -23,6 +23,7 @@ const (
 
 var helpers = map[string]func(args []string) (any, error){
 	"dial": dialHelper,
+	"bulk": bulkHelper,
 }
 
 // RegisterHelper makes fn runnable with Netns.Helper. Its result is
@@ -65,6 +66,13 @@ func MaybeRunHelper() {
 // The helper's JSON result is decoded into out.
 func (n *Netns) Helper(t testing.TB, cgroup string, out any, name string, args ...string) error {
 	t.Helper()
+	return n.helperWithin(t, helperTimeout, cgroup, out, name, args...)
+}
+
+// helperWithin is Helper for helpers that need longer than the usual 30
+// seconds, such as a bulk transfer with its own deadline.
+func (n *Netns) helperWithin(t testing.TB, timeout time.Duration, cgroup string, out any, name string, args ...string) error {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +81,7 @@ func (n *Netns) Helper(t testing.TB, cgroup string, out any, name string, args .
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "--net="+n.Path(), "--", self)
 	cmd.Env = append(os.Environ(), helperEnv+"="+name, helperArgsEnv+"="+string(encoded))

@@ -25,6 +25,18 @@ type World struct {
 // NewWorld builds a World with unique names.
 func NewWorld(t testing.TB) *World {
 	t.Helper()
+	w := newWorld(t)
+	Veth(t, w.Host, w.Uplink, w.Outside, "eth0")
+	w.Host.IP(t, "addr", "add", w.HostIP.String()+"/24", "dev", w.Uplink)
+	w.Outside.IP(t, "addr", "add", w.OutsideIP.String()+"/24", "dev", "eth0")
+	w.addContainers(t)
+	return w
+}
+
+// newWorld names a World and creates its namespaces; the caller joins
+// host and outside with an uplink of its choice, then adds the containers.
+func newWorld(t testing.TB) *World {
+	t.Helper()
 	id := UniqueID(t)
 	w := &World{
 		ID:                 id,
@@ -41,16 +53,17 @@ func NewWorld(t testing.TB) *World {
 	w.Outside = NewNetns(t, "pto"+id)
 	w.A = NewNetns(t, "pta"+id)
 	w.B = NewNetns(t, "ptc"+id)
-
 	w.Host.Sysctl(t, "net.ipv4.ip_forward", "1")
-	Veth(t, w.Host, w.Uplink, w.Outside, "eth0")
-	w.Host.IP(t, "addr", "add", w.HostIP.String()+"/24", "dev", w.Uplink)
-	w.Outside.IP(t, "addr", "add", w.OutsideIP.String()+"/24", "dev", "eth0")
+	return w
+}
 
+// addContainers puts the bridge in the host and A and B behind it.
+func (w *World) addContainers(t testing.TB) {
+	t.Helper()
 	w.Host.IP(t, "link", "add", w.Bridge, "type", "bridge")
 	w.Host.IP(t, "addr", "add", w.Gateway.String()+"/24", "dev", w.Bridge)
 	w.Host.IP(t, "link", "set", w.Bridge, "up")
-	w.AVeth, w.BVeth = "pva"+id, "pvb"+id
+	w.AVeth, w.BVeth = "pva"+w.ID, "pvb"+w.ID
 	for _, c := range []struct {
 		ns       *Netns
 		ip       netip.Addr
@@ -62,5 +75,4 @@ func NewWorld(t testing.TB) *World {
 		c.ns.IP(t, "addr", "add", c.ip.String()+"/24", "dev", "eth0")
 		c.ns.IP(t, "route", "add", "default", "via", w.Gateway.String())
 	}
-	return w
 }
