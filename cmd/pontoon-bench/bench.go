@@ -367,6 +367,14 @@ func runScaling(ctx context.Context, o options, dps []datapath, res *results) er
 				}
 			}
 		}
+		// Back to the few measured ports: a thousand idle docker-proxy
+		// processes (3 GiB) would otherwise share the machine with the
+		// next datapath's runs.
+		if _, _, err := sc.install(ctx, services); err != nil {
+			if err := res.failed(ctx, fmt.Errorf("%s: unpublish the scaling ports: %w", dp.name(), err)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
