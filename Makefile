@@ -10,7 +10,7 @@ GOTEST ?= $(GO) test -count=1
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
 	iptables nftables iperf3 procps curl python3
 
-.PHONY: all deps build generate check test test-host demo bench clean
+.PHONY: all deps build generate check test test-host fuzz demo bench clean
 
 all: build
 
@@ -47,6 +47,11 @@ test: test-host
 
 test-host:
 	$(GOTEST) ./...
+
+## fuzz: mutated packets through every tc program, checked for crashes, leaks and bad checksums (needs root)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDatapath -fuzztime $(FUZZTIME) ./bpf/
 
 ## demo: set up, build, and run the main job in a throwaway namespace world
 demo: deps build
