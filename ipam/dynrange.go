@@ -26,6 +26,54 @@ var DefaultDynamicPorts = PortRange{49153, 65535}
 // every port of DefaultDynamicPorts, that range is returned with overlaps
 // set; reserve it with ip_local_reserved_ports or configure a range.
 func DynamicPortRange(ephemeral PortRange, reserved []PortRange) (r PortRange, overlaps bool) {
+	best := longestFreeRun(kernelPorts(ephemeral, reserved), DefaultDynamicPorts)
+	if best.IsZero() {
+		return DefaultDynamicPorts, true
+	}
+	return best, false
+}
+
+// SNATPorts is where masquerade looks for source ports by default: all
+// of the unprivileged ports, less what DefaultSNATPorts leaves out.
+var SNATPorts = PortRange{1024, 65535}
+
+// DefaultSNATPorts picks the source ports masqueraded flows may take: the
+// longest run of SNATPorts that the kernel never picks as the source port
+// of an outgoing connection (ephemeral, less reserved), that is not
+// reserved either (ip_local_reserved_ports are set aside for someone), and
+// that lies outside published, the range published host ports are
+// allocated from. A host connection and a masqueraded flow then never
+// want the same port: with Linux's default 32768-60999 and the published
+// 61000-65535 that is 1024-32767. ok is false when no port is left.
+func DefaultSNATPorts(ephemeral PortRange, reserved []PortRange, published PortRange) (r PortRange, ok bool) {
+	taken := kernelPorts(ephemeral, nil)
+	for _, rr := range append(reserved, published) {
+		if !rr.IsZero() && rr.First <= rr.Last {
+			taken.setRange(uint32(rr.First), uint32(rr.Last))
+		}
+	}
+	best := longestFreeRun(taken, SNATPorts)
+	return best, !best.IsZero()
+}
+
+// KernelEphemeral is the part of r the kernel may pick as the source port
+// of an outgoing connection: inside ephemeral and not reserved. It returns
+// the first such run, or a zero range when there is none.
+func KernelEphemeral(r, ephemeral PortRange, reserved []PortRange) PortRange {
+	kernel := kernelPorts(ephemeral, reserved)
+	s, ok := nextSet(kernel, nil, uint32(r.First), uint32(r.Last))
+	if !ok {
+		return PortRange{}
+	}
+	e, free := nextClear(kernel, nil, s, uint32(r.Last))
+	if !free {
+		e = uint32(r.Last) + 1
+	}
+	return PortRange{uint16(s), uint16(e - 1)}
+}
+
+// kernelPorts marks the ports the kernel may use as ephemeral ones.
+func kernelPorts(ephemeral PortRange, reserved []PortRange) *bitmap {
 	kernel := newBitmap(1 << 16)
 	if !ephemeral.IsZero() && ephemeral.First <= ephemeral.Last {
 		kernel.setRange(uint32(ephemeral.First), uint32(ephemeral.Last))
@@ -35,27 +83,29 @@ func DynamicPortRange(ephemeral PortRange, reserved []PortRange) (r PortRange, o
 			kernel.clearRange(uint32(rr.First), uint32(rr.Last))
 		}
 	}
-	d := DefaultDynamicPorts
+	return kernel
+}
+
+// longestFreeRun returns the longest run of within that is clear in
+// taken, the first of equals; zero when every port is taken.
+func longestFreeRun(taken *bitmap, within PortRange) PortRange {
 	var best PortRange
-	from := uint32(d.First)
-	for from <= uint32(d.Last) {
-		s, ok := nextClear(kernel, nil, from, uint32(d.Last))
+	from := uint32(within.First)
+	for from <= uint32(within.Last) {
+		s, ok := nextClear(taken, nil, from, uint32(within.Last))
 		if !ok {
 			break
 		}
-		e, taken := nextSet(kernel, nil, s, uint32(d.Last))
-		if !taken {
-			e = uint32(d.Last) + 1
+		e, isTaken := nextSet(taken, nil, s, uint32(within.Last))
+		if !isTaken {
+			e = uint32(within.Last) + 1
 		}
 		if run := (PortRange{uint16(s), uint16(e - 1)}); best.IsZero() || run.Len() > best.Len() {
 			best = run
 		}
 		from = e + 1
 	}
-	if best.IsZero() {
-		return d, true
-	}
-	return best, false
+	return best
 }
 
 // KernelPortRanges reads the ephemeral port range and the reserved ports of

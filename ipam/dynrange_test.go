@@ -72,3 +72,50 @@ func TestOpenDefaultsToKernelAwareRange(t *testing.T) {
 		t.Errorf("default dynamic range %s, want %s", got, want)
 	}
 }
+
+func TestDefaultSNATPorts(t *testing.T) {
+	linux := PortRange{32768, 60999}
+	tests := []struct {
+		name      string
+		ephemeral PortRange
+		reserved  []PortRange
+		published PortRange
+		want      PortRange
+		ok        bool
+	}{
+		{"linux default", linux, nil, PortRange{61000, 65535}, PortRange{1024, 32767}, true},
+		{"reserved ports are left alone", linux, []PortRange{{8000, 8999}}, PortRange{61000, 65535}, PortRange{9000, 32767}, true},
+		{"published range reserved", linux, []PortRange{{49153, 65535}}, PortRange{49153, 65535}, PortRange{1024, 32767}, true},
+		{"low ephemeral range", PortRange{1024, 20000}, nil, PortRange{61000, 65535}, PortRange{20001, 60999}, true},
+		{"published inside the gap", PortRange{40000, 65535}, nil, PortRange{10000, 19999}, PortRange{20000, 39999}, true},
+		{"nothing left", PortRange{1024, 65535}, nil, PortRange{}, PortRange{}, false},
+		{"unknown ephemeral", PortRange{}, nil, PortRange{61000, 65535}, PortRange{1024, 60999}, true},
+	}
+	for _, tt := range tests {
+		got, ok := DefaultSNATPorts(tt.ephemeral, tt.reserved, tt.published)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("%s: got %s ok=%v, want %s ok=%v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestKernelEphemeral(t *testing.T) {
+	linux := PortRange{32768, 60999}
+	tests := []struct {
+		r        PortRange
+		reserved []PortRange
+		want     PortRange
+	}{
+		{PortRange{1024, 32767}, nil, PortRange{}},
+		{PortRange{30000, 40000}, nil, PortRange{32768, 40000}},
+		{PortRange{60000, 65535}, nil, PortRange{60000, 60999}},
+		{PortRange{40000, 40999}, []PortRange{{40000, 40999}}, PortRange{}},
+		{PortRange{40000, 41999}, []PortRange{{40000, 40999}}, PortRange{41000, 41999}},
+		{Port(32768), nil, Port(32768)},
+	}
+	for _, tt := range tests {
+		if got := KernelEphemeral(tt.r, linux, tt.reserved); got != tt.want {
+			t.Errorf("KernelEphemeral(%s, reserved %v) = %s, want %s", tt.r, tt.reserved, got, tt.want)
+		}
+	}
+}
