@@ -43,7 +43,10 @@ type Config struct {
 	// path instead of forwarding them in BPF; a FORWARD policy of DROP
 	// then cuts containers off.
 	StackForwarding bool
-	Log             *slog.Logger
+	// SNATPorts are the source ports masqueraded flows may take; zero
+	// picks ipam.DefaultSNATPorts for the kernel's settings.
+	SNATPorts ipam.PortRange
+	Log       *slog.Logger
 }
 
 // Agent is a running control plane.
@@ -59,6 +62,8 @@ type Agent struct {
 	st       *state
 	dp       *loader.Datapath
 	bindings *maps.Bindings
+	// snatPorts are the masquerade source ports given to the datapath.
+	snatPorts ipam.PortRange
 	// uplinks are the interfaces the uplink programs are attached to, by
 	// index; uplinkErrs the ones they could not be attached to.
 	uplinks       map[int]Uplink
@@ -143,6 +148,13 @@ func open(cfg Config) (*Agent, error) {
 	if a.ipam, err = ipam.Open(store, ipam.Options{CheckListening: true}); err != nil {
 		a.close()
 		return nil, err
+	}
+	if a.snatPorts, err = snatPorts(cfg.SNATPorts, a.ipam.DynamicPorts()); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.snatPorts.Len() < minSNATPorts {
+		a.log.Warn("few masquerade source ports; flows to one server beyond this many fail", "snat_ports", a.snatPorts.String(), "count", a.snatPorts.Len())
 	}
 	if a.st, err = loadState(store); err != nil {
 		a.close()

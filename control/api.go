@@ -108,7 +108,7 @@ func (a *Agent) Status() (*Status, error) {
 		PID: os.Getpid(), StateFile: a.store.Path(), Socket: a.cfg.Socket, PinDir: a.dp.PinDir(),
 		Cgroup: a.cfg.Cgroup, TCMode: "none (no uplink attached)", Uplinks: []Uplink{},
 		Networks: len(a.st.networks), Endpoints: len(a.st.endpoints), Mappings: len(a.st.ports),
-		DynamicPorts: a.ipam.DynamicPorts().String(),
+		DynamicPorts: a.ipam.DynamicPorts().String(), SNATPorts: a.snatPorts.String(),
 	}
 	for _, u := range a.uplinks {
 		s.Uplinks = append(s.Uplinks, u)
@@ -124,11 +124,16 @@ func (a *Agent) Status() (*Status, error) {
 		return nil, err
 	}
 	s.Bindings = len(bs)
+	// Both tables: ct holds answered flows, ct_new the rest.
 	ct, err := maps.NewCT(a.dp.Maps.CT).All()
 	if err != nil {
 		return nil, err
 	}
-	s.CTEntries = len(ct)
+	ctNew, err := maps.NewCT(a.dp.Maps.CTNew).All()
+	if err != nil {
+		return nil, err
+	}
+	s.CTEntries, s.CTNew = len(ct)+len(ctNew), len(ctNew)
 	ha, err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).All()
 	if err != nil {
 		return nil, err

@@ -209,7 +209,7 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	if err := a.bindings.DeleteBatch(keys); err != nil {
 		return err
 	}
-	ct := maps.NewCT(a.dp.Maps.CT)
+	ct := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew)
 	for _, m := range ms {
 		if _, err := ct.DeleteBinding(m.ID); err != nil {
 			a.log.Warn("flush conntrack of binding", "id", m.ID, "err", err)

@@ -20,11 +20,14 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 	if _, ok := a.st.networks[req.Name]; ok {
 		return nil, kindf(ErrConflict, "network %s already exists; pick another name or remove it first", req.Name)
 	}
-	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: true}
+	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Routed: req.Routed}
 	if req.ICC != nil {
 		n.ICC = *req.ICC
 	}
 	if req.Masquerade != nil {
+		if *req.Masquerade && req.Routed {
+			return nil, kindf(ErrInvalid, "--routed and --masquerade=true exclude each other: a routed network's containers are reached, and reach out, by their own addresses; leave out --masquerade")
+		}
 		n.Masquerade = *req.Masquerade
 	}
 	if n.MTU == 0 {
@@ -116,6 +119,9 @@ func (a *Agent) networkInfo(n *Network) *NetworkInfo {
 	sort.Strings(info.Endpoints)
 	if !n.ICC {
 		info.Notes = append(info.Notes, "icc=false: endpoints reach each other only through published ports")
+	}
+	if n.Routed {
+		info.Notes = append(info.Notes, fmt.Sprintf("routed: the outside reaches endpoints by their own addresses, any port (give other hosts a route to %s via this host); no masquerade", n.Subnet))
 	}
 	return info
 }

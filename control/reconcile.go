@@ -24,7 +24,7 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	dpConfig := maps.ConfigValue{HostNetnsCookie: cookie}
+	dpConfig := maps.ConfigValue{HostNetnsCookie: cookie, SnatPortMin: a.snatPorts.First, SnatPortMax: a.snatPorts.Last}
 	if !a.cfg.StackForwarding {
 		dpConfig.Flags |= maps.ConfigFIBRedirect
 	}

@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/netip"
 	"runtime"
 	"time"
@@ -41,7 +42,7 @@ func (a *Agent) syncTopology() error {
 	for _, n := range a.st.networks {
 		networks = append(networks, maps.Network{
 			Subnet: n.Subnet.Masked(), Gateway: n.Gateway, ID: networkID(n.Name),
-			Masquerade: n.Masquerade, NoICC: !n.ICC,
+			Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
 		})
 		if _, err := a.dp.AttachBridge(n.Bridge); err != nil {
 			a.log.Error("attach bridge program", "network", n.Name, "err", err)
@@ -60,7 +61,9 @@ func (a *Agent) syncTopology() error {
 			continue // being recreated or collected
 		}
 		id := networkID(e.Network)
-		endpoints[e.IP] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id}
+		// The MAC comes from the record, so an endpoint re-synced after
+		// a restart, or recreated with it, keeps being held to it.
+		endpoints[e.IP] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id, MAC: endpointMAC(e)}
 		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
 			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
 		}
@@ -92,6 +95,16 @@ func (a *Agent) syncTopology() error {
 	return nil
 }
 
+// endpointMAC is the MAC of the endpoint's eth0 as the datapath checks
+// it; all zero (unchecked) when the record has none.
+func endpointMAC(e *Endpoint) [6]byte {
+	var out [6]byte
+	if mac, err := net.ParseMAC(e.MAC); err == nil && len(mac) == 6 {
+		copy(out[:], mac)
+	}
+	return out
+}
+
 // netnsCookieAt reads the cookie of the namespace at path from a thread
 // that enters it; the thread stays locked and dies with its goroutine, so
 // nothing else ever runs in that namespace.
@@ -120,10 +133,24 @@ func netnsCookieAt(path string) (uint64, error) {
 	return r.cookie, r.err
 }
 
-// collectConntrack deletes idle conntrack and SNAT entries until stop.
+// tcpOpeningLifetime is how long a TCP flow whose handshake never
+// completed is kept: half of maps.DefaultLifetimes' 60 s, so unanswered
+// SYNs (a scan, a spoofed flood) leave ct_new sooner. Each retransmitted
+// SYN refreshes its entry, and one sent after it went starts a new one.
+const tcpOpeningLifetime = 30 * time.Second
+
+// conntrackLifetimes are what collectConntrack collects by.
+func conntrackLifetimes() maps.Lifetimes {
+	l := maps.DefaultLifetimes()
+	l.TCPOpening = min(l.TCPOpening, tcpOpeningLifetime)
+	return l
+}
+
+// collectConntrack deletes idle entries of both conntrack tables (ct and
+// ct_new) and of snat until stop.
 func (a *Agent) collectConntrack(stop <-chan struct{}) {
-	ct, snat := maps.NewCT(a.dp.Maps.CT), maps.NewSNAT(a.dp.Maps.SNAT)
-	lifetimes := maps.DefaultLifetimes()
+	ct, snat := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew), maps.NewSNAT(a.dp.Maps.SNAT)
+	lifetimes := conntrackLifetimes()
 	tick := time.NewTicker(conntrackGCInterval)
 	defer tick.Stop()
 	for {

@@ -20,6 +20,9 @@ type Network struct {
 	MTU        int          `json:"mtu"`
 	ICC        bool         `json:"icc"`
 	Masquerade bool         `json:"masquerade"`
+	// Routed networks are reachable from outside by their containers'
+	// own addresses (Docker's routed gateway mode), without masquerade.
+	Routed bool `json:"routed"`
 	// Adopted bridges existed before the network and outlive it.
 	Adopted bool `json:"adopted"`
 	// AddedGateway: the agent put the gateway address on an adopted
@@ -43,6 +46,8 @@ type NetworkCreate struct {
 	MTU        int    `json:"mtu,omitempty"`
 	ICC        *bool  `json:"icc,omitempty"`
 	Masquerade *bool  `json:"masquerade,omitempty"`
+	// Routed implies no masquerade; asking for both is refused.
+	Routed bool `json:"routed,omitempty"`
 }
 
 // Endpoint is a veth pair joining a network namespace to a bridge.
@@ -121,8 +126,10 @@ type Status struct {
 	Mappings     int                     `json:"port_mappings"`
 	Bindings     int                     `json:"bindings"`
 	CTEntries    int                     `json:"ct_entries"`
+	CTNew        int                     `json:"ct_new_entries"`
 	HostAddrs    int                     `json:"host_addresses"`
 	DynamicPorts string                  `json:"dynamic_ports"`
+	SNATPorts    string                  `json:"snat_ports"`
 	Counters     map[string]maps.Counter `json:"counters"`
 }
 

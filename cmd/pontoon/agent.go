@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,11 +10,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/loader"
 )
 
 func newAgent(o *opts) *cobra.Command {
 	cfg := control.Config{}
+	var snatPorts string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the control plane in the foreground (systemd runs it)",
@@ -24,6 +27,13 @@ running: published ports keep working while no agent runs.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Socket = o.socket
+			if snatPorts != "" {
+				r, err := ipam.ParsePortRange(snatPorts)
+				if err != nil || r.First == r.Last {
+					return fmt.Errorf("invalid --snat-ports %q: give FIRST-LAST, such as 1024-32767", snatPorts)
+				}
+				cfg.SNATPorts = r
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			return control.Run(ctx, cfg)
@@ -35,6 +45,7 @@ running: published ports keep working while no agent runs.`,
 	f.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks (default: the detected cgroup v2 root)")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "uplink interface, repeatable (default: every interface but loopback, Pontoon's bridges and veths, and ports of bridges and bonds)")
 	f.BoolVar(&cfg.ForceLegacyTC, "legacy-tc", false, "attach uplinks with clsact + cls_bpf even where TCX exists")
+	f.StringVar(&snatPorts, "snat-ports", "", "source ports masqueraded flows may take, FIRST-LAST; refused when it overlaps net.ipv4.ip_local_port_range (less ip_local_reserved_ports) or the published-port range (default: the longest run of 1024-65535 outside those and the reserved ports)")
 	f.BoolVar(&cfg.StackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path (and so to netfilter's FORWARD chain) instead of forwarding them in BPF")
 	return cmd
 }

@@ -24,7 +24,14 @@ func newNetworkCreate(o *opts) *cobra.Command {
 		Short: "Create a network: a bridge with a subnet",
 		Long: `Create a network: a bridge with a subnet. Without --subnet a free private range
 is picked that overlaps no route, address or nameserver of the host. --bridge
-names the bridge; naming an existing bridge adopts it.`,
+names the bridge; naming an existing bridge adopts it.
+
+By default the outside reaches containers only through published ports and
+replies to flows they opened, and their outgoing traffic is masqueraded.
+--routed lets other hosts reach the containers by their own addresses, on
+any port (Docker's routed gateway mode; give them a route to the subnet via
+this host). It implies no masquerade: the containers' own addresses leave
+the host too, so --routed with --masquerade=true is refused.`,
 		Args: exactArgs(1, "a network name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -32,6 +39,9 @@ names the bridge; naming an existing bridge adopts it.`,
 				req.ICC = &icc
 			}
 			if cmd.Flags().Changed("masquerade") {
+				if masq && req.Routed {
+					return fmt.Errorf("--routed and --masquerade=true exclude each other: a routed network's containers are reached, and reach out, by their own addresses; leave out --masquerade")
+				}
 				req.Masquerade = &masq
 			}
 			n, err := o.client().CreateNetwork(req)
@@ -49,7 +59,8 @@ names the bridge; naming an existing bridge adopts it.`,
 	f.StringVar(&req.Bridge, "bridge", "", "bridge interface name; an existing bridge is adopted")
 	f.IntVar(&req.MTU, "mtu", 0, "MTU of the bridge and the endpoints (default 1500)")
 	f.BoolVar(&icc, "icc", true, "allow direct traffic between endpoints of the network (false: only through published ports)")
-	f.BoolVar(&masq, "masquerade", true, "give outgoing traffic the uplink's address")
+	f.BoolVar(&masq, "masquerade", true, "give outgoing traffic the uplink's address (default false with --routed)")
+	f.BoolVar(&req.Routed, "routed", false, "let the outside reach endpoints by their own addresses, any port, without masquerade (Docker's routed gateway mode)")
 	return cmd
 }
 
@@ -63,9 +74,9 @@ func newNetworkLs(o *opts) *cobra.Command {
 				return err
 			}
 			return o.show(ns, func(w io.Writer) {
-				row(w, "NAME", "SUBNET", "GATEWAY", "BRIDGE", "MTU", "ENDPOINTS")
+				row(w, "NAME", "SUBNET", "GATEWAY", "BRIDGE", "MTU", "MODE", "ENDPOINTS")
 				for _, n := range ns {
-					row(w, n.Name, n.Subnet, n.Gateway, n.Bridge, n.MTU, len(n.Endpoints))
+					row(w, n.Name, n.Subnet, n.Gateway, n.Bridge, n.MTU, networkMode(&n.Network), len(n.Endpoints))
 				}
 			})
 		},
@@ -93,6 +104,7 @@ func newNetworkInspect(o *opts) *cobra.Command {
 				row(w, "mtu:", n.MTU)
 				row(w, "icc:", n.ICC)
 				row(w, "masquerade:", n.Masquerade)
+				row(w, "routed:", n.Routed)
 				row(w, "endpoints:", strings.Join(n.Endpoints, " "))
 				for _, note := range n.Notes {
 					row(w, "note:", note)
@@ -116,4 +128,17 @@ func newNetworkRm(o *opts) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "detach the network's endpoints first")
 	return cmd
+}
+
+// networkMode is how the outside sees a network, for `network ls`: nat
+// (masquerade, only published ports reachable), routed (reachable by
+// container addresses) or internal (neither).
+func networkMode(n *control.Network) string {
+	switch {
+	case n.Routed:
+		return "routed"
+	case n.Masquerade:
+		return "nat"
+	}
+	return "internal"
 }

@@ -39,9 +39,10 @@ func newStatus(o *opts) *cobra.Command {
 				row(w, "endpoints:", s.Endpoints)
 				row(w, "port mappings:", s.Mappings)
 				row(w, "bindings in map:", s.Bindings)
-				row(w, "conntrack entries:", s.CTEntries)
+				row(w, "conntrack entries:", fmt.Sprintf("%d (%d unanswered, in ct_new)", s.CTEntries, s.CTNew))
 				row(w, "host addresses:", s.HostAddrs)
 				row(w, "dynamic ports:", s.DynamicPorts)
+				row(w, "masquerade ports:", s.SNATPorts)
 				names := make([]string, 0, len(s.Counters))
 				for n := range s.Counters {
 					names = append(names, n)
