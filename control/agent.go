@@ -62,6 +62,9 @@ type Agent struct {
 	st       *state
 	dp       *loader.Datapath
 	bindings *maps.Bindings
+	// netns is the agent's own network namespace, which no endpoint may
+	// be attached to.
+	netns nsID
 	// snatPorts are the masquerade source ports given to the datapath.
 	snatPorts ipam.PortRange
 	// uplinks are the interfaces the uplink programs are attached to, by
@@ -140,6 +143,10 @@ func open(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, uplinks: map[int]Uplink{}, uplinkErrs: map[int]error{}, netnsCookies: map[uint64]uint64{}}
+	var err error
+	if a.netns, err = ownNetns(); err != nil {
+		return nil, fmt.Errorf("identify the agent's network namespace: %w", err)
+	}
 	store, err := ipam.OpenBolt(StatePath(cfg.StateDir))
 	if err != nil {
 		return nil, err

@@ -25,6 +25,8 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	switch {
 	case path != "" && req.PID != 0:
 		return nil, kindf(ErrInvalid, "give --netns or --pid, not both")
+	case req.PID < 0:
+		return nil, kindf(ErrInvalid, "--pid %d: give the id of a process inside the namespace", req.PID)
 	case req.PID > 0:
 		path = "/proc/" + strconv.Itoa(req.PID) + "/ns/net"
 	case path == "":
@@ -57,11 +59,15 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	if _, ok := a.st.endpoints[req.Name]; ok {
 		return nil, kindf(ErrConflict, "endpoint %s already exists; pick another name or detach it first", req.Name)
 	}
-	fd, ino, err := openNetns(path)
+	fd, ns, err := openNetns(path)
 	if err != nil {
 		return nil, err
 	}
 	defer closeFD(fd)
+	if err := a.refuseHostNetns(ns, netnsArg(path, req.PID)); err != nil {
+		return nil, err
+	}
+	ino := ns.Ino
 	for _, other := range a.st.endpoints {
 		if other.NetnsInode == ino && netnsAlive(other) {
 			return nil, kindf(ErrConflict, "namespace %s is already attached as endpoint %s", path, other.Name)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -144,35 +143,6 @@ func removeBridge(n *Network) error {
 		}
 	}
 	return nil
-}
-
-// openNetns opens a network namespace and returns it with its inode.
-func openNetns(path string) (int, uint64, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, 0, kindf(ErrNotFound, "network namespace %s: %v; give an existing one (ip netns add, or --pid of a running process)", path, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, 0, fmt.Errorf("stat network namespace %s: %w", path, err)
-	}
-	var fs unix.Statfs_t
-	if err := unix.Fstatfs(fd, &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
-		unix.Close(fd)
-		return -1, 0, kindf(ErrInvalid, "%s is not a network namespace; give /run/netns/NAME or /proc/PID/ns/net", path)
-	}
-	return fd, st.Ino, nil
-}
-
-// netnsAlive reports whether the namespace the endpoint was attached to is
-// still at its path.
-func netnsAlive(e *Endpoint) bool {
-	var st syscall.Stat_t
-	if err := syscall.Stat(e.Netns, &st); err != nil {
-		return false
-	}
-	return st.Ino == e.NetnsInode
 }
 
 // createVeth makes the endpoint's veth pair with the peer born inside the

@@ -200,11 +200,14 @@ func (a *Agent) reconcileLinks() error {
 
 // recreateVeth rebuilds a lost veth pair with the address and MAC it had.
 func (a *Agent) recreateVeth(e *Endpoint) error {
-	fd, _, err := openNetns(e.Netns)
+	fd, ns, err := openNetns(e.Netns)
 	if err != nil {
 		return err
 	}
 	defer closeFD(fd)
+	if err := a.refuseHostNetns(ns, e.Netns); err != nil {
+		return err
+	}
 	a.log.Info("recreate veth", "endpoint", e.Name, "veth", e.HostIf)
 	return createVeth(e, a.st.networks[e.Network], fd)
 }

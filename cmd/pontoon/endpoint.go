@@ -31,6 +31,14 @@ func newEndpointAttach(o *opts) *cobra.Command {
 					return fmt.Errorf("resolve --netns %s: %w", req.Netns, err)
 				}
 				req.Netns = abs
+				// The agent checks again; a path this process cannot
+				// open is left to it.
+				if err := control.CheckNetnsFile(abs); err != nil {
+					return err
+				}
+			}
+			if req.PID < 0 {
+				return fmt.Errorf("--pid %d: give the id of a process inside the namespace", req.PID)
 			}
 			e, err := o.client().Attach(req)
 			if err != nil {
@@ -42,8 +50,8 @@ func newEndpointAttach(o *opts) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Netns, "netns", "", "network namespace path, such as /run/netns/NAME")
-	f.IntVar(&req.PID, "pid", 0, "a process whose network namespace to attach")
+	f.StringVar(&req.Netns, "netns", "", "network namespace path, such as /run/netns/NAME (never the agent's own or the host's)")
+	f.IntVar(&req.PID, "pid", 0, "a process whose network namespace to attach (never one in the agent's or the host's)")
 	f.StringVar(&req.IP, "ip", "", "address inside the subnet (default: the next free one)")
 	f.StringVar(&req.MAC, "mac", "", "MAC address of eth0 (default: random)")
 	return cmd
