@@ -62,6 +62,9 @@ type Agent struct {
 	st       *state
 	dp       *loader.Datapath
 	bindings *maps.Bindings
+	// writer is what Publish and unpublish write bindings with: the
+	// bindings map itself, or a failing one in tests.
+	writer bindingWriter
 	// netns is the agent's own network namespace, which no endpoint may
 	// be attached to.
 	netns nsID
@@ -172,6 +175,7 @@ func open(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
 	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
+	a.writer = a.bindings
 	return a, nil
 }
 

@@ -212,7 +212,7 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 			keys = append(keys, b.Key())
 		}
 	}
-	if err := a.bindings.DeleteBatch(keys); err != nil {
+	if err := a.writer.DeleteBatch(keys); err != nil {
 		return err
 	}
 	ct := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew)

@@ -11,8 +11,17 @@ import (
 	"github.com/pontoon-net/pontoon/maps"
 )
 
+// bindingWriter writes and removes entries of the bindings map:
+// *maps.Bindings in the agent, one that fails half-way in tests.
+type bindingWriter interface {
+	PutBatch([]maps.Binding) error
+	DeleteBatch([]maps.BindingKey) error
+}
+
 // Publish publishes every spec for one endpoint, all or nothing: ports
 // from ipam, the records in one transaction, the map entries in one batch.
+// A failure at any step undoes the steps before it; an undo that fails too
+// is reported with the failure, never dropped.
 func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if len(req.Specs) == 0 {
 		return nil, kindf(ErrInvalid, "no port spec given; pass one or more such as 8080:80/tcp")
@@ -41,11 +50,17 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		held []ipam.PortAllocation
 		out  []*PortMapping
 	)
-	release := func() {
+	release := func() error {
+		var errs []error
 		for _, pa := range held {
-			a.ipam.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports)
+			if _, err := a.ipam.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports); err != nil {
+				errs = append(errs, fmt.Errorf("release %s: %w", pa, err))
+			}
 		}
+		return errors.Join(errs...)
 	}
+	// fail returns cause, with whatever undoing the ports failed at.
+	fail := func(cause error) error { return withUndo(cause, release()) }
 	id := a.st.nextID
 	for i, spec := range specs {
 		hostIP := spec.HostIP
@@ -55,16 +70,13 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		_, local := hostAddrs[hostIP]
 		switch {
 		case hostIP.Is6():
-			release()
-			return nil, kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP)
+			return nil, fail(kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP))
 		case !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local:
-			release()
-			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP)
+			return nil, fail(kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP))
 		}
 		pa, err := a.allocate(e.Name, spec, hostIP)
 		if err != nil {
-			release()
-			return nil, fmt.Errorf("port spec %q: %w", req.Specs[i], err)
+			return nil, fail(fmt.Errorf("port spec %q: %w", req.Specs[i], err))
 		}
 		held = append(held, pa)
 		out = append(out, &PortMapping{
@@ -79,8 +91,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	for _, m := range out {
 		bs, err := mappingBindings(m)
 		if err != nil {
-			release()
-			return nil, kindf(ErrInvalid, "%v", err)
+			return nil, fail(kindf(ErrInvalid, "%v", err))
 		}
 		bindings = append(bindings, bs...)
 	}
@@ -93,24 +104,51 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		return putNextID(tx, id)
 	})
 	if err != nil {
-		release()
-		return nil, fmt.Errorf("save port mappings: %w", err)
+		return nil, fail(fmt.Errorf("save port mappings: %w", err))
 	}
-	if err := a.bindings.PutBatch(bindings); err != nil {
-		a.store.Update(func(tx ipam.Tx) error {
+	if err := a.writer.PutBatch(bindings); err != nil {
+		// Some entries may be in the map: the batch stops where it
+		// failed. None of these keys was in use (ipam said so), so all
+		// of them go.
+		keys := make([]maps.BindingKey, len(bindings))
+		for i, b := range bindings {
+			keys[i] = b.Key()
+		}
+		var undo []error
+		if err := a.writer.DeleteBatch(keys); err != nil {
+			undo = append(undo, fmt.Errorf("remove the bindings written: %w", err))
+		}
+		if err := a.store.Update(func(tx ipam.Tx) error {
 			for _, m := range out {
-				tx.Delete(bucketPorts, []byte(portKey(m)))
+				if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
+					return err
+				}
 			}
-			return nil
-		})
-		release()
-		return nil, fmt.Errorf("write %d bindings: %w", len(bindings), err)
+			return putNextID(tx, a.st.nextID)
+		}); err != nil {
+			undo = append(undo, fmt.Errorf("delete the saved mappings: %w", err))
+		}
+		if err := release(); err != nil {
+			undo = append(undo, err)
+		}
+		return nil, withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), err), errors.Join(undo...))
 	}
 	a.st.nextID = id
 	for _, m := range out {
 		a.st.ports[portKey(m)] = m
 	}
 	return clones(out), nil
+}
+
+// withUndo reports cause and, when undoing what was done before it
+// failed as well, that too: the state may then differ from the maps until
+// the agent restarts and reconciles them. One line, as every message.
+func withUndo(cause, undoErr error) error {
+	if undoErr == nil {
+		return cause
+	}
+	msg := strings.ReplaceAll(undoErr.Error(), "\n", "; ")
+	return fmt.Errorf("%w; undoing it failed too: %s; restart the agent to reconcile the bindings map with the state", cause, msg)
 }
 
 // allocate takes host ports for one spec. A host range for a single

@@ -1,0 +1,156 @@
+package control
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// failingWriter writes the first `after` bindings of a batch to the real
+// map and then fails, as a batch update stopping half-way does; with
+// failDelete the rollback's delete fails too.
+type failingWriter struct {
+	real       *maps.Bindings
+	after      int
+	failDelete bool
+}
+
+var (
+	errInjectedPut    = errors.New("injected: map full")
+	errInjectedDelete = errors.New("injected: delete refused")
+)
+
+func (f *failingWriter) PutBatch(bs []maps.Binding) error {
+	if f.after >= len(bs) {
+		return f.real.PutBatch(bs)
+	}
+	if err := f.real.PutBatch(bs[:f.after]); err != nil {
+		return err
+	}
+	return errInjectedPut
+}
+
+func (f *failingWriter) DeleteBatch(keys []maps.BindingKey) error {
+	if f.failDelete {
+		return errInjectedDelete
+	}
+	return f.real.DeleteBatch(keys)
+}
+
+func newHashMap(t *testing.T, key, value any) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type: ebpf.Hash, KeySize: uint32(binary.Size(key)), ValueSize: uint32(binary.Size(value)), MaxEntries: 256,
+	})
+	if err != nil {
+		t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// testAgent is an agent with a state file, ipam, one endpoint and real
+// (unpinned) bindings and hostaddrs maps, and nothing else: enough to
+// publish ports.
+func testAgent(t *testing.T) *Agent {
+	t.Helper()
+	bindings := maps.NewBindings(newHashMap(t, maps.BindingKey{}, maps.BindingValue{}))
+	hostAddrs := newHashMap(t, maps.HostAddrKey{}, maps.HostAddrValue{})
+	store, err := ipam.OpenBolt(filepath.Join(t.TempDir(), "pontoon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	a := &Agent{
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
+		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: hostAddrs}}, bindings: bindings, writer: bindings,
+	}
+	if a.ipam, err = ipam.Open(store, ipam.Options{DynamicPorts: ipam.PortRange{First: 61000, Last: 65535}}); err != nil {
+		t.Fatal(err)
+	}
+	if a.st, err = loadState(store); err != nil {
+		t.Fatal(err)
+	}
+	a.st.endpoints["web"] = &Endpoint{Name: "web", Network: "net", IP: netip.MustParseAddr("10.88.0.2")}
+	return a
+}
+
+// TestPublishRollback: a bindings write that fails half-way leaves no
+// entry in the map, no record and no allocated port; a rollback that
+// fails too is reported along with the failure.
+func TestPublishRollback(t *testing.T) {
+	specs := []string{"8080:80", "9000-9004:9000-9004/udp", "127.0.0.1::80"} // 7 bindings
+	for _, c := range []struct {
+		name       string
+		after      int
+		failDelete bool
+	}{
+		{"nothing written", 0, false},
+		{"first written", 1, false},
+		{"all but the last written", 6, false},
+		{"rollback fails too", 3, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := testAgent(t)
+			fw := &failingWriter{real: a.bindings, after: c.after, failDelete: c.failDelete}
+			a.writer = fw
+			nextID := a.st.nextID
+
+			_, err := a.Publish(PublishRequest{Endpoint: "web", Specs: specs})
+			if err == nil {
+				t.Fatal("publish succeeded, want the injected failure")
+			}
+			msg := err.Error()
+			t.Logf("error: %s", msg)
+			if !errors.Is(err, errInjectedPut) || !strings.Contains(msg, "write 7 bindings") || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line about writing 7 bindings, wrapping the injected failure", msg)
+			}
+			if c.failDelete {
+				if !strings.Contains(msg, errInjectedDelete.Error()) || !strings.Contains(msg, "undoing it failed too") {
+					t.Errorf("error %q does not report the failed rollback", msg)
+				}
+				if got, _ := a.bindings.All(); len(got) != c.after {
+					t.Errorf("%d bindings in the map, want the %d the failed rollback left", len(got), c.after)
+				}
+				return
+			}
+			if strings.Contains(msg, "undoing") {
+				t.Errorf("error %q reports a rollback failure that did not happen", msg)
+			}
+
+			if got, err := a.bindings.All(); err != nil || len(got) != 0 {
+				t.Errorf("bindings left in the map: %v %v", got, err)
+			}
+			if len(a.st.ports) != 0 || a.st.nextID != nextID {
+				t.Errorf("in-memory state changed: %d mappings, next id %d (was %d)", len(a.st.ports), a.st.nextID, nextID)
+			}
+			if st, err := loadState(a.store); err != nil || len(st.ports) != 0 || st.nextID != nextID {
+				t.Errorf("state file changed: %+v %v", st, err)
+			}
+			if pas := a.ipam.Ports(""); len(pas) != 0 {
+				t.Errorf("ports still allocated: %v", pas)
+			}
+
+			// Everything was released: the same request now works.
+			fw.after = 1 << 20
+			ms, err := a.Publish(PublishRequest{Endpoint: "web", Specs: specs})
+			if err != nil {
+				t.Fatalf("publish after the rollback: %v", err)
+			}
+			if got, _ := a.bindings.All(); len(got) != 7 || len(ms) != 3 {
+				t.Errorf("after a good publish: %d bindings, %d mappings", len(got), len(ms))
+			}
+		})
+	}
+}
