@@ -1,64 +1,218 @@
 package control
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/loader"
 )
 
+// CleanupReport says what Cleanup did to the namespace it ran in.
+type CleanupReport struct {
+	// Deleted are the interfaces it deleted.
+	Deleted []string
+	// Kept are labelled interfaces it left because nothing proves Pontoon
+	// made them, each with why.
+	Kept []string
+	// IPForward is the net.ipv4.ip_forward value put back, "" if none.
+	IPForward string
+	// Notes are anything else worth saying, one line each.
+	Notes []string
+}
+
 // Cleanup removes everything an agent put in the kernel: the interfaces
-// it labelled, gateway addresses it added to adopted bridges, and every
-// pin and attachment. With purge the state file goes too; without it a
-// later agent rebuilds the same networks from it. The agent must be
-// stopped: its lock on the state file says whether it is.
-func Cleanup(stateDir, pinDir string, purge bool) error {
+// it provably made (madeByPontoon), gateway addresses it added to adopted
+// bridges, every pin and attachment, and it puts back the
+// net.ipv4.ip_forward the first agent found. With purge the state file
+// goes too; without it a later agent rebuilds the same networks from it.
+// It runs in the agent's network namespace and refuses, changing nothing,
+// while an agent holds the state file.
+func Cleanup(stateDir, pinDir string, purge bool) (*CleanupReport, error) {
+	rep := &CleanupReport{}
 	path := StatePath(stateDir)
-	if _, err := os.Stat(path); err == nil {
-		store, err := ipam.OpenBolt(path)
-		if err != nil {
-			return fmt.Errorf("the agent still runs (%v): stop it first with 'systemctl stop pontoon'", err)
+	held, pid, err := lockHolder(path)
+	if err != nil {
+		return nil, err
+	}
+	if held {
+		who := "it holds " + path
+		if pid > 0 {
+			who = "pid " + strconv.Itoa(pid)
 		}
-		st, err := loadState(store)
-		if err == nil {
-			for _, n := range st.networks {
-				if n.Adopted {
-					if err := removeBridge(n); err != nil {
-						store.Close()
-						return err
-					}
+		return nil, fmt.Errorf("an agent is running (%s) — stop it first ('systemctl stop pontoon', or end that process)", who)
+	}
+
+	var (
+		store *ipam.BoltStore
+		st    *state
+	)
+	if _, err := os.Stat(path); err == nil {
+		if store, err = ipam.OpenBolt(path); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if store != nil {
+				store.Close()
+			}
+		}()
+		if st, err = loadState(store); err != nil {
+			// Interfaces are still told apart by their labels and names.
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%v: gateway addresses on adopted bridges left as they are", err))
+			st = nil
+		}
+		for _, n := range networksOf(st) {
+			if n.Adopted {
+				if err := removeBridge(n); err != nil {
+					return nil, err
 				}
 			}
 		}
-		store.Close()
 	}
+
 	links, err := netlink.LinkList()
 	if err != nil {
-		return fmt.Errorf("list interfaces: %w", err)
+		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	// Veths first: deleting a bridge leaves its ports, deleting a veth
 	// takes its peer in the container away too.
-	for _, prefix := range []string{vethAlias, bridgeAlias} {
-		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Alias, prefix) {
-				if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("delete %s: %w", l.Attrs().Name, err)
-				}
-			}
+	var veths, bridges []netlink.Link
+	for _, l := range links {
+		at := l.Attrs()
+		if !strings.HasPrefix(at.Alias, aliasPrefix) {
+			continue
+		}
+		ok, why := madeByPontoon(l, st)
+		switch {
+		case !ok:
+			rep.Kept = append(rep.Kept, fmt.Sprintf("%s (alias %q: %s)", at.Name, at.Alias, why))
+		case l.Type() == "veth":
+			veths = append(veths, l)
+		default:
+			bridges = append(bridges, l)
 		}
 	}
+	for _, l := range append(veths, bridges...) {
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("delete %s: %w", l.Attrs().Name, err)
+		}
+		rep.Deleted = append(rep.Deleted, l.Attrs().Name)
+	}
 	if err := loader.Cleanup(pinDir); err != nil {
-		return err
+		return nil, err
+	}
+
+	if store != nil {
+		if err := restoreForwarding(store, purge, rep); err != nil {
+			return nil, err
+		}
+		if err := store.Close(); err != nil {
+			return nil, err
+		}
+		store = nil
 	}
 	if purge {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove state file: %w", err)
+			return nil, fmt.Errorf("remove state file: %w", err)
 		}
 	}
-	return nil
+	return rep, nil
+}
+
+// restoreForwarding puts back the net.ipv4.ip_forward an agent found,
+// when cleanup runs in the namespace that agent ran in, and forgets it so
+// the next agent records afresh.
+func restoreForwarding(store *ipam.BoltStore, purge bool, rep *CleanupReport) error {
+	rec, ok, err := getForwardRecord(store)
+	if err != nil || !ok {
+		return err
+	}
+	here, err := ownNetns()
+	if err != nil {
+		return err
+	}
+	if rec.Netns != here {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("net.ipv4.ip_forward left as it is: the agent ran in another network namespace (%s, this is %s); run cleanup there", rec.Netns, here))
+		return nil
+	}
+	if rec.Value != "0" && rec.Value != "1" {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("net.ipv4.ip_forward left as it is: the recorded value %q is neither 0 nor 1", rec.Value))
+		return nil
+	}
+	if err := os.WriteFile(ipForward, []byte(rec.Value), 0o644); err != nil {
+		return fmt.Errorf("restore net.ipv4.ip_forward to %s: %w", rec.Value, err)
+	}
+	rep.IPForward = rec.Value
+	if purge {
+		return nil
+	}
+	return store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketMeta, keyIPForward) })
+}
+
+// lockHolder reports whether a process holds the state file's lock (bbolt
+// takes an exclusive flock for as long as the file is open) and, when
+// /proc/locks tells, its pid. It never waits.
+func lockHolder(path string) (held bool, pid int, err error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	// Closing the descriptor drops this probe's own lock, if it got one,
+	// and never anybody else's.
+	defer unix.Close(fd)
+	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return false, 0, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		return false, 0, fmt.Errorf("probe the lock on %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return true, 0, nil
+	}
+	return true, flockPid("/proc/locks", st), nil
+}
+
+// flockPid finds the process holding a flock on the file st describes in
+// a /proc/locks listing ("1: FLOCK ADVISORY WRITE 1234 fd:01:5678 0 EOF",
+// device numbers in hex); 0 when none is listed.
+func flockPid(locks string, st unix.Stat_t) int {
+	f, err := os.Open(locks)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 1 && fields[1] == "->" {
+			continue // a waiter, not the holder
+		}
+		if len(fields) < 6 || fields[1] != "FLOCK" || fields[5] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(fields[4]); err == nil && pid > 0 {
+			return pid
+		}
+	}
+	return 0
+}
+
+func networksOf(st *state) map[string]*Network {
+	if st == nil {
+		return nil
+	}
+	return st.networks
 }

@@ -231,6 +231,54 @@ func deleteLink(name string) error {
 	return nil
 }
 
+// madeByPontoon says whether a labelled interface is provably one the
+// agent made. An alias is no proof on its own (anyone can set one): its
+// kind and name must also be what the agent gives such an interface. A
+// veth labelled for endpoint E is named hostIfName(E); a bridge labelled
+// for network N is the bridge N's record names, or, with no record (a
+// crash between deleting the record and the bridge), defaultBridgeName(N).
+// A bridge any network adopted is never the agent's to delete. st may be
+// nil (no state file). When it says no, why says what does not fit.
+func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
+	at := l.Attrs()
+	name, alias := at.Name, at.Alias
+	switch {
+	case strings.HasPrefix(alias, vethAlias):
+		ep := alias[len(vethAlias):]
+		if l.Type() != "veth" {
+			return false, fmt.Sprintf("a %s, not a veth", l.Type())
+		}
+		if name != hostIfName(ep) {
+			return false, fmt.Sprintf("endpoint %s's veth would be %s", ep, hostIfName(ep))
+		}
+		return true, ""
+	case strings.HasPrefix(alias, bridgeAlias):
+		nw := alias[len(bridgeAlias):]
+		if l.Type() != "bridge" {
+			return false, fmt.Sprintf("a %s, not a bridge", l.Type())
+		}
+		var rec *Network
+		if st != nil {
+			for _, n := range st.networks {
+				if n.Adopted && n.Bridge == name {
+					return false, fmt.Sprintf("network %s adopted it", n.Name)
+				}
+			}
+			rec = st.networks[nw]
+		}
+		switch {
+		case rec != nil && rec.Bridge == name:
+			return true, ""
+		case rec == nil && name == defaultBridgeName(nw):
+			return true, ""
+		case rec != nil:
+			return false, fmt.Sprintf("network %s's bridge is %s", nw, rec.Bridge)
+		}
+		return false, fmt.Sprintf("no record of network %s, and its bridge would be %s", nw, defaultBridgeName(nw))
+	}
+	return false, "not an alias Pontoon gives"
+}
+
 // ownLinks lists interfaces the agent labelled, by alias.
 func ownLinks() (map[string]netlink.Link, error) {
 	links, err := netlink.LinkList()

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -45,9 +46,8 @@ func (a *Agent) reconcile() error {
 	if err := a.syncHostAddrs(); err != nil {
 		return err
 	}
-	// Translated packets are routed to the bridge: the host must forward.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	if err := a.enableForwarding(); err != nil {
+		return err
 	}
 	if err := a.reconcileIPAM(); err != nil {
 		return err
@@ -64,6 +64,41 @@ func (a *Agent) reconcile() error {
 	}
 	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
 		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)
+	return nil
+}
+
+// ipForward is the sysctl net.ipv4.ip_forward of the calling thread's
+// network namespace.
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
+// enableForwarding turns IPv4 forwarding on: translated packets are routed
+// to the bridge. The value found is recorded first, so `pontoon cleanup`
+// can put it back. A "1" may be an earlier agent's doing, so it does not
+// replace the record of that namespace; anything else is what the host
+// has now (after a reboot, say) and does.
+func (a *Agent) enableForwarding() error {
+	b, err := os.ReadFile(ipForward)
+	if err != nil {
+		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
+	}
+	found := strings.TrimSpace(string(b))
+	rec, ok, err := getForwardRecord(a.store)
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Netns != a.netns || found != "1" {
+		rec = forwardRecord{Value: found, Netns: a.netns}
+		if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketMeta, string(keyIPForward), rec) }); err != nil {
+			return fmt.Errorf("record net.ipv4.ip_forward: %w", err)
+		}
+	}
+	if found == "1" {
+		return nil
+	}
+	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	a.log.Info("enabled IPv4 forwarding; 'pontoon cleanup' restores it", "was", found)
 	return nil
 }
 
@@ -152,7 +187,8 @@ func ipamNetwork(n *Network) ipam.Network {
 }
 
 // reconcileLinks recreates missing bridges and veths, drops endpoints
-// whose namespace is gone and deletes labelled interfaces no record owns.
+// whose namespace is gone and deletes labelled interfaces no record owns
+// when they are provably Pontoon's (madeByPontoon).
 func (a *Agent) reconcileLinks() error {
 	// One broken network must not keep the agent, and every other
 	// network, from starting: report it and carry on.
@@ -188,11 +224,16 @@ func (a *Agent) reconcileLinks() error {
 			e := a.st.endpoints[alias[len(vethAlias):]]
 			keep = e != nil && e.HostIf == l.Attrs().Name
 		}
-		if !keep {
-			a.log.Info("prune stale interface", "name", l.Attrs().Name, "alias", alias)
-			if err := netlink.LinkDel(l); err != nil {
-				return fmt.Errorf("delete stale %s: %w", l.Attrs().Name, err)
-			}
+		if keep {
+			continue
+		}
+		if ok, why := madeByPontoon(l, a.st); !ok {
+			a.log.Warn("labelled interface left alone: nothing proves Pontoon made it", "name", l.Attrs().Name, "alias", alias, "why", why)
+			continue
+		}
+		a.log.Info("prune stale interface", "name", l.Attrs().Name, "alias", alias)
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("delete stale %s: %w", l.Attrs().Name, err)
 		}
 	}
 	return nil

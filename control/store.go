@@ -18,7 +18,31 @@ const (
 	bucketMeta      = "agent.meta"
 )
 
-var keyNextID = []byte("next_binding_id")
+var (
+	keyNextID = []byte("next_binding_id")
+	// keyIPForward holds the forwardRecord of the first agent that turned
+	// IPv4 forwarding on; cleanup restores it and deletes the key.
+	keyIPForward = []byte("ip_forward_found")
+)
+
+// forwardRecord is the net.ipv4.ip_forward an agent found, and in which
+// network namespace (the setting is per namespace).
+type forwardRecord struct {
+	Value string `json:"value"`
+	Netns nsID   `json:"netns"`
+}
+
+func getForwardRecord(s ipam.Store) (rec forwardRecord, ok bool, err error) {
+	err = s.View(func(tx ipam.Tx) error {
+		v := tx.Get(bucketMeta, keyIPForward)
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return decode(bucketMeta, keyIPForward, v, &rec)
+	})
+	return rec, ok, err
+}
 
 // state is the in-memory copy of the records.
 type state struct {

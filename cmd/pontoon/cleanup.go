@@ -15,12 +15,29 @@ func newCleanup() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove every pin, attachment, bridge and veth (stop the agent first)",
-		Args:  exactArgs(0, "no arguments"),
+		Long: `Remove what the agent put in the kernel of the network namespace this runs
+in (run it in the agent's): the bridges and veths it provably made (their
+alias says pontoon:net:NETWORK or pontoon:ep:ENDPOINT, and their kind and name
+are the ones the agent gives them; anything else is left and listed), the
+gateway addresses it put on adopted bridges, every pin and attachment. It puts
+back the net.ipv4.ip_forward value the agent found. --purge also deletes the
+state file. Refused, changing nothing, while an agent holds the state file.`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := control.Cleanup(stateDir, pinDir, purge); err != nil {
+			rep, err := control.Cleanup(stateDir, pinDir, purge)
+			if err != nil {
 				return err
 			}
-			fmt.Println("removed pontoon's interfaces, pins and attachments")
+			fmt.Printf("removed pontoon's interfaces (%d), pins and attachments\n", len(rep.Deleted))
+			for _, k := range rep.Kept {
+				fmt.Println("left", k, "- not provably pontoon's; delete it yourself if it is")
+			}
+			if rep.IPForward != "" {
+				fmt.Println("restored net.ipv4.ip_forward to", rep.IPForward)
+			}
+			for _, n := range rep.Notes {
+				fmt.Println(n)
+			}
 			if purge {
 				fmt.Println("removed the state file", control.StatePath(stateDir))
 			}

@@ -60,6 +60,11 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 
 	// Drift while the agent is down.
 	w.host.IP(t, "link", "del", ep2.HostIf)
+	// A bridge labelled and named as network ghost's would be, with no
+	// record: a crash leftover, pruned. One labelled for an endpoint but
+	// not the veth the agent would make: no proof, left alone.
+	w.host.IP(t, "link", "add", "pt-ghost", "type", "bridge")
+	w.host.IP(t, "link", "set", "pt-ghost", "alias", "pontoon:net:ghost")
 	w.host.IP(t, "link", "add", "ptvstray", "type", "bridge")
 	w.host.IP(t, "link", "set", "ptvstray", "alias", "pontoon:ep:ghost")
 	m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, "bindings"), nil)
@@ -78,6 +83,10 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 		conn.RoundTrip(t, w.outsideIP)
 	})
 	t.Run("state, maps and interfaces are what they were", func(t *testing.T) {
+		if links := w.host.IP(t, "-br", "link"); !strings.Contains(links, "ptvstray") {
+			t.Error("the agent deleted a labelled interface nothing proves it made")
+		}
+		w.host.IP(t, "link", "del", "ptvstray")
 		after := w.snapshot()
 		// A recreated veth pair has new interface indexes; nothing else
 		// may differ.
@@ -87,8 +96,8 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 			after.links[k] = ifindex.ReplaceAllString(after.links[k], "")
 		}
 		sameSnapshot(t, "a restart", before, after)
-		if strings.Contains(after.links[w.host.Name], "ptvstray") {
-			t.Error("the stray labelled interface survived the restart")
+		if strings.Contains(after.links[w.host.Name], "pt-ghost") {
+			t.Error("the stray bridge of a network without a record survived the restart")
 		}
 	})
 	t.Run("the recreated endpoint works", func(t *testing.T) {
