@@ -510,7 +510,8 @@ type seed struct {
 	ctOther []maps.CTEntry
 	// raw writes binding values as they are, to reach flags that Put
 	// would derive on its own.
-	raw map[maps.BindingKey]maps.BindingValue
+	raw      map[maps.BindingKey]maps.BindingValue
+	networks []maps.Network
 }
 
 type datapathCase struct {
@@ -585,6 +586,11 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	}
 	for _, e := range c.seed.ctOther {
 		putCTFlags(t, o.Ct, e, 0)
+	}
+	for _, n := range c.seed.networks {
+		if err := maps.NewNetworks(o.Networks).Put(n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, f := range c.before {
 		ret, _, err := tryRun(o.UplinkIngress, f, mode.flags)
@@ -994,12 +1000,13 @@ func TestUplinkDatapath(t *testing.T) {
 			stat:   "icmp_rnat",
 		},
 		{
-			name:   "icmp time exceeded from the gateway about tcp flow keeps outer source",
-			seed:   seed{ct: []maps.CTEntry{webCT}},
+			// The gateway's address is private too: the client sees the one it dialled.
+			name:   "icmp time exceeded from the gateway about tcp flow leaves as the dialled address",
+			seed:   seed{ct: []maps.CTEntry{webCT}, networks: []maps.Network{{Subnet: netip.PrefixFrom(gateway, 16).Masked(), Gateway: gateway, ID: 1, Masquerade: true}}},
 			egress: true,
 			in:     icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Backend, ack), 0),
 			ret:    actUnspec,
-			out:    icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
+			out:    icmpErrorFrame(t, tcpWeb.Host.Addr(), client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
 			stat:   "icmp_rnat",
 		},
 		{

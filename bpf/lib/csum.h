@@ -94,7 +94,9 @@ static __always_inline int rewrite_quoted4(struct __sk_buff *skb, const struct p
 
 	if (bpf_skb_load_bytes(skb, ip_csum, &old_ip_csum, sizeof(old_ip_csum)) < 0)
 		return -1;
-	has_l4_csum = bpf_skb_load_bytes(skb, l4_csum, &old_l4_csum, sizeof(old_l4_csum)) == 0;
+	/* Quoted bytes past the datagram's end are padding, not the quote. */
+	has_l4_csum = l4_csum + sizeof(old_l4_csum) <= pkt->l3_end &&
+		      bpf_skb_load_bytes(skb, l4_csum, &old_l4_csum, sizeof(old_l4_csum)) == 0;
 	if (!has_l4_csum)
 		l4_csum = 0;
 

@@ -12,6 +12,7 @@
 #include "csum.h"
 #include "nat.h"
 #include "ct.h"
+#include "network.h"
 
 /* Whether a packet to a published port may start a translated flow. A
  * host's own connection can use a published port as its source port (the
@@ -145,7 +146,11 @@ static __always_inline __u32 icmp_rnat4(struct __sk_buff *skb, const struct pack
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
 
-	if (pkt->t.saddr == in->daddr &&
+	/* The backend itself, or anything else inside a Pontoon network that
+	 * reports on the flow (a container routing for it, the gateway):
+	 * either way the client must see the address it dialled, as
+	 * netfilter makes a related ICMP error look like a reply. */
+	if ((pkt->t.saddr == in->daddr || network_lookup4(pkt->t.saddr)) &&
 	    rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport,

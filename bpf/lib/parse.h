@@ -86,6 +86,7 @@ struct packet {
 	__u8 frag;        /* enum frag_kind */
 	__u8 df;          /* Don't Fragment set */
 	__u8 has_addrs;   /* t.saddr and t.daddr are set, even if the rest is malformed */
+	__u32 l3_end;     /* where the IP datagram ends: bytes after it are padding */
 	struct tcp_fields tcp;
 	/* For ICMP errors: the embedded header that caused the error. */
 	__u32 inner_l3_off;
@@ -292,7 +293,7 @@ static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __
 {
 	struct icmphdr icmp;
 	__u16 l4_csum = 0;
-	__be16 frag_off;
+	__be16 frag_off; /* then tot_len */
 	__be16 id = 0;
 	int ret;
 
@@ -308,6 +309,10 @@ static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __
 			       sizeof(frag_off)) < 0)
 		return PARSE_MALFORMED;
 	pkt->df = !!(frag_off & bpf_htons(IP_DF));
+	if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, tot_len), &frag_off,
+			       sizeof(frag_off)) < 0)
+		return PARSE_MALFORMED;
+	pkt->l3_end = l3_off + bpf_ntohs(frag_off);
 	if (pkt->frag == FRAG_LATER) {
 		if (pkt->t.proto != IPPROTO_TCP && pkt->t.proto != IPPROTO_UDP &&
 		    pkt->t.proto != IPPROTO_ICMP)
@@ -346,6 +351,9 @@ icmp_error:
 	if (ret != PARSE_OK)
 		return ret == PARSE_FRAGMENT ? PARSE_OTHER : ret;
 	if (pkt->inner.proto != IPPROTO_TCP && pkt->inner.proto != IPPROTO_UDP)
+		return PARSE_OTHER;
+	/* The quoted ports must lie inside the ICMP message, not in padding. */
+	if (pkt->inner_l4_off + 4 > pkt->l3_end)
 		return PARSE_OTHER;
 	return PARSE_ICMP_ERROR;
 }
