@@ -3,6 +3,7 @@ package loader_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -106,6 +107,33 @@ func TestSecurityOutsideReachesOnlyPublishedPorts(t *testing.T) {
 		server := netip.AddrPortFrom(n.OutsideIP, 80).String()
 		res, err = n.A.Dial("tcp", server)
 		expect(t, res, err, n.HostIP, server)
+	})
+
+	t.Run("the host's own address in a network answers as itself", func(t *testing.T) {
+		// The gateway is the host's: the outside may reach it (the
+		// default deny spares it), and its answers must come from it,
+		// not be masqueraded like a container's packets.
+		var ln net.Listener
+		if err := n.Host.Do(func() (err error) {
+			ln, err = net.Listen("tcp4", netip.AddrPortFrom(n.Gateway, 2222).String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		if from, err := n.Outside.Ping(n.Gateway, 0x2222); err != nil || from != n.Gateway {
+			t.Errorf("ping the host's address %s in network 1 from outside: reply from %s, %v", n.Gateway, from, err)
+		}
+		var c net.Conn
+		err := n.Outside.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(n.Gateway, 2222).String(), negativeDial)
+			return err
+		})
+		if err != nil {
+			t.Errorf("connect from outside to a host listener on %s:2222: %v (counters: %s)", n.Gateway, err, counters(t, n.pins))
+		} else {
+			c.Close()
+		}
 	})
 
 	t.Run("a routed network lets the outside in", func(t *testing.T) {
@@ -266,6 +294,52 @@ func TestSecurityNetworksIsolatedForEveryPacket(t *testing.T) {
 		// the GRE packet and the lone fragment.
 		if d := moved(before, readStats(t, n.pins), "drop_isolation"); d < 16 {
 			t.Errorf("drop_isolation moved by %d, want at least 16 (counters: %s)", d, counters(t, n.pins))
+		}
+	})
+
+	t.Run("an ICMP error quoting a mangled header crosses no network either", func(t *testing.T) {
+		// A port unreachable about a UDP flow of the victim's, quoting a
+		// header whose version nibble is not 4. The datapath's parser
+		// calls the packet malformed; the victim's kernel does not check
+		// the quoted version and hands the error to the socket.
+		server := netip.AddrPortFrom(n.OutsideIP, 53)
+		unreachable := func(from, to *peer) error {
+			quoted := make([]byte, 28)
+			quoted[0] = 0x65 // version 6, IHL 5
+			binary.BigEndian.PutUint16(quoted[2:], 28)
+			quoted[8], quoted[9] = 64, byte(layers.IPProtocolUDP)
+			copy(quoted[12:16], to.ip.AsSlice())
+			copy(quoted[16:20], server.Addr().AsSlice())
+			binary.BigEndian.PutUint16(quoted[20:], 5555)
+			binary.BigEndian.PutUint16(quoted[22:], server.Port())
+			binary.BigEndian.PutUint16(quoted[24:], 8)
+			return sendIPv4(from, testenv.IPv4Header(from.ip, to.ip, layers.IPProtocolICMPv4),
+				&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)},
+				gopacket.Payload(quoted))
+		}
+		refused := func(conn *net.UDPConn) bool {
+			conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			_, err := conn.Read(make([]byte, 64))
+			return errors.Is(err, unix.ECONNREFUSED)
+		}
+		atB := udpConn(t, n.B, netip.AddrPortFrom(n.BIP, 5555), server)
+		atC := udpConn(t, n.C, netip.AddrPortFrom(n.CIP, 5555), server)
+		// Within a network it arrives, and the victim's socket takes it.
+		deliver(t, "the mangled port unreachable from A to B", func() error { return unreachable(a, b) },
+			func() bool { return refused(atB) })
+		before := readStats(t, n.pins)
+		if err := unreachable(a, c); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(settle)
+		if got := c.tap.Count(testenv.FromIPv4(n.AIP)); got > 0 {
+			t.Errorf("%d ICMP errors from network 1 reached C's eth0", got)
+		}
+		if refused(atC) {
+			t.Errorf("C's UDP socket took ECONNREFUSED from a container of another network")
+		}
+		if d := moved(before, readStats(t, n.pins), "drop_isolation"); d < 1 {
+			t.Errorf("drop_isolation did not move (counters: %s)", counters(t, n.pins))
 		}
 	})
 }
@@ -494,6 +568,25 @@ func TestSecurityPublishedPortsReservedOnHost(t *testing.T) {
 		}
 	})
 
+	t.Run("dual-stack IPv6 sockets cannot take them either", func(t *testing.T) {
+		// An IPv6 socket without IPV6_V6ONLY takes the IPv4 port too: it
+		// is what most servers open ("[::]:8080", Go's ":8080").
+		mapped := func(a netip.Addr) netip.Addr { return netip.AddrFrom16(a.As16()) }
+		taken6 := []testenv.Bind{
+			at("tcp6", netip.IPv6Unspecified(), 8080), at("udp6", netip.IPv6Unspecified(), 9090),
+			at("tcp6", mapped(n.HostIP), 8080), at("tcp6", mapped(loopback), 7070),
+		}
+		errs := n.Host.BindFrom(t, n.cgroup, append(taken6, at("tcp6", netip.IPv6Unspecified(), 8081))...)
+		for i, b := range taken6 {
+			if !errors.Is(errs[i], unix.EADDRINUSE) {
+				t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
+			}
+		}
+		if err := errs[len(taken6)]; err != nil {
+			t.Errorf("host bind tcp6 [::]:8081, which no binding covers: %v", err)
+		}
+	})
+
 	t.Run("unpublished ports are free again", func(t *testing.T) {
 		var keys []maps.BindingKey
 		for _, b := range published {
@@ -640,6 +733,24 @@ func TestSecurityMasqueradeAvoidsHostSockets(t *testing.T) {
 			t.Fatalf("the container's connection from port %d: %v", port, err)
 		}
 		translatedPort(t, reply, port)
+	})
+
+	t.Run("a host's ping identifier", func(t *testing.T) {
+		// An echo's identifier is an ICMP flow's port: the kernel's ping
+		// sockets bind one as they bind ports, and the server's replies
+		// find the socket by it.
+		const ident = 20090
+		n.Host.Sysctl(t, "net.ipv4.ping_group_range", "0 0")
+		ping := pingSocket(t, n.Host, ident)
+		if err := ping.echo(n.OutsideIP, 1); err != nil {
+			t.Fatalf("the host's ping before: %v", err)
+		}
+		if from, err := n.A.Ping(n.OutsideIP, ident); err != nil || from != n.OutsideIP {
+			t.Fatalf("the container's ping with identifier %d: reply from %s, %v", ident, from, err)
+		}
+		if err := ping.echo(n.OutsideIP, 2); err != nil {
+			t.Errorf("the host's ping with identifier %d after a container's: %v (counters: %s)", ident, err, counters(t, n.pins))
+		}
 	})
 }
 
@@ -849,6 +960,52 @@ func (c *lineConn) roundTrip(t *testing.T, msg string, wantSource netip.Addr) {
 	peer, got, err := testenv.ParseEcho(reply)
 	if err != nil || got != msg || !strings.HasPrefix(peer, wantSource.String()+":") {
 		t.Fatalf("connection %s: sent %q, got %q; want its echo, seen from %s", c.LocalAddr(), msg, reply, wantSource)
+	}
+}
+
+// hostPinger is a kernel ping socket (SOCK_DGRAM, IPPROTO_ICMP) bound to
+// an echo identifier.
+type hostPinger struct{ fd int }
+
+func pingSocket(t *testing.T, ns *testenv.Netns, ident uint16) *hostPinger {
+	t.Helper()
+	p := &hostPinger{fd: -1}
+	if err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		if err != nil {
+			return fmt.Errorf("open ping socket: %w", err)
+		}
+		p.fd = fd
+		tv := unix.NsecToTimeval((3 * time.Second).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: int(ident)})
+	}); err != nil {
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+		}
+		t.Fatalf("ping socket with identifier %d in %s: %v", ident, ns.Name, err)
+	}
+	t.Cleanup(func() { unix.Close(p.fd) })
+	return p
+}
+
+// echo sends one echo request and waits for its reply.
+func (p *hostPinger) echo(dst netip.Addr, seq uint16) error {
+	req := []byte{8, 0, 0, 0, 0, 0, byte(seq >> 8), byte(seq), 'h', 'o', 's', 't'}
+	if err := unix.Sendto(p.fd, req, 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
+		return fmt.Errorf("send echo: %w", err)
+	}
+	buf := make([]byte, 512)
+	for {
+		nr, _, err := unix.Recvfrom(p.fd, buf, 0)
+		if err != nil {
+			return fmt.Errorf("wait for the echo reply %d: %w", seq, err)
+		}
+		if nr >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[6:]) == seq {
+			return nil
+		}
 	}
 }
 
