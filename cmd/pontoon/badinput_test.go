@@ -1,11 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/control"
 )
 
 // TestBadInput: every bad request gets one line naming the problem, a
@@ -17,6 +23,16 @@ func TestBadInput(t *testing.T) {
 	w.ok("network", "create", "net", "--subnet", "10.77.0.0/24")
 	w.ok("endpoint", "attach", "net", "c1", "--netns", c1.Path())
 	w.ok("port", "publish", "c1", "8080:80", "5353:53/udp")
+
+	// The agent's own namespace, by every name it has: the world's path,
+	// /proc, --pid, and a bind mount elsewhere. Attaching it would give
+	// the host an eth0 and a default route via the bridge.
+	agentPid := strconv.Itoa(w.agent.cmd.Process.Pid)
+	bound := bindMountNetns(t, "/proc/"+agentPid+"/ns/net")
+	regular := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(regular, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct {
 		name string
@@ -34,6 +50,7 @@ func TestBadInput(t *testing.T) {
 		{"non-numeric MTU", []string{"network", "create", "x", "--mtu", "abc"}, "invalid argument"},
 		{"bridge name too long", []string{"network", "create", "x", "--bridge", "averyverylongbridgename"}, "bridge name"},
 		{"IPv6 subnet", []string{"network", "create", "x", "--subnet", "fd00:1::/64"}, "IPv6 networks are not supported yet"},
+		{"routed with masquerade", []string{"network", "create", "x", "--subnet", "10.99.0.0/24", "--routed", "--masquerade=true"}, "--routed and --masquerade=true exclude each other"},
 		{"unknown network (inspect)", []string{"network", "inspect", "nope"}, "no network nope"},
 		{"unknown network (rm)", []string{"network", "rm", "nope"}, "no network nope"},
 		{"rm with endpoints", []string{"network", "rm", "net"}, "endpoints attached"},
@@ -42,6 +59,14 @@ func TestBadInput(t *testing.T) {
 		{"duplicate endpoint", []string{"endpoint", "attach", "net", "c1", "--netns", spare.Path()}, "already exists"},
 		{"missing netns", []string{"endpoint", "attach", "net", "e", "--netns", "/run/netns/pontoon-missing"}, "network namespace /run/netns/pontoon-missing"},
 		{"not a netns", []string{"endpoint", "attach", "net", "e", "--netns", "/etc/hostname"}, "not a network namespace"},
+		{"a regular file as netns", []string{"endpoint", "attach", "net", "e", "--netns", regular}, regular + " is not a network namespace"},
+		{"a directory as netns", []string{"endpoint", "attach", "net", "e", "--netns", t.TempDir()}, "is not a network namespace"},
+		{"another kind of namespace", []string{"endpoint", "attach", "net", "e", "--netns", "/proc/self/ns/uts"}, "is a uts namespace, not a network namespace"},
+		{"the agent's netns by path", []string{"endpoint", "attach", "net", "e", "--netns", w.host.Path()}, "is the agent's own network namespace"},
+		{"the agent's netns by /proc", []string{"endpoint", "attach", "net", "e", "--netns", "/proc/" + agentPid + "/ns/net"}, "is the agent's own network namespace"},
+		{"the agent's netns by --pid", []string{"endpoint", "attach", "net", "e", "--pid", agentPid}, "the namespace of --pid " + agentPid + " is the agent's own"},
+		{"the agent's netns bind-mounted", []string{"endpoint", "attach", "net", "e", "--netns", bound}, "is the agent's own network namespace"},
+		{"negative pid", []string{"endpoint", "attach", "net", "e", "--pid", "-1"}, "--pid -1"},
 		{"no netns given", []string{"endpoint", "attach", "net", "e"}, "--netns PATH or --pid PID"},
 		{"netns and pid", []string{"endpoint", "attach", "net", "e", "--netns", spare.Path(), "--pid", "1"}, "not both"},
 		{"netns attached twice", []string{"endpoint", "attach", "net", "e", "--netns", c1.Path()}, "already attached"},
@@ -78,6 +103,33 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	t.Run("the agent refuses without the CLI's checks", func(t *testing.T) {
+		client := control.NewClient(w.socket)
+		for _, req := range []control.EndpointAttach{
+			{Network: "net", Name: "e", Netns: regular},
+			{Network: "net", Name: "e", Netns: "/proc/self/ns/uts"}, // the agent's own /proc/self
+			{Network: "net", Name: "e", Netns: "/proc/self/ns/net"},
+			{Network: "net", Name: "e", Netns: bound},
+			{Network: "net", Name: "e", PID: w.agent.cmd.Process.Pid},
+		} {
+			before := w.snapshot()
+			_, err := client.Attach(req)
+			if err == nil || strings.Contains(err.Error(), "\n") ||
+				!(strings.Contains(err.Error(), "not a network namespace") || strings.Contains(err.Error(), "the agent's own network namespace")) {
+				t.Errorf("attach %+v: %v", req, err)
+			}
+			sameSnapshot(t, fmt.Sprintf("attach %+v", req), before, w.snapshot())
+		}
+	})
+
+	t.Run("routed with masquerade, through the API", func(t *testing.T) {
+		yes := true
+		_, err := control.NewClient(w.socket).CreateNetwork(control.NetworkCreate{Name: "x", Subnet: "10.99.0.0/24", Routed: true, Masquerade: &yes})
+		if err == nil || !strings.Contains(err.Error(), "exclude each other") {
+			t.Errorf("create: %v", err)
+		}
+	})
+
 	t.Run("agent not running", func(t *testing.T) {
 		r := run(t, nil, "--socket", filepath.Join(t.TempDir(), "none.sock"), "network", "ls")
 		expectOneLineError(t, r, "agent is not running")
@@ -110,12 +162,46 @@ func TestBadInput(t *testing.T) {
 		expectOneLineError(t, r, "not on a bpffs")
 	})
 
+	t.Run("bad --snat-ports", func(t *testing.T) {
+		// The host namespace has Linux's defaults: ephemeral ports
+		// 32768-60999, published ones 61000-65535.
+		for _, c := range []struct{ ports, want string }{
+			{"abc", "invalid --snat-ports \"abc\""},
+			{"2000", "give FIRST-LAST"},
+			{"3000-2000", "invalid --snat-ports"},
+			{"30000-40000", "overlaps the kernel's ephemeral ports (32768-40000"},
+			{"62000-63000", "the range published ports are allocated from"},
+		} {
+			r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
+				"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink, "--snat-ports", c.ports)
+			expectOneLineError(t, r, c.want)
+		}
+	})
+
 	t.Run("cleanup while the agent runs", func(t *testing.T) {
 		before := w.snapshot()
 		r := w.inHost("cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
-		expectOneLineError(t, r, "stop it first")
+		expectOneLineError(t, r, "an agent is running (pid "+agentPid+") — stop it first")
 		sameSnapshot(t, "cleanup", before, w.snapshot())
+		if _, err := os.Stat(filepath.Join(w.pins, "bindings")); err != nil {
+			t.Errorf("the refused cleanup touched the pins: %v", err)
+		}
 	})
+}
+
+// bindMountNetns bind-mounts a namespace file onto a new file, as
+// `ip netns add` does, and unmounts it at cleanup.
+func bindMountNetns(t *testing.T, ns string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "netns-bound")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(ns, path, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mount %s on %s: %v", ns, path, err)
+	}
+	t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
+	return path
 }
 
 func expectOneLineError(t *testing.T, r result, want string) {

@@ -253,11 +253,12 @@ func (w *world) okJSON(into any, args ...string) {
 }
 
 // snapshot is everything a failed command must leave as it was: the
-// agent's view, the bindings map and the interfaces of every namespace.
+// agent's view, the bindings map, and the interfaces and IPv4 routes of
+// every namespace.
 type snapshot struct {
 	networks, endpoints, ports string
 	bindings                   []string
-	links                      map[string]string
+	links, routes              map[string]string
 }
 
 func (w *world) snapshot() snapshot {
@@ -268,9 +269,12 @@ func (w *world) snapshot() snapshot {
 		ports:     w.ok("port", "ls", "-o", "json"),
 		bindings:  w.bindings(),
 		links:     map[string]string{},
+		routes:    map[string]string{},
 	}
 	for _, ns := range append([]*testenv.Netns{w.host}, w.containers...) {
 		s.links[ns.Name] = interfaces(ns.IP(w.t, "-br", "addr"))
+		// A bridge's routes say linkdown until a port is up.
+		s.routes[ns.Name] = strings.ReplaceAll(ns.IP(w.t, "-4", "route", "show", "table", "all"), " linkdown", "")
 	}
 	return s
 }
@@ -306,6 +310,11 @@ func sameSnapshot(t *testing.T, what string, before, after snapshot) {
 	for ns, l := range before.links {
 		if after.links[ns] != l {
 			t.Errorf("%s changed interfaces in %s:\nbefore %s\nafter  %s", what, ns, l, after.links[ns])
+		}
+	}
+	for ns, r := range before.routes {
+		if after.routes[ns] != r {
+			t.Errorf("%s changed routes in %s:\nbefore %s\nafter  %s", what, ns, r, after.routes[ns])
 		}
 	}
 }
