@@ -192,3 +192,35 @@ int sock_bind4(struct bpf_sock_addr *ctx)
 	bpf_set_retval(-EADDRINUSE);
 	return SOCK_REFUSE;
 }
+
+/* The same for IPv6 sockets: [::] takes the IPv4 wildcard too on a
+ * dual-stack socket (docker-proxy's [::] listener made it fail as well),
+ * and an IPv4-mapped address is the IPv4 address. */
+SEC("cgroup/bind6")
+int sock_bind6(struct bpf_sock_addr *ctx)
+{
+	__be16 port = (__be16)ctx->user_port;
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
+	__u32 w3 = ctx->user_ip6[3];
+	struct config *cfg;
+	__be32 v4;
+
+	if (port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
+		return SOCK_ALLOW;
+	if (w0 || w1)
+		return SOCK_ALLOW;
+	if (w2 == 0 && w3 == 0)
+		v4 = 0;
+	else if (w2 == bpf_htonl(0xffff))
+		v4 = w3;
+	else
+		return SOCK_ALLOW;
+	cfg = config_get();
+	if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
+		return SOCK_ALLOW;
+	if (!published4(ctx->protocol, v4, port))
+		return SOCK_ALLOW;
+	stat_bump(STAT_SOCK_BIND_REFUSED, 0);
+	bpf_set_retval(-EADDRINUSE);
+	return SOCK_REFUSE;
+}

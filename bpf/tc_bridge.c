@@ -130,10 +130,10 @@ int bridge_ingress(struct __sk_buff *skb)
 	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat = parse_verdict(parsed);
 
-	if (parsed == PARSE_NOT_IP || parsed == PARSE_MALFORMED)
-		return finish(skb, stat, action);
 	/* Isolation holds for every packet with addresses: any protocol,
-	 * fragments included. */
+	 * fragments, and ICMP errors whatever they quote. */
+	if (!pkt.has_addrs)
+		return finish(skb, stat, action);
 	if (crosses_networks4(&pkt.t))
 		return finish(skb, STAT_DROP_ISOLATION, action);
 

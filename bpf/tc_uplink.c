@@ -65,6 +65,8 @@ static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
 		stat = rnat4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)
 			stat = masquerade4(skb, &pkt, skb->ifindex);
+		if (stat == STAT_PASS_NO_MATCH)
+			snat_note_host_echo4(&pkt);
 	} else if (parsed == PARSE_ICMP_ERROR) {
 		stat = icmp_rnat4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)

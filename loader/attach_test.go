@@ -62,7 +62,7 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		}
 		for _, attach := range []ebpf.AttachType{
 			ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg,
-			ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCGroupInet4Bind,
+			ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind,
 		} {
 			if got := cgroupPrograms(t, cgroup, attach); got != want {
 				t.Errorf("%d programs on cgroup %v, want %d", got, attach, want)
@@ -80,8 +80,8 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(atts) != 7 {
-			t.Errorf("pins list %d attachments, want 2 tc and 5 cgroup: %+v", len(atts), atts)
+		if len(atts) != 8 {
+			t.Errorf("pins list %d attachments, want 2 tc and 6 cgroup: %+v", len(atts), atts)
 		}
 		return loader.Cleanup(pins)
 	}); err != nil {

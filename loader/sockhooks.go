@@ -22,6 +22,7 @@ var sockHooks = []sockHook{
 	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(d *Datapath) *ebpf.Program { return d.sock.SockRecvmsg4 }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(d *Datapath) *ebpf.Program { return d.sock.SockGetpeername4 }},
 	{"bind4", ebpf.AttachCGroupInet4Bind, func(d *Datapath) *ebpf.Program { return d.sock.SockBind4 }},
+	{"bind6", ebpf.AttachCGroupInet6Bind, func(d *Datapath) *ebpf.Program { return d.sock.SockBind6 }},
 }
 
 // cgroupID is the inode number of a cgroup v2 directory, which is the id

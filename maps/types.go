@@ -233,6 +233,7 @@ type SNATValue struct {
 const (
 	SNATForward = 1 << 0
 	SNATReverse = 1 << 1
+	SNATHost    = 1 << 2 // with SNATReverse: the host's own ping identifier
 )
 
 // Counter mirrors struct counter.

@@ -194,6 +194,10 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 	src_net = network_lookup4(t->saddr);
 	if (!src_net || !(src_net->flags & NETWORK_F_MASQUERADE))
 		return STAT_PASS_NO_MATCH;
+	/* The host's own address in a network (its gateway) is the host's:
+	 * its answers to the outside are not a container's flows. */
+	if (hostaddr_has4(t->saddr))
+		return STAT_PASS_NO_MATCH;
 	if (network_lookup4(t->daddr) || hostaddr_has4(t->daddr))
 		return STAT_PASS_NO_MATCH;
 	uplink = bpf_map_lookup_elem(&uplinks, &egress_ifindex);
@@ -215,6 +219,8 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	v = bpf_map_lookup_elem(&snat, &rev);
 	if (!v || !(v->flags & SNAT_F_REVERSE))
 		return STAT_PASS_NO_MATCH;
+	if (v->flags & SNAT_F_HOST)
+		return STAT_PASS_NO_MATCH; /* a reply to the host's own ping */
 	orig_addr = addr_get4(v->addr);
 	orig_port = v->port;
 	tuple_key4(&fwd, t->proto, orig_addr, orig_port, t->saddr, t->sport);
@@ -285,6 +291,34 @@ static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct pack
 	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport, nat_port) < 0)
 		return STAT_DROP_REWRITE;
 	return STAT_ICMP_SNAT;
+}
+
+/* The host's own ping leaving an uplink: its identifier is a port no
+ * masqueraded echo may take, or the server's replies would reach a
+ * container. Kernel ping sockets cannot be looked up from BPF the way
+ * TCP and UDP sockets are, so the identifier is noted as it leaves. */
+static __always_inline void snat_note_host_echo4(const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct snat_value host = {
+		.port = t->sport,
+		.flags = SNAT_F_REVERSE | SNAT_F_HOST,
+	};
+	struct ct_key rev = {};
+	struct snat_value *v;
+
+	if (t->proto != IPPROTO_ICMP || t->sport == 0 || !hostaddr_has4(t->saddr))
+		return;
+	tuple_key4(&rev, t->proto, t->daddr, 0, t->saddr, t->sport);
+	v = bpf_map_lookup_elem(&snat, &rev);
+	if (v) {
+		if (v->flags & SNAT_F_HOST)
+			ct_stamp(&v->last_seen_ns);
+		return; /* a container's flow holds it: too late */
+	}
+	addr_set4(host.addr, t->saddr);
+	host.last_seen_ns = ct_now();
+	bpf_map_update_elem(&snat, &rev, &host, BPF_NOEXIST);
 }
 
 #endif

@@ -189,6 +189,7 @@ struct uplink_value {
 /* snat_value.flags: which direction of a masqueraded flow the key is. */
 #define SNAT_F_FORWARD (1 << 0) /* container -> outside; value: translated source */
 #define SNAT_F_REVERSE (1 << 1) /* outside -> uplink; value: original container source */
+#define SNAT_F_HOST (1 << 2)    /* with REVERSE: the host's own echo identifier, not ours to take */
 
 struct snat_value {
 	__u8 addr[16];

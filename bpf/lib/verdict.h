@@ -54,7 +54,7 @@ static __always_inline __u32 guard_private_source4(int parsed, const struct pack
 	if (!pkt->has_addrs || stat_translated(stat) || stat_dropped(stat))
 		return stat;
 	net = network_lookup4(pkt->t.saddr);
-	if (net && (net->flags & NETWORK_F_MASQUERADE))
+	if (net && (net->flags & NETWORK_F_MASQUERADE) && !hostaddr_has4(pkt->t.saddr))
 		return STAT_DROP_UNMASQUERADED;
 	return stat;
 }
