@@ -41,9 +41,9 @@ func rootCmd() *cobra.Command {
 		Short: "Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces",
 		Long: `Measure Pontoon against direct, iptables DNAT and docker-proxy in throwaway namespaces.
 
-Full run (about 11 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
+Full run (about 12 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
 of 0.6 s runs; bulk transfers through published ports, masquerade and hairpin, 14 rounds of
-128 MiB, each bounded at 30 s; rule scaling at N = 1, 1k, 10k, 60k. --quick (about 2 minutes)
+128 MiB, each bounded at 30 s; rule scaling at N = 1, 1k, 10k, 60k. --quick (about 3 minutes)
 does 4 rounds of 0.25 s, 3 bulk rounds of 64 MiB bounded at 10 s, and N = 1, 1k. Writes a
 markdown table and JSON (see --md, --json) and prints the table.
 Needs root; builds its own namespaces and removes them, also when interrupted.`,
@@ -93,7 +93,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.quick, "quick", false, "a smoke run of about 2 minutes (CI): fewer, shorter runs and N = 1, 1000")
+	f.BoolVar(&o.quick, "quick", false, "a smoke run of about 3 minutes (CI): fewer, shorter runs, smaller bulk transfers and N = 1, 1000")
 	f.IntVar(&o.runs, "runs", 12, "rounds (one run of every datapath each) per cell; tables show medians and min-max")
 	f.DurationVar(&o.duration, "duration", 600*time.Millisecond, "length of one run")
 	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling")
