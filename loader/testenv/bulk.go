@@ -15,10 +15,10 @@ import (
 )
 
 // Bulk transfers move a deterministic pseudo-random stream over TCP, and
-// the receiving end compares what arrives with the same stream made again
-// from its seed: a transfer passes only when every byte arrived, in order,
-// and nothing else did. Either end can be the sender; the client says
-// which, with the seed and the size, in a header.
+// the receiving end compares what arrives with the stream it expects from
+// the seed: a transfer passes only when every byte arrived, in order, and
+// nothing else did. Either end can be the sender; the client says which,
+// with the seed and the size, in a header.
 
 // BulkSize is what the traffic tests move each way: enough for TCP to open
 // its window fully and for GSO and GRO to build super-packets.
