@@ -9,7 +9,8 @@
 KERNELS ?= 6.1 6.12
 VMTEST_PKGS ?= ./loader/... ./maps/... ./bpf/
 # -short: the loader churn test makes 2,000 connections, not 10,000, under emulation.
-VMTEST_GOFLAGS ?= -short
+# -timeout: the loader package moves 64 MiB per path under TCG; 10 min is too tight.
+VMTEST_GOFLAGS ?= -short -timeout 30m
 # Passed to vmrun before the test binary, e.g. -v for the kernel console.
 VMRUN_FLAGS ?=
 VMTEST_APT_PACKAGES := qemu-system-x86 busybox-static
