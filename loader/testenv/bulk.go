@@ -252,46 +252,7 @@ func serveBulk(c net.Conn) {
 // ServeBulk runs a bulk transfer server inside the namespace until cleanup.
 func (n *Netns) ServeBulk(t testing.TB, addr string) {
 	t.Helper()
-	var ln net.Listener
-	if err := n.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				serveBulk(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		// Closing unblocks transfers a stalled client left behind.
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	n.serveConns(t, addr, serveBulk)
 }
 
 // Transfer runs a bulk transfer from inside the namespace (in this

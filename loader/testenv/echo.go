@@ -31,6 +31,26 @@ func ParseEcho(reply string) (peer, msg string, err error) {
 // ServeTCP runs a line echo server inside the namespace until cleanup.
 func (n *Netns) ServeTCP(t testing.TB, addr string) {
 	t.Helper()
+	n.serveConns(t, addr, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(echoReply(c.RemoteAddr(), line))); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveConns listens on addr inside the namespace and runs handle for
+// every connection until cleanup, which closes the listener and every
+// connection (unblocking handlers a stalled client left behind) and waits
+// for the handlers.
+func (n *Netns) serveConns(t testing.TB, addr string, handle func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	if err := n.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", addr)
@@ -57,16 +77,7 @@ func (n *Netns) ServeTCP(t testing.TB, addr string) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(echoReply(c.RemoteAddr(), line))); err != nil {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
