@@ -34,16 +34,19 @@ static __always_inline void sockrev_key4(struct sockrev_key *key, __u64 cookie, 
 static __always_inline int may_reach_directly(const struct config *cfg, __u64 netns_cookie,
 					      __be32 backend)
 {
-	struct netns_value *caller = bpf_map_lookup_elem(&netns, &netns_cookie);
+	struct netns_key member = { .cookie = netns_cookie };
 	struct network_value *target;
 
-	/* A namespace Pontoon does not manage may have no route to the
-	 * container, or a different machine at that address: only the host
-	 * is rewritten; other namespaces take the packet path through tc. */
-	if (!caller)
-		return cfg && cfg->host_netns_cookie == netns_cookie;
+	if (cfg && cfg->host_netns_cookie == netns_cookie)
+		return 1;
+	/* A namespace Pontoon does not manage, or one not on the backend's
+	 * network, may have no route to the container, or a different machine
+	 * at that address: it takes the packet path through tc. */
 	target = network_lookup4(backend);
-	return target && target->id == caller->network_id && !(target->flags & NETWORK_F_NO_ICC);
+	if (!target || (target->flags & NETWORK_F_NO_ICC))
+		return 0;
+	member.network_id = target->id;
+	return bpf_map_lookup_elem(&netns, &member) != NULL;
 }
 
 /* Returns 1 when the destination was a published port and now points at

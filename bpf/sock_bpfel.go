@@ -114,9 +114,16 @@ type SockHostaddrValue struct {
 	Ifindex uint32
 }
 
-type SockNetnsValue struct {
+type SockNetnsKey struct {
 	_         structs.HostLayout
+	Cookie    uint64
 	NetworkId uint32
+	Pad       uint32
+}
+
+type SockNetnsValue struct {
+	_     structs.HostLayout
+	Flags uint32
 }
 
 type SockNetworkKey struct {

@@ -114,9 +114,16 @@ type TcBridgeHostaddrValue struct {
 	Ifindex uint32
 }
 
-type TcBridgeNetnsValue struct {
+type TcBridgeNetnsKey struct {
 	_         structs.HostLayout
+	Cookie    uint64
 	NetworkId uint32
+	Pad       uint32
+}
+
+type TcBridgeNetnsValue struct {
+	_     structs.HostLayout
+	Flags uint32
 }
 
 type TcBridgeNetworkKey struct {

@@ -114,9 +114,16 @@ type TcEndpointHostaddrValue struct {
 	Ifindex uint32
 }
 
-type TcEndpointNetnsValue struct {
+type TcEndpointNetnsKey struct {
 	_         structs.HostLayout
+	Cookie    uint64
 	NetworkId uint32
+	Pad       uint32
+}
+
+type TcEndpointNetnsValue struct {
+	_     structs.HostLayout
+	Flags uint32
 }
 
 type TcEndpointNetworkKey struct {

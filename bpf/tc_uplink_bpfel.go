@@ -114,9 +114,16 @@ type TcUplinkHostaddrValue struct {
 	Ifindex uint32
 }
 
-type TcUplinkNetnsValue struct {
+type TcUplinkNetnsKey struct {
 	_         structs.HostLayout
+	Cookie    uint64
 	NetworkId uint32
+	Pad       uint32
+}
+
+type TcUplinkNetnsValue struct {
+	_     structs.HostLayout
+	Flags uint32
 }
 
 type TcUplinkNetworkKey struct {

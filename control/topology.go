@@ -53,7 +53,7 @@ func (a *Agent) syncTopology() error {
 	}
 
 	endpoints := map[netip.Addr]maps.EndpointValue{}
-	namespaces := map[uint64]uint32{}
+	namespaces := map[uint64][]uint32{}
 	cookies := map[uint64]uint64{}
 	for _, e := range a.st.endpoints {
 		l, err := netlink.LinkByName(e.HostIf)
@@ -75,7 +75,7 @@ func (a *Agent) syncTopology() error {
 			}
 		}
 		cookies[e.NetnsInode] = cookie
-		namespaces[cookie] = id
+		namespaces[cookie] = append(namespaces[cookie], id)
 	}
 	a.netnsCookies = cookies
 	if err := maps.NewEndpoints(a.dp.Maps.Endpoints).Sync(endpoints); err != nil {

@@ -35,7 +35,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"uplinks", nil, UplinkValue{}},
 		{"snat", CTKey{}, SNATValue{}},
 		{"endpoints", EndpointKey{}, EndpointValue{}},
-		{"netns", nil, NetnsValue{}},
+		{"netns", NetnsKey{}, NetnsValue{}},
 		{"frags", FragKey{}, FragValue{}},
 	}
 	for _, m := range mirrors {

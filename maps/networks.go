@@ -97,21 +97,21 @@ func (e *Endpoints) Delete(addr netip.Addr) error {
 	return batchDelete(e.m, []EndpointKey{{Family: family, Addr: raw}})
 }
 
-// Netns wraps the netns map: which network the containers of a network
-// namespace (by cookie) belong to.
+// Netns wraps the netns map: the networks the containers of a network
+// namespace (by cookie) are on, one entry per pair.
 type Netns struct{ m *ebpf.Map }
 
 func NewNetns(m *ebpf.Map) *Netns { return &Netns{m: m} }
 
 func (n *Netns) Put(cookie uint64, networkID uint32) error {
-	if err := n.m.Put(cookie, NetnsValue{NetworkID: networkID}); err != nil {
-		return fmt.Errorf("put netns %d: %w", cookie, err)
+	if err := n.m.Put(NetnsKey{Cookie: cookie, NetworkID: networkID}, NetnsValue{}); err != nil {
+		return fmt.Errorf("put netns %d on network %d: %w", cookie, networkID, err)
 	}
 	return nil
 }
 
-func (n *Netns) Delete(cookie uint64) error {
-	return batchDelete(n.m, []uint64{cookie})
+func (n *Netns) Delete(cookie uint64, networkID uint32) error {
+	return batchDelete(n.m, []NetnsKey{{Cookie: cookie, NetworkID: networkID}})
 }
 
 // syncMap makes m hold exactly want: entries missing or different are
@@ -163,11 +163,14 @@ func (e *Endpoints) Sync(want map[netip.Addr]EndpointValue) error {
 	return syncMap(e.m, m)
 }
 
-// Sync makes the map hold exactly these namespaces (cookie -> network).
-func (n *Netns) Sync(want map[uint64]uint32) error {
-	m := make(map[uint64]NetnsValue, len(want))
-	for cookie, id := range want {
-		m[cookie] = NetnsValue{NetworkID: id}
+// Sync makes the map hold exactly these namespaces (cookie -> the networks
+// it is on).
+func (n *Netns) Sync(want map[uint64][]uint32) error {
+	m := make(map[NetnsKey]NetnsValue, len(want))
+	for cookie, ids := range want {
+		for _, id := range ids {
+			m[NetnsKey{Cookie: cookie, NetworkID: id}] = NetnsValue{}
+		}
 	}
 	return syncMap(n.m, m)
 }

@@ -190,9 +190,16 @@ const (
 	NetworkRouted     = 1 << 2
 )
 
+// NetnsKey mirrors struct netns_key: one network a namespace is on.
+type NetnsKey struct {
+	Cookie    uint64
+	NetworkID uint32
+	Pad       uint32
+}
+
 // NetnsValue mirrors struct netns_value.
 type NetnsValue struct {
-	NetworkID uint32
+	Flags uint32
 }
 
 // EndpointKey mirrors struct endpoint_key.

@@ -84,7 +84,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, struct netns_key);
 	__type(value, struct netns_value);
 } netns SEC(".maps");
 

@@ -172,12 +172,19 @@ struct endpoint_value {
 	__u16 pad;
 };
 
-/* The network of the containers in a network namespace, by netns cookie:
- * the socket hooks only connect a container straight to a backend it may
- * reach directly (same network, icc on); otherwise tc's hairpin path does
- * the job through the host, as Docker's would. */
-struct netns_value {
+/* A network a network namespace's containers are on, one entry per
+ * (netns cookie, network): a container may be on several. The socket hooks
+ * only connect a container straight to a backend it may reach directly (on
+ * one of its networks, icc on); otherwise tc's hairpin path does the job
+ * through the host, as Docker's would. */
+struct netns_key {
+	__u64 cookie;
 	__u32 network_id;
+	__u32 pad;
+};
+
+struct netns_value {
+	__u32 flags; /* none yet; hash maps need a value */
 };
 
 /* An uplink by ifindex: the address masqueraded flows leave with. */
