@@ -551,16 +551,55 @@ func resetMaps(t testing.TB, o *objects) {
 	}
 }
 
+// setPrefilter fills the prefilter map from what the seed holds, as the
+// agent does, and turns it on; or turns it off. Every table runs both
+// ways: the filter must never hide what the maps hold.
+func setPrefilter(t testing.TB, o *objects, s seed, on bool) {
+	t.Helper()
+	cfg := maps.NewConfig(o.Config)
+	v, err := cfg.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Flags &^= maps.ConfigPrefilter
+	var bits maps.PrefilterBits
+	if on {
+		v.Flags |= maps.ConfigPrefilter
+		for _, b := range s.bindings {
+			bits.AddBinding(b)
+		}
+		for k := range s.raw {
+			bits.AddBinding(maps.Binding{Proto: k.Proto, Host: netip.AddrPortFrom(netip.IPv4Unspecified(), netOrder(k.Port))})
+		}
+		for _, n := range s.networks {
+			bits.AddNetwork(n.Subnet)
+		}
+	}
+	if err := maps.NewPrefilter(o.Prefilter).Write(&bits); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Set(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func runTable(t *testing.T, o *objects, cases []datapathCase) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for _, mode := range skbModes {
-				t.Run(mode.name, func(t *testing.T) {
-					if !kernelAtLeast(t, mode.minKernel) {
-						t.Skipf("%s needs kernel >= %d.%d", mode.name, mode.minKernel[0], mode.minKernel[1])
+				for _, prefilter := range []bool{false, true} {
+					name := mode.name
+					if prefilter {
+						name += "/prefilter"
 					}
-					runCase(t, o, c, mode)
-				})
+					t.Run(name, func(t *testing.T) {
+						if !kernelAtLeast(t, mode.minKernel) {
+							t.Skipf("%s needs kernel >= %d.%d", mode.name, mode.minKernel[0], mode.minKernel[1])
+						}
+						setPrefilter(t, o, c.seed, prefilter)
+						runCase(t, o, c, mode)
+					})
+				}
 			}
 		})
 	}
@@ -1127,6 +1166,7 @@ func TestDNATThenReverse(t *testing.T) {
 // benchmarks pick map contents under which every repeat takes the path
 // measured, and the stats map proves that it did.
 func benchRun(b *testing.B, o *objects, prog *ebpf.Program, in []byte, stat string) {
+	benchPrefilter(b, o)
 	zeroStats(b, o.Stats)
 	b.ResetTimer()
 	ret, perRun, err := prog.Benchmark(in, b.N, b.ResetTimer)
@@ -1152,6 +1192,16 @@ func benchRun(b *testing.B, o *objects, prog *ebpf.Program, in []byte, stat stri
 			b.Fatalf("%d runs ended as %s, want all %s", c.Packets, name, stat)
 		}
 	}
+}
+
+// benchPrefilter turns the prefilter on with the bits of every binding the
+// benchmark seeded, as the agent keeps it.
+func benchPrefilter(b *testing.B, o *objects) {
+	all, err := maps.NewBindings(o.Bindings).All()
+	if err != nil {
+		b.Fatal(err)
+	}
+	setPrefilter(b, o, seed{bindings: all}, true)
 }
 
 // fillBindings publishes n TCP ports of host addresses nothing dials, so
@@ -1227,13 +1277,100 @@ func BenchmarkNotIP(b *testing.B) {
 	benchRun(b, o, o.UplinkIngress, arpFrame(b), "pass_not_ip")
 }
 
-// BenchmarkNoMatch measures what every other packet on the uplink pays:
-// an exact miss, the host address check and a wildcard miss.
-func BenchmarkNoMatch(b *testing.B) {
+// BenchmarkMiss measures what every other packet on the uplink pays: a
+// packet for the host itself, with 65,536 bindings on other ports.
+func BenchmarkMiss(b *testing.B) {
 	o := loadObjects(b)
 	fillBindings(b, o, 65536)
 	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
 		b.Fatal(err)
 	}
 	benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 22), ack), "pass_no_match")
+}
+
+// TestPrefilterIsConsulted proves the programs read the prefilter once the
+// agent turns it on: a binding whose port bit is clear is not looked up,
+// nor a network whose /16 bit is clear. (The tables above run with the
+// filter on and off, so a filter built from the maps hides nothing.)
+func TestPrefilterIsConsulted(t *testing.T) {
+	o := loadObjects(t)
+	resetMaps(t, o)
+	s := seed{bindings: []maps.Binding{tcpWeb, udpApp}, hostAddrs: []netip.Addr{hostIP}}
+	if err := maps.NewBindings(o.Bindings).PutBatch(s.bindings); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
+		t.Fatal(err)
+	}
+	syn := tcpFrame(t, clientPort, tcpWeb.Host, syn)
+	for _, c := range []struct {
+		name   string
+		filter seed
+		stat   string
+	}{
+		{"bit set", s, "dnat"},
+		{"tcp port bit clear", seed{bindings: []maps.Binding{udpApp}}, "pass_no_match"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clearMap(t, o.Ct)
+			clearMap(t, o.CtNew)
+			setPrefilter(t, o, c.filter, true)
+			zeroStats(t, o.Stats)
+			if _, _, err := tryRun(o.UplinkIngress, syn, 0); err != nil {
+				t.Fatal(err)
+			}
+			stats, err := maps.NewStats(o.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stats[c.stat].Packets != 1 {
+				t.Errorf("counter %s = %d, want 1 (all: %v)", c.stat, stats[c.stat].Packets, nonZero(stats))
+			}
+		})
+	}
+}
+
+// TestPrefilterNetworks: with its /16 bit clear, a network is not looked up,
+// so a probe of a container's own address is not recognised as one.
+func TestPrefilterNetworks(t *testing.T) {
+	o := loadObjects(t)
+	resetMaps(t, o)
+	nw := maps.Network{Subnet: netip.PrefixFrom(backend, 24).Masked(), Gateway: gateway, ID: 1, Masquerade: true}
+	if err := maps.NewNetworks(o.Networks).Put(nw); err != nil {
+		t.Fatal(err)
+	}
+	probe := tcpFrame(t, clientPort, ap(backend, 22), syn)
+	for _, c := range []struct {
+		name   string
+		filter seed
+		stat   string
+	}{
+		{"bit set", seed{networks: []maps.Network{nw}}, "drop_not_published"},
+		{"bit clear", seed{}, "pass_no_match"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			setPrefilter(t, o, c.filter, true)
+			zeroStats(t, o.Stats)
+			if _, _, err := tryRun(o.UplinkIngress, probe, 0); err != nil {
+				t.Fatal(err)
+			}
+			stats, err := maps.NewStats(o.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stats[c.stat].Packets != 1 {
+				t.Errorf("counter %s = %d, want 1 (all: %v)", c.stat, stats[c.stat].Packets, nonZero(stats))
+			}
+		})
+	}
+}
+
+func nonZero(stats map[string]maps.Counter) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range stats {
+		if v.Packets != 0 {
+			out[k] = v.Packets
+		}
+	}
+	return out
 }

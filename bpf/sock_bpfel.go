@@ -194,6 +194,7 @@ const (
 	SockMapHostaddrs         = "hostaddrs"
 	SockMapNetns             = "netns"
 	SockMapNetworks          = "networks"
+	SockMapPrefilter         = "prefilter"
 	SockMapSnat              = "snat"
 	SockMapSockrev           = "sockrev"
 	SockMapStats             = "stats"
@@ -269,6 +270,7 @@ type SockMapSpecs struct {
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter *ebpf.MapSpec `ebpf:"prefilter"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
@@ -310,6 +312,7 @@ type SockMaps struct {
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
+	Prefilter *ebpf.Map `ebpf:"prefilter"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
 	Stats     *ebpf.Map `ebpf:"stats"`
@@ -327,6 +330,7 @@ func (m *SockMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
+		m.Prefilter,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

@@ -194,6 +194,7 @@ const (
 	TcBridgeMapHostaddrs      = "hostaddrs"
 	TcBridgeMapNetns          = "netns"
 	TcBridgeMapNetworks       = "networks"
+	TcBridgeMapPrefilter      = "prefilter"
 	TcBridgeMapSnat           = "snat"
 	TcBridgeMapSockrev        = "sockrev"
 	TcBridgeMapStats          = "stats"
@@ -259,6 +260,7 @@ type TcBridgeMapSpecs struct {
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter *ebpf.MapSpec `ebpf:"prefilter"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
@@ -300,6 +302,7 @@ type TcBridgeMaps struct {
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
+	Prefilter *ebpf.Map `ebpf:"prefilter"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
 	Stats     *ebpf.Map `ebpf:"stats"`
@@ -317,6 +320,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
+		m.Prefilter,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

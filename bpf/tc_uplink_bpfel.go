@@ -194,6 +194,7 @@ const (
 	TcUplinkMapHostaddrs        = "hostaddrs"
 	TcUplinkMapNetns            = "netns"
 	TcUplinkMapNetworks         = "networks"
+	TcUplinkMapPrefilter        = "prefilter"
 	TcUplinkMapSnat             = "snat"
 	TcUplinkMapSockrev          = "sockrev"
 	TcUplinkMapStats            = "stats"
@@ -265,6 +266,7 @@ type TcUplinkMapSpecs struct {
 	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns     *ebpf.MapSpec `ebpf:"netns"`
 	Networks  *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter *ebpf.MapSpec `ebpf:"prefilter"`
 	Snat      *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
@@ -306,6 +308,7 @@ type TcUplinkMaps struct {
 	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
 	Netns     *ebpf.Map `ebpf:"netns"`
 	Networks  *ebpf.Map `ebpf:"networks"`
+	Prefilter *ebpf.Map `ebpf:"prefilter"`
 	Snat      *ebpf.Map `ebpf:"snat"`
 	Sockrev   *ebpf.Map `ebpf:"sockrev"`
 	Stats     *ebpf.Map `ebpf:"stats"`
@@ -323,6 +326,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
+		m.Prefilter,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

@@ -109,6 +109,13 @@ struct {
 } frags SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PREFILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} prefilter SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);
@@ -130,6 +137,21 @@ static __always_inline struct config *config_get(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&config, &zero);
+}
+
+/* Whether bit index of the prefilter bitmap at word base is set; always
+ * "maybe" until the agent has filled the map. Array lookups are inlined
+ * by the verifier: this costs a few instructions. */
+static __always_inline int prefilter_maybe(__u32 base, __u32 index)
+{
+	struct config *cfg = config_get();
+	__u32 word = base + (index >> 6);
+	__u64 *bits;
+
+	if (!cfg || !(cfg->flags & CONFIG_F_PREFILTER))
+		return 1;
+	bits = bpf_map_lookup_elem(&prefilter, &word);
+	return !bits || ((*bits >> (index & 63)) & 1);
 }
 
 #endif

@@ -4,6 +4,7 @@
 #define PONTOON_NAT_H
 
 #include <linux/bpf.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "types.h"
@@ -49,14 +50,19 @@ static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 
 	};
 	struct binding_value *b;
 
+	if (proto == IPPROTO_TCP && !prefilter_maybe(PREFILTER_TCP_PORTS, bpf_ntohs(dport)))
+		return NULL;
+	if (proto == IPPROTO_UDP && !prefilter_maybe(PREFILTER_UDP_PORTS, bpf_ntohs(dport)))
+		return NULL;
 	addr_set4(key.addr, daddr);
 	b = bpf_map_lookup_elem(&bindings, &key);
 	if (b)
 		return b;
-	if (!is_local && !hostaddr_has4(daddr))
-		return NULL;
 	addr_set4(key.addr, 0);
-	return bpf_map_lookup_elem(&bindings, &key);
+	b = bpf_map_lookup_elem(&bindings, &key);
+	if (b && !is_local && !hostaddr_has4(daddr))
+		return NULL;
+	return b;
 }
 
 #endif

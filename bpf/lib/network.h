@@ -19,6 +19,8 @@ static __always_inline struct network_value *network_lookup4(__be32 addr)
 		.family = PONTOON_AF_INET,
 	};
 
+	if (!prefilter_maybe(PREFILTER_NETS4, bpf_ntohl(addr) >> 16))
+		return NULL;
 	addr_set4(key.addr, addr);
 	return bpf_map_lookup_elem(&networks, &key);
 }

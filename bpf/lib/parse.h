@@ -137,54 +137,94 @@ static __always_inline void frag_key4(struct frag_key *key, const struct l4_tupl
 	__builtin_memcpy(key->daddr, &t->daddr, 4);
 }
 
-/* Loads an IPv4 header at off and the ports of the TCP/UDP header behind
- * it. Returns the L4 offset through l4_off. A fragment's addresses are
- * filled in even when its ports are unknown, so callers can still judge
- * where it comes from. */
-static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct l4_tuple *t,
-				      __u32 *l4_off, __u16 *l4_csum, __u8 *frag, __be16 *id)
+/* Header loads: straight from the packet when the header lies in the
+ * skb's linear data (nearly always: drivers and GRO pull headers there),
+ * through bpf_skb_load_bytes otherwise. A helper call costs more than the
+ * rest of the miss path. Offsets are bounded for the verifier: headers
+ * start within the first 128 bytes. */
+#define PARSE_MAX_OFF 128
+
+#define DEFINE_LOAD_HDR(name, type)							\
+static __always_inline int name(struct __sk_buff *skb, __u32 off, type *to)		\
+{											\
+	void *data = (void *)(long)skb->data;						\
+	void *data_end = (void *)(long)skb->data_end;					\
+	type *from;									\
+											\
+	if (off > PARSE_MAX_OFF)							\
+		return -1;								\
+	from = data + off;								\
+	if ((void *)(from + 1) <= data_end) {						\
+		*to = *from;								\
+		return 0;								\
+	}										\
+	return bpf_skb_load_bytes(skb, off, to, sizeof(*to));				\
+}
+
+/* The first 8 bytes of a transport header: UDP's whole, ICMP's. */
+struct l4_head {
+	__u8 bytes[8];
+};
+
+DEFINE_LOAD_HDR(load_iphdr, struct iphdr)
+DEFINE_LOAD_HDR(load_tcphdr, struct tcphdr)
+DEFINE_LOAD_HDR(load_l4_head, struct l4_head)
+
+/* What parse_packet needs from an IPv4 header besides the tuple. */
+struct ipv4_info {
+	__u32 l4_off;
+	__u16 tot_len;
+	__be16 id;
+	__u8 frag; /* enum frag_kind */
+	__u8 df;
+};
+
+/* Checks an IPv4 header loaded at off and takes the tuple's addresses and
+ * protocol from it. A fragment's addresses are filled in even when its
+ * ports are unknown, so callers can still judge where it comes from. */
+static __always_inline int ipv4_header(const struct iphdr *ip, __u32 off, struct l4_tuple *t,
+				       struct ipv4_info *info)
 {
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_MALFORMED;
+	t->saddr = ip->saddr;
+	t->daddr = ip->daddr;
+	t->proto = ip->protocol;
+	info->l4_off = off + ip->ihl * 4;
+	info->id = ip->id;
+	info->tot_len = bpf_ntohs(ip->tot_len);
+	info->df = !!(ip->frag_off & bpf_htons(IP_DF));
+	info->frag = FRAG_NONE;
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		info->frag = FRAG_LATER;
+		return PARSE_FRAGMENT; /* parse_packet looks its ports up */
+	}
+	if (ip->frag_off & bpf_htons(IP_MF))
+		info->frag = FRAG_FIRST;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return ip->protocol == IPPROTO_ICMP ? PARSE_OK : PARSE_OTHER;
+	return PARSE_OK;
+}
+
+/* Loads the IPv4 header quoted by an ICMP error and the ports of the
+ * TCP/UDP header behind it: all RFC 792 promises is 8 bytes of it. */
+static __always_inline int parse_quoted_ipv4(struct __sk_buff *skb, __u32 off, struct l4_tuple *t,
+					     __u32 *l4_off)
+{
+	struct ipv4_info info;
 	struct iphdr ip;
 	__be16 ports[2];
+	int ret;
 
 	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
 		return PARSE_MALFORMED;
-	if (ip.version != 4 || ip.ihl < 5)
-		return PARSE_MALFORMED;
-
-	t->saddr = ip.saddr;
-	t->daddr = ip.daddr;
-	t->proto = ip.protocol;
-	*l4_off = off + ip.ihl * 4;
-	*id = ip.id;
-	*frag = FRAG_NONE;
-	if (ip.frag_off & bpf_htons(IP_OFFSET)) {
-		*frag = FRAG_LATER;
-		return PARSE_FRAGMENT; /* parse_packet looks its ports up */
-	}
-	if (ip.frag_off & bpf_htons(IP_MF))
-		*frag = FRAG_FIRST;
-
-	/* A packet's own transport header must lie inside its IP datagram:
-	 * bytes past tot_len are padding, and a first fragment cut before
-	 * the checksum would have it "fixed" in the padding (RFC 1858 calls
-	 * such fragments suspect). A quoted header is short by design. */
-	if (l4_csum) {
-		__u16 tot_len = bpf_ntohs(ip.tot_len);
-		__u32 need = ip.protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : 8;
-
-		if (tot_len < ip.ihl * 4 ||
-		    ((ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP ||
-		      ip.protocol == IPPROTO_ICMP) && tot_len - ip.ihl * 4 < need))
-			return PARSE_MALFORMED;
-	}
-	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
-		return ip.protocol == IPPROTO_ICMP ? PARSE_OK : PARSE_OTHER;
+	ret = ipv4_header(&ip, off, t, &info);
+	*l4_off = info.l4_off;
+	if (ret != PARSE_OK)
+		return ret;
+	if (ip.protocol == IPPROTO_ICMP)
+		return PARSE_OTHER;
 	if (bpf_skb_load_bytes(skb, *l4_off, ports, sizeof(ports)) < 0)
-		return PARSE_MALFORMED;
-	/* The checksum we will fix must be in the packet. */
-	if (l4_csum && bpf_skb_load_bytes(skb, l4_csum_off(ip.protocol, *l4_off), l4_csum,
-					  sizeof(*l4_csum)) < 0)
 		return PARSE_MALFORMED;
 	t->sport = ports[0];
 	t->dport = ports[1];
@@ -233,32 +273,20 @@ static __always_inline void parse_wscale(struct __sk_buff *skb, __u32 l4_off, __
 	}
 }
 
-/* The part of a TCP header after the ports: sequence and acknowledgment
- * numbers, data offset, flags and window. */
-struct tcp_words {
-	__be32 seq;
-	__be32 ack;
-	__u8 doff_res;
-	__u8 flags;
-	__be16 window;
-};
-
-static __always_inline int parse_tcp(struct __sk_buff *skb, struct packet *pkt)
+/* The TCP fields connection tracking follows, from the loaded header. */
+static __always_inline int parse_tcp(struct __sk_buff *skb, struct packet *pkt,
+				     const struct tcphdr *th)
 {
-	struct tcp_words w;
-	__u8 doff;
+	__u8 flags = ((const __u8 *)th)[13];
 
-	if (bpf_skb_load_bytes(skb, pkt->l4_off + 4, &w, sizeof(w)) < 0)
+	if (th->doff < 5)
 		return PARSE_MALFORMED;
-	doff = w.doff_res >> 4;
-	if (doff < 5)
-		return PARSE_MALFORMED;
-	pkt->tcp_flags = w.flags;
-	pkt->tcp.seq = bpf_ntohl(w.seq);
-	pkt->tcp.ack = bpf_ntohl(w.ack);
-	pkt->tcp.window = bpf_ntohs(w.window);
-	if ((w.flags & TCP_FLAG_SYN) && doff > 5)
-		parse_wscale(skb, pkt->l4_off, doff, &pkt->tcp);
+	pkt->tcp_flags = flags;
+	pkt->tcp.seq = bpf_ntohl(th->seq);
+	pkt->tcp.ack = bpf_ntohl(th->ack_seq);
+	pkt->tcp.window = bpf_ntohs(th->window);
+	if ((flags & TCP_FLAG_SYN) && th->doff > 5)
+		parse_wscale(skb, pkt->l4_off, th->doff, &pkt->tcp);
 	return PARSE_OK;
 }
 
@@ -286,72 +314,89 @@ static __always_inline int frag_ports4(struct packet *pkt, __be16 id)
 	return PARSE_OK;
 }
 
+/* The transport header of a packet's own datagram, loaded in one go. */
+union l4_header {
+	struct tcphdr tcp;
+	struct udphdr udp;
+	struct icmphdr icmp;
+};
+
 /* Parses IPv4 at l3_off (ETH_HLEN, or 0 on a device without an Ethernet
  * header) + TCP/UDP, or an ICMP error and the header it quotes. Anything
- * else is reported and left alone by the callers. */
+ * else is reported and left alone by the callers. Two loads for the common
+ * case (IP header, transport header): each helper call costs. */
 static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __u32 l3_off)
 {
-	struct icmphdr icmp;
-	__u16 l4_csum = 0;
-	__be16 frag_off; /* then tot_len */
-	__be16 id = 0;
+	struct ipv4_info info = {};
+	union l4_header l4;
+	struct iphdr ip;
+	__u32 need;
 	int ret;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IP;
 
 	pkt->l3_off = l3_off;
-	ret = parse_ipv4(skb, pkt->l3_off, &pkt->t, &pkt->l4_off, &l4_csum, &pkt->frag, &id);
+	if (load_iphdr(skb, l3_off, &ip) < 0)
+		return PARSE_MALFORMED;
+	ret = ipv4_header(&ip, l3_off, &pkt->t, &info);
 	pkt->has_addrs = pkt->t.saddr || pkt->t.daddr;
 	if (ret == PARSE_MALFORMED)
 		return ret;
-	if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, frag_off), &frag_off,
-			       sizeof(frag_off)) < 0)
-		return PARSE_MALFORMED;
-	pkt->df = !!(frag_off & bpf_htons(IP_DF));
-	if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, tot_len), &frag_off,
-			       sizeof(frag_off)) < 0)
-		return PARSE_MALFORMED;
-	pkt->l3_end = l3_off + bpf_ntohs(frag_off);
-	if (pkt->frag == FRAG_LATER) {
+	pkt->l4_off = info.l4_off;
+	pkt->frag = info.frag;
+	pkt->df = info.df;
+	pkt->l3_end = l3_off + info.tot_len;
+	if (info.frag == FRAG_LATER) {
 		if (pkt->t.proto != IPPROTO_TCP && pkt->t.proto != IPPROTO_UDP &&
 		    pkt->t.proto != IPPROTO_ICMP)
 			return PARSE_OTHER;
-		return frag_ports4(pkt, id);
+		return frag_ports4(pkt, info.id);
 	}
 	if (ret != PARSE_OK)
 		return ret;
-	pkt->udp_no_csum = pkt->t.proto == IPPROTO_UDP && l4_csum == 0;
 
-	if (pkt->t.proto == IPPROTO_TCP)
-		ret = parse_tcp(skb, pkt);
-	else if (pkt->t.proto == IPPROTO_ICMP) {
-		if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
+	/* A packet's own transport header must lie inside its IP datagram:
+	 * bytes past tot_len are padding, and a first fragment cut before
+	 * the checksum would have it "fixed" in the padding (RFC 1858 calls
+	 * such fragments suspect). */
+	need = pkt->t.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : 8;
+	if (info.tot_len < ip.ihl * 4 || info.tot_len - ip.ihl * 4 < need)
+		return PARSE_MALFORMED;
+	if (pkt->t.proto == IPPROTO_TCP) {
+		if (load_tcphdr(skb, pkt->l4_off, &l4.tcp) < 0)
 			return PARSE_MALFORMED;
-		if (icmp.type != ICMP_ECHO && icmp.type != ICMP_ECHOREPLY)
-			goto icmp_error;
-		/* An echo's identifier is its "port": a request carries it as
-		 * the source side of the flow, the reply as the destination. */
-		pkt->t.sport = icmp.type == ICMP_ECHO ? icmp.id : 0;
-		pkt->t.dport = icmp.type == ICMP_ECHO ? 0 : icmp.id;
+		pkt->t.sport = l4.tcp.source;
+		pkt->t.dport = l4.tcp.dest;
+		ret = parse_tcp(skb, pkt, &l4.tcp);
+	} else {
+		if (load_l4_head(skb, pkt->l4_off, (struct l4_head *)&l4) < 0)
+			return PARSE_MALFORMED;
+		if (pkt->t.proto == IPPROTO_UDP) {
+			pkt->t.sport = l4.udp.source;
+			pkt->t.dport = l4.udp.dest;
+			pkt->udp_no_csum = l4.udp.check == 0;
+		} else {
+			if (l4.icmp.type != ICMP_ECHO && l4.icmp.type != ICMP_ECHOREPLY)
+				goto icmp_error;
+			/* An echo's identifier is its "port": a request
+			 * carries it as the source side of the flow, the
+			 * reply as the destination. */
+			pkt->t.sport = l4.icmp.type == ICMP_ECHO ? l4.icmp.id : 0;
+			pkt->t.dport = l4.icmp.type == ICMP_ECHO ? 0 : l4.icmp.id;
+		}
 	}
 	if (ret == PARSE_OK && pkt->frag == FRAG_FIRST)
-		frag_ports4(pkt, id);
+		frag_ports4(pkt, info.id);
 	return ret;
 
 icmp_error:
-	if (!icmp_is_error(icmp.type) || pkt->frag != FRAG_NONE)
+	if (!icmp_is_error(l4.icmp.type) || pkt->frag != FRAG_NONE)
 		return PARSE_OTHER;
-	/* The quoted header need not carry its L4 checksum (RFC 792 only
-	 * promises 8 bytes); nat.h fixes it only when it is there. */
-	pkt->inner_l3_off = pkt->l4_off + sizeof(icmp);
-	ret = parse_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off, NULL, &pkt->frag,
-			 &id);
-	pkt->frag = FRAG_NONE;
+	pkt->inner_l3_off = pkt->l4_off + sizeof(struct icmphdr);
+	ret = parse_quoted_ipv4(skb, pkt->inner_l3_off, &pkt->inner, &pkt->inner_l4_off);
 	if (ret != PARSE_OK)
 		return ret == PARSE_FRAGMENT ? PARSE_OTHER : ret;
-	if (pkt->inner.proto != IPPROTO_TCP && pkt->inner.proto != IPPROTO_UDP)
-		return PARSE_OTHER;
 	/* The quoted ports must lie inside the ICMP message, not in padding. */
 	if (pkt->inner_l4_off + 4 > pkt->l3_end)
 		return PARSE_OTHER;

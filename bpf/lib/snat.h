@@ -83,6 +83,34 @@ static __always_inline int host_socket_holds(struct __sk_buff *skb, const struct
 	return 1;
 }
 
+/* The source ports masqueraded TCP and UDP flows get, host byte order. */
+static __always_inline void snat_port_range(__u16 *min, __u16 *max)
+{
+	struct config *cfg = config_get();
+
+	*min = SNAT_PORT_MIN_DEFAULT;
+	*max = SNAT_PORT_MAX_DEFAULT;
+	if (cfg && cfg->snat_port_min && cfg->snat_port_max >= cfg->snat_port_min) {
+		*min = cfg->snat_port_min;
+		*max = cfg->snat_port_max;
+	}
+}
+
+/* Whether a packet to port may be the reply of a masqueraded flow. TCP and
+ * UDP flows only get ports of the range; an agent that keeps the prefilter
+ * also keeps the snat map inside the range, so a reply to any other port
+ * (most of what reaches the host) skips the lookup. */
+static __always_inline int snat_port_maybe(__u8 proto, __be16 port)
+{
+	struct config *cfg = config_get();
+	__u16 min, max;
+
+	if (proto == IPPROTO_ICMP || !cfg || !(cfg->flags & CONFIG_F_PREFILTER))
+		return 1;
+	snat_port_range(&min, &max);
+	return bpf_ntohs(port) >= min && bpf_ntohs(port) <= max;
+}
+
 /* Claims a source port on nat_addr for the flow t by inserting its reverse
  * entry. The original port is kept when it lies in the SNAT range and is
  * free, so two containers using the same source port towards the same
@@ -92,15 +120,11 @@ static __always_inline int snat_claim_port4(struct __sk_buff *skb, const struct 
 					    __be32 nat_addr, __be16 *nat_port, struct ct_key *rev,
 					    struct snat_value *entry)
 {
-	struct config *cfg = config_get();
-	__u16 min = SNAT_PORT_MIN_DEFAULT, max = SNAT_PORT_MAX_DEFAULT;
+	__u16 min, max;
 	__be16 port = t->sport;
 	int i;
 
-	if (cfg && cfg->snat_port_min && cfg->snat_port_max >= cfg->snat_port_min) {
-		min = cfg->snat_port_min;
-		max = cfg->snat_port_max;
-	}
+	snat_port_range(&min, &max);
 	/* An echo's identifier is no port: it needs no range. */
 	if (t->proto != IPPROTO_ICMP &&
 	    (bpf_ntohs(port) < min || bpf_ntohs(port) > max))
@@ -215,7 +239,8 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	struct snat_value *v, *other;
 	__be32 orig_addr;
 	__be16 orig_port;
-
+	if (!snat_port_maybe(t->proto, t->dport))
+		return STAT_PASS_NO_MATCH;
 	tuple_key4(&rev, t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	v = bpf_map_lookup_elem(&snat, &rev);
 	if (!v || !(v->flags & SNAT_F_REVERSE))

@@ -130,6 +130,16 @@ struct sockrev_value {
 
 /* config.flags */
 #define CONFIG_F_FIB_REDIRECT (1 << 0) /* forward translated packets with bpf_redirect_neigh */
+#define CONFIG_F_PREFILTER (1 << 1)    /* the prefilter map is kept in step with bindings and networks */
+
+/* The prefilter map: bitmaps in 64-bit words that say which destination
+ * ports some binding uses and which IPv4 /16s some network overlaps, so a
+ * packet that can match nothing (most of what an uplink carries) skips the
+ * hash and trie lookups. A set bit only means "look it up". */
+#define PREFILTER_TCP_PORTS 0   /* 1024 words, a bit per port */
+#define PREFILTER_UDP_PORTS 1024
+#define PREFILTER_NETS4 2048    /* 1024 words, a bit per /16 */
+#define PREFILTER_WORDS 3072
 
 struct config {
 	__u64 host_netns_cookie; /* loopback is translated only in this netns */
