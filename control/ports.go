@@ -95,6 +95,9 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		}
 		bindings = append(bindings, bs...)
 	}
+	if err := a.widenPrefilter(bindings, nil); err != nil {
+		return nil, fail(err)
+	}
 	err = a.store.Update(func(tx ipam.Tx) error {
 		for _, m := range out {
 			if err := put(tx, bucketPorts, portKey(m), m); err != nil {

@@ -58,9 +58,13 @@ func (a *Agent) reconcile() error {
 	if err := a.syncTopology(); err != nil {
 		return err
 	}
-	added, removed, err := a.bindings.Sync(a.wantBindings())
+	want := a.wantBindings()
+	added, removed, err := a.bindings.Sync(want)
 	if err != nil {
 		return fmt.Errorf("sync bindings: %w", err)
+	}
+	if err := a.enablePrefilter(dpConfig, want); err != nil {
+		return err
 	}
 	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
 		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)

@@ -39,14 +39,19 @@ func (a *Agent) syncTopology() error {
 		return err
 	}
 	var networks []maps.Network
+	var subnets []netip.Prefix
 	for _, n := range a.st.networks {
 		networks = append(networks, maps.Network{
 			Subnet: n.Subnet.Masked(), Gateway: n.Gateway, ID: networkID(n.Name),
 			Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
 		})
+		subnets = append(subnets, n.Subnet)
 		if _, err := a.dp.AttachBridge(n.Bridge); err != nil {
 			a.log.Error("attach bridge program", "network", n.Name, "err", err)
 		}
+	}
+	if err := a.widenPrefilter(nil, subnets); err != nil {
+		return err
 	}
 	if err := maps.NewNetworks(a.dp.Maps.Networks).Sync(networks); err != nil {
 		return fmt.Errorf("sync networks: %w", err)

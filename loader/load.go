@@ -39,6 +39,7 @@ type Maps struct {
 	Endpoints *ebpf.Map
 	Netns     *ebpf.Map
 	Frags     *ebpf.Map
+	Prefilter *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -56,6 +57,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"endpoints": &m.Endpoints,
 		"netns":     &m.Netns,
 		"frags":     &m.Frags,
+		"prefilter": &m.Prefilter,
 	}
 }
 

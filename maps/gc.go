@@ -146,3 +146,36 @@ func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) {
 	}
 	return len(stale), nil
 }
+
+// DeleteOutsidePorts deletes the masqueraded TCP and UDP flows whose
+// translated port lies outside first-last, both halves of each, and
+// returns how many flows went. ICMP flows keep their echo ids.
+func (s *SNAT) DeleteOutsidePorts(first, last uint16) (int, error) {
+	var (
+		k     CTKey
+		v     SNATValue
+		stale []CTKey
+		flows int
+	)
+	outside := func(netPort uint16) bool {
+		p := hostPort(netPort)
+		return p < first || p > last
+	}
+	it := s.m.Iterate()
+	for it.Next(&k, &v) {
+		if k.Proto != TCP && k.Proto != UDP {
+			continue
+		}
+		switch {
+		case v.Flags&SNATForward != 0 && outside(v.Port):
+			stale = append(stale, k)
+			flows++
+		case v.Flags&SNATReverse != 0 && outside(k.Dport):
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate snat: %w", err)
+	}
+	return flows, batchDelete(s.m, stale)
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"net/netip"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestPrefilterFollowsState checks that the agent turns the datapath's
+// prefilter on with a bit for every published port and network, widens it
+// before a publish writes its bindings (the port carries traffic at once),
+// and drops masqueraded flows of an earlier masquerade range on restart,
+// whose replies the filter would hide.
+func TestPrefilterFollowsState(t *testing.T) {
+	w := newWorld(t, 1)
+	w.startAgent()
+	c1 := w.containers[0]
+	w.ok("network", "create", "pf", "--subnet", "10.78.0.0/24")
+	w.ok("endpoint", "attach", "pf", "c1", "--netns", c1.Path())
+	c1.ServeTCP(t, ":80")
+	w.ok("port", "publish", "c1", "8080:80")
+
+	bits := readPrefilter(t, w.pins)
+	want := new(maps.PrefilterBits)
+	want.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:8080")})
+	want.AddNetwork(netip.MustParsePrefix("10.78.0.0/24"))
+	if !covers(bits, want) {
+		t.Fatal("prefilter lacks the published port or the network's /16")
+	}
+	cfg := readConfig(t, w.pins)
+	if cfg.Flags&maps.ConfigPrefilter == 0 {
+		t.Fatalf("config flags %#x: the prefilter is not on", cfg.Flags)
+	}
+
+	// A port published while the filter is on is reachable straight away.
+	w.ok("port", "publish", "c1", "8181:80")
+	dial := netip.AddrPortFrom(w.hostIP, 8181).String()
+	res, err := w.outside.Dial("tcp", dial)
+	expectEcho(t, res, err, w.outsideIP, dial)
+
+	// A flow of an earlier range: port 40000 is outside the default one.
+	snatMap := openPin(t, w.pins, "snat")
+	fwd := maps.CTKey{Family: 2, Proto: maps.TCP, Sport: netPort(33000), Dport: netPort(443),
+		Saddr: raw4("10.78.0.2"), Daddr: raw4("192.0.2.9")}
+	rev := maps.CTKey{Family: 2, Proto: maps.TCP, Sport: netPort(443), Dport: netPort(40000),
+		Saddr: raw4("192.0.2.9"), Daddr: raw4(w.hostIP.String())}
+	if err := snatMap.Put(fwd, maps.SNATValue{Addr: raw4(w.hostIP.String()), Port: netPort(40000), Flags: maps.SNATForward}); err != nil {
+		t.Fatal(err)
+	}
+	if err := snatMap.Put(rev, maps.SNATValue{Addr: raw4("10.78.0.2"), Port: netPort(33000), Flags: maps.SNATReverse}); err != nil {
+		t.Fatal(err)
+	}
+	w.agent.stop(syscall.SIGTERM)
+	w.startAgent()
+	var v maps.SNATValue
+	for _, k := range []maps.CTKey{fwd, rev} {
+		if err := snatMap.Lookup(k, &v); err == nil {
+			t.Errorf("masqueraded flow half %+v outside the range survived the restart", k)
+		}
+	}
+	if !covers(readPrefilter(t, w.pins), want) {
+		t.Fatal("prefilter after restart lacks the published port or the network")
+	}
+}
+
+func openPin(t *testing.T, pins, name string) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pins, name), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func readPrefilter(t *testing.T, pins string) *maps.PrefilterBits {
+	t.Helper()
+	bits, err := maps.NewPrefilter(openPin(t, pins, "prefilter")).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bits
+}
+
+func readConfig(t *testing.T, pins string) maps.ConfigValue {
+	t.Helper()
+	v, err := maps.NewConfig(openPin(t, pins, "config")).Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func covers(have, want *maps.PrefilterBits) bool {
+	for i := range want {
+		if have[i]&want[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func netPort(p uint16) uint16 { return p>>8 | p<<8 }
+
+func raw4(s string) [16]byte {
+	var out [16]byte
+	a := netip.MustParseAddr(s).As4()
+	copy(out[:], a[:])
+	return out
+}

@@ -1,0 +1,57 @@
+package control
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// The prefilter map lets the datapath skip lookups for packets that can
+// match nothing: ports no binding uses, /16s no network overlaps, ports
+// outside the masquerade range. Its one rule is that it never hides what
+// the maps hold, so bits are added before the entries they cover are
+// written, and only reconcile, which rebuilds them from the records,
+// clears any. A bit left by a removed binding only costs a lookup.
+
+// widenPrefilter sets the bits of bindings and subnets about to be
+// written. Before reconcile has turned the filter on it has no effect.
+func (a *Agent) widenPrefilter(bindings []maps.Binding, subnets []netip.Prefix) error {
+	var bits maps.PrefilterBits
+	for _, b := range bindings {
+		bits.AddBinding(b)
+	}
+	for _, s := range subnets {
+		bits.AddNetwork(s)
+	}
+	if err := maps.NewPrefilter(a.dp.Maps.Prefilter).Add(&bits); err != nil {
+		return fmt.Errorf("update the datapath's prefilter: %w", err)
+	}
+	return nil
+}
+
+// enablePrefilter rebuilds the filter from the bindings and networks the
+// records want and turns it on. Masqueraded flows whose port lies outside
+// this agent's range (a range changed since they started) go first: the
+// filter would hide their replies.
+func (a *Agent) enablePrefilter(cfg maps.ConfigValue, bindings []maps.Binding) error {
+	dropped, err := maps.NewSNAT(a.dp.Maps.SNAT).DeleteOutsidePorts(a.snatPorts.First, a.snatPorts.Last)
+	if err != nil {
+		return fmt.Errorf("drop masqueraded flows outside %s: %w", a.snatPorts, err)
+	}
+	if dropped > 0 {
+		a.log.Info("dropped masqueraded flows from an earlier masquerade port range", "flows", dropped, "snat_ports", a.snatPorts.String())
+	}
+	var bits maps.PrefilterBits
+	for _, b := range bindings {
+		bits.AddBinding(b)
+	}
+	for _, n := range a.st.networks {
+		bits.AddNetwork(n.Subnet)
+	}
+	if err := maps.NewPrefilter(a.dp.Maps.Prefilter).Write(&bits); err != nil {
+		return fmt.Errorf("write the datapath's prefilter: %w", err)
+	}
+	cfg.Flags |= maps.ConfigPrefilter
+	return maps.NewConfig(a.dp.Maps.Config).Set(cfg)
+}
