@@ -14,7 +14,7 @@ func newCleanup() *cobra.Command {
 	var purge bool
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Remove every pin, attachment, bridge and veth (stop the agent first)",
+		Short: "Remove Pontoon's pins, attachments, bridges and veths (stop the agent first)",
 		Long: `Remove what the agent put in the kernel of the network namespace this runs
 in (run it in the agent's): the bridges and veths it provably made (their
 alias says pontoon:net:NETWORK or pontoon:ep:ENDPOINT, and their kind and name
