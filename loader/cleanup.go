@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,7 +19,7 @@ func Cleanup(dir string) error {
 }
 
 // CleanupPins detaches and removes the pins a datapath makes under dir, and
-// only those: its maps, by name, and the link and legacy program pins it
+// only those: its maps, by pin and map name (isOwnMap), and the link and legacy program pins it
 // names after a hook and an index (isOwnPin). Links are detached, legacy
 // tc filters (not links) deleted. Any other entry is somebody else's: it
 // is left, with dir, and returned relative to dir.
@@ -79,7 +80,7 @@ func CleanupPins(dir string) (foreign []string, err error) {
 			}
 			continue
 		}
-		if _, ok := maps[name]; !ok || e.IsDir() {
+		if _, ok := maps[name]; !ok || !isOwnMap(filepath.Join(dir, name), name) {
 			foreign = append(foreign, name)
 			continue
 		}
@@ -124,4 +125,18 @@ func isOwnPin(sub, name string) bool {
 		}
 	}
 	return false
+}
+
+// isOwnMap says whether the pin at path is a map the datapath made: one
+// named as the pin is (the object's map name), so "config" pinned by
+// another program in a shared directory is not taken for Pontoon's. The
+// layout is not compared: pins of an older build are Pontoon's to remove.
+func isOwnMap(path, name string) bool {
+	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return false
+	}
+	defer m.Close()
+	info, err := m.Info()
+	return err == nil && info.Name == name
 }

@@ -210,50 +210,44 @@ func TestCleanupLeavesForeignPins(t *testing.T) {
 	w.agent.stop(syscall.SIGTERM)
 	own := w.pinList()
 
-	// Another program's pins next to Pontoon's: a map at the top, and one
-	// in links/ named nothing like Pontoon's links.
-	foreign := []string{"foreign_counters", filepath.Join("links", "other-tool")}
-	var ids []ebpf.MapID
-	for _, name := range foreign {
-		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	var (
+		foreign []string
+		ids     []ebpf.MapID
+	)
+	pinForeign := func(name string) {
+		t.Helper()
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "other_tool", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer m.Close()
 		path := filepath.Join(w.pins, name)
 		if err := m.Pin(path); err != nil {
 			t.Fatal(err)
 		}
+		// Runs before the pin directory's own cleanup.
+		t.Cleanup(func() { os.Remove(path) })
 		info, err := m.Info()
 		if err != nil {
 			t.Fatal(err)
 		}
 		id, _ := info.ID()
-		ids = append(ids, id)
-		m.Close()
-		// Runs before the pin directory's own cleanup.
-		t.Cleanup(func() { os.Remove(path) })
+		foreign, ids = append(foreign, name), append(ids, id)
 	}
-
-	r := pontoonIn(t, w.host, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins, "--socket", w.socket)
-	if r.code != 0 {
-		t.Fatalf("cleanup: exit %d: %s", r.code, r.stderr)
+	cleanup := func() string {
+		t.Helper()
+		r := pontoonIn(t, w.host, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins, "--socket", w.socket)
+		if r.code != 0 {
+			t.Fatalf("cleanup: exit %d: %s", r.code, r.stderr)
+		}
+		t.Logf("cleanup:\n%s", r.stdout)
+		return r.stdout
 	}
-	t.Logf("cleanup:\n%s", r.stdout)
-	for i, name := range foreign {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, name), nil)
-		if err != nil {
-			t.Errorf("cleanup removed the foreign pin %s: %v", name, err)
-			continue
-		}
-		info, err := m.Info()
-		m.Close()
-		if id, _ := info.ID(); err != nil || id != ids[i] {
-			t.Errorf("the pin %s is no longer the foreign map (id %d, want %d)", name, id, ids[i])
-		}
-		if !strings.Contains(r.stdout, "left "+name+" in "+w.pins) {
-			t.Errorf("cleanup does not say it left %s", name)
-		}
-	}
+	// Another program's pins next to Pontoon's: a map at the top, and one
+	// in links/ named nothing like Pontoon's links.
+	pinForeign("foreign_counters")
+	pinForeign(filepath.Join("links", "other-tool"))
+	out := cleanup()
 	left := w.pinList()
 	for _, p := range own {
 		if p != "." && p != "links" && slices.Contains(left, p) {
@@ -265,5 +259,25 @@ func TestCleanupLeavesForeignPins(t *testing.T) {
 	}
 	if links := w.host.IP(t, "-br", "link"); strings.Contains(links, "pt-net") {
 		t.Errorf("cleanup left the agent's bridge:\n%s", links)
+	}
+	// A pin that only shares the name of one of Pontoon's maps (as in a
+	// directory other programs pin in too) is not Pontoon's either.
+	pinForeign("config")
+	out += cleanup()
+
+	for i, name := range foreign {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, name), nil)
+		if err != nil {
+			t.Errorf("cleanup removed the foreign pin %s: %v", name, err)
+			continue
+		}
+		info, err := m.Info()
+		m.Close()
+		if id, _ := info.ID(); err != nil || id != ids[i] {
+			t.Errorf("the pin %s is no longer the foreign map (id %d, want %d)", name, id, ids[i])
+		}
+		if !strings.Contains(out, "left "+name+" in "+w.pins) {
+			t.Errorf("cleanup does not say it left %s", name)
+		}
 	}
 }
