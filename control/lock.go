@@ -187,13 +187,14 @@ func (l *lockSet) lock(t lockTarget, create bool) error {
 		}
 	}
 	f, err := os.Open(t.path)
+	var missing []string
 	if errors.Is(err, os.ErrNotExist) && create && t.create != nil {
-		missing := missingPaths(t.path)
-		if err := t.create(); err != nil {
-			l.created = append(l.created, missing...)
+		missing = missingPaths(t.path)
+		err := t.create()
+		l.created = append(l.created, missing...)
+		if err != nil {
 			return err
 		}
-		l.created = append(l.created, missing...)
 		f, err = os.Open(t.path)
 	}
 	if errors.Is(err, os.ErrNotExist) {
@@ -210,6 +211,9 @@ func (l *lockSet) lock(t lockTarget, create bool) error {
 			pid = flockPid("/proc/locks", st)
 		}
 		f.Close()
+		// The holder made what this call made, at the same moment: it
+		// is the holder's, not abandon's to remove.
+		l.created = l.created[:len(l.created)-len(missing)]
 		return &busyError{pid: pid, holds: "holds " + t.what + " " + t.shown, flag: t.flag}
 	}
 	if err != nil {
