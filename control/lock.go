@@ -190,10 +190,10 @@ func (l *lockSet) lock(t lockTarget, create bool) error {
 	var missing []string
 	if errors.Is(err, os.ErrNotExist) && create && t.create != nil {
 		missing = missingPaths(t.path)
-		err := t.create()
+		createErr := t.create()
 		l.created = append(l.created, missing...)
-		if err != nil {
-			return err
+		if createErr != nil {
+			return createErr
 		}
 		f, err = os.Open(t.path)
 	}

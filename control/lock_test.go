@@ -34,12 +34,16 @@ func TestLockRefusalLeavesNothing(t *testing.T) {
 		{what: "the pin directory", path: held, shown: held, flag: "--bpffs"},
 	}
 	l := &lockSet{}
-	var refusal error
-	for _, tg := range targets {
-		if refusal = l.lock(tg, true); refusal != nil {
-			break
-		}
+	if err := l.lock(targets[0], true); err != nil {
+		t.Fatal(err)
 	}
+	// What it created, it holds.
+	probe := &lockSet{}
+	if err := probe.lock(targets[0], false); err == nil {
+		probe.release()
+		t.Fatalf("%s was created but not locked", fresh)
+	}
+	refusal := l.lock(targets[1], true)
 	var busy *busyError
 	if !errors.As(refusal, &busy) {
 		t.Fatalf("lock of a held directory: %v, want a busyError", refusal)
