@@ -87,20 +87,27 @@ type lockSet struct {
 // them until release. It runs before anything is read or changed, and a
 // refusal changes nothing: whatever it created is removed again.
 func lockAgent(cfg Config) (*lockSet, error) {
+	l := &lockSet{}
+	// The namespace first: no flag can make room for a second agent in
+	// it, so it is the one thing worth saying then.
+	if err := l.lockNetns(); err != nil {
+		return nil, err
+	}
 	if err := socketAnswers(cfg.Socket); err != nil {
+		l.release()
 		return nil, err
 	}
 	cgroup := cfg.Cgroup
 	if cgroup == "" {
 		root, err := loader.CgroupV2Root()
 		if err != nil {
+			l.release()
 			return nil, err
 		}
 		cgroup = root
 	}
 	targets := append(ownedPaths(cfg.StateDir, cfg.PinDir, cfg.Socket),
 		lockTarget{what: "the cgroup", path: cgroup, shown: cgroup, flag: "--cgroup"})
-	l := &lockSet{}
 	// Everything that exists is locked first: a refusal then comes before
 	// this agent has made any directory or file.
 	for _, t := range targets {
@@ -108,10 +115,6 @@ func lockAgent(cfg Config) (*lockSet, error) {
 			l.abandon()
 			return nil, err
 		}
-	}
-	if err := l.lockNetns(); err != nil {
-		l.abandon()
-		return nil, err
 	}
 	for _, t := range targets {
 		if err := l.lock(t, true); err != nil {

@@ -136,8 +136,8 @@ func TestSecondAgentRefused(t *testing.T) {
 	}{
 		{"SameSocket", func(sp *spare) { sp.socket = w.socket }, false, "serves " + w.socket},
 		// The case the issue found: another --state-dir, the same
-		// socket, in the agent's namespace.
-		{"SameSocketSameNetns", func(sp *spare) { sp.socket = w.socket }, true, "serves " + w.socket},
+		// socket, in the agent's namespace, where no flag makes room.
+		{"SameSocketSameNetns", func(sp *spare) { sp.socket = w.socket }, true, "runs in this network namespace"},
 		{"SamePins", func(sp *spare) { sp.pins = w.pins }, false, "holds the pin directory " + w.pins},
 		{"SameStateDir", func(sp *spare) { sp.stateDir = w.stateDir }, false, "holds the state directory " + w.stateDir},
 		{"SameCgroup", func(sp *spare) { sp.cgroup = w.cgroup }, false, "holds the cgroup " + w.cgroup},

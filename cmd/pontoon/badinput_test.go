@@ -153,7 +153,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("a second agent on the same state", func(t *testing.T) {
 		r := w.inHost("agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
 			"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink)
-		expectOneLineError(t, r, "another agent (pid "+agentPid+") holds the state directory "+w.stateDir)
+		expectOneLineError(t, r, "another agent (pid "+agentPid+") runs in this network namespace")
 	})
 
 	// Agents refused for their flags run apart from the world's agent,
