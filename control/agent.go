@@ -85,7 +85,17 @@ func StatePath(dir string) string { return filepath.Join(dir, stateFile) }
 
 // Run runs the agent until ctx is cancelled. Readiness is signalled only
 // after the datapath and the netlink objects match the persisted state.
+// It holds its socket, state directory, pin directory, cgroup and network
+// namespace to itself (lockAgent) until it returns.
 func Run(ctx context.Context, cfg Config) error {
+	// Before anything is read or changed: a second agent on the same
+	// socket, state, pins, cgroup or namespace would prune the first's
+	// interfaces and bindings before noticing it.
+	locks, err := lockAgent(cfg)
+	if err != nil {
+		return err
+	}
+	defer locks.release()
 	a, err := open(cfg)
 	if err != nil {
 		return err
@@ -189,7 +199,8 @@ func (a *Agent) close() {
 }
 
 // listen opens the API socket, replacing a stale one a crashed agent left,
-// but never one a live agent answers on.
+// but never one a live agent answers on. lockAgent already refused a live
+// one; the dial stays for agents of builds without the socket's lock.
 func listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)

@@ -24,30 +24,37 @@ type CleanupReport struct {
 	Kept []string
 	// IPForward is the net.ipv4.ip_forward value put back, "" if none.
 	IPForward string
+	// ForeignPins are entries of the pin directory that are not pins a
+	// datapath makes (relative to it), left with the directory.
+	ForeignPins []string
 	// Notes are anything else worth saying, one line each.
 	Notes []string
 }
 
 // Cleanup removes everything an agent put in the kernel: the interfaces
 // it provably made (madeByPontoon), gateway addresses it added to adopted
-// bridges, every pin and attachment, and it puts back the
-// net.ipv4.ip_forward the first agent found. With purge the state file
-// goes too; without it a later agent rebuilds the same networks from it.
-// It runs in the agent's network namespace and refuses, changing nothing,
-// while an agent holds the state file.
-func Cleanup(stateDir, pinDir string, purge bool) (*CleanupReport, error) {
+// bridges, the pins a datapath makes and their attachments (other pins in
+// pinDir are left and listed), and it puts back the net.ipv4.ip_forward
+// the first agent found. With purge the state file goes too; without it a
+// later agent rebuilds the same networks from it. It runs in the agent's
+// network namespace and refuses, changing nothing, while any agent answers
+// on socket, runs in this namespace, or holds the state directory, the pin
+// directory or the state file, whatever stateDir says.
+func Cleanup(stateDir, pinDir, socket string, purge bool) (*CleanupReport, error) {
+	locks, err := lockForCleanup(stateDir, pinDir, socket)
+	if err != nil {
+		return nil, err
+	}
+	defer locks.release()
 	rep := &CleanupReport{}
 	path := StatePath(stateDir)
+	// bbolt's own flock: an agent of a build without the directory locks.
 	held, pid, err := lockHolder(path)
 	if err != nil {
 		return nil, err
 	}
 	if held {
-		who := "it holds " + path
-		if pid > 0 {
-			who = "pid " + strconv.Itoa(pid)
-		}
-		return nil, fmt.Errorf("an agent is running (%s) — stop it first ('systemctl stop pontoon', or end that process)", who)
+		return nil, (&busyError{pid: pid, holds: "holds the state file " + path}).forCleanup()
 	}
 
 	var (
@@ -105,7 +112,7 @@ func Cleanup(stateDir, pinDir string, purge bool) (*CleanupReport, error) {
 		}
 		rep.Deleted = append(rep.Deleted, l.Attrs().Name)
 	}
-	if err := loader.Cleanup(pinDir); err != nil {
+	if rep.ForeignPins, err = loader.CleanupPins(pinDir); err != nil {
 		return nil, err
 	}
 

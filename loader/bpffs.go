@@ -15,6 +15,15 @@ const DefaultPinDir = "/sys/fs/bpf/pontoon"
 
 const bpffsRoot = "/sys/fs/bpf"
 
+// PreparePinDir makes dir (DefaultPinDir when empty) ready to hold pins,
+// as Load would, so an agent can lock it before loading anything.
+func PreparePinDir(dir string) error {
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	return ensureBPFFS(dir)
+}
+
 // ensureBPFFS makes sure dir can hold pins: it must lie on a bpffs. The
 // conventional /sys/fs/bpf is mounted when nothing is there yet (as systemd
 // does on most distributions); any other place must be mounted by the user.

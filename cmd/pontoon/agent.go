@@ -23,7 +23,10 @@ func newAgent(o *opts) *cobra.Command {
 		Long: `Run the control plane in the foreground. Its network namespace is "the host".
 It adopts the pinned datapath, reconciles the kernel with the state file and
 only then reports ready. Stopping it (SIGTERM, or kill -9) leaves the datapath
-running: published ports keep working while no agent runs.`,
+running: published ports keep working while no agent runs. One agent per
+network namespace, socket, state directory, pin directory and cgroup: it
+refuses to start, before it reads or changes anything, while another agent
+holds any of them.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Socket = o.socket

@@ -153,12 +153,15 @@ func TestBadInput(t *testing.T) {
 	t.Run("a second agent on the same state", func(t *testing.T) {
 		r := w.inHost("agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
 			"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink)
-		expectOneLineError(t, r, "another process holds its lock")
+		expectOneLineError(t, r, "another agent (pid "+agentPid+") runs in this network namespace")
 	})
 
+	// Agents refused for their flags run apart from the world's agent,
+	// which any shared namespace, pins or cgroup would refuse them for.
 	t.Run("a pin directory that is not on bpffs", func(t *testing.T) {
-		r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
-			"--bpffs", filepath.Join(t.TempDir(), "pins"), "--cgroup", w.cgroup, "--uplink", w.uplink)
+		sp := newSpare(t)
+		r := pontoonIn(t, sp.ns, "agent", "--state-dir", sp.stateDir, "--socket", sp.socket,
+			"--bpffs", filepath.Join(t.TempDir(), "pins"), "--cgroup", sp.cgroup)
 		expectOneLineError(t, r, "not on a bpffs")
 	})
 
@@ -172,8 +175,9 @@ func TestBadInput(t *testing.T) {
 			{"30000-40000", "overlaps the kernel's ephemeral ports (32768-40000"},
 			{"62000-63000", "the range published ports are allocated from"},
 		} {
-			r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
-				"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink, "--snat-ports", c.ports)
+			sp := newSpare(t)
+			r := pontoonIn(t, sp.ns, "agent", "--state-dir", sp.stateDir, "--socket", sp.socket,
+				"--bpffs", sp.pins, "--cgroup", sp.cgroup, "--snat-ports", c.ports)
 			expectOneLineError(t, r, c.want)
 		}
 	})

@@ -286,6 +286,9 @@ func TestSNATPorts(t *testing.T) {
 		check(t, 5000, 5099)
 	})
 	t.Run("refused", func(t *testing.T) {
+		// With the agent running, its namespace, pins and cgroup would
+		// be refused first.
+		w.agent.stop(syscall.SIGTERM)
 		for _, ports := range []string{"19000-20000", "50001-50001x", "60000-60100"} {
 			r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
 				"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink, "--snat-ports", ports)
