@@ -1202,6 +1202,13 @@ func benchPrefilter(b *testing.B, o *objects) {
 		b.Fatal(err)
 	}
 	setPrefilter(b, o, seed{bindings: all}, true)
+	var ids []uint32
+	for _, bd := range all {
+		ids = append(ids, bd.ID)
+	}
+	if err := maps.NewBindingStats(o.BindingStats).Create(ids); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // fillBindings publishes n TCP ports of host addresses nothing dials, so

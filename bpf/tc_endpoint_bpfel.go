@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcEndpointBindingCounter struct {
+	_          structs.HostLayout
+	PacketsIn  uint64
+	BytesIn    uint64
+	PacketsOut uint64
+	BytesOut   uint64
+}
+
 type TcEndpointBindingKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -185,6 +193,7 @@ type TcEndpointUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcEndpointMapBindingStats     = "binding_stats"
 	TcEndpointMapBindings         = "bindings"
 	TcEndpointMapConfig           = "config"
 	TcEndpointMapCt               = "ct"
@@ -251,20 +260,21 @@ type TcEndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcEndpointMapSpecs struct {
-	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Ct        *ebpf.MapSpec `ebpf:"ct"`
-	CtNew     *ebpf.MapSpec `ebpf:"ct_new"`
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	Frags     *ebpf.MapSpec `ebpf:"frags"`
-	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
-	Netns     *ebpf.MapSpec `ebpf:"netns"`
-	Networks  *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter *ebpf.MapSpec `ebpf:"prefilter"`
-	Snat      *ebpf.MapSpec `ebpf:"snat"`
-	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	Uplinks   *ebpf.MapSpec `ebpf:"uplinks"`
+	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
+	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
+	Config       *ebpf.MapSpec `ebpf:"config"`
+	Ct           *ebpf.MapSpec `ebpf:"ct"`
+	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
+	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns        *ebpf.MapSpec `ebpf:"netns"`
+	Networks     *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
+	Snat         *ebpf.MapSpec `ebpf:"snat"`
+	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // TcEndpointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -293,24 +303,26 @@ func (o *TcEndpointObjects) Close() error {
 //
 // It can be passed to LoadTcEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcEndpointMaps struct {
-	Bindings  *ebpf.Map `ebpf:"bindings"`
-	Config    *ebpf.Map `ebpf:"config"`
-	Ct        *ebpf.Map `ebpf:"ct"`
-	CtNew     *ebpf.Map `ebpf:"ct_new"`
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	Frags     *ebpf.Map `ebpf:"frags"`
-	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
-	Netns     *ebpf.Map `ebpf:"netns"`
-	Networks  *ebpf.Map `ebpf:"networks"`
-	Prefilter *ebpf.Map `ebpf:"prefilter"`
-	Snat      *ebpf.Map `ebpf:"snat"`
-	Sockrev   *ebpf.Map `ebpf:"sockrev"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	Uplinks   *ebpf.Map `ebpf:"uplinks"`
+	BindingStats *ebpf.Map `ebpf:"binding_stats"`
+	Bindings     *ebpf.Map `ebpf:"bindings"`
+	Config       *ebpf.Map `ebpf:"config"`
+	Ct           *ebpf.Map `ebpf:"ct"`
+	CtNew        *ebpf.Map `ebpf:"ct_new"`
+	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	Frags        *ebpf.Map `ebpf:"frags"`
+	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
+	Netns        *ebpf.Map `ebpf:"netns"`
+	Networks     *ebpf.Map `ebpf:"networks"`
+	Prefilter    *ebpf.Map `ebpf:"prefilter"`
+	Snat         *ebpf.Map `ebpf:"snat"`
+	Sockrev      *ebpf.Map `ebpf:"sockrev"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Uplinks      *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *TcEndpointMaps) Close() error {
 	return _TcEndpointClose(
+		m.BindingStats,
 		m.Bindings,
 		m.Config,
 		m.Ct,

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcUplinkBindingCounter struct {
+	_          structs.HostLayout
+	PacketsIn  uint64
+	BytesIn    uint64
+	PacketsOut uint64
+	BytesOut   uint64
+}
+
 type TcUplinkBindingKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -185,6 +193,7 @@ type TcUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcUplinkMapBindingStats     = "binding_stats"
 	TcUplinkMapBindings         = "bindings"
 	TcUplinkMapConfig           = "config"
 	TcUplinkMapCt               = "ct"
@@ -257,20 +266,21 @@ type TcUplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkMapSpecs struct {
-	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Ct        *ebpf.MapSpec `ebpf:"ct"`
-	CtNew     *ebpf.MapSpec `ebpf:"ct_new"`
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	Frags     *ebpf.MapSpec `ebpf:"frags"`
-	Hostaddrs *ebpf.MapSpec `ebpf:"hostaddrs"`
-	Netns     *ebpf.MapSpec `ebpf:"netns"`
-	Networks  *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter *ebpf.MapSpec `ebpf:"prefilter"`
-	Snat      *ebpf.MapSpec `ebpf:"snat"`
-	Sockrev   *ebpf.MapSpec `ebpf:"sockrev"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	Uplinks   *ebpf.MapSpec `ebpf:"uplinks"`
+	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
+	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
+	Config       *ebpf.MapSpec `ebpf:"config"`
+	Ct           *ebpf.MapSpec `ebpf:"ct"`
+	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
+	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns        *ebpf.MapSpec `ebpf:"netns"`
+	Networks     *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
+	Snat         *ebpf.MapSpec `ebpf:"snat"`
+	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // TcUplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -299,24 +309,26 @@ func (o *TcUplinkObjects) Close() error {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkMaps struct {
-	Bindings  *ebpf.Map `ebpf:"bindings"`
-	Config    *ebpf.Map `ebpf:"config"`
-	Ct        *ebpf.Map `ebpf:"ct"`
-	CtNew     *ebpf.Map `ebpf:"ct_new"`
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	Frags     *ebpf.Map `ebpf:"frags"`
-	Hostaddrs *ebpf.Map `ebpf:"hostaddrs"`
-	Netns     *ebpf.Map `ebpf:"netns"`
-	Networks  *ebpf.Map `ebpf:"networks"`
-	Prefilter *ebpf.Map `ebpf:"prefilter"`
-	Snat      *ebpf.Map `ebpf:"snat"`
-	Sockrev   *ebpf.Map `ebpf:"sockrev"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	Uplinks   *ebpf.Map `ebpf:"uplinks"`
+	BindingStats *ebpf.Map `ebpf:"binding_stats"`
+	Bindings     *ebpf.Map `ebpf:"bindings"`
+	Config       *ebpf.Map `ebpf:"config"`
+	Ct           *ebpf.Map `ebpf:"ct"`
+	CtNew        *ebpf.Map `ebpf:"ct_new"`
+	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	Frags        *ebpf.Map `ebpf:"frags"`
+	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
+	Netns        *ebpf.Map `ebpf:"netns"`
+	Networks     *ebpf.Map `ebpf:"networks"`
+	Prefilter    *ebpf.Map `ebpf:"prefilter"`
+	Snat         *ebpf.Map `ebpf:"snat"`
+	Sockrev      *ebpf.Map `ebpf:"sockrev"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Uplinks      *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *TcUplinkMaps) Close() error {
 	return _TcUplinkClose(
+		m.BindingStats,
 		m.Bindings,
 		m.Config,
 		m.Ct,

@@ -98,6 +98,9 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if err := a.widenPrefilter(bindings, nil); err != nil {
 		return nil, fail(err)
 	}
+	if err := a.createBindingCounters(bindings); err != nil {
+		return nil, fail(err)
+	}
 	err = a.store.Update(func(tx ipam.Tx) error {
 		for _, m := range out {
 			if err := put(tx, bucketPorts, portKey(m), m); err != nil {

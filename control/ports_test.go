@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/pontoon-net/pontoon/bpf"
 	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
@@ -60,6 +61,24 @@ func newHashMap(t *testing.T, key, value any) *ebpf.Map {
 	return m
 }
 
+// newDatapathMap creates the datapath's map name as the compiled object
+// declares it.
+func newDatapathMap(t *testing.T, name string) *ebpf.Map {
+	t.Helper()
+	spec, err := bpf.LoadTcUplink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps[name].Copy()
+	ms.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // testAgent is an agent with a state file, ipam, one endpoint and real
 // (unpinned) bindings and hostaddrs maps, and nothing else: enough to
 // publish ports.
@@ -74,7 +93,9 @@ func testAgent(t *testing.T) *Agent {
 	t.Cleanup(func() { store.Close() })
 	a := &Agent{
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
-		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: hostAddrs}}, bindings: bindings, writer: bindings,
+		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: hostAddrs,
+			Prefilter: newDatapathMap(t, "prefilter"), BindingStats: newDatapathMap(t, "binding_stats")}},
+		bindings: bindings, writer: bindings,
 	}
 	if a.ipam, err = ipam.Open(store, ipam.Options{DynamicPorts: ipam.PortRange{First: 61000, Last: 65535}}); err != nil {
 		t.Fatal(err)

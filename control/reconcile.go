@@ -66,6 +66,9 @@ func (a *Agent) reconcile() error {
 	if err := a.enablePrefilter(dpConfig, want); err != nil {
 		return err
 	}
+	if err := a.syncBindingCounters(want); err != nil {
+		return err
+	}
 	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
 		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)
 	return nil

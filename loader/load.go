@@ -40,24 +40,27 @@ type Maps struct {
 	Netns     *ebpf.Map
 	Frags     *ebpf.Map
 	Prefilter *ebpf.Map
+	// BindingStats counts each mapping's traffic, by binding id.
+	BindingStats *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
-		"bindings":  &m.Bindings,
-		"ct":        &m.CT,
-		"ct_new":    &m.CTNew,
-		"hostaddrs": &m.HostAddrs,
-		"sockrev":   &m.SockRev,
-		"config":    &m.Config,
-		"stats":     &m.Stats,
-		"networks":  &m.Networks,
-		"uplinks":   &m.Uplinks,
-		"snat":      &m.SNAT,
-		"endpoints": &m.Endpoints,
-		"netns":     &m.Netns,
-		"frags":     &m.Frags,
-		"prefilter": &m.Prefilter,
+		"bindings":      &m.Bindings,
+		"ct":            &m.CT,
+		"ct_new":        &m.CTNew,
+		"hostaddrs":     &m.HostAddrs,
+		"sockrev":       &m.SockRev,
+		"config":        &m.Config,
+		"stats":         &m.Stats,
+		"networks":      &m.Networks,
+		"uplinks":       &m.Uplinks,
+		"snat":          &m.SNAT,
+		"endpoints":     &m.Endpoints,
+		"netns":         &m.Netns,
+		"frags":         &m.Frags,
+		"prefilter":     &m.Prefilter,
+		"binding_stats": &m.BindingStats,
 	}
 }
 

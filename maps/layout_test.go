@@ -37,6 +37,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"endpoints", EndpointKey{}, EndpointValue{}},
 		{"netns", NetnsKey{}, NetnsValue{}},
 		{"frags", FragKey{}, FragValue{}},
+		{"binding_stats", nil, BindingCounter{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

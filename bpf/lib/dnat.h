@@ -70,6 +70,7 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 		return STAT_DROP_CT_FULL;
 	if (rewrite_endpoint4(skb, pkt, 1, backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
+	binding_count(skb, b->id, 1);
 	return STAT_DNAT;
 }
 
@@ -109,6 +110,7 @@ static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *p
 	const struct l4_tuple *t = &pkt->t;
 	struct ct_key key = {};
 	struct ct_value *v;
+	__u32 binding_id;
 	int is_new;
 	__be16 nat_port;
 	__be32 nat_addr;
@@ -122,11 +124,13 @@ static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *p
 		v->flags |= CT_F_REPLIED;
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
+	binding_id = v->binding_id;
 	if (is_new && ct_answered(v, t->proto))
 		ct_promote(&key, v);
 
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
+	binding_count(skb, binding_id, 0);
 	return STAT_RNAT;
 }
 

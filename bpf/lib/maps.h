@@ -122,6 +122,34 @@ struct {
 	__type(value, struct counter);
 } stats SEC(".maps");
 
+/* Per-binding traffic. The agent creates an entry when it publishes a
+ * mapping and deletes it when it reconciles the mapping away; the
+ * datapath only adds to entries that exist. Not preallocated: per-CPU
+ * values times every possible binding would be too much memory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct binding_counter);
+} binding_stats SEC(".maps");
+
+static __always_inline void binding_count(struct __sk_buff *skb, __u32 id, int in)
+{
+	struct binding_counter *c = bpf_map_lookup_elem(&binding_stats, &id);
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+	if (!c)
+		return;
+	if (in) {
+		c->packets_in += segs;
+		c->bytes_in += skb->len;
+	} else {
+		c->packets_out += segs;
+		c->bytes_out += skb->len;
+	}
+}
+
 static __always_inline void stat_bump(__u32 index, __u64 bytes)
 {
 	struct counter *c = bpf_map_lookup_elem(&stats, &index);

@@ -223,6 +223,16 @@ struct counter {
 	__u64 bytes;
 };
 
+/* What one published port mapping carried, per CPU, by binding id: "in"
+ * towards its container (DNAT), "out" its replies (reverse NAT). Packets
+ * count wire segments, so a GRO aggregate counts as what arrived. */
+struct binding_counter {
+	__u64 packets_in;
+	__u64 bytes_in;
+	__u64 packets_out;
+	__u64 bytes_out;
+};
+
 /* Indexes of the stats map: one counter per verdict of every program. */
 enum stat_index {
 	STAT_PASS_NOT_IP = 0,

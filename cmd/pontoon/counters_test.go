@@ -1,0 +1,82 @@
+package main
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestBindingCounters sends a known number of datagrams through one of two
+// published ports and checks that its counters moved by exactly that many
+// packets each way, the other mapping's not at all, and that the counts
+// survive an agent restart and keep counting after it.
+func TestBindingCounters(t *testing.T) {
+	w := newWorld(t, 1)
+	w.startAgent()
+	c1 := w.containers[0]
+	w.ok("network", "create", "cnt", "--subnet", "10.79.0.0/24")
+	w.ok("endpoint", "attach", "cnt", "c1", "--netns", c1.Path())
+	c1.ServeUDP(t, ":53")
+	w.ok("port", "publish", "c1", "5353:53/udp", "5454:53/udp")
+	var ms []control.PortMapping
+	w.okJSON(&ms, "port", "ls", "c1")
+	ids := map[uint16]uint32{}
+	for _, m := range ms {
+		ids[m.Host.First] = m.ID
+	}
+	if len(ids) != 2 || ids[5353] == ids[5454] {
+		t.Fatalf("mappings %+v: want two with their own binding ids", ms)
+	}
+
+	dial := netip.AddrPortFrom(w.hostIP, 5353).String()
+	send := func(n int) {
+		t.Helper()
+		for range n {
+			res, err := w.outside.Dial("udp", dial)
+			expectEcho(t, res, err, w.outsideIP, dial)
+		}
+	}
+	want := func(n uint64) {
+		t.Helper()
+		all, err := maps.NewBindingStats(openPin(t, w.pins, "binding_stats")).All()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, other := all[ids[5353]], all[ids[5454]]
+		if got.PacketsIn != n || got.PacketsOut != n {
+			t.Errorf("binding %d counted %d in, %d out; want %d each way", ids[5353], got.PacketsIn, got.PacketsOut, n)
+		}
+		if got.BytesIn == 0 || got.BytesOut == 0 {
+			t.Errorf("binding %d counted no bytes: %+v", ids[5353], got)
+		}
+		if other != (maps.BindingCounter{}) {
+			t.Errorf("binding %d carried nothing but counted %+v", ids[5454], other)
+		}
+	}
+	send(7)
+	want(7)
+
+	w.agent.stop(syscall.SIGTERM)
+	w.startAgent()
+	want(7)
+	send(3)
+	want(10)
+
+	// An unpublished mapping's counters go with it at the next reconcile.
+	w.ok("port", "unpublish", "c1", "5353:53/udp")
+	w.agent.stop(syscall.SIGTERM)
+	w.startAgent()
+	all, err := maps.NewBindingStats(openPin(t, w.pins, "binding_stats")).All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := all[ids[5353]]; ok {
+		t.Errorf("counters of the unpublished binding %d survived a reconcile", ids[5353])
+	}
+	if _, ok := all[ids[5454]]; !ok {
+		t.Errorf("counters of binding %d, still published, are gone", ids[5454])
+	}
+}
