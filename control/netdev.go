@@ -85,8 +85,10 @@ func ensureBridge(n *Network) error {
 			return fmt.Errorf("set MTU of %s: %w", n.Bridge, err)
 		}
 	}
-	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())}); err != nil {
-		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
+	for _, s := range n.subnets() {
+		if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())}); err != nil {
+			return fmt.Errorf("add gateway %s to %s: %w", s.Gateway, n.Bridge, err)
+		}
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", n.Bridge, err)
@@ -137,16 +139,19 @@ func removeBridge(n *Network) error {
 		return nil
 	}
 	if n.AddedGateway {
-		err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())})
-		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("remove gateway %s from %s: %w", n.Gateway, n.Bridge, err)
+		for _, s := range n.subnets() {
+			err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())})
+			if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove gateway %s from %s: %w", s.Gateway, n.Bridge, err)
+			}
 		}
 	}
 	return nil
 }
 
 // createVeth makes the endpoint's veth pair with the peer born inside the
-// namespace as eth0, and configures both ends. It fills in e.MAC.
+// namespace under the endpoint's interface name, and configures both ends;
+// the default route only when the endpoint holds it. It fills in e.MAC.
 func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
@@ -157,8 +162,9 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
 	}
 	defer h.Close()
-	if _, err := h.LinkByName(containerIf); err == nil {
-		return kindf(ErrConflict, "namespace %s already has an %s; attach each namespace once", e.Netns, containerIf)
+	ifName := e.ifName()
+	if _, err := h.LinkByName(ifName); err == nil {
+		return kindf(ErrConflict, "namespace %s already has an %s; name another with --ifname", e.Netns, ifName)
 	}
 
 	la := netlink.NewLinkAttrs()
@@ -168,7 +174,7 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			la.HardwareAddr = mac
 		}
 	}
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: containerIf, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: ifName, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
 	if e.MAC != "" {
 		mac, err := net.ParseMAC(e.MAC)
 		if err != nil {
@@ -191,14 +197,14 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 		return fmt.Errorf("set %s up: %w", e.HostIf, err)
 	}
 
-	peer, err := h.LinkByName(containerIf)
+	peer, err := h.LinkByName(ifName)
 	if err != nil {
-		return fmt.Errorf("find %s in %s: %w", containerIf, e.Netns, err)
+		return fmt.Errorf("find %s in %s: %w", ifName, e.Netns, err)
 	}
 	if err := h.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(e.IP, e.PrefixLen)}); err != nil {
-		return fmt.Errorf("add %s to %s in %s: %w", e.IP, containerIf, e.Netns, err)
+		return fmt.Errorf("add %s to %s in %s: %w", e.IP, ifName, e.Netns, err)
 	}
-	for _, l := range []string{"lo", containerIf} {
+	for _, l := range []string{"lo", ifName} {
 		link, err := h.LinkByName(l)
 		if err == nil {
 			err = h.LinkSetUp(link)
@@ -207,11 +213,68 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			return fmt.Errorf("set %s up in %s: %w", l, e.Netns, err)
 		}
 	}
-	route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: e.Gateway.AsSlice()}
+	if !e.NoDefaultRoute {
+		if err := replaceDefaultRoute(h, e, peer.Attrs().Index); err != nil {
+			return err
+		}
+	}
+	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// replaceDefaultRoute points the namespace's one default route at the
+// endpoint's gateway. Replace, not add: a default route via another
+// endpoint's interface is the same route to the kernel and is taken over.
+func replaceDefaultRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
+	route := &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice()}
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("add default route via %s in %s: %w", e.Gateway, e.Netns, err)
 	}
-	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// moveDefaultRoute gives the default route of the namespace at nsFD to e.
+func moveDefaultRoute(e *Endpoint, nsFD int) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(e.ifName())
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", e.ifName(), e.Netns, err)
+	}
+	return replaceDefaultRoute(h, e, l.Attrs().Index)
+}
+
+// freeIfName is the first of eth0, eth1, ... that neither an endpoint
+// record of the namespace (taken) nor an interface in it uses.
+func freeIfName(nsFD int, path string, taken map[string]bool) (string, error) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return "", fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list interfaces in %s: %w", path, err)
+	}
+	for _, l := range links {
+		taken[l.Attrs().Name] = true
+	}
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("eth%d", i); !taken[name] {
+			return name, nil
+		}
+	}
+}
+
+// checkIfName refuses an --ifname the kernel would not take or that would
+// replace the namespace's loopback.
+func checkIfName(name string) error {
+	if len(name) > maxIfNameLen || !nameRE.MatchString(name) || name == "lo" {
+		return fmt.Errorf("%w interface name %q: give 1-15 letters, digits, '_', '.' or '-', not lo, such as eth1", ErrInvalid, name)
+	}
 	return nil
 }
 
