@@ -22,10 +22,10 @@ type Network struct {
 	// addresses, the first being Subnet; records written before a network
 	// could have several leave it out (see subnets).
 	Subnets    []NetworkSubnet `json:"subnets,omitempty"`
-	Bridge     string       `json:"bridge"`
-	MTU        int          `json:"mtu"`
-	ICC        bool         `json:"icc"`
-	Masquerade bool         `json:"masquerade"`
+	Bridge     string          `json:"bridge"`
+	MTU        int             `json:"mtu"`
+	ICC        bool            `json:"icc"`
+	Masquerade bool            `json:"masquerade"`
 	// Routed networks are reachable from outside by their containers'
 	// own addresses (Docker's routed gateway mode), without masquerade.
 	Routed bool `json:"routed"`
@@ -86,10 +86,10 @@ type NetworkCreate struct {
 	IPRanges []string `json:"ip_ranges,omitempty"`
 	// AuxAddresses are name=IP.
 	AuxAddresses []string `json:"aux_addresses,omitempty"`
-	Bridge     string `json:"bridge,omitempty"`
-	MTU        int    `json:"mtu,omitempty"`
-	ICC        *bool  `json:"icc,omitempty"`
-	Masquerade *bool  `json:"masquerade,omitempty"`
+	Bridge       string   `json:"bridge,omitempty"`
+	MTU          int      `json:"mtu,omitempty"`
+	ICC          *bool    `json:"icc,omitempty"`
+	Masquerade   *bool    `json:"masquerade,omitempty"`
 	// Routed implies no masquerade; asking for both is refused.
 	Routed bool `json:"routed,omitempty"`
 }
