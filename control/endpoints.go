@@ -118,6 +118,7 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		gaveUp = &c
 	}
 	undo := func() {
+		removeSourceRoute(e)
 		deleteLink(e.HostIf)
 		a.ipam.ReleaseIPs(n.Name, e.Name)
 		if gaveUp != nil {
@@ -272,6 +273,11 @@ func (a *Agent) detach(name string) error {
 	delete(a.st.endpoints, name)
 	if heir != nil {
 		a.st.endpoints[heir.Name] = heir
+	}
+	if netnsAlive(e) {
+		if err := removeSourceRoute(e); err != nil {
+			a.log.Warn("remove source rule", "endpoint", name, "err", err)
+		}
 	}
 	if err := deleteLink(e.HostIf); err != nil {
 		return err

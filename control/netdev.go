@@ -213,6 +213,9 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			return fmt.Errorf("set %s up in %s: %w", l, e.Netns, err)
 		}
 	}
+	if err := sourceRoute(h, e, peer.Attrs().Index); err != nil {
+		return err
+	}
 	if !e.NoDefaultRoute {
 		if err := replaceDefaultRoute(h, e, peer.Attrs().Index); err != nil {
 			return err
@@ -220,6 +223,82 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	}
 	e.MAC = peer.Attrs().HardwareAddr.String()
 	return nil
+}
+
+// sourceRulePriority places the endpoints' source rules before the main
+// table (32766).
+const sourceRulePriority = 100
+
+// sourceTableBase plus the interface's index inside the namespace is the
+// endpoint's routing table there: unique among the namespace's
+// interfaces, and clear of the reserved tables (253-255).
+const sourceTableBase = 1000
+
+// sourceRoute sends what leaves from the endpoint's address through its
+// own interface: a namespace on several networks has one default route,
+// and without this a reply from a second endpoint's address (to a client
+// of a port published on it) would leave by the first, whose veth drops
+// packets from addresses not its own. A table per endpoint with its subnet
+// and a default route via its gateway, and a rule "from IP" selecting it;
+// a rule left by an earlier pair (recreated after a restart) goes first.
+func sourceRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
+	if err := deleteSourceRules(h, e); err != nil {
+		return err
+	}
+	table := sourceTableBase + ifindex
+	routes := []*netlink.Route{
+		{LinkIndex: ifindex, Dst: ipNet(e.IP, e.PrefixLen), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table},
+		{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table},
+	}
+	routes[0].Dst.IP = routes[0].Dst.IP.Mask(routes[0].Dst.Mask)
+	for _, r := range routes {
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("add route %s to table %d in %s: %w", r, table, e.Netns, err)
+		}
+	}
+	rule := netlink.NewRule()
+	rule.Src, rule.Table, rule.Priority = ipNet(e.IP, e.IP.BitLen()), table, sourceRulePriority
+	if err := h.RuleAdd(rule); err != nil {
+		return fmt.Errorf("add rule from %s in %s: %w", e.IP, e.Netns, err)
+	}
+	return nil
+}
+
+// deleteSourceRules removes the rules sourceRoute made for e's address;
+// its table goes with the interface.
+func deleteSourceRules(h *netlink.Handle, e *Endpoint) error {
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules in %s: %w", e.Netns, err)
+	}
+	for _, r := range rules {
+		if r.Priority != sourceRulePriority || r.Src == nil || r.Table < sourceTableBase {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(r.Src.IP); !ok || ip.Unmap() != e.IP {
+			continue
+		}
+		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete rule from %s in %s: %w", e.IP, e.Netns, err)
+		}
+	}
+	return nil
+}
+
+// removeSourceRoute takes e's source rule out of its namespace, if the
+// namespace is still there.
+func removeSourceRoute(e *Endpoint) error {
+	fd, _, err := openNetns(e.Netns)
+	if err != nil {
+		return nil // gone: so is the rule
+	}
+	defer closeFD(fd)
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	return deleteSourceRules(h, e)
 }
 
 // replaceDefaultRoute points the namespace's one default route at the
