@@ -131,6 +131,11 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		undo()
 		return nil, err
 	}
+	for _, p := range peers {
+		if err := ensureSourceRoute(p, fd); err != nil {
+			a.log.Warn("add source rule", "endpoint", p.Name, "err", err)
+		}
+	}
 	err = a.store.Update(func(tx ipam.Tx) error {
 		if gaveUp != nil {
 			if err := put(tx, bucketEndpoints, gaveUp.Name, gaveUp); err != nil {

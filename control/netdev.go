@@ -2,6 +2,7 @@ package control
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -229,10 +230,15 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 // table (32766).
 const sourceRulePriority = 100
 
-// sourceTableBase plus the interface's index inside the namespace is the
-// endpoint's routing table there: unique among the namespace's
-// interfaces, and clear of the reserved tables (253-255).
-const sourceTableBase = 1000
+// sourceTable is the endpoint's routing table in its namespace: its IPv4
+// address as a number. That is unique among the namespace's endpoints
+// (their networks do not overlap), the same after a restart recreates the
+// pair, and clear of the reserved tables (0, 253-255) for any address a
+// subnet hands out.
+func sourceTable(e *Endpoint) int {
+	b := e.IP.As4()
+	return int(binary.BigEndian.Uint32(b[:]))
+}
 
 // sourceRoute sends what leaves from the endpoint's address through its
 // own interface: a namespace on several networks has one default route,
@@ -245,7 +251,7 @@ func sourceRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
 	if err := deleteSourceRules(h, e); err != nil {
 		return err
 	}
-	table := sourceTableBase + ifindex
+	table := sourceTable(e)
 	routes := []*netlink.Route{
 		{LinkIndex: ifindex, Dst: ipNet(e.IP, e.PrefixLen), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table},
 		{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table},
@@ -272,7 +278,7 @@ func deleteSourceRules(h *netlink.Handle, e *Endpoint) error {
 		return fmt.Errorf("list rules in %s: %w", e.Netns, err)
 	}
 	for _, r := range rules {
-		if r.Priority != sourceRulePriority || r.Src == nil || r.Table < sourceTableBase {
+		if r.Priority != sourceRulePriority || r.Src == nil {
 			continue
 		}
 		if ip, ok := netip.AddrFromSlice(r.Src.IP); !ok || ip.Unmap() != e.IP {
@@ -310,6 +316,22 @@ func replaceDefaultRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
 		return fmt.Errorf("add default route via %s in %s: %w", e.Gateway, e.Netns, err)
 	}
 	return nil
+}
+
+// ensureSourceRoute gives an endpoint already in the namespace at nsFD its
+// source rule and table (sourceRoute); endpoints attached by an agent that
+// did not make them have none.
+func ensureSourceRoute(e *Endpoint, nsFD int) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(e.ifName())
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", e.ifName(), e.Netns, err)
+	}
+	return sourceRoute(h, e, l.Attrs().Index)
 }
 
 // moveDefaultRoute gives the default route of the namespace at nsFD to e.
