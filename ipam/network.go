@@ -245,12 +245,15 @@ func ParseNetwork(id string, o NetworkOptions) (Network, error) {
 				return &n.Subnets[i], nil
 			}
 		}
+		if len(n.Subnets) == 1 {
+			return nil, fmt.Errorf("%w %s %s: outside subnet %s; give one inside it", ErrInvalid, flag, value, n.Subnets[0].Prefix)
+		}
 		return nil, fmt.Errorf("%w %s %s: outside every subnet (%s); give one inside a --subnet", ErrInvalid, flag, value, strings.Join(o.Subnets, ", "))
 	}
 	for _, v := range o.Gateways {
 		g, err := netip.ParseAddr(v)
 		if err != nil {
-			return Network{}, fmt.Errorf("%w gateway %q: not an address; give one inside the subnet, such as %s", ErrInvalid, v, n.Subnets[0].Prefix.Addr().Next())
+			return Network{}, fmt.Errorf("parse gateway %q: %w address; give one inside the subnet, such as %s", v, ErrInvalid, n.Subnets[0].Prefix.Addr().Next())
 		}
 		s, err := containing("gateway", v, g.Unmap())
 		if err != nil {
@@ -264,7 +267,7 @@ func ParseNetwork(id string, o NetworkOptions) (Network, error) {
 	for _, v := range o.IPRanges {
 		r, err := netip.ParsePrefix(v)
 		if err != nil {
-			return Network{}, fmt.Errorf("%w IP range %q: not a CIDR; give a prefix inside the subnet, such as %s/%d", ErrInvalid, v, n.Subnets[0].Prefix.Addr(), min(n.Subnets[0].Prefix.Bits()+1, n.Subnets[0].Prefix.Addr().BitLen()))
+			return Network{}, fmt.Errorf("parse IP range %q: %w CIDR; give a prefix inside the subnet, such as %s/%d", v, ErrInvalid, n.Subnets[0].Prefix.Addr(), min(n.Subnets[0].Prefix.Bits()+1, n.Subnets[0].Prefix.Addr().BitLen()))
 		}
 		s, err := containing("IP range", v, r.Addr())
 		if err != nil {
