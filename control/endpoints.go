@@ -132,7 +132,11 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		return nil, err
 	}
 	for _, p := range peers {
-		if err := ensureSourceRoute(p, fd); err != nil {
+		pn := a.st.networks[p.Network]
+		if pn == nil {
+			continue
+		}
+		if err := ensureSourceRoute(p, pn, fd); err != nil {
 			a.log.Warn("add source rule", "endpoint", p.Name, "err", err)
 		}
 	}

@@ -214,7 +214,16 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			return fmt.Errorf("set %s up in %s: %w", l, e.Netns, err)
 		}
 	}
-	if err := sourceRoute(h, e, peer.Attrs().Index); err != nil {
+	// The network's other subnets are on the same bridge: reached
+	// directly, frames addressed to the peer (the endpoint programs hand
+	// same-network frames straight to the peer's veth as they are).
+	for _, p := range siblingSubnets(n, e) {
+		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: ipNet(p.Addr(), p.Bits()), Scope: netlink.SCOPE_LINK}
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("add route to %s via %s in %s: %w", p, ifName, e.Netns, err)
+		}
+	}
+	if err := sourceRoute(h, e, n, peer.Attrs().Index); err != nil {
 		return err
 	}
 	if !e.NoDefaultRoute {
@@ -224,6 +233,18 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	}
 	e.MAC = peer.Attrs().HardwareAddr.String()
 	return nil
+}
+
+// siblingSubnets are the subnets of n other than the one holding e's
+// address.
+func siblingSubnets(n *Network, e *Endpoint) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range n.subnets() {
+		if !s.Subnet.Contains(e.IP) {
+			out = append(out, s.Subnet.Masked())
+		}
+	}
+	return out
 }
 
 // sourceRulePriority places the endpoints' source rules before the main
@@ -247,16 +268,17 @@ func sourceTable(e *Endpoint) int {
 // packets from addresses not its own. A table per endpoint with its subnet
 // and a default route via its gateway, and a rule "from IP" selecting it;
 // a rule left by an earlier pair (recreated after a restart) goes first.
-func sourceRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
+func sourceRoute(h *netlink.Handle, e *Endpoint, n *Network, ifindex int) error {
 	if err := deleteSourceRules(h, e); err != nil {
 		return err
 	}
 	table := sourceTable(e)
-	routes := []*netlink.Route{
-		{LinkIndex: ifindex, Dst: ipNet(e.IP, e.PrefixLen), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table},
-		{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table},
+	own := netip.PrefixFrom(e.IP, e.PrefixLen).Masked()
+	var routes []*netlink.Route
+	for _, p := range append([]netip.Prefix{own}, siblingSubnets(n, e)...) {
+		routes = append(routes, &netlink.Route{LinkIndex: ifindex, Dst: ipNet(p.Addr(), p.Bits()), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table})
 	}
-	routes[0].Dst.IP = routes[0].Dst.IP.Mask(routes[0].Dst.Mask)
+	routes = append(routes, &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table})
 	for _, r := range routes {
 		if err := h.RouteReplace(r); err != nil {
 			return fmt.Errorf("add route %s to table %d in %s: %w", r, table, e.Netns, err)
@@ -321,7 +343,7 @@ func replaceDefaultRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
 // ensureSourceRoute gives an endpoint already in the namespace at nsFD its
 // source rule and table (sourceRoute); endpoints attached by an agent that
 // did not make them have none.
-func ensureSourceRoute(e *Endpoint, nsFD int) error {
+func ensureSourceRoute(e *Endpoint, n *Network, nsFD int) error {
 	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
 	if err != nil {
 		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
@@ -331,7 +353,7 @@ func ensureSourceRoute(e *Endpoint, nsFD int) error {
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", e.ifName(), e.Netns, err)
 	}
-	return sourceRoute(h, e, l.Attrs().Index)
+	return sourceRoute(h, e, n, l.Attrs().Index)
 }
 
 // moveDefaultRoute gives the default route of the namespace at nsFD to e.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/netip"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -310,6 +311,23 @@ func TestSeveralSubnets(t *testing.T) {
 	w.ok("port", "publish", "b", "8083:80")
 	res, err := w.outside.Dial("tcp", w.hostIP.String()+":8083")
 	expectEcho(t, res, err, w.outsideIP, "outside -> 8083")
+	// One network: its subnets reach each other through their gateways.
+	reaches(t, w.containers[0], netip.AddrPortFrom(b.IP, 80).String(), a.IP)
+
+	// After a restart the subnets, the gateway and the cursor hold.
+	w.agent.stop(syscall.SIGTERM)
+	w.waitNotify("STOPPING=1")
+	w.startAgent()
+	var again control.NetworkInfo
+	w.okJSON(&again, "network", "inspect", "multi")
+	if len(again.Subnets) != 2 || !reflect.DeepEqual(again.Subnets, n.Subnets) {
+		t.Errorf("after a restart the network is %+v, want %+v", again.Subnets, n.Subnets)
+	}
+	var c control.Endpoint
+	w.okJSON(&c, "endpoint", "attach", "multi", "c", "--netns", w.containers[2].Path())
+	if c.IP.String() != "10.87.0.2" {
+		t.Errorf("after a restart the next address is %s, want 10.87.0.2", c.IP)
+	}
 	w.ok("network", "rm", "multi", "--force")
 	if out := w.host.IP(t, "-br", "link"); strings.Contains(out, n.Bridge+" ") {
 		t.Errorf("bridge %s left after network rm:\n%s", n.Bridge, out)
