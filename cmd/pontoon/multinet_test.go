@@ -311,7 +311,10 @@ func TestSeveralSubnets(t *testing.T) {
 	w.ok("port", "publish", "b", "8083:80")
 	res, err := w.outside.Dial("tcp", w.hostIP.String()+":8083")
 	expectEcho(t, res, err, w.outsideIP, "outside -> 8083")
-	// One network: its subnets reach each other through their gateways.
+	outside := netip.AddrPortFrom(w.outsideIP, 9000).String()
+	w.outside.ServeTCP(t, outside)
+	reaches(t, w.containers[1], outside, w.hostIP)
+	// One network: its subnets reach each other directly.
 	reaches(t, w.containers[0], netip.AddrPortFrom(b.IP, 80).String(), a.IP)
 
 	// After a restart the subnets, the gateway and the cursor hold.
@@ -323,6 +326,11 @@ func TestSeveralSubnets(t *testing.T) {
 	if len(again.Subnets) != 2 || !reflect.DeepEqual(again.Subnets, n.Subnets) {
 		t.Errorf("after a restart the network is %+v, want %+v", again.Subnets, n.Subnets)
 	}
+	res, err = w.outside.Dial("tcp", w.hostIP.String()+":8083")
+	expectEcho(t, res, err, w.outsideIP, "outside -> 8083 after a restart")
+	// Masqueraded out of the second subnet.
+	reaches(t, w.containers[1], outside, w.hostIP)
+	reaches(t, w.containers[0], netip.AddrPortFrom(b.IP, 80).String(), a.IP)
 	var c control.Endpoint
 	w.okJSON(&c, "endpoint", "attach", "multi", "c", "--netns", w.containers[2].Path())
 	if c.IP.String() != "10.87.0.2" {
