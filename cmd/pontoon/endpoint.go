@@ -31,7 +31,7 @@ eth2, ... (or --ifname). The namespace has one default route, the first
 endpoint's or the one attached with --default-route; detaching its holder
 moves it to another endpoint of the namespace. Publish ports per endpoint:
 each network's ports go to that endpoint's address.`,
-		Args:  exactArgs(2, "a network and an endpoint name"),
+		Args: exactArgs(2, "a network and an endpoint name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Network, req.Name = args[0], args[1]
 			if req.Netns != "" {
