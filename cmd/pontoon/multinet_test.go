@@ -135,6 +135,12 @@ func TestMultiNetworkEndpoints(t *testing.T) {
 		expectEcho(t, res, err, w.e1.IP, "c1 -> "+hostPort("8091"))
 		res, err = w.c1.DialFrom(t, w.cgroup, "tcp", hostPort("8092"))
 		expectEcho(t, res, err, w.e2.IP, "c1 -> "+hostPort("8092"))
+		// Without the socket hooks, tc's hairpin path takes it through
+		// the host, to either network.
+		res, err = w.c1.Dial("tcp", hostPort("8091"))
+		expectEcho(t, res, err, netip.MustParseAddr("10.81.0.1"), "c1 -> "+hostPort("8091")+" (hairpin)")
+		res, err = w.c1.Dial("tcp", hostPort("8092"))
+		expectEcho(t, res, err, netip.MustParseAddr("10.82.0.1"), "c1 -> "+hostPort("8092")+" (hairpin)")
 	}
 	checkIsolation := func(t *testing.T) {
 		// c3 is on n1 only: n2 stays out of its reach, c1's n2 address
