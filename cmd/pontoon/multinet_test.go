@@ -243,13 +243,15 @@ func TestMultiNetworkEndpoints(t *testing.T) {
 // saying what to do, a non-zero exit and no change.
 func TestMultiNetworkBadInput(t *testing.T) {
 	w := newMultiWorld(t)
+	// A third network c1 is not on, for an --ifname c1 has already.
+	w.ok("network", "create", "n3b", "--subnet", "10.85.0.0/24")
 	cases := []struct {
 		name string
 		args []string
 		says string
 	}{
 		{"same network twice", []string{"endpoint", "attach", "n1", "again", "--netns", w.c1.Path()}, "already attached to network n1 as endpoint c1"},
-		{"interface name taken", []string{"endpoint", "attach", "n3", "x", "--netns", w.c1.Path(), "--ifname", "eth1"}, "no network n3"},
+		{"interface name taken", []string{"endpoint", "attach", "n3b", "x", "--netns", w.c1.Path(), "--ifname", "eth1"}, "as eth1 already; give another --ifname"},
 		{"bad interface name", []string{"endpoint", "attach", "n1", "x", "--netns", w.spare.Path(), "--ifname", "lo"}, "interface name \"lo\""},
 		{"long interface name", []string{"endpoint", "attach", "n1", "x", "--netns", w.spare.Path(), "--ifname", "averyveryverylongname"}, "1-15 letters"},
 		{"aux address reserved", []string{"endpoint", "attach", "n2", "x", "--netns", w.spare.Path(), "--ip", "10.82.0.128"}, "reserved as auxiliary address router"},
@@ -261,13 +263,6 @@ func TestMultiNetworkBadInput(t *testing.T) {
 		{"two gateways for a subnet", []string{"network", "create", "n3", "--subnet", "10.83.0.0/24", "--gateway", "10.83.0.1", "--gateway", "10.83.0.2"}, "one gateway per subnet"},
 		{"overlapping subnets", []string{"network", "create", "n3", "--subnet", "10.83.0.0/24", "--subnet", "10.83.0.0/25"}, "they overlap"},
 	}
-	// An interface name an endpoint of the namespace has.
-	cases[1] = struct {
-		name string
-		args []string
-		says string
-	}{"interface name taken", []string{"endpoint", "attach", "n3b", "x", "--netns", w.c1.Path(), "--ifname", "eth1"}, "as eth1 already; give another --ifname"}
-	w.ok("network", "create", "n3b", "--subnet", "10.85.0.0/24")
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := w.snapshot()
