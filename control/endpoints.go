@@ -16,7 +16,10 @@ import (
 )
 
 // Attach joins a network namespace to a network: an address from ipam, a
-// veth pair with the peer as eth0 in the namespace, then the record.
+// veth pair with the peer as eth0 in the namespace (eth1, eth2, ... for a
+// namespace already on other networks), then the record. The first
+// endpoint of a namespace, or the one asking for it, holds the default
+// route.
 func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	if err := checkName("endpoint", req.Name); err != nil {
 		return nil, err
@@ -39,6 +42,11 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 			return nil, fmt.Errorf("%w IP %q: give an address inside the network's subnet, such as 10.88.0.10", ErrInvalid, req.IP)
 		}
 		static = append(static, ip)
+	}
+	if req.IfName != "" {
+		if err := checkIfName(req.IfName); err != nil {
+			return nil, err
+		}
 	}
 	if req.MAC != "" {
 		mac, err := net.ParseMAC(req.MAC)
@@ -68,9 +76,26 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		return nil, err
 	}
 	ino := ns.Ino
-	for _, other := range a.st.endpoints {
-		if other.NetnsInode == ino && netnsAlive(other) {
-			return nil, kindf(ErrConflict, "namespace %s is already attached as endpoint %s", path, other.Name)
+	peers := a.namespacePeers(ino, "")
+	taken := map[string]bool{}
+	for _, p := range peers {
+		if p.Network == n.Name {
+			return nil, kindf(ErrConflict, "namespace %s is already attached to network %s as endpoint %s; a namespace has one endpoint per network (attach it to another network, or detach %s first)", path, n.Name, p.Name, p.Name)
+		}
+		taken[p.ifName()] = true
+	}
+	ifName := req.IfName
+	if ifName == "" {
+		if ifName, err = freeIfName(fd, path, taken); err != nil {
+			return nil, err
+		}
+	} else if taken[ifName] {
+		return nil, kindf(ErrConflict, "namespace %s has endpoint %s as %s already; give another --ifname", path, peerWithIf(peers, ifName), ifName)
+	}
+	var holder *Endpoint
+	for _, p := range peers {
+		if !p.NoDefaultRoute {
+			holder = p
 		}
 	}
 
@@ -78,24 +103,59 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	sub, _ := n.subnetOf(ips[0])
 	e := &Endpoint{
 		Name: req.Name, Network: n.Name, Netns: path, NetnsInode: ino,
-		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway,
-		MAC: req.MAC, MTU: n.MTU,
+		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: sub.Subnet.Bits(), Gateway: sub.Gateway,
+		MAC: req.MAC, MTU: n.MTU, IfName: ifName, NoDefaultRoute: holder != nil && !req.DefaultRoute,
+	}
+	// The holder gives the route up when e takes it: createVeth replaces
+	// the namespace's default route.
+	var gaveUp *Endpoint
+	if holder != nil && !e.NoDefaultRoute {
+		c := *holder
+		c.NoDefaultRoute = true
+		gaveUp = &c
 	}
 	undo := func() {
+		removeSourceRoute(e)
 		deleteLink(e.HostIf)
 		a.ipam.ReleaseIPs(n.Name, e.Name)
+		if gaveUp != nil {
+			if err := moveDefaultRoute(holder, fd); err != nil {
+				a.log.Warn("give the default route back", "endpoint", holder.Name, "err", err)
+			}
+		}
 	}
 	if err := createVeth(e, n, fd); err != nil {
 		undo()
 		return nil, err
 	}
-	if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketEndpoints, e.Name, e) }); err != nil {
+	for _, p := range peers {
+		pn := a.st.networks[p.Network]
+		if pn == nil {
+			continue
+		}
+		if err := ensureSourceRoute(p, pn, fd); err != nil {
+			a.log.Warn("add source rule", "endpoint", p.Name, "err", err)
+		}
+	}
+	err = a.store.Update(func(tx ipam.Tx) error {
+		if gaveUp != nil {
+			if err := put(tx, bucketEndpoints, gaveUp.Name, gaveUp); err != nil {
+				return err
+			}
+		}
+		return put(tx, bucketEndpoints, e.Name, e)
+	})
+	if err != nil {
 		undo()
 		return nil, fmt.Errorf("save endpoint %s: %w", e.Name, err)
 	}
 	a.st.endpoints[e.Name] = e
+	if gaveUp != nil {
+		a.st.endpoints[gaveUp.Name] = gaveUp
+	}
 	if err := a.syncTopology(); err != nil {
 		a.log.Error("sync datapath topology", "endpoint", e.Name, "err", err)
 	}
@@ -104,6 +164,36 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 }
 
 func closeFD(fd int) { unix.Close(fd) }
+
+// namespacePeers are the endpoints in the live namespace ino but the one
+// named except, by interface name (eth2 before eth10).
+func (a *Agent) namespacePeers(ino uint64, except string) []*Endpoint {
+	var out []*Endpoint
+	for _, e := range a.st.endpoints {
+		if e.NetnsInode == ino && e.Name != except && netnsAlive(e) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(x, y *Endpoint) int {
+		if c := len(x.ifName()) - len(y.ifName()); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.ifName(), y.ifName()); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Name, y.Name)
+	})
+	return out
+}
+
+func peerWithIf(peers []*Endpoint, ifName string) string {
+	for _, p := range peers {
+		if p.ifName() == ifName {
+			return p.Name
+		}
+	}
+	return ""
+}
 
 // Endpoints lists endpoints by name, of one network or of all.
 func (a *Agent) Endpoints(network string) ([]*Endpoint, error) {
@@ -156,7 +246,9 @@ func (a *Agent) Detach(name string) error {
 }
 
 // detach: mappings, then the record, then the veth and the address. A
-// crash in between leaves only what reconcile prunes.
+// crash in between leaves only what reconcile prunes. When the endpoint
+// held its namespace's default route, the first other endpoint there (by
+// interface name) takes it over.
 func (a *Agent) detach(name string) error {
 	e := a.st.endpoints[name]
 	var ms []*PortMapping
@@ -168,18 +260,60 @@ func (a *Agent) detach(name string) error {
 	if err := a.unpublish(ms); err != nil {
 		return err
 	}
-	if err := a.store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketEndpoints, []byte(name)) }); err != nil {
+	var heir *Endpoint
+	if !e.NoDefaultRoute {
+		if peers := a.namespacePeers(e.NetnsInode, name); len(peers) > 0 {
+			c := *peers[0]
+			c.NoDefaultRoute = false
+			heir = &c
+		}
+	}
+	err := a.store.Update(func(tx ipam.Tx) error {
+		if heir != nil {
+			if err := put(tx, bucketEndpoints, heir.Name, heir); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(bucketEndpoints, []byte(name))
+	})
+	if err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", name, err)
 	}
 	delete(a.st.endpoints, name)
+	if heir != nil {
+		a.st.endpoints[heir.Name] = heir
+	}
+	if netnsAlive(e) {
+		if err := removeSourceRoute(e); err != nil {
+			a.log.Warn("remove source rule", "endpoint", name, "err", err)
+		}
+	}
 	if err := deleteLink(e.HostIf); err != nil {
 		return err
+	}
+	if heir != nil {
+		if err := a.giveDefaultRoute(heir); err != nil {
+			return err
+		}
 	}
 	if err := a.syncTopology(); err != nil {
 		return err
 	}
 	if _, err := a.ipam.ReleaseIPs(e.Network, name); err != nil && !errors.Is(err, ipam.ErrNotFound) {
 		return err
+	}
+	return nil
+}
+
+// giveDefaultRoute points e's namespace's default route at e's gateway.
+func (a *Agent) giveDefaultRoute(e *Endpoint) error {
+	fd, _, err := openNetns(e.Netns)
+	if err != nil {
+		return err
+	}
+	defer closeFD(fd)
+	if err := moveDefaultRoute(e, fd); err != nil {
+		return fmt.Errorf("move the default route to endpoint %s: %w", e.Name, err)
 	}
 	return nil
 }

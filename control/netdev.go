@@ -2,6 +2,7 @@ package control
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -85,8 +86,10 @@ func ensureBridge(n *Network) error {
 			return fmt.Errorf("set MTU of %s: %w", n.Bridge, err)
 		}
 	}
-	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())}); err != nil {
-		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
+	for _, s := range n.subnets() {
+		if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())}); err != nil {
+			return fmt.Errorf("add gateway %s to %s: %w", s.Gateway, n.Bridge, err)
+		}
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", n.Bridge, err)
@@ -137,16 +140,19 @@ func removeBridge(n *Network) error {
 		return nil
 	}
 	if n.AddedGateway {
-		err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())})
-		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("remove gateway %s from %s: %w", n.Gateway, n.Bridge, err)
+		for _, s := range n.subnets() {
+			err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())})
+			if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove gateway %s from %s: %w", s.Gateway, n.Bridge, err)
+			}
 		}
 	}
 	return nil
 }
 
 // createVeth makes the endpoint's veth pair with the peer born inside the
-// namespace as eth0, and configures both ends. It fills in e.MAC.
+// namespace under the endpoint's interface name, and configures both ends;
+// the default route only when the endpoint holds it. It fills in e.MAC.
 func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
@@ -157,8 +163,9 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
 	}
 	defer h.Close()
-	if _, err := h.LinkByName(containerIf); err == nil {
-		return kindf(ErrConflict, "namespace %s already has an %s; attach each namespace once", e.Netns, containerIf)
+	ifName := e.ifName()
+	if _, err := h.LinkByName(ifName); err == nil {
+		return kindf(ErrConflict, "namespace %s already has an %s; name another with --ifname", e.Netns, ifName)
 	}
 
 	la := netlink.NewLinkAttrs()
@@ -168,7 +175,7 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			la.HardwareAddr = mac
 		}
 	}
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: containerIf, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: ifName, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
 	if e.MAC != "" {
 		mac, err := net.ParseMAC(e.MAC)
 		if err != nil {
@@ -191,14 +198,14 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 		return fmt.Errorf("set %s up: %w", e.HostIf, err)
 	}
 
-	peer, err := h.LinkByName(containerIf)
+	peer, err := h.LinkByName(ifName)
 	if err != nil {
-		return fmt.Errorf("find %s in %s: %w", containerIf, e.Netns, err)
+		return fmt.Errorf("find %s in %s: %w", ifName, e.Netns, err)
 	}
 	if err := h.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(e.IP, e.PrefixLen)}); err != nil {
-		return fmt.Errorf("add %s to %s in %s: %w", e.IP, containerIf, e.Netns, err)
+		return fmt.Errorf("add %s to %s in %s: %w", e.IP, ifName, e.Netns, err)
 	}
-	for _, l := range []string{"lo", containerIf} {
+	for _, l := range []string{"lo", ifName} {
 		link, err := h.LinkByName(l)
 		if err == nil {
 			err = h.LinkSetUp(link)
@@ -207,11 +214,190 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 			return fmt.Errorf("set %s up in %s: %w", l, e.Netns, err)
 		}
 	}
-	route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: e.Gateway.AsSlice()}
+	// The network's other subnets are on the same bridge: reached
+	// directly, frames addressed to the peer (the endpoint programs hand
+	// same-network frames straight to the peer's veth as they are).
+	for _, p := range siblingSubnets(n, e) {
+		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: ipNet(p.Addr(), p.Bits()), Scope: netlink.SCOPE_LINK}
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("add route to %s via %s in %s: %w", p, ifName, e.Netns, err)
+		}
+	}
+	if err := sourceRoute(h, e, n, peer.Attrs().Index); err != nil {
+		return err
+	}
+	if !e.NoDefaultRoute {
+		if err := replaceDefaultRoute(h, e, peer.Attrs().Index); err != nil {
+			return err
+		}
+	}
+	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// siblingSubnets are the subnets of n other than the one holding e's
+// address.
+func siblingSubnets(n *Network, e *Endpoint) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range n.subnets() {
+		if !s.Subnet.Contains(e.IP) {
+			out = append(out, s.Subnet.Masked())
+		}
+	}
+	return out
+}
+
+// sourceRulePriority places the endpoints' source rules before the main
+// table (32766).
+const sourceRulePriority = 100
+
+// sourceTable is the endpoint's routing table in its namespace: its IPv4
+// address as a number. That is unique among the namespace's endpoints
+// (their networks do not overlap), the same after a restart recreates the
+// pair, and clear of the reserved tables (0, 253-255) for any address a
+// subnet hands out.
+func sourceTable(e *Endpoint) int {
+	b := e.IP.As4()
+	return int(binary.BigEndian.Uint32(b[:]))
+}
+
+// sourceRoute sends what leaves from the endpoint's address through its
+// own interface: a namespace on several networks has one default route,
+// and without this a reply from a second endpoint's address (to a client
+// of a port published on it) would leave by the first, whose veth drops
+// packets from addresses not its own. A table per endpoint with its subnet
+// and a default route via its gateway, and a rule "from IP" selecting it;
+// a rule left by an earlier pair (recreated after a restart) goes first.
+func sourceRoute(h *netlink.Handle, e *Endpoint, n *Network, ifindex int) error {
+	if err := deleteSourceRules(h, e); err != nil {
+		return err
+	}
+	table := sourceTable(e)
+	own := netip.PrefixFrom(e.IP, e.PrefixLen).Masked()
+	var routes []*netlink.Route
+	for _, p := range append([]netip.Prefix{own}, siblingSubnets(n, e)...) {
+		routes = append(routes, &netlink.Route{LinkIndex: ifindex, Dst: ipNet(p.Addr(), p.Bits()), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table})
+	}
+	routes = append(routes, &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table})
+	for _, r := range routes {
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("add route %s to table %d in %s: %w", r, table, e.Netns, err)
+		}
+	}
+	rule := netlink.NewRule()
+	rule.Src, rule.Table, rule.Priority = ipNet(e.IP, e.IP.BitLen()), table, sourceRulePriority
+	if err := h.RuleAdd(rule); err != nil {
+		return fmt.Errorf("add rule from %s in %s: %w", e.IP, e.Netns, err)
+	}
+	return nil
+}
+
+// deleteSourceRules removes the rules sourceRoute made for e's address;
+// its table goes with the interface.
+func deleteSourceRules(h *netlink.Handle, e *Endpoint) error {
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules in %s: %w", e.Netns, err)
+	}
+	for _, r := range rules {
+		if r.Priority != sourceRulePriority || r.Src == nil {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(r.Src.IP); !ok || ip.Unmap() != e.IP {
+			continue
+		}
+		if err := h.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete rule from %s in %s: %w", e.IP, e.Netns, err)
+		}
+	}
+	return nil
+}
+
+// removeSourceRoute takes e's source rule out of its namespace, if the
+// namespace is still there.
+func removeSourceRoute(e *Endpoint) error {
+	fd, _, err := openNetns(e.Netns)
+	if err != nil {
+		return nil // gone: so is the rule
+	}
+	defer closeFD(fd)
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	return deleteSourceRules(h, e)
+}
+
+// replaceDefaultRoute points the namespace's one default route at the
+// endpoint's gateway. Replace, not add: a default route via another
+// endpoint's interface is the same route to the kernel and is taken over.
+func replaceDefaultRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
+	route := &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice()}
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("add default route via %s in %s: %w", e.Gateway, e.Netns, err)
 	}
-	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// ensureSourceRoute gives an endpoint already in the namespace at nsFD its
+// source rule and table (sourceRoute); endpoints attached by an agent that
+// did not make them have none.
+func ensureSourceRoute(e *Endpoint, n *Network, nsFD int) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(e.ifName())
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", e.ifName(), e.Netns, err)
+	}
+	return sourceRoute(h, e, n, l.Attrs().Index)
+}
+
+// moveDefaultRoute gives the default route of the namespace at nsFD to e.
+func moveDefaultRoute(e *Endpoint, nsFD int) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("open netlink in %s: %w", e.Netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(e.ifName())
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", e.ifName(), e.Netns, err)
+	}
+	return replaceDefaultRoute(h, e, l.Attrs().Index)
+}
+
+// freeIfName is the first of eth0, eth1, ... that neither an endpoint
+// record of the namespace (taken) nor an interface in it uses.
+func freeIfName(nsFD int, path string, taken map[string]bool) (string, error) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return "", fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list interfaces in %s: %w", path, err)
+	}
+	for _, l := range links {
+		taken[l.Attrs().Name] = true
+	}
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("eth%d", i); !taken[name] {
+			return name, nil
+		}
+	}
+}
+
+// checkIfName refuses an --ifname the kernel would not take or that would
+// replace the namespace's loopback.
+func checkIfName(name string) error {
+	if len(name) > maxIfNameLen || !nameRE.MatchString(name) || name == "lo" {
+		return fmt.Errorf("%w interface name %q: give 1-15 letters, digits, '_', '.' or '-', not lo, such as eth1", ErrInvalid, name)
+	}
 	return nil
 }
 

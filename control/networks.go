@@ -50,14 +50,17 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 		}
 	}
 
-	sub, err := a.subnetFor(req)
+	ipn, err := a.subnetsFor(req)
 	if err != nil {
 		return nil, err
 	}
-	n.Subnet, n.Gateway = sub.Prefix, sub.Gateway
-	if !n.Subnet.Addr().Is4() {
-		return nil, kindf(ErrUnsupported, "subnet %s: IPv6 networks are not supported yet; give an IPv4 subnet", n.Subnet)
+	for _, s := range ipn.Subnets {
+		if !s.Prefix.Addr().Is4() {
+			return nil, kindf(ErrUnsupported, "subnet %s: IPv6 networks are not supported yet; give an IPv4 subnet", s.Prefix)
+		}
+		n.Subnets = append(n.Subnets, NetworkSubnet{Subnet: s.Prefix, Gateway: s.Gateway, IPRange: s.Range, AuxAddresses: s.Aux})
 	}
+	n.Subnet, n.Gateway = n.Subnets[0].Subnet, n.Subnets[0].Gateway
 
 	exists, hasGW, err := bridgeHasAddr(n.Bridge, n.Gateway)
 	if err != nil {
@@ -90,23 +93,44 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 	return a.networkInfo(n), nil
 }
 
-// subnetFor parses the requested subnet or picks a free private one.
-func (a *Agent) subnetFor(req NetworkCreate) (ipam.Subnet, error) {
+// subnetsFor reads the requested subnets with their gateways, ranges and
+// auxiliary addresses, or picks a free private subnet.
+func (a *Agent) subnetsFor(req NetworkCreate) (ipam.Network, error) {
+	opts := ipam.NetworkOptions{Subnets: req.Subnets, Gateways: req.Gateways, IPRanges: req.IPRanges, AuxAddresses: req.AuxAddresses}
 	if req.Subnet != "" {
-		return ipam.ParseSubnet(req.Subnet, req.Gateway, "")
+		opts.Subnets = append([]string{req.Subnet}, opts.Subnets...)
+	}
+	if req.Gateway != "" {
+		opts.Gateways = append([]string{req.Gateway}, opts.Gateways...)
+	}
+	if len(opts.Subnets) > 0 {
+		return ipam.ParseNetwork(req.Name, opts)
+	}
+	// A range or a reserved address only means something in a subnet
+	// the user chose.
+	switch {
+	case len(opts.IPRanges) > 0:
+		return ipam.Network{}, kindf(ErrInvalid, "--ip-range %s needs the subnet it lies in; give --subnet", opts.IPRanges[0])
+	case len(opts.AuxAddresses) > 0:
+		return ipam.Network{}, kindf(ErrInvalid, "--aux-address %s needs the subnet it lies in; give --subnet", opts.AuxAddresses[0])
+	case len(opts.Gateways) > 1:
+		return ipam.Network{}, kindf(ErrInvalid, "%d gateways and no subnet: give one --subnet per gateway", len(opts.Gateways))
 	}
 	taken, err := hostPrefixes()
 	if err != nil {
-		return ipam.Subnet{}, err
+		return ipam.Network{}, err
 	}
 	for _, n := range a.st.networks {
-		taken = append(taken, n.Subnet)
+		for _, s := range n.subnets() {
+			taken = append(taken, s.Subnet)
+		}
 	}
 	p, ok := pickSubnet(candidateSubnets(), taken)
 	if !ok {
-		return ipam.Subnet{}, kindf(ErrConflict, "every candidate private range overlaps a route, a nameserver or a network; give --subnet")
+		return ipam.Network{}, kindf(ErrConflict, "every candidate private range overlaps a route, a nameserver or a network; give --subnet")
 	}
-	return ipam.ParseSubnet(p.String(), req.Gateway, "")
+	opts.Subnets = []string{p.String()}
+	return ipam.ParseNetwork(req.Name, opts)
 }
 
 func (a *Agent) networkInfo(n *Network) *NetworkInfo {
@@ -121,9 +145,18 @@ func (a *Agent) networkInfo(n *Network) *NetworkInfo {
 		info.Notes = append(info.Notes, "icc=false: endpoints reach each other only through published ports")
 	}
 	if n.Routed {
-		info.Notes = append(info.Notes, fmt.Sprintf("routed: the outside reaches endpoints by their own addresses, any port (give other hosts a route to %s via this host); no masquerade", n.Subnet))
+		info.Notes = append(info.Notes, fmt.Sprintf("routed: the outside reaches endpoints by their own addresses, any port (give other hosts a route to %s via this host); no masquerade", subnetList(n)))
 	}
 	return info
+}
+
+// subnetList names a network's subnets, for messages.
+func subnetList(n *Network) string {
+	var out []string
+	for _, s := range n.subnets() {
+		out = append(out, s.Subnet.String())
+	}
+	return strings.Join(out, ", ")
 }
 
 // Networks lists every network by name.

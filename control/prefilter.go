@@ -47,7 +47,9 @@ func (a *Agent) enablePrefilter(cfg maps.ConfigValue, bindings []maps.Binding) e
 		bits.AddBinding(b)
 	}
 	for _, n := range a.st.networks {
-		bits.AddNetwork(n.Subnet)
+		for _, sub := range n.subnets() {
+			bits.AddNetwork(sub.Subnet)
+		}
 	}
 	if err := maps.NewPrefilter(a.dp.Maps.Prefilter).Write(&bits); err != nil {
 		return fmt.Errorf("write the datapath's prefilter: %w", err)

@@ -190,7 +190,11 @@ func (a *Agent) reconcileIPAM() error {
 }
 
 func ipamNetwork(n *Network) ipam.Network {
-	return ipam.Network{ID: n.Name, Subnets: []ipam.Subnet{{Prefix: n.Subnet, Gateway: n.Gateway}}}
+	out := ipam.Network{ID: n.Name}
+	for _, s := range n.subnets() {
+		out.Subnets = append(out.Subnets, ipam.Subnet{Prefix: s.Subnet, Gateway: s.Gateway, Range: s.IPRange, Aux: s.AuxAddresses})
+	}
+	return out
 }
 
 // reconcileLinks recreates missing bridges and veths, drops endpoints

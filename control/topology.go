@@ -41,11 +41,13 @@ func (a *Agent) syncTopology() error {
 	var networks []maps.Network
 	var subnets []netip.Prefix
 	for _, n := range a.st.networks {
-		networks = append(networks, maps.Network{
-			Subnet: n.Subnet.Masked(), Gateway: n.Gateway, ID: networkID(n.Name),
-			Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
-		})
-		subnets = append(subnets, n.Subnet)
+		for _, sub := range n.subnets() {
+			networks = append(networks, maps.Network{
+				Subnet: sub.Subnet.Masked(), Gateway: sub.Gateway, ID: networkID(n.Name),
+				Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
+			})
+			subnets = append(subnets, sub.Subnet)
+		}
 		if _, err := a.dp.AttachBridge(n.Bridge); err != nil {
 			a.log.Error("attach bridge program", "network", n.Name, "err", err)
 		}
@@ -58,6 +60,7 @@ func (a *Agent) syncTopology() error {
 	}
 
 	endpoints := map[netip.Addr]maps.EndpointValue{}
+	// A namespace on several networks has an entry for each.
 	namespaces := map[uint64][]uint32{}
 	cookies := map[uint64]uint64{}
 	for _, e := range a.st.endpoints {

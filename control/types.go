@@ -11,15 +11,21 @@ import (
 // These are the API's JSON bodies and, for Network, Endpoint and
 // PortMapping, also the records the agent persists.
 
-// Network is a bridge and its subnet.
+// Network is a bridge and its subnets.
 type Network struct {
-	Name       string       `json:"name"`
-	Subnet     netip.Prefix `json:"subnet"`
-	Gateway    netip.Addr   `json:"gateway"`
-	Bridge     string       `json:"bridge"`
-	MTU        int          `json:"mtu"`
-	ICC        bool         `json:"icc"`
-	Masquerade bool         `json:"masquerade"`
+	Name string `json:"name"`
+	// Subnet and Gateway are the first subnet's, kept for older readers;
+	// Subnets has them all.
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	// Subnets is every subnet with its gateway, range and auxiliary
+	// addresses, the first being Subnet; records written before a network
+	// could have several leave it out (see subnets).
+	Subnets    []NetworkSubnet `json:"subnets,omitempty"`
+	Bridge     string          `json:"bridge"`
+	MTU        int             `json:"mtu"`
+	ICC        bool            `json:"icc"`
+	Masquerade bool            `json:"masquerade"`
 	// Routed networks are reachable from outside by their containers'
 	// own addresses (Docker's routed gateway mode), without masquerade.
 	Routed bool `json:"routed"`
@@ -28,6 +34,35 @@ type Network struct {
 	// AddedGateway: the agent put the gateway address on an adopted
 	// bridge, so removing the network takes it off again.
 	AddedGateway bool `json:"added_gateway,omitempty"`
+}
+
+// NetworkSubnet is one address block of a network, Docker's IPAM config.
+type NetworkSubnet struct {
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	// IPRange is where dynamic addresses come from; static ones may lie
+	// anywhere in Subnet.
+	IPRange netip.Prefix `json:"ip_range,omitzero"`
+	// AuxAddresses are reserved by name and never handed out.
+	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
+}
+
+// subnets is every subnet of n, also of a record from before Subnets.
+func (n *Network) subnets() []NetworkSubnet {
+	if len(n.Subnets) > 0 {
+		return n.Subnets
+	}
+	return []NetworkSubnet{{Subnet: n.Subnet, Gateway: n.Gateway}}
+}
+
+// subnetOf is the subnet of n holding a.
+func (n *Network) subnetOf(a netip.Addr) (NetworkSubnet, bool) {
+	for _, s := range n.subnets() {
+		if s.Subnet.Contains(a) {
+			return s, true
+		}
+	}
+	return NetworkSubnet{}, false
 }
 
 // NetworkInfo is what inspect shows.
@@ -39,13 +74,22 @@ type NetworkInfo struct {
 
 // NetworkCreate asks for a network; empty fields take defaults.
 type NetworkCreate struct {
-	Name       string `json:"name"`
-	Subnet     string `json:"subnet,omitempty"`
-	Gateway    string `json:"gateway,omitempty"`
-	Bridge     string `json:"bridge,omitempty"`
-	MTU        int    `json:"mtu,omitempty"`
-	ICC        *bool  `json:"icc,omitempty"`
-	Masquerade *bool  `json:"masquerade,omitempty"`
+	Name string `json:"name"`
+	// Subnet and Gateway are a single subnet's; Subnets and Gateways
+	// add to them (Docker's repeatable --subnet and --gateway). Each
+	// gateway, range and auxiliary address belongs to the subnet holding
+	// it.
+	Subnet   string   `json:"subnet,omitempty"`
+	Gateway  string   `json:"gateway,omitempty"`
+	Subnets  []string `json:"subnets,omitempty"`
+	Gateways []string `json:"gateways,omitempty"`
+	IPRanges []string `json:"ip_ranges,omitempty"`
+	// AuxAddresses are name=IP.
+	AuxAddresses []string `json:"aux_addresses,omitempty"`
+	Bridge       string   `json:"bridge,omitempty"`
+	MTU          int      `json:"mtu,omitempty"`
+	ICC          *bool    `json:"icc,omitempty"`
+	Masquerade   *bool    `json:"masquerade,omitempty"`
 	// Routed implies no masquerade; asking for both is refused.
 	Routed bool `json:"routed,omitempty"`
 }
@@ -66,6 +110,21 @@ type Endpoint struct {
 	// HostMAC is kept so a recreated pair looks the same to the bridge.
 	HostMAC string `json:"host_mac"`
 	MTU     int    `json:"mtu"`
+	// IfName is the interface inside the namespace; records from before
+	// a namespace could hold several endpoints leave it out: eth0.
+	IfName string `json:"ifname,omitempty"`
+	// NoDefaultRoute: another endpoint of the namespace holds its one
+	// default route. Negative, so older records, each alone in its
+	// namespace, read as holding it.
+	NoDefaultRoute bool `json:"no_default_route,omitempty"`
+}
+
+// ifName is the endpoint's interface inside its namespace.
+func (e *Endpoint) ifName() string {
+	if e.IfName == "" {
+		return containerIf
+	}
+	return e.IfName
 }
 
 // EndpointAttach asks for an endpoint; exactly one of Netns and PID.
@@ -76,6 +135,12 @@ type EndpointAttach struct {
 	PID     int    `json:"pid,omitempty"`
 	IP      string `json:"ip,omitempty"`
 	MAC     string `json:"mac,omitempty"`
+	// IfName names the interface inside the namespace; by default the
+	// first free of eth0, eth1, ...
+	IfName string `json:"ifname,omitempty"`
+	// DefaultRoute moves the namespace's default route to this endpoint;
+	// the first endpoint of a namespace takes it anyway.
+	DefaultRoute bool `json:"default_route,omitempty"`
 }
 
 // PortMapping is host ports published to an endpoint's ports, one per

@@ -302,5 +302,8 @@ func familyName(is4 bool) string {
 
 func cloneNetwork(n Network) Network {
 	n.Subnets = slices.Clone(n.Subnets)
+	for i := range n.Subnets {
+		n.Subnets[i].Aux = maps.Clone(n.Subnets[i].Aux)
+	}
 	return n
 }

@@ -2,8 +2,10 @@ package ipam
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // maxIDLen bounds network ids and owners; records store their length in a
@@ -21,6 +23,10 @@ type Subnet struct {
 	// --ip-range). Static requests may still name any host address of the
 	// subnet.
 	Range netip.Prefix
+	// Aux are addresses reserved by name (Docker's --aux-address), such
+	// as a router or a host on the bridge: never handed out, neither
+	// dynamically nor to a static request.
+	Aux map[string]netip.Addr `json:",omitempty"`
 }
 
 // Network is a named set of subnets, at most one allocation per family and
@@ -86,6 +92,38 @@ func validateSubnet(s Subnet) (Subnet, error) {
 		return Subnet{}, fmt.Errorf("%w gateway %s: it is the broadcast address of %s; use %s", ErrInvalid, g, p, network.Next())
 	}
 	s.Gateway = g
+
+	if len(s.Aux) > 0 {
+		aux := make(map[string]netip.Addr, len(s.Aux))
+		byAddr := make(map[netip.Addr]string, len(s.Aux))
+		for _, name := range slices.Sorted(maps.Keys(s.Aux)) {
+			a := s.Aux[name].Unmap()
+			switch {
+			case name == "" || strings.ContainsAny(name, "= \t\n"):
+				return Subnet{}, fmt.Errorf("%w auxiliary address name %q: give a name without '=' or spaces, as name=IP", ErrInvalid, name)
+			case !a.IsValid():
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s: missing or malformed; give name=IP with an address inside %s", ErrInvalid, name, p)
+			case a.Zone() != "":
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s=%s: has a zone; drop the %%%s", ErrInvalid, name, a, a.Zone())
+			case !p.Contains(a):
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s=%s: outside subnet %s; give an address inside it", ErrInvalid, name, a, p)
+			case a == network:
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s=%s: it is the network address of %s; give a host address", ErrInvalid, name, a, p)
+			case p.Addr().Is4() && a == last:
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s=%s: it is the broadcast address of %s; give a host address", ErrInvalid, name, a, p)
+			case a == g:
+				return Subnet{}, fmt.Errorf("%w auxiliary address %s=%s: it is the gateway of %s, reserved already; leave it out", ErrInvalid, name, a, p)
+			}
+			if other, ok := byAddr[a]; ok {
+				return Subnet{}, fmt.Errorf("%w auxiliary addresses %s and %s: both are %s; give each its own address", ErrInvalid, other, name, a)
+			}
+			byAddr[a] = name
+			aux[name] = a
+		}
+		s.Aux = aux
+	} else {
+		s.Aux = nil
+	}
 
 	if r := s.Range; r != (netip.Prefix{}) {
 		switch {
@@ -167,5 +205,98 @@ func validateID(what, id string) error {
 }
 
 func equalNetwork(a, b Network) bool {
-	return a.ID == b.ID && slices.Equal(a.Subnets, b.Subnets)
+	return a.ID == b.ID && slices.EqualFunc(a.Subnets, b.Subnets, equalSubnet)
+}
+
+func equalSubnet(x, y Subnet) bool {
+	return x.Prefix == y.Prefix && x.Gateway == y.Gateway && x.Range == y.Range && maps.Equal(x.Aux, y.Aux)
+}
+
+// NetworkOptions are Docker's `network create` IPAM flags as a user types
+// them. Each gateway, range and auxiliary address belongs to the subnet
+// that contains it, as in Docker; a subnet has at most one gateway and one
+// range.
+type NetworkOptions struct {
+	Subnets  []string
+	Gateways []string
+	IPRanges []string
+	// AuxAddresses are name=IP.
+	AuxAddresses []string
+}
+
+// ParseNetwork reads NetworkOptions into a network checked as AddNetwork
+// would check it.
+func ParseNetwork(id string, o NetworkOptions) (Network, error) {
+	if len(o.Subnets) == 0 {
+		return Network{}, fmt.Errorf("%w network %s: no subnet; give --subnet", ErrInvalid, id)
+	}
+	n := Network{ID: id, Subnets: make([]Subnet, len(o.Subnets))}
+	for i, sub := range o.Subnets {
+		s, err := ParseSubnet(sub, "", "")
+		if err != nil {
+			return Network{}, err
+		}
+		n.Subnets[i] = Subnet{Prefix: s.Prefix}
+	}
+	// containing is the subnet a flag's address belongs to.
+	containing := func(flag, value string, a netip.Addr) (*Subnet, error) {
+		for i := range n.Subnets {
+			if n.Subnets[i].Prefix.Contains(a) {
+				return &n.Subnets[i], nil
+			}
+		}
+		if len(n.Subnets) == 1 {
+			return nil, fmt.Errorf("%w %s %s: outside subnet %s; give one inside it", ErrInvalid, flag, value, n.Subnets[0].Prefix)
+		}
+		return nil, fmt.Errorf("%w %s %s: outside every subnet (%s); give one inside a --subnet", ErrInvalid, flag, value, strings.Join(o.Subnets, ", "))
+	}
+	for _, v := range o.Gateways {
+		g, err := netip.ParseAddr(v)
+		if err != nil {
+			return Network{}, fmt.Errorf("parse gateway %q: %w address; give one inside the subnet, such as %s", v, ErrInvalid, n.Subnets[0].Prefix.Addr().Next())
+		}
+		s, err := containing("gateway", v, g.Unmap())
+		if err != nil {
+			return Network{}, err
+		}
+		if s.Gateway.IsValid() {
+			return Network{}, fmt.Errorf("%w gateways %s and %s: both in subnet %s; give one gateway per subnet", ErrInvalid, s.Gateway, v, s.Prefix)
+		}
+		s.Gateway = g.Unmap()
+	}
+	for _, v := range o.IPRanges {
+		r, err := netip.ParsePrefix(v)
+		if err != nil {
+			return Network{}, fmt.Errorf("parse IP range %q: %w CIDR; give a prefix inside the subnet, such as %s/%d", v, ErrInvalid, n.Subnets[0].Prefix.Addr(), min(n.Subnets[0].Prefix.Bits()+1, n.Subnets[0].Prefix.Addr().BitLen()))
+		}
+		s, err := containing("IP range", v, r.Addr())
+		if err != nil {
+			return Network{}, err
+		}
+		if s.Range.IsValid() {
+			return Network{}, fmt.Errorf("%w IP ranges %s and %s: both in subnet %s; give one range per subnet", ErrInvalid, s.Range, v, s.Prefix)
+		}
+		s.Range = r
+	}
+	for _, v := range o.AuxAddresses {
+		name, addr, ok := strings.Cut(v, "=")
+		a, err := netip.ParseAddr(addr)
+		if !ok || name == "" || err != nil {
+			return Network{}, fmt.Errorf("%w auxiliary address %q: write it as name=IP, such as router=%s", ErrInvalid, v, n.Subnets[0].Prefix.Addr().Next().Next())
+		}
+		s, err := containing("auxiliary address", v, a.Unmap())
+		if err != nil {
+			return Network{}, err
+		}
+		for i := range n.Subnets {
+			if _, dup := n.Subnets[i].Aux[name]; dup {
+				return Network{}, fmt.Errorf("%w auxiliary address name %s: given twice; give each address its own name", ErrInvalid, name)
+			}
+		}
+		if s.Aux == nil {
+			s.Aux = map[string]netip.Addr{}
+		}
+		s.Aux[name] = a.Unmap()
+	}
+	return validateNetwork(n)
 }

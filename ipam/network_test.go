@@ -55,7 +55,7 @@ func TestParseSubnet(t *testing.T) {
 				return
 			}
 			wantErr(t, err, nil)
-			if got != tt.want {
+			if !equalSubnet(got, tt.want) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})

@@ -23,6 +23,9 @@ func newSubnetPool(s Subnet) *subnetPool {
 	p.hostFirst, p.hostLast = hosts(s)
 	p.first, p.last = window(s)
 	p.used.add(s.Gateway)
+	for _, a := range s.Aux {
+		p.used.add(a)
+	}
 	return p
 }
 
@@ -50,6 +53,11 @@ func (p *subnetPool) checkStatic(a netip.Addr) error {
 		return fmt.Errorf("%w: it is the broadcast address of %s", ErrInvalid, p.Prefix)
 	case a == p.Gateway:
 		return fmt.Errorf("%w as the gateway of %s", ErrInUse, p.Prefix)
+	}
+	for name, aux := range p.Aux {
+		if a == aux {
+			return fmt.Errorf("%w: reserved as auxiliary address %s of %s", ErrInUse, name, p.Prefix)
+		}
 	}
 	if owner, ok := p.owners[a]; ok {
 		return fmt.Errorf("%w by %q", ErrInUse, owner)

@@ -21,7 +21,17 @@ func newEndpointAttach(o *opts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attach NETWORK NAME (--netns PATH | --pid PID)",
 		Short: "Attach a network namespace: veth, eth0 inside, address, default route, MTU",
-		Args:  exactArgs(2, "a network and an endpoint name"),
+		Long: `Attach a network namespace to a network: a veth pair with one end on the
+network's bridge and the other inside the namespace, with an address, the MTU
+and a default route via the gateway.
+
+A namespace may be attached to several networks, one endpoint each, as
+docker network connect does: the first endpoint is eth0, later ones eth1,
+eth2, ... (or --ifname). The namespace has one default route, the first
+endpoint's or the one attached with --default-route; detaching its holder
+moves it to another endpoint of the namespace. Publish ports per endpoint:
+each network's ports go to that endpoint's address.`,
+		Args: exactArgs(2, "a network and an endpoint name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Network, req.Name = args[0], args[1]
 			if req.Netns != "" {
@@ -45,15 +55,17 @@ func newEndpointAttach(o *opts) *cobra.Command {
 				return err
 			}
 			return o.show(e, func(w io.Writer) {
-				fmt.Fprintf(w, "%s %s/%d via %s on %s (mac %s)\n", e.Name, e.IP, e.PrefixLen, e.Gateway, e.HostIf, e.MAC)
+				fmt.Fprintf(w, "%s %s/%d via %s on %s (mac %s)\n", e.Name, e.IP, e.PrefixLen, e.Gateway, endpointIf(e), e.MAC)
 			})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Netns, "netns", "", "network namespace path, such as /run/netns/NAME (never the agent's own or the host's)")
 	f.IntVar(&req.PID, "pid", 0, "a process whose network namespace to attach (never one in the agent's or the host's)")
-	f.StringVar(&req.IP, "ip", "", "address inside the subnet (default: the next free one)")
-	f.StringVar(&req.MAC, "mac", "", "MAC address of eth0 (default: random)")
+	f.StringVar(&req.IP, "ip", "", "address inside a subnet of the network, also outside its --ip-range (default: the next free one)")
+	f.StringVar(&req.MAC, "mac", "", "MAC address of the interface (default: random)")
+	f.StringVar(&req.IfName, "ifname", "", "interface name inside the namespace (default: the first free of eth0, eth1, ...)")
+	f.BoolVar(&req.DefaultRoute, "default-route", false, "take over the namespace's default route (the first endpoint of a namespace has it anyway)")
 	return cmd
 }
 
@@ -68,9 +80,9 @@ func newEndpointLs(o *opts) *cobra.Command {
 				return err
 			}
 			return o.show(es, func(w io.Writer) {
-				row(w, "NAME", "NETWORK", "IP", "MAC", "HOST IF", "NETNS")
+				row(w, "NAME", "NETWORK", "IP", "IFNAME", "MAC", "HOST IF", "NETNS")
 				for _, e := range es {
-					row(w, e.Name, e.Network, e.IP, e.MAC, e.HostIf, e.Netns)
+					row(w, e.Name, e.Network, e.IP, endpointIfName(e), e.MAC, e.HostIf, e.Netns)
 				}
 			})
 		},
@@ -94,6 +106,8 @@ func newEndpointInspect(o *opts) *cobra.Command {
 				row(w, "netns:", e.Netns)
 				row(w, "address:", fmt.Sprintf("%s/%d", e.IP, e.PrefixLen))
 				row(w, "gateway:", e.Gateway)
+				row(w, "interface:", endpointIfName(e))
+				row(w, "default route:", !e.NoDefaultRoute)
 				row(w, "mac:", e.MAC)
 				row(w, "mtu:", e.MTU)
 				row(w, "host interface:", e.HostIf)
@@ -113,4 +127,18 @@ func newEndpointDetach(o *opts) *cobra.Command {
 			return o.show(map[string]string{"detached": args[0]}, func(w io.Writer) { fmt.Fprintln(w, args[0]) })
 		},
 	}
+}
+
+// endpointIfName is the endpoint's interface inside its namespace; older
+// agents leave it out for eth0.
+func endpointIfName(e *control.Endpoint) string {
+	if e.IfName == "" {
+		return "eth0"
+	}
+	return e.IfName
+}
+
+// endpointIf names both ends for the attach line: eth1 (host ptv...).
+func endpointIf(e *control.Endpoint) string {
+	return fmt.Sprintf("%s (host %s)", endpointIfName(e), e.HostIf)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,6 +27,13 @@ func newNetworkCreate(o *opts) *cobra.Command {
 		Long: `Create a network: a bridge with a subnet. Without --subnet a free private range
 is picked that overlaps no route, address or nameserver of the host. --bridge
 names the bridge; naming an existing bridge adopts it.
+
+As with docker network create, --subnet, --gateway, --ip-range and
+--aux-address may be repeated: each gateway, range and auxiliary address
+belongs to the subnet that holds it. Endpoints get the next free address
+of the first subnet with room, from its --ip-range when it has one (a
+static --ip may lie anywhere in a subnet); --aux-address name=IP reserves
+an address that is never handed out.
 
 By default the outside reaches containers only through published ports and
 replies to flows they opened, and their outgoing traffic is masqueraded.
@@ -49,13 +58,17 @@ the host too, so --routed with --masquerade=true is refused.`,
 				return err
 			}
 			return o.show(n, func(w io.Writer) {
-				fmt.Fprintf(w, "%s %s gateway %s bridge %s\n", n.Name, n.Subnet, n.Gateway, n.Bridge)
+				for _, sub := range networkSubnets(&n.Network) {
+					fmt.Fprintf(w, "%s %s gateway %s bridge %s\n", n.Name, sub.Subnet, sub.Gateway, n.Bridge)
+				}
 			})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Subnet, "subnet", "", "subnet CIDR, such as 10.88.0.0/16 (default: a free private range)")
-	f.StringVar(&req.Gateway, "gateway", "", "gateway address inside the subnet (default: its first address)")
+	f.StringArrayVar(&req.Subnets, "subnet", nil, "subnet CIDR, such as 10.88.0.0/16 (default: a free private range); repeat for several")
+	f.StringArrayVar(&req.Gateways, "gateway", nil, "gateway address inside a subnet (default: its first address); one per subnet")
+	f.StringArrayVar(&req.IPRanges, "ip-range", nil, "allocate dynamic addresses only from this CIDR inside a subnet; one per subnet")
+	f.StringArrayVar(&req.AuxAddresses, "aux-address", nil, "name=IP: reserve an address of a subnet, never handed out; repeatable")
 	f.StringVar(&req.Bridge, "bridge", "", "bridge interface name; an existing bridge is adopted")
 	f.IntVar(&req.MTU, "mtu", 0, "MTU of the bridge and the endpoints (default 1500)")
 	f.BoolVar(&icc, "icc", true, "allow direct traffic between endpoints of the network (false: only through published ports)")
@@ -76,7 +89,12 @@ func newNetworkLs(o *opts) *cobra.Command {
 			return o.show(ns, func(w io.Writer) {
 				row(w, "NAME", "SUBNET", "GATEWAY", "BRIDGE", "MTU", "MODE", "ENDPOINTS")
 				for _, n := range ns {
-					row(w, n.Name, n.Subnet, n.Gateway, n.Bridge, n.MTU, networkMode(&n.Network), len(n.Endpoints))
+					var subnets, gateways []string
+					for _, sub := range networkSubnets(&n.Network) {
+						subnets = append(subnets, sub.Subnet.String())
+						gateways = append(gateways, sub.Gateway.String())
+					}
+					row(w, n.Name, strings.Join(subnets, ","), strings.Join(gateways, ","), n.Bridge, n.MTU, networkMode(&n.Network), len(n.Endpoints))
 				}
 			})
 		},
@@ -94,8 +112,16 @@ func newNetworkInspect(o *opts) *cobra.Command {
 			}
 			return o.show(n, func(w io.Writer) {
 				row(w, "name:", n.Name)
-				row(w, "subnet:", n.Subnet)
-				row(w, "gateway:", n.Gateway)
+				for _, sub := range networkSubnets(&n.Network) {
+					row(w, "subnet:", sub.Subnet)
+					row(w, "  gateway:", sub.Gateway)
+					if sub.IPRange.IsValid() {
+						row(w, "  ip range:", sub.IPRange)
+					}
+					for _, name := range slices.Sorted(maps.Keys(sub.AuxAddresses)) {
+						row(w, "  aux address:", name+"="+sub.AuxAddresses[name].String())
+					}
+				}
 				bridge := n.Bridge
 				if n.Adopted {
 					bridge += " (adopted)"
@@ -141,4 +167,13 @@ func networkMode(n *control.Network) string {
 		return "nat"
 	}
 	return "internal"
+}
+
+// networkSubnets is every subnet of n, also from an agent that reports
+// only the first.
+func networkSubnets(n *control.Network) []control.NetworkSubnet {
+	if len(n.Subnets) > 0 {
+		return n.Subnets
+	}
+	return []control.NetworkSubnet{{Subnet: n.Subnet, Gateway: n.Gateway}}
 }
