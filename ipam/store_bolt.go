@@ -93,20 +93,29 @@ func CheckBolt(path string) error {
 	if fi.Size() == 0 {
 		return fmt.Errorf("%w: empty (0 bytes)", ErrDamaged)
 	}
-	// PreLoadFreelist reads the freelist here, under contain, rather than
-	// in the goroutine Tx.Check runs in, where a fault cannot be caught.
-	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout, PreLoadFreelist: true, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolt.ErrTimeout) {
+	// First the meta pages alone: is the file as long as they say?
+	db, err := openChecked(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
 		return err
 	}
-	if err != nil {
-		return fmt.Errorf("%w: not a readable bbolt file (%v)", ErrDamaged, errors.Unwrap(err))
-	}
+	var need int64
 	damage := contain(func() error {
+		return db.View(func(tx *bolt.Tx) error { need = tx.Size(); return nil })
+	})
+	if err := closeChecked(db, damage); err != nil {
+		return err
+	}
+	if fi.Size() < need {
+		return fmt.Errorf("%w: truncated (%d bytes; its pages reach %d)", ErrDamaged, fi.Size(), need)
+	}
+	// PreLoadFreelist reads the freelist here, under contain, rather than
+	// in the goroutine Tx.Check runs in, where a fault cannot be caught.
+	db, err = openChecked(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout, PreLoadFreelist: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	damage = contain(func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			if need := tx.Size(); fi.Size() < need {
-				return fmt.Errorf("%w: truncated (%d bytes; its pages reach %d)", ErrDamaged, fi.Size(), need)
-			}
 			// Every page Check reads is read here first, where a fault
 			// is caught: walk every bucket, key and value.
 			if err := walk(tx.Cursor(), tx.Bucket); err != nil {
@@ -122,15 +131,35 @@ func CheckBolt(path string) error {
 			return nil
 		})
 	})
+	return closeChecked(db, damage)
+}
+
+// openChecked opens a file under check, read-only, and says how it is
+// damaged when bbolt cannot open it.
+func openChecked(path string, opts *bolt.Options) (*bolt.DB, error) {
+	db, err := openBolt(path, opts)
+	var pe panicError
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, bolt.ErrTimeout):
+		return nil, err
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("%w: corrupt (reading it %v)", ErrDamaged, pe)
+	}
+	return nil, fmt.Errorf("%w: not a readable bbolt file (%v)", ErrDamaged, errors.Unwrap(err))
+}
+
+// closeChecked closes a file under check and returns what the check found.
+func closeChecked(db *bolt.DB, damage error) error {
 	var pe panicError
 	if errors.As(damage, &pe) {
-		damage = fmt.Errorf("%w: corrupt (reading it %v)", ErrDamaged, pe)
 		// A panic may leave bbolt's locks held: do not wait on Close.
 		go db.Close()
-		return damage
+		return fmt.Errorf("%w: corrupt (reading it %v)", ErrDamaged, pe)
 	}
 	if err := db.Close(); err != nil && damage == nil {
-		return fmt.Errorf("close %s after checking it: %w", path, err)
+		return fmt.Errorf("close %s after checking it: %w", db.Path(), err)
 	}
 	return damage
 }
