@@ -118,7 +118,7 @@ func TestStateFileChecks(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "is empty (0 bytes)"},
-		{"one page", good[:4096], "is not a readable bbolt file"},
+		{"one page", good[:4096], "is truncated"},
 		{"truncated", good[:len(good)/2], "is truncated"},
 		{"64 KiB", good[:64<<10], "is truncated"},
 		{"random data page", randomPage(good, 4), "is corrupt"},

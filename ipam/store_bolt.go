@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // lockTimeout bounds the wait for the file lock, so a second agent on the
@@ -81,7 +83,8 @@ func contain(fn func() error) (err error) {
 	return fn()
 }
 
-// CheckBolt reads the whole file at path without changing it and returns
+// CheckBolt reads the whole file at path without changing it, first by
+// its bytes (checkPages) and then through bbolt, and returns
 // an error wrapping ErrDamaged, saying what is wrong, when it is empty,
 // shorter than its pages, unreadable as bbolt, or fails bbolt's
 // consistency check. It never panics.
@@ -93,28 +96,34 @@ func CheckBolt(path string) error {
 	if fi.Size() == 0 {
 		return fmt.Errorf("%w: empty (0 bytes)", ErrDamaged)
 	}
-	// First the meta pages alone: is the file as long as they say?
-	db, err := openChecked(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("check state file: %w", err)
 	}
-	var need int64
-	damage := contain(func() error {
-		return db.View(func(tx *bolt.Tx) error { need = tx.Size(); return nil })
-	})
-	if err := closeChecked(db, damage); err != nil {
-		return err
+	defer f.Close()
+	// Shared, as bbolt's read-only open takes it: a writer holds it
+	// exclusively, and its half-written file is no damage.
+	if err := flockShared(f); err != nil {
+		return fmt.Errorf("check state file %s: %w", path, err)
 	}
-	if fi.Size() < need {
-		return fmt.Errorf("%w: truncated (%d bytes; its pages reach %d)", ErrDamaged, fi.Size(), need)
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("check state file: %w", err)
+	}
+	if err := contain(func() error { return checkPages(data) }); err != nil {
+		var pe panicError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("%w: corrupt (reading it %v)", ErrDamaged, pe)
+		}
+		return err
 	}
 	// PreLoadFreelist reads the freelist here, under contain, rather than
 	// in the goroutine Tx.Check runs in, where a fault cannot be caught.
-	db, err = openChecked(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout, PreLoadFreelist: true, FreelistType: bolt.FreelistMapType})
+	db, err := openChecked(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout, PreLoadFreelist: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return err
 	}
-	damage = contain(func() error {
+	damage := contain(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			// Every page Check reads is read here first, where a fault
 			// is caught: walk every bucket, key and value.
@@ -132,6 +141,21 @@ func CheckBolt(path string) error {
 		})
 	})
 	return closeChecked(db, damage)
+}
+
+// flockShared takes a shared lock on f, waiting up to lockTimeout.
+func flockShared(f *os.File) error {
+	deadline := time.Now().Add(lockTimeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: another process holds its lock; stop it or use another file", bolt.ErrTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // openChecked opens a file under check, read-only, and says how it is
