@@ -26,7 +26,9 @@ func (a *Agent) markUnhealthy(err error) {
 	a.health.mu.Unlock()
 	if first {
 		a.log.Error("agent unhealthy: it answers status only until restarted", "err", err)
-		Notify("STATUS=unhealthy: " + err.Error())
+		// Not waiting: a notify socket nobody reads blocks its writers,
+		// and this may run inside a request.
+		go Notify("STATUS=unhealthy: " + err.Error())
 	}
 }
 

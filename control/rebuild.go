@@ -68,6 +68,7 @@ func Rebuild(stateDir, pinDir string, force bool) (*RebuildReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Lost = append(rep.Lost, "the net.ipv4.ip_forward value found before the first agent: 'pontoon cleanup' leaves forwarding as the next agent finds it")
 	if err := st.check(); err != nil {
 		return nil, fmt.Errorf("rebuilt records disagree (%v): nothing written; report this", err)
 	}
