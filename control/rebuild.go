@@ -203,11 +203,16 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 		if !strings.HasPrefix(alias, bridgeAlias) {
 			continue
 		}
-		if ok, why := madeByPontoon(l, nil); !ok {
+		name := alias[len(bridgeAlias):]
+		// A bridge named with --bridge is not where madeByPontoon looks
+		// without a record; the datapath's entry for its network is the
+		// record here.
+		_, mapped := pm.networks[networkID(name)]
+		if ok, why := madeByPontoon(l, nil); !ok && (!mapped || l.Type() != "bridge") {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("bridge %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
 			continue
 		}
-		n, err := networkFromBridge(l, alias[len(bridgeAlias):], pm)
+		n, err := networkFromBridge(l, name, pm)
 		if err != nil {
 			rep.Lost = append(rep.Lost, err.Error())
 			continue
