@@ -271,3 +271,71 @@ func FuzzStateFile(f *testing.F) {
 		openDamaged(t, data)
 	})
 }
+
+// BenchmarkStateFileCheck is what the start-up check (openState) and one
+// last-good copy cost on a state file holding 30,000 port mappings.
+func BenchmarkStateFileCheck(b *testing.B) {
+	path := StatePath(b.TempDir())
+	store, err := ipam.OpenBolt(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub := netip.MustParsePrefix("10.100.0.0/16")
+	n := &Network{Name: "net", Subnet: sub, Gateway: sub.Addr().Next(), Bridge: "pt-net", MTU: 1500}
+	err = store.Update(func(tx ipam.Tx) error {
+		if err := put(tx, bucketNetworks, n.Name, n); err != nil {
+			return err
+		}
+		ip := n.Gateway
+		for i := range 30000 {
+			if i%100 == 0 {
+				ip = ip.Next()
+				e := &Endpoint{Name: fmt.Sprintf("ep%d", i/100), Network: n.Name, HostIf: hostIfName(fmt.Sprintf("ep%d", i/100)), IP: ip, PrefixLen: 16, Gateway: n.Gateway}
+				if err := put(tx, bucketEndpoints, e.Name, e); err != nil {
+					return err
+				}
+			}
+			port := ipam.PortRange{First: uint16(20000 + i), Last: uint16(20000 + i)}
+			m := &PortMapping{Endpoint: fmt.Sprintf("ep%d", i/100), Proto: "tcp", HostIP: netip.IPv4Unspecified(), Host: port, Container: port, Backend: ip, ID: uint32(i + 1)}
+			if err := put(tx, bucketPorts, portKey(m), m); err != nil {
+				return err
+			}
+		}
+		return putNextID(tx, 30001)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	store.Close()
+	if fi, err := os.Stat(path); err == nil {
+		b.Logf("state file of %d bytes", fi.Size())
+	}
+	b.Run("check", func(b *testing.B) {
+		for b.Loop() {
+			if err := ipam.CheckBolt(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		for b.Loop() {
+			store, _, _, err := openState(path, filepath.Join(b.TempDir(), "no-pins"), ipam.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			store.Close()
+		}
+	})
+	b.Run("last-good copy", func(b *testing.B) {
+		store, err := ipam.OpenBolt(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		for b.Loop() {
+			if _, err := store.Backup(LastGoodPath(path)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -106,8 +106,8 @@ func CheckBolt(path string) error {
 	if err := flockShared(f); err != nil {
 		return fmt.Errorf("check state file %s: %w", path, err)
 	}
-	data, err := io.ReadAll(f)
-	if err != nil {
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
 		return fmt.Errorf("check state file: %w", err)
 	}
 	if err := contain(func() error { return checkPages(data) }); err != nil {
