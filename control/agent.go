@@ -78,6 +78,10 @@ type Agent struct {
 	// netnsCookies caches each endpoint namespace's cookie by inode:
 	// reading one means a thread entering the namespace.
 	netnsCookies map[uint64]uint64
+	// health goes bad for good when the store breaks or a request
+	// panics; backup tracks the last good copy of the state file.
+	health health
+	backup lastGood
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -116,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); a.watch(watchCtx) }()
-	go func() { defer wg.Done(); watchdog(watchCtx, a.log) }()
+	go func() { defer wg.Done(); watchdog(watchCtx, a.log, a.healthErr) }()
 	go func() { defer wg.Done(); a.collectConntrack(watchCtx.Done()) }()
 
 	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir())
@@ -160,13 +164,8 @@ func open(cfg Config) (*Agent, error) {
 	if a.netns, err = ownNetns(); err != nil {
 		return nil, fmt.Errorf("identify the agent's network namespace: %w", err)
 	}
-	store, err := ipam.OpenBolt(StatePath(cfg.StateDir))
-	if err != nil {
-		return nil, err
-	}
-	a.store = store
-	if a.ipam, err = ipam.Open(store, ipam.Options{CheckListening: true}); err != nil {
-		a.close()
+	// Nothing is touched before the state file is known to be whole.
+	if a.store, a.ipam, a.st, err = openState(StatePath(cfg.StateDir), cfg.PinDir, ipam.Options{CheckListening: true}); err != nil {
 		return nil, err
 	}
 	if a.snatPorts, err = snatPorts(cfg.SNATPorts, a.ipam.DynamicPorts()); err != nil {
@@ -175,10 +174,6 @@ func open(cfg Config) (*Agent, error) {
 	}
 	if a.snatPorts.Len() < minSNATPorts {
 		a.log.Warn("few masquerade source ports; flows to one server beyond this many fail", "snat_ports", a.snatPorts.String(), "count", a.snatPorts.Len())
-	}
-	if a.st, err = loadState(store); err != nil {
-		a.close()
-		return nil, err
 	}
 	if a.dp, err = loader.Load(loader.Options{PinDir: cfg.PinDir, ForceLegacyTC: cfg.ForceLegacyTC}); err != nil {
 		a.close()

@@ -69,7 +69,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kindf(ErrNotFound, "no API %s %s; this agent serves /v1", r.Method, r.URL.Path))
 	})
-	return mux
+	return a.guardRequests(mux)
 }
 
 // reply turns a (value, error) pair into a response writer.
@@ -110,6 +110,7 @@ func (a *Agent) Status() (*Status, error) {
 		Networks: len(a.st.networks), Endpoints: len(a.st.endpoints), Mappings: len(a.st.ports),
 		DynamicPorts: a.ipam.DynamicPorts().String(), SNATPorts: a.snatPorts.String(),
 	}
+	a.fillHealth(s)
 	for _, u := range a.uplinks {
 		s.Uplinks = append(s.Uplinks, u)
 		s.TCMode = u.Mode

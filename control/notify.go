@@ -44,8 +44,10 @@ func watchdogInterval() (time.Duration, bool) {
 	return time.Duration(usec) * time.Microsecond / 2, true
 }
 
-// watchdog sends WATCHDOG=1 until ctx ends, when systemd asked for it.
-func watchdog(ctx context.Context, log *slog.Logger) {
+// watchdog sends WATCHDOG=1 until ctx ends, when systemd asked for it,
+// and only while healthy says nil: an agent that cannot trust its state
+// store stops pinging, and systemd restarts it.
+func watchdog(ctx context.Context, log *slog.Logger, healthy func() error) {
 	every, ok := watchdogInterval()
 	if !ok {
 		return
@@ -53,6 +55,11 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if err := healthy(); err != nil {
+			log.Error("watchdog pings stopped: the agent is unhealthy; systemd restarts it", "err", err)
+			<-ctx.Done()
+			return
+		}
 		if err := Notify("WATCHDOG=1"); err != nil {
 			log.Warn("watchdog ping", "err", err)
 		}

@@ -67,7 +67,7 @@ func TestWatchdogPings(t *testing.T) {
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); watchdog(ctx, slog.New(slog.DiscardHandler)) }()
+	go func() { defer close(done); watchdog(ctx, slog.New(slog.DiscardHandler), func() error { return nil }) }()
 	for range 3 {
 		if got := readNotify(t, c); got != "WATCHDOG=1" {
 			t.Fatalf("got %q, want WATCHDOG=1", got)

@@ -71,6 +71,7 @@ func (a *Agent) reconcile() error {
 	}
 	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
 		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)
+	a.saveLastGood()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/pontoon-net/pontoon/ipam"
 )
@@ -103,7 +104,15 @@ func decode(bucket string, k, v []byte, into any) error {
 	return nil
 }
 
+// testPanicBucket (PONTOON_TEST_PANIC_BUCKET) makes every write to that
+// bucket panic inside its transaction, as bbolt does on a damaged file: the
+// seam the panic-containment test injects through.
+var testPanicBucket = os.Getenv("PONTOON_TEST_PANIC_BUCKET")
+
 func put(tx ipam.Tx, bucket, key string, v any) error {
+	if bucket == testPanicBucket {
+		panic("injected by PONTOON_TEST_PANIC_BUCKET=" + bucket)
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -178,8 +178,12 @@ type Uplink struct {
 
 // Status describes the agent and the datapath it runs.
 type Status struct {
-	PID          int                     `json:"pid"`
-	StateFile    string                  `json:"state_file"`
+	PID int `json:"pid"`
+	// Health is "ok", or "unhealthy: why; what to do".
+	Health    string `json:"health"`
+	StateFile string `json:"state_file"`
+	// StateBackup is the last good copy of the state file.
+	StateBackup  string                  `json:"state_backup"`
 	Socket       string                  `json:"socket"`
 	PinDir       string                  `json:"pin_dir"`
 	Cgroup       string                  `json:"cgroup"`

@@ -287,10 +287,11 @@ func TestSNATPorts(t *testing.T) {
 	})
 	t.Run("refused", func(t *testing.T) {
 		// With the agent running, its namespace, pins and cgroup would
-		// be refused first.
+		// be refused first; with a new state directory beside its
+		// datapath, the state check would.
 		w.agent.stop(syscall.SIGTERM)
 		for _, ports := range []string{"19000-20000", "50001-50001x", "60000-60100"} {
-			r := w.inHost("agent", "--state-dir", t.TempDir(), "--socket", filepath.Join(t.TempDir(), "s.sock"),
+			r := w.inHost("agent", "--state-dir", w.stateDir, "--socket", filepath.Join(t.TempDir(), "s.sock"),
 				"--bpffs", w.pins, "--cgroup", w.cgroup, "--uplink", w.uplink, "--snat-ports", ports)
 			expectOneLineError(t, r, "--snat-ports")
 		}

@@ -19,9 +19,14 @@ func newStatus(o *opts) *cobra.Command {
 				return err
 			}
 			return o.show(s, func(w io.Writer) {
-				row(w, "agent:", fmt.Sprintf("running, pid %d", s.PID))
+				agent := fmt.Sprintf("running, pid %d", s.PID)
+				if s.Health != "ok" {
+					agent += ", " + s.Health
+				}
+				row(w, "agent:", agent)
 				row(w, "socket:", s.Socket)
 				row(w, "state:", s.StateFile)
+				row(w, "last good state:", s.StateBackup)
 				row(w, "pins:", s.PinDir)
 				row(w, "tc attach mode:", s.TCMode)
 				row(w, "socket hooks on:", s.Cgroup)

@@ -127,14 +127,7 @@ func (w *world) startAgent(extra ...string) {
 		w.t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("nsenter", "--net="+w.host.Path(), "--", bin, "agent",
-		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins, "--cgroup", w.cgroup)
-	if !w.defaultUplinks {
-		cmd.Args = append(cmd.Args, "--uplink", w.uplink)
-	}
-	cmd.Args = append(cmd.Args, extra...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
-	cmd.Env = append(cmd.Env, w.agentEnv...)
+	cmd := w.agentCmd(extra...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
@@ -143,6 +136,20 @@ func (w *world) startAgent(extra ...string) {
 	go func() { a.err = cmd.Wait(); close(a.done) }()
 	w.agent = a
 	w.waitNotify("READY=1")
+}
+
+// agentCmd is `pontoon agent` in the host namespace with the world's
+// state dir, socket, pins, cgroup and uplink.
+func (w *world) agentCmd(extra ...string) *exec.Cmd {
+	cmd := exec.Command("nsenter", "--net="+w.host.Path(), "--", bin, "agent",
+		"--state-dir", w.stateDir, "--socket", w.socket, "--bpffs", w.pins, "--cgroup", w.cgroup)
+	if !w.defaultUplinks {
+		cmd.Args = append(cmd.Args, "--uplink", w.uplink)
+	}
+	cmd.Args = append(cmd.Args, extra...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
+	cmd.Env = append(cmd.Env, w.agentEnv...)
+	return cmd
 }
 
 // waitNotify reads notifications until one carries want.

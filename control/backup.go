@@ -1,0 +1,44 @@
+package control
+
+import (
+	"sync"
+)
+
+// lastGoodSuffix names the copy of the state file taken after each
+// successful reconcile and change: what to restore when the file breaks.
+const lastGoodSuffix = ".last-good"
+
+// LastGoodPath is where the last good copy of the state file at path is.
+func LastGoodPath(path string) string { return path + lastGoodSuffix }
+
+// lastGood remembers which transaction the last copy holds, so an
+// unchanged file is not copied again.
+type lastGood struct {
+	mu     sync.Mutex
+	txid   int
+	logged bool
+}
+
+// saveLastGood copies the state file, when it changed since the last copy
+// and the agent is healthy. A failure is logged, never fatal: the agent
+// works without a backup, it only loses a way back.
+func (a *Agent) saveLastGood() {
+	if a.healthErr() != nil {
+		return
+	}
+	a.backup.mu.Lock()
+	defer a.backup.mu.Unlock()
+	txid, err := a.store.TxID()
+	if err != nil || (a.backup.logged && txid == a.backup.txid) {
+		return
+	}
+	path := LastGoodPath(a.store.Path())
+	if a.backup.txid, err = a.store.Backup(path); err != nil {
+		a.log.Warn("save the last good copy of the state file", "err", err)
+		return
+	}
+	if !a.backup.logged {
+		a.log.Info("saved the last good copy of the state file; it is kept after every change", "path", path)
+		a.backup.logged = true
+	}
+}

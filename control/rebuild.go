@@ -1,0 +1,439 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// RebuildReport says what Rebuild wrote and what it could not recover.
+type RebuildReport struct {
+	// Path is the new state file; MovedAside where the old one went ("" if
+	// there was none).
+	Path, MovedAside string
+	// Networks, Endpoints and Mappings are what the new file holds, one
+	// line each.
+	Networks, Endpoints, Mappings []string
+	// Lost are things the kernel shows but the file could not be given,
+	// each with why and what to do.
+	Lost []string
+}
+
+// Rebuild writes a new state file from what the kernel of this network
+// namespace still holds: bridges and veths with Pontoon's alias (names,
+// MTUs, MACs, addresses, which bridge each veth is on), and the pinned
+// networks, endpoints and bindings maps (flags, container addresses,
+// published ports and their binding ids). The old file, when there is one,
+// is moved aside, never deleted. It refuses while an agent holds the
+// file, and, unless force, when the file is whole.
+func Rebuild(stateDir, pinDir string, force bool) (*RebuildReport, error) {
+	path := StatePath(stateDir)
+	held, pid, err := lockHolder(path)
+	if err != nil {
+		return nil, err
+	}
+	if held {
+		return nil, fmt.Errorf("an agent holds %s (pid %d): stop it first ('systemctl stop pontoon'); rebuild only replaces the file of a stopped agent", path, pid)
+	}
+	_, err = os.Stat(path)
+	exists := err == nil
+	if exists && !force {
+		store, _, _, err := openState(path, pinDir, ipam.Options{})
+		if err == nil {
+			store.Close()
+			return nil, fmt.Errorf("state file %s is whole: start the agent on it; add --force to replace it with one rebuilt from the kernel anyway", path)
+		}
+		if !errors.Is(err, ErrStateDamaged) {
+			return nil, err
+		}
+	}
+
+	rep := &RebuildReport{Path: path}
+	st, err := stateFromKernel(pinDir, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Lost = append(rep.Lost, "the net.ipv4.ip_forward value found before the first agent: 'pontoon cleanup' leaves forwarding as the next agent finds it")
+	if err := st.check(); err != nil {
+		return nil, fmt.Errorf("rebuilt records disagree (%v): nothing written; report this", err)
+	}
+
+	tmp := path + ".rebuild"
+	os.Remove(tmp)
+	if err := writeState(tmp, st); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if exists {
+		rep.MovedAside = path + ".corrupt-" + time.Now().Format("20060102T150405")
+		if err := os.Rename(path, rep.MovedAside); err != nil {
+			os.Remove(tmp)
+			return nil, fmt.Errorf("move the old state file aside: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("put the rebuilt state file in place: %w", err)
+	}
+	if d, err := os.Open(stateDir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return rep, nil
+}
+
+// writeState writes records into a new file. Only the agent's records:
+// the agent takes the addresses and ports they hold in ipam at start.
+func writeState(path string, st *state) error {
+	store, err := ipam.OpenBolt(path)
+	if err != nil {
+		return err
+	}
+	err = store.Update(func(tx ipam.Tx) error {
+		for _, n := range st.networks {
+			if err := put(tx, bucketNetworks, n.Name, n); err != nil {
+				return err
+			}
+		}
+		for _, e := range st.endpoints {
+			if err := put(tx, bucketEndpoints, e.Name, e); err != nil {
+				return err
+			}
+		}
+		for k, m := range st.ports {
+			if err := put(tx, bucketPorts, k, m); err != nil {
+				return err
+			}
+		}
+		return putNextID(tx, st.nextID)
+	})
+	if cerr := store.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write the rebuilt state file: %w", err)
+	}
+	return nil
+}
+
+// pinnedMaps are the datapath's maps a rebuild reads; any may be missing.
+type pinnedMaps struct {
+	networks  map[uint32]maps.NetworkValue
+	subnets   map[uint32]netip.Prefix
+	endpoints map[uint32]netip.Addr // host veth ifindex -> container address
+	macs      map[uint32][6]byte
+	bindings  []maps.Binding
+}
+
+func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
+	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32]netip.Prefix{}, endpoints: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
+	open := func(name string) *ebpf.Map {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
+		if err != nil {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("pinned map %s unreadable (%v): what only it holds is lost", name, err))
+			return nil
+		}
+		return m
+	}
+	if m := open("networks"); m != nil {
+		defer m.Close()
+		var (
+			k maps.NetworkKey
+			v maps.NetworkValue
+		)
+		for it := m.Iterate(); it.Next(&k, &v); {
+			if k.Family != 2 || k.Prefixlen < 32 || k.Prefixlen > 64 {
+				continue
+			}
+			pm.networks[v.ID] = v
+			pm.subnets[v.ID] = netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Prefixlen-32))
+		}
+	}
+	if m := open("endpoints"); m != nil {
+		defer m.Close()
+		var (
+			k maps.EndpointKey
+			v maps.EndpointValue
+		)
+		for it := m.Iterate(); it.Next(&k, &v); {
+			if k.Family == 2 {
+				pm.endpoints[v.Ifindex] = netip.AddrFrom4([4]byte(k.Addr[:4]))
+				pm.macs[v.Ifindex] = v.MAC
+			}
+		}
+	}
+	if m := open("bindings"); m != nil {
+		defer m.Close()
+		var err error
+		if pm.bindings, err = maps.NewBindings(m).All(); err != nil {
+			return nil, fmt.Errorf("read pinned bindings: %w", err)
+		}
+	}
+	return pm, nil
+}
+
+// stateFromKernel reconstructs the records; what it cannot goes in rep.
+func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
+	pm, err := readPins(pinDir, rep)
+	if err != nil {
+		return nil, err
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	st := &state{networks: map[string]*Network{}, endpoints: map[string]*Endpoint{}, ports: map[string]*PortMapping{}, nextID: 1}
+	byBridge := map[int]*Network{}
+	for _, l := range links {
+		alias := l.Attrs().Alias
+		if !strings.HasPrefix(alias, bridgeAlias) {
+			continue
+		}
+		name := alias[len(bridgeAlias):]
+		// A bridge named with --bridge is not where madeByPontoon looks
+		// without a record; the datapath's entry for its network is the
+		// record here.
+		_, mapped := pm.networks[networkID(name)]
+		if ok, why := madeByPontoon(l, nil); !ok && (!mapped || l.Type() != "bridge") {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("bridge %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
+			continue
+		}
+		n, err := networkFromBridge(l, name, pm)
+		if err != nil {
+			rep.Lost = append(rep.Lost, err.Error())
+			continue
+		}
+		st.networks[n.Name] = n
+		byBridge[l.Attrs().Index] = n
+		rep.Networks = append(rep.Networks, fmt.Sprintf("%s: %s via %s on %s", n.Name, n.Subnet, n.Gateway, n.Bridge))
+	}
+	for id, sub := range pm.subnets {
+		if st.networks[nameOfID(st, id)] == nil {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("network %s (datapath id %d): no labelled bridge names it (an adopted bridge?); create it again with 'pontoon network create NAME --subnet %s --bridge BRIDGE'", sub, id, sub))
+		}
+	}
+	for _, l := range links {
+		alias := l.Attrs().Alias
+		if !strings.HasPrefix(alias, vethAlias) {
+			continue
+		}
+		if ok, why := madeByPontoon(l, nil); !ok {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("veth %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
+			continue
+		}
+		e, err := endpointFromVeth(l, alias[len(vethAlias):], byBridge[l.Attrs().MasterIndex], pm)
+		if err != nil {
+			rep.Lost = append(rep.Lost, err.Error())
+			continue
+		}
+		st.endpoints[e.Name] = e
+		rep.Endpoints = append(rep.Endpoints, fmt.Sprintf("%s: %s on %s, %s in %s", e.Name, e.IP, e.Network, e.HostIf, e.Netns))
+	}
+	mappingsFromBindings(st, pm.bindings, rep)
+	slices.Sort(rep.Networks)
+	slices.Sort(rep.Endpoints)
+	slices.Sort(rep.Mappings)
+	return st, nil
+}
+
+func nameOfID(st *state, id uint32) string {
+	for name := range st.networks {
+		if networkID(name) == id {
+			return name
+		}
+	}
+	return ""
+}
+
+// networkFromBridge takes the subnet, gateway and flags from the pinned
+// networks map, or, without an entry, the subnet and gateway from the
+// bridge's address and Docker's defaults for the flags.
+func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, error) {
+	at := l.Attrs()
+	n := &Network{Name: name, Bridge: at.Name, MTU: at.MTU, ICC: true, Masquerade: true}
+	if v, ok := pm.networks[networkID(name)]; ok {
+		n.Subnet = pm.subnets[networkID(name)]
+		n.Gateway = netip.AddrFrom4([4]byte(v.Gateway[:4]))
+		n.ICC = v.Flags&maps.NetworkNoICC == 0
+		n.Routed = v.Flags&maps.NetworkRouted != 0
+		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
+		return n, nil
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("network %s left out: list addresses of %s: %v", name, at.Name, err)
+	}
+	for _, ad := range addrs {
+		gw, ok := netip.AddrFromSlice(ad.IP)
+		if !ok {
+			continue
+		}
+		bits, _ := ad.Mask.Size()
+		n.Gateway, n.Subnet = gw.Unmap(), netip.PrefixFrom(gw.Unmap(), bits).Masked()
+		return n, nil
+	}
+	return nil, fmt.Errorf("network %s left out: bridge %s has no IPv4 address and the pinned networks map no entry for it; create it again", name, at.Name)
+}
+
+// endpointFromVeth finds the endpoint's namespace by the veth's peer, and
+// its address and MAC in the pinned endpoints map, or in the namespace.
+func endpointFromVeth(l netlink.Link, name string, n *Network, pm *pinnedMaps) (*Endpoint, error) {
+	at := l.Attrs()
+	if n == nil {
+		return nil, fmt.Errorf("endpoint %s left out: its veth %s is on no rebuilt network's bridge; detach it with 'ip link del %s'", name, at.Name, at.Name)
+	}
+	path, ino, err := findNetns(at.NetNsID)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s left out: %v", name, err)
+	}
+	e := &Endpoint{Name: name, Network: n.Name, Netns: path, NetnsInode: ino, HostIf: at.Name,
+		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway, HostMAC: at.HardwareAddr.String(), MTU: at.MTU}
+	if ip, ok := pm.endpoints[uint32(at.Index)]; ok {
+		e.IP = ip
+		if mac := pm.macs[uint32(at.Index)]; mac != ([6]byte{}) {
+			e.MAC = net.HardwareAddr(mac[:]).String()
+		}
+	}
+	if !e.IP.IsValid() || e.MAC == "" {
+		ip, mac, err := containerAddr(path)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s left out: %v", name, err)
+		}
+		if !e.IP.IsValid() {
+			e.IP = ip
+		}
+		if e.MAC == "" {
+			e.MAC = mac
+		}
+	}
+	if !n.Subnet.Contains(e.IP) {
+		return nil, fmt.Errorf("endpoint %s left out: its address %s is outside network %s's %s", name, e.IP, n.Name, n.Subnet)
+	}
+	return e, nil
+}
+
+// findNetns finds a path to the namespace that has id nsid here: a name
+// under /run/netns, or else a process inside it.
+func findNetns(nsid int) (string, uint64, error) {
+	if nsid < 0 {
+		return "", 0, fmt.Errorf("its veth's peer is in no other namespace")
+	}
+	var candidates []string
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			candidates = append(candidates, filepath.Join("/run/netns", e.Name()))
+		}
+	}
+	if entries, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range entries {
+			if _, err := strconv.Atoi(e.Name()); err == nil {
+				candidates = append(candidates, filepath.Join("/proc", e.Name(), "ns/net"))
+			}
+		}
+	}
+	seen := map[uint64]bool{}
+	for _, path := range candidates {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil || seen[st.Ino] {
+			continue
+		}
+		seen[st.Ino] = true
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		id, err := netlink.GetNetNsIdByFd(fd)
+		unix.Close(fd)
+		if err == nil && id == nsid {
+			return path, st.Ino, nil
+		}
+	}
+	return "", 0, fmt.Errorf("no path under /run/netns or /proc names its veth's peer namespace (nsid %d); detach it, or give that namespace a name and rebuild again", nsid)
+}
+
+// containerAddr reads eth0's IPv4 address and MAC inside a namespace.
+func containerAddr(path string) (netip.Addr, string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(containerIf)
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("find %s in %s: %w", containerIf, path, err)
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil || len(addrs) == 0 {
+		return netip.Addr{}, "", fmt.Errorf("%s in %s has no IPv4 address", containerIf, path)
+	}
+	ip, _ := netip.AddrFromSlice(addrs[0].IP)
+	return ip.Unmap(), l.Attrs().HardwareAddr.String(), nil
+}
+
+// mappingsFromBindings turns bindings back into mappings: the bindings of
+// one id, protocol and host address whose host and container ports both
+// run on without a gap are one mapping, as publish made them.
+func mappingsFromBindings(st *state, bindings []maps.Binding, rep *RebuildReport) {
+	byIP := map[netip.Addr]*Endpoint{}
+	for _, e := range st.endpoints {
+		byIP[e.IP] = e
+	}
+	slices.SortFunc(bindings, func(x, y maps.Binding) int {
+		switch {
+		case x.ID != y.ID:
+			return int(x.ID) - int(y.ID)
+		case x.Proto != y.Proto:
+			return int(x.Proto) - int(y.Proto)
+		case x.Host.Addr() != y.Host.Addr():
+			return x.Host.Addr().Compare(y.Host.Addr())
+		}
+		return int(x.Host.Port()) - int(y.Host.Port())
+	})
+	var cur *PortMapping
+	flush := func() {
+		if cur == nil {
+			return
+		}
+		st.ports[portKey(cur)] = cur
+		st.nextID = max(st.nextID, cur.ID+1)
+		rep.Mappings = append(rep.Mappings, fmt.Sprintf("%s: %s:%s/%s -> %s:%s", cur.Endpoint, cur.HostIP, cur.Host, cur.Proto, cur.Backend, cur.Container))
+		cur = nil
+	}
+	for _, b := range bindings {
+		e := byIP[b.Backend.Addr()]
+		if e == nil {
+			flush()
+			rep.Lost = append(rep.Lost, fmt.Sprintf("binding %s left out: no rebuilt endpoint has %s; the agent removes it on start", b, b.Backend.Addr()))
+			continue
+		}
+		if cur != nil && cur.ID == b.ID && cur.Proto == b.Proto.String() && cur.HostIP == b.Host.Addr() && cur.Backend == b.Backend.Addr() &&
+			b.Host.Port() == cur.Host.Last+1 && b.Backend.Port() == cur.Container.Last+1 {
+			cur.Host.Last++
+			cur.Container.Last++
+			continue
+		}
+		flush()
+		cur = &PortMapping{Endpoint: e.Name, Proto: b.Proto.String(), HostIP: b.Host.Addr(), Backend: b.Backend.Addr(), ID: b.ID,
+			Host: ipam.PortRange{First: b.Host.Port(), Last: b.Host.Port()}, Container: ipam.PortRange{First: b.Backend.Port(), Last: b.Backend.Port()}}
+	}
+	flush()
+}
