@@ -118,7 +118,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	a.backup.kick = make(chan struct{}, 1)
+	wg.Add(4)
+	go func() { defer wg.Done(); a.backupLoop(watchCtx) }()
 	go func() { defer wg.Done(); a.watch(watchCtx) }()
 	go func() { defer wg.Done(); watchdog(watchCtx, a.log, a.healthErr) }()
 	go func() { defer wg.Done(); a.collectConntrack(watchCtx.Done()) }()

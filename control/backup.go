@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"sync"
 )
 
@@ -17,6 +18,37 @@ type lastGood struct {
 	mu     sync.Mutex
 	txid   int
 	logged bool
+	// kick asks backupLoop for a copy; nil (an agent Run did not start)
+	// copies at once.
+	kick chan struct{}
+}
+
+// saveLastGoodSoon asks for a copy without making the request that changed
+// the file wait for it (a copy of a big file takes tens of milliseconds);
+// requests in a burst share one copy.
+func (a *Agent) saveLastGoodSoon() {
+	if a.backup.kick == nil {
+		a.saveLastGood()
+		return
+	}
+	select {
+	case a.backup.kick <- struct{}{}:
+	default:
+	}
+}
+
+// backupLoop takes the copies saveLastGoodSoon asks for, and a last one
+// when the agent stops, so a stopped agent's copy holds every change.
+func (a *Agent) backupLoop(ctx context.Context) {
+	for {
+		select {
+		case <-a.backup.kick:
+			a.saveLastGood()
+		case <-ctx.Done():
+			a.saveLastGood()
+			return
+		}
+	}
 }
 
 // saveLastGood copies the state file, when it changed since the last copy

@@ -79,7 +79,7 @@ func (a *Agent) guardRequests(next http.Handler) http.Handler {
 				return
 			}
 			if r.Method != http.MethodGet {
-				a.saveLastGood()
+				a.saveLastGoodSoon()
 			}
 		}()
 		next.ServeHTTP(w, r)

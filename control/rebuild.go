@@ -133,14 +133,14 @@ func writeState(path string, st *state) error {
 // pinnedMaps are the datapath's maps a rebuild reads; any may be missing.
 type pinnedMaps struct {
 	networks  map[uint32]maps.NetworkValue
-	subnets   map[uint32]netip.Prefix
+	subnets   map[uint32][]NetworkSubnet // one networks-map entry each
 	endpoints map[uint32]netip.Addr // host veth ifindex -> container address
 	macs      map[uint32][6]byte
 	bindings  []maps.Binding
 }
 
 func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
-	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32]netip.Prefix{}, endpoints: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
+	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32][]NetworkSubnet{}, endpoints: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
 	open := func(name string) *ebpf.Map {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 		if err != nil {
@@ -160,7 +160,10 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 				continue
 			}
 			pm.networks[v.ID] = v
-			pm.subnets[v.ID] = netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Prefixlen-32))
+			pm.subnets[v.ID] = append(pm.subnets[v.ID], NetworkSubnet{
+				Subnet:  netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Prefixlen-32)),
+				Gateway: netip.AddrFrom4([4]byte(v.Gateway[:4])),
+			})
 		}
 	}
 	if m := open("endpoints"); m != nil {
@@ -266,8 +269,12 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 	at := l.Attrs()
 	n := &Network{Name: name, Bridge: at.Name, MTU: at.MTU, ICC: true, Masquerade: true}
 	if v, ok := pm.networks[networkID(name)]; ok {
-		n.Subnet = pm.subnets[networkID(name)]
-		n.Gateway = netip.AddrFrom4([4]byte(v.Gateway[:4]))
+		// The map keeps no order, ranges or aux addresses: subnets come
+		// back sorted, without them.
+		n.Subnets = slices.SortedFunc(slices.Values(pm.subnets[networkID(name)]), func(x, y NetworkSubnet) int {
+			return x.Subnet.Addr().Compare(y.Subnet.Addr())
+		})
+		n.Subnet, n.Gateway = n.Subnets[0].Subnet, n.Subnets[0].Gateway
 		n.ICC = v.Flags&maps.NetworkNoICC == 0
 		n.Routed = v.Flags&maps.NetworkRouted != 0
 		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
@@ -284,6 +291,7 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 		}
 		bits, _ := ad.Mask.Size()
 		n.Gateway, n.Subnet = gw.Unmap(), netip.PrefixFrom(gw.Unmap(), bits).Masked()
+		n.Subnets = []NetworkSubnet{{Subnet: n.Subnet, Gateway: n.Gateway}}
 		return n, nil
 	}
 	return nil, fmt.Errorf("network %s left out: bridge %s has no IPv4 address and the pinned networks map no entry for it; create it again", name, at.Name)
@@ -301,29 +309,31 @@ func endpointFromVeth(l netlink.Link, name string, n *Network, pm *pinnedMaps) (
 		return nil, fmt.Errorf("endpoint %s left out: %v", name, err)
 	}
 	e := &Endpoint{Name: name, Network: n.Name, Netns: path, NetnsInode: ino, HostIf: at.Name,
-		PrefixLen: n.Subnet.Bits(), Gateway: n.Gateway, HostMAC: at.HardwareAddr.String(), MTU: at.MTU}
+		HostMAC: at.HardwareAddr.String(), MTU: at.MTU}
 	if ip, ok := pm.endpoints[uint32(at.Index)]; ok {
 		e.IP = ip
 		if mac := pm.macs[uint32(at.Index)]; mac != ([6]byte{}) {
 			e.MAC = net.HardwareAddr(mac[:]).String()
 		}
 	}
-	if !e.IP.IsValid() || e.MAC == "" {
-		ip, mac, err := containerAddr(path)
-		if err != nil {
-			return nil, fmt.Errorf("endpoint %s left out: %v", name, err)
-		}
-		if !e.IP.IsValid() {
-			e.IP = ip
-		}
-		if e.MAC == "" {
-			e.MAC = mac
+	side, err := containerSide(path, at.ParentIndex)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s left out: %v", name, err)
+	}
+	e.IfName, e.NoDefaultRoute = side.name, !side.defaultRoute
+	if !e.IP.IsValid() {
+		e.IP = side.ip
+	}
+	if e.MAC == "" {
+		e.MAC = side.mac
+	}
+	for _, s := range n.subnets() {
+		if s.Subnet.Contains(e.IP) {
+			e.PrefixLen, e.Gateway = s.Subnet.Bits(), s.Gateway
+			return e, nil
 		}
 	}
-	if !n.Subnet.Contains(e.IP) {
-		return nil, fmt.Errorf("endpoint %s left out: its address %s is outside network %s's %s", name, e.IP, n.Name, n.Subnet)
-	}
-	return e, nil
+	return nil, fmt.Errorf("endpoint %s left out: its address %s is outside network %s's subnets", name, e.IP, n.Name)
 }
 
 // findNetns finds a path to the namespace that has id nsid here: a name
@@ -365,28 +375,55 @@ func findNetns(nsid int) (string, uint64, error) {
 	return "", 0, fmt.Errorf("no path under /run/netns or /proc names its veth's peer namespace (nsid %d); detach it, or give that namespace a name and rebuild again", nsid)
 }
 
-// containerAddr reads eth0's IPv4 address and MAC inside a namespace.
-func containerAddr(path string) (netip.Addr, string, error) {
+// containerEnd is the container's side of an endpoint's veth.
+type containerEnd struct {
+	name         string
+	ip           netip.Addr
+	mac          string
+	defaultRoute bool // the namespace's default route leaves through it
+}
+
+// containerSide reads the veth peer with index peer (eth0 when the index
+// is unknown) inside the namespace at path.
+func containerSide(path string, peer int) (containerEnd, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return netip.Addr{}, "", fmt.Errorf("open %s: %w", path, err)
+		return containerEnd{}, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer unix.Close(fd)
 	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
 	if err != nil {
-		return netip.Addr{}, "", fmt.Errorf("open netlink in %s: %w", path, err)
+		return containerEnd{}, fmt.Errorf("open netlink in %s: %w", path, err)
 	}
 	defer h.Close()
-	l, err := h.LinkByName(containerIf)
-	if err != nil {
-		return netip.Addr{}, "", fmt.Errorf("find %s in %s: %w", containerIf, path, err)
+	var l netlink.Link
+	if peer > 0 {
+		l, err = h.LinkByIndex(peer)
+	} else {
+		l, err = h.LinkByName(containerIf)
 	}
+	if err != nil {
+		return containerEnd{}, fmt.Errorf("find the veth's container side in %s: %w", path, err)
+	}
+	end := containerEnd{name: l.Attrs().Name, mac: l.Attrs().HardwareAddr.String()}
 	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
 	if err != nil || len(addrs) == 0 {
-		return netip.Addr{}, "", fmt.Errorf("%s in %s has no IPv4 address", containerIf, path)
+		return containerEnd{}, fmt.Errorf("%s in %s has no IPv4 address", end.name, path)
 	}
 	ip, _ := netip.AddrFromSlice(addrs[0].IP)
-	return ip.Unmap(), l.Attrs().HardwareAddr.String(), nil
+	end.ip = ip.Unmap()
+	routes, err := h.RouteList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return containerEnd{}, fmt.Errorf("list routes of %s in %s: %w", end.name, path, err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			end.defaultRoute = true
+		} else if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			end.defaultRoute = true
+		}
+	}
+	return end, nil
 }
 
 // mappingsFromBindings turns bindings back into mappings: the bindings of
