@@ -134,7 +134,7 @@ func writeState(path string, st *state) error {
 type pinnedMaps struct {
 	networks  map[uint32]maps.NetworkValue
 	subnets   map[uint32][]NetworkSubnet // one networks-map entry each
-	endpoints map[uint32]netip.Addr // host veth ifindex -> container address
+	endpoints map[uint32]netip.Addr      // host veth ifindex -> container address
 	macs      map[uint32][6]byte
 	bindings  []maps.Binding
 }
