@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	stdmaps "maps"
 	"mime"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
@@ -98,6 +101,7 @@ func reply[T any](v T, err error) func(http.ResponseWriter) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
+	err = WithDiskAdvice(err)
 	status := statusOf(err)
 	var se *statusError
 	if errors.As(err, &se) {
@@ -379,4 +383,28 @@ func (a *Agent) Status() (*Status, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// WithDiskAdvice adds what to do to an error caused by a read-only or
+// full file system; other errors come back as they are. bbolt formats
+// some of its errors with %s, so the errno is looked for in the text too.
+func WithDiskAdvice(err error) error {
+	if err == nil {
+		return nil
+	}
+	where := "the file system"
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		where = "the file system holding " + filepath.Dir(pe.Path)
+	}
+	hasErrno := func(e syscall.Errno) bool { return errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) }
+	switch {
+	case hasErrno(syscall.EROFS):
+		return fmt.Errorf("%w; %s is mounted read-only: remount it read-write, or give the agent a --state-dir on a writable one, and retry", err, where)
+	case hasErrno(syscall.ENOSPC):
+		return fmt.Errorf("%w; %s is full: free space on it (df shows how much is left) and retry", err, where)
+	case hasErrno(syscall.EDQUOT):
+		return fmt.Errorf("%w; the disk quota on %s is used up: free space or raise the quota, and retry", err, strings.TrimPrefix(where, "the file system holding "))
+	}
+	return err
 }

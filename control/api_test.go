@@ -3,9 +3,13 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -104,5 +108,30 @@ func TestAPIFailuresLogged(t *testing.T) {
 		if got := log.String(); !strings.Contains(got, c.want) || strings.Count(got, "\n") != 1 {
 			t.Errorf("%s %s: log %q\nwant one line with %q", c.method, c.path, got, c.want)
 		}
+	}
+}
+
+// TestDiskAdvice: a read-only or full disk says what failed and what to do.
+func TestDiskAdvice(t *testing.T) {
+	pathErr := func(e syscall.Errno) error {
+		return fmt.Errorf("save port mappings: %w", &fs.PathError{Op: "write", Path: "/var/lib/pontoon/pontoon.db", Err: e})
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{pathErr(syscall.EROFS), "save port mappings: write /var/lib/pontoon/pontoon.db: read-only file system; the file system holding /var/lib/pontoon is mounted read-only: remount it read-write, or give the agent a --state-dir on a writable one, and retry"},
+		{pathErr(syscall.ENOSPC), "save port mappings: write /var/lib/pontoon/pontoon.db: no space left on device; the file system holding /var/lib/pontoon is full: free space on it (df shows how much is left) and retry"},
+		{pathErr(syscall.EDQUOT), "disk quota exceeded; the disk quota on /var/lib/pontoon is used up: free space or raise the quota, and retry"},
+		{errors.New("save network n: file resize error: no space left on device"), "no space left on device; the file system is full: free space on it (df shows how much is left) and retry"},
+		{errors.New("no network x; list them with 'pontoon network ls'"), "no network x; list them with 'pontoon network ls'"},
+	} {
+		got := WithDiskAdvice(c.err).Error()
+		if !strings.HasSuffix(got, c.want) {
+			t.Errorf("%v:\n got %s\nwant ...%s", c.err, got, c.want)
+		}
+	}
+	if !errors.Is(WithDiskAdvice(pathErr(syscall.ENOSPC)), syscall.ENOSPC) {
+		t.Error("the advice hides the errno")
 	}
 }
