@@ -83,7 +83,7 @@ func (c *Client) dialError(err error) error {
 // nothing ("/v1/networks/").
 func nameGiven(kind, name string) error {
 	if name == "" {
-		return fmt.Errorf("%s name is empty; give the name of a %s, as 'pontoon %s ls' lists them", kind, kind, kind)
+		return fmt.Errorf("%s name is empty; give one of the names 'pontoon %s ls' lists", kind, kind)
 	}
 	return nil
 }
