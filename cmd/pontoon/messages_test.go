@@ -255,4 +255,3 @@ func mountTmpfs(t *testing.T, opts string) string {
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir
 }
-
