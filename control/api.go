@@ -190,11 +190,12 @@ func strictUnmarshal(body []byte, into any) error {
 	if err := dec.Decode(&raw); err != nil {
 		return kindf(ErrInvalid, "request body is not valid JSON: %v; send one JSON object", jsonProblem(err))
 	}
+	end := dec.InputOffset()
 	if _, err := dec.Token(); err != io.EOF {
-		return kindf(ErrInvalid, "request body has data after the JSON object, at byte %d; send exactly one object", dec.InputOffset())
+		return kindf(ErrInvalid, "request body has data after the JSON object, which ends at byte %d; send exactly one object", end)
 	}
 	if raw = bytes.TrimSpace(raw); raw[0] != '{' {
-		return kindf(ErrInvalid, "request body is a JSON %s, not an object; send one object such as {\"endpoint\": \"web\"}", jsonValueKind(raw[0]))
+		return kindf(ErrInvalid, "request body is a JSON %s, not an object; send one JSON object", jsonValueKind(raw[0]))
 	}
 	if err := checkKeys(raw, reflect.TypeOf(into).Elem(), ""); err != nil {
 		return err

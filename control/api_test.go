@@ -39,7 +39,7 @@ func TestStrictBody(t *testing.T) {
 		{"nested ok", ct, `{"name":"n","subnets":[{"subnet":"10.0.0.0/24"}],"opt":{"gateway":"x"}}`, &nested{}, 200, ""},
 		{"text/plain", "text/plain", `{"endpoint":"web"}`, &UnpublishRequest{}, 415, `request body has Content-Type "text/plain"; send it as application/json`},
 		{"no content type", "", `{"endpoint":"web"}`, &UnpublishRequest{}, 415, `Content-Type ""; send it as application/json`},
-		{"trailing garbage", ct, `{"endpoint":"web","specs":["80"]}garbage`, &PublishRequest{}, 400, "request body has data after the JSON object, at byte 33; send exactly one object"},
+		{"trailing garbage", ct, `{"endpoint":"web","specs":["80"]}garbage`, &PublishRequest{}, 400, "request body has data after the JSON object, which ends at byte 33; send exactly one object"},
 		{"two objects", ct, `{"endpoint":"web"} {"endpoint":"db"}`, &UnpublishRequest{}, 400, "data after the JSON object"},
 		{"case-folded key", ct, `{"Endpoint":"web","specs":["80"]}`, &PublishRequest{}, 400, `request body: key "Endpoint" is spelled "endpoint"; keys are case-sensitive`},
 		{"upper-case key", ct, `{"endpoint":"web","SPECS":["80"]}`, &PublishRequest{}, 400, `key "SPECS" is spelled "specs"`},
