@@ -29,30 +29,16 @@ func candidateSubnets() []netip.Prefix {
 // (all but default routes), the subnets of its addresses and its
 // nameservers.
 func hostPrefixes() ([]netip.Prefix, error) {
+	h, err := readHostNet(nil, nil)
+	if err != nil {
+		return nil, err
+	}
 	var out []netip.Prefix
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+	for _, r := range h.routes {
+		out = append(out, r.dst)
 	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		ip, ok := netip.AddrFromSlice(r.Dst.IP)
-		if ok && ones > 0 {
-			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
-		}
-	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	for _, a := range addrs {
-		ones, _ := a.Mask.Size()
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			out = append(out, netip.PrefixFrom(ip, ones).Masked())
-		}
+	for _, a := range h.addrs {
+		out = append(out, a.prefix.Masked())
 	}
 	for _, ns := range nameservers("/etc/resolv.conf") {
 		out = append(out, netip.PrefixFrom(ns, ns.BitLen()))
