@@ -124,6 +124,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	for i, b := range removed {
 		keys[i] = b.Key()
 	}
+	// Same keys as before, so the prefilter covers them already.
 	if err := a.writer.PutBatch(bindings); err != nil {
 		return nil, fmt.Errorf("rewrite the bindings of the ports kept: %w; restart the agent to reconcile the bindings map with the state", err)
 	}
