@@ -217,25 +217,21 @@ func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge
 }
 
 // readHostNet lists the host's IPv4 addresses and routes (every table but
-// default routes), leaving out those of the links in skip.
+// default routes), leaving out those of the links in skip. Interfaces are
+// named from their addresses' labels rather than by listing them: a link
+// dump with 1,000 bridges costs more than everything else here together.
 func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 	var h hostNet
-	links, err := netlink.LinkList()
-	if err != nil {
-		return h, fmt.Errorf("list interfaces: %w", err)
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return h, fmt.Errorf("list addresses: %w", err)
 	}
+	names := map[int]string{}
 	own := map[int][]netip.Prefix{}
 	for _, ad := range addrs {
+		name, _, _ := strings.Cut(ad.Label, ":") // "eth0:1" is an address of eth0
+		names[ad.LinkIndex] = name
 		ip, ok := netip.AddrFromSlice(ad.IP.To4())
-		name := names[ad.LinkIndex]
 		if !ok || skip[name] {
 			continue
 		}
@@ -244,17 +240,32 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
 		h.addrs = append(h.addrs, hostAddr{link: name, uplink: uplinks[ad.LinkIndex], prefix: pfx})
 	}
+	// A link with routes but no IPv4 address is looked up by index.
+	nameOf := func(index int) string {
+		if name, ok := names[index]; ok || index == 0 {
+			return name
+		}
+		if l, err := netlink.LinkByIndex(index); err == nil {
+			names[index] = l.Attrs().Name
+		} else {
+			names[index] = fmt.Sprintf("ifindex %d", index)
+		}
+		return names[index]
+	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return h, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
-		if r.Dst == nil || skip[names[r.LinkIndex]] && r.LinkIndex != 0 {
+		// Local and broadcast routes lie inside their address's subnet,
+		// which the addresses above cover.
+		if r.Dst == nil || r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(r.Dst.IP.To4())
 		ones, _ := r.Dst.Mask.Size()
-		if !ok || ones == 0 {
+		dev := nameOf(r.LinkIndex)
+		if !ok || ones == 0 || skip[dev] && r.LinkIndex != 0 {
 			continue
 		}
 		dst := netip.PrefixFrom(ip, ones).Masked()
@@ -262,11 +273,10 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 		if gw, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
 			hr.desc += " via " + gw.String()
 		}
-		if name := names[r.LinkIndex]; name != "" {
-			hr.desc += " dev " + name
+		if dev != "" {
+			hr.desc += " dev " + dev
 		}
-		hr.connected = r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST ||
-			r.Gw == nil && slices.Contains(own[r.LinkIndex], dst)
+		hr.connected = r.Gw == nil && slices.Contains(own[r.LinkIndex], dst)
 		h.routes = append(h.routes, hr)
 	}
 	return h, nil
