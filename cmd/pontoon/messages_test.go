@@ -238,8 +238,10 @@ func TestDiskMessages(t *testing.T) {
 			t.Fatalf("bind-mount %s read-only: %v %s", ro, err, out)
 		}
 		t.Cleanup(func() { exec.Command("umount", ro).Run() })
-		r := w.inHost("agent", "--state-dir", ro, "--socket", filepath.Join(t.TempDir(), "s.sock"),
-			"--bpffs", testenv.PinDir(t), "--cgroup", w.cgroup, "--uplink", w.uplink)
+		// A namespace and cgroup of its own: one agent serves each.
+		ns := testenv.NewNetns(t, "ppr"+w.id)
+		r := runCmd(t, nil, exec.Command("nsenter", "--net="+ns.Path(), "--", bin, "agent", "--state-dir", ro,
+			"--socket", filepath.Join(t.TempDir(), "s.sock"), "--bpffs", testenv.PinDir(t), "--cgroup", testenv.Cgroup(t)))
 		expectOneLineError(t, r, "read-only file system; the file system holding "+ro+" is mounted read-only: remount it read-write, or give the agent a --state-dir on a writable one, and retry")
 	})
 }
