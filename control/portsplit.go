@@ -124,7 +124,11 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	for i, b := range removed {
 		keys[i] = b.Key()
 	}
-	// Same keys as before, so the prefilter covers them already.
+	// Same keys as before, so the prefilter covers them already; the new
+	// ids need their traffic counters before a packet can use them.
+	if err := a.createBindingCounters(bindings); err != nil {
+		return nil, fmt.Errorf("%w; restart the agent to reconcile the datapath with the state", err)
+	}
 	if err := a.writer.PutBatch(bindings); err != nil {
 		return nil, fmt.Errorf("rewrite the bindings of the ports kept: %w; restart the agent to reconcile the bindings map with the state", err)
 	}

@@ -101,6 +101,17 @@ func TestUnpublishSplitsRange(t *testing.T) {
 		t.Errorf("binding ids %v: want a new id for 8000-8004 and another for 8006-8009 (old %d)", ids, oldID)
 	}
 
+	counters, err := maps.NewBindingStats(a.dp.Maps.BindingStats).All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := counters[ids[8000]]; !ok {
+		t.Errorf("no traffic counters for the new id %d of 8000-8004: %v", ids[8000], counters)
+	}
+	if _, ok := counters[ids[8009]]; !ok {
+		t.Errorf("no traffic counters for the new id %d of 8006-8009: %v", ids[8009], counters)
+	}
+
 	want := []ipam.PortRange{{First: 8000, Last: 8004}, {First: 8006, Last: 8009}}
 	st, err := loadState(a.store)
 	if err != nil {

@@ -17,7 +17,9 @@ func TestJSONSnakeCase(t *testing.T) {
 	ip := netip.MustParseAddr("10.0.0.2")
 	yes := true
 	for name, v := range map[string]any{
-		"network":  &NetworkInfo{Network: Network{Name: "n", Subnet: netip.MustParsePrefix("10.0.0.0/24"), AddedGateway: true}, Endpoints: []string{"e"}, Notes: []string{"x"}},
+		"network": &NetworkInfo{Network: Network{Name: "n", Subnet: netip.MustParsePrefix("10.0.0.0/24"), AddedGateway: true,
+			Subnets: []NetworkSubnet{{Subnet: netip.MustParsePrefix("10.0.0.0/24"), IPRange: netip.MustParsePrefix("10.0.0.128/25"), AuxAddresses: map[string]netip.Addr{"router": ip}}},
+		}, Endpoints: []string{"e"}, Notes: []string{"x"}},
 		"endpoint": &Endpoint{Name: "e", IP: ip},
 		"mapping":  &PortMapping{Endpoint: "e", Proto: "tcp", HostIP: ip, Host: ipam.PortRange{First: 80, Last: 81}, Container: ipam.Port(80), Backend: ip, ID: 1},
 		"status": &Status{
