@@ -8,9 +8,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pontoon-net/pontoon/ipam"
 )
 
 // TestStrictBody: the API takes exactly one JSON object, sent as
@@ -82,7 +85,12 @@ func TestStrictBody(t *testing.T) {
 // method, path, status and message; a good one is not.
 func TestAPIFailuresLogged(t *testing.T) {
 	var log bytes.Buffer
-	a := &Agent{log: slog.New(slog.NewTextHandler(&log, nil))}
+	store, err := ipam.OpenBolt(filepath.Join(t.TempDir(), "pontoon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	a := &Agent{log: slog.New(slog.NewTextHandler(&log, nil)), store: store}
 	h := a.routes()
 	for _, c := range []struct {
 		method, path, contentType, body string
@@ -105,9 +113,18 @@ func TestAPIFailuresLogged(t *testing.T) {
 		if w.Code != c.status {
 			t.Errorf("%s %s: status %d, want %d (%s)", c.method, c.path, w.Code, c.status, w.Body)
 		}
-		if got := log.String(); !strings.Contains(got, c.want) || strings.Count(got, "\n") != 1 {
-			t.Errorf("%s %s: log %q\nwant one line with %q", c.method, c.path, got, c.want)
+		if got := log.String(); !strings.Contains(got, c.want) || strings.Count(got, "level=WARN") != 1 {
+			t.Errorf("%s %s: log %q\nwant one WARN line with %q", c.method, c.path, got, c.want)
 		}
+	}
+
+	// What the request guard answers itself is logged with its message.
+	a.markUnhealthy(errors.New("injected: store broken"))
+	log.Reset()
+	r := httptest.NewRequest("DELETE", "/v1/networks/n", nil)
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if want := `method=DELETE path=/v1/networks/n status=503 err="the agent is unhealthy (injected: store broken)`; !strings.Contains(log.String(), want) {
+		t.Errorf("log %q\nwant %q", log.String(), want)
 	}
 }
 
