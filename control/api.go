@@ -1,19 +1,28 @@
 package control
 
 import (
+	"bytes"
+	"encoding"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	stdmaps "maps"
+	"mime"
 	"net/http"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
 )
 
-// maxBody bounds a request; 1,000 specs fit many times over.
+// maxBody bounds a request body, in bytes; 100,000 specs fit.
 const maxBody = 4 << 20
 
 func (a *Agent) routes() http.Handler {
@@ -66,10 +75,17 @@ func (a *Agent) routes() http.Handler {
 			reply(a.Unpublish(req))(w)
 		}
 	})
+	// An empty name leaves a trailing slash, which no other route takes.
+	for _, kind := range []string{"network", "endpoint"} {
+		mux.HandleFunc("/v1/"+kind+"s/{$}", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, kindf(ErrInvalid, "%s name is empty in %s %s; name the %s at the end of the path", kind, r.Method, r.URL.Path, kind))
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kindf(ErrNotFound, "no API %s %s; this agent serves /v1", r.Method, r.URL.Path))
 	})
-	return a.guardRequests(mux)
+	// Outermost, so what the guard refuses or recovers from is logged too.
+	return a.logFailures(a.guardRequests(mux))
 }
 
 // reply turns a (value, error) pair into a response writer.
@@ -85,20 +101,244 @@ func reply[T any](v T, err error) func(http.ResponseWriter) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
+	err = WithDiskAdvice(err)
+	status := statusOf(err)
+	var se *statusError
+	if errors.As(err, &se) {
+		status = se.status
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(statusOf(err))
+	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(apiError{Error: err.Error()})
 }
 
+// failureRecorder keeps the status and, for a failure, the error body of
+// a reply for the log.
+type failureRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (f *failureRecorder) WriteHeader(status int) {
+	f.status = status
+	f.ResponseWriter.WriteHeader(status)
+}
+
+func (f *failureRecorder) Write(b []byte) (int, error) {
+	if f.status >= 400 && f.body.Len() < 64<<10 {
+		f.body.Write(b)
+	}
+	return f.ResponseWriter.Write(b)
+}
+
+// logFailures logs every request the API refuses or fails, at WARN: the
+// CLI shows the operator the message, the log keeps it for whoever looks
+// at the agent.
+func (a *Agent) logFailures(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &failureRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		if rec.status < 400 {
+			return
+		}
+		msg := http.StatusText(rec.status)
+		var e apiError
+		if json.Unmarshal(rec.body.Bytes(), &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		a.log.Warn("API request failed", "method", r.Method, "path", r.URL.Path, "status", rec.status, "err", msg)
+	})
+}
+
+// decodeBody reads a request body strictly: application/json, at most
+// maxBody bytes, exactly one JSON object, and only keys the request type
+// names, spelled as it spells them (encoding/json alone would take
+// "Endpoint" for "endpoint" and ignore whatever follows the object).
 func decodeBody(w http.ResponseWriter, r *http.Request, into any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		writeError(w, fmt.Errorf("%w request body: %v", ErrInvalid, err))
+	if err := readJSON(w, r, into); err != nil {
+		writeError(w, err)
 		return false
 	}
 	return true
 }
+
+func readJSON(w http.ResponseWriter, r *http.Request, into any) error {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return &statusError{http.StatusUnsupportedMediaType, fmt.Sprintf("request body has Content-Type %q; send it as application/json", r.Header.Get("Content-Type"))}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &statusError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d MiB; publish fewer specs per request", maxBody>>20)}
+	}
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	return strictUnmarshal(body, into)
+}
+
+// strictUnmarshal decodes exactly one JSON object into the struct into
+// points to, refusing unknown keys, keys that match a field only when
+// case is ignored, and anything after the object.
+func strictUnmarshal(body []byte, into any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return kindf(ErrInvalid, "request body is empty; send one JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return kindf(ErrInvalid, "request body is not valid JSON: %v; send one JSON object", jsonProblem(err))
+	}
+	end := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		return kindf(ErrInvalid, "request body has data after the JSON object, which ends at byte %d; send exactly one object", end)
+	}
+	if raw = bytes.TrimSpace(raw); raw[0] != '{' {
+		return kindf(ErrInvalid, "request body is a JSON %s, not an object; send one JSON object", jsonValueKind(raw[0]))
+	}
+	if err := checkKeys(raw, reflect.TypeOf(into).Elem(), ""); err != nil {
+		return err
+	}
+	dec = json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return kindf(ErrInvalid, "request body: key %q wants %s, not a JSON %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value)
+		}
+		return kindf(ErrInvalid, "request body: %v", jsonProblem(err))
+	}
+	return nil
+}
+
+// checkKeys compares the keys of a JSON object with the json names of
+// struct t's fields, and of the structs inside it, exactly.
+// at is where the object sits, such as "subnets[1]"; "" for the body.
+func checkKeys(raw json.RawMessage, t reflect.Type, at string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(jsonUnmarshaler) ||
+		reflect.PointerTo(t).Implements(textUnmarshaler):
+		return nil
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		var elems []json.RawMessage
+		if json.Unmarshal(raw, &elems) != nil {
+			return nil // not an array: the typed decode says so
+		}
+		for i, e := range elems {
+			if err := checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() != reflect.Struct:
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return nil // not an object: the typed decode names the wrong type
+	}
+	fields := jsonFields(t)
+	in := func(key string) string {
+		if at == "" {
+			return key
+		}
+		return at + "." + key
+	}
+	for key, v := range obj {
+		if f, ok := fields[key]; ok {
+			if err := checkKeys(v, f.Type, in(key)); err != nil {
+				return err
+			}
+			continue
+		}
+		names := slices.Sorted(stdmaps.Keys(fields))
+		for _, name := range names {
+			if strings.EqualFold(name, key) {
+				return kindf(ErrInvalid, "request body: key %q is spelled %q; keys are case-sensitive", in(key), in(name))
+			}
+		}
+		return kindf(ErrInvalid, "request body: unknown key %q; known keys are %s", in(key), strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// jsonValueKind names the JSON value that starts with c.
+func jsonValueKind(c byte) string {
+	switch c {
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "boolean"
+	}
+	return "number"
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// jsonFields maps the json names of t's fields, embedded ones included,
+// to the fields.
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+			continue
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			continue // its fields are visible on their own
+		case name == "":
+			name = f.Name
+		}
+		out[name] = f
+	}
+	return out
+}
+
+// jsonProblem drops the "json: " prefix encoding/json puts on its errors.
+func jsonProblem(err error) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "it ends in the middle of a value"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a number"
+}
+
+// statusError is an API error with its own HTTP status.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 // Status reports the agent, its attachments and how much state it holds.
 func (a *Agent) Status() (*Status, error) {
@@ -144,4 +384,28 @@ func (a *Agent) Status() (*Status, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// WithDiskAdvice adds what to do to an error caused by a read-only or
+// full file system; other errors come back as they are. bbolt formats
+// some of its errors with %s, so the errno is looked for in the text too.
+func WithDiskAdvice(err error) error {
+	if err == nil {
+		return nil
+	}
+	where := "the file system"
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		where = "the file system holding " + filepath.Dir(pe.Path)
+	}
+	hasErrno := func(e syscall.Errno) bool { return errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) }
+	switch {
+	case hasErrno(syscall.EROFS):
+		return fmt.Errorf("%w; %s is mounted read-only: remount it read-write, or give the agent a --state-dir on a writable one, and retry", err, where)
+	case hasErrno(syscall.ENOSPC):
+		return fmt.Errorf("%w; %s is full: free space on it (df shows how much is left) and retry", err, where)
+	case hasErrno(syscall.EDQUOT):
+		return fmt.Errorf("%w; the disk quota on %s is used up: free space or raise the quota, and retry", err, strings.TrimPrefix(where, "the file system holding "))
+	}
+	return err
 }

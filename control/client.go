@@ -79,6 +79,15 @@ func (c *Client) dialError(err error) error {
 	return fmt.Errorf("reach the agent on %s: %w", c.socket, err)
 }
 
+// nameGiven refuses an empty name before it becomes a path that names
+// nothing ("/v1/networks/").
+func nameGiven(kind, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s name is empty; give one of the names 'pontoon %s ls' lists", kind, kind)
+	}
+	return nil
+}
+
 func (c *Client) Status() (*Status, error) {
 	var s Status
 	return &s, c.do("GET", "/v1/status", nil, &s)
@@ -95,11 +104,17 @@ func (c *Client) Networks() ([]*NetworkInfo, error) {
 }
 
 func (c *Client) Network(name string) (*NetworkInfo, error) {
+	if err := nameGiven("network", name); err != nil {
+		return nil, err
+	}
 	var n NetworkInfo
 	return &n, c.do("GET", "/v1/networks/"+url.PathEscape(name), nil, &n)
 }
 
 func (c *Client) RemoveNetwork(name string, force bool) error {
+	if err := nameGiven("network", name); err != nil {
+		return err
+	}
 	return c.do("DELETE", "/v1/networks/"+url.PathEscape(name)+fmt.Sprintf("?force=%t", force), nil, nil)
 }
 
@@ -114,11 +129,17 @@ func (c *Client) Endpoints(network string) ([]*Endpoint, error) {
 }
 
 func (c *Client) Endpoint(name string) (*Endpoint, error) {
+	if err := nameGiven("endpoint", name); err != nil {
+		return nil, err
+	}
 	var e Endpoint
 	return &e, c.do("GET", "/v1/endpoints/"+url.PathEscape(name), nil, &e)
 }
 
 func (c *Client) Detach(name string) error {
+	if err := nameGiven("endpoint", name); err != nil {
+		return err
+	}
 	return c.do("DELETE", "/v1/endpoints/"+url.PathEscape(name), nil, nil)
 }
 

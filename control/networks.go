@@ -58,6 +58,9 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 		if !s.Prefix.Addr().Is4() {
 			return nil, kindf(ErrUnsupported, "subnet %s: IPv6 networks are not supported yet; give an IPv4 subnet", s.Prefix)
 		}
+		if err := a.validateSubnet(s.Prefix, s.Gateway, req.Force, n.Bridge); err != nil {
+			return nil, err
+		}
 		n.Subnets = append(n.Subnets, NetworkSubnet{Subnet: s.Prefix, Gateway: s.Gateway, IPRange: s.Range, AuxAddresses: s.Aux})
 	}
 	n.Subnet, n.Gateway = n.Subnets[0].Subnet, n.Subnets[0].Gateway

@@ -184,8 +184,9 @@ func (a *Agent) allocate(owner string, spec PortSpec, hostIP netip.Addr) (ipam.P
 	return a.ipam.AllocatePorts(req)
 }
 
-// Unpublish removes the endpoint's mappings that match spec: its
-// container ports and protocol, and the host IP and ports when given.
+// Unpublish removes the endpoint's ports that match spec: its container
+// ports and protocol, and the host IP and ports when given. It returns
+// what it removed.
 func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 	spec, err := ParsePortSpec(req.Spec)
 	if err != nil {
@@ -212,11 +213,29 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 	if len(ms) == 0 {
 		return nil, kindf(ErrNotFound, "endpoint %s has no published port matching %q; list them with 'pontoon port ls %s'", req.Endpoint, req.Spec, req.Endpoint)
 	}
-	sortMappings(ms)
-	out := clones(ms)
-	if err := a.unpublish(ms); err != nil {
+	// A spec naming part of a range mapping (81 of 1-65535) removes that
+	// part alone; the rest stays published.
+	var whole []*PortMapping
+	var splits []mappingSplit
+	for _, m := range ms {
+		if s, ok := splitOf(m, spec); ok {
+			splits = append(splits, s)
+		} else {
+			whole = append(whole, m)
+		}
+	}
+	out := clones(whole)
+	if err := a.unpublish(whole); err != nil {
 		return nil, err
 	}
+	for _, s := range splits {
+		removed, err := a.unpublishPart(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, removed)
+	}
+	sortMappings(out)
 	return out, nil
 }
 

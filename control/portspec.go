@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -24,10 +25,42 @@ const specGrammar = "[hostIP:][hostPort[-end]:]containerPort[-end][/tcp|udp]"
 // ParsePortSpec reads one -p argument.
 func ParsePortSpec(s string) (PortSpec, error) {
 	spec, err := parsePortSpec(s)
-	if err != nil {
+	var syntax *specSyntaxError
+	switch {
+	case errors.As(err, &syntax):
 		return PortSpec{}, fmt.Errorf("port spec %q: %w; write it as %s, such as 8080:80/tcp", s, err, specGrammar)
+	case err != nil:
+		// The error already says what to write instead.
+		return PortSpec{}, fmt.Errorf("port spec %q: %w", s, err)
 	}
 	return spec, nil
+}
+
+// specSyntaxError is a spec that does not follow the grammar, and so
+// gets the grammar in its message; other errors say what to do themselves.
+type specSyntaxError struct{ msg string }
+
+func (e *specSyntaxError) Error() string { return e.msg }
+func (e *specSyntaxError) Unwrap() error { return ErrInvalid }
+
+func syntaxf(format string, args ...any) error {
+	return &specSyntaxError{fmt.Sprintf(format, args...)}
+}
+
+// portRange reads the container or host part of a spec, with a message
+// that names which one is wrong.
+func portRange(what, s string) (ipam.PortRange, error) {
+	r, err := ipam.ParsePortRange(s)
+	if err != nil {
+		// Unwrapped, ipam's error is "invalid port range 80-70: reversed;
+		// write it as 70-80": drop its "parse port range" and "invalid".
+		msg := err.Error()
+		if inner := errors.Unwrap(err); inner != nil {
+			msg = strings.TrimPrefix(inner.Error(), "invalid ")
+		}
+		return r, kindf(ErrInvalid, "%s %s", what, msg)
+	}
+	return r, nil
 }
 
 func parsePortSpec(s string) (PortSpec, error) {
@@ -52,13 +85,13 @@ func parsePortSpec(s string) (PortSpec, error) {
 	if strings.HasPrefix(rest, "[") {
 		end := strings.IndexByte(rest, ']')
 		if end < 0 || !strings.HasPrefix(rest[end+1:], ":") {
-			return PortSpec{}, fmt.Errorf("%w bracketed host IP: want [address]:", ErrInvalid)
+			return PortSpec{}, syntaxf("bracketed host IP: want [address]:")
 		}
 		ipPart, hasIP = rest[1:end], true
 		rest = rest[end+2:]
 		parts := strings.Split(rest, ":")
 		if len(parts) != 2 {
-			return PortSpec{}, kindf(ErrInvalid, "after [%s] give hostPort:containerPort (the host port may be empty)", ipPart)
+			return PortSpec{}, syntaxf("after [%s] give hostPort:containerPort (the host port may be empty)", ipPart)
 		}
 		hostPart, ctrPart, hasHost = parts[0], parts[1], true
 	} else {
@@ -79,7 +112,7 @@ func parsePortSpec(s string) (PortSpec, error) {
 		ip, err := netip.ParseAddr(ipPart)
 		switch {
 		case err != nil:
-			return PortSpec{}, fmt.Errorf("%w host IP %q", ErrInvalid, ipPart)
+			return PortSpec{}, syntaxf("host IP %q is not an address", ipPart)
 		case ip.Zone() != "":
 			return PortSpec{}, fmt.Errorf("%w host IP %s: drop the zone", ErrInvalid, ip)
 		case ip.Is4In6():
@@ -87,15 +120,15 @@ func parsePortSpec(s string) (PortSpec, error) {
 		}
 		spec.HostIP = ip
 	}
-	ctr, err := ipam.ParsePortRange(ctrPart)
+	ctr, err := portRange("container", ctrPart)
 	if err != nil {
-		return PortSpec{}, fmt.Errorf("container port: %w", err)
+		return PortSpec{}, err
 	}
 	spec.Container = ctr
 	if hasHost && hostPart != "" {
-		host, err := ipam.ParsePortRange(hostPart)
+		host, err := portRange("host", hostPart)
 		if err != nil {
-			return PortSpec{}, fmt.Errorf("host port: %w", err)
+			return PortSpec{}, err
 		}
 		// A host range for one container port means "any one of these",
 		// as in Docker; otherwise the lengths must match.

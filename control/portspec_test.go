@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/ipam"
@@ -75,4 +76,28 @@ func FuzzParsePortSpec(f *testing.F) {
 			t.Fatalf("%q: bad container range %v", s, spec.Container)
 		}
 	})
+}
+
+// TestPortSpecMessages: each bad spec gets one piece of advice, not the
+// range's advice followed by the grammar.
+func TestPortSpecMessages(t *testing.T) {
+	for in, want := range map[string]string{
+		"80-70":           `port spec "80-70": container port range 80-70: reversed; write it as 70-80`,
+		"8080-8070:80":    `port spec "8080-8070:80": host port range 8080-8070: reversed; write it as 8070-8080`,
+		"70000":           `port spec "70000": container port 70000: out of range; ports are 1-65535`,
+		"x":               `port spec "x": container port "x": not a number; ports are 1-65535`,
+		"8080:":           `port spec "8080:": container port: empty; ports are 1-65535`,
+		"8000-8001:80-82": `port spec "8000-8001:80-82": host range 8000-8001 has 2 ports and container range 80-82 has 3; make them the same length`,
+		"1.2.3:80:80":     `port spec "1.2.3:80:80": host IP "1.2.3" is not an address; write it as ` + specGrammar + `, such as 8080:80/tcp`,
+		"[::1]80":         `port spec "[::1]80": bracketed host IP: want [address]:; write it as ` + specGrammar,
+	} {
+		_, err := ParsePortSpec(in)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q:\n got %v\nwant %s", in, err, want)
+			continue
+		}
+		if n := strings.Count(err.Error(), "write it as"); n > 1 {
+			t.Errorf("%q: advice given %d times: %v", in, n, err)
+		}
+	}
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // candidateSubnets is where a network without --subnet gets its range,
@@ -27,30 +29,16 @@ func candidateSubnets() []netip.Prefix {
 // (all but default routes), the subnets of its addresses and its
 // nameservers.
 func hostPrefixes() ([]netip.Prefix, error) {
+	h, err := readHostNet(nil, nil)
+	if err != nil {
+		return nil, err
+	}
 	var out []netip.Prefix
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+	for _, r := range h.routes {
+		out = append(out, r.dst)
 	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		ones, _ := r.Dst.Mask.Size()
-		ip, ok := netip.AddrFromSlice(r.Dst.IP)
-		if ok && ones > 0 {
-			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
-		}
-	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	for _, a := range addrs {
-		ones, _ := a.Mask.Size()
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			out = append(out, netip.PrefixFrom(ip, ones).Masked())
-		}
+	for _, a := range h.addrs {
+		out = append(out, a.prefix.Masked())
 	}
 	for _, ns := range nameservers("/etc/resolv.conf") {
 		out = append(out, netip.PrefixFrom(ns, ns.BitLen()))
@@ -89,4 +77,207 @@ next:
 		return c, true
 	}
 	return netip.Prefix{}, false
+}
+
+// reservedRanges are IPv4 ranges no network may overlap: the kernel
+// treats their addresses specially, so a bridge there breaks the host.
+// Class E holds the limited broadcast address 255.255.255.255.
+var reservedRanges = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "the \"this network\" range"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "the loopback range"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "the link-local range"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "the multicast range"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "the reserved class E range"},
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+const pickAdvice = "pick another subnet, such as one in 10.0.0.0/8, or leave out --subnet to get a free one"
+
+// checkSubnetShape refuses what no host could use as a network, whatever
+// its interfaces: /0, too small a subnet, the reserved ranges, and a
+// gateway on the network or broadcast address.
+func checkSubnetShape(p netip.Prefix, gw netip.Addr) error {
+	switch {
+	case p.Bits() == 0:
+		return kindf(ErrInvalid, "subnet %s covers every address; %s", p, pickAdvice)
+	case p.Bits() > 30:
+		return kindf(ErrInvalid, "subnet %s is smaller than a /30 and leaves no address for endpoints; give a /30 or larger", p)
+	}
+	for _, r := range reservedRanges {
+		if p.Overlaps(r.prefix) {
+			what := r.what + " " + r.prefix.String()
+			if p.Contains(limitedBroadcast) {
+				what += " and holds the limited broadcast address " + limitedBroadcast.String()
+			}
+			return kindf(ErrInvalid, "subnet %s overlaps %s; %s", p, what, pickAdvice)
+		}
+	}
+	if gw == p.Addr() || gw == lastAddr(p) {
+		return kindf(ErrInvalid, "gateway %s is the network or broadcast address of %s; give a gateway between %s and %s", gw, p, p.Addr().Next(), lastAddr(p).Prev())
+	}
+	return nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := range b {
+		b[i] |= byte(host >> (8 * (3 - i)))
+	}
+	return netip.AddrFrom4(b)
+}
+
+// hostAddr is an IPv4 address of one of the host's interfaces.
+type hostAddr struct {
+	link string
+	// uplink names the interface an uplink in messages.
+	uplink bool
+	// prefix is the address with its prefix length, such as 198.51.100.1/24.
+	prefix netip.Prefix
+}
+
+func (h hostAddr) String() string {
+	role := "interface"
+	if h.uplink {
+		role = "uplink"
+	}
+	return fmt.Sprintf("%s %s's %s", role, h.link, h.prefix.Masked())
+}
+
+// hostRoute is an IPv4 route of the host.
+type hostRoute struct {
+	dst netip.Prefix
+	// desc says where the route leads, for messages.
+	desc string
+	// connected routes are an interface's own subnet (or the local and
+	// broadcast routes the kernel adds for an address): overlapping one
+	// can never be forced.
+	connected bool
+}
+
+// hostNet is what a new subnet must keep clear of, read in the agent's
+// network namespace.
+type hostNet struct {
+	addrs  []hostAddr
+	routes []hostRoute
+}
+
+// check refuses p when it overlaps an address or a route of the host; a
+// route that is not a connected one only without force. A gateway that is
+// an address of the host lies inside p and so is refused here too.
+func (h hostNet) check(p netip.Prefix, force bool) error {
+	for _, a := range h.addrs {
+		if p.Overlaps(a.prefix.Masked()) {
+			return kindf(ErrConflict, "subnet %s overlaps %s (address %s); %s", p, a, a.prefix.Addr(), pickAdvice)
+		}
+	}
+	for _, r := range h.routes {
+		switch {
+		case !p.Overlaps(r.dst):
+		case r.connected:
+			return kindf(ErrConflict, "subnet %s overlaps the host's connected route to %s; %s", p, r.desc, pickAdvice)
+		case !force:
+			return kindf(ErrConflict, "subnet %s overlaps the host's route to %s; %s, or give --force to create it anyway (the host then reaches %s on the network's bridge)", p, r.desc, pickAdvice, p)
+		}
+	}
+	return nil
+}
+
+// validateSubnet refuses a subnet of a new network that the host could not
+// route, or that would take addresses or routes from the host's own
+// interfaces (the uplink's subnet would cut every network off). bridge is
+// the network's bridge: its own addresses and routes do not count, as an
+// adopted bridge may already carry the gateway; nor do the bridges of
+// other networks, which ipam refuses by name. force lets p overlap routes
+// that are not an interface's own subnet.
+func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge string) error {
+	if !p.Addr().Is4() {
+		return nil
+	}
+	if err := checkSubnetShape(p, gw); err != nil {
+		return err
+	}
+	skip := map[string]bool{bridge: true}
+	for _, n := range a.st.networks {
+		skip[n.Bridge] = true
+	}
+	uplinks := map[int]bool{}
+	for idx := range a.uplinks {
+		uplinks[idx] = true
+	}
+	h, err := readHostNet(skip, uplinks)
+	if err != nil {
+		return fmt.Errorf("check subnet %s against the host: %w", p, err)
+	}
+	return h.check(p, force)
+}
+
+// readHostNet lists the host's IPv4 addresses and routes (every table but
+// default routes), leaving out those of the links in skip. Interfaces are
+// named from their addresses' labels rather than by listing them: a link
+// dump with 1,000 bridges costs more than everything else here together.
+func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
+	var h hostNet
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return h, fmt.Errorf("list addresses: %w", err)
+	}
+	names := map[int]string{}
+	own := map[int][]netip.Prefix{}
+	for _, ad := range addrs {
+		name, _, _ := strings.Cut(ad.Label, ":") // "eth0:1" is an address of eth0
+		names[ad.LinkIndex] = name
+		ip, ok := netip.AddrFromSlice(ad.IP.To4())
+		if !ok || skip[name] {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		pfx := netip.PrefixFrom(ip, ones)
+		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
+		h.addrs = append(h.addrs, hostAddr{link: name, uplink: uplinks[ad.LinkIndex], prefix: pfx})
+	}
+	// A link with routes but no IPv4 address is looked up by index.
+	nameOf := func(index int) string {
+		if name, ok := names[index]; ok || index == 0 {
+			return name
+		}
+		if l, err := netlink.LinkByIndex(index); err == nil {
+			names[index] = l.Attrs().Name
+		} else {
+			names[index] = fmt.Sprintf("ifindex %d", index)
+		}
+		return names[index]
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return h, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		// Local and broadcast routes lie inside their address's subnet,
+		// which the addresses above cover.
+		if r.Dst == nil || r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		ones, _ := r.Dst.Mask.Size()
+		dev := nameOf(r.LinkIndex)
+		if !ok || ones == 0 || skip[dev] && r.LinkIndex != 0 {
+			continue
+		}
+		dst := netip.PrefixFrom(ip, ones).Masked()
+		hr := hostRoute{dst: dst, desc: dst.String()}
+		if gw, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
+			hr.desc += " via " + gw.String()
+		}
+		if dev != "" {
+			hr.desc += " dev " + dev
+		}
+		hr.connected = r.Gw == nil && slices.Contains(own[r.LinkIndex], dst)
+		h.routes = append(h.routes, hr)
+	}
+	return h, nil
 }

@@ -92,6 +92,9 @@ type NetworkCreate struct {
 	Masquerade   *bool    `json:"masquerade,omitempty"`
 	// Routed implies no masquerade; asking for both is refused.
 	Routed bool `json:"routed,omitempty"`
+	// Force accepts a subnet overlapping a route of the host that is not
+	// an interface's own subnet.
+	Force bool `json:"force,omitempty"`
 }
 
 // Endpoint is a veth pair joining a network namespace to a bridge.

@@ -47,7 +47,8 @@ func ParseProto(s string) (Proto, error) {
 // PortRange is the ports First through Last. The zero value means "no port
 // given", which a PortRequest reads as "any".
 type PortRange struct {
-	First, Last uint16
+	First uint16 `json:"first"`
+	Last  uint16 `json:"last"`
 }
 
 // Port is the range of the single port p.

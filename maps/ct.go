@@ -77,6 +77,16 @@ func (c *CT) deleteWhere(stale func(CTKey, CTValue) bool) (int, error) {
 	return total, nil
 }
 
+// DeleteBindingPorts forgets the connections of one binding that were
+// dialled on ports first-last: when part of a published range goes, the
+// flows of the rest live on.
+func (c *CT) DeleteBindingPorts(id uint32, first, last uint16) (int, error) {
+	return c.deleteWhere(func(_ CTKey, v CTValue) bool {
+		p := hostPort(v.NatPort)
+		return v.BindingID == id && first <= p && p <= last
+	})
+}
+
 // deleteWhere deletes the entries matching stale: keys are collected
 // first and deleted after the walk, never while iterating.
 func deleteWhere[K, V any](m *ebpf.Map, stale func(K, V) bool) (int, error) {

@@ -245,6 +245,6 @@ const (
 
 // Counter mirrors struct counter.
 type Counter struct {
-	Packets uint64
-	Bytes   uint64
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }

@@ -39,7 +39,7 @@ holds any of them.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
-			return control.Run(ctx, cfg)
+			return control.WithDiskAdvice(control.Run(ctx, cfg))
 		},
 	}
 	f := cmd.Flags()

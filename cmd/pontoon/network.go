@@ -74,6 +74,7 @@ the host too, so --routed with --masquerade=true is refused.`,
 	f.BoolVar(&icc, "icc", true, "allow direct traffic between endpoints of the network (false: only through published ports)")
 	f.BoolVar(&masq, "masquerade", true, "give outgoing traffic the uplink's address (default false with --routed)")
 	f.BoolVar(&req.Routed, "routed", false, "let the outside reach endpoints by their own addresses, any port, without masquerade (Docker's routed gateway mode)")
+	f.BoolVar(&req.Force, "force", false, "accept a subnet that overlaps a route of the host (one that is not an interface's own subnet)")
 	return cmd
 }
 

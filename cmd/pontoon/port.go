@@ -77,7 +77,7 @@ func newPortLs(o *opts) *cobra.Command {
 func newPortUnpublish(o *opts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "unpublish ENDPOINT SPEC",
-		Short: "Unpublish the endpoint's ports matching SPEC (container ports, and host IP/ports when given)",
+		Short: "Unpublish the endpoint's ports matching SPEC (container ports, and host IP/ports when given); the rest of a range stays published",
 		Args:  exactArgs(2, "an endpoint and a port spec"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ms, err := o.client().Unpublish(control.UnpublishRequest{Endpoint: args[0], Spec: args[1]})
