@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,12 @@ func openState(path, pinDir string, opts ipam.Options) (_ *ipam.BoltStore, _ *ip
 	return store, alloc, st, nil
 }
 
+// inNetwork: a network with several subnets holds addresses in any of them.
+func inNetwork(n *Network, a netip.Addr) bool {
+	_, ok := n.subnetOf(a)
+	return ok
+}
+
 // check finds records that contradict each other or their keys, as a
 // flipped byte in a name would leave them. Starting on such records would
 // prune the interfaces of the records they were.
@@ -101,7 +108,7 @@ func (st *state) check() error {
 	}
 	for k, e := range st.endpoints {
 		n := st.networks[e.Network]
-		if e.Name != k || e.HostIf != hostIfName(e.Name) || n == nil || !n.Subnet.Contains(e.IP) {
+		if e.Name != k || e.HostIf != hostIfName(e.Name) || n == nil || !inNetwork(n, e.IP) {
 			return fmt.Errorf("endpoint record %q: name %q, interface %s, network %q, address %s do not fit", k, e.Name, e.HostIf, e.Network, e.IP)
 		}
 	}
