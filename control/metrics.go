@@ -259,9 +259,10 @@ func checkMetricsAddr(addr string, allowRemote bool) error {
 	ip, err := netip.ParseAddr(host)
 	if err != nil || !ip.IsLoopback() {
 		what := "a non-loopback address"
-		if host == "" {
+		switch {
+		case host == "" || ip.IsUnspecified():
 			what = "every address"
-		} else if err != nil {
+		case err != nil:
 			what = "a name, not a loopback address"
 		}
 		return fmt.Errorf("--metrics-addr %s is %s: metrics would be served to the network; use 127.0.0.1:%s, or add --metrics-allow-remote to mean it", addr, what, port)
