@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/loader/testenv"
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -292,5 +293,59 @@ func TestMetricsAddrRefused(t *testing.T) {
 	})
 	if err == nil {
 		t.Errorf("something listens on %s without --metrics-addr", metricsAddr)
+	}
+}
+
+// TestTableFillWarning: a SYN flood filling ct_new past 95% gets one
+// warning naming the table, once, however many GC passes see it full.
+func TestTableFillWarning(t *testing.T) {
+	w := newWorld(t, 1)
+	w.startAgent("--metrics-addr", metricsAddr)
+	c1 := w.containers[0]
+	w.ok("network", "create", "net", "--subnet", "10.77.0.0/24")
+	w.ok("endpoint", "attach", "net", "c1", "--netns", c1.Path())
+	c1.ServeTCP(t, ":80")
+	w.ok("port", "publish", "c1", "8080:80")
+	for _, p := range testenv.DocumentationRanges {
+		w.outside.IP(t, "route", "add", "blackhole", p.String())
+	}
+
+	capacity, ok := metricValue(parseScrape(t, w.scrapeMetrics()), "pontoon_map_max_entries", map[string]string{"map": "ct_new"})
+	if !ok || capacity < 1 {
+		t.Fatalf("no capacity for ct_new in /metrics")
+	}
+	sent, err := w.outside.FloodSYN(testenv.SYNFlood{
+		Dst: netip.AddrPortFrom(w.hostIP, 8080), Sources: testenv.DocumentationRanges,
+		Count: int(capacity) * 5 / 4, Limit: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := parseScrape(t, w.scrapeMetrics())
+	entries, _ := metricValue(fams, "pontoon_map_entries", map[string]string{"map": "ct_new"})
+	if entries < capacity*95/100 {
+		t.Fatalf("ct_new holds %v of %v after %d SYNs: the flood did not fill it", entries, capacity, sent.Sent)
+	}
+
+	// Two GC passes after the flood: the first warns, the second must not.
+	runs := func() float64 {
+		v, _ := metricValue(parseScrape(t, w.scrapeMetrics()), "pontoon_conntrack_gc_runs_total", nil)
+		return v
+	}
+	start := runs()
+	for deadline := time.Now().Add(time.Minute); runs() < start+2; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) { // a hang guard
+			t.Fatalf("the conntrack GC did not run twice in a minute\n%s", w.agentLog())
+		}
+	}
+	var warnings []string
+	for _, l := range strings.Split(w.agentLog(), "\n") {
+		if strings.Contains(l, "datapath table filling up") && strings.Contains(l, "map=ct_new") {
+			warnings = append(warnings, l)
+		}
+	}
+	t.Logf("flood: %d SYNs in %s; ct_new held %v of %v; warnings: %q", sent.Sent, sent.Elapsed.Round(time.Millisecond), entries, capacity, warnings)
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "passed_percent=95") || !strings.Contains(warnings[0], "level=WARN") {
+		t.Errorf("want one warning that ct_new passed 95%%, got %d:\n%s", len(warnings), strings.Join(warnings, "\n"))
 	}
 }
