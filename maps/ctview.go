@@ -1,8 +1,10 @@
 package maps
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -211,10 +213,41 @@ func (f Fill) Percent() float64 {
 	return 100 * float64(f.Entries) / float64(f.Capacity)
 }
 
-// CountEntries walks a hash map's keys and counts them. The kernel keeps
-// no count user space can read, so this costs one pass over the keys;
-// entries added or deleted meanwhile may be counted or not.
+// countBatch is how many entries CountEntries reads per system call:
+// large enough that a full 131072-entry table takes a few dozen.
+const countBatch = 4096
+
+// CountEntries counts a hash map's entries. The kernel keeps no count user
+// space can read, so this reads them all, countBatch per system call
+// (one by one, a full ct took 1.6 s); entries added or deleted meanwhile
+// may be counted or not.
 func CountEntries(m *ebpf.Map) (int, error) {
+	// Batch lookups want slices of elements of the map's sizes.
+	raw := func(size uint32) any {
+		t := reflect.SliceOf(reflect.ArrayOf(int(size), reflect.TypeFor[byte]()))
+		return reflect.MakeSlice(t, countBatch, countBatch).Interface()
+	}
+	keys, values := raw(m.KeySize()), raw(m.ValueSize())
+	var (
+		cursor ebpf.MapBatchCursor
+		total  int
+	)
+	for {
+		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		total += n
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return total, nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return countOneByOne(m)
+		case err != nil:
+			return total, fmt.Errorf("count entries of %s: %w", m, err)
+		}
+	}
+}
+
+// countOneByOne is CountEntries for kernels without batch lookups.
+func countOneByOne(m *ebpf.Map) (int, error) {
 	var (
 		n    int
 		k, v []byte
