@@ -161,6 +161,8 @@ func (m *agentMetrics) observeGC(start time.Time, ctDeleted, snatDeleted int) {
 // counters, how full the tables are and how the uplinks are attached.
 type datapathCollector struct{ a *Agent }
 
+var bindingLabels = []string{"binding_id", "endpoint", "proto", "host", "direction"}
+
 var (
 	packetsDesc = prometheus.NewDesc("pontoon_datapath_packets_total",
 		"Packets the datapath counted, by reason (the stats map's names, as in 'pontoon status') and verdict: drop, pass (left to the stack untouched) or other (translated, redirected, socket hook events).",
@@ -172,13 +174,19 @@ var (
 		"Entries in a datapath table.", []string{"map"}, nil)
 	mapMaxDesc = prometheus.NewDesc("pontoon_map_max_entries",
 		"Capacity of a datapath table (its max_entries).", []string{"map"}, nil)
+	bindingPacketsDesc = prometheus.NewDesc("pontoon_binding_packets_total",
+		"Packets a published port mapping carried, by binding id (binding_id in 'pontoon port ls -o json'), endpoint, protocol, host address and ports, and direction: in (to the container) or out (its replies). GSO packets count as the segments they carry.",
+		bindingLabels, nil)
+	bindingBytesDesc = prometheus.NewDesc("pontoon_binding_bytes_total",
+		"Bytes of the packets in pontoon_binding_packets_total.",
+		bindingLabels, nil)
 	uplinksDesc = prometheus.NewDesc("pontoon_datapath_uplinks",
 		"Uplinks the datapath programs are attached to, by attach mode (tcx, or legacy-tc on kernels without TCX).",
 		[]string{"mode"}, nil)
 )
 
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, mapEntriesDesc, mapMaxDesc, uplinksDesc} {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bindingPacketsDesc, bindingBytesDesc, mapEntriesDesc, mapMaxDesc, uplinksDesc} {
 		ch <- d
 	}
 }
@@ -203,6 +211,7 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(mapEntriesDesc, prometheus.GaugeValue, float64(n), t.name)
 	}
+	c.collectBindings(ch)
 	modes := map[string]int{string(loader.TCX): 0, string(loader.LegacyTC): 0}
 	a.mu.Lock()
 	for _, u := range a.uplinks {
@@ -211,6 +220,42 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	a.mu.Unlock()
 	for mode, n := range modes {
 		ch <- prometheus.MustNewConstMetric(uplinksDesc, prometheus.GaugeValue, float64(n), mode)
+	}
+}
+
+// collectBindings serves the traffic of each port mapping the records
+// hold; counters of bindings no record explains (yet) are left out.
+func (c *datapathCollector) collectBindings(ch chan<- prometheus.Metric) {
+	a := c.a
+	if a.dp.Maps.BindingStats == nil {
+		return
+	}
+	counts, err := maps.NewBindingStats(a.dp.Maps.BindingStats).All()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(bindingPacketsDesc, err)
+		return
+	}
+	type mapping struct{ endpoint, proto, host string }
+	byID := map[uint32]mapping{}
+	a.mu.Lock()
+	for _, m := range a.st.ports {
+		host := netip.AddrPortFrom(m.HostIP, m.Host.First).String()
+		if m.Host.Last != m.Host.First {
+			host += "-" + strconv.Itoa(int(m.Host.Last))
+		}
+		byID[m.ID] = mapping{m.Endpoint, m.Proto, host}
+	}
+	a.mu.Unlock()
+	for id, n := range counts {
+		m, ok := byID[id]
+		if !ok {
+			continue
+		}
+		labels := []string{strconv.FormatUint(uint64(id), 10), m.endpoint, m.proto, m.host}
+		ch <- prometheus.MustNewConstMetric(bindingPacketsDesc, prometheus.CounterValue, float64(n.PacketsIn), append(labels, "in")...)
+		ch <- prometheus.MustNewConstMetric(bindingBytesDesc, prometheus.CounterValue, float64(n.BytesIn), append(labels, "in")...)
+		ch <- prometheus.MustNewConstMetric(bindingPacketsDesc, prometheus.CounterValue, float64(n.PacketsOut), append(labels, "out")...)
+		ch <- prometheus.MustNewConstMetric(bindingBytesDesc, prometheus.CounterValue, float64(n.BytesOut), append(labels, "out")...)
 	}
 }
 

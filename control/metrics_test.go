@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -150,6 +151,7 @@ func conntrackAgent(t *testing.T) *Agent {
 	a.dp.Maps.Endpoints = newMapOf(t, ebpf.Hash, maps.EndpointKey{}, maps.EndpointValue{}, 10)
 	a.dp.Maps.Bindings = newMapOf(t, ebpf.Hash, maps.BindingKey{}, maps.BindingValue{}, 1000)
 	a.dp.Maps.Stats = newMapOf(t, ebpf.PerCPUArray, uint32(0), maps.Counter{}, uint32(len(maps.StatNames)))
+	a.dp.Maps.BindingStats = newMapOf(t, ebpf.PerCPUHash, uint32(0), maps.BindingCounter{}, 100)
 	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
 	a.writer = a.bindings
 	a.uplinks = map[int]Uplink{2: {Name: "eth0", Mode: string(loader.TCX)}}
@@ -195,6 +197,17 @@ func TestMetricsScrape(t *testing.T) {
 	if err := a.dp.Maps.Stats.Put(uint32(6), perCPU); err != nil { // dnat
 		t.Fatal(err)
 	}
+	a.st.ports["tcp/0.0.0.0/8080"] = &PortMapping{Endpoint: "web", Proto: "tcp", HostIP: netip.IPv4Unspecified(),
+		Host: ipam.PortRange{First: 8080, Last: 8089}, ID: 1}
+	traffic := make([]maps.BindingCounter, ebpf.MustPossibleCPU())
+	traffic[0] = maps.BindingCounter{PacketsIn: 7, BytesIn: 700, PacketsOut: 5, BytesOut: 500}
+	if err := a.dp.Maps.BindingStats.Put(uint32(1), traffic); err != nil {
+		t.Fatal(err)
+	}
+	// Counters no record explains are left out.
+	if err := a.dp.Maps.BindingStats.Put(uint32(2), traffic); err != nil {
+		t.Fatal(err)
+	}
 	a.metrics.observeGC(time.Now(), 4, -1)
 	a.metrics.observeReconcile("start", time.Now())
 	a.routes().ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/networks", nil))
@@ -217,6 +230,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"pontoon_datapath_bytes_total", map[string]string{"reason": "dnat", "verdict": "other"}, 180},
 		{"pontoon_datapath_packets_total", map[string]string{"reason": "drop_icc", "verdict": "drop"}, 0},
 		{"pontoon_datapath_packets_total", map[string]string{"reason": "pass_no_match", "verdict": "pass"}, 0},
+		{"pontoon_binding_packets_total", map[string]string{"binding_id": "1", "endpoint": "web", "proto": "tcp", "host": "0.0.0.0:8080-8089", "direction": "in"}, 7},
+		{"pontoon_binding_bytes_total", map[string]string{"binding_id": "1", "direction": "out"}, 500},
 		{"pontoon_map_entries", map[string]string{"map": "ct"}, 2},
 		{"pontoon_map_entries", map[string]string{"map": "ct_new"}, 1},
 		{"pontoon_map_entries", map[string]string{"map": "snat"}, 0},
@@ -232,6 +247,9 @@ func TestMetricsScrape(t *testing.T) {
 		if got, ok := sample(fams, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (found %t), want %v", c.name, c.labels, got, ok, c.want)
 		}
+	}
+	if got := countSeries(fams, "pontoon_binding_packets_total"); got != 2 {
+		t.Errorf("%d binding packet counters, want binding 1's in and out", got)
 	}
 	if got := countSeries(fams, "pontoon_datapath_packets_total"); got != len(maps.StatNames) {
 		t.Errorf("%d packet counters, want one per stat name (%d)", got, len(maps.StatNames))

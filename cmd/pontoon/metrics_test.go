@@ -152,6 +152,7 @@ func TestMetricsAndConntrack(t *testing.T) {
 	sent := float64(3 * (dials + 1))
 
 	t.Run("metrics", func(t *testing.T) {
+		id := strconv.FormatUint(uint64(binding), 10)
 		fams := parseScrape(t, w.scrapeMetrics())
 		for _, c := range []struct {
 			name   string
@@ -161,6 +162,8 @@ func TestMetricsAndConntrack(t *testing.T) {
 			{"pontoon_datapath_packets_total", map[string]string{"reason": "dnat", "verdict": "other"}, dnatBefore + sent},
 			{"pontoon_datapath_bytes_total", map[string]string{"reason": "dnat"}, 40 * sent},
 			{"pontoon_datapath_packets_total", map[string]string{"reason": "rnat"}, 2 * (dials + 1)},
+			{"pontoon_binding_packets_total", map[string]string{"binding_id": id, "endpoint": "c1", "proto": "tcp", "host": "0.0.0.0:8080", "direction": "in"}, sent},
+			{"pontoon_binding_packets_total", map[string]string{"binding_id": id, "direction": "out"}, 2 * (dials + 1)},
 			{"pontoon_map_entries", map[string]string{"map": "ct"}, 1},
 			{"pontoon_map_entries", map[string]string{"map": "bindings"}, 1},
 			{"pontoon_map_entries", map[string]string{"map": "endpoints"}, 1},
