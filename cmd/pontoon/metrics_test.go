@@ -255,6 +255,45 @@ func TestMetricsAndConntrack(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ct ls shows a masqueraded flow", func(t *testing.T) {
+		w.outside.ServeTCP(t, ":7000")
+		server := netip.AddrPortFrom(w.outsideIP, 7000)
+		conn := c1.Connect(t, server.String())
+		conn.RoundTrip(t, w.hostIP)
+		container := netip.MustParseAddrPort(conn.LocalAddr().String())
+		var l control.ConntrackList
+		w.okJSON(&l, "ct", "ls", "--endpoint", "c1")
+		var found *maps.SNATView
+		for i, f := range l.SNAT {
+			if f.Container == container {
+				found = &l.SNAT[i]
+			}
+		}
+		if found == nil {
+			t.Fatalf("no masqueraded flow from %s in ct ls: %+v", container, l.SNAT)
+		}
+		if found.Server != server || found.Translated.Addr() != w.hostIP || found.State != "ESTABLISHED" || found.Half != "" || found.Proto != "tcp" {
+			t.Errorf("masqueraded flow %+v: want server %s, translated to %s, tcp ESTABLISHED, both halves", found, server, w.hostIP)
+		}
+	})
+	t.Run("ct flush forgets every flow", func(t *testing.T) { flushAll(t, w, hostTCP) })
+}
+
+// flushAll is the end of TestMetricsAndConntrack: `ct flush` without a
+// binding empties the tables.
+func flushAll(t *testing.T, w *world, hostTCP string) {
+	conn := w.outside.Connect(t, hostTCP)
+	conn.RoundTrip(t, w.outsideIP)
+	var n control.ConntrackFlushed
+	w.okJSON(&n, "ct", "flush")
+	if n.Conntrack < 1 {
+		t.Errorf("flush deleted %+v, want at least the open connection", n)
+	}
+	var l control.ConntrackList
+	w.okJSON(&l, "ct", "ls")
+	if len(l.Flows) != 0 || len(l.SNAT) != 0 {
+		t.Errorf("flows left after ct flush: %+v", l)
+	}
 }
 
 func findFlow(l control.ConntrackList, client netip.AddrPort) *maps.CTFlow {
