@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -362,5 +363,26 @@ func TestConntrackListAndFlush(t *testing.T) {
 	}
 	if l, _ := a.Conntrack(""); len(l.Flows) != 0 {
 		t.Errorf("after flushing all: %+v", l.Flows)
+	}
+}
+
+// TestListenMetricsInUse: a metrics port already taken is one line naming
+// the address, before the agent changes anything.
+func TestListenMetricsInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ln, err := listenMetrics(taken.Addr().String())
+	if err == nil {
+		ln.Close()
+		t.Fatalf("listened on %s twice", taken.Addr())
+	}
+	if msg := err.Error(); !strings.HasPrefix(msg, "listen for metrics on "+taken.Addr().String()+": ") || !strings.Contains(msg, "address already in use") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line naming the address and the cause", msg)
+	}
+	if ln, err := listenMetrics(""); ln != nil || err != nil {
+		t.Errorf("no address: listener %v, error %v; want neither", ln, err)
 	}
 }
