@@ -46,7 +46,11 @@ type Config struct {
 	// SNATPorts are the source ports masqueraded flows may take; zero
 	// picks ipam.DefaultSNATPorts for the kernel's settings.
 	SNATPorts ipam.PortRange
-	Log       *slog.Logger
+	// MetricsAddr serves Prometheus metrics at /metrics when set; only
+	// on a loopback address unless MetricsAllowRemote.
+	MetricsAddr        string
+	MetricsAllowRemote bool
+	Log                *slog.Logger
 }
 
 // Agent is a running control plane.
@@ -80,8 +84,9 @@ type Agent struct {
 	netnsCookies map[uint64]uint64
 	// health goes bad for good when the store breaks or a request
 	// panics; backup tracks the last good copy of the state file.
-	health health
-	backup lastGood
+	health  health
+	backup  lastGood
+	metrics *agentMetrics
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -92,6 +97,11 @@ func StatePath(dir string) string { return filepath.Join(dir, stateFile) }
 // It holds its socket, state directory, pin directory, cgroup and network
 // namespace to itself (lockAgent) until it returns.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.MetricsAddr != "" {
+		if err := checkMetricsAddr(cfg.MetricsAddr, cfg.MetricsAllowRemote); err != nil {
+			return err
+		}
+	}
 	// Before anything is read or changed: a second agent on the same
 	// socket, state, pins, cgroup or namespace would prune the first's
 	// interfaces and bindings before noticing it.
@@ -100,21 +110,39 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer locks.release()
+	metricsLn, err := listenMetrics(cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer metricsLn.Close()
+	}
 	a, err := open(cfg)
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	started := time.Now()
 	if err := a.reconcile(); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	a.metrics.observeReconcile("start", started)
 	ln, err := listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- fmt.Errorf("serve API: %w", srv.Serve(ln)) }()
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsSrv = &http.Server{Handler: a.metrics.handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve metrics: %w", err)
+			}
+		}()
+	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -125,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { defer wg.Done(); watchdog(watchCtx, a.log, a.healthErr) }()
 	go func() { defer wg.Done(); a.collectConntrack(watchCtx.Done()) }()
 
-	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir())
+	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir(), "metrics", cfg.MetricsAddr)
 	if err := Notify("READY=1\nSTATUS=reconciled, serving " + cfg.Socket); err != nil {
 		a.log.Warn("sd_notify", "err", err)
 	}
@@ -134,13 +162,15 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 		err = nil
 	case err = <-serveErr:
-		err = fmt.Errorf("serve API: %w", err)
 	}
 	Notify("STOPPING=1")
 	a.log.Info("stopping; the datapath keeps running")
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdown)
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(shutdown)
+	}
 	stopWatch()
 	wg.Wait()
 	os.Remove(cfg.Socket)
@@ -183,6 +213,7 @@ func open(cfg Config) (*Agent, error) {
 	}
 	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
 	a.writer = a.bindings
+	a.metrics = newMetrics(a)
 	return a, nil
 }
 

@@ -25,6 +25,7 @@ import (
 // maxBody bounds a request body, in bytes; 100,000 specs fit.
 const maxBody = 4 << 20
 
+// routes is the API; every request is counted and timed (a.metrics).
 func (a *Agent) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(a.Status())(w) })
@@ -75,6 +76,16 @@ func (a *Agent) routes() http.Handler {
 			reply(a.Unpublish(req))(w)
 		}
 	})
+
+	mux.HandleFunc("GET /v1/conntrack", func(w http.ResponseWriter, r *http.Request) {
+		reply(a.Conntrack(r.URL.Query().Get("endpoint")))(w)
+	})
+	mux.HandleFunc("POST /v1/conntrack/flush", func(w http.ResponseWriter, r *http.Request) {
+		var req ConntrackFlush
+		if decodeBody(w, r, &req) {
+			reply(a.FlushConntrack(req))(w)
+		}
+	})
 	// An empty name leaves a trailing slash, which no other route takes.
 	for _, kind := range []string{"network", "endpoint"} {
 		mux.HandleFunc("/v1/"+kind+"s/{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -84,8 +95,9 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, kindf(ErrNotFound, "no API %s %s; this agent serves /v1", r.Method, r.URL.Path))
 	})
-	// Outermost, so what the guard refuses or recovers from is logged too.
-	return a.logFailures(a.guardRequests(mux))
+	// Outermost, so what the guard refuses or recovers from is logged too;
+	// the metrics count and time all of it.
+	return a.metrics.instrument(a.logFailures(a.guardRequests(mux)))
 }
 
 // reply turns a (value, error) pair into a response writer.

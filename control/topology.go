@@ -155,10 +155,11 @@ func conntrackLifetimes() maps.Lifetimes {
 }
 
 // collectConntrack deletes idle entries of both conntrack tables (ct and
-// ct_new) and of snat until stop.
+// ct_new) and of snat until stop, then warns of tables filling up.
 func (a *Agent) collectConntrack(stop <-chan struct{}) {
 	ct, snat := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew), maps.NewSNAT(a.dp.Maps.SNAT)
 	lifetimes := conntrackLifetimes()
+	fill := &fillWarner{}
 	tick := time.NewTicker(conntrackGCInterval)
 	defer tick.Stop()
 	for {
@@ -167,12 +168,18 @@ func (a *Agent) collectConntrack(stop <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		now := maps.MonotonicNow()
-		if _, err := ct.GC(now, lifetimes); err != nil {
+		start, now := time.Now(), maps.MonotonicNow()
+		ctDeleted, err := ct.GC(now, lifetimes)
+		if err != nil {
 			a.log.Warn("collect conntrack", "err", err)
+			ctDeleted = -1
 		}
-		if _, err := snat.GC(now, lifetimes); err != nil {
+		snatDeleted, err := snat.GC(now, lifetimes)
+		if err != nil {
 			a.log.Warn("collect snat", "err", err)
+			snatDeleted = -1
 		}
+		a.metrics.observeGC(start, ctDeleted, snatDeleted)
+		a.warnFill(fill)
 	}
 }

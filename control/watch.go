@@ -70,6 +70,7 @@ func (a *Agent) watch(ctx context.Context) {
 func (a *Agent) resync(addrs, links bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.metrics.observeReconcile("resync", time.Now())
 	if addrs {
 		if err := a.syncHostAddrs(); err != nil {
 			a.log.Warn("resync host addresses", "err", err)

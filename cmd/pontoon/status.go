@@ -6,6 +6,9 @@ import (
 	"sort"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/maps"
 )
 
 func newStatus(o *opts) *cobra.Command {
@@ -48,17 +51,36 @@ func newStatus(o *opts) *cobra.Command {
 				row(w, "host addresses:", s.HostAddrs)
 				row(w, "dynamic ports:", s.DynamicPorts)
 				row(w, "masquerade ports:", s.SNATPorts)
-				names := make([]string, 0, len(s.Counters))
-				for n := range s.Counters {
-					names = append(names, n)
-				}
-				sort.Strings(names)
-				for _, n := range names {
-					if c := s.Counters[n]; c.Packets > 0 {
-						row(w, "counter "+n+":", fmt.Sprintf("%d packets, %d bytes", c.Packets, c.Bytes))
-					}
-				}
+				printCounters(w, s.Counters)
 			})
 		},
+	}
+}
+
+// printCounters shows the datapath counters that moved, by name: drops
+// first (and "drops: none" when there are none, so their absence shows),
+// then passes to the stack, then the rest.
+func printCounters(w io.Writer, counters map[string]maps.Counter) {
+	names := make([]string, 0, len(counters))
+	for n, c := range counters {
+		if c.Packets > 0 {
+			names = append(names, n)
+		}
+	}
+	order := map[string]int{"drop": 0, "pass": 1, "other": 2}
+	sort.Slice(names, func(i, j int) bool {
+		vi, vj := order[control.StatVerdict(names[i])], order[control.StatVerdict(names[j])]
+		return vi < vj || vi == vj && names[i] < names[j]
+	})
+	if len(names) == 0 || control.StatVerdict(names[0]) != "drop" {
+		row(w, "drops:", "none")
+	}
+	for _, n := range names {
+		label := "counter"
+		if v := control.StatVerdict(n); v != "other" {
+			label = v
+		}
+		c := counters[n]
+		row(w, label+" "+n+":", fmt.Sprintf("%d packets, %d bytes", c.Packets, c.Bytes))
 	}
 }
