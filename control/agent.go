@@ -87,6 +87,8 @@ type Agent struct {
 	health  health
 	backup  lastGood
 	metrics *agentMetrics
+	// damage is what the agent could not restore (heal.go).
+	damage damage
 }
 
 // StatePath is the bbolt file under a state directory.

@@ -97,7 +97,7 @@ func (a *Agent) routes() http.Handler {
 	})
 	// Outermost, so what the guard refuses or recovers from is logged too;
 	// the metrics count and time all of it.
-	return a.metrics.instrument(a.logFailures(a.guardRequests(mux)))
+	return a.metrics.instrument(a.logFailures(a.guardRequests(a.refuseWhenDetached(mux))))
 }
 
 // reply turns a (value, error) pair into a response writer.
@@ -361,6 +361,7 @@ func (a *Agent) Status() (*Status, error) {
 		Cgroup: a.cfg.Cgroup, TCMode: "none (no uplink attached)", Uplinks: []Uplink{},
 		Networks: len(a.st.networks), Endpoints: len(a.st.endpoints), Mappings: len(a.st.ports),
 		DynamicPorts: a.ipam.DynamicPorts().String(), SNATPorts: a.snatPorts.String(),
+		Degraded: a.damage.Problems(),
 	}
 	a.fillHealth(s)
 	for _, u := range a.uplinks {

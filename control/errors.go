@@ -20,6 +20,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnsupported: the kernel or datapath lacks what the request needs.
 	ErrUnsupported = errors.New("not supported")
+	// ErrUnavailable: the datapath is detached and the agent could not
+	// restore it; the request would carry no traffic.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // statusOf picks the HTTP status for an error from the agent or from ipam.
@@ -33,6 +36,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrUnsupported):
 		return http.StatusNotImplemented
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

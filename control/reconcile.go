@@ -198,29 +198,16 @@ func ipamNetwork(n *Network) ipam.Network {
 	return out
 }
 
-// reconcileLinks recreates missing bridges and veths, drops endpoints
-// whose namespace is gone and deletes labelled interfaces no record owns
-// when they are provably Pontoon's (madeByPontoon).
+// reconcileLinks repairs bridges and veths as heal does while the agent
+// runs (a recreated bridge gets the veths still there enslaved again),
+// drops endpoints whose namespace is gone and deletes labelled interfaces
+// no record owns when they are provably Pontoon's (madeByPontoon).
 func (a *Agent) reconcileLinks() error {
 	// One broken network must not keep the agent, and every other
-	// network, from starting: report it and carry on.
-	broken := map[string]bool{}
-	for _, n := range a.st.networks {
-		if err := ensureBridge(n); err != nil {
-			a.log.Error("restore bridge", "network", n.Name, "err", err)
-			broken[n.Name] = true
-		}
-	}
+	// network, from starting: heal logs it and carries on.
+	a.heal()
 	if err := a.gcEndpoints(); err != nil {
 		return err
-	}
-	for _, e := range a.st.endpoints {
-		if _, err := netlink.LinkByName(e.HostIf); err == nil || broken[e.Network] {
-			continue
-		}
-		if err := a.recreateVeth(e); err != nil {
-			a.log.Error("restore endpoint", "endpoint", e.Name, "err", err)
-		}
 	}
 	own, err := ownLinks()
 	if err != nil {
@@ -261,7 +248,6 @@ func (a *Agent) recreateVeth(e *Endpoint) error {
 	if err := a.refuseHostNetns(ns, e.Netns); err != nil {
 		return err
 	}
-	a.log.Info("recreate veth", "endpoint", e.Name, "veth", e.HostIf)
 	return createVeth(e, a.st.networks[e.Network], fd)
 }
 

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net"
@@ -40,6 +41,7 @@ func (a *Agent) syncTopology() error {
 	}
 	var networks []maps.Network
 	var subnets []netip.Prefix
+	var notFound netlink.LinkNotFoundError
 	for _, n := range a.st.networks {
 		for _, sub := range n.subnets() {
 			networks = append(networks, maps.Network{
@@ -48,7 +50,8 @@ func (a *Agent) syncTopology() error {
 			})
 			subnets = append(subnets, sub.Subnet)
 		}
-		if _, err := a.dp.AttachBridge(n.Bridge); err != nil {
+		// A missing bridge is heal's to recreate and report.
+		if _, err := a.dp.AttachBridge(n.Bridge); err != nil && !errors.As(err, &notFound) {
 			a.log.Error("attach bridge program", "network", n.Name, "err", err)
 		}
 	}

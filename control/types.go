@@ -203,6 +203,8 @@ type Status struct {
 	DynamicPorts string                  `json:"dynamic_ports"`
 	SNATPorts    string                  `json:"snat_ports"`
 	Counters     map[string]maps.Counter `json:"counters"`
+	// Degraded names each part the agent could not restore, and why.
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 // apiError is every error body.

@@ -15,8 +15,11 @@ const settleDelay = 50 * time.Millisecond
 
 // watch follows netlink: address changes resync hostaddrs and the
 // uplinks' masquerade addresses; interfaces appearing, going or changing
-// master attach or detach uplinks; an endpoint's veth vanishing (its
-// namespace died) detaches the endpoint. Routes are not followed: which
+// master attach or detach uplinks; an endpoint's veth vanishing detaches
+// the endpoint when its namespace died, and is recreated (heal) when it
+// did not. Every resync heals what was deleted by hand (a bridge, a veth,
+// a gateway address); a heal every healEvery also catches what no event
+// reports (pins, program links). Routes are not followed: which
 // interfaces are uplinks does not depend on them.
 func (a *Agent) watch(ctx context.Context) {
 	links := make(chan netlink.LinkUpdate, 256)
@@ -34,6 +37,8 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()
+	healTick := time.NewTicker(healEvery)
+	defer healTick.Stop()
 	// A burst of events (a veth pair, its addresses) settles into one
 	// resync.
 	var (
@@ -56,6 +61,11 @@ func (a *Agent) watch(ctx context.Context) {
 			}
 		case <-tick.C:
 			addrsChanged, linksChanged = true, true
+		case <-healTick.C:
+			a.mu.Lock()
+			a.heal()
+			a.mu.Unlock()
+			continue
 		case <-settle:
 			a.resync(addrsChanged, linksChanged)
 			addrsChanged, linksChanged, settle = false, false, nil
@@ -81,6 +91,7 @@ func (a *Agent) resync(addrs, links bool) {
 			a.log.Warn("collect endpoints of dead namespaces", "err", err)
 		}
 	}
+	a.heal()
 	// Uplinks are attached and detached here, and their addresses
 	// follow.
 	if err := a.syncTopology(); err != nil {

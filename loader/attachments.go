@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -70,4 +72,101 @@ func ListAttachments(dir string) ([]Attachment, error) {
 		return out[i].Hook < out[j].Hook
 	})
 	return out, nil
+}
+
+// UplinkAttached reports whether the uplink programs are on ifname as this
+// datapath's pins say: a live tcx link, or our legacy filter. A pin
+// removed by hand, a link detached (bpftool link detach) or a filter
+// deleted all read as not attached, so the caller attaches again.
+func (d *Datapath) UplinkAttached(ifname string) (bool, error) {
+	return d.tcAttached(ifname, uplinkHooks)
+}
+
+// BridgeAttached is UplinkAttached for a network's bridge.
+func (d *Datapath) BridgeAttached(ifname string) (bool, error) {
+	return d.tcAttached(ifname, bridgeHooks)
+}
+
+// EndpointAttached is UplinkAttached for an endpoint's host-side veth.
+func (d *Datapath) EndpointAttached(ifname string) (bool, error) {
+	return d.tcAttached(ifname, endpointHooks)
+}
+
+func (d *Datapath) tcAttached(ifname string, hooks []tcHook) (bool, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, fmt.Errorf("find interface %s: %w", ifname, err)
+	}
+	ifindex := l.Attrs().Index
+	for _, dir := range hooks {
+		live, err := pinnedLinkLive(d.tcxLinkPin(dir, ifindex), func(info *link.Info) bool {
+			tcx := info.TCX()
+			return tcx != nil && tcx.Ifindex == uint32(ifindex)
+		})
+		if err != nil {
+			return false, err
+		}
+		if live {
+			continue
+		}
+		if _, err := os.Stat(d.legacyProgPin(dir, ifindex)); err != nil {
+			return false, nil
+		}
+		if ok, err := hasLegacyFilter(dir, l); !ok || err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// CgroupAttached reports whether every socket hook's pinned link is on
+// the cgroup at path.
+func (d *Datapath) CgroupAttached(path string) (bool, error) {
+	id, err := cgroupID(path)
+	if err != nil {
+		return false, err
+	}
+	for _, hook := range sockHooks {
+		live, err := pinnedLinkLive(d.cgroupLinkPin(hook, id), func(info *link.Info) bool {
+			cg := info.Cgroup()
+			return cg != nil && cg.CgroupId == id
+		})
+		if !live || err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// pinnedLinkLive opens a pinned link and asks the kernel whether it is
+// still on its target; a missing pin is not live.
+func pinnedLinkLive(pin string, onTarget func(*link.Info) bool) (bool, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return false, fmt.Errorf("read pinned link %s: %w", pin, err)
+	}
+	return onTarget(info), nil
+}
+
+// hasLegacyFilter finds our cls_bpf filter for dir on l.
+func hasLegacyFilter(dir tcHook, l netlink.Link) (bool, error) {
+	filters, err := netlink.FilterList(l, dir.parent)
+	if err != nil {
+		return false, fmt.Errorf("list filters on %s: %w", l.Attrs().Name, err)
+	}
+	for _, f := range filters {
+		bf, ok := f.(*netlink.BpfFilter)
+		if ok && bf.Handle == legacyFilterHandle && bf.Priority == legacyFilterPriority && strings.HasPrefix(bf.Name, legacyFilterName(dir)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

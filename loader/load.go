@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/cilium/ebpf"
 
@@ -188,6 +189,47 @@ func (m *Maps) close() {
 			*slot = nil
 		}
 	}
+}
+
+// RepinMaps puts back the pin directory and any map pins removed from it
+// (rm -rf by hand): the maps live on in this process and in the attached
+// programs, so pinning the same maps again keeps their contents. It
+// returns the names of the maps pinned again. The directory is never
+// mounted here: a pin directory that is not on a bpffs any more is an
+// error, not a reason to mount one over the host's.
+func (d *Datapath) RepinMaps() ([]string, error) {
+	onBPFFS, err := isOnBPFFS(d.pinDir)
+	if err != nil {
+		return nil, err
+	}
+	if !onBPFFS {
+		return nil, fmt.Errorf("pin directory %s is not on a bpffs any more (something was mounted over it?): unmount it, or restart the agent with --bpffs on a bpffs", d.pinDir)
+	}
+	for _, sub := range []string{linksDir, progsDir} {
+		if err := os.MkdirAll(filepath.Join(d.pinDir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("recreate pin directory: %w", err)
+		}
+	}
+	var repinned []string
+	for name, slot := range d.Maps.all() {
+		path := filepath.Join(d.pinDir, name)
+		if _, err := os.Stat(path); err == nil {
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return repinned, fmt.Errorf("check pin of map %s: %w", name, err)
+		}
+		// Pin is a no-op for the path the map was pinned at: forget it
+		// first (the file is gone already).
+		if err := (*slot).Unpin(); err != nil {
+			return repinned, fmt.Errorf("forget old pin of map %s: %w", name, err)
+		}
+		if err := (*slot).Pin(path); err != nil {
+			return repinned, fmt.Errorf("pin map %s again: %w", name, err)
+		}
+		repinned = append(repinned, name)
+	}
+	sort.Strings(repinned)
+	return repinned, nil
 }
 
 // PinDir is where this datapath's maps and links are pinned.

@@ -26,7 +26,15 @@ func newStatus(o *opts) *cobra.Command {
 				if s.Health != "ok" {
 					agent += ", " + s.Health
 				}
+				if len(s.Degraded) > 0 {
+					agent += ", degraded"
+				}
 				row(w, "agent:", agent)
+				// What the agent could not restore comes first: it is
+				// why the rest may not hold.
+				for _, d := range s.Degraded {
+					row(w, "degraded:", d)
+				}
 				row(w, "socket:", s.Socket)
 				row(w, "state:", s.StateFile)
 				row(w, "last good state:", s.StateBackup)

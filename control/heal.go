@@ -1,0 +1,341 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// healEvery is how often the agent looks for what no netlink event
+// reports: pins removed and program links detached by hand, and anything
+// an event missed. Each look costs a few syscalls per interface.
+const healEvery = 2 * time.Second
+
+// damage is what the last heal could not restore. It has a lock of its
+// own so that status and the API guard never wait for a long request.
+type damage struct {
+	mu sync.Mutex
+	// problems names each part that could not be restored and why.
+	problems []string
+	// detached says why new ports and endpoints would carry no traffic;
+	// nil when the datapath is whole.
+	detached error
+}
+
+// set records what could not be restored and returns the problems that
+// are new since the last call, so each is logged once.
+func (h *damage) set(problems []string, detached error) (fresh []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range problems {
+		if !slices.Contains(h.problems, p) {
+			fresh = append(fresh, p)
+		}
+	}
+	h.problems, h.detached = problems, detached
+	return fresh
+}
+
+func (h *damage) setDetached(detached error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.detached = detached
+}
+
+// Problems lists what could not be restored, for status.
+func (h *damage) Problems() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.problems)
+}
+
+// netlinkView is one dump of the interfaces and IPv4 addresses, so a
+// heal pass asks the kernel once rather than once per interface.
+type netlinkView struct {
+	links map[string]netlink.Link
+	addrs map[int][]netlink.Addr
+}
+
+func readNetlinkView() (netlinkView, error) {
+	v := netlinkView{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return v, fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, l := range links {
+		v.links[l.Attrs().Name] = l
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return v, fmt.Errorf("list IPv4 addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		v.addrs[ad.LinkIndex] = append(v.addrs[ad.LinkIndex], ad)
+	}
+	return v, nil
+}
+
+// heal puts back what was deleted or detached behind the agent's back:
+// map pins, socket hooks and uplink programs, then each network's bridge
+// (with its gateway, MTU, link up, its endpoints' veths enslaved and its
+// program) and each endpoint's veth pair (recreated into the container's
+// namespace as it was). Every repair is logged; what cannot be restored
+// is kept for status. The caller holds a.mu.
+func (a *Agent) heal() {
+	var problems []string
+	detached := a.healDatapath()
+	if detached != nil {
+		problems = append(problems, detached.Error())
+	}
+	v, err := readNetlinkView()
+	if err != nil {
+		a.setHealth(append(problems, err.Error()), detached)
+		return
+	}
+	repaired := false
+	broken := map[string]bool{}
+	for _, name := range sortedKeys(a.st.networks) {
+		n := a.st.networks[name]
+		did, err := a.healNetwork(n, v)
+		if len(did) > 0 {
+			repaired = true
+			a.log.Info("repaired bridge", "network", n.Name, "bridge", n.Bridge, "did", strings.Join(did, ", "))
+		}
+		if err != nil {
+			broken[n.Name] = true
+			problems = append(problems, fmt.Sprintf("bridge %s of network %s: %v", n.Bridge, n.Name, err))
+		}
+	}
+	for _, name := range sortedKeys(a.st.endpoints) {
+		e := a.st.endpoints[name]
+		if broken[e.Network] {
+			continue
+		}
+		did, err := a.healEndpoint(e, v)
+		if len(did) > 0 {
+			repaired = true
+			a.log.Info("repaired endpoint", "endpoint", e.Name, "veth", e.HostIf, "did", strings.Join(did, ", "))
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("veth %s of endpoint %s: %v", e.HostIf, e.Name, err))
+		}
+	}
+	if repaired {
+		// New interface indexes go to the endpoints map.
+		if err := a.syncTopology(); err != nil {
+			problems = append(problems, fmt.Sprintf("datapath topology: %v", err))
+		}
+	}
+	a.setHealth(problems, detached)
+}
+
+func (a *Agent) setHealth(problems []string, detached error) {
+	for _, p := range a.damage.set(problems, detached) {
+		a.log.Error("could not restore; 'pontoon status' reports it until it is fixed", "what", p)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// healDatapath puts back map pins, the socket hooks and the uplink
+// programs. The error, one line, says what is still detached. The caller
+// holds a.mu.
+func (a *Agent) healDatapath() error {
+	repinned, err := a.dp.RepinMaps()
+	if len(repinned) > 0 {
+		a.log.Info("repaired pins: pinned the maps again, contents as before", "dir", a.dp.PinDir(), "maps", strings.Join(repinned, ","))
+	}
+	if err != nil {
+		// Nothing can be pinned, so nothing can be attached either.
+		return fmt.Errorf("datapath pins: %w", err)
+	}
+	var errs []string
+	attached, err := a.dp.CgroupAttached(a.cfg.Cgroup)
+	if err == nil && !attached {
+		if err = a.dp.AttachCgroup(a.cfg.Cgroup); err == nil {
+			a.log.Info("repaired socket hooks: attached them again", "cgroup", a.cfg.Cgroup)
+		}
+	}
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("socket hooks on %s: %v", a.cfg.Cgroup, err))
+	}
+	var lost []int
+	for idx, u := range a.uplinks {
+		attached, err := a.dp.UplinkAttached(u.Name)
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			continue // gone or renamed: syncUplinks follows it
+		}
+		if err == nil && attached {
+			continue
+		}
+		a.log.Info("uplink programs are gone; attaching them again", "uplink", u.Name, "err", err)
+		delete(a.uplinks, idx)
+		lost = append(lost, idx)
+	}
+	if len(lost) > 0 {
+		if err := a.syncUplinks(); err != nil {
+			errs = append(errs, err.Error())
+		}
+		for _, idx := range lost {
+			if err := a.uplinkErrs[idx]; err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// healNetwork restores a network's bridge: recreated when deleted (an
+// adopted one cannot be), its gateway address, MTU and link up, its
+// endpoints' veths enslaved again and its program attached. It returns
+// what it did.
+func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error) {
+	br := v.links[n.Bridge]
+	if br == nil {
+		if err := ensureBridge(n); err != nil {
+			return did, err
+		}
+		did = append(did, fmt.Sprintf("recreated it with gateway %s/%d", n.Gateway, n.Subnet.Bits()))
+		if br, err = netlink.LinkByName(n.Bridge); err != nil {
+			return did, fmt.Errorf("find recreated bridge: %w", err)
+		}
+	} else {
+		if br.Type() != "bridge" {
+			return did, fmt.Errorf("%s is a %s interface now, not a bridge: delete it, and the agent recreates the bridge", n.Bridge, br.Type())
+		}
+		if !hasAddr(v.addrs[br.Attrs().Index], n.Gateway, n.Subnet.Bits()) {
+			if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())}); err != nil {
+				return did, fmt.Errorf("add gateway %s: %w", n.Gateway, err)
+			}
+			did = append(did, fmt.Sprintf("gateway %s/%d added again", n.Gateway, n.Subnet.Bits()))
+		}
+		if !n.Adopted && br.Attrs().MTU != n.MTU {
+			if err := netlink.LinkSetMTU(br, n.MTU); err != nil {
+				return did, fmt.Errorf("set MTU: %w", err)
+			}
+			did = append(did, fmt.Sprintf("MTU %d set again", n.MTU))
+		}
+		if br.Attrs().Flags&net.FlagUp == 0 {
+			if err := netlink.LinkSetUp(br); err != nil {
+				return did, fmt.Errorf("set up: %w", err)
+			}
+			did = append(did, "set up again")
+		}
+	}
+	for _, name := range sortedKeys(a.st.endpoints) {
+		e := a.st.endpoints[name]
+		veth := v.links[e.HostIf]
+		if e.Network != n.Name || veth == nil || veth.Attrs().MasterIndex == br.Attrs().Index {
+			continue
+		}
+		if err := netlink.LinkSetMaster(veth, br); err != nil {
+			return did, fmt.Errorf("enslave %s: %w", e.HostIf, err)
+		}
+		did = append(did, "enslaved "+e.HostIf+" again")
+	}
+	attached, err := a.dp.BridgeAttached(n.Bridge)
+	if err == nil && !attached {
+		if _, err = a.dp.AttachBridge(n.Bridge); err == nil {
+			did = append(did, "attached its program again")
+		}
+	}
+	if err != nil {
+		return did, fmt.Errorf("bridge program: %w", err)
+	}
+	return did, nil
+}
+
+// healEndpoint restores an endpoint's veth pair: deleting either side
+// deletes both, so a missing host side is recreated as a pair, the peer
+// born in the container's namespace as eth0 with the name, address, MACs,
+// MTU and default route it had. An endpoint whose namespace is gone is
+// left to gcEndpoints. It returns what it did.
+func (a *Agent) healEndpoint(e *Endpoint, v netlinkView) (did []string, err error) {
+	veth := v.links[e.HostIf]
+	switch {
+	case veth == nil && !netnsAlive(e):
+		return nil, nil
+	case veth == nil:
+		if err := a.recreateVeth(e); err != nil {
+			deleteLink(e.HostIf)
+			return nil, err
+		}
+		did = append(did, fmt.Sprintf("recreated the pair, %s %s in %s", containerIf, e.IP, e.Netns))
+	case veth.Attrs().Flags&net.FlagUp == 0:
+		if err := netlink.LinkSetUp(veth); err != nil {
+			return did, fmt.Errorf("set up: %w", err)
+		}
+		did = append(did, "set up again")
+	}
+	attached, err := a.dp.EndpointAttached(e.HostIf)
+	if err == nil && !attached {
+		if _, err = a.dp.AttachEndpoint(e.HostIf); err == nil {
+			did = append(did, "attached its program again")
+		}
+	}
+	if err != nil {
+		return did, fmt.Errorf("endpoint program: %w", err)
+	}
+	return did, nil
+}
+
+func hasAddr(addrs []netlink.Addr, want netip.Addr, bits int) bool {
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || ip.Unmap() != want {
+			continue
+		}
+		if ones, _ := ad.Mask.Size(); ones == bits {
+			return true
+		}
+	}
+	return false
+}
+
+// refuseWhenDetached answers 503 to a publish or attach while the datapath
+// is detached and cannot be restored: it would succeed on paper and carry
+// no traffic. It looks once more first, so pins removed a moment ago are
+// put back rather than refused.
+func (a *Agent) refuseWhenDetached(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && (r.URL.Path == "/v1/ports" || r.URL.Path == "/v1/endpoints") {
+			if err := a.checkDatapath(); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkDatapath heals the datapath's own parts and says, as an
+// ErrUnavailable, what is still detached.
+func (a *Agent) checkDatapath() error {
+	a.mu.Lock()
+	err := a.healDatapath()
+	a.mu.Unlock()
+	a.damage.setDetached(err)
+	if err != nil {
+		return kindf(ErrUnavailable, "the datapath is detached (%v), so this would carry no traffic; fix that and retry ('pontoon status' shows what the agent could not restore)", err)
+	}
+	return nil
+}
