@@ -156,24 +156,27 @@ func sortedKeys[V any](m map[string]V) []string {
 // programs. The error, one line, says what is still detached. The caller
 // holds a.mu.
 func (a *Agent) healDatapath() error {
-	repinned, err := a.dp.RepinMaps()
+	var errs []string
+	repinned, pinErr := a.dp.RepinMaps()
 	if len(repinned) > 0 {
 		a.log.Info("repaired pins: pinned the maps again, contents as before", "dir", a.dp.PinDir(), "maps", strings.Join(repinned, ","))
 	}
-	if err != nil {
+	if pinErr != nil {
 		// Nothing can be pinned, so nothing can be attached either.
-		return fmt.Errorf("datapath pins: %w", err)
-	}
-	var errs []string
-	attached, err := a.dp.CgroupAttached(a.cfg.Cgroup)
-	if err == nil && !attached {
-		if err = a.dp.AttachCgroup(a.cfg.Cgroup); err == nil {
-			a.log.Info("repaired socket hooks: attached them again", "cgroup", a.cfg.Cgroup)
+		errs = append(errs, fmt.Sprintf("datapath pins: %v", pinErr))
+	} else {
+		attached, err := a.dp.CgroupAttached(a.cfg.Cgroup)
+		if err == nil && !attached {
+			if err = a.dp.AttachCgroup(a.cfg.Cgroup); err == nil {
+				a.log.Info("repaired socket hooks: attached them again", "cgroup", a.cfg.Cgroup)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("socket hooks on %s: %v", a.cfg.Cgroup, err))
 		}
 	}
-	if err != nil {
-		errs = append(errs, fmt.Sprintf("socket hooks on %s: %v", a.cfg.Cgroup, err))
-	}
+	// Uplinks whose programs are gone stop counting as attached (status
+	// says so); syncUplinks attaches them again once it can.
 	var lost []int
 	for idx, u := range a.uplinks {
 		attached, err := a.dp.UplinkAttached(u.Name)
@@ -184,11 +187,11 @@ func (a *Agent) healDatapath() error {
 		if err == nil && attached {
 			continue
 		}
-		a.log.Info("uplink programs are gone; attaching them again", "uplink", u.Name, "err", err)
+		a.log.Info("uplink programs are gone", "uplink", u.Name, "err", err)
 		delete(a.uplinks, idx)
 		lost = append(lost, idx)
 	}
-	if len(lost) > 0 {
+	if pinErr == nil && (len(lost) > 0 || len(repinned) > 0 || len(a.uplinkErrs) > 0) {
 		if err := a.syncUplinks(); err != nil {
 			errs = append(errs, err.Error())
 		}

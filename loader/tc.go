@@ -198,10 +198,18 @@ func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link, prog *ebpf.Program) 
 	if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("replace program pin: %w", err)
 	}
-	if err := prog.Pin(pin); err != nil {
+	// Pin a clone: the program object remembers one pin path, and
+	// pinning it again would move that pin (another interface's) or, for
+	// the same path, do nothing after the Remove above.
+	pinned, err := prog.Clone()
+	if err != nil {
+		return fmt.Errorf("clone program to pin: %w", err)
+	}
+	defer pinned.Close()
+	if err := pinned.Pin(pin); err != nil {
 		return fmt.Errorf("pin program: %w", err)
 	}
-	_, err := unpinLink(d.tcxLinkPin(dir, ifindex))
+	_, err = unpinLink(d.tcxLinkPin(dir, ifindex))
 	return err
 }
 

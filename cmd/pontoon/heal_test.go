@@ -29,9 +29,9 @@ type healWorld struct {
 	c1, c2 control.Endpoint
 }
 
-func newHealWorld(t *testing.T) *healWorld {
+func newHealWorld(t *testing.T, agentArgs ...string) *healWorld {
 	w := &healWorld{world: newWorld(t, 2)}
-	w.startAgent()
+	w.startAgent(agentArgs...)
 	w.okJSON(&w.net, "network", "create", "net", "--subnet", "10.77.0.0/24")
 	w.okJSON(&w.c1, "endpoint", "attach", "net", "c1", "--netns", w.containers[0].Path())
 	w.okJSON(&w.c2, "endpoint", "attach", "net", "c2", "--netns", w.containers[1].Path())
@@ -188,6 +188,7 @@ func TestHealRemovedPins(t *testing.T) {
 // hook's cgroup link.
 func TestHealDetachedLink(t *testing.T) {
 	w := newHealWorld(t)
+	w.expectQuiet(t)
 	if s := w.status(t); s.TCMode != "tcx" {
 		t.Skipf("uplinks are attached with %s; detaching a link needs tcx links", s.TCMode)
 	}
@@ -220,6 +221,32 @@ func TestHealDetachedLink(t *testing.T) {
 	w.ok("port", "publish", "c1", "127.0.0.1:9091:80")
 	res, err := w.host.DialFrom(t, w.cgroup, "tcp", "127.0.0.1:9091")
 	expectEcho(t, res, err, w.net.Gateway, "127.0.0.1:9091")
+}
+
+// TestHealLegacyTC: with --legacy-tc, a whole datapath is left alone (no
+// repair is logged over several heal passes), and the uplink's cls_bpf
+// filter deleted by hand is put back.
+func TestHealLegacyTC(t *testing.T) {
+	w := newHealWorld(t, "--legacy-tc")
+	w.expectQuiet(t)
+	w.host.Exec(t, "tc", "filter", "del", "dev", w.uplink, "ingress")
+	w.waitLog(t, "uplink programs are gone")
+	eventually(t, "the uplink's filter is back", func() bool {
+		return strings.Contains(w.host.Exec(t, "tc", "filter", "show", "dev", w.uplink, "ingress"), "pontoon_ingress")
+	})
+	w.expectServed(t, 8080)
+}
+
+// expectQuiet lets a few heal passes (one every 2 s) go by and checks
+// that none repaired anything: nothing was broken.
+func (w *healWorld) expectQuiet(t *testing.T) {
+	t.Helper()
+	time.Sleep(5 * time.Second)
+	for _, line := range strings.Split(w.agentLog(), "\n") {
+		if strings.Contains(line, "repaired") || strings.Contains(line, "are gone") || strings.Contains(line, "could not restore") {
+			t.Errorf("the agent repaired a whole datapath: %s", line)
+		}
+	}
 }
 
 // TestRestartRepairsBridge: a bridge deleted while no agent runs comes
