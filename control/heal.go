@@ -258,7 +258,7 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 	attached, err := a.dp.BridgeAttached(n.Bridge)
 	if err == nil && !attached {
 		if _, err = a.dp.AttachBridge(n.Bridge); err == nil {
-			did = append(did, "attached its program again")
+			did = append(did, "put its program back")
 		}
 	}
 	if err != nil {
@@ -292,7 +292,7 @@ func (a *Agent) healEndpoint(e *Endpoint, v netlinkView) (did []string, err erro
 	attached, err := a.dp.EndpointAttached(e.HostIf)
 	if err == nil && !attached {
 		if _, err = a.dp.AttachEndpoint(e.HostIf); err == nil {
-			did = append(did, "attached its program again")
+			did = append(did, "put its program back")
 		}
 	}
 	if err != nil {

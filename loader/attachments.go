@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
@@ -169,4 +170,95 @@ func hasLegacyFilter(dir tcHook, l netlink.Link) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// Links stay open in the datapath as well as pinned: a pin removed by
+// hand (rm -rf of the pin directory) then detaches nothing, and the next
+// attach pins the same link again.
+
+// holdLink keeps l, attached and pinned at pin, open until the datapath
+// is closed or the link detached.
+func (d *Datapath) holdLink(pin string, l link.Link) {
+	d.linksMu.Lock()
+	defer d.linksMu.Unlock()
+	if old := d.links[pin]; old != nil && old != l {
+		old.Close()
+	}
+	d.links[pin] = l
+}
+
+// dropLink detaches and closes the link held for pin, if any.
+func (d *Datapath) dropLink(pin string) {
+	d.linksMu.Lock()
+	defer d.linksMu.Unlock()
+	if l := d.links[pin]; l != nil {
+		l.Detach()
+		l.Close()
+		delete(d.links, pin)
+	}
+}
+
+func (d *Datapath) heldLink(pin string) link.Link {
+	d.linksMu.Lock()
+	defer d.linksMu.Unlock()
+	return d.links[pin]
+}
+
+// releaseLinks closes the links held; their pins keep them attached.
+func (d *Datapath) releaseLinks() {
+	d.linksMu.Lock()
+	defer d.linksMu.Unlock()
+	for pin, l := range d.links {
+		l.Close()
+		delete(d.links, pin)
+	}
+}
+
+// unpinLink detaches the link at pin, held or pinned, and removes the pin.
+func (d *Datapath) unpinLink(pin string) (bool, error) {
+	held := d.heldLink(pin) != nil
+	d.dropLink(pin)
+	unpinned, err := unpinLink(pin)
+	return held || unpinned, err
+}
+
+// updatePinnedLink swaps the program of the link held or pinned at pin in
+// place, which the kernel does atomically, and pins it again if its pin
+// was removed. A link that lost its target (the interface went away, or
+// it was detached by hand) is dropped with its pin so the caller attaches
+// afresh.
+func (d *Datapath) updatePinnedLink(pin string, prog *ebpf.Program) (bool, error) {
+	l := d.heldLink(pin)
+	if l == nil {
+		loaded, err := link.LoadPinnedLink(pin, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+		}
+		l = loaded
+	}
+	if err := l.Update(prog); err != nil {
+		if d.heldLink(pin) == l {
+			d.dropLink(pin)
+		} else {
+			l.Close()
+		}
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("remove stale link pin %s: %w", pin, err)
+		}
+		return false, nil
+	}
+	if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
+		// Pin is a no-op for the path the link remembers: forget it.
+		if err := l.Unpin(); err != nil {
+			return false, fmt.Errorf("forget removed pin %s: %w", pin, err)
+		}
+		if err := l.Pin(pin); err != nil {
+			return false, fmt.Errorf("pin link %s again: %w", pin, err)
+		}
+	}
+	d.holdLink(pin, l)
+	return true, nil
 }

@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/pontoon-net/pontoon/bpf"
 )
@@ -75,6 +77,11 @@ type Datapath struct {
 	bridge   bpf.TcBridgePrograms
 	endpoint bpf.TcEndpointPrograms
 	sock     bpf.SockPrograms
+
+	// links holds every link this datapath attached or adopted, by pin
+	// path (attachments.go).
+	linksMu sync.Mutex
+	links   map[string]link.Link
 }
 
 // Load loads the programs, creating the pinned maps on first use and
@@ -110,7 +117,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("read socket object: %w", err)
 	}
 
-	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC}
+	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC, links: map[string]link.Link{}}
 	if err := d.openMaps(tcSpec); err != nil {
 		d.Maps.close()
 		return nil, err
@@ -242,6 +249,7 @@ func (d *Datapath) Close() error {
 	d.bridge.Close()
 	d.endpoint.Close()
 	d.sock.Close()
+	d.releaseLinks()
 	d.Maps.close()
 	return nil
 }

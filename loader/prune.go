@@ -27,7 +27,7 @@ func (d *Datapath) PruneGone() (int, error) {
 			}
 			pin := filepath.Join(d.pinDir, sub, e.Name())
 			if kind == "tcx" {
-				_, err = unpinLink(pin)
+				_, err = d.unpinLink(pin)
 			} else {
 				err = os.Remove(pin)
 			}

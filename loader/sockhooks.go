@@ -54,7 +54,7 @@ func (d *Datapath) AttachCgroup(path string) error {
 	for _, hook := range sockHooks {
 		pin := d.cgroupLinkPin(hook, id)
 		prog := hook.prog(d)
-		adopted, err := updatePinnedLink(pin, prog)
+		adopted, err := d.updatePinnedLink(pin, prog)
 		if err != nil {
 			return err
 		}
@@ -65,11 +65,11 @@ func (d *Datapath) AttachCgroup(path string) error {
 		if err != nil {
 			return fmt.Errorf("attach %s to cgroup %s: %w", hook.name, path, err)
 		}
-		err = l.Pin(pin)
-		l.Close()
-		if err != nil {
+		if err := l.Pin(pin); err != nil {
+			l.Close()
 			return fmt.Errorf("pin %s link (needs kernel >= 5.7 for cgroup BPF links): %w", hook.name, err)
 		}
+		d.holdLink(pin, l)
 	}
 	return nil
 }
@@ -81,7 +81,7 @@ func (d *Datapath) DetachCgroup(path string) error {
 		return err
 	}
 	for _, hook := range sockHooks {
-		if _, err := unpinLink(d.cgroupLinkPin(hook, id)); err != nil {
+		if _, err := d.unpinLink(d.cgroupLinkPin(hook, id)); err != nil {
 			return err
 		}
 	}

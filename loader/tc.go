@@ -135,41 +135,21 @@ func hasEthernetHeader(l netlink.Link) bool {
 
 func (d *Datapath) attachTCX(dir tcHook, ifindex int, prog *ebpf.Program) error {
 	pin := d.tcxLinkPin(dir, ifindex)
-	if adopted, err := updatePinnedLink(pin, prog); err != nil || adopted {
+	if adopted, err := d.updatePinnedLink(pin, prog); err != nil || adopted {
 		return err
 	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.attach})
 	if err != nil {
 		return err
 	}
-	defer l.Close()
 	if err := l.Pin(pin); err != nil {
+		l.Close()
 		return fmt.Errorf("pin tcx link: %w", err)
 	}
+	d.holdLink(pin, l)
 	// Switching from the legacy path: only drop the old filter once the
 	// new link carries traffic.
 	return d.detachLegacy(dir, ifindex)
-}
-
-// updatePinnedLink swaps the program of a pinned link in place, which the
-// kernel does atomically. A pin whose link lost its target (the interface
-// went away) is removed so the caller can attach afresh.
-func updatePinnedLink(pin string, prog *ebpf.Program) (bool, error) {
-	l, err := link.LoadPinnedLink(pin, nil)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
-	}
-	defer l.Close()
-	if err := l.Update(prog); err == nil {
-		return true, nil
-	}
-	if err := l.Unpin(); err != nil {
-		return false, fmt.Errorf("remove stale link pin %s: %w", pin, err)
-	}
-	return false, nil
 }
 
 func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link, prog *ebpf.Program) error {
@@ -209,7 +189,7 @@ func (d *Datapath) attachLegacy(dir tcHook, l netlink.Link, prog *ebpf.Program) 
 	if err := pinned.Pin(pin); err != nil {
 		return fmt.Errorf("pin program: %w", err)
 	}
-	_, err = unpinLink(d.tcxLinkPin(dir, ifindex))
+	_, err = d.unpinLink(d.tcxLinkPin(dir, ifindex))
 	return err
 }
 
@@ -260,7 +240,7 @@ func (d *Datapath) detachTC(ifname string, hooks []tcHook) error {
 		return fmt.Errorf("find interface %s: %w", ifname, err)
 	}
 	for _, dir := range hooks {
-		if _, err := unpinLink(d.tcxLinkPin(dir, l.Attrs().Index)); err != nil {
+		if _, err := d.unpinLink(d.tcxLinkPin(dir, l.Attrs().Index)); err != nil {
 			return err
 		}
 		if err := d.detachLegacy(dir, l.Attrs().Index); err != nil {

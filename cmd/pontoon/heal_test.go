@@ -147,12 +147,15 @@ func TestHealDeletedAddress(t *testing.T) {
 	w.waitLog(t, "added again")
 }
 
-// TestHealRemovedPins: rm -rf of the pin directory detaches every link;
-// the agent pins its maps again (contents as before), attaches its
-// programs again, and publishing works: from outside, and from the host
-// through the socket hooks.
+// TestHealRemovedPins: after rm -rf of the pin directory the agent pins
+// its maps again (contents as before) and its links (which it holds, so
+// nothing was detached: an established connection carries on), and
+// publishing works: from outside, and from the host through the socket
+// hooks.
 func TestHealRemovedPins(t *testing.T) {
 	w := newHealWorld(t)
+	conn := w.outside.Connect(t, netip.AddrPortFrom(w.hostIP, 8080).String())
+	conn.RoundTrip(t, w.outsideIP)
 	before := w.bindings()
 	if err := os.RemoveAll(w.pins); err != nil {
 		t.Fatal(err)
@@ -173,6 +176,7 @@ func TestHealRemovedPins(t *testing.T) {
 		return cgroup && uplink
 	})
 	w.expectServed(t, 8080)
+	conn.RoundTrip(t, w.outsideIP)
 	w.ok("port", "publish", "c1", "8081:80", "127.0.0.1:9091:80")
 	w.expectServed(t, 8081)
 	res, err := w.host.DialFrom(t, w.cgroup, "tcp", "127.0.0.1:9091")
