@@ -191,7 +191,7 @@ func (a *Agent) healDatapath() error {
 		delete(a.uplinks, idx)
 		lost = append(lost, idx)
 	}
-	if pinErr == nil && (len(lost) > 0 || len(repinned) > 0 || len(a.uplinkErrs) > 0) {
+	if pinErr == nil && (len(lost) > 0 || len(repinned) > 0) {
 		if err := a.syncUplinks(); err != nil {
 			errs = append(errs, err.Error())
 		}

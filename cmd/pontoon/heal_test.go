@@ -253,6 +253,36 @@ func (w *healWorld) expectQuiet(t *testing.T) {
 	}
 }
 
+// TestHealReportsAdoptedBridgeGone: an adopted bridge is the host's, so
+// the agent cannot recreate it when it is deleted: status names it, with
+// what to do. Once it is back, the agent puts the gateway on it and the
+// report goes.
+func TestHealReportsAdoptedBridgeGone(t *testing.T) {
+	w := newWorld(t, 0)
+	w.startAgent()
+	br := "ppa" + w.id
+	w.host.IP(t, "link", "add", br, "type", "bridge")
+	w.ok("network", "create", "adopt", "--bridge", br, "--subnet", "10.79.0.0/24")
+	w.host.IP(t, "link", "del", br)
+	eventually(t, "status reports "+br, func() bool {
+		var s control.Status
+		w.okJSON(&s, "status")
+		return len(s.Degraded) == 1 && strings.Contains(s.Degraded[0], br) && strings.Contains(s.Degraded[0], "remove the network")
+	})
+	if out := w.ok("status"); !strings.Contains(out, "running, degraded") || !strings.Contains(out, "degraded:") {
+		t.Errorf("status output does not say degraded:\n%s", out)
+	}
+	w.host.IP(t, "link", "add", br, "type", "bridge")
+	eventually(t, "the gateway is put on the bridge again", func() bool {
+		return strings.Contains(w.host.IP(t, "-br", "addr", "show", br), "10.79.0.1/24")
+	})
+	eventually(t, "status is whole again", func() bool {
+		var s control.Status
+		w.okJSON(&s, "status")
+		return len(s.Degraded) == 0
+	})
+}
+
 // TestRestartRepairsBridge: a bridge deleted while no agent runs comes
 // back at start with the veths still there enslaved, and traffic flows.
 func TestRestartRepairsBridge(t *testing.T) {
