@@ -187,7 +187,11 @@ func (a *Agent) healDatapath() error {
 		if err == nil && attached {
 			continue
 		}
-		a.log.Info("uplink programs are gone", "uplink", u.Name, "err", err)
+		if err != nil {
+			a.log.Info("repairing uplink: cannot tell whether its programs are attached", "uplink", u.Name, "err", err)
+		} else {
+			a.log.Info("repairing uplink: its programs' pins or links are gone", "uplink", u.Name)
+		}
 		delete(a.uplinks, idx)
 		lost = append(lost, idx)
 	}

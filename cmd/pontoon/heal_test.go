@@ -234,7 +234,7 @@ func TestHealLegacyTC(t *testing.T) {
 	w := newHealWorld(t, "--legacy-tc")
 	w.expectQuiet(t)
 	w.host.Exec(t, "tc", "filter", "del", "dev", w.uplink, "ingress")
-	w.waitLog(t, "uplink programs are gone")
+	w.waitLog(t, "repairing uplink")
 	eventually(t, "the uplink's filter is back", func() bool {
 		return strings.Contains(w.host.Exec(t, "tc", "filter", "show", "dev", w.uplink, "ingress"), "pontoon_ingress")
 	})
@@ -247,7 +247,7 @@ func (w *healWorld) expectQuiet(t *testing.T) {
 	t.Helper()
 	time.Sleep(5 * time.Second)
 	for _, line := range strings.Split(w.agentLog(), "\n") {
-		if strings.Contains(line, "repaired") || strings.Contains(line, "are gone") || strings.Contains(line, "could not restore") {
+		if strings.Contains(line, "repaired") || strings.Contains(line, "repairing") || strings.Contains(line, "could not restore") {
 			t.Errorf("the agent repaired a whole datapath: %s", line)
 		}
 	}
