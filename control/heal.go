@@ -179,11 +179,11 @@ func (a *Agent) healDatapath() error {
 	// says so); syncUplinks attaches them again once it can.
 	var lost []int
 	for idx, u := range a.uplinks {
-		attached, err := a.dp.UplinkAttached(u.Name)
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
+		l, err := netlink.LinkByIndex(idx)
+		if err != nil || l.Attrs().Name != u.Name {
 			continue // gone or renamed: syncUplinks follows it
 		}
+		attached, err := a.dp.UplinkAttached(l)
 		if err == nil && attached {
 			continue
 		}
@@ -259,7 +259,7 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 		}
 		did = append(did, "enslaved "+e.HostIf+" again")
 	}
-	attached, err := a.dp.BridgeAttached(n.Bridge)
+	attached, err := a.dp.BridgeAttached(br)
 	if err == nil && !attached {
 		if _, err = a.dp.AttachBridge(n.Bridge); err == nil {
 			did = append(did, "put its program back")
@@ -287,13 +287,16 @@ func (a *Agent) healEndpoint(e *Endpoint, v netlinkView) (did []string, err erro
 			return nil, err
 		}
 		did = append(did, fmt.Sprintf("recreated the pair, %s %s in %s", containerIf, e.IP, e.Netns))
+		if veth, err = netlink.LinkByName(e.HostIf); err != nil {
+			return did, fmt.Errorf("find recreated veth: %w", err)
+		}
 	case veth.Attrs().Flags&net.FlagUp == 0:
 		if err := netlink.LinkSetUp(veth); err != nil {
 			return did, fmt.Errorf("set up: %w", err)
 		}
 		did = append(did, "set up again")
 	}
-	attached, err := a.dp.EndpointAttached(e.HostIf)
+	attached, err := a.dp.EndpointAttached(veth)
 	if err == nil && !attached {
 		if _, err = a.dp.AttachEndpoint(e.HostIf); err == nil {
 			did = append(did, "put its program back")

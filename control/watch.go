@@ -42,8 +42,8 @@ func (a *Agent) watch(ctx context.Context) {
 	// A burst of events (a veth pair, its addresses) settles into one
 	// resync.
 	var (
-		addrsChanged, linksChanged bool
-		settle                     <-chan time.Time
+		addrsChanged, linksChanged, periodic bool
+		settle                               <-chan time.Time
 	)
 	for {
 		select {
@@ -60,15 +60,15 @@ func (a *Agent) watch(ctx context.Context) {
 				addrs = nil
 			}
 		case <-tick.C:
-			addrsChanged, linksChanged = true, true
+			addrsChanged, linksChanged, periodic = true, true, true
 		case <-healTick.C:
 			a.mu.Lock()
 			a.heal()
 			a.mu.Unlock()
 			continue
 		case <-settle:
-			a.resync(addrsChanged, linksChanged)
-			addrsChanged, linksChanged, settle = false, false, nil
+			a.resync(addrsChanged, linksChanged, periodic)
+			addrsChanged, linksChanged, periodic, settle = false, false, false, nil
 			continue
 		}
 		if settle == nil {
@@ -77,7 +77,10 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 }
 
-func (a *Agent) resync(addrs, links bool) {
+// resync follows what changed; the periodic one also puts back bindings
+// deleted from the map by hand (it reads the whole map, so not at every
+// event).
+func (a *Agent) resync(addrs, links, periodic bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.metrics.observeReconcile("resync", time.Now())
@@ -92,6 +95,13 @@ func (a *Agent) resync(addrs, links bool) {
 		}
 	}
 	a.heal()
+	if periodic {
+		if added, removed, err := a.bindings.Sync(a.wantBindings()); err != nil {
+			a.log.Warn("resync bindings", "err", err)
+		} else if added+removed > 0 {
+			a.log.Info("repaired bindings map", "put_back", added, "removed_stray", removed)
+		}
+	}
 	// Uplinks are attached and detached here, and their addresses
 	// follow.
 	if err := a.syncTopology(); err != nil {

@@ -75,32 +75,30 @@ func ListAttachments(dir string) ([]Attachment, error) {
 	return out, nil
 }
 
-// UplinkAttached reports whether the uplink programs are on ifname as this
+// UplinkAttached reports whether the uplink programs are on l as this
 // datapath's pins say: a live tcx link, or our legacy filter. A pin
 // removed by hand, a link detached (bpftool link detach) or a filter
-// deleted all read as not attached, so the caller attaches again.
-func (d *Datapath) UplinkAttached(ifname string) (bool, error) {
-	return d.tcAttached(ifname, uplinkHooks)
+// deleted all read as not attached, so the caller attaches again. The
+// caller passes the link it listed, so checking many interfaces costs no
+// lookup each.
+func (d *Datapath) UplinkAttached(l netlink.Link) (bool, error) {
+	return d.tcAttached(l, uplinkHooks)
 }
 
 // BridgeAttached is UplinkAttached for a network's bridge.
-func (d *Datapath) BridgeAttached(ifname string) (bool, error) {
-	return d.tcAttached(ifname, bridgeHooks)
+func (d *Datapath) BridgeAttached(l netlink.Link) (bool, error) {
+	return d.tcAttached(l, bridgeHooks)
 }
 
 // EndpointAttached is UplinkAttached for an endpoint's host-side veth.
-func (d *Datapath) EndpointAttached(ifname string) (bool, error) {
-	return d.tcAttached(ifname, endpointHooks)
+func (d *Datapath) EndpointAttached(l netlink.Link) (bool, error) {
+	return d.tcAttached(l, endpointHooks)
 }
 
-func (d *Datapath) tcAttached(ifname string, hooks []tcHook) (bool, error) {
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return false, fmt.Errorf("find interface %s: %w", ifname, err)
-	}
+func (d *Datapath) tcAttached(l netlink.Link, hooks []tcHook) (bool, error) {
 	ifindex := l.Attrs().Index
 	for _, dir := range hooks {
-		live, err := pinnedLinkLive(d.tcxLinkPin(dir, ifindex), func(info *link.Info) bool {
+		live, err := d.linkLive(d.tcxLinkPin(dir, ifindex), func(info *link.Info) bool {
 			tcx := info.TCX()
 			return tcx != nil && tcx.Ifindex == uint32(ifindex)
 		})
@@ -128,7 +126,7 @@ func (d *Datapath) CgroupAttached(path string) (bool, error) {
 		return false, err
 	}
 	for _, hook := range sockHooks {
-		live, err := pinnedLinkLive(d.cgroupLinkPin(hook, id), func(info *link.Info) bool {
+		live, err := d.linkLive(d.cgroupLinkPin(hook, id), func(info *link.Info) bool {
 			cg := info.Cgroup()
 			return cg != nil && cg.CgroupId == id
 		})
@@ -139,17 +137,24 @@ func (d *Datapath) CgroupAttached(path string) (bool, error) {
 	return true, nil
 }
 
-// pinnedLinkLive opens a pinned link and asks the kernel whether it is
-// still on its target; a missing pin is not live.
-func pinnedLinkLive(pin string, onTarget func(*link.Info) bool) (bool, error) {
-	l, err := link.LoadPinnedLink(pin, nil)
-	if errors.Is(err, os.ErrNotExist) {
+// linkLive asks the kernel whether the link pinned at pin (the one held,
+// or else the pinned one) is still on its target; a missing pin is not
+// live.
+func (d *Datapath) linkLive(pin string, onTarget func(*link.Info) bool) (bool, error) {
+	if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
 		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("check link pin %s: %w", pin, err)
 	}
-	if err != nil {
-		return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+	l := d.heldLink(pin)
+	if l == nil {
+		pinned, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			return false, fmt.Errorf("open pinned link %s: %w", pin, err)
+		}
+		defer pinned.Close()
+		l = pinned
 	}
-	defer l.Close()
 	info, err := l.Info()
 	if err != nil {
 		return false, fmt.Errorf("read pinned link %s: %w", pin, err)

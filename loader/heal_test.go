@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/loader/testenv"
@@ -45,7 +46,11 @@ func testRepinAndReattach(t *testing.T, mode loader.TCMode) {
 		expect := func(when string, want bool) {
 			t.Helper()
 			for _, ifname := range []string{a, b} {
-				if got, err := d.EndpointAttached(ifname); err != nil || got != want {
+				l, err := netlink.LinkByName(ifname)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err := d.EndpointAttached(l); err != nil || got != want {
 					t.Errorf("%s: EndpointAttached(%s) = %v, %v; want %v", when, ifname, got, err, want)
 				}
 			}

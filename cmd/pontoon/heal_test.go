@@ -10,15 +10,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/loader/testenv"
+	"github.com/pontoon-net/pontoon/maps"
 )
 
 // healWorld is a world with a running agent, network net, endpoints c1
@@ -185,6 +188,24 @@ func TestHealRemovedPins(t *testing.T) {
 	if s := w.status(t); len(s.Degraded) > 0 {
 		t.Errorf("status after a repair says degraded: %q", s.Degraded)
 	}
+
+	// A binding deleted from the map by hand is put back by the
+	// periodic resync.
+	want := w.bindings()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(w.pins, "bindings"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := maps.NewBindings(m).Delete(maps.TCP, netip.MustParseAddrPort("0.0.0.0:8081")); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(w.bindings(), want) {
+		t.Fatal("deleting the 8081 binding changed nothing")
+	}
+	eventually(t, "the deleted binding is back", func() bool { return slices.Equal(w.bindings(), want) })
+	w.expectServed(t, 8081)
+	w.waitLog(t, "repaired bindings map")
 }
 
 // TestHealDetachedLink: links detached while their pins stay (bpftool
