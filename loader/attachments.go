@@ -267,3 +267,22 @@ func (d *Datapath) updatePinnedLink(pin string, prog *ebpf.Program) (bool, error
 	d.holdLink(pin, l)
 	return true, nil
 }
+
+// dropHeldGone closes held tc links whose interface is gone, pin or no
+// pin: one whose pin was removed by hand is not among those PruneGone
+// finds.
+func (d *Datapath) dropHeldGone(alive map[int]bool) {
+	d.linksMu.Lock()
+	defer d.linksMu.Unlock()
+	for pin, l := range d.links {
+		kind, _, ifindex, ok := parsePinName(filepath.Base(pin))
+		if !ok || kind != "tcx" {
+			continue
+		}
+		if alive[ifindex] {
+			continue
+		}
+		l.Close()
+		delete(d.links, pin)
+	}
+}

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -11,6 +12,16 @@ import (
 // exists (a deleted veth or bridge takes its programs with it, but not the
 // pins naming them). It returns how many went.
 func (d *Datapath) PruneGone() (int, error) {
+	// One dump rather than a lookup per pin: a host may have thousands.
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("list interfaces: %w", err)
+	}
+	alive := make(map[int]bool, len(links))
+	for _, l := range links {
+		alive[l.Attrs().Index] = true
+	}
+	d.dropHeldGone(alive)
 	n := 0
 	for _, sub := range []string{linksDir, progsDir} {
 		entries, err := os.ReadDir(filepath.Join(d.pinDir, sub))
@@ -22,7 +33,7 @@ func (d *Datapath) PruneGone() (int, error) {
 			if !ok || (kind != "tcx" && kind != "tc") {
 				continue
 			}
-			if _, err := netlink.LinkByIndex(ifindex); err == nil {
+			if alive[ifindex] {
 				continue
 			}
 			pin := filepath.Join(d.pinDir, sub, e.Name())
