@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -169,8 +168,7 @@ func hasLegacyFilter(dir tcHook, l netlink.Link) (bool, error) {
 		return false, fmt.Errorf("list filters on %s: %w", l.Attrs().Name, err)
 	}
 	for _, f := range filters {
-		bf, ok := f.(*netlink.BpfFilter)
-		if ok && bf.Handle == legacyFilterHandle && bf.Priority == legacyFilterPriority && strings.HasPrefix(bf.Name, legacyFilterName(dir)) {
+		if _, ok := ourLegacyFilter(f, dir); ok {
 			return true, nil
 		}
 	}

@@ -298,9 +298,8 @@ func deleteLegacyFilter(dir tcHook, ifindex int) error {
 		return fmt.Errorf("list filters on %s: %w", l.Attrs().Name, err)
 	}
 	for _, f := range filters {
-		bf, ok := f.(*netlink.BpfFilter)
-		if !ok || bf.Handle != legacyFilterHandle || bf.Priority != legacyFilterPriority ||
-			!strings.HasPrefix(bf.Name, legacyFilterName(dir)) {
+		bf, ok := ourLegacyFilter(f, dir)
+		if !ok {
 			continue
 		}
 		if err := netlink.FilterDel(bf); err != nil {
@@ -308,6 +307,15 @@ func deleteLegacyFilter(dir tcHook, ifindex int) error {
 		}
 	}
 	return nil
+}
+
+// ourLegacyFilter says whether f is our cls_bpf filter for dir: the name
+// check protects a foreign filter that took our handle and priority.
+func ourLegacyFilter(f netlink.Filter, dir tcHook) (*netlink.BpfFilter, bool) {
+	bf, ok := f.(*netlink.BpfFilter)
+	ok = ok && bf.Handle == legacyFilterHandle && bf.Priority == legacyFilterPriority &&
+		strings.HasPrefix(bf.Name, legacyFilterName(dir))
+	return bf, ok
 }
 
 // parsePinName splits "tcx_ingress_7" into its parts.
