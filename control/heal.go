@@ -345,7 +345,7 @@ func (a *Agent) checkDatapath() error {
 	a.mu.Unlock()
 	a.damage.setDetached(err)
 	if err != nil {
-		return kindf(ErrUnavailable, "the datapath is detached (%v), so this would carry no traffic; fix that and retry ('pontoon status' shows what the agent could not restore)", err)
+		return kindf(ErrUnavailable, "refused while the agent cannot restore the datapath (%v): fix that and retry; 'pontoon status' shows what is missing", err)
 	}
 	return nil
 }

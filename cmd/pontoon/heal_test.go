@@ -318,48 +318,77 @@ func TestRestartRepairsBridge(t *testing.T) {
 	w.expectServed(t, 8080)
 }
 
-// TestPublishRefusedWhenDetached: with the pins gone and the pin directory
-// no bpffs any more (a tmpfs mounted over it), the agent cannot restore
-// the datapath: status says so, and publish and attach are refused with
-// 503 and one line, changing nothing. Once the mount goes, it heals.
+// TestPublishRefusedWhenDetached: when the agent cannot restore the
+// datapath, status says what and why, and publish and attach are refused
+// with 503 and one line, changing nothing; once the cause goes, it heals
+// and they work again. Two causes: the pins gone and the pin directory no
+// bpffs any more (a tmpfs mounted over it), and the socket hooks' cgroup
+// removed.
 func TestPublishRefusedWhenDetached(t *testing.T) {
-	w := newHealWorld(t)
-	testenv.Run(t, "sh", "-c", `rm -rf "$1" && mkdir "$1" && mount -t tmpfs pontoon-test "$1"`, "sh", w.pins)
-	mounted := true
-	unmount := func() {
-		if mounted {
-			testenv.Run(t, "umount", w.pins)
-			mounted = false
+	t.Run("pins", func(t *testing.T) {
+		w := newHealWorld(t)
+		testenv.Run(t, "sh", "-c", `rm -rf "$1" && mkdir "$1" && mount -t tmpfs pontoon-test "$1"`, "sh", w.pins)
+		mounted := true
+		unmount := func() {
+			if mounted {
+				testenv.Run(t, "umount", w.pins)
+				mounted = false
+			}
 		}
-	}
-	t.Cleanup(unmount)
-
-	eventually(t, "status reports the pins", func() bool {
-		return strings.Contains(strings.Join(w.status(t).Degraded, "\n"), "not on a bpffs")
+		t.Cleanup(unmount)
+		w.expectRefused(t, "not on a bpffs")
+		unmount()
+		w.expectHealed(t)
 	})
-	if out := w.ok("status"); !strings.Contains(out, "degraded") {
+	t.Run("socket hooks", func(t *testing.T) {
+		w := newHealWorld(t)
+		testenv.Run(t, "rmdir", w.cgroup)
+		w.expectRefused(t, "socket hooks on "+w.cgroup)
+		testenv.Run(t, "mkdir", w.cgroup)
+		w.expectHealed(t)
+		w.ok("port", "publish", "c1", "127.0.0.1:9091:80")
+		res, err := w.host.DialFrom(t, w.cgroup, "tcp", "127.0.0.1:9091")
+		expectEcho(t, res, err, w.net.Gateway, "127.0.0.1:9091")
+	})
+}
+
+// expectRefused waits for status to report reason, then checks that a
+// publish and an attach are refused (CLI: non-zero exit, one line; API:
+// 503) and change nothing.
+func (w *healWorld) expectRefused(t *testing.T, reason string) {
+	t.Helper()
+	eventually(t, "status reports "+reason, func() bool {
+		return strings.Contains(strings.Join(w.status(t).Degraded, "\n"), reason)
+	})
+	if out := w.ok("status"); !strings.Contains(out, "running, degraded") {
 		t.Errorf("status output does not say degraded:\n%s", out)
 	}
 	ports := w.ok("port", "ls", "-o", "json")
-
 	r := w.pt("port", "publish", "c1", "9090:80")
-	if r.code == 0 || !strings.Contains(r.stderr, "datapath is detached") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
-		t.Errorf("publish into a detached datapath: exit %d, stderr %q; want non-zero and one line saying it is detached", r.code, r.stderr)
+	if r.code == 0 || !strings.Contains(r.stderr, reason) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Errorf("publish into a broken datapath: exit %d, stderr %q; want non-zero and one line saying %q", r.code, r.stderr, reason)
 	}
 	if code := postStatus(t, w.socket, "/v1/ports", control.PublishRequest{Endpoint: "c1", Specs: []string{"9090:80"}}); code != http.StatusServiceUnavailable {
-		t.Errorf("API publish into a detached datapath: %d, want 503", code)
+		t.Errorf("API publish into a broken datapath: %d, want 503", code)
 	}
 	name := "ppd" + w.id
 	testenv.Run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { testenv.Run(t, "ip", "netns", "del", name) })
-	if r := w.pt("endpoint", "attach", "net", "c3", "--netns", "/run/netns/"+name); r.code == 0 || !strings.Contains(r.stderr, "datapath is detached") {
-		t.Errorf("attach into a detached datapath: exit %d, stderr %q", r.code, r.stderr)
+	defer testenv.Run(t, "ip", "netns", "del", name)
+	if r := w.pt("endpoint", "attach", "net", "c3", "--netns", "/run/netns/"+name); r.code == 0 || !strings.Contains(r.stderr, reason) {
+		t.Errorf("attach into a broken datapath: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if after := w.ok("port", "ls", "-o", "json"); after != ports {
 		t.Errorf("a refused publish changed the mappings:\nbefore %s\nafter  %s", ports, after)
 	}
+	if eps := w.ok("endpoint", "ls"); strings.Contains(eps, "c3") {
+		t.Errorf("a refused attach left an endpoint:\n%s", eps)
+	}
+}
 
-	unmount()
+// expectHealed waits for status to be whole again, then publishes and
+// checks both published ports carry traffic.
+func (w *healWorld) expectHealed(t *testing.T) {
+	t.Helper()
 	eventually(t, "status is whole again", func() bool { return len(w.status(t).Degraded) == 0 })
 	w.ok("port", "publish", "c1", "9090:80")
 	w.expectServed(t, 9090)
