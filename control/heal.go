@@ -221,7 +221,11 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 		if err := ensureBridge(n); err != nil {
 			return did, err
 		}
-		did = append(did, fmt.Sprintf("recreated it with gateway %s/%d", n.Gateway, n.Subnet.Bits()))
+		var gateways []string
+		for _, s := range n.subnets() {
+			gateways = append(gateways, fmt.Sprintf("%s/%d", s.Gateway, s.Subnet.Bits()))
+		}
+		did = append(did, "recreated it with gateway "+strings.Join(gateways, ", "))
 		if br, err = netlink.LinkByName(n.Bridge); err != nil {
 			return did, fmt.Errorf("find recreated bridge: %w", err)
 		}
@@ -229,11 +233,14 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 		if br.Type() != "bridge" {
 			return did, fmt.Errorf("%s is a %s interface now, not a bridge: delete it, and the agent recreates the bridge", n.Bridge, br.Type())
 		}
-		if !hasAddr(v.addrs[br.Attrs().Index], n.Gateway, n.Subnet.Bits()) {
-			if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(n.Gateway, n.Subnet.Bits())}); err != nil {
-				return did, fmt.Errorf("add gateway %s: %w", n.Gateway, err)
+		for _, s := range n.subnets() {
+			if hasAddr(v.addrs[br.Attrs().Index], s.Gateway, s.Subnet.Bits()) {
+				continue
 			}
-			did = append(did, fmt.Sprintf("gateway %s/%d added again", n.Gateway, n.Subnet.Bits()))
+			if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())}); err != nil {
+				return did, fmt.Errorf("add gateway %s: %w", s.Gateway, err)
+			}
+			did = append(did, fmt.Sprintf("gateway %s/%d added again", s.Gateway, s.Subnet.Bits()))
 		}
 		if !n.Adopted && br.Attrs().MTU != n.MTU {
 			if err := netlink.LinkSetMTU(br, n.MTU); err != nil {
@@ -286,7 +293,7 @@ func (a *Agent) healEndpoint(e *Endpoint, v netlinkView) (did []string, err erro
 			deleteLink(e.HostIf)
 			return nil, err
 		}
-		did = append(did, fmt.Sprintf("recreated the pair, %s %s in %s", containerIf, e.IP, e.Netns))
+		did = append(did, fmt.Sprintf("recreated the pair, %s %s in %s", e.ifName(), e.IP, e.Netns))
 		if veth, err = netlink.LinkByName(e.HostIf); err != nil {
 			return did, fmt.Errorf("find recreated veth: %w", err)
 		}

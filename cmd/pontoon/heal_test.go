@@ -290,7 +290,7 @@ func TestHealReportsAdoptedBridgeGone(t *testing.T) {
 		w.okJSON(&s, "status")
 		return len(s.Degraded) == 1 && strings.Contains(s.Degraded[0], br) && strings.Contains(s.Degraded[0], "remove the network")
 	})
-	if out := w.ok("status"); !strings.Contains(out, "running, degraded") || !strings.Contains(out, "degraded:") {
+	if out := w.ok("status"); !strings.Contains(out, ", degraded") || !strings.Contains(out, "degraded:") {
 		t.Errorf("status output does not say degraded:\n%s", out)
 	}
 	w.host.IP(t, "link", "add", br, "type", "bridge")
@@ -360,7 +360,7 @@ func (w *healWorld) expectRefused(t *testing.T, reason string) {
 	eventually(t, "status reports "+reason, func() bool {
 		return strings.Contains(strings.Join(w.status(t).Degraded, "\n"), reason)
 	})
-	if out := w.ok("status"); !strings.Contains(out, "running, degraded") {
+	if out := w.ok("status"); !strings.Contains(out, ", degraded") {
 		t.Errorf("status output does not say degraded:\n%s", out)
 	}
 	ports := w.ok("port", "ls", "-o", "json")
