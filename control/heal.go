@@ -44,10 +44,11 @@ func (h *damage) set(problems []string, detached error) (fresh []string) {
 	return fresh
 }
 
-func (h *damage) setDetached(detached error) {
+// Detached says why the datapath cannot be kept working, nil when it can.
+func (h *damage) Detached() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.detached = detached
+	return h.detached
 }
 
 // Problems lists what could not be restored, for status.
@@ -328,31 +329,18 @@ func hasAddr(addrs []netlink.Addr, want netip.Addr, bits int) bool {
 	return false
 }
 
-// refuseWhenDetached answers 503 to a publish or attach while the datapath
-// is detached and cannot be restored: it would succeed on paper and carry
-// no traffic. It looks once more first, so pins removed a moment ago are
-// put back rather than refused.
+// refuseWhenDetached answers 503 to a publish or attach while the last
+// heal (one runs every healEvery) could not restore the datapath: it would
+// succeed on paper and not be kept working. The links are held, so pins
+// removed a moment ago stop no traffic and need no look of their own here.
 func (a *Agent) refuseWhenDetached(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && (r.URL.Path == "/v1/ports" || r.URL.Path == "/v1/endpoints") {
-			if err := a.checkDatapath(); err != nil {
-				writeError(w, err)
+			if err := a.damage.Detached(); err != nil {
+				writeError(w, kindf(ErrUnavailable, "refused while the agent cannot restore the datapath (%v): fix that and retry; 'pontoon status' shows what is missing", err))
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// checkDatapath heals the datapath's own parts and says, as an
-// ErrUnavailable, what is still detached.
-func (a *Agent) checkDatapath() error {
-	a.mu.Lock()
-	err := a.healDatapath()
-	a.mu.Unlock()
-	a.damage.setDetached(err)
-	if err != nil {
-		return kindf(ErrUnavailable, "refused while the agent cannot restore the datapath (%v): fix that and retry; 'pontoon status' shows what is missing", err)
-	}
-	return nil
 }
