@@ -61,9 +61,7 @@ func (a *Agent) routes() http.Handler {
 		reply(struct{}{}, a.Detach(r.PathValue("name")))(w)
 	})
 
-	mux.HandleFunc("GET /v1/ports", func(w http.ResponseWriter, r *http.Request) {
-		reply(a.Ports(r.URL.Query().Get("endpoint")))(w)
-	})
+	mux.HandleFunc("GET /v1/ports", a.servePorts)
 	mux.HandleFunc("POST /v1/ports", func(w http.ResponseWriter, r *http.Request) {
 		var req PublishRequest
 		if decodeBody(w, r, &req) {

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,6 +19,11 @@ type bindingWriter interface {
 	DeleteBatch([]maps.BindingKey) error
 }
 
+// MaxPublishSpecs bounds the specs of one publish request: the agent
+// holds its lock while it publishes them, and 10,000 take well under a
+// second.
+const MaxPublishSpecs = 20_000
+
 // Publish publishes every spec for one endpoint, all or nothing: ports
 // from ipam, the records in one transaction, the map entries in one batch.
 // A failure at any step undoes the steps before it; an undo that fails too
@@ -25,6 +31,9 @@ type bindingWriter interface {
 func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if len(req.Specs) == 0 {
 		return nil, kindf(ErrInvalid, "no port spec given; pass one or more such as 8080:80/tcp")
+	}
+	if len(req.Specs) > MaxPublishSpecs {
+		return nil, kindf(ErrInvalid, "%d port specs in one publish request; at most %d fit in one: split them across several publish calls, or publish a run of ports as one range spec such as 8000-8999:8000-8999", len(req.Specs), MaxPublishSpecs)
 	}
 	specs := make([]PortSpec, len(req.Specs))
 	for i, s := range req.Specs {
@@ -46,22 +55,8 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		return nil, err
 	}
 
-	var (
-		held []ipam.PortAllocation
-		out  []*PortMapping
-	)
-	release := func() error {
-		var errs []error
-		for _, pa := range held {
-			if _, err := a.ipam.ReleasePorts(pa.Proto, pa.HostIP, pa.Ports); err != nil {
-				errs = append(errs, fmt.Errorf("release %s: %w", pa, err))
-			}
-		}
-		return errors.Join(errs...)
-	}
-	// fail returns cause, with whatever undoing the ports failed at.
-	fail := func(cause error) error { return withUndo(cause, release()) }
-	id := a.st.nextID
+	reqs := make([]ipam.PortRequest, len(specs))
+	hostIPs := make([]netip.Addr, len(specs))
 	for i, spec := range specs {
 		hostIP := spec.HostIP
 		if !hostIP.IsValid() {
@@ -70,20 +65,43 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		_, local := hostAddrs[hostIP]
 		switch {
 		case hostIP.Is6():
-			return nil, fail(kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP))
+			return nil, kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP)
 		case !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local:
-			return nil, fail(kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP))
+			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP)
 		}
-		pa, err := a.allocate(e.Name, spec, hostIP)
+		reqs[i], hostIPs[i] = portRequest(e.Name, spec, hostIP), hostIP
+	}
+	// One batch: the host's sockets are read once and the ports saved in
+	// one transaction, however many specs there are.
+	held, err := a.ipam.AllocatePortsBatch(reqs)
+	if err != nil {
+		var be *ipam.BatchError
+		if errors.As(err, &be) {
+			return nil, fmt.Errorf("port spec %q: %w", req.Specs[be.Index], be.Err)
+		}
+		return nil, err
+	}
+	release := func() error {
+		released, err := a.ipam.ReleasePortsBatch(held)
+		if err == nil && len(released) != len(held) {
+			err = fmt.Errorf("%d of %d port allocations were already gone", len(held)-len(released), len(held))
+		}
 		if err != nil {
-			return nil, fail(fmt.Errorf("port spec %q: %w", req.Specs[i], err))
+			return fmt.Errorf("release the ports taken: %w", err)
 		}
-		held = append(held, pa)
-		out = append(out, &PortMapping{
-			Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIP, Host: pa.Ports,
+		return nil
+	}
+	// fail returns cause, with whatever undoing the ports failed at.
+	fail := func(cause error) error { return withUndo(cause, release()) }
+	id := a.st.nextID
+	out := make([]*PortMapping, len(specs))
+	for i, spec := range specs {
+		pa := held[i]
+		out[i] = &PortMapping{
+			Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
 			Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
 			Backend:   e.IP, ID: id,
-		})
+		}
 		id++
 	}
 
@@ -157,31 +175,19 @@ func withUndo(cause, undoErr error) error {
 	return fmt.Errorf("%w; undoing it failed too: %s; restart the agent to reconcile the bindings map with the state", cause, msg)
 }
 
-// allocate takes host ports for one spec. A host range for a single
+// portRequest is the ipam request of one spec. A host range for a single
 // container port takes the first free port of the range, as Docker does.
-func (a *Agent) allocate(owner string, spec PortSpec, hostIP netip.Addr) (ipam.PortAllocation, error) {
+func portRequest(owner string, spec PortSpec, hostIP netip.Addr) ipam.PortRequest {
 	req := ipam.PortRequest{Owner: owner, Proto: spec.Proto, HostIP: hostIP}
 	switch {
 	case spec.Host.IsZero():
 		req.Count = spec.Container.Len()
 	case spec.Container.Len() == 1 && spec.Host.Len() > 1:
-		var lastErr error
-		for p := int(spec.Host.First); p <= int(spec.Host.Last); p++ {
-			req.Ports = ipam.Port(uint16(p))
-			pa, err := a.ipam.AllocatePorts(req)
-			if err == nil {
-				return pa, nil
-			}
-			if !errors.Is(err, ipam.ErrInUse) {
-				return ipam.PortAllocation{}, err
-			}
-			lastErr = err
-		}
-		return ipam.PortAllocation{}, fmt.Errorf("every port of %s is taken (last: %w)", spec.Host, lastErr)
+		req.Ports, req.FirstFree = spec.Host, true
 	default:
 		req.Ports = spec.Host
 	}
-	return a.ipam.AllocatePorts(req)
+	return req
 }
 
 // Unpublish removes the endpoint's ports that match spec: its container
@@ -243,39 +249,26 @@ func overlaps(x, y ipam.PortRange) bool { return x.First <= y.Last && y.First <=
 
 // Ports lists mappings, of one endpoint or of all.
 func (a *Agent) Ports(endpoint string) ([]*PortMapping, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if endpoint != "" {
-		if _, err := a.endpoint(endpoint); err != nil {
-			return nil, err
-		}
+	page, err := a.PortsPage(PortQuery{Endpoint: endpoint})
+	if err != nil {
+		return nil, err
 	}
-	var ms []*PortMapping
-	for _, m := range a.st.ports {
-		if endpoint == "" || m.Endpoint == endpoint {
-			ms = append(ms, m)
-		}
-	}
-	sortMappings(ms)
-	return clones(ms), nil
+	return page.Mappings, nil
 }
 
-func sortMappings(ms []*PortMapping) {
-	slices.SortFunc(ms, func(x, y *PortMapping) int {
-		if c := strings.Compare(x.Endpoint, y.Endpoint); c != 0 {
-			return c
-		}
-		if x.Container.First != y.Container.First {
-			return int(x.Container.First) - int(y.Container.First)
-		}
-		if c := strings.Compare(x.Proto, y.Proto); c != 0 {
-			return c
-		}
-		if c := x.HostIP.Compare(y.HostIP); c != 0 {
-			return c
-		}
-		return int(x.Host.First) - int(y.Host.First)
-	})
+func sortMappings(ms []*PortMapping) { slices.SortFunc(ms, compareMappings) }
+
+// compareMappings is the order of `port ls`: endpoint, container port,
+// protocol, host IP, host port. No two mappings compare equal: a host
+// port of one protocol and address is held once.
+func compareMappings(x, y *PortMapping) int {
+	return cmp.Or(
+		strings.Compare(x.Endpoint, y.Endpoint),
+		cmp.Compare(x.Container.First, y.Container.First),
+		strings.Compare(x.Proto, y.Proto),
+		x.HostIP.Compare(y.HostIP),
+		cmp.Compare(x.Host.First, y.Host.First),
+	)
 }
 
 func clones(ms []*PortMapping) []*PortMapping {

@@ -55,7 +55,7 @@ func Open(s Store, opts Options) (*Allocator, error) {
 		store:          s,
 		dynamic:        dyn,
 		checkListening: opts.CheckListening,
-		procNet:        "/proc/net",
+		procNet:        defaultProcNet,
 		networks:       make(map[string]*network),
 		ports:          newPortState(),
 	}

@@ -22,6 +22,22 @@ type hostSockets map[uint16][]netip.Addr
 // tcpListen is TCP_LISTEN as /proc/net/tcp prints it.
 const tcpListen = "0A"
 
+// defaultProcNet is where the listening check reads when tests have not
+// pointed it at fixtures.
+const defaultProcNet = "/proc/net"
+
+// sockets reads the host's sockets of one protocol once: with sock_diag
+// where the kernel has it for the protocol, else from /proc.
+func (a *Allocator) sockets(proto Proto) (hostSockets, error) {
+	if a.procNet == defaultProcNet {
+		h, err := diagHostSockets(proto)
+		if !errors.Is(err, errNoSockDiag) {
+			return h, err
+		}
+	}
+	return readHostSockets(a.procNet, proto)
+}
+
 // readHostSockets reads the sockets of the process's network namespace
 // from procNet (normally /proc/net). TCP counts listeners only; UDP counts
 // every bound socket, since an inbound datagram to it would be taken away;

@@ -136,6 +136,9 @@ type PortRequest struct {
 	// Count is how many consecutive ports an "any" request wants (0 means
 	// 1). With Ports set it must be 0 or Ports.Len().
 	Count int
+	// FirstFree takes the first free single port of Ports instead of all
+	// of them, as Docker's -p 8000-8010:80 does.
+	FirstFree bool
 }
 
 // PortAllocation is ports held by an owner.

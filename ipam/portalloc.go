@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -27,80 +28,104 @@ func (a *Allocator) DynamicPorts() PortRange { return a.dynamic }
 
 // AllocatePorts takes the requested host ports for the owner, all or none.
 func (a *Allocator) AllocatePorts(req PortRequest) (PortAllocation, error) {
-	req.HostIP = req.HostIP.Unmap()
-	dynamic := req.Ports.IsZero()
-	n := req.Count
-	if dynamic && n == 0 {
-		n = 1
-	}
-	// Built only for messages: the success path must stay allocation-light.
-	what := func() string {
-		switch {
-		case !dynamic:
-			return req.Proto.String() + " " + hostPorts(req.HostIP, req.Ports)
-		case n == 1:
-			return fmt.Sprintf("a %s port on %s", req.Proto, req.HostIP)
+	pas, err := a.AllocatePortsBatch([]PortRequest{req})
+	if err != nil {
+		var be *BatchError
+		if errors.As(err, &be) {
+			return PortAllocation{}, be.Err
 		}
-		return fmt.Sprintf("%d %s ports on %s", n, req.Proto, req.HostIP)
+		return PortAllocation{}, err
+	}
+	return pas[0], nil
+}
+
+// checkedRequest is a request that passed checkRequest: HostIP unmapped,
+// N the number of ports it takes.
+type checkedRequest struct {
+	PortRequest
+	dynamic bool
+	n       int
+}
+
+// what names the request in messages; the success path never builds it.
+func (r checkedRequest) what() string {
+	switch {
+	case !r.dynamic:
+		return r.Proto.String() + " " + hostPorts(r.HostIP, r.Ports)
+	case r.n == 1:
+		return fmt.Sprintf("a %s port on %s", r.Proto, r.HostIP)
+	}
+	return fmt.Sprintf("%d %s ports on %s", r.n, r.Proto, r.HostIP)
+}
+
+// checkRequest validates what needs no state.
+func (a *Allocator) checkRequest(req PortRequest) (checkedRequest, error) {
+	req.HostIP = req.HostIP.Unmap()
+	r := checkedRequest{PortRequest: req, dynamic: req.Ports.IsZero(), n: req.Count}
+	if r.dynamic && r.n == 0 {
+		r.n = 1
 	}
 	if err := checkHost(req.Proto, req.HostIP); err != nil {
-		return PortAllocation{}, fmt.Errorf("allocate %s: %w", what(), err)
+		return r, fmt.Errorf("allocate %s: %w", r.what(), err)
 	}
 	if err := validateID("owner", req.Owner); err != nil {
-		return PortAllocation{}, fmt.Errorf("allocate %s: %w", what(), err)
+		return r, fmt.Errorf("allocate %s: %w", r.what(), err)
 	}
 	switch {
-	case n < 0 || (dynamic && n > a.dynamic.Len()):
-		return PortAllocation{}, fmt.Errorf("allocate %s: %w count %d: the dynamic range %s holds %d ports", what(), ErrInvalid, n, a.dynamic, a.dynamic.Len())
-	case !dynamic && n != 0 && n != req.Ports.Len():
-		return PortAllocation{}, fmt.Errorf("allocate %s: %w count %d: the range holds %d ports; make them match", what(), ErrInvalid, n, req.Ports.Len())
+	case r.n < 0 || (r.dynamic && r.n > a.dynamic.Len()):
+		return r, fmt.Errorf("allocate %s: %w count %d: the dynamic range %s holds %d ports", r.what(), ErrInvalid, r.n, a.dynamic, a.dynamic.Len())
+	case r.FirstFree && r.dynamic:
+		return r, fmt.Errorf("allocate %s: %w: first-free needs a host port range to search", r.what(), ErrInvalid)
+	case r.FirstFree && r.n > 1:
+		return r, fmt.Errorf("allocate %s: %w count %d: first-free takes one port of the range", r.what(), ErrInvalid, r.n)
+	case !r.dynamic && !r.FirstFree && r.n != 0 && r.n != req.Ports.Len():
+		return r, fmt.Errorf("allocate %s: %w count %d: the range holds %d ports; make them match", r.what(), ErrInvalid, r.n, req.Ports.Len())
 	}
-	if !dynamic {
+	if !r.dynamic {
 		if err := req.Ports.validate(); err != nil {
-			return PortAllocation{}, fmt.Errorf("allocate %s ports on %s: %w", req.Proto, req.HostIP, err)
+			return r, fmt.Errorf("allocate %s ports on %s: %w", req.Proto, req.HostIP, err)
 		}
 	}
+	return r, nil
+}
 
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var sockets hostSockets
-	if a.checkListening {
-		var err error
-		if sockets, err = readHostSockets(a.procNet, req.Proto); err != nil {
-			return PortAllocation{}, fmt.Errorf("allocate %s: check listening ports: %w", what(), err)
-		}
-	}
-	pa := PortAllocation{Owner: req.Owner, Proto: req.Proto, HostIP: req.HostIP, Ports: req.Ports}
-	if dynamic {
-		first, ok := a.findPorts(req.Proto, req.HostIP, uint32(n), sockets)
+// pick chooses the ports of one checked request against the held ports
+// and the host's sockets of its protocol, taking nothing. a.mu is held.
+func (a *Allocator) pick(r checkedRequest, sockets hostSockets) (PortAllocation, error) {
+	pa := PortAllocation{Owner: r.Owner, Proto: r.Proto, HostIP: r.HostIP, Ports: r.Ports}
+	switch {
+	case r.dynamic:
+		first, ok := a.findPorts(r.Proto, r.HostIP, uint32(r.n), sockets)
 		if !ok {
-			return PortAllocation{}, fmt.Errorf("allocate %s: %w: no run of %d free ports left in the dynamic range %s; release some or widen the range", what(), ErrExhausted, n, a.dynamic)
+			return PortAllocation{}, fmt.Errorf("allocate %s: %w: no run of %d free ports left in the dynamic range %s; release some or widen the range", r.what(), ErrExhausted, r.n, a.dynamic)
 		}
-		pa.Ports = PortRange{first, first + uint16(n-1)}
-	} else {
-		if p, ok := a.ports.conflict(req.Proto, req.HostIP, req.Ports); ok {
-			return PortAllocation{}, fmt.Errorf("allocate %s: %w: port %d is in %s; pick another host port or leave it out to get a free one", what(), ErrInUse, p, a.ports.holder(req.Proto, req.HostIP, p))
+		pa.Ports = PortRange{first, first + uint16(r.n-1)}
+	case r.FirstFree:
+		var lastErr error
+		for p := int(r.Ports.First); p <= int(r.Ports.Last); p++ {
+			if lastErr = a.checkFree(r, Port(uint16(p)), sockets); lastErr == nil {
+				pa.Ports = Port(uint16(p))
+				return pa, nil
+			}
 		}
-		if p, l, ok := sockets.blocks(req.HostIP, uint32(req.Ports.First), uint32(req.Ports.Last)); ok {
-			return PortAllocation{}, fmt.Errorf("allocate %s: %w: port %d is held by a host process on %s; stop it or pick another host port", what(), ErrInUse, p, l)
+		return PortAllocation{}, fmt.Errorf("every port of %s is taken (last: %w)", r.Ports, lastErr)
+	default:
+		if err := a.checkFree(r, r.Ports, sockets); err != nil {
+			return PortAllocation{}, err
 		}
 	}
-
-	k, v, ck, cv := portRecord(pa, dynamic)
-	err := a.store.Update(func(tx Tx) error {
-		if err := tx.Put(bucketPorts, k, v); err != nil {
-			return err
-		}
-		if dynamic {
-			return tx.Put(bucketPortCursors, ck, cv)
-		}
-		return nil
-	})
-	if err != nil {
-		return PortAllocation{}, fmt.Errorf("allocate %s: %w", what(), err)
-	}
-	a.ports.take(pa, dynamic)
 	return pa, nil
+}
+
+// checkFree refuses ports another allocation or a host socket holds.
+func (a *Allocator) checkFree(r checkedRequest, ports PortRange, sockets hostSockets) error {
+	if p, ok := a.ports.conflict(r.Proto, r.HostIP, ports); ok {
+		return fmt.Errorf("allocate %s: %w: port %d is in %s; pick another host port or leave it out to get a free one", r.Proto.String()+" "+hostPorts(r.HostIP, ports), ErrInUse, p, a.ports.holder(r.Proto, r.HostIP, p))
+	}
+	if p, l, ok := sockets.blocks(r.HostIP, uint32(ports.First), uint32(ports.Last)); ok {
+		return fmt.Errorf("allocate %s: %w: port %d is held by a host process on %s; stop it or pick another host port", r.Proto.String()+" "+hostPorts(r.HostIP, ports), ErrInUse, p, l)
+	}
+	return nil
 }
 
 // findPorts returns the first of n free consecutive dynamic ports after the

@@ -65,6 +65,14 @@ func (c *CT) DeleteBinding(id uint32) (int, error) {
 	return c.deleteWhere(func(_ CTKey, v CTValue) bool { return v.BindingID == id })
 }
 
+// DeleteBindings is DeleteBinding for many ids in one walk of the tables.
+func (c *CT) DeleteBindings(ids map[uint32]bool) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	return c.deleteWhere(func(_ CTKey, v CTValue) bool { return ids[v.BindingID] })
+}
+
 func (c *CT) deleteWhere(stale func(CTKey, CTValue) bool) (int, error) {
 	total := 0
 	for _, m := range c.tables {

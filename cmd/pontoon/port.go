@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -48,19 +49,41 @@ request and one batch of map updates: all of them are published, or none.`,
 }
 
 func newPortLs(o *opts) *cobra.Command {
-	return &cobra.Command{
+	var (
+		q        control.PortQuery
+		hostPort int
+	)
+	cmd := &cobra.Command{
 		Use: "ls [ENDPOINT]", Aliases: []string{"list"}, Short: "List published ports",
+		Long: `List published ports, filtered by the agent. With --limit the agent sends
+one page at a time: the command prints the flag that gets the next page.`,
 		Args: maxArgs(1, "one endpoint"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			endpoint := ""
 			if len(args) == 1 {
-				endpoint = args[0]
+				if q.Endpoint != "" && q.Endpoint != args[0] {
+					return fmt.Errorf("endpoint %s and --endpoint %s disagree: give one of them", args[0], q.Endpoint)
+				}
+				q.Endpoint = args[0]
 			}
-			ms, err := o.client().Ports(endpoint)
+			if hostPort < 0 || hostPort > 65535 || (cmd.Flags().Changed("host-port") && hostPort == 0) {
+				return fmt.Errorf("invalid --host-port %d: give a port of 1-65535", hostPort)
+			}
+			q.HostPort = uint16(hostPort)
+			if q.Limit < 0 || (cmd.Flags().Changed("limit") && q.Limit == 0) {
+				return fmt.Errorf("invalid --limit %d: give how many mappings a page holds, 1 or more", q.Limit)
+			}
+			page, err := o.client().PortsPage(q)
 			if err != nil {
 				return err
 			}
-			if endpoint != "" || o.output == "json" {
+			ms := page.Mappings
+			if page.Next != "" {
+				fmt.Fprintf(os.Stderr, "more mappings follow: run it again with --after %s\n", page.Next)
+			}
+			if o.output == "json" && (q.Limit > 0 || q.After != "") {
+				return o.show(page, nil)
+			}
+			if q.Endpoint != "" || o.output == "json" {
 				return printMappings(o, ms)
 			}
 			return o.show(ms, func(w io.Writer) {
@@ -72,6 +95,13 @@ func newPortLs(o *opts) *cobra.Command {
 			})
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&q.Endpoint, "endpoint", "", "only this endpoint's mappings (the same as the ENDPOINT argument)")
+	f.StringVar(&q.Proto, "proto", "", "only tcp or only udp mappings")
+	f.IntVar(&hostPort, "host-port", 0, "only mappings whose host ports include this one")
+	f.IntVar(&q.Limit, "limit", 0, "at most this many mappings, then the flag that gets the next page (default: all)")
+	f.StringVar(&q.After, "after", "", "the page after this token, as printed by a --limit run")
+	return cmd
 }
 
 func newPortUnpublish(o *opts) *cobra.Command {

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 // world is a host namespace (where the agent runs) with an uplink to an
 // outside namespace, and bare container namespaces the agent attaches.
 type world struct {
-	t                 *testing.T
+	t                 testing.TB
 	id                string
 	host, outside     *testenv.Netns
 	containers        []*testenv.Netns
@@ -68,7 +68,7 @@ type world struct {
 	defaultUplinks bool
 }
 
-func newWorld(t *testing.T, containers int) *world {
+func newWorld(t testing.TB, containers int) *world {
 	t.Helper()
 	testenv.RequirePrivileges(t)
 	id := testenv.UniqueID(t)
@@ -207,7 +207,7 @@ func (w *world) pt(args ...string) result {
 	return run(w.t, nil, append([]string{"--socket", w.socket}, args...)...)
 }
 
-func run(t *testing.T, cred *syscall.Credential, args ...string) result {
+func run(t testing.TB, cred *syscall.Credential, args ...string) result {
 	t.Helper()
 	return runCmd(t, cred, exec.Command(bin, args...))
 }
@@ -219,7 +219,7 @@ func (w *world) inHost(args ...string) result {
 	return runCmd(w.t, nil, exec.Command("nsenter", append([]string{"--net=" + w.host.Path(), "--", bin}, args...)...))
 }
 
-func runCmd(t *testing.T, cred *syscall.Credential, cmd *exec.Cmd) result {
+func runCmd(t testing.TB, cred *syscall.Credential, cmd *exec.Cmd) result {
 	t.Helper()
 	args := cmd.Args
 	var out, errb strings.Builder

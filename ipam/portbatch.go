@@ -1,0 +1,146 @@
+package ipam
+
+import "fmt"
+
+// BatchError is the failure of one request of a batch; nothing of the
+// batch was taken or released.
+type BatchError struct {
+	Index int // of the request that failed
+	Err   error
+}
+
+func (e *BatchError) Error() string { return e.Err.Error() }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// AllocatePortsBatch takes the ports of every request, all or none, in
+// request order (a later request sees the ports of earlier ones as held).
+// The host's sockets are read once per protocol and the records written
+// in one store transaction, so a batch of thousands costs about what one
+// request does. A failure is a *BatchError naming the request.
+func (a *Allocator) AllocatePortsBatch(reqs []PortRequest) ([]PortAllocation, error) {
+	checked := make([]checkedRequest, len(reqs))
+	for i, req := range reqs {
+		r, err := a.checkRequest(req)
+		if err != nil {
+			return nil, &BatchError{i, err}
+		}
+		checked[i] = r
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	sockets := map[Proto]hostSockets{}
+	if a.checkListening {
+		for i, r := range checked {
+			if _, ok := sockets[r.Proto]; ok {
+				continue
+			}
+			h, err := a.sockets(r.Proto)
+			if err != nil {
+				return nil, &BatchError{i, fmt.Errorf("allocate %s: check listening ports: %w", r.what(), err)}
+			}
+			sockets[r.Proto] = h
+		}
+	}
+	out := make([]PortAllocation, 0, len(checked))
+	undo := portUndo{s: &a.ports, cursors: map[poolKey]uint16{}}
+	for i, r := range checked {
+		pa, err := a.pick(r, sockets[r.Proto])
+		if err != nil {
+			undo.rollback()
+			return nil, &BatchError{i, err}
+		}
+		undo.take(pa, r.dynamic)
+		out = append(out, pa)
+	}
+	err := a.store.Update(func(tx Tx) error {
+		for i, pa := range out {
+			k, v, ck, cv := portRecord(pa, checked[i].dynamic)
+			if err := tx.Put(bucketPorts, k, v); err != nil {
+				return err
+			}
+			if checked[i].dynamic {
+				if err := tx.Put(bucketPortCursors, ck, cv); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		undo.rollback()
+		if len(out) == 1 {
+			return nil, &BatchError{0, fmt.Errorf("allocate %s: %w", checked[0].what(), err)}
+		}
+		return nil, fmt.Errorf("allocate %d port ranges: %w", len(out), err)
+	}
+	return out, nil
+}
+
+// portUndo records what a batch took, so a failure gives it back and puts
+// the dynamic cursors where they were.
+type portUndo struct {
+	s       *portState
+	taken   []allocID
+	cursors map[poolKey]uint16
+}
+
+func (u *portUndo) take(pa PortAllocation, dynamic bool) {
+	k := poolKey{pa.Proto, pa.HostIP}
+	if _, seen := u.cursors[k]; !seen {
+		u.cursors[k] = u.s.pool(k).cursor
+	}
+	u.s.take(pa, dynamic)
+	u.taken = append(u.taken, makeAllocID(u.s.pools[k], pa.Ports.First))
+}
+
+func (u *portUndo) rollback() {
+	for i := len(u.taken) - 1; i >= 0; i-- {
+		u.s.free(u.taken[i])
+	}
+	for k, c := range u.cursors {
+		u.s.pools[k].cursor = c
+	}
+	u.taken = nil
+}
+
+// ReleasePortsBatch frees every allocation of pas that is held exactly as
+// given, in one store transaction, and returns those; the others (already
+// released, or held as another range) are left alone.
+func (a *Allocator) ReleasePortsBatch(pas []PortAllocation) ([]PortAllocation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var (
+		ids []allocID
+		out []PortAllocation
+	)
+	seen := map[allocID]bool{}
+	for _, pa := range pas {
+		ip := pa.HostIP.Unmap()
+		id, al, ok := a.ports.lookup(pa.Proto, ip, pa.Ports.First)
+		if !ok || al.last != pa.Ports.Last || seen[id] {
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, id)
+		out = append(out, a.ports.allocation(id))
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	err := a.store.Update(func(tx Tx) error {
+		for _, pa := range out {
+			if err := tx.Delete(bucketPorts, portKey(pa.Proto, pa.HostIP, pa.Ports.First)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release %d port ranges: %w", len(out), err)
+	}
+	for _, id := range ids {
+		a.ports.free(id)
+	}
+	return out, nil
+}
