@@ -324,7 +324,14 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	if len(ms) == 0 {
 		return nil
 	}
-	err := a.store.Update(func(tx ipam.Tx) error {
+	// One store transaction for the records and the host ports, one map
+	// batch and one walk of the conntrack tables, however many there are.
+	pas := make([]ipam.PortAllocation, 0, len(ms))
+	for _, m := range ms {
+		proto, _ := ipam.ParseProto(m.Proto)
+		pas = append(pas, ipam.PortAllocation{Owner: m.Endpoint, Proto: proto, HostIP: m.HostIP, Ports: m.Host})
+	}
+	_, err := a.ipam.ReleasePortsBatch(pas, func(tx ipam.Tx) error {
 		for _, m := range ms {
 			if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
 				return err
@@ -336,8 +343,10 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 		return fmt.Errorf("delete port mappings: %w", err)
 	}
 	var keys []maps.BindingKey
+	ids := make(map[uint32]bool, len(ms))
 	for _, m := range ms {
 		delete(a.st.ports, portKey(m))
+		ids[m.ID] = true
 		bs, err := mappingBindings(m)
 		if err != nil {
 			continue
@@ -349,18 +358,8 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	if err := a.writer.DeleteBatch(keys); err != nil {
 		return err
 	}
-	// One walk of the conntrack tables and one ipam transaction for all
-	// of them: per mapping, 30,000 took seconds.
-	ids := make(map[uint32]bool, len(ms))
-	pas := make([]ipam.PortAllocation, 0, len(ms))
-	for _, m := range ms {
-		ids[m.ID] = true
-		proto, _ := ipam.ParseProto(m.Proto)
-		pas = append(pas, ipam.PortAllocation{Owner: m.Endpoint, Proto: proto, HostIP: m.HostIP, Ports: m.Host})
-	}
 	if _, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteBindings(ids); err != nil {
 		a.log.Warn("flush conntrack of unpublished bindings", "count", len(ids), "err", err)
 	}
-	_, err = a.ipam.ReleasePortsBatch(pas)
-	return err
+	return nil
 }

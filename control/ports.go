@@ -71,9 +71,32 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		}
 		reqs[i], hostIPs[i] = portRequest(e.Name, spec, hostIP), hostIP
 	}
-	// One batch: the host's sockets are read once and the ports saved in
-	// one transaction, however many specs there are.
-	held, err := a.ipam.AllocatePortsBatch(reqs)
+	// One batch: the host's sockets are read once, and the ports and the
+	// mappings saved in one transaction, however many specs there are.
+	id := a.st.nextID
+	out := make([]*PortMapping, len(specs))
+	var bindings []maps.Binding
+	save := func(tx ipam.Tx, held []ipam.PortAllocation) error {
+		for i, spec := range specs {
+			pa := held[i]
+			m := &PortMapping{
+				Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
+				Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
+				Backend:   e.IP, ID: id + uint32(i),
+			}
+			bs, err := mappingBindings(m)
+			if err != nil {
+				return kindf(ErrInvalid, "port spec %q: %v", req.Specs[i], err)
+			}
+			bindings = append(bindings, bs...)
+			if err := put(tx, bucketPorts, portKey(m), m); err != nil {
+				return fmt.Errorf("save port mappings: %w", err)
+			}
+			out[i] = m
+		}
+		return putNextID(tx, id+uint32(len(specs)))
+	}
+	held, err := a.ipam.AllocatePortsBatch(reqs, save)
 	if err != nil {
 		var be *ipam.BatchError
 		if errors.As(err, &be) {
@@ -81,56 +104,32 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		}
 		return nil, err
 	}
-	release := func() error {
-		released, err := a.ipam.ReleasePortsBatch(held)
+	id += uint32(len(specs))
+	// forget undoes the saved mappings and the ports, in one transaction.
+	forget := func() error {
+		released, err := a.ipam.ReleasePortsBatch(held, func(tx ipam.Tx) error {
+			for _, m := range out {
+				if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
+					return err
+				}
+			}
+			return putNextID(tx, a.st.nextID)
+		})
 		if err == nil && len(released) != len(held) {
 			err = fmt.Errorf("%d of %d port allocations were already gone", len(held)-len(released), len(held))
 		}
 		if err != nil {
-			return fmt.Errorf("release the ports taken: %w", err)
+			return fmt.Errorf("delete the saved mappings and release their ports: %w", err)
 		}
 		return nil
 	}
-	// fail returns cause, with whatever undoing the ports failed at.
-	fail := func(cause error) error { return withUndo(cause, release()) }
-	id := a.st.nextID
-	out := make([]*PortMapping, len(specs))
-	for i, spec := range specs {
-		pa := held[i]
-		out[i] = &PortMapping{
-			Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
-			Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
-			Backend:   e.IP, ID: id,
-		}
-		id++
-	}
-
-	var bindings []maps.Binding
-	for _, m := range out {
-		bs, err := mappingBindings(m)
-		if err != nil {
-			return nil, fail(kindf(ErrInvalid, "%v", err))
-		}
-		bindings = append(bindings, bs...)
-	}
 	if err := a.widenPrefilter(bindings, nil); err != nil {
-		return nil, fail(err)
+		return nil, withUndo(err, forget())
 	}
 	if err := a.createBindingCounters(bindings); err != nil {
-		return nil, fail(err)
+		return nil, withUndo(err, forget())
 	}
-	err = a.store.Update(func(tx ipam.Tx) error {
-		for _, m := range out {
-			if err := put(tx, bucketPorts, portKey(m), m); err != nil {
-				return err
-			}
-		}
-		return putNextID(tx, id)
-	})
-	if err != nil {
-		return nil, fail(fmt.Errorf("save port mappings: %w", err))
-	}
-	if err := a.writer.PutBatch(bindings); err != nil {
+	if putErr := a.writer.PutBatch(bindings); putErr != nil {
 		// Some entries may be in the map: the batch stops where it
 		// failed. None of these keys was in use (ipam said so), so all
 		// of them go.
@@ -142,20 +141,10 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		if err := a.writer.DeleteBatch(keys); err != nil {
 			undo = append(undo, fmt.Errorf("remove the bindings written: %w", err))
 		}
-		if err := a.store.Update(func(tx ipam.Tx) error {
-			for _, m := range out {
-				if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
-					return err
-				}
-			}
-			return putNextID(tx, a.st.nextID)
-		}); err != nil {
-			undo = append(undo, fmt.Errorf("delete the saved mappings: %w", err))
-		}
-		if err := release(); err != nil {
+		if err := forget(); err != nil {
 			undo = append(undo, err)
 		}
-		return nil, withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), err), errors.Join(undo...))
+		return nil, withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
 	}
 	a.st.nextID = id
 	for _, m := range out {

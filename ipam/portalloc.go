@@ -28,7 +28,7 @@ func (a *Allocator) DynamicPorts() PortRange { return a.dynamic }
 
 // AllocatePorts takes the requested host ports for the owner, all or none.
 func (a *Allocator) AllocatePorts(req PortRequest) (PortAllocation, error) {
-	pas, err := a.AllocatePortsBatch([]PortRequest{req})
+	pas, err := a.AllocatePortsBatch([]PortRequest{req}, nil)
 	if err != nil {
 		var be *BatchError
 		if errors.As(err, &be) {

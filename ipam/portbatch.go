@@ -17,7 +17,11 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // The host's sockets are read once per protocol and the records written
 // in one store transaction, so a batch of thousands costs about what one
 // request does. A failure is a *BatchError naming the request.
-func (a *Allocator) AllocatePortsBatch(reqs []PortRequest) ([]PortAllocation, error) {
+//
+// with, when not nil, runs inside that transaction with the ports chosen,
+// so that the caller's records of them commit or vanish with them; its
+// error aborts the batch and is returned as it is.
+func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortAllocation) error) ([]PortAllocation, error) {
 	checked := make([]checkedRequest, len(reqs))
 	for i, req := range reqs {
 		r, err := a.checkRequest(req)
@@ -53,6 +57,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest) ([]PortAllocation, er
 		undo.take(pa, r.dynamic)
 		out = append(out, pa)
 	}
+	var withErr error
 	err := a.store.Update(func(tx Tx) error {
 		for i, pa := range out {
 			k, v, ck, cv := portRecord(pa, checked[i].dynamic)
@@ -65,10 +70,16 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest) ([]PortAllocation, er
 				}
 			}
 		}
-		return nil
+		if with != nil {
+			withErr = with(tx, out)
+		}
+		return withErr
 	})
 	if err != nil {
 		undo.rollback()
+		if withErr != nil {
+			return nil, withErr
+		}
 		if len(out) == 1 {
 			return nil, &BatchError{0, fmt.Errorf("allocate %s: %w", checked[0].what(), err)}
 		}
@@ -106,8 +117,9 @@ func (u *portUndo) rollback() {
 
 // ReleasePortsBatch frees every allocation of pas that is held exactly as
 // given, in one store transaction, and returns those; the others (already
-// released, or held as another range) are left alone.
-func (a *Allocator) ReleasePortsBatch(pas []PortAllocation) ([]PortAllocation, error) {
+// released, or held as another range) are left alone. with, when not nil,
+// runs in the same transaction, as in AllocatePortsBatch.
+func (a *Allocator) ReleasePortsBatch(pas []PortAllocation, with func(Tx) error) ([]PortAllocation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var (
@@ -125,17 +137,24 @@ func (a *Allocator) ReleasePortsBatch(pas []PortAllocation) ([]PortAllocation, e
 		ids = append(ids, id)
 		out = append(out, a.ports.allocation(id))
 	}
-	if len(ids) == 0 {
+	if len(ids) == 0 && with == nil {
 		return nil, nil
 	}
+	var withErr error
 	err := a.store.Update(func(tx Tx) error {
 		for _, pa := range out {
 			if err := tx.Delete(bucketPorts, portKey(pa.Proto, pa.HostIP, pa.Ports.First)); err != nil {
 				return err
 			}
 		}
-		return nil
+		if with != nil {
+			withErr = with(tx)
+		}
+		return withErr
 	})
+	if withErr != nil {
+		return nil, withErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("release %d port ranges: %w", len(out), err)
 	}
