@@ -33,7 +33,11 @@ func (d *Datapath) PruneGone() (int, error) {
 			if !ok || (kind != "tcx" && kind != "tc") {
 				continue
 			}
+			// An interface made since the dump is asked about again.
 			if alive[ifindex] {
+				continue
+			}
+			if _, err := netlink.LinkByIndex(ifindex); err == nil {
 				continue
 			}
 			pin := filepath.Join(d.pinDir, sub, e.Name())
