@@ -40,7 +40,7 @@ func (a *Allocator) AllocatePorts(req PortRequest) (PortAllocation, error) {
 }
 
 // checkedRequest is a request that passed checkRequest: HostIP unmapped,
-// N the number of ports it takes.
+// n the number of ports it takes.
 type checkedRequest struct {
 	PortRequest
 	dynamic bool

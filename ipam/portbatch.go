@@ -1,6 +1,9 @@
 package ipam
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // BatchError is the failure of one request of a batch; nothing of the
 // batch was taken or released.
@@ -33,10 +36,11 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	sockets := map[Proto]hostSockets{}
+	// Indexed by protocol number: no map on the one-request path.
+	var sockets [256]hostSockets
 	if a.checkListening {
 		for i, r := range checked {
-			if _, ok := sockets[r.Proto]; ok {
+			if sockets[r.Proto] != nil {
 				continue
 			}
 			h, err := a.sockets(r.Proto)
@@ -47,7 +51,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 		}
 	}
 	out := make([]PortAllocation, 0, len(checked))
-	undo := portUndo{s: &a.ports, cursors: map[poolKey]uint16{}}
+	undo := portUndo{s: &a.ports, taken: make([]allocID, 0, len(checked))}
 	for i, r := range checked {
 		pa, err := a.pick(r, sockets[r.Proto])
 		if err != nil {
@@ -91,28 +95,35 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 // portUndo records what a batch took, so a failure gives it back and puts
 // the dynamic cursors where they were.
 type portUndo struct {
-	s       *portState
-	taken   []allocID
-	cursors map[poolKey]uint16
+	s     *portState
+	taken []allocID
+	// cursors holds each pool's cursor before the batch; a batch touches
+	// a few pools, so a slice beats a map.
+	cursors []poolCursor
+}
+
+type poolCursor struct {
+	pool   *portPool
+	cursor uint16
 }
 
 func (u *portUndo) take(pa PortAllocation, dynamic bool) {
-	k := poolKey{pa.Proto, pa.HostIP}
-	if _, seen := u.cursors[k]; !seen {
-		u.cursors[k] = u.s.pool(k).cursor
+	pool := u.s.pool(poolKey{pa.Proto, pa.HostIP})
+	if dynamic && !slices.ContainsFunc(u.cursors, func(c poolCursor) bool { return c.pool == pool }) {
+		u.cursors = append(u.cursors, poolCursor{pool, pool.cursor})
 	}
 	u.s.take(pa, dynamic)
-	u.taken = append(u.taken, makeAllocID(u.s.pools[k], pa.Ports.First))
+	u.taken = append(u.taken, makeAllocID(pool, pa.Ports.First))
 }
 
 func (u *portUndo) rollback() {
 	for i := len(u.taken) - 1; i >= 0; i-- {
 		u.s.free(u.taken[i])
 	}
-	for k, c := range u.cursors {
-		u.s.pools[k].cursor = c
+	for _, c := range u.cursors {
+		c.pool.cursor = c.cursor
 	}
-	u.taken = nil
+	u.taken, u.cursors = nil, nil
 }
 
 // ReleasePortsBatch frees every allocation of pas that is held exactly as
