@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -136,6 +138,33 @@ func datapathNetworks(n *Network) ([]maps.Network, []netip.Prefix) {
 		subnets = append(subnets, sub.Subnet)
 	}
 	return networks, subnets
+}
+
+// bridgeLinks lists the interfaces once per sync, by name, for
+// attachBridge: a lookup per bridge was a quarter of a resync's time at
+// a thousand networks.
+func (a *Agent) bridgeLinks() (map[string]netlink.Link, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	return byName, nil
+}
+
+// attachBridge attaches the bridge program to the bridge as listed, or
+// as looked up now when it was made after the listing.
+func (a *Agent) attachBridge(name string, listed map[string]netlink.Link) error {
+	var err error
+	if l, ok := listed[name]; ok {
+		_, err = a.dp.AttachBridgeLink(l)
+	} else {
+		_, err = a.dp.AttachBridge(name)
+	}
+	return err
 }
 
 // subnetsFor reads the requested subnets with their gateways, ranges and

@@ -39,19 +39,18 @@ func (a *Agent) syncTopology() error {
 	if err := a.syncUplinks(); err != nil {
 		return err
 	}
+	bridges, err := a.bridgeLinks()
+	if err != nil {
+		return err
+	}
 	var networks []maps.Network
 	var subnets []netip.Prefix
 	var notFound netlink.LinkNotFoundError
 	for _, n := range a.st.networks {
-		for _, sub := range n.subnets() {
-			networks = append(networks, maps.Network{
-				Subnet: sub.Subnet.Masked(), Gateway: sub.Gateway, ID: networkID(n.Name),
-				Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
-			})
-			subnets = append(subnets, sub.Subnet)
-		}
+		nws, subs := datapathNetworks(n)
+		networks, subnets = append(networks, nws...), append(subnets, subs...)
 		// A missing bridge is heal's to recreate and report.
-		if _, err := a.dp.AttachBridge(n.Bridge); err != nil && !errors.As(err, &notFound) {
+		if err := a.attachBridge(n.Bridge, bridges); err != nil && !errors.As(err, &notFound) {
 			a.log.Error("attach bridge program", "network", n.Name, "err", err)
 		}
 	}

@@ -98,13 +98,25 @@ func (d *Datapath) AttachEndpoint(ifname string) (TCMode, error) {
 	return d.attachTC(ifname, endpointHooks)
 }
 
+// AttachBridgeLink is AttachBridge for an interface already looked up:
+// a sync of a thousand bridges lists the interfaces once rather than
+// asking for each by name.
+func (d *Datapath) AttachBridgeLink(l netlink.Link) (TCMode, error) {
+	return d.attachLink(l, bridgeHooks)
+}
+
 func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("find interface %s: %w", ifname, err)
 	}
-	ifindex := l.Attrs().Index
+	return d.attachLink(l, hooks)
+}
+
+func (d *Datapath) attachLink(l netlink.Link, hooks []tcHook) (TCMode, error) {
+	ifname, ifindex := l.Attrs().Name, l.Attrs().Index
 	l3 := !hasEthernetHeader(l)
+	var err error
 
 	mode := LegacyTC
 	if !d.forceTC {
