@@ -1,0 +1,47 @@
+package maps
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// TestCTDeleteBindings: one walk of each table removes the connections of
+// every given binding and keeps the others.
+func TestCTDeleteBindings(t *testing.T) {
+	var tables []*ebpf.Map
+	for range 2 {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{
+			Type: ebpf.Hash, KeySize: uint32(binary.Size(CTKey{})), ValueSize: uint32(binary.Size(CTValue{})), MaxEntries: 64,
+		})
+		if err != nil {
+			t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+		}
+		t.Cleanup(func() { m.Close() })
+		tables = append(tables, m)
+	}
+	for i := range 12 {
+		k := CTKey{Family: familyInet, Proto: 6, Sport: uint16(1000 + i)}
+		if err := tables[i%2].Put(k, CTValue{BindingID: uint32(i % 4)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ct := NewCT(tables...)
+	n, err := ct.DeleteBindings(map[uint32]bool{1: true, 3: true})
+	if err != nil || n != 6 {
+		t.Fatalf("deleted %d, %v; want the 6 of bindings 1 and 3", n, err)
+	}
+	left, err := ct.All()
+	if err != nil || len(left) != 6 {
+		t.Fatalf("%d left, %v; want 6", len(left), err)
+	}
+	for _, e := range left {
+		if e.BindingID != 0 && e.BindingID != 2 {
+			t.Errorf("connection of binding %d survived", e.BindingID)
+		}
+	}
+	if n, err := ct.DeleteBindings(nil); n != 0 || err != nil {
+		t.Errorf("deleting no bindings: %d, %v", n, err)
+	}
+}
