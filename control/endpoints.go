@@ -344,9 +344,13 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	}
 	var keys []maps.BindingKey
 	ids := make(map[uint32]bool, len(ms))
+	idList := make([]uint32, 0, len(ms))
 	for _, m := range ms {
 		delete(a.st.ports, portKey(m))
-		ids[m.ID] = true
+		if !ids[m.ID] {
+			ids[m.ID] = true
+			idList = append(idList, m.ID)
+		}
 		bs, err := mappingBindings(m)
 		if err != nil {
 			continue
@@ -360,6 +364,11 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	}
 	if _, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteBindings(ids); err != nil {
 		a.log.Warn("flush conntrack of unpublished bindings", "count", len(ids), "err", err)
+	}
+	// Their counters go too: per-CPU entries kept for gone bindings would
+	// fill the map over publish and unpublish cycles until a restart.
+	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Delete(idList); err != nil {
+		a.log.Warn("delete traffic counters of unpublished bindings", "count", len(ids), "err", err)
 	}
 	return nil
 }

@@ -265,7 +265,8 @@ func TestPublishSpecLimit(t *testing.T) {
 }
 
 // TestUnpublishMany: one unpublish removes every matching mapping, its
-// records, ports and bindings, and the state file agrees.
+// records, ports, bindings and traffic counters, and the state file
+// agrees.
 func TestUnpublishMany(t *testing.T) {
 	a := testAgentCT(t)
 	publishN(t, a, "web", "tcp", 20000, 120)
@@ -282,6 +283,9 @@ func TestUnpublishMany(t *testing.T) {
 	}
 	if got, _ := a.bindings.All(); len(got) != 10 {
 		t.Errorf("%d bindings left, want 10", len(got))
+	}
+	if stats, err := maps.NewBindingStats(a.dp.Maps.BindingStats).All(); err != nil || len(stats) != 10 {
+		t.Errorf("%d traffic counters left, %v; want the 10 of the udp mappings", len(stats), err)
 	}
 	st, err := loadState(a.store)
 	if err != nil || len(st.ports) != 10 {

@@ -39,6 +39,9 @@ func (s *BindingStats) Create(ids []uint32) error {
 	return nil
 }
 
+// Delete drops the counters of ids; missing ones are not an error.
+func (s *BindingStats) Delete(ids []uint32) error { return batchDelete(s.m, ids) }
+
 // All returns every binding's counters, summed over CPUs.
 func (s *BindingStats) All() (map[uint32]BindingCounter, error) {
 	out := map[uint32]BindingCounter{}
