@@ -1,8 +1,6 @@
 package control
 
 import (
-	"fmt"
-
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -20,10 +18,12 @@ func bindingIDs(bindings []maps.Binding) []uint32 {
 }
 
 // createBindingCounters gives the mappings about to be published their
-// traffic counters, before their bindings can carry a packet.
+// traffic counters, before their bindings can carry a packet. Counters are
+// for watching, not for forwarding: a mapping that gets none (the map
+// holds 65,536) is published all the same, with a warning.
 func (a *Agent) createBindingCounters(bindings []maps.Binding) error {
 	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Create(bindingIDs(bindings)); err != nil {
-		return fmt.Errorf("create traffic counters: %w", err)
+		a.log.Warn("published without traffic counters; unpublish unused mappings to make room", "err", err)
 	}
 	return nil
 }
@@ -33,7 +33,7 @@ func (a *Agent) createBindingCounters(bindings []maps.Binding) error {
 // rest.
 func (a *Agent) syncBindingCounters(bindings []maps.Binding) error {
 	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Sync(bindingIDs(bindings)); err != nil {
-		return fmt.Errorf("sync traffic counters: %w", err)
+		a.log.Warn("some mappings have no traffic counters", "err", err)
 	}
 	return nil
 }

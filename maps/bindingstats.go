@@ -8,8 +8,7 @@ import (
 )
 
 // BindingCounter mirrors struct binding_counter: what a published port
-// mapping carried, towards its container (in) and back (out). Read sums it
-// over CPUs.
+// mapping carried, towards its container (in) and back (out).
 type BindingCounter struct {
 	PacketsIn  uint64
 	BytesIn    uint64
@@ -17,11 +16,7 @@ type BindingCounter struct {
 	BytesOut   uint64
 }
 
-func (c BindingCounter) add(o BindingCounter) BindingCounter {
-	return BindingCounter{c.PacketsIn + o.PacketsIn, c.BytesIn + o.BytesIn, c.PacketsOut + o.PacketsOut, c.BytesOut + o.BytesOut}
-}
-
-// BindingStats wraps the binding_stats map (per-CPU, by binding id). The
+// BindingStats wraps the binding_stats map (by binding id). The
 // datapath only counts into entries the agent created.
 type BindingStats struct{ m *ebpf.Map }
 
@@ -29,9 +24,8 @@ func NewBindingStats(m *ebpf.Map) *BindingStats { return &BindingStats{m: m} }
 
 // Create gives each id an entry, keeping the counts of those that have one.
 func (s *BindingStats) Create(ids []uint32) error {
-	zero := make([]BindingCounter, ebpf.MustPossibleCPU())
 	for _, id := range ids {
-		err := s.m.Update(id, zero, ebpf.UpdateNoExist)
+		err := s.m.Update(id, BindingCounter{}, ebpf.UpdateNoExist)
 		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			return fmt.Errorf("create counters of binding %d: %w", id, err)
 		}
@@ -42,20 +36,16 @@ func (s *BindingStats) Create(ids []uint32) error {
 // Delete drops the counters of ids; missing ones are not an error.
 func (s *BindingStats) Delete(ids []uint32) error { return batchDelete(s.m, ids) }
 
-// All returns every binding's counters, summed over CPUs.
+// All returns every binding's counters.
 func (s *BindingStats) All() (map[uint32]BindingCounter, error) {
 	out := map[uint32]BindingCounter{}
 	var (
-		id     uint32
-		perCPU []BindingCounter
+		id uint32
+		c  BindingCounter
 	)
 	it := s.m.Iterate()
-	for it.Next(&id, &perCPU) {
-		var sum BindingCounter
-		for _, c := range perCPU {
-			sum = sum.add(c)
-		}
-		out[id] = sum
+	for it.Next(&id, &c) {
+		out[id] = c
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate binding_stats: %w", err)
@@ -85,8 +75,9 @@ func (s *BindingStats) Sync(ids []uint32) error {
 			missing = append(missing, id)
 		}
 	}
-	if err := s.Create(missing); err != nil {
+	// Stale ones first: they may be what makes room.
+	if err := batchDelete(s.m, stale); err != nil {
 		return err
 	}
-	return batchDelete(s.m, stale)
+	return s.Create(missing)
 }

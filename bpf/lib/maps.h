@@ -123,13 +123,14 @@ struct {
 } stats SEC(".maps");
 
 /* Per-binding traffic. The agent creates an entry when it publishes a
- * mapping and deletes it when it reconciles the mapping away; the
- * datapath only adds to entries that exist. Not preallocated: per-CPU
- * values times every possible binding would be too much memory. */
+ * mapping and deletes it when the mapping goes; the datapath only adds to
+ * entries that exist. One shared value with atomic adds rather than a
+ * per-CPU one: per-CPU values for every possible binding cost memory times
+ * the CPU count, and unpreallocated ones ran out of per-CPU memory at
+ * tens of thousands of mappings. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct binding_counter);
 } binding_stats SEC(".maps");
@@ -142,11 +143,11 @@ static __always_inline void binding_count(struct __sk_buff *skb, __u32 id, int i
 	if (!c)
 		return;
 	if (in) {
-		c->packets_in += segs;
-		c->bytes_in += skb->len;
+		__sync_fetch_and_add(&c->packets_in, segs);
+		__sync_fetch_and_add(&c->bytes_in, skb->len);
 	} else {
-		c->packets_out += segs;
-		c->bytes_out += skb->len;
+		__sync_fetch_and_add(&c->packets_out, segs);
+		__sync_fetch_and_add(&c->bytes_out, skb->len);
 	}
 }
 

@@ -223,7 +223,7 @@ struct counter {
 	__u64 bytes;
 };
 
-/* What one published port mapping carried, per CPU, by binding id: "in"
+/* What one published port mapping carried, by binding id: "in"
  * towards its container (DNAT), "out" its replies (reverse NAT). Packets
  * count wire segments, so a GRO aggregate counts as what arrived. */
 struct binding_counter {
