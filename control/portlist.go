@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/maps"
 )
 
 // PortQuery filters and pages GET /v1/ports. Zero fields match
@@ -139,7 +140,34 @@ func (a *Agent) PortsPage(q PortQuery) (*PortPage, error) {
 		page.Next = encodePageToken(ms[len(ms)-1])
 	}
 	page.Mappings = clones(ms)
+	a.fillTraffic(page.Mappings)
 	return page, nil
+}
+
+// fillTraffic gives listed mappings their counters: a lookup each for a
+// page, one walk of the map for more.
+func (a *Agent) fillTraffic(ms []*PortMapping) {
+	if a.dp == nil || a.dp.Maps.BindingStats == nil {
+		return
+	}
+	stats := maps.NewBindingStats(a.dp.Maps.BindingStats)
+	var all map[uint32]maps.BindingCounter
+	if len(ms) > 256 {
+		var err error
+		if all, err = stats.All(); err != nil {
+			a.log.Warn("read traffic counters", "err", err)
+			return
+		}
+	}
+	for _, m := range ms {
+		c, ok := all[m.ID]
+		if all == nil {
+			c, ok = stats.Get(m.ID)
+		}
+		if ok {
+			m.Traffic = &Traffic{PacketsIn: c.PacketsIn, BytesIn: c.BytesIn, PacketsOut: c.PacketsOut, BytesOut: c.BytesOut}
+		}
+	}
 }
 
 // A page token is the sort key of the last mapping of a page, opaque to

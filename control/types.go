@@ -156,6 +156,20 @@ type PortMapping struct {
 	Container ipam.PortRange `json:"container_ports"`
 	Backend   netip.Addr     `json:"backend"`
 	ID        uint32         `json:"binding_id"`
+	// Traffic is what the mapping carried, from the datapath's counters;
+	// set in listings only, never stored.
+	Traffic *Traffic `json:"traffic,omitempty"`
+}
+
+// Traffic is a mapping's counters: in towards its container, out its
+// replies, in wire packets and bytes. Local clients the socket hooks
+// connect straight to the container send no packet through a
+// translation, so they are not counted here.
+type Traffic struct {
+	PacketsIn  uint64 `json:"packets_in"`
+	BytesIn    uint64 `json:"bytes_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	BytesOut   uint64 `json:"bytes_out"`
 }
 
 // PublishRequest publishes every spec of one endpoint, all or nothing.

@@ -36,6 +36,12 @@ func (s *BindingStats) Create(ids []uint32) error {
 // Delete drops the counters of ids; missing ones are not an error.
 func (s *BindingStats) Delete(ids []uint32) error { return batchDelete(s.m, ids) }
 
+// Get returns one binding's counters, and whether it has any.
+func (s *BindingStats) Get(id uint32) (BindingCounter, bool) {
+	var c BindingCounter
+	return c, s.m.Lookup(id, &c) == nil
+}
+
 // All returns every binding's counters.
 func (s *BindingStats) All() (map[uint32]BindingCounter, error) {
 	out := map[uint32]BindingCounter{}

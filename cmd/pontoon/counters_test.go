@@ -58,6 +58,17 @@ func TestBindingCounters(t *testing.T) {
 	}
 	send(7)
 	want(7)
+	// port ls shows them too.
+	w.okJSON(&ms, "port", "ls", "c1")
+	for _, m := range ms {
+		wantIn := uint64(0)
+		if m.Host.First == 5353 {
+			wantIn = 7
+		}
+		if m.Traffic == nil || m.Traffic.PacketsIn != wantIn || m.Traffic.PacketsOut != wantIn {
+			t.Errorf("port ls: mapping %d traffic %+v, want %d packets each way", m.Host.First, m.Traffic, wantIn)
+		}
+	}
 
 	w.agent.stop(syscall.SIGTERM)
 	w.startAgent()
