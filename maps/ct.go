@@ -98,22 +98,57 @@ func (c *CT) DeleteBindingPorts(id uint32, first, last uint16) (int, error) {
 // deleteWhere deletes the entries matching stale: keys are collected
 // first and deleted after the walk, never while iterating.
 func deleteWhere[K, V any](m *ebpf.Map, stale func(K, V) bool) (int, error) {
-	var (
-		keys []K
-		k    K
-		v    V
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	var keys []K
+	err := walk(m, func(k K, v V) {
 		if stale(k, v) {
 			keys = append(keys, k)
 		}
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return 0, fmt.Errorf("iterate %s: %w", m, err)
+	})
+	if err != nil {
+		return 0, err
 	}
 	if err := batchDelete(m, keys); err != nil {
 		return 0, err
 	}
 	return len(keys), nil
+}
+
+// walkBatch is how many entries one batch lookup reads.
+const walkBatch = 4096
+
+// walk calls fn for every entry of m, reading walkBatch entries per system
+// call where the kernel can (a full ct of 131k entries: a tenth of the
+// time of one call per entry), one at a time where it cannot.
+func walk[K, V any](m *ebpf.Map, fn func(K, V)) error {
+	keys, values := make([]K, walkBatch), make([]V, walkBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		for i := range n {
+			fn(keys[i], values[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case errors.Is(err, ebpf.ErrNotSupported) && n == 0:
+			return walkOneByOne(m, fn)
+		case err != nil:
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+	}
+}
+
+func walkOneByOne[K, V any](m *ebpf.Map, fn func(K, V)) error {
+	var (
+		k K
+		v V
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(k, v)
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return fmt.Errorf("iterate %s: %w", m, err)
+	}
+	return nil
 }

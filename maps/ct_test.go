@@ -45,3 +45,50 @@ func TestCTDeleteBindings(t *testing.T) {
 		t.Errorf("deleting no bindings: %d, %v", n, err)
 	}
 }
+
+// TestWalkReadsEveryEntry: the batched walk sees each entry exactly once,
+// across several batches, in a hash and an LRU hash (ct and ct_new).
+func TestWalkReadsEveryEntry(t *testing.T) {
+	const entries = 3*walkBatch + 17
+	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.LRUHash} {
+		t.Run(typ.String(), func(t *testing.T) {
+			m, err := ebpf.NewMap(&ebpf.MapSpec{
+				Type: typ, KeySize: uint32(binary.Size(CTKey{})), ValueSize: uint32(binary.Size(CTValue{})), MaxEntries: 2 * entries,
+			})
+			if err != nil {
+				t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+			}
+			defer m.Close()
+			keys := make([]CTKey, entries)
+			values := make([]CTValue, entries)
+			for i := range keys {
+				keys[i] = CTKey{Family: familyInet, Proto: 6, Sport: uint16(i), Dport: uint16(i >> 16)}
+				values[i] = CTValue{BindingID: uint32(i)}
+			}
+			if err := batchPut(m, keys, values); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[uint32]int{}
+			if err := walk(m, func(k CTKey, v CTValue) {
+				if uint32(k.Sport)|uint32(k.Dport)<<16 != v.BindingID {
+					t.Errorf("key %+v came with the value of %d", k, v.BindingID)
+				}
+				seen[v.BindingID]++
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != entries {
+				t.Fatalf("walk saw %d distinct entries, want %d", len(seen), entries)
+			}
+			for id, n := range seen {
+				if n != 1 {
+					t.Fatalf("entry %d seen %d times", id, n)
+				}
+			}
+			n, err := NewCT(m).DeleteBindings(map[uint32]bool{0: true, walkBatch: true, entries - 1: true})
+			if err != nil || n != 3 {
+				t.Fatalf("deleted %d, %v; want 3", n, err)
+			}
+		})
+	}
+}

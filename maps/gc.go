@@ -106,16 +106,8 @@ func (s *SNAT) Count() (int, error) {
 // by every TCP flag either direction saw.
 func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) {
 	all := map[CTKey]SNATValue{}
-	var (
-		k CTKey
-		v SNATValue
-	)
-	it := s.m.Iterate()
-	for it.Next(&k, &v) {
-		all[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate snat: %w", err)
+	if err := walk(s.m, func(k CTKey, v SNATValue) { all[k] = v }); err != nil {
+		return 0, err
 	}
 	var stale []CTKey
 	paired := map[CTKey]bool{}
