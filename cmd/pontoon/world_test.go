@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/loader/testenv"
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -273,7 +274,7 @@ func (w *world) snapshot() snapshot {
 	s := snapshot{
 		networks:  w.ok("network", "ls", "-o", "json"),
 		endpoints: w.ok("endpoint", "ls", "-o", "json"),
-		ports:     w.ok("port", "ls", "-o", "json"),
+		ports:     w.mappingsWithoutTraffic(),
 		bindings:  w.bindings(),
 		links:     map[string]string{},
 		routes:    map[string]string{},
@@ -284,6 +285,22 @@ func (w *world) snapshot() snapshot {
 		s.routes[ns.Name] = strings.ReplaceAll(ns.IP(w.t, "-4", "route", "show", "table", "all"), " linkdown", "")
 	}
 	return s
+}
+
+// mappingsWithoutTraffic is `port ls -o json` without the counters, which
+// move with every packet: a snapshot is of state.
+func (w *world) mappingsWithoutTraffic() string {
+	w.t.Helper()
+	var ms []control.PortMapping
+	w.okJSON(&ms, "port", "ls")
+	for i := range ms {
+		ms[i].Traffic = nil
+	}
+	b, err := json.MarshalIndent(ms, "", "  ")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return string(b)
 }
 
 func (w *world) bindings() []string {
