@@ -4,7 +4,7 @@
 GO ?= go
 BIN := bin
 # Privileged tests build network namespaces and load BPF: they run as root.
-GOTEST ?= $(GO) test -count=1
+GOTEST ?= $(GO) test -count=1 -timeout 30m
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \

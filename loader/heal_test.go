@@ -1,6 +1,7 @@
 package loader_test
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -46,9 +47,12 @@ func testRepinAndReattach(t *testing.T, mode loader.TCMode) {
 		expect := func(when string, want bool) {
 			t.Helper()
 			for _, ifname := range []string{a, b} {
+				// Errorf, not Fatal: this runs on the namespace's
+				// goroutine, which Fatal would end without an answer.
 				l, err := netlink.LinkByName(ifname)
 				if err != nil {
-					t.Fatal(err)
+					t.Errorf("%s: %v", when, err)
+					continue
 				}
 				if got, err := d.EndpointAttached(l); err != nil || got != want {
 					t.Errorf("%s: EndpointAttached(%s) = %v, %v; want %v", when, ifname, got, err, want)
@@ -113,7 +117,7 @@ func testRepinAndReattach(t *testing.T, mode loader.TCMode) {
 		}
 		cg, err := filepath.Glob(filepath.Join(pins, "links", "cg_connect4_*"))
 		if err != nil || len(cg) != 1 {
-			t.Fatalf("connect4 link pin: %v %v", cg, err)
+			return fmt.Errorf("connect4 link pin: %v %v", cg, err)
 		}
 		l, err := link.LoadPinnedLink(cg[0], nil)
 		if err != nil {

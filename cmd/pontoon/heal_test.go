@@ -160,9 +160,8 @@ func TestHealRemovedPins(t *testing.T) {
 	conn := w.outside.Connect(t, netip.AddrPortFrom(w.hostIP, 8080).String())
 	conn.RoundTrip(t, w.outsideIP)
 	before := w.bindings()
-	if err := os.RemoveAll(w.pins); err != nil {
-		t.Fatal(err)
-	}
+	// The heal pass may pin into the directory while it is being removed.
+	eventually(t, "the pin directory removed", func() bool { return os.RemoveAll(w.pins) == nil })
 	eventually(t, "the bindings map is pinned again", func() bool {
 		_, err := os.Stat(filepath.Join(w.pins, "bindings"))
 		return err == nil
@@ -327,7 +326,9 @@ func TestRestartRepairsBridge(t *testing.T) {
 func TestPublishRefusedWhenDetached(t *testing.T) {
 	t.Run("pins", func(t *testing.T) {
 		w := newHealWorld(t)
-		testenv.Run(t, "sh", "-c", `rm -rf "$1" && mkdir "$1" && mount -t tmpfs pontoon-test "$1"`, "sh", w.pins)
+		// Mounted over the pins in one step: removing them first races
+		// the heal pass, which pins them again.
+		testenv.Run(t, "mount", "-t", "tmpfs", "pontoon-test", w.pins)
 		mounted := true
 		unmount := func() {
 			if mounted {

@@ -397,7 +397,17 @@ func TestTableFillWarning(t *testing.T) {
 		}
 	}
 	t.Logf("flood: %d SYNs in %s; ct_new held %v of %v; warnings: %q", sent.Sent, sent.Elapsed.Round(time.Millisecond), entries, capacity, warnings)
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "passed_percent=95") || !strings.Contains(warnings[0], "level=WARN") {
-		t.Errorf("want one warning that ct_new passed 95%%, got %d:\n%s", len(warnings), strings.Join(warnings, "\n"))
+	// A GC pass in the middle of the flood may see ct_new between 80% and
+	// 95% first: one warning for each threshold, never a repeat.
+	count := map[string]int{}
+	for _, l := range warnings {
+		for _, p := range []string{"passed_percent=80", "passed_percent=95"} {
+			if strings.Contains(l, p) && strings.Contains(l, "level=WARN") {
+				count[p]++
+			}
+		}
+	}
+	if count["passed_percent=95"] != 1 || count["passed_percent=80"] > 1 || len(warnings) != count["passed_percent=95"]+count["passed_percent=80"] {
+		t.Errorf("want one warning that ct_new passed 95%% (and at most one for 80%%), got %d:\n%s", len(warnings), strings.Join(warnings, "\n"))
 	}
 }
