@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -74,8 +75,16 @@ const (
 	answererWin = 509 << 7
 )
 
+// ctTakeoverIdle is CT_TAKEOVER_IDLE_NS of bpf/lib/ct.h.
+const ctTakeoverIdle = 10 * time.Second
+
 func TestConntrackDNAT(t *testing.T) {
 	o := loadObjects(t)
+	// Seeded flows are "idle since boot": in a VM just booted that is less
+	// than the takeover time, so wait until it is not.
+	for maps.MonotonicNow() < ctTakeoverIdle+time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
 	host := []netip.Addr{hostIP, hostIP2}
 	web := flowSeed{seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host}}
 

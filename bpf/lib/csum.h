@@ -42,63 +42,6 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 port_off, _
 	return bpf_skb_store_bytes(skb, port_off, &to, 2, store_flags);
 }
 
-/* The IPv4 header checksum after a 32-bit field of it changed from -> to
- * (RFC 1624, eqn. 3). Ones' complement sums do not care about byte order
- * as long as every word is read the same way. */
-static __always_inline __sum16 ip_csum_replaced4(__sum16 check, __be32 from, __be32 to)
-{
-	__u32 sum = (__u16)~check;
-
-	sum += (__u16)~(from >> 16) + (__u16)~(from & 0xffff);
-	sum += (to >> 16) + (to & 0xffff);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__sum16)~sum;
-}
-
-/* The common case of rewrite_endpoint4 with the headers in linear data:
- * the IP address, its checksum and the port are written in place; only
- * the transport checksum goes through the helper, which knows how a
- * CHECKSUM_PARTIAL or CHECKSUM_COMPLETE skb wants it changed. Returns 1
- * when the headers are not in linear data and nothing was written. */
-static __always_inline int rewrite_endpoint4_direct(struct __sk_buff *skb, const struct packet *pkt,
-						    int dst, __be32 to_addr, __be16 to_port)
-{
-	const struct l4_tuple *t = &pkt->t;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	__be32 from_addr = dst ? t->daddr : t->saddr;
-	__be16 from_port = dst ? t->dport : t->sport;
-	__u32 l3_off = pkt->l3_off, port_off;
-	struct iphdr *ip;
-	__be16 *port;
-
-	port_off = dst ? dport_off(t->proto, pkt->l4_off) : sport_off(t->proto, pkt->l4_off);
-	if (l3_off > PARSE_MAX_OFF || port_off > PARSE_MAX_OFF)
-		return 1;
-	ip = data + l3_off;
-	port = data + port_off;
-	if ((void *)(ip + 1) > data_end || (void *)(port + 1) > data_end)
-		return 1;
-	ip->check = ip_csum_replaced4(ip->check, from_addr, to_addr);
-	if (dst)
-		ip->daddr = to_addr;
-	else
-		ip->saddr = to_addr;
-	if (from_port != to_port)
-		*port = to_port;
-
-	if (t->proto != IPPROTO_ICMP &&
-	    bpf_l4_csum_replace(skb, l4_csum_off(t->proto, pkt->l4_off), from_addr, to_addr,
-				l4_csum_flags(t->proto) | BPF_F_PSEUDO_HDR | 4) < 0)
-		return -1;
-	if (from_port != to_port &&
-	    bpf_l4_csum_replace(skb, l4_csum_off(t->proto, pkt->l4_off), from_port, to_port,
-				l4_csum_flags(t->proto) | 2) < 0)
-		return -1;
-	return 0;
-}
-
 /* Rewrites the source (or destination) address and port of a packet's own
  * headers: TCP, UDP, or an ICMP echo whose identifier is the port. */
 static __always_inline int rewrite_endpoint4(struct __sk_buff *skb, const struct packet *pkt,
@@ -107,20 +50,12 @@ static __always_inline int rewrite_endpoint4(struct __sk_buff *skb, const struct
 	const struct l4_tuple *t = &pkt->t;
 	__u32 csum = l4_csum_off(t->proto, pkt->l4_off);
 	__u64 flags = l4_csum_flags(t->proto);
-	int ret;
 
 	/* A later fragment has no transport header: its first fragment's
 	 * checksum, covering the whole datagram, took the port change. */
 	if (pkt->frag == FRAG_LATER)
 		return rewrite_addr4(skb, pkt->l3_off, dst ? IP_DADDR_OFF : IP_SADDR_OFF, 0, 0,
 				     dst ? t->daddr : t->saddr, to_addr);
-	/* A UDP datagram without a checksum needs skb->csum recomputed for
-	 * its port: the helpers below do that. */
-	if (!pkt->udp_no_csum) {
-		ret = rewrite_endpoint4_direct(skb, pkt, dst, to_addr, to_port);
-		if (ret <= 0)
-			return ret;
-	}
 	if (rewrite_addr4(skb, pkt->l3_off, dst ? IP_DADDR_OFF : IP_SADDR_OFF,
 			  addr_l4_csum_off(t->proto, pkt->l4_off), flags | BPF_F_PSEUDO_HDR,
 			  dst ? t->daddr : t->saddr, to_addr) < 0)
