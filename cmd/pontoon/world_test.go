@@ -150,9 +150,6 @@ func (w *world) agentCmd(extra ...string) *exec.Cmd {
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
 	cmd.Env = append(cmd.Env, w.agentEnv...)
-	// nsenter execs the agent, which then dies with the test binary
-	// even when a timeout skips the cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 
