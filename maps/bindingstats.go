@@ -45,16 +45,8 @@ func (s *BindingStats) Get(id uint32) (BindingCounter, bool) {
 // All returns every binding's counters.
 func (s *BindingStats) All() (map[uint32]BindingCounter, error) {
 	out := map[uint32]BindingCounter{}
-	var (
-		id uint32
-		c  BindingCounter
-	)
-	it := s.m.Iterate()
-	for it.Next(&id, &c) {
-		out[id] = c
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate binding_stats: %w", err)
+	if err := walk(s.m, func(id uint32, c BindingCounter) { out[id] = c }); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

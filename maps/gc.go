@@ -144,8 +144,6 @@ func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) {
 // returns how many flows went. ICMP flows keep their echo ids.
 func (s *SNAT) DeleteOutsidePorts(first, last uint16) (int, error) {
 	var (
-		k     CTKey
-		v     SNATValue
 		stale []CTKey
 		flows int
 	)
@@ -153,10 +151,9 @@ func (s *SNAT) DeleteOutsidePorts(first, last uint16) (int, error) {
 		p := hostPort(netPort)
 		return p < first || p > last
 	}
-	it := s.m.Iterate()
-	for it.Next(&k, &v) {
+	err := walk(s.m, func(k CTKey, v SNATValue) {
 		if k.Proto != TCP && k.Proto != UDP {
-			continue
+			return
 		}
 		switch {
 		case v.Flags&SNATForward != 0 && outside(v.Port):
@@ -165,9 +162,9 @@ func (s *SNAT) DeleteOutsidePorts(first, last uint16) (int, error) {
 		case v.Flags&SNATReverse != 0 && outside(k.Dport):
 			stale = append(stale, k)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate snat: %w", err)
+	})
+	if err != nil {
+		return 0, err
 	}
 	return flows, batchDelete(s.m, stale)
 }
