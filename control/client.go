@@ -55,9 +55,9 @@ func (c *Client) do(method, path string, body, out any) error {
 	if resp.StatusCode >= 300 {
 		var e apiError
 		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
-			return fmt.Errorf("agent answered %s", resp.Status)
+			return &ReplyError{Status: resp.StatusCode, Message: fmt.Sprintf("agent answered %s", resp.Status)}
 		}
-		return errors.New(e.Error)
+		return &ReplyError{Status: resp.StatusCode, Message: e.Error}
 	}
 	if out == nil {
 		return nil
@@ -68,15 +68,42 @@ func (c *Client) do(method, path string, body, out any) error {
 	return nil
 }
 
+// ReplyError is the agent's refusal of a request: the HTTP status and
+// its one-line message, which is all Error says.
+type ReplyError struct {
+	Status  int
+	Message string
+}
+
+func (e *ReplyError) Error() string { return e.Message }
+
+// unreachableError is the advice for an agent that does not answer; it
+// keeps the cause, and Unreachable tells it from a refusal (the CNI
+// plugin answers "try again later" to it).
+type unreachableError struct {
+	advice string
+	cause  error
+}
+
+func (e *unreachableError) Error() string { return e.advice }
+func (e *unreachableError) Unwrap() error { return e.cause }
+
+// Unreachable says whether err is a client's failure to reach the agent
+// at all, as opposed to the agent's answer.
+func Unreachable(err error) bool {
+	var u *unreachableError
+	return errors.As(err, &u)
+}
+
 // dialError says what to do when the agent cannot be reached.
 func (c *Client) dialError(err error) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("the pontoon agent is not running (nothing answers on %s): start it with 'systemctl start pontoon' or 'pontoon agent', or point --socket/PONTOON_SOCKET at its socket", c.socket)
+		return &unreachableError{fmt.Sprintf("the pontoon agent is not running (nothing answers on %s): start it with 'systemctl start pontoon' or 'pontoon agent', or point --socket/PONTOON_SOCKET at its socket", c.socket), err}
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("permission denied on %s: run as root or as a member of the socket's group", c.socket)
 	}
-	return fmt.Errorf("reach the agent on %s: %w", c.socket, err)
+	return &unreachableError{fmt.Sprintf("reach the agent on %s: %v", c.socket, err), err}
 }
 
 // nameGiven refuses an empty name before it becomes a path that names

@@ -48,6 +48,9 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 			return nil, err
 		}
 	}
+	if err := checkOwner(req.Owner, req.ContainerID); err != nil {
+		return nil, err
+	}
 	if req.MAC != "" {
 		mac, err := net.ParseMAC(req.MAC)
 		if err != nil || len(mac) != 6 {
@@ -66,6 +69,9 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	}
 	if _, ok := a.st.endpoints[req.Name]; ok {
 		return nil, kindf(ErrConflict, "endpoint %s already exists; pick another name or detach it first", req.Name)
+	}
+	if req.Adopt {
+		return a.adoptEndpoint(req, n, path, static)
 	}
 	fd, ns, err := openNetns(path)
 	if err != nil {
@@ -108,6 +114,7 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 		Name: req.Name, Network: n.Name, Netns: path, NetnsInode: ino,
 		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: sub.Subnet.Bits(), Gateway: sub.Gateway,
 		MAC: req.MAC, MTU: n.MTU, IfName: ifName, NoDefaultRoute: holder != nil && !req.DefaultRoute,
+		Owner: req.Owner, ContainerID: req.ContainerID,
 	}
 	// The holder gives the route up when e takes it: createVeth replaces
 	// the namespace's default route.
@@ -133,7 +140,7 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	}
 	for _, p := range peers {
 		pn := a.st.networks[p.Network]
-		if pn == nil {
+		if pn == nil || p.Adopted {
 			continue
 		}
 		if err := ensureSourceRoute(p, pn, fd); err != nil {
@@ -283,13 +290,17 @@ func (a *Agent) detach(name string) error {
 	if heir != nil {
 		a.st.endpoints[heir.Name] = heir
 	}
-	if netnsAlive(e) {
+	// An adopted pair is its maker's to delete (the CNI bridge plugin's
+	// DEL runs after ours), and it got no source rule.
+	if netnsAlive(e) && !e.Adopted {
 		if err := removeSourceRoute(e); err != nil {
 			a.log.Warn("remove source rule", "endpoint", name, "err", err)
 		}
 	}
-	if err := deleteLink(e.HostIf); err != nil {
-		return err
+	if !e.Adopted {
+		if err := deleteLink(e.HostIf); err != nil {
+			return err
+		}
 	}
 	if heir != nil {
 		if err := a.giveDefaultRoute(heir); err != nil {

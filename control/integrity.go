@@ -108,7 +108,7 @@ func (st *state) check() error {
 	}
 	for k, e := range st.endpoints {
 		n := st.networks[e.Network]
-		if e.Name != k || e.HostIf != hostIfName(e.Name) || n == nil || !inNetwork(n, e.IP) {
+		if e.Name != k || (!e.Adopted && e.HostIf != hostIfName(e.Name)) || n == nil || !inNetwork(n, e.IP) {
 			return fmt.Errorf("endpoint record %q: name %q, interface %s, network %q, address %s do not fit", k, e.Name, e.HostIf, e.Network, e.IP)
 		}
 	}

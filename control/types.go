@@ -120,6 +120,16 @@ type Endpoint struct {
 	// default route. Negative, so older records, each alone in its
 	// namespace, read as holding it.
 	NoDefaultRoute bool `json:"no_default_route,omitempty"`
+	// Owner is who made the endpoint: "cni", "docker", or empty for the
+	// CLI; ContainerID is that engine's id of the container.
+	Owner       string `json:"owner,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	// Adopted endpoints are a veth pair another plugin made (the CNI
+	// bridge plugin, with pontoon-cni chained after it): the agent records
+	// them, attaches its program and publishes ports to them, but never
+	// creates, recreates or deletes the pair, nor touches the namespace's
+	// routes.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // ifName is the endpoint's interface inside its namespace.
@@ -144,6 +154,12 @@ type EndpointAttach struct {
 	// DefaultRoute moves the namespace's default route to this endpoint;
 	// the first endpoint of a namespace takes it anyway.
 	DefaultRoute bool `json:"default_route,omitempty"`
+	Owner        string `json:"owner,omitempty"`
+	ContainerID  string `json:"container_id,omitempty"`
+	// Adopt records the interface IfName already in the namespace, with
+	// the address IP on it, instead of making a veth pair: its host side
+	// must be a veth on the network's bridge.
+	Adopt bool `json:"adopt,omitempty"`
 }
 
 // PortMapping is host ports published to an endpoint's ports, one per

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/loader/testenv"
+)
+
+// The CNI plugin driven by cnitool (no engine) in both modes, against the
+// world's agent. cnitool and the plugins it chains (bridge, host-local)
+// run in the world's host namespace, as a runtime runs them on a node.
+
+var (
+	cniPluginOnce sync.Once
+	cniPluginDir  string
+	cniPluginErr  error
+)
+
+// cniPlugin builds cmd/pontoon-cni once into a directory of its own.
+func cniPlugin(t testing.TB) string {
+	t.Helper()
+	cniPluginOnce.Do(func() {
+		cniPluginDir = filepath.Join(filepath.Dir(bin), "cni")
+		if cniPluginErr = os.MkdirAll(cniPluginDir, 0o755); cniPluginErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(cniPluginDir, "pontoon-cni"), "../pontoon-cni").CombinedOutput()
+		if err != nil {
+			cniPluginErr = fmt.Errorf("build pontoon-cni: %v\n%s", err, out)
+		}
+	})
+	if cniPluginErr != nil {
+		t.Fatal(cniPluginErr)
+	}
+	return filepath.Join(cniPluginDir, "pontoon-cni")
+}
+
+// systemCNIDir is where Debian's containernetworking-plugins puts bridge,
+// host-local and portmap.
+const systemCNIDir = "/usr/lib/cni"
+
+// cnitoolPath finds cnitool on PATH, in the repository's bin/ (where
+// 'make deps' installs it) or in GOPATH/bin, or skips.
+func cnitoolPath(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("cnitool"); err == nil {
+		return p
+	}
+	cands := []string{"../../bin/cnitool"}
+	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		cands = append(cands, filepath.Join(strings.TrimSpace(string(gopath)), "bin", "cnitool"))
+	}
+	for _, c := range cands {
+		if abs, err := filepath.Abs(c); err == nil {
+			if _, err := os.Stat(abs); err == nil {
+				return abs
+			}
+		}
+	}
+	t.Skip("needs cnitool: run 'make deps' (go install github.com/containernetworking/cni/cnitool@v1.3.1)")
+	return ""
+}
+
+// cniEnv is a CNI world: the agent's world, a config directory with the
+// test's conflists, and a private libcni cache.
+type cniEnv struct {
+	*world
+	cnitool, confDir, cacheDir string
+	// cniVersion is the conflists': 1.1.0 has STATUS and GC, Debian's
+	// bridge and host-local (1.1.1) stop at 1.0.0.
+	cniVersion string
+}
+
+func newCNIEnv(t *testing.T, containers int) *cniEnv {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	tool := cnitoolPath(t)
+	cniPlugin(t)
+	w := newWorld(t, containers)
+	w.startAgent()
+	return &cniEnv{world: w, cnitool: tool, confDir: t.TempDir(), cacheDir: t.TempDir(), cniVersion: "1.1.0"}
+}
+
+func (e *cniEnv) writeConflist(name string, plugins ...map[string]any) {
+	e.t.Helper()
+	b, err := json.MarshalIndent(map[string]any{"cniVersion": e.cniVersion, "name": name, "plugins": plugins}, "", "  ")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.confDir, name+".conflist"), b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// pontoonPlugin is the conflist entry for pontoon-cni.
+func (e *cniEnv) pontoonPlugin(extra map[string]any) map[string]any {
+	p := map[string]any{"type": "pontoon-cni", "socket": e.socket, "capabilities": map[string]bool{"portMappings": true}}
+	for k, v := range extra {
+		p[k] = v
+	}
+	return p
+}
+
+type cniPortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// cnitoolRun runs `cnitool CMD NET NETNS` in the host namespace with the
+// port mappings as CAP_ARGS. libcni keeps its cache in /var/lib/cni,
+// which cnitool cannot move: a private mount namespace binds the test's
+// own directory there.
+func (e *cniEnv) cnitoolRun(cmd, network string, ns *testenv.Netns, ports []cniPortMapping) result {
+	e.t.Helper()
+	caps, err := json.Marshal(map[string]any{"portMappings": ports})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	script := `mkdir -p /var/lib/cni && mount --bind "$0" /var/lib/cni && exec "$@"`
+	c := exec.Command("nsenter", "--net="+e.host.Path(), "--", "unshare", "--mount", "--propagation", "private", "--",
+		"sh", "-c", script, e.cacheDir, e.cnitool, cmd, network, ns.Path())
+	c.Env = append(os.Environ(), "NETCONFPATH="+e.confDir, "CNI_PATH="+cniPluginDir+":"+systemCNIDir, "CAP_ARGS="+string(caps))
+	return runCmd(e.t, nil, c)
+}
+
+func (e *cniEnv) cnitoolOK(cmd, network string, ns *testenv.Netns, ports []cniPortMapping) string {
+	e.t.Helper()
+	r := e.cnitoolRun(cmd, network, ns, ports)
+	if r.code != 0 {
+		e.t.Fatalf("cnitool %s %s %s: exit %d: %s%s\nagent log:\n%s", cmd, network, ns.Name, r.code, r.stdout, r.stderr, e.agentLog())
+	}
+	return r.stdout
+}
+
+// pluginRun runs pontoon-cni directly, as a runtime would, for what
+// cnitool cannot send (GC with valid attachments).
+func pluginRun(t testing.TB, host *testenv.Netns, command, containerID, netns, ifName string, conf any) result {
+	t.Helper()
+	b, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("nsenter", "--net="+host.Path(), "--", cniPlugin(t))
+	c.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+containerID, "CNI_NETNS="+netns,
+		"CNI_IFNAME="+ifName, "CNI_PATH="+cniPluginDir)
+	c.Stdin = strings.NewReader(string(b))
+	return runCmd(t, nil, c)
+}
+
+// cniError is the error object a plugin prints.
+type cniError struct {
+	Code    uint   `json:"code"`
+	Msg     string `json:"msg"`
+	Details string `json:"details"`
+}
+
+// cniResult is the part of a 1.0.0 result the tests look at.
+type cniResult struct {
+	CNIVersion string `json:"cniVersion"`
+	Interfaces []struct {
+		Name, Mac, Sandbox string
+	} `json:"interfaces"`
+	IPs []struct {
+		Interface *int   `json:"interface"`
+		Address   string `json:"address"`
+		Gateway   string `json:"gateway"`
+	} `json:"ips"`
+	Routes []struct{ Dst, GW string } `json:"routes"`
+}
+
+func parseCNIResult(t testing.TB, out string) cniResult {
+	t.Helper()
+	var r cniResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("CNI result %q: %v", out, err)
+	}
+	return r
+}
+
+// cniEndpoints are the agent's endpoints of a network.
+func (e *cniEnv) cniEndpoints(network string) []control.Endpoint {
+	e.t.Helper()
+	var eps []control.Endpoint
+	e.okJSON(&eps, "endpoint", "ls", "--network", network)
+	return eps
+}
+
+func TestCNIMainPlugin(t *testing.T) {
+	e := newCNIEnv(t, 2)
+	c1 := e.containers[0]
+	net := "cni" + e.id
+	e.writeConflist(net, e.pontoonPlugin(map[string]any{"network": net, "subnet": "10.91.0.0/24"}))
+	c1.ServeTCP(t, ":80")
+	ports := []cniPortMapping{
+		{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
+		{HostPort: 9090, ContainerPort: 80, Protocol: "tcp", HostIP: "127.0.0.1"},
+		{HostPort: 8081, ContainerPort: 80, Protocol: "tcp", HostIP: e.hostIP.String()},
+	}
+	res := parseCNIResult(t, e.cnitoolOK("add", net, c1, ports))
+
+	eps := e.cniEndpoints(net)
+	if len(eps) != 1 {
+		t.Fatalf("endpoints %+v, want one", eps)
+	}
+	ep := eps[0]
+	t.Run("the result is spec-correct and matches the namespace", func(t *testing.T) {
+		if ep.Owner != "cni" || !strings.HasPrefix(ep.ContainerID, "cnitool-") || ep.IfName != "eth0" {
+			t.Errorf("endpoint record: owner %q, container id %q, ifname %q", ep.Owner, ep.ContainerID, ep.IfName)
+		}
+		mac := c1.HardwareAddr(t, "eth0").String()
+		if len(res.Interfaces) != 2 || res.Interfaces[1].Name != "eth0" || res.Interfaces[1].Mac != mac || res.Interfaces[1].Sandbox != c1.Path() {
+			t.Errorf("interfaces %+v, want eth0 with MAC %s in %s", res.Interfaces, mac, c1.Path())
+		}
+		if len(res.IPs) != 1 || res.IPs[0].Interface == nil || *res.IPs[0].Interface != 1 ||
+			res.IPs[0].Address != ep.IP.String()+"/24" || res.IPs[0].Gateway != "10.91.0.1" {
+			t.Errorf("ips %+v, want %s/24 via 10.91.0.1 on interface 1", res.IPs, ep.IP)
+		}
+		if len(res.Routes) != 1 || res.Routes[0].Dst != "0.0.0.0/0" || res.Routes[0].GW != "10.91.0.1" {
+			t.Errorf("routes %+v", res.Routes)
+		}
+		if addr := c1.IP(t, "-o", "addr", "show", "eth0"); !strings.Contains(addr, ep.IP.String()+"/24") {
+			t.Errorf("eth0 in the container: %s", addr)
+		}
+	})
+	t.Run("published ports carry traffic from outside, 127.0.0.1 and the host IP", func(t *testing.T) {
+		for _, addr := range []string{netip.AddrPortFrom(e.hostIP, 8080).String(), netip.AddrPortFrom(e.hostIP, 8081).String()} {
+			r, err := e.outside.Dial("tcp", addr)
+			expectEcho(t, r, err, e.outsideIP, addr)
+		}
+		r, err := e.host.DialFrom(t, e.cgroup, "tcp", "127.0.0.1:9090")
+		expectEcho(t, r, err, netip.MustParseAddr("10.91.0.1"), "127.0.0.1:9090")
+	})
+	t.Run("CHECK passes, then fails after a manual change", func(t *testing.T) {
+		e.cnitoolOK("check", net, c1, ports)
+		e.ok("port", "unpublish", ep.Name, "8080:80")
+		r := e.cnitoolRun("check", net, c1, ports)
+		if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "8080") {
+			t.Errorf("CHECK after unpublishing 8080 by hand: exit %d, %s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("STATUS says the agent answers", func(t *testing.T) {
+		e.cnitoolOK("status", net, c1, nil)
+	})
+	t.Run("DEL removes everything, and DEL again succeeds", func(t *testing.T) {
+		e.cnitoolOK("del", net, c1, ports)
+		if eps := e.cniEndpoints(net); len(eps) != 0 {
+			t.Errorf("endpoints left: %+v", eps)
+		}
+		if b := e.bindings(); len(b) != 0 {
+			t.Errorf("bindings left: %v", b)
+		}
+		if out := c1.IP(t, "-br", "link"); strings.Contains(out, "eth0") {
+			t.Errorf("eth0 left in the container: %s", out)
+		}
+		e.cnitoolOK("del", net, c1, ports)
+	})
+	t.Run("GC detaches attachments the runtime no longer lists", func(t *testing.T) {
+		c2 := e.containers[1]
+		conf := map[string]any{"cniVersion": "1.1.0", "name": net, "type": "pontoon-cni", "socket": e.socket}
+		for _, c := range []struct{ id, ns string }{{"keep", c1.Path()}, {"stale", c2.Path()}} {
+			if r := pluginRun(t, e.host, "ADD", c.id, c.ns, "eth0", conf); r.code != 0 {
+				t.Fatalf("ADD %s: %s%s", c.id, r.stdout, r.stderr)
+			}
+		}
+		gc := map[string]any{"cniVersion": "1.1.0", "name": net, "type": "pontoon-cni", "socket": e.socket,
+			"cni.dev/valid-attachments": []map[string]string{{"containerID": "keep", "ifname": "eth0"}}}
+		if r := pluginRun(t, e.host, "GC", "", "", "", gc); r.code != 0 {
+			t.Fatalf("GC: %s%s", r.stdout, r.stderr)
+		}
+		eps := e.cniEndpoints(net)
+		if len(eps) != 1 || eps[0].ContainerID != "keep" {
+			t.Errorf("after GC: %+v, want only the attachment of container keep", eps)
+		}
+	})
+}
+
+func TestCNIAgentDown(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	host := testenv.NewNetns(t, "ppd"+testenv.UniqueID(t))
+	ns := testenv.NewNetns(t, "ppc"+testenv.UniqueID(t))
+	conf := map[string]any{"cniVersion": "1.1.0", "name": "down", "type": "pontoon-cni", "socket": filepath.Join(t.TempDir(), "none.sock")}
+	for _, c := range []struct {
+		command  string
+		wantCode uint
+	}{{"ADD", 11}, {"STATUS", 50}, {"DEL", 0}} {
+		r := pluginRun(t, host, c.command, "c1", ns.Path(), "eth0", conf)
+		if c.wantCode == 0 {
+			if r.code != 0 {
+				t.Errorf("%s with the agent down: exit %d: %s%s", c.command, r.code, r.stdout, r.stderr)
+			}
+			continue
+		}
+		var ce cniError
+		if err := json.Unmarshal([]byte(r.stdout), &ce); err != nil || r.code == 0 {
+			t.Fatalf("%s with the agent down: exit %d, output %q: want a CNI error object", c.command, r.code, r.stdout)
+		}
+		if ce.Code != c.wantCode || !strings.Contains(ce.Msg, "agent is not running") {
+			t.Errorf("%s with the agent down: %+v, want code %d and the agent's advice", c.command, ce, c.wantCode)
+		}
+	}
+}
