@@ -67,14 +67,14 @@ type netlinkView struct {
 
 func readNetlinkView() (netlinkView, error) {
 	v := netlinkView{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}}
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return v, fmt.Errorf("list interfaces: %w", err)
 	}
 	for _, l := range links {
 		v.links[l.Attrs().Name] = l
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return v, fmt.Errorf("list IPv4 addresses: %w", err)
 	}

@@ -378,7 +378,7 @@ func freeIfName(nsFD int, path string, taken map[string]bool) (string, error) {
 		return "", fmt.Errorf("open netlink in %s: %w", path, err)
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := retryDump(h.LinkList)
 	if err != nil {
 		return "", fmt.Errorf("list interfaces in %s: %w", path, err)
 	}
@@ -467,7 +467,7 @@ func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
 
 // ownLinks lists interfaces the agent labelled, by alias.
 func ownLinks() (map[string]netlink.Link, error) {
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -478,4 +478,22 @@ func ownLinks() (map[string]netlink.Link, error) {
 		}
 	}
 	return out, nil
+}
+
+// dumpAttempts bounds retryDump.
+const dumpAttempts = 5
+
+// retryDump asks for a netlink dump again while the kernel flags it
+// interrupted (netlink.ErrDumpInterrupted: interfaces or addresses changed
+// during it, as when a CNI plugin makes veths next to the agent); such a
+// dump may miss entries.
+func retryDump[T any](dump func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range dumpAttempts {
+		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return v, err
 }

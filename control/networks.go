@@ -144,7 +144,7 @@ func datapathNetworks(n *Network) ([]maps.Network, []netip.Prefix) {
 // attachBridge: a lookup per bridge was a quarter of a resync's time at
 // a thousand networks.
 func (a *Agent) bridgeLinks() (map[string]netlink.Link, error) {
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}

@@ -271,7 +271,7 @@ func (a *Agent) gcEndpoints() error {
 
 // syncHostAddrs gives the datapath the host's current addresses.
 func (a *Agent) syncHostAddrs() error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list host addresses: %w", err)
 	}

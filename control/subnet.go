@@ -222,7 +222,7 @@ func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge
 // dump with 1,000 bridges costs more than everything else here together.
 func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 	var h hostNet
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return h, fmt.Errorf("list addresses: %w", err)
 	}
@@ -252,7 +252,9 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 		}
 		return names[index]
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return h, fmt.Errorf("list routes: %w", err)
 	}

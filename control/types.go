@@ -153,7 +153,7 @@ type EndpointAttach struct {
 	IfName string `json:"ifname,omitempty"`
 	// DefaultRoute moves the namespace's default route to this endpoint;
 	// the first endpoint of a namespace takes it anyway.
-	DefaultRoute bool `json:"default_route,omitempty"`
+	DefaultRoute bool   `json:"default_route,omitempty"`
 	Owner        string `json:"owner,omitempty"`
 	ContainerID  string `json:"container_id,omitempty"`
 	// Adopt records the interface IfName already in the namespace, with

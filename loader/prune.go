@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,12 @@ import (
 // pins naming them). It returns how many went.
 func (d *Datapath) PruneGone() (int, error) {
 	// One dump rather than a lookup per pin: a host may have thousands.
+	// A dump interrupted by interface changes may miss some, whose pins
+	// would go: ask again until one is whole.
 	links, err := netlink.LinkList()
+	for i := 0; i < 5 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("list interfaces: %w", err)
 	}

@@ -98,7 +98,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 func ensureNetwork(c *control.Client, create control.NetworkCreate) error {
 	n, err := c.Network(create.Name)
 	if notFound(err) {
-		_, err = c.CreateNetwork(create)
+		n, err = c.CreateNetwork(create)
 		if conflict(err) {
 			n, err = c.Network(create.Name)
 		}

@@ -310,3 +310,150 @@ func TestCNIAgentDown(t *testing.T) {
 		}
 	}
 }
+
+// bridgeChain is bridge + host-local, as a conflist using portmap has
+// them, with a bridge and a lease directory of the test's own and no
+// iptables masquerade (Pontoon's BPF masquerades).
+func (e *cniEnv) bridgeChain(bridge, subnet string) []map[string]any {
+	return []map[string]any{{
+		"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+		"ipam": map[string]any{"type": "host-local", "subnet": subnet, "dataDir": e.t.TempDir(),
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}},
+	}}
+}
+
+func TestCNIChained(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(systemCNIDir, "bridge")); err != nil {
+		t.Skip("needs the bridge and host-local plugins: run 'make deps' (containernetworking-plugins)")
+	}
+	e := newCNIEnv(t, 2)
+	e.cniVersion = "1.0.0"
+	c1 := e.containers[0]
+	net, bridge := "cnc"+e.id, "ptcb"+e.id
+	e.writeConflist(net, append(e.bridgeChain(bridge, "10.92.0.0/24"), e.pontoonPlugin(nil))...)
+	c1.ServeTCP(t, ":80")
+	ports := []cniPortMapping{
+		{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
+		{HostPort: 9090, ContainerPort: 80, Protocol: "tcp", HostIP: "127.0.0.1"},
+		{HostPort: 8081, ContainerPort: 80, Protocol: "tcp", HostIP: e.hostIP.String()},
+	}
+	res := parseCNIResult(t, e.cnitoolOK("add", net, c1, ports))
+
+	t.Run("prevResult is passed through and the bridge plugin's veth adopted", func(t *testing.T) {
+		if len(res.Interfaces) != 3 || res.Interfaces[0].Name != bridge || len(res.IPs) != 1 || !strings.HasPrefix(res.IPs[0].Address, "10.92.0.") {
+			t.Fatalf("result %+v, want the bridge plugin's (bridge, veth, eth0; a 10.92.0.x address)", res)
+		}
+		var n control.NetworkInfo
+		e.okJSON(&n, "network", "inspect", net)
+		if !n.Adopted || n.Bridge != bridge || n.Subnet != netip.MustParsePrefix("10.92.0.0/24") || n.Gateway != netip.MustParseAddr("10.92.0.1") {
+			t.Errorf("network %+v, want the bridge %s adopted with 10.92.0.0/24 via 10.92.0.1", n.Network, bridge)
+		}
+		eps := e.cniEndpoints(net)
+		if len(eps) != 1 || !eps[0].Adopted || eps[0].Owner != "cni" || eps[0].IP.String()+"/24" != res.IPs[0].Address || eps[0].HostIf != res.Interfaces[1].Name {
+			t.Errorf("endpoints %+v, want the bridge plugin's veth %s adopted with %s", eps, res.Interfaces[1].Name, res.IPs[0].Address)
+		}
+	})
+	t.Run("published ports carry traffic from outside, 127.0.0.1 and the host IP", func(t *testing.T) {
+		for _, addr := range []string{netip.AddrPortFrom(e.hostIP, 8080).String(), netip.AddrPortFrom(e.hostIP, 8081).String()} {
+			r, err := e.outside.Dial("tcp", addr)
+			expectEcho(t, r, err, e.outsideIP, addr)
+		}
+		r, err := e.host.DialFrom(t, e.cgroup, "tcp", "127.0.0.1:9090")
+		expectEcho(t, r, err, netip.MustParseAddr("10.92.0.1"), "127.0.0.1:9090")
+	})
+	t.Run("CHECK passes, then fails after a manual change", func(t *testing.T) {
+		e.cnitoolOK("check", net, c1, ports)
+		ep := e.cniEndpoints(net)[0]
+		e.ok("port", "unpublish", ep.Name, "127.0.0.1:9090:80")
+		r := e.cnitoolRun("check", net, c1, ports)
+		if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "9090") {
+			t.Errorf("CHECK after unpublishing 9090 by hand: exit %d, %s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("DEL removes the mappings and leaves the pair to the bridge plugin; DEL again succeeds", func(t *testing.T) {
+		e.cnitoolOK("del", net, c1, ports)
+		if eps := e.cniEndpoints(net); len(eps) != 0 {
+			t.Errorf("endpoints left: %+v", eps)
+		}
+		if b := e.bindings(); len(b) != 0 {
+			t.Errorf("bindings left: %v", b)
+		}
+		if out := c1.IP(t, "-br", "link"); strings.Contains(out, "eth0") {
+			t.Errorf("eth0 left in the container after the chain's DEL: %s", out)
+		}
+		if r, err := e.outside.Dial("tcp", netip.AddrPortFrom(e.hostIP, 8080).String()); err == nil {
+			t.Errorf("outside still reaches the port after DEL: %+v", r)
+		}
+		e.cnitoolOK("del", net, c1, ports)
+	})
+}
+
+// TestCNIParallel: 50 ADDs at once, then 50 DELs at once, in both modes;
+// the agent's records and the bindings map must be exactly the 50
+// attachments, then nothing.
+func TestCNIParallel(t *testing.T) {
+	const n = 50
+	for _, chained := range []bool{false, true} {
+		name := map[bool]string{false: "main plugin", true: "chained"}[chained]
+		t.Run(name, func(t *testing.T) {
+			if _, err := os.Stat(filepath.Join(systemCNIDir, "bridge")); chained && err != nil {
+				t.Skip("needs the bridge and host-local plugins: run 'make deps' (containernetworking-plugins)")
+			}
+			e := newCNIEnv(t, n)
+			net := "cnp" + e.id
+			if chained {
+				e.cniVersion = "1.0.0"
+				e.writeConflist(net, append(e.bridgeChain("ptpb"+e.id, "10.93.0.0/24"), e.pontoonPlugin(nil))...)
+			} else {
+				e.writeConflist(net, e.pontoonPlugin(map[string]any{"subnet": "10.93.0.0/24"}))
+			}
+			each := func(cmd string) {
+				var wg sync.WaitGroup
+				errs := make([]string, n)
+				for i, c := range e.containers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						r := e.cnitoolRun(cmd, net, c, []cniPortMapping{{HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp"}})
+						if r.code != 0 {
+							errs[i] = fmt.Sprintf("%s %s: exit %d: %s%s", cmd, c.Name, r.code, r.stdout, r.stderr)
+						}
+					}()
+				}
+				wg.Wait()
+				for _, err := range errs {
+					if err != "" {
+						t.Error(err)
+					}
+				}
+			}
+			each("add")
+			eps := e.cniEndpoints(net)
+			ips := map[netip.Addr]bool{}
+			for _, ep := range eps {
+				ips[ep.IP] = true
+			}
+			var ms []control.PortMapping
+			e.okJSON(&ms, "port", "ls")
+			if len(eps) != n || len(ips) != n || len(ms) != n || len(e.bindings()) != n {
+				t.Errorf("after %d parallel ADDs: %d endpoints, %d addresses, %d mappings, %d bindings", n, len(eps), len(ips), len(ms), len(e.bindings()))
+			}
+			for _, m := range ms {
+				if !ips[m.Backend] {
+					t.Errorf("mapping %+v points at no endpoint's address", m)
+				}
+			}
+			c := e.containers[n-1]
+			c.ServeTCP(t, ":80")
+			addr := netip.AddrPortFrom(e.hostIP, 20000+n-1).String()
+			r, err := e.outside.Dial("tcp", addr)
+			expectEcho(t, r, err, e.outsideIP, addr)
+
+			each("del")
+			e.okJSON(&ms, "port", "ls")
+			if eps := e.cniEndpoints(net); len(eps) != 0 || len(ms) != 0 || len(e.bindings()) != 0 {
+				t.Errorf("after %d parallel DELs: %d endpoints, %d mappings, %d bindings left", n, len(eps), len(ms), len(e.bindings()))
+			}
+		})
+	}
+}
