@@ -90,6 +90,26 @@ func newCNIEnv(t *testing.T, containers int) *cniEnv {
 	return &cniEnv{world: w, cnitool: tool, confDir: t.TempDir(), cacheDir: t.TempDir(), cniVersion: "1.1.0"}
 }
 
+// on is the environment for the (sub)test t, whose failures end t alone.
+func (e *cniEnv) on(t *testing.T) *cniEnv {
+	w := *e.world
+	w.t = t
+	c := *e
+	c.world = &w
+	return &c
+}
+
+// TestCNI drives pontoon-cni in one world (one agent), as a node would:
+// main-plugin mode, chained mode, 50 parallel ADDs and DELs of both
+// modes at once, and Podman.
+func TestCNI(t *testing.T) {
+	e := newCNIEnv(t, 2)
+	t.Run("main plugin", func(t *testing.T) { testCNIMainPlugin(t, e.on(t)) })
+	t.Run("chained after bridge and host-local", func(t *testing.T) { testCNIChained(t, e.on(t)) })
+	t.Run("50 parallel ADDs and DELs", func(t *testing.T) { testCNIParallel(t, e.on(t)) })
+	t.Run("podman", func(t *testing.T) { testCNIPodman(t, e.on(t)) })
+}
+
 func (e *cniEnv) writeConflist(name string, plugins ...map[string]any) {
 	e.t.Helper()
 	b, err := json.MarshalIndent(map[string]any{"cniVersion": e.cniVersion, "name": name, "plugins": plugins}, "", "  ")
@@ -196,8 +216,7 @@ func (e *cniEnv) cniEndpoints(network string) []control.Endpoint {
 	return eps
 }
 
-func TestCNIMainPlugin(t *testing.T) {
-	e := newCNIEnv(t, 2)
+func testCNIMainPlugin(t *testing.T, e *cniEnv) {
 	c1 := e.containers[0]
 	net := "cni" + e.id
 	e.writeConflist(net, e.pontoonPlugin(map[string]any{"network": net, "subnet": "10.91.0.0/24"}))
@@ -234,6 +253,7 @@ func TestCNIMainPlugin(t *testing.T) {
 		}
 	})
 	t.Run("published ports carry traffic from outside, 127.0.0.1 and the host IP", func(t *testing.T) {
+		e := e.on(t)
 		for _, addr := range []string{netip.AddrPortFrom(e.hostIP, 8080).String(), netip.AddrPortFrom(e.hostIP, 8081).String()} {
 			r, err := e.outside.Dial("tcp", addr)
 			expectEcho(t, r, err, e.outsideIP, addr)
@@ -242,6 +262,7 @@ func TestCNIMainPlugin(t *testing.T) {
 		expectEcho(t, r, err, netip.MustParseAddr("10.91.0.1"), "127.0.0.1:9090")
 	})
 	t.Run("CHECK passes, then fails after a manual change", func(t *testing.T) {
+		e := e.on(t)
 		e.cnitoolOK("check", net, c1, ports)
 		e.ok("port", "unpublish", ep.Name, "8080:80")
 		r := e.cnitoolRun("check", net, c1, ports)
@@ -250,9 +271,11 @@ func TestCNIMainPlugin(t *testing.T) {
 		}
 	})
 	t.Run("STATUS says the agent answers", func(t *testing.T) {
+		e := e.on(t)
 		e.cnitoolOK("status", net, c1, nil)
 	})
 	t.Run("DEL removes everything, and DEL again succeeds", func(t *testing.T) {
+		e := e.on(t)
 		e.cnitoolOK("del", net, c1, ports)
 		if eps := e.cniEndpoints(net); len(eps) != 0 {
 			t.Errorf("endpoints left: %+v", eps)
@@ -266,6 +289,7 @@ func TestCNIMainPlugin(t *testing.T) {
 		e.cnitoolOK("del", net, c1, ports)
 	})
 	t.Run("GC detaches attachments the runtime no longer lists", func(t *testing.T) {
+		e := e.on(t)
 		c2 := e.containers[1]
 		conf := map[string]any{"cniVersion": "1.1.0", "name": net, "type": "pontoon-cni", "socket": e.socket}
 		for _, c := range []struct{ id, ns string }{{"keep", c1.Path()}, {"stale", c2.Path()}} {
@@ -281,6 +305,9 @@ func TestCNIMainPlugin(t *testing.T) {
 		eps := e.cniEndpoints(net)
 		if len(eps) != 1 || eps[0].ContainerID != "keep" {
 			t.Errorf("after GC: %+v, want only the attachment of container keep", eps)
+		}
+		if r := pluginRun(t, e.host, "DEL", "keep", c1.Path(), "eth0", conf); r.code != 0 {
+			t.Errorf("DEL keep: %s%s", r.stdout, r.stderr)
 		}
 	})
 }
@@ -322,11 +349,10 @@ func (e *cniEnv) bridgeChain(bridge, subnet string) []map[string]any {
 	}}
 }
 
-func TestCNIChained(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(systemCNIDir, "bridge")); err != nil {
+func testCNIChained(t *testing.T, e *cniEnv) {
+	if !haveBridgePlugin() {
 		t.Skip("needs the bridge and host-local plugins: run 'make deps' (containernetworking-plugins)")
 	}
-	e := newCNIEnv(t, 2)
 	e.cniVersion = "1.0.0"
 	c1 := e.containers[0]
 	net, bridge := "cnc"+e.id, "ptcb"+e.id
@@ -340,6 +366,7 @@ func TestCNIChained(t *testing.T) {
 	res := parseCNIResult(t, e.cnitoolOK("add", net, c1, ports))
 
 	t.Run("prevResult is passed through and the bridge plugin's veth adopted", func(t *testing.T) {
+		e := e.on(t)
 		if len(res.Interfaces) != 3 || res.Interfaces[0].Name != bridge || len(res.IPs) != 1 || !strings.HasPrefix(res.IPs[0].Address, "10.92.0.") {
 			t.Fatalf("result %+v, want the bridge plugin's (bridge, veth, eth0; a 10.92.0.x address)", res)
 		}
@@ -354,6 +381,7 @@ func TestCNIChained(t *testing.T) {
 		}
 	})
 	t.Run("published ports carry traffic from outside, 127.0.0.1 and the host IP", func(t *testing.T) {
+		e := e.on(t)
 		for _, addr := range []string{netip.AddrPortFrom(e.hostIP, 8080).String(), netip.AddrPortFrom(e.hostIP, 8081).String()} {
 			r, err := e.outside.Dial("tcp", addr)
 			expectEcho(t, r, err, e.outsideIP, addr)
@@ -362,6 +390,7 @@ func TestCNIChained(t *testing.T) {
 		expectEcho(t, r, err, netip.MustParseAddr("10.92.0.1"), "127.0.0.1:9090")
 	})
 	t.Run("CHECK passes, then fails after a manual change", func(t *testing.T) {
+		e := e.on(t)
 		e.cnitoolOK("check", net, c1, ports)
 		ep := e.cniEndpoints(net)[0]
 		e.ok("port", "unpublish", ep.Name, "127.0.0.1:9090:80")
@@ -371,6 +400,7 @@ func TestCNIChained(t *testing.T) {
 		}
 	})
 	t.Run("DEL removes the mappings and leaves the pair to the bridge plugin; DEL again succeeds", func(t *testing.T) {
+		e := e.on(t)
 		e.cnitoolOK("del", net, c1, ports)
 		if eps := e.cniEndpoints(net); len(eps) != 0 {
 			t.Errorf("endpoints left: %+v", eps)
@@ -388,72 +418,85 @@ func TestCNIChained(t *testing.T) {
 	})
 }
 
-// TestCNIParallel: 50 ADDs at once, then 50 DELs at once, in both modes;
+func haveBridgePlugin() bool {
+	_, err := os.Stat(filepath.Join(systemCNIDir, "bridge"))
+	return err == nil
+}
+
+// testCNIParallel: 50 ADDs at once, half main-plugin and half chained
+// (main-plugin alone without the bridge plugin), then 50 DELs at once;
 // the agent's records and the bindings map must be exactly the 50
 // attachments, then nothing.
-func TestCNIParallel(t *testing.T) {
+func testCNIParallel(t *testing.T, e *cniEnv) {
 	const n = 50
-	for _, chained := range []bool{false, true} {
-		name := map[bool]string{false: "main plugin", true: "chained"}[chained]
-		t.Run(name, func(t *testing.T) {
-			if _, err := os.Stat(filepath.Join(systemCNIDir, "bridge")); chained && err != nil {
-				t.Skip("needs the bridge and host-local plugins: run 'make deps' (containernetworking-plugins)")
-			}
-			e := newCNIEnv(t, n)
-			net := "cnp" + e.id
-			if chained {
-				e.cniVersion = "1.0.0"
-				e.writeConflist(net, append(e.bridgeChain("ptpb"+e.id, "10.93.0.0/24"), e.pontoonPlugin(nil))...)
-			} else {
-				e.writeConflist(net, e.pontoonPlugin(map[string]any{"subnet": "10.93.0.0/24"}))
-			}
-			each := func(cmd string) {
-				var wg sync.WaitGroup
-				errs := make([]string, n)
-				for i, c := range e.containers {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						r := e.cnitoolRun(cmd, net, c, []cniPortMapping{{HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp"}})
-						if r.code != 0 {
-							errs[i] = fmt.Sprintf("%s %s: exit %d: %s%s", cmd, c.Name, r.code, r.stdout, r.stderr)
-						}
-					}()
+	mainNet, chainNet := "cnp"+e.id, "cnq"+e.id
+	e.writeConflist(mainNet, e.pontoonPlugin(map[string]any{"subnet": "10.93.0.0/24"}))
+	nets := []string{mainNet}
+	if haveBridgePlugin() {
+		e.cniVersion = "1.0.0"
+		e.writeConflist(chainNet, append(e.bridgeChain("ptqb"+e.id, "10.96.0.0/24"), e.pontoonPlugin(nil))...)
+		nets = append(nets, chainNet)
+	}
+	var containers []*testenv.Netns
+	for i := range n {
+		containers = append(containers, testenv.NewNetns(t, fmt.Sprintf("pq%d%s", i, e.id)))
+	}
+	each := func(cmd string) {
+		var wg sync.WaitGroup
+		errs := make([]string, n)
+		for i, c := range containers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := e.cnitoolRun(cmd, nets[i%len(nets)], c, []cniPortMapping{{HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp"}})
+				if r.code != 0 {
+					errs[i] = fmt.Sprintf("%s %s: exit %d: %s%s", cmd, c.Name, r.code, r.stdout, r.stderr)
 				}
-				wg.Wait()
-				for _, err := range errs {
-					if err != "" {
-						t.Error(err)
-					}
-				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != "" {
+				t.Error(err)
 			}
-			each("add")
-			eps := e.cniEndpoints(net)
-			ips := map[netip.Addr]bool{}
-			for _, ep := range eps {
-				ips[ep.IP] = true
-			}
-			var ms []control.PortMapping
-			e.okJSON(&ms, "port", "ls")
-			if len(eps) != n || len(ips) != n || len(ms) != n || len(e.bindings()) != n {
-				t.Errorf("after %d parallel ADDs: %d endpoints, %d addresses, %d mappings, %d bindings", n, len(eps), len(ips), len(ms), len(e.bindings()))
-			}
-			for _, m := range ms {
-				if !ips[m.Backend] {
-					t.Errorf("mapping %+v points at no endpoint's address", m)
-				}
-			}
-			c := e.containers[n-1]
-			c.ServeTCP(t, ":80")
-			addr := netip.AddrPortFrom(e.hostIP, 20000+n-1).String()
-			r, err := e.outside.Dial("tcp", addr)
-			expectEcho(t, r, err, e.outsideIP, addr)
+		}
+	}
+	mappings := func() []control.PortMapping {
+		var ms []control.PortMapping
+		e.okJSON(&ms, "port", "ls")
+		return ms
+	}
+	each("add")
+	var eps []control.Endpoint
+	for _, net := range nets {
+		eps = append(eps, e.cniEndpoints(net)...)
+	}
+	ips := map[netip.Addr]bool{}
+	for _, ep := range eps {
+		ips[ep.IP] = true
+	}
+	ms := mappings()
+	if len(eps) != n || len(ips) != n || len(ms) != n || len(e.bindings()) != n {
+		t.Errorf("after %d parallel ADDs: %d endpoints, %d addresses, %d mappings, %d bindings", n, len(eps), len(ips), len(ms), len(e.bindings()))
+	}
+	for _, m := range ms {
+		if !ips[m.Backend] {
+			t.Errorf("mapping %+v points at no endpoint's address", m)
+		}
+	}
+	for i := n - len(nets); i < n; i++ { // the last of each mode
+		containers[i].ServeTCP(t, ":80")
+		addr := netip.AddrPortFrom(e.hostIP, uint16(20000+i)).String()
+		r, err := e.outside.Dial("tcp", addr)
+		expectEcho(t, r, err, e.outsideIP, addr)
+	}
 
-			each("del")
-			e.okJSON(&ms, "port", "ls")
-			if eps := e.cniEndpoints(net); len(eps) != 0 || len(ms) != 0 || len(e.bindings()) != 0 {
-				t.Errorf("after %d parallel DELs: %d endpoints, %d mappings, %d bindings left", n, len(eps), len(ms), len(e.bindings()))
-			}
-		})
+	each("del")
+	eps = nil
+	for _, net := range nets {
+		eps = append(eps, e.cniEndpoints(net)...)
+	}
+	if ms := mappings(); len(eps) != 0 || len(ms) != 0 || len(e.bindings()) != 0 {
+		t.Errorf("after %d parallel DELs: %d endpoints, %d mappings, %d bindings left", n, len(eps), len(ms), len(e.bindings()))
 	}
 }

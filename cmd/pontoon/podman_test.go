@@ -67,6 +67,12 @@ type podmanEnv struct {
 	dir, conf string
 }
 
+func (p *podmanEnv) on(t *testing.T) *podmanEnv {
+	c := *p
+	c.cniEnv = p.cniEnv.on(t)
+	return &c
+}
+
 func (p *podmanEnv) cmd(args ...string) *exec.Cmd {
 	base := []string{"--net=" + p.host.Path(), "--", "podman", "--root", filepath.Join(p.dir, "root"),
 		"--runroot", filepath.Join(p.dir, "runroot"), "--tmpdir", filepath.Join(p.dir, "tmp"), "--storage-driver", "vfs"}
@@ -100,9 +106,8 @@ func staticBusybox() string {
 	return "/bin/busybox"
 }
 
-func newPodmanEnv(t *testing.T) *podmanEnv {
+func newPodmanEnv(t *testing.T, e *cniEnv) *podmanEnv {
 	t.Helper()
-	testenv.RequirePrivileges(t)
 	for _, tool := range []string{"podman", "conmon", "runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s: run 'make deps' (podman, runc)", tool)
@@ -112,7 +117,6 @@ func newPodmanEnv(t *testing.T) *podmanEnv {
 	if bb == "" {
 		t.Skip("needs a static /bin/busybox for the image: run 'make deps' (busybox-static)")
 	}
-	e := newCNIEnv(t, 0)
 	e.cniVersion = "1.0.0" // Podman 4.3's libcni knows no later one
 	p := &podmanEnv{cniEnv: e, dir: t.TempDir()}
 	for _, d := range []string{"root", "runroot", "tmp", "net", "rootfs/bin", "rootfs/www/cgi-bin"} {
@@ -220,12 +224,12 @@ func (p *podmanEnv) processes() map[int]string {
 	return out
 }
 
-// TestCNIPodman: Podman 4.3 runs busybox httpd on a pontoon-cni network
+// testCNIPodman: Podman 4.3 runs busybox httpd on a pontoon-cni network
 // with -p 8080:80; the port is reached from outside and from the host's
 // 127.0.0.1 with the client's address kept, without a listener or a
 // firewall rule; stop removes the mapping and start restores it.
-func TestCNIPodman(t *testing.T) {
-	p := newPodmanEnv(t)
+func testCNIPodman(t *testing.T, e *cniEnv) {
+	p := newPodmanEnv(t, e)
 	net := "pod" + p.id
 	gateway := "10.94.0.1"
 	p.writeConflist(net, p.pontoonPlugin(map[string]any{"network": net, "subnet": "10.94.0.0/24"}))
@@ -261,6 +265,7 @@ func TestCNIPodman(t *testing.T) {
 	}
 
 	t.Run("reached from outside and from 127.0.0.1, the client's address kept", func(t *testing.T) {
+		p := p.on(t)
 		if body := waitFetch(t); body != p.outsideIP.String() {
 			t.Errorf("httpd saw the outside client as %q, want %s", body, p.outsideIP)
 		}
@@ -273,6 +278,7 @@ func TestCNIPodman(t *testing.T) {
 		}
 	})
 	t.Run("no listener on 8080 and no firewall rule", func(t *testing.T) {
+		p := p.on(t)
 		if out := p.host.Exec(t, "ss", "-Hltnp", "sport = :8080"); strings.TrimSpace(out) != "" {
 			t.Errorf("something listens on 8080 in the host namespace: %s", out)
 		}
@@ -294,6 +300,7 @@ func TestCNIPodman(t *testing.T) {
 	})
 	var ms []control.PortMapping
 	t.Run("stop removes the mapping, start restores it", func(t *testing.T) {
+		p := p.on(t)
 		p.okJSON(&ms, "port", "ls")
 		if len(ms) != 1 || ms[0].Host.First != 8080 || ms[0].Container.First != 80 {
 			t.Fatalf("mappings while running: %+v, want 8080 -> 80", ms)
