@@ -9,6 +9,12 @@ GOTEST ?= $(GO) test -count=1 -timeout 30m
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
 	iptables nftables iperf3 procps curl python3
+# The CNI tests: the bridge and host-local plugins, Podman 4.3 with runc
+# (never crun: it fails on a hybrid cgroup layout; 'crun-' below keeps apt
+# from choosing it for Podman), and busybox-static for the test image.
+CNI_APT_PACKAGES := runc podman containernetworking-plugins conmon busybox-static
+# cnitool drives the plugin in the tests without an engine.
+CNITOOL_VERSION := v1.3.1
 
 .PHONY: all deps build generate check test test-host fuzz demo bench clean
 
@@ -16,17 +22,19 @@ all: build
 
 ## deps: install the Debian packages and Go modules that are missing
 deps:
-	@missing=$$(for p in $(APT_PACKAGES) $(VMTEST_APT_PACKAGES); do \
+	@missing=$$(for p in $(APT_PACKAGES) $(CNI_APT_PACKAGES) $(VMTEST_APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing crun-; \
 	fi
 	$(GO) mod download
+	@[ -x $(BIN)/cnitool ] || GOBIN=$(abspath $(BIN)) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
 
-## build: the pontoon binary (needs no clang: the BPF objects are committed)
+## build: the pontoon binary and the pontoon-cni plugin (needs no clang: the BPF objects are committed)
 build:
 	$(GO) build -o $(BIN)/pontoon ./cmd/pontoon
+	$(GO) build -o $(BIN)/pontoon-cni ./cmd/pontoon-cni
 
 ## generate: recompile the BPF C and regenerate the Go bindings
 generate:
