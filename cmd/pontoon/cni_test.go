@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/control"
@@ -78,6 +79,9 @@ type cniEnv struct {
 	// cniVersion is the conflists': 1.1.0 has STATUS and GC, Debian's
 	// bridge and host-local (1.1.1) stop at 1.0.0.
 	cniVersion string
+	// root is the world whose cleanup stops the agent, which on's copies
+	// must tell of a restarted one.
+	root *world
 }
 
 func newCNIEnv(t *testing.T, containers int) *cniEnv {
@@ -87,7 +91,7 @@ func newCNIEnv(t *testing.T, containers int) *cniEnv {
 	cniPlugin(t)
 	w := newWorld(t, containers)
 	w.startAgent()
-	return &cniEnv{world: w, cnitool: tool, confDir: t.TempDir(), cacheDir: t.TempDir(), cniVersion: "1.1.0"}
+	return &cniEnv{world: w, root: w, cnitool: tool, confDir: t.TempDir(), cacheDir: t.TempDir(), cniVersion: "1.1.0"}
 }
 
 // on is the environment for the (sub)test t, whose failures end t alone.
@@ -108,6 +112,14 @@ func TestCNI(t *testing.T) {
 	t.Run("chained after bridge and host-local", func(t *testing.T) { testCNIChained(t, e.on(t)) })
 	t.Run("50 parallel ADDs and DELs", func(t *testing.T) { testCNIParallel(t, e.on(t)) })
 	t.Run("podman", func(t *testing.T) { testCNIPodman(t, e.on(t)) })
+}
+
+// restartAgent stops the agent and starts another on the same state.
+func (e *cniEnv) restartAgent() {
+	e.t.Helper()
+	e.agent.stop(syscall.SIGTERM)
+	e.startAgent()
+	e.root.agent = e.agent
 }
 
 func (e *cniEnv) writeConflist(name string, plugins ...map[string]any) {
@@ -398,6 +410,21 @@ func testCNIChained(t *testing.T, e *cniEnv) {
 		if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "9090") {
 			t.Errorf("CHECK after unpublishing 9090 by hand: exit %d, %s%s", r.code, r.stdout, r.stderr)
 		}
+	})
+	t.Run("an agent restart keeps the adopted endpoint, its veth and its ports", func(t *testing.T) {
+		e := e.on(t)
+		veth := res.Interfaces[1].Name
+		before := e.host.IP(t, "-o", "link", "show", veth)
+		e.restartAgent()
+		if after := e.host.IP(t, "-o", "link", "show", veth); strings.Fields(after)[0] != strings.Fields(before)[0] {
+			t.Errorf("the agent recreated the bridge plugin's veth: before %s, after %s", before, after)
+		}
+		if eps := e.cniEndpoints(net); len(eps) != 1 || !eps[0].Adopted {
+			t.Errorf("endpoints after the restart: %+v", eps)
+		}
+		addr := netip.AddrPortFrom(e.hostIP, 8080).String()
+		r, err := e.outside.Dial("tcp", addr)
+		expectEcho(t, r, err, e.outsideIP, addr)
 	})
 	t.Run("DEL removes the mappings and leaves the pair to the bridge plugin; DEL again succeeds", func(t *testing.T) {
 		e := e.on(t)
