@@ -527,3 +527,24 @@ func testCNIParallel(t *testing.T, e *cniEnv) {
 		t.Errorf("after %d parallel DELs: %d endpoints, %d mappings, %d bindings left", n, len(eps), len(ms), len(e.bindings()))
 	}
 }
+
+// BenchmarkCNIAddDel times one ADD (veth, address, one published port)
+// and its DEL through the plugin binary in main-plugin mode, as a runtime
+// calls it (no cnitool).
+func BenchmarkCNIAddDel(b *testing.B) {
+	testenv.RequirePrivileges(b)
+	cniPlugin(b)
+	w := newWorld(b, 1)
+	w.startAgent()
+	conf := map[string]any{"cniVersion": "1.0.0", "name": "bench" + w.id, "type": "pontoon-cni", "socket": w.socket,
+		"subnet": "10.97.0.0/24", "runtimeConfig": map[string]any{"portMappings": []cniPortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}}}
+	ns := w.containers[0].Path()
+	for b.Loop() {
+		if r := pluginRun(b, w.host, "ADD", "bench", ns, "eth0", conf); r.code != 0 {
+			b.Fatalf("ADD: %s%s", r.stdout, r.stderr)
+		}
+		if r := pluginRun(b, w.host, "DEL", "bench", ns, "eth0", conf); r.code != 0 {
+			b.Fatalf("DEL: %s%s", r.stdout, r.stderr)
+		}
+	}
+}
