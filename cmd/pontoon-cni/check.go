@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -98,6 +98,42 @@ func checkInterface(path string, ep *control.Endpoint) error {
 	return checkFailed("%s in %s lacks the address %s of endpoint %s: DEL and ADD it again", ep.IfName, path, ep.IP, ep.Name)
 }
 
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+// samePorts compares the mappings an endpoint has with the specs wanted,
+// as sets of "proto hostIP:hostPort->containerPort".
+func samePorts(have []*control.PortMapping, want []portMapping) (missing, extra []string) {
+	var h, w []string
+	for _, m := range have {
+		for i := 0; i <= int(m.Host.Last-m.Host.First); i++ {
+			h = append(h, fmt.Sprintf("%s %s:%d->%d", m.Proto, hostIPOrAny(m.HostIP), int(m.Host.First)+i, int(m.Container.First)+i))
+		}
+	}
+	for _, m := range want {
+		proto := m.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		ip := netip.IPv4Unspecified()
+		if m.HostIP != "" {
+			ip, _ = netip.ParseAddr(m.HostIP)
+		}
+		w = append(w, fmt.Sprintf("%s %s:%d->%d", proto, ip, m.HostPort, m.ContainerPort))
+	}
+	for _, x := range w {
+		if !slices.Contains(h, x) {
+			missing = append(missing, x)
+		}
+	}
+	for _, x := range h {
+		if !slices.Contains(w, x) {
+			extra = append(extra, x)
+		}
+	}
+	return missing, extra
+}
+
+func hostIPOrAny(a netip.Addr) netip.Addr {
+	if !a.IsValid() {
+		return netip.IPv4Unspecified()
+	}
+	return a
 }
