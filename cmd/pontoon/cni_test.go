@@ -300,6 +300,22 @@ func testCNIMainPlugin(t *testing.T, e *cniEnv) {
 		}
 		e.cnitoolOK("del", net, c1, ports)
 	})
+	t.Run("DEL succeeds after the namespace is gone, and removes the endpoint", func(t *testing.T) {
+		e := e.on(t)
+		name := "ppg" + e.id
+		testenv.Run(t, "ip", "netns", "add", name)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+		gone := &testenv.Netns{Name: name}
+		e.cnitoolOK("add", net, gone, ports[:1])
+		testenv.Run(t, "ip", "netns", "del", name)
+		e.cnitoolOK("del", net, gone, ports[:1])
+		if eps := e.cniEndpoints(net); len(eps) != 0 {
+			t.Errorf("endpoints left: %+v", eps)
+		}
+		if b := e.bindings(); len(b) != 0 {
+			t.Errorf("bindings left: %v", b)
+		}
+	})
 	t.Run("GC detaches attachments the runtime no longer lists", func(t *testing.T) {
 		e := e.on(t)
 		c2 := e.containers[1]
