@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -426,6 +427,32 @@ func testCNIChained(t *testing.T, e *cniEnv) {
 		if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "9090") {
 			t.Errorf("CHECK after unpublishing 9090 by hand: exit %d, %s%s", r.code, r.stdout, r.stderr)
 		}
+	})
+	t.Run("adopting what does not fit is refused with nothing changed", func(t *testing.T) {
+		e := e.on(t)
+		c2 := e.containers[1]
+		veth := "ptx" + e.id
+		e.host.IP(t, "link", "add", veth, "master", bridge, "type", "veth", "peer", "name", "eth0", "netns", c2.Path())
+		t.Cleanup(func() { exec.Command("ip", "-n", e.host.Name, "link", "del", veth).Run() })
+		c2.IP(t, "addr", "add", "10.92.0.200/24", "dev", "eth0")
+		before := e.snapshot()
+		c := control.NewClient(e.socket)
+		for _, c2e := range []struct {
+			req  control.EndpointAttach
+			want string
+		}{
+			{control.EndpointAttach{Network: net, Name: "x1", Netns: c2.Path(), IfName: "eth0", Adopt: true}, "needs its name"},
+			{control.EndpointAttach{Network: net, Name: "x2", Netns: c2.Path(), IfName: "eth9", IP: "10.92.0.200", Adopt: true}, "no interface eth9"},
+			{control.EndpointAttach{Network: net, Name: "x3", Netns: c2.Path(), IfName: "eth0", IP: "10.92.0.201", Adopt: true}, "does not carry 10.92.0.201"},
+			{control.EndpointAttach{Network: net, Name: "x4", Netns: c2.Path(), IfName: "eth0", IP: "10.92.0.200", Adopt: true, Owner: "bogus"}, "owner \"bogus\""},
+		} {
+			_, err := c.Attach(c2e.req)
+			var re *control.ReplyError
+			if !errors.As(err, &re) || re.Status >= 500 || !strings.Contains(re.Message, c2e.want) || strings.Contains(re.Message, "\n") {
+				t.Errorf("attach %s: %v, want a one-line refusal saying %q", c2e.req.Name, err, c2e.want)
+			}
+		}
+		sameSnapshot(t, "refused adoptions", before, e.snapshot())
 	})
 	t.Run("an agent restart keeps the adopted endpoint, its veth and its ports", func(t *testing.T) {
 		e := e.on(t)
