@@ -12,6 +12,7 @@
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/network.h"
+#include "lib/events.h" /* every object declares every map */
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 

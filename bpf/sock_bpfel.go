@@ -94,6 +94,15 @@ type SockEndpointValue struct {
 	Pad       uint16
 }
 
+type SockEventBudget struct {
+	_          structs.HostLayout
+	Second     uint64
+	Used       uint32
+	Pad        uint32
+	Suppressed uint64
+	RingFull   uint64
+}
+
 type SockFragKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -199,6 +208,8 @@ const (
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
+	SockMapEventBudget       = "event_budget"
+	SockMapEvents            = "events"
 	SockMapFrags             = "frags"
 	SockMapHostaddrs         = "hostaddrs"
 	SockMapNetns             = "netns"
@@ -276,6 +287,8 @@ type SockMapSpecs struct {
 	Ct           *ebpf.MapSpec `ebpf:"ct"`
 	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudget  *ebpf.MapSpec `ebpf:"event_budget"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns        *ebpf.MapSpec `ebpf:"netns"`
@@ -319,6 +332,8 @@ type SockMaps struct {
 	Ct           *ebpf.Map `ebpf:"ct"`
 	CtNew        *ebpf.Map `ebpf:"ct_new"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	EventBudget  *ebpf.Map `ebpf:"event_budget"`
+	Events       *ebpf.Map `ebpf:"events"`
 	Frags        *ebpf.Map `ebpf:"frags"`
 	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
 	Netns        *ebpf.Map `ebpf:"netns"`
@@ -338,6 +353,8 @@ func (m *SockMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.EventBudget,
+		m.Events,
 		m.Frags,
 		m.Hostaddrs,
 		m.Netns,

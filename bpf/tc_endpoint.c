@@ -20,6 +20,7 @@
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/network.h"
+#include "lib/events.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -132,8 +133,10 @@ int endpoint_ingress(struct __sk_buff *skb)
 	stat = STAT_ENDPOINT_REDIRECT;
 	action = bpf_redirect(dst_ifindex, 0);
 out:
-	if (stat == STAT_DROP_SPOOFED || stat == STAT_DROP_PROTOCOL || stat == STAT_DROP_ICC)
+	if (stat == STAT_DROP_SPOOFED || stat == STAT_DROP_PROTOCOL || stat == STAT_DROP_ICC) {
 		action = TC_ACT_SHOT;
+		event_drop(skb, stat);
+	}
 	stat_bump(stat, skb->len);
 	return action;
 }

@@ -94,6 +94,15 @@ type TcEndpointEndpointValue struct {
 	Pad       uint16
 }
 
+type TcEndpointEventBudget struct {
+	_          structs.HostLayout
+	Second     uint64
+	Used       uint32
+	Pad        uint32
+	Suppressed uint64
+	RingFull   uint64
+}
+
 type TcEndpointFragKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -199,6 +208,8 @@ const (
 	TcEndpointMapCt               = "ct"
 	TcEndpointMapCtNew            = "ct_new"
 	TcEndpointMapEndpoints        = "endpoints"
+	TcEndpointMapEventBudget      = "event_budget"
+	TcEndpointMapEvents           = "events"
 	TcEndpointMapFrags            = "frags"
 	TcEndpointMapHostaddrs        = "hostaddrs"
 	TcEndpointMapNetns            = "netns"
@@ -266,6 +277,8 @@ type TcEndpointMapSpecs struct {
 	Ct           *ebpf.MapSpec `ebpf:"ct"`
 	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudget  *ebpf.MapSpec `ebpf:"event_budget"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns        *ebpf.MapSpec `ebpf:"netns"`
@@ -309,6 +322,8 @@ type TcEndpointMaps struct {
 	Ct           *ebpf.Map `ebpf:"ct"`
 	CtNew        *ebpf.Map `ebpf:"ct_new"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	EventBudget  *ebpf.Map `ebpf:"event_budget"`
+	Events       *ebpf.Map `ebpf:"events"`
 	Frags        *ebpf.Map `ebpf:"frags"`
 	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
 	Netns        *ebpf.Map `ebpf:"netns"`
@@ -328,6 +343,8 @@ func (m *TcEndpointMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.EventBudget,
+		m.Events,
 		m.Frags,
 		m.Hostaddrs,
 		m.Netns,

@@ -94,6 +94,15 @@ type TcUplinkEndpointValue struct {
 	Pad       uint16
 }
 
+type TcUplinkEventBudget struct {
+	_          structs.HostLayout
+	Second     uint64
+	Used       uint32
+	Pad        uint32
+	Suppressed uint64
+	RingFull   uint64
+}
+
 type TcUplinkFragKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -199,6 +208,8 @@ const (
 	TcUplinkMapCt               = "ct"
 	TcUplinkMapCtNew            = "ct_new"
 	TcUplinkMapEndpoints        = "endpoints"
+	TcUplinkMapEventBudget      = "event_budget"
+	TcUplinkMapEvents           = "events"
 	TcUplinkMapFrags            = "frags"
 	TcUplinkMapHostaddrs        = "hostaddrs"
 	TcUplinkMapNetns            = "netns"
@@ -272,6 +283,8 @@ type TcUplinkMapSpecs struct {
 	Ct           *ebpf.MapSpec `ebpf:"ct"`
 	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudget  *ebpf.MapSpec `ebpf:"event_budget"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns        *ebpf.MapSpec `ebpf:"netns"`
@@ -315,6 +328,8 @@ type TcUplinkMaps struct {
 	Ct           *ebpf.Map `ebpf:"ct"`
 	CtNew        *ebpf.Map `ebpf:"ct_new"`
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	EventBudget  *ebpf.Map `ebpf:"event_budget"`
+	Events       *ebpf.Map `ebpf:"events"`
 	Frags        *ebpf.Map `ebpf:"frags"`
 	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
 	Netns        *ebpf.Map `ebpf:"netns"`
@@ -334,6 +349,8 @@ func (m *TcUplinkMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.EventBudget,
+		m.Events,
 		m.Frags,
 		m.Hostaddrs,
 		m.Netns,

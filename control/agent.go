@@ -89,6 +89,8 @@ type Agent struct {
 	metrics *agentMetrics
 	// damage is what the agent could not restore (heal.go).
 	damage damage
+	// events are the monitor clients (monitor.go).
+	events monitorHub
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -134,6 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(a.events.close) // monitor streams end, or Shutdown would wait for them
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- fmt.Errorf("serve API: %w", srv.Serve(ln)) }()
 	var metricsSrv *http.Server
@@ -149,7 +152,8 @@ func Run(ctx context.Context, cfg Config) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	a.backup.kick = make(chan struct{}, 1)
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); a.readEvents(watchCtx) }()
 	go func() { defer wg.Done(); a.backupLoop(watchCtx) }()
 	go func() { defer wg.Done(); a.watch(watchCtx) }()
 	go func() { defer wg.Done(); watchdog(watchCtx, a.log, a.healthErr) }()

@@ -78,6 +78,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/conntrack", func(w http.ResponseWriter, r *http.Request) {
 		reply(a.Conntrack(r.URL.Query().Get("endpoint")))(w)
 	})
+	mux.HandleFunc("GET /v1/monitor", a.serveMonitor)
 	mux.HandleFunc("POST /v1/conntrack/flush", func(w http.ResponseWriter, r *http.Request) {
 		var req ConntrackFlush
 		if decodeBody(w, r, &req) {
@@ -141,6 +142,9 @@ func (f *failureRecorder) Write(b []byte) (int, error) {
 	}
 	return f.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController flush a stream (monitor) through it.
+func (f *failureRecorder) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // logFailures logs every request the API refuses or fails, at WARN: the
 // CLI shows the operator the message, the log keeps it for whoever looks

@@ -184,3 +184,50 @@ func (c *Client) Ports(endpoint string) ([]*PortMapping, error) {
 	var ms []*PortMapping
 	return ms, c.do("GET", "/v1/ports?endpoint="+url.QueryEscape(endpoint), nil, &ms)
 }
+
+// Monitor streams the datapath's events (see MonitorMessage) to fn until
+// ctx ends (nil is returned), fn fails, or the agent ends the stream.
+func (c *Client) Monitor(ctx context.Context, endpoint string, drops bool, fn func(MonitorMessage) error) error {
+	q := url.Values{}
+	if endpoint != "" {
+		q.Set("endpoint", endpoint)
+	}
+	if drops {
+		q.Set("drops", "true")
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://pontoon/v1/monitor?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return c.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
+			return fmt.Errorf("agent answered %s", resp.Status)
+		}
+		return errors.New(e.Error)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m MonitorMessage
+		if err := dec.Decode(&m); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return errors.New("the agent ended the event stream (it stopped or restarted): run 'pontoon monitor' again")
+			}
+			return fmt.Errorf("read events: %w", err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+}

@@ -29,6 +29,7 @@ func (a *Agent) reconcile() error {
 	if !a.cfg.StackForwarding {
 		dpConfig.Flags |= maps.ConfigFIBRedirect
 	}
+	dpConfig.Flags |= a.eventsFlag()
 	if err := maps.NewConfig(a.dp.Maps.Config).Set(dpConfig); err != nil {
 		return err
 	}

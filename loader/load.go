@@ -45,6 +45,10 @@ type Maps struct {
 	Prefilter *ebpf.Map
 	// BindingStats counts each mapping's traffic, by binding id.
 	BindingStats *ebpf.Map
+	// Events is the ring buffer `pontoon monitor` reads; EventBudget
+	// what each CPU may still write to it this second.
+	Events      *ebpf.Map
+	EventBudget *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -64,6 +68,8 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"frags":         &m.Frags,
 		"prefilter":     &m.Prefilter,
 		"binding_stats": &m.BindingStats,
+		"events":        &m.Events,
+		"event_budget":  &m.EventBudget,
 	}
 }
 

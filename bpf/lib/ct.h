@@ -13,6 +13,7 @@
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "events.h"
 
 /* Refreshing last_seen on every packet would dirty a shared cache line per
  * packet; GC works in seconds, so once a second is precise enough. */
@@ -136,15 +137,20 @@ static __always_inline void ct_stamp(__u64 *last_seen_ns)
 		*last_seen_ns = now;
 }
 
-/* One packet of a DNAT flow: its TCP state and its age. */
-static __always_inline void ct_update(struct ct_value *v, const struct packet *pkt, int dir)
+/* One packet of a DNAT flow: its TCP state and its age. key is the
+ * flow's entry key, its reply tuple (backend -> client). */
+static __always_inline void ct_update(struct ct_value *v, const struct ct_key *key,
+				      const struct packet *pkt, int dir)
 {
 	if (pkt->t.proto == IPPROTO_TCP) {
 		__u8 state = tcp_advance(v->tcp_flags, pkt, dir == CT_DIR_ORIGINAL, &v->tcp[dir & 1],
 					 &v->tcp[(dir ^ 1) & 1]);
 
-		if (state != v->tcp_flags)
+		if (state != v->tcp_flags) {
+			if (tcp_closed(state) && !tcp_closed(v->tcp_flags))
+				event_ct(EVENT_FLOW_END, key, v, state);
 			v->tcp_flags = state;
+		}
 	}
 	ct_stamp(&v->last_seen_ns);
 }
@@ -219,7 +225,7 @@ static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backe
 			v->tcp[0] = none;
 			v->tcp[1] = none;
 		}
-		ct_update(v, pkt, CT_DIR_ORIGINAL);
+		ct_update(v, &key, pkt, CT_DIR_ORIGINAL);
 		if (is_new && ct_answered(v, t->proto))
 			ct_promote(&key, v);
 		return 0;
@@ -242,7 +248,10 @@ static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backe
 		if (t->proto == IPPROTO_TCP)
 			fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
 		fresh.last_seen_ns = ct_now();
-		return bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY);
+		if (bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY) < 0)
+			return -1;
+		event_ct(EVENT_FLOW_NEW, &key, &fresh, fresh.tcp_flags);
+		return 0;
 	}
 }
 

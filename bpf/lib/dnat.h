@@ -119,7 +119,7 @@ static __always_inline __u32 rnat4(struct __sk_buff *skb, const struct packet *p
 	v = ct_find(&key, &is_new);
 	if (!v || !(v->flags & CT_F_DNAT_REPLY))
 		return STAT_PASS_NO_MATCH;
-	ct_update(v, pkt, CT_DIR_REPLY);
+	ct_update(v, &key, pkt, CT_DIR_REPLY);
 	if (!(v->flags & CT_F_REPLIED))
 		v->flags |= CT_F_REPLIED;
 	nat_addr = addr_get4(v->nat_addr);

@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "network.h"
 #include "fib.h"
+#include "events.h"
 
 static __always_inline __u32 parse_verdict(int parsed)
 {
@@ -81,8 +82,10 @@ static __always_inline __u32 guard_inbound4(int parsed, const struct packet *pkt
  * failed halfway is dropped rather than sent on corrupted. */
 static __always_inline int finish(struct __sk_buff *skb, __u32 stat, int action)
 {
-	if (stat_dropped(stat))
+	if (stat_dropped(stat)) {
 		action = TC_ACT_SHOT;
+		event_drop(skb, stat);
+	}
 	stat_bump(stat, skb->len);
 	if (action == TC_ACT_REDIRECT)
 		stat_bump(STAT_REDIRECT, skb->len);

@@ -50,7 +50,7 @@ func newRoot() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%v; see '%s --help'", err, cmd.CommandPath())
 	})
-	root.AddCommand(newAgent(o), newNetwork(o), newEndpoint(o), newPort(o), newStatus(o), newCT(o), newCleanup(), newState())
+	root.AddCommand(newAgent(o), newNetwork(o), newEndpoint(o), newPort(o), newStatus(o), newCT(o), newMonitor(o), newCleanup(), newState())
 	return root
 }
 
