@@ -181,3 +181,89 @@ func TestEventsBudget(t *testing.T) {
 		t.Errorf("written %d + held back %+v = %d, want every one of the %d drops accounted for", written, losses, got, runs)
 	}
 }
+
+// TestDropEvents: the drop reasons a namespace world cannot easily bring
+// about (cmd/pontoon's TestDropReasons produces the others), produced by
+// the packets that cause them. Each is counted under its name (what
+// 'status' and /metrics read) and written to the ring with its reason.
+func TestDropEvents(t *testing.T) {
+	o := loadObjects(t)
+	rd, err := ringbuf.NewReader(o.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	server := ap(notHost, 443)
+	nw := maps.Network{Subnet: netip.PrefixFrom(backend, 24).Masked(), Gateway: gateway, ID: 1, Masquerade: true}
+	masq := flowSeed{networks: []maps.Network{nw}, uplinks: map[uint32]netip.Addr{1: hostIP}, config: oneSNATPort}
+	p80 := maps.Binding{Proto: maps.TCP, Host: ap(hostIP, 80), Backend: ap(backend, 80), ID: 21}
+	p8080 := maps.Binding{Proto: maps.TCP, Host: ap(hostIP, 8080), Backend: ap(backend, 80), ID: 22}
+	for _, c := range []struct {
+		reason   string
+		seed     flowSeed
+		before   []step // run first, their events ignored
+		egress   bool
+		src, dst netip.AddrPort
+		tcp      tcpFlags
+	}{
+		{
+			// Two bindings to one backend port, one client source port:
+			// the second flow would share the first's reply tuple.
+			reason: "drop_ct_clash",
+			seed:   flowSeed{seed: seed{bindings: []maps.Binding{p80, p8080}, hostAddrs: []netip.Addr{hostIP}}},
+			before: []step{{in: tcpFrame(t, clientPort, p80.Host, syn)}},
+			src:    clientPort, dst: p8080.Host, tcp: syn,
+		},
+		{
+			// The range's one port is taken by another flow to the server.
+			reason: "drop_snat_exhausted",
+			seed: masq.withSNAT([]snatEntry{
+				{Proto: maps.TCP, Src: ap(backend2, 6000), Dst: server, Nat: ap(hostIP, 50000), Flags: maps.SNATForward},
+				{Proto: maps.TCP, Src: server, Dst: ap(hostIP, 50000), Nat: ap(backend2, 6000), Flags: maps.SNATReverse},
+			}),
+			egress: true, src: ap(backend, 7000), dst: server, tcp: syn,
+		},
+		{
+			// A reverse half without its forward half.
+			reason: "drop_snat_orphan",
+			seed: masq.withSNAT([]snatEntry{
+				{Proto: maps.TCP, Src: server, Dst: ap(hostIP, 50000), Nat: ap(backend, 7000), Flags: maps.SNATReverse},
+			}),
+			src: server, dst: ap(hostIP, 50000), tcp: ack,
+		},
+	} {
+		t.Run(c.reason, func(t *testing.T) {
+			seedFlow(t, o, c.seed)
+			setEvents(t, o, true)
+			defer setEvents(t, o, false)
+			for _, s := range c.before {
+				run(t, o.UplinkIngress, s.in)
+			}
+			drainEvents(t, rd)
+			zeroStats(t, o.Stats)
+			prog := o.UplinkIngress
+			if c.egress {
+				prog = o.UplinkEgress
+			}
+			in := tcpFrame(t, c.src, c.dst, c.tcp)
+			if ret, _ := run(t, prog, in); ret != 2 { // TC_ACT_SHOT
+				t.Errorf("returned %#x, want TC_ACT_SHOT", ret)
+			}
+			stats, err := maps.NewStats(o.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := nonZero(stats); len(got) != 1 || got[c.reason] != 1 {
+				t.Errorf("counters %v, want %s once", got, c.reason)
+			}
+			got := drainEvents(t, rd)
+			if len(got) != 1 {
+				t.Fatalf("%d events, want the drop: %+v", len(got), got)
+			}
+			e := got[0].View()
+			if e.Type != "drop" || e.Reason != c.reason || e.Source != c.src || e.Destination != c.dst || e.Proto != "tcp" || e.Bytes != uint32(len(in)) {
+				t.Errorf("event %q, want a drop %s of tcp %s -> %s, %d bytes", e, c.reason, c.src, c.dst, len(in))
+			}
+		})
+	}
+}
