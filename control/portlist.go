@@ -20,6 +20,8 @@ type PortQuery struct {
 	Proto    string // "tcp" or "udp"
 	// HostPort matches mappings whose host range holds it.
 	HostPort uint16
+	// BindingID matches the mapping with this binding id (0: any).
+	BindingID uint32
 	// Limit is the most mappings in one page.
 	Limit int
 	// After is the Next of the previous page: the page starts after it.
@@ -49,6 +51,9 @@ func (q PortQuery) values() url.Values {
 	if q.HostPort != 0 {
 		v.Set("host_port", strconv.Itoa(int(q.HostPort)))
 	}
+	if q.BindingID != 0 {
+		v.Set("binding_id", strconv.FormatUint(uint64(q.BindingID), 10))
+	}
 	if q.Limit != 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
@@ -60,9 +65,9 @@ func (q PortQuery) values() url.Values {
 func parsePortQuery(v url.Values) (PortQuery, error) {
 	for k := range v {
 		switch k {
-		case "endpoint", "proto", "host_port", "limit", "after":
+		case "endpoint", "proto", "host_port", "binding_id", "limit", "after":
 		default:
-			return PortQuery{}, kindf(ErrInvalid, "unknown query parameter %q; GET /v1/ports takes endpoint, proto, host_port, limit and after", k)
+			return PortQuery{}, kindf(ErrInvalid, "unknown query parameter %q; GET /v1/ports takes endpoint, proto, host_port, binding_id, limit and after", k)
 		}
 	}
 	q := PortQuery{Endpoint: v.Get("endpoint"), Proto: v.Get("proto"), After: v.Get("after")}
@@ -75,6 +80,13 @@ func parsePortQuery(v url.Values) (PortQuery, error) {
 			return PortQuery{}, kindf(ErrInvalid, "host port %q: give a port of 1-65535", s)
 		}
 		q.HostPort = uint16(p)
+	}
+	if s := v.Get("binding_id"); s != "" {
+		id, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || id == 0 {
+			return PortQuery{}, kindf(ErrInvalid, "binding id %q: give the binding_id of a mapping, 1 or more", s)
+		}
+		q.BindingID = uint32(id)
 	}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -128,6 +140,7 @@ func (a *Agent) PortsPage(q PortQuery) (*PortPage, error) {
 		case q.Endpoint != "" && m.Endpoint != q.Endpoint,
 			q.Proto != "" && m.Proto != q.Proto,
 			q.HostPort != 0 && !m.Host.Contains(q.HostPort),
+			q.BindingID != 0 && m.ID != q.BindingID,
 			after != nil && compareMappings(m, after) <= 0:
 			continue
 		}

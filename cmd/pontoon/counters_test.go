@@ -2,6 +2,9 @@ package main
 
 import (
 	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -67,6 +70,33 @@ func TestBindingCounters(t *testing.T) {
 		}
 		if m.Traffic == nil || m.Traffic.PacketsIn != wantIn || m.Traffic.PacketsOut != wantIn {
 			t.Errorf("port ls: mapping %d traffic %+v, want %d packets each way", m.Host.First, m.Traffic, wantIn)
+		}
+	}
+	// So do the port ls table and port inspect, by binding id and by
+	// host port.
+	for _, args := range [][]string{{"port", "ls"}, {"port", "ls", "c1"}} {
+		text := w.ok(args...)
+		want := regexp.MustCompile(`(?m)^(c1\s+)?53/udp -> 0\.0\.0\.0:5353  \(binding \d+: in 7 pkts \d+ B, out 7 pkts \d+ B\)$`)
+		idle := regexp.MustCompile(`(?m)^(c1\s+)?53/udp -> 0\.0\.0\.0:5454  \(binding \d+: in 0 pkts 0 B, out 0 pkts 0 B\)$`)
+		if !want.MatchString(text) || !idle.MatchString(text) {
+			t.Errorf("pontoon %s shows no traffic of 7 packets each way on 5353 and none on 5454:\n%s", strings.Join(args, " "), text)
+		}
+	}
+	for _, args := range [][]string{{"port", "inspect", strconv.FormatUint(uint64(ids[5353]), 10)}, {"port", "inspect", "--host-port", "5353", "--proto", "udp"}} {
+		var got []control.PortMapping
+		w.okJSON(&got, args...)
+		if len(got) != 1 || got[0].ID != ids[5353] || got[0].Traffic == nil || got[0].Traffic.PacketsIn != 7 || got[0].Traffic.PacketsOut != 7 {
+			t.Errorf("pontoon %s: %+v, want binding %d with 7 packets each way", strings.Join(args, " "), got, ids[5353])
+		}
+		text := w.ok(args...)
+		if !regexp.MustCompile(`(?m)^in:\s+7 packets, [1-9]\d* bytes$`).MatchString(text) || !strings.Contains(text, "0.0.0.0:5353") {
+			t.Errorf("pontoon %s text:\n%s", strings.Join(args, " "), text)
+		}
+	}
+	for _, args := range [][]string{{"port", "inspect"}, {"port", "inspect", "x"}, {"port", "inspect", "4000000"}, {"port", "inspect", "--host-port", "5999"}, {"port", "inspect", "1", "--host-port", "5353"}} {
+		r := w.pt(args...)
+		if r.code == 0 || r.stderr == "" || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("pontoon %s: exit %d, stderr %q: want a one-line refusal", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
 
