@@ -267,3 +267,55 @@ func TestDropEvents(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEvents: what a packet costs with no monitor listening and with
+// one, for a translated packet of an established flow (no event either
+// way) and for a dropped packet (an event each, while the budget lasts).
+// Compare dnat/monitor=off with BenchmarkDNAT/bindings=2 of a build
+// without events.
+func BenchmarkEvents(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		monitor := map[bool]string{false: "off", true: "on"}[on]
+		b.Run("dnat/monitor="+monitor, func(b *testing.B) {
+			o := loadObjects(b)
+			cycle := []maps.Binding{
+				{Proto: maps.TCP, Host: ap(hostIP, 80), Backend: ap(backend, 8080), ID: 1},
+				{Proto: maps.TCP, Host: ap(backend, 8080), Backend: ap(hostIP, 80), ID: 2},
+			}
+			if err := maps.NewBindings(o.Bindings).PutBatch(cycle); err != nil {
+				b.Fatal(err)
+			}
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(backend, 8080), Client: clientPort, Dialled: ap(hostIP, 80), BindingID: 1})
+			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(hostIP, 80), Client: clientPort, Dialled: ap(backend, 8080), BindingID: 2})
+			benchPrefilter(b, o)
+			setEvents(b, o, on)
+			benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 80), ack), "dnat")
+		})
+		b.Run("drop/monitor="+monitor, func(b *testing.B) {
+			o := loadObjects(b)
+			rd, err := ringbuf.NewReader(o.Events)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rd.Close()
+			nw := maps.Network{Subnet: netip.PrefixFrom(backend, 24).Masked(), Gateway: gateway, ID: 1}
+			if err := maps.NewNetworks(o.Networks).Put(nw); err != nil {
+				b.Fatal(err)
+			}
+			setEvents(b, o, on)
+			b.ResetTimer()
+			ret, perRun, err := o.UplinkIngress.Benchmark(tcpFrame(b, clientPort, ap(backend, 22), syn), b.N, b.ResetTimer)
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ret != 2 {
+				b.Fatalf("returned %d, want TC_ACT_SHOT", ret)
+			}
+			b.ReportMetric(float64(perRun.Nanoseconds()), "ns/pkt")
+			if written := len(drainEvents(b, rd)); on != (written > 0) {
+				b.Fatalf("monitor %s: %d events written", monitor, written)
+			}
+		})
+	}
+}
