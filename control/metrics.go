@@ -180,13 +180,18 @@ var (
 	bindingBytesDesc = prometheus.NewDesc("pontoon_binding_bytes_total",
 		"Bytes of the packets in pontoon_binding_packets_total.",
 		bindingLabels, nil)
+	monitorClientsDesc = prometheus.NewDesc("pontoon_monitor_clients",
+		"'pontoon monitor' clients connected; the datapath writes events only while there is one.", nil, nil)
+	eventsLostDesc = prometheus.NewDesc("pontoon_monitor_events_lost_total",
+		"Datapath events not written, by cause: budget (over 1,000 per CPU and second) or ring_full (the agent read too slowly).",
+		[]string{"cause"}, nil)
 	uplinksDesc = prometheus.NewDesc("pontoon_datapath_uplinks",
 		"Uplinks the datapath programs are attached to, by attach mode (tcx, or legacy-tc on kernels without TCX).",
 		[]string{"mode"}, nil)
 )
 
 func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bindingPacketsDesc, bindingBytesDesc, mapEntriesDesc, mapMaxDesc, uplinksDesc} {
+	for _, d := range []*prometheus.Desc{packetsDesc, bytesDesc, bindingPacketsDesc, bindingBytesDesc, mapEntriesDesc, mapMaxDesc, uplinksDesc, monitorClientsDesc, eventsLostDesc} {
 		ch <- d
 	}
 }
@@ -212,6 +217,15 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mapEntriesDesc, prometheus.GaugeValue, float64(n), t.name)
 	}
 	c.collectBindings(ch)
+	ch <- prometheus.MustNewConstMetric(monitorClientsDesc, prometheus.GaugeValue, float64(a.events.listeners.Load()))
+	if a.dp.Maps.EventBudget != nil {
+		if l, err := maps.ReadEventLosses(a.dp.Maps.EventBudget); err != nil {
+			ch <- prometheus.NewInvalidMetric(eventsLostDesc, err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(eventsLostDesc, prometheus.CounterValue, float64(l.Suppressed), "budget")
+			ch <- prometheus.MustNewConstMetric(eventsLostDesc, prometheus.CounterValue, float64(l.RingFull), "ring_full")
+		}
+	}
 	modes := map[string]int{string(loader.TCX): 0, string(loader.LegacyTC): 0}
 	a.mu.Lock()
 	for _, u := range a.uplinks {

@@ -301,6 +301,15 @@ func TestDropReasons(t *testing.T) {
 			}
 		})
 	}
+	fams := parseScrape(t, w.scrapeMetrics())
+	if n, ok := metricValue(fams, "pontoon_monitor_clients", nil); !ok || n != 1 {
+		t.Errorf("pontoon_monitor_clients = %v (found %t) while one monitor runs", n, ok)
+	}
+	for _, cause := range []string{"budget", "ring_full"} {
+		if _, ok := metricValue(fams, "pontoon_monitor_events_lost_total", map[string]string{"cause": cause}); !ok {
+			t.Errorf("no pontoon_monitor_events_lost_total{cause=%q} in /metrics", cause)
+		}
+	}
 	if code := mon.stop(); code != 0 {
 		t.Errorf("monitor exited %d: %s", code, mon.stderr.String())
 	}
