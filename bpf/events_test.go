@@ -121,7 +121,7 @@ func TestEventsRing(t *testing.T) {
 			run: func() {
 				run(t, o.UplinkEgress, tcpFrame(t, tcpWeb.Backend, clientPort, rst))
 			},
-			want: fmt.Sprintf("flow_end published tcp %s -> %s to %s binding %d CLOSE", clientPort, tcpWeb.Host, tcpWeb.Backend, tcpWeb.ID),
+			want: fmt.Sprintf("flow_end published tcp %s -> %s to %s binding %d CLOSE (rst)", clientPort, tcpWeb.Host, tcpWeb.Backend, tcpWeb.ID),
 		},
 		{
 			name: "drop with its reason",

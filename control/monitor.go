@@ -274,3 +274,18 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// idleFlowEnds is what the conntrack GC calls with each flow it takes, or
+// nil when nobody listens. A TCP flow the datapath saw close had its end
+// event then; the others (UDP, ICMP, TCP gone quiet) end here.
+func (a *Agent) idleFlowEnds(now time.Duration) func(maps.CTEntry) {
+	if a.events.listeners.Load() == 0 {
+		return nil
+	}
+	return func(e maps.CTEntry) {
+		if e.Proto == maps.TCP && e.TCPFlags&(maps.CTTCPFin|maps.CTTCPRst) != 0 {
+			return
+		}
+		a.events.publish(e.IdleEnd(now))
+	}
+}

@@ -171,7 +171,7 @@ func (a *Agent) collectConntrack(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		start, now := time.Now(), maps.MonotonicNow()
-		ctDeleted, err := ct.GC(now, lifetimes)
+		ctDeleted, err := ct.GCEach(now, lifetimes, a.idleFlowEnds(now))
 		if err != nil {
 			a.log.Warn("collect conntrack", "err", err)
 			ctDeleted = -1

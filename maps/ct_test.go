@@ -3,6 +3,7 @@ package maps
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -90,5 +91,30 @@ func TestWalkReadsEveryEntry(t *testing.T) {
 				t.Fatalf("deleted %d, %v; want 3", n, err)
 			}
 		})
+	}
+}
+
+// TestCTGCEach: the GC hands each entry it deletes to its callback, and
+// only those.
+func TestCTGCEach(t *testing.T) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type: ebpf.Hash, KeySize: uint32(binary.Size(CTKey{})), ValueSize: uint32(binary.Size(CTValue{})), MaxEntries: 16,
+	})
+	if err != nil {
+		t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+	}
+	defer m.Close()
+	now := time.Hour
+	l := DefaultLifetimes()
+	for i, lastSeen := range []time.Duration{now - l.UDP - time.Second, now - time.Second} {
+		k := CTKey{Family: familyInet, Proto: UDP, Sport: uint16(1000 + i)}
+		if err := m.Put(k, CTValue{BindingID: uint32(i + 1), LastSeenNs: uint64(lastSeen)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gone []CTEntry
+	n, err := NewCT(m).GCEach(now, l, func(e CTEntry) { gone = append(gone, e) })
+	if err != nil || n != 1 || len(gone) != 1 || gone[0].BindingID != 1 {
+		t.Fatalf("GC deleted %d (%v) and reported %+v; want binding 1's idle flow alone", n, err, gone)
 	}
 }

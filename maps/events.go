@@ -78,8 +78,12 @@ type Event struct {
 	Translated  netip.AddrPort `json:"translated,omitzero"`
 	BindingID   uint32         `json:"binding_id,omitempty"`
 	State       string         `json:"state,omitempty"`
-	Ifindex     uint32         `json:"ifindex,omitempty"`
-	Bytes       uint32         `json:"bytes,omitempty"`
+	// Ended says how a flow ended: "fin" or "rst" (seen by the datapath),
+	// or "idle" (garbage collection took it: UDP, ICMP, or a TCP flow
+	// that went quiet).
+	Ended   string `json:"ended,omitempty"`
+	Ifindex uint32 `json:"ifindex,omitempty"`
+	Bytes   uint32 `json:"bytes,omitempty"`
 }
 
 // View decodes a raw event.
@@ -109,6 +113,10 @@ func (r RawEvent) View() Event {
 		e.Type = "flow_new"
 	case EventFlowEnd:
 		e.Type = "flow_end"
+		e.Ended = "fin"
+		if r.TCPFlags&CTTCPRst != 0 {
+			e.Ended = "rst"
+		}
 	default:
 		e.Type = fmt.Sprintf("type_%d", r.Type)
 	}
@@ -118,6 +126,16 @@ func (r RawEvent) View() Event {
 	e.Translated = addrPort(r.XlatAddr, r.XlatPort)
 	e.State = flowState(Proto(r.Proto), r.TCPFlags)
 	return e
+}
+
+// IdleEnd is the end of a published flow garbage collection took: it
+// was idle past its lifetime.
+func (e CTEntry) IdleEnd(now time.Duration) Event {
+	return Event{
+		Time: now, Type: "flow_end", Kind: "published", Proto: ProtoName(e.Proto),
+		Source: e.Client, Destination: e.Dialled, Translated: e.Backend, BindingID: e.BindingID,
+		State: flowState(e.Proto, e.TCPFlags), Ended: "idle",
+	}
 }
 
 // Addrs are the addresses the event names, for filtering by endpoint.
@@ -137,6 +155,9 @@ func (e Event) String() string {
 		fmt.Fprintf(&b, " to %s binding %d", e.Translated, e.BindingID)
 		if e.State != "" {
 			fmt.Fprintf(&b, " %s", e.State)
+		}
+		if e.Ended != "" {
+			fmt.Fprintf(&b, " (%s)", e.Ended)
 		}
 	}
 	return b.String()

@@ -62,9 +62,19 @@ func expired(now time.Duration, lastSeenNs uint64, lifetime time.Duration) bool 
 
 // GC deletes conntrack entries idle for longer than their lifetime and
 // returns how many went.
-func (c *CT) GC(now time.Duration, l Lifetimes) (int, error) {
+func (c *CT) GC(now time.Duration, l Lifetimes) (int, error) { return c.GCEach(now, l, nil) }
+
+// GCEach is GC that also hands each expired entry to gone (when not nil)
+// before deleting it.
+func (c *CT) GCEach(now time.Duration, l Lifetimes, gone func(CTEntry)) (int, error) {
 	return c.deleteWhere(func(k CTKey, v CTValue) bool {
-		return expired(now, v.LastSeenNs, l.of(k.Proto, v.TCPFlags))
+		if !expired(now, v.LastSeenNs, l.of(k.Proto, v.TCPFlags)) {
+			return false
+		}
+		if gone != nil {
+			gone(ctEntryFrom(k, v))
+		}
+		return true
 	})
 }
 
