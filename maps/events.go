@@ -103,6 +103,9 @@ func (r RawEvent) View() Event {
 	switch r.Type {
 	case EventDrop:
 		e.Type = "drop"
+		if r.Saddr == ([16]byte{}) && r.Daddr == ([16]byte{}) {
+			e.Source, e.Destination = netip.AddrPort{}, netip.AddrPort{} // not IPv4
+		}
 		e.Reason = fmt.Sprintf("stat_%d", r.Reason)
 		if int(r.Reason) < len(StatNames) {
 			e.Reason = StatNames[r.Reason]
@@ -149,6 +152,10 @@ func (e Event) String() string {
 	fmt.Fprintf(&b, "%-8s ", e.Type)
 	switch e.Type {
 	case "drop":
+		if !e.Source.IsValid() {
+			fmt.Fprintf(&b, "%s a packet that is not IPv4, ifindex %d, %d bytes", e.Reason, e.Ifindex, e.Bytes)
+			break
+		}
 		fmt.Fprintf(&b, "%s %s %s -> %s ifindex %d, %d bytes", e.Reason, orAny(e.Proto), e.Source, e.Destination, e.Ifindex, e.Bytes)
 	default:
 		fmt.Fprintf(&b, "%s %s %s -> %s", e.Kind, e.Proto, e.Source, e.Destination)
