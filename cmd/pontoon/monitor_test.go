@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,6 +218,20 @@ func TestMonitor(t *testing.T) {
 		if time.Now().After(deadline) { // a hang guard
 			t.Fatal("events are still on a while after every monitor stopped")
 		}
+	}
+
+	// An agent that stops ends the streams: the monitor says so in one
+	// line and fails.
+	last := w.startMonitor()
+	w.agent.stop(syscall.SIGTERM)
+	select {
+	case <-last.done:
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("the monitor still runs after the agent stopped")
+	}
+	msg := strings.TrimSpace(last.stderr.String())
+	if code := last.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(msg, "ended the event stream") || strings.Contains(msg, "\n") {
+		t.Errorf("monitor of a stopped agent: exit %d, stderr %q; want 1 and one line saying the stream ended", code, msg)
 	}
 }
 
