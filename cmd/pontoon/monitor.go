@@ -22,10 +22,11 @@ func newMonitor(o *opts) *cobra.Command {
 		Use:   "monitor",
 		Short: "Show the datapath's events live: new flows, flows that end, drops with their reason",
 		Long: `Show the datapath's events as they happen, like tcpdump for verdicts:
-flows to published ports and masqueraded flows as they start and as their
-TCP connection closes (FIN or RST), and every dropped packet with the
-reason 'pontoon status' counts it under. UDP and ICMP flows have no end
-event: garbage collection ends them quietly.
+flows to published ports as they start and as they end, and every dropped
+packet with the reason 'pontoon status' counts it under. A TCP flow ends
+when the datapath sees its FIN or RST; UDP and ICMP flows, and TCP flows
+that go quiet, end (idle) when garbage collection takes them. Masqueraded
+flows have no events yet.
 
 The datapath writes events only while a monitor runs, at most 1,000 per
 CPU and second; what it holds back is reported as lost. With -o json,
