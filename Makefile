@@ -15,6 +15,12 @@ APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux
 CNI_APT_PACKAGES := runc podman containernetworking-plugins conmon busybox-static
 # cnitool drives the plugin in the tests without an engine.
 CNITOOL_VERSION := v1.3.1
+# The Docker tests start a dockerd of their own (busybox-static makes their
+# image). Installing docker.io would start the system's dockerd, which writes
+# iptables rules and makes docker0: while it installs, a policy-rc.d refuses
+# every service start (unless the host has a policy of its own), and the
+# units it enables for the next boot are disabled again.
+DOCKER_APT_PACKAGES := docker.io busybox-static
 
 .PHONY: all deps build generate check test test-host fuzz demo bench clean
 
@@ -22,11 +28,19 @@ all: build
 
 ## deps: install the Debian packages and Go modules that are missing
 deps:
-	@missing=$$(for p in $(APT_PACKAGES) $(CNI_APT_PACKAGES) $(VMTEST_APT_PACKAGES); do \
+	@missing=$$(for p in $(APT_PACKAGES) $(CNI_APT_PACKAGES) $(VMTEST_APT_PACKAGES) $(DOCKER_APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing crun-; \
+		policy=; case " $$missing " in *" docker.io "*) \
+			if [ ! -e /usr/sbin/policy-rc.d ]; then \
+				policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 0755 $$policy; \
+				trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+			fi;; esac; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing crun- || exit 1; \
+		case " $$missing " in *" docker.io "*) \
+			echo "docker.io installed for the tests: its dockerd was not started, and is not started at boot"; \
+			systemctl disable docker.service docker.socket >/dev/null 2>&1 || true;; esac; \
 	fi
 	$(GO) mod download
 	@[ -x $(BIN)/cnitool ] || GOBIN=$(abspath $(BIN)) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -50,7 +51,12 @@ type Config struct {
 	// on a loopback address unless MetricsAllowRemote.
 	MetricsAddr        string
 	MetricsAllowRemote bool
-	Log                *slog.Logger
+	// DockerPlugin, when set, is the name the agent serves Docker's
+	// network and IPAM plugin under, in DockerPluginDir (default
+	// control.DockerPluginDir).
+	DockerPlugin    string
+	DockerPluginDir string
+	Log             *slog.Logger
 }
 
 // Agent is a running control plane.
@@ -91,6 +97,8 @@ type Agent struct {
 	damage damage
 	// events are the monitor clients (monitor.go).
 	events monitorHub
+	// docker serves Docker's plugin protocol; nil unless asked for.
+	docker *dockerPlugin
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -121,11 +129,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		defer metricsLn.Close()
 	}
+	var dockerLn net.Listener
+	if cfg.DockerPlugin != "" {
+		if cfg.DockerPluginDir == "" {
+			cfg.DockerPluginDir = DockerPluginDir
+		}
+		// Before the state is touched: a name in use refuses the start.
+		if dockerLn, err = listenDockerPlugin(cfg.DockerPluginDir, cfg.DockerPlugin); err != nil {
+			return err
+		}
+		defer os.Remove(DockerPluginSocket(cfg.DockerPluginDir, cfg.DockerPlugin))
+		defer dockerLn.Close()
+	}
 	a, err := open(cfg)
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	if dockerLn != nil {
+		a.docker = &dockerPlugin{a: a, subPools: map[netip.Prefix]netip.Prefix{}, created: map[string]dockerEndpointCreate{}}
+	}
 	started := time.Now()
 	if err := a.reconcile(); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -137,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(a.events.close) // monitor streams end, or Shutdown would wait for them
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	go func() { serveErr <- fmt.Errorf("serve API: %w", srv.Serve(ln)) }()
 	var metricsSrv *http.Server
 	if metricsLn != nil {
@@ -150,6 +173,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
+	// The plugin's socket was listening from the start, so a dockerd
+	// starting meanwhile waits in its backlog; it is answered once the
+	// agent has reconciled.
+	var dockerSrv *http.Server
+	if dockerLn != nil {
+		dockerSrv = a.dockerPluginServer()
+		go func() {
+			if err := dockerSrv.Serve(dockerLn); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve docker plugin: %w", err)
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	a.backup.kick = make(chan struct{}, 1)
 	wg.Add(5)
@@ -159,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { defer wg.Done(); watchdog(watchCtx, a.log, a.healthErr) }()
 	go func() { defer wg.Done(); a.collectConntrack(watchCtx.Done()) }()
 
-	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir(), "metrics", cfg.MetricsAddr)
+	a.log.Info("ready", "socket", cfg.Socket, "state", a.store.Path(), "pins", a.dp.PinDir(), "metrics", cfg.MetricsAddr, "docker_plugin", cfg.DockerPlugin)
 	if err := Notify("READY=1\nSTATUS=reconciled, serving " + cfg.Socket); err != nil {
 		a.log.Warn("sd_notify", "err", err)
 	}
@@ -176,6 +211,9 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Shutdown(shutdown)
 	if metricsSrv != nil {
 		metricsSrv.Shutdown(shutdown)
+	}
+	if dockerSrv != nil {
+		dockerSrv.Shutdown(shutdown)
 	}
 	stopWatch()
 	wg.Wait()

@@ -21,11 +21,26 @@ import (
 // endpoint of a namespace, or the one asking for it, holds the default
 // route.
 func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
+	return a.attach(req, nil)
+}
+
+// engineJoin is an endpoint a container engine attaches before it has
+// made the namespace (Docker's Join): the peer stays in the agent's
+// namespace as PeerName for the engine to move into the namespace at
+// Netns and configure, and the agent learns the namespace when it is
+// there (adoptEngineNamespaces). The engine holds the namespace's routes.
+type engineJoin struct {
+	Netns, PeerName string
+}
+
+func (a *Agent) attach(req EndpointAttach, ej *engineJoin) (*Endpoint, error) {
 	if err := checkName("endpoint", req.Name); err != nil {
 		return nil, err
 	}
 	path := req.Netns
 	switch {
+	case ej != nil:
+		path = ej.Netns
 	case path != "" && req.PID != 0:
 		return nil, kindf(ErrInvalid, "give --netns or --pid, not both")
 	case req.PID < 0:
@@ -72,6 +87,9 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	}
 	if req.Adopt {
 		return a.adoptEndpoint(req, n, path, static)
+	}
+	if ej != nil {
+		return a.attachForEngine(req, n, static, ej)
 	}
 	fd, ns, err := openNetns(path)
 	if err != nil {
@@ -170,6 +188,43 @@ func (a *Agent) Attach(req EndpointAttach) (*Endpoint, error) {
 	return &c, nil
 }
 
+// attachForEngine is attach for an engineJoin: the address and the pair,
+// the peer left in the agent's namespace, then the record.
+func (a *Agent) attachForEngine(req EndpointAttach, n *Network, static []netip.Addr, ej *engineJoin) (*Endpoint, error) {
+	for _, ip := range static {
+		a.ipam.ReleaseIPs(n.Name, engineAddrOwner(ip)) // reserveAddress's
+	}
+	ips, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: n.Name, Owner: req.Name, Static: static})
+	if err != nil {
+		return nil, err
+	}
+	sub, _ := n.subnetOf(ips[0])
+	e := &Endpoint{
+		Name: req.Name, Network: n.Name, Netns: ej.Netns,
+		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: sub.Subnet.Bits(), Gateway: sub.Gateway,
+		MAC: req.MAC, MTU: n.MTU, NoDefaultRoute: true,
+		Owner: req.Owner, ContainerID: req.ContainerID,
+	}
+	undo := func() {
+		deleteLink(e.HostIf)
+		a.ipam.ReleaseIPs(n.Name, e.Name)
+	}
+	if err := createPeerVeth(e, n, ej.PeerName); err != nil {
+		undo()
+		return nil, err
+	}
+	if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketEndpoints, e.Name, e) }); err != nil {
+		undo()
+		return nil, fmt.Errorf("save endpoint %s: %w", e.Name, err)
+	}
+	a.st.endpoints[e.Name] = e
+	if err := a.syncTopology(); err != nil {
+		a.log.Error("sync datapath topology", "endpoint", e.Name, "err", err)
+	}
+	c := *e
+	return &c, nil
+}
+
 func closeFD(fd int) { unix.Close(fd) }
 
 // namespacePeers are the endpoints in the live namespace ino but the one
@@ -242,14 +297,37 @@ func (a *Agent) endpoint(name string) (*Endpoint, error) {
 	return e, nil
 }
 
-// Detach removes an endpoint, its published ports first.
+// Detach removes an endpoint, its published ports first. Docker's
+// endpoints are Docker's to remove: dockerd would go on believing in them.
 func (a *Agent) Detach(name string) error {
+	return a.detachAs(name, "")
+}
+
+// detachAs is Detach for an owner: "" for the API, "docker" for Docker's
+// remote driver.
+func (a *Agent) detachAs(name, owner string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, err := a.endpoint(name); err != nil {
+	e, err := a.endpoint(name)
+	if err != nil {
 		return err
 	}
+	if e.Owner == dockerOwner && owner != dockerOwner {
+		return kindf(ErrConflict, "endpoint %s belongs to Docker (container %s): remove it there ('docker network disconnect', 'docker stop' or 'docker rm')", name, containerLabel(e))
+	}
 	return a.detach(name)
+}
+
+// containerLabel names an endpoint's container for messages: its name,
+// else the first 12 digits of its id.
+func containerLabel(e *Endpoint) string {
+	switch {
+	case e.ContainerName != "":
+		return e.ContainerName
+	case e.ContainerID != "":
+		return shortDockerID(e.ContainerID)
+	}
+	return "unknown"
 }
 
 // detach: mappings, then the record, then the veth and the address. A

@@ -287,9 +287,11 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 func (a *Agent) healEndpoint(e *Endpoint, v netlinkView) (did []string, err error) {
 	veth := v.links[e.HostIf]
 	switch {
-	case veth == nil && (e.Adopted || !netnsAlive(e)):
+	case veth == nil && (e.Adopted || e.Owner == dockerOwner || !netnsAlive(e)):
 		// An adopted pair is not the agent's to recreate: its maker
-		// deleted it, and its DEL detaches the endpoint.
+		// deleted it, and its DEL detaches the endpoint. Nor is a Docker
+		// container's: dockerd configured its side (name, address,
+		// routes), and its Leave detaches the endpoint.
 		return nil, nil
 	case veth == nil:
 		if err := a.recreateVeth(e); err != nil {

@@ -20,9 +20,12 @@ import (
 // Interfaces the agent creates carry an alias naming what they belong to,
 // so a restarted agent (or cleanup) can tell its own from everyone else's.
 const (
-	aliasPrefix  = "pontoon:"
-	bridgeAlias  = aliasPrefix + "net:"
-	vethAlias    = aliasPrefix + "ep:"
+	aliasPrefix = "pontoon:"
+	bridgeAlias = aliasPrefix + "net:"
+	vethAlias   = aliasPrefix + "ep:"
+	// peerAlias labels the container side of an engine's endpoint while
+	// it waits in the host namespace for the engine to move it.
+	peerAlias    = aliasPrefix + "peer:"
 	containerIf  = "eth0"
 	defaultMTU   = 1500
 	maxIfNameLen = 15
@@ -168,36 +171,9 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 		return kindf(ErrConflict, "namespace %s already has an %s; name another with --ifname", e.Netns, ifName)
 	}
 
-	la := netlink.NewLinkAttrs()
-	la.Name, la.MTU, la.MasterIndex = e.HostIf, e.MTU, br.Attrs().Index
-	if e.HostMAC != "" {
-		if mac, err := net.ParseMAC(e.HostMAC); err == nil {
-			la.HardwareAddr = mac
-		}
+	if err := addVethPair(e, br, ifName, netlink.NsFd(nsFD)); err != nil {
+		return err
 	}
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: ifName, PeerNamespace: netlink.NsFd(nsFD), PeerMTU: uint32(e.MTU)}
-	if e.MAC != "" {
-		mac, err := net.ParseMAC(e.MAC)
-		if err != nil {
-			return fmt.Errorf("%w MAC %q: write it as 02:42:ac:11:00:02", ErrInvalid, e.MAC)
-		}
-		veth.PeerHardwareAddr = mac
-	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s: %w", e.HostIf, err)
-	}
-	host, err := netlink.LinkByName(e.HostIf)
-	if err != nil {
-		return fmt.Errorf("find veth %s: %w", e.HostIf, err)
-	}
-	e.HostMAC = host.Attrs().HardwareAddr.String()
-	if err := netlink.LinkSetAlias(host, vethAlias+e.Name); err != nil {
-		return fmt.Errorf("label veth %s: %w", e.HostIf, err)
-	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return fmt.Errorf("set %s up: %w", e.HostIf, err)
-	}
-
 	peer, err := h.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", ifName, e.Netns, err)
@@ -234,6 +210,69 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	e.MAC = peer.Attrs().HardwareAddr.String()
 	return nil
 }
+
+// addVethPair makes the endpoint's pair, the host side labelled, up and
+// on bridge br, the peer named peerName in peerNS (nil: this namespace).
+// It fills in e.HostMAC.
+func addVethPair(e *Endpoint, br netlink.Link, peerName string, peerNS any) error {
+	la := netlink.NewLinkAttrs()
+	la.Name, la.MTU, la.MasterIndex = e.HostIf, e.MTU, br.Attrs().Index
+	if e.HostMAC != "" {
+		if mac, err := net.ParseMAC(e.HostMAC); err == nil {
+			la.HardwareAddr = mac
+		}
+	}
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: peerName, PeerNamespace: peerNS, PeerMTU: uint32(e.MTU)}
+	if e.MAC != "" {
+		mac, err := net.ParseMAC(e.MAC)
+		if err != nil {
+			return fmt.Errorf("%w MAC %q: write it as 02:42:ac:11:00:02", ErrInvalid, e.MAC)
+		}
+		veth.PeerHardwareAddr = mac
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", e.HostIf, err)
+	}
+	host, err := netlink.LinkByName(e.HostIf)
+	if err != nil {
+		return fmt.Errorf("find veth %s: %w", e.HostIf, err)
+	}
+	e.HostMAC = host.Attrs().HardwareAddr.String()
+	if err := netlink.LinkSetAlias(host, vethAlias+e.Name); err != nil {
+		return fmt.Errorf("label veth %s: %w", e.HostIf, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", e.HostIf, err)
+	}
+	return nil
+}
+
+// createPeerVeth makes the pair of an engine's endpoint: the peer stays
+// here as peerName, labelled (so it is never taken for an uplink) and
+// unconfigured, for the engine to move into its namespace. It fills in
+// e.MAC with the peer's.
+func createPeerVeth(e *Endpoint, n *Network, peerName string) error {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	if err := addVethPair(e, br, peerName, nil); err != nil {
+		return err
+	}
+	peer, err := netlink.LinkByName(peerName)
+	if err != nil {
+		return fmt.Errorf("find veth %s: %w", peerName, err)
+	}
+	if err := netlink.LinkSetAlias(peer, peerAlias+e.Name); err != nil {
+		return fmt.Errorf("label veth %s: %w", peerName, err)
+	}
+	e.MAC = peer.Attrs().HardwareAddr.String()
+	return nil
+}
+
+// peerIfName is the name an engine endpoint's peer has until the engine
+// moves it.
+func peerIfName(endpoint string) string { return "ptp" + shortID(endpoint) }
 
 // siblingSubnets are the subnets of n other than the one holding e's
 // address.
@@ -436,6 +475,12 @@ func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
 		}
 		if name != hostIfName(ep) {
 			return false, fmt.Sprintf("endpoint %s's veth would be %s", ep, hostIfName(ep))
+		}
+		return true, ""
+	case strings.HasPrefix(alias, peerAlias):
+		ep := alias[len(peerAlias):]
+		if l.Type() != "veth" || name != peerIfName(ep) {
+			return false, fmt.Sprintf("endpoint %s's waiting peer would be the veth %s", ep, peerIfName(ep))
 		}
 		return true, ""
 	case strings.HasPrefix(alias, bridgeAlias):

@@ -16,6 +16,12 @@ import (
 // CreateNetwork makes a network: ipam, then the bridge, then the record;
 // a failure undoes the steps already taken.
 func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
+	return a.createNetwork(req, "")
+}
+
+// createNetwork is CreateNetwork for an owner: "" for the API, "docker"
+// for Docker's remote driver.
+func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, error) {
 	if err := checkName("network", req.Name); err != nil {
 		return nil, err
 	}
@@ -24,7 +30,7 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 	if _, ok := a.st.networks[req.Name]; ok {
 		return nil, kindf(ErrConflict, "network %s already exists; pick another name or remove it first", req.Name)
 	}
-	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Routed: req.Routed}
+	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Routed: req.Routed, Owner: owner}
 	if req.ICC != nil {
 		n.ICC = *req.ICC
 	}
@@ -265,12 +271,23 @@ func (a *Agent) network(name string) (*Network, error) {
 }
 
 // RemoveNetwork deletes a network; with force its endpoints go first.
+// A network Docker made is Docker's to remove (with force, the user's,
+// when Docker has forgotten it).
 func (a *Agent) RemoveNetwork(name string, force bool) error {
+	return a.removeNetwork(name, force, "")
+}
+
+// removeNetwork is RemoveNetwork for an owner: "" for the API, "docker"
+// for Docker's remote driver.
+func (a *Agent) removeNetwork(name string, force bool, owner string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n, err := a.network(name)
 	if err != nil {
 		return err
+	}
+	if n.Owner == dockerOwner && owner != dockerOwner && !force {
+		return kindf(ErrConflict, "network %s belongs to %s: remove it there (%s), or with --force if %s no longer has it", name, n.Owner, ownerRemoveHint(n), n.Owner)
 	}
 	eps := a.networkInfo(n).Endpoints
 	if len(eps) > 0 && !force {

@@ -153,6 +153,11 @@ func (a *Agent) PortsPage(q PortQuery) (*PortPage, error) {
 		page.Next = encodePageToken(ms[len(ms)-1])
 	}
 	page.Mappings = clones(ms)
+	for _, m := range page.Mappings {
+		if e := a.st.endpoints[m.Endpoint]; e != nil {
+			m.ContainerID, m.ContainerName = e.ContainerID, e.ContainerName
+		}
+	}
 	a.fillTraffic(page.Mappings)
 	return page, nil
 }

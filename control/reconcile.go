@@ -206,6 +206,7 @@ func ipamNetwork(n *Network) ipam.Network {
 func (a *Agent) reconcileLinks() error {
 	// One broken network must not keep the agent, and every other
 	// network, from starting: heal logs it and carries on.
+	a.adoptEngineNamespaces()
 	a.heal()
 	if err := a.gcEndpoints(); err != nil {
 		return err
@@ -223,6 +224,9 @@ func (a *Agent) reconcileLinks() error {
 		case len(alias) > len(vethAlias) && alias[:len(vethAlias)] == vethAlias:
 			e := a.st.endpoints[alias[len(vethAlias):]]
 			keep = e != nil && e.HostIf == l.Attrs().Name
+		case strings.HasPrefix(alias, peerAlias):
+			e := a.st.endpoints[alias[len(peerAlias):]]
+			keep = e != nil && e.NetnsInode == 0
 		}
 		if keep {
 			continue
@@ -256,7 +260,9 @@ func (a *Agent) recreateVeth(e *Endpoint) error {
 func (a *Agent) gcEndpoints() error {
 	var gone []string
 	for name, e := range a.st.endpoints {
-		if !netnsAlive(e) {
+		// An engine's endpoint whose namespace is not made yet is the
+		// engine's to remove (Docker's Leave).
+		if !netnsAlive(e) && !e.waiting() {
 			gone = append(gone, name)
 		}
 	}

@@ -77,6 +77,9 @@ func (a *Agent) syncTopology() error {
 		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
 			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
 		}
+		if e.waiting() {
+			continue // no namespace yet (adoptEngineNamespaces)
+		}
 		cookie, ok := a.netnsCookies[e.NetnsInode]
 		if !ok {
 			if cookie, err = netnsCookieAt(e.Netns); err != nil {

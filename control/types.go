@@ -34,6 +34,9 @@ type Network struct {
 	// AddedGateway: the agent put the gateway address on an adopted
 	// bridge, so removing the network takes it off again.
 	AddedGateway bool `json:"added_gateway,omitempty"`
+	// Owner is who made the network: "docker" (its remote driver), or
+	// empty for the CLI. `pontoon network rm` leaves Docker's to Docker.
+	Owner string `json:"owner,omitempty"`
 }
 
 // NetworkSubnet is one address block of a network, Docker's IPAM config.
@@ -121,9 +124,11 @@ type Endpoint struct {
 	// namespace, read as holding it.
 	NoDefaultRoute bool `json:"no_default_route,omitempty"`
 	// Owner is who made the endpoint: "cni", "docker", or empty for the
-	// CLI; ContainerID is that engine's id of the container.
-	Owner       string `json:"owner,omitempty"`
-	ContainerID string `json:"container_id,omitempty"`
+	// CLI; ContainerID is that engine's id of the container, and
+	// ContainerName its name where known (Docker's).
+	Owner         string `json:"owner,omitempty"`
+	ContainerID   string `json:"container_id,omitempty"`
+	ContainerName string `json:"container_name,omitempty"`
 	// Adopted endpoints are a veth pair another plugin made (the CNI
 	// bridge plugin, with pontoon-cni chained after it): the agent records
 	// them, attaches its program and publishes ports to them, but never
@@ -139,6 +144,10 @@ func (e *Endpoint) ifName() string {
 	}
 	return e.IfName
 }
+
+// waiting: a Docker endpoint whose namespace the agent has not seen
+// yet (engineJoin).
+func (e *Endpoint) waiting() bool { return e.NetnsInode == 0 && e.Owner == dockerOwner }
 
 // EndpointAttach asks for an endpoint; exactly one of Netns and PID.
 type EndpointAttach struct {
@@ -175,6 +184,10 @@ type PortMapping struct {
 	// Traffic is what the mapping carried, from the datapath's counters;
 	// set in listings only, never stored.
 	Traffic *Traffic `json:"traffic,omitempty"`
+	// ContainerID and ContainerName are the endpoint's container, for
+	// endpoints an engine made; set in listings only, never stored.
+	ContainerID   string `json:"container_id,omitempty"`
+	ContainerName string `json:"container_name,omitempty"`
 }
 
 // Traffic is a mapping's counters: in towards its container, out its

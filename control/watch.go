@@ -90,6 +90,7 @@ func (a *Agent) resync(addrs, links, periodic bool) {
 		}
 	}
 	if links {
+		a.adoptEngineNamespaces()
 		if err := a.gcEndpoints(); err != nil {
 			a.log.Warn("collect endpoints of dead namespaces", "err", err)
 		}

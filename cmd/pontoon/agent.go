@@ -51,6 +51,8 @@ holds any of them.`,
 	f.StringVar(&snatPorts, "snat-ports", "", "source ports masqueraded flows may take, FIRST-LAST; refused when it overlaps net.ipv4.ip_local_port_range (less ip_local_reserved_ports) or the published-port range (default: the longest run of 1024-65535 outside those and the reserved ports)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, such as 127.0.0.1:9669 (default: off; loopback only unless --metrics-allow-remote)")
 	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address: the metrics name published ports and flow counts")
+	f.StringVar(&cfg.DockerPlugin, "docker-plugin", "", "serve Docker's network and IPAM plugin under this name at "+control.DockerPluginDir+"/NAME.sock, for 'docker network create -d NAME --ipam-driver NAME' (--docker-plugin alone: "+control.DefaultDockerPlugin+")")
+	f.Lookup("docker-plugin").NoOptDefVal = control.DefaultDockerPlugin
 	f.BoolVar(&cfg.StackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path (and so to netfilter's FORWARD chain) instead of forwarding them in BPF")
 	return cmd
 }

@@ -97,7 +97,7 @@ one page at a time: the command prints the flag that gets the next page.`,
 				for _, m := range ms {
 					for i, l := range control.DockerLines([]*control.PortMapping{m}) {
 						if q.Endpoint == "" {
-							fmt.Fprintf(w, "%s\t", m.Endpoint)
+							fmt.Fprintf(w, "%s\t", mappingOwner(m))
 						}
 						if i == 0 {
 							l += "  " + trafficText(m)
@@ -225,7 +225,7 @@ func protoSuffix(proto string) string {
 }
 
 func printMapping(w io.Writer, m *control.PortMapping) {
-	row(w, "endpoint:", m.Endpoint)
+	row(w, "endpoint:", mappingOwner(m))
 	row(w, "binding id:", m.ID)
 	row(w, "protocol:", m.Proto)
 	row(w, "host:", portRange(m.HostIP, m.Host))
@@ -244,4 +244,16 @@ func portRange(a netip.Addr, r ipam.PortRange) string {
 		s += "-" + strconv.Itoa(int(r.Last))
 	}
 	return s
+}
+
+// mappingOwner names a mapping's endpoint and, for an engine's endpoint,
+// its container: "docker-3f2a1b0c9d8e (web)".
+func mappingOwner(m *control.PortMapping) string {
+	switch {
+	case m.ContainerName != "":
+		return m.Endpoint + " (" + m.ContainerName + ")"
+	case m.ContainerID != "":
+		return m.Endpoint + " (container " + m.ContainerID[:min(12, len(m.ContainerID))] + ")"
+	}
+	return m.Endpoint
 }

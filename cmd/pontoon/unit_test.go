@@ -15,7 +15,7 @@ func TestUnitFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "ExecStart=/usr/local/bin/pontoon agent", "CAP_BPF", "CAP_NET_ADMIN", "RequiresMountsFor=/sys/fs/bpf"} {
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "ExecStart=/usr/local/bin/pontoon agent", "CAP_BPF", "CAP_NET_ADMIN", "RequiresMountsFor=/sys/fs/bpf", "Before=docker.service", "$PONTOON_AGENT_ARGS", "--docker-plugin"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", want)
 		}
