@@ -651,6 +651,20 @@ func TestDocker(t *testing.T) {
 		}
 	})
 
+	// The order systemd gives them (Before=docker.service). dockerd first
+	// works too, after it has waited for the plugin (35 s here).
+	t.Run("agent and dockerd both down, back in systemd's order", func(t *testing.T) {
+		before := w.bindings()
+		w.agent.stop(syscall.SIGKILL)
+		d.stopDockerd(syscall.SIGTERM)
+		w.startAgent("--docker-plugin=" + plugin)
+		d.startDockerd()
+		traffic(t)
+		if got := w.bindings(); !slices.Equal(got, before) {
+			t.Errorf("bindings changed over both restarts:\nbefore %v\nafter  %v", before, got)
+		}
+	})
+
 	t.Run("rm and network rm leave nothing", func(t *testing.T) {
 		d.ok("rm", "-f", web)
 		var eps []control.Endpoint
