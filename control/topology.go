@@ -73,7 +73,9 @@ func (a *Agent) syncTopology() error {
 		id := networkID(e.Network)
 		// The MAC comes from the record, so an endpoint re-synced after
 		// a restart, or recreated with it, keeps being held to it.
-		endpoints[e.IP] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id, MAC: endpointMAC(e)}
+		for _, addr := range e.addrs() {
+			endpoints[addr] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id, MAC: endpointMAC(e)}
+		}
 		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
 			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
 		}
