@@ -1333,6 +1333,7 @@ func fuzzSeeds(tb testing.TB) []fuzzSeed {
 		one("arp", arpFrame(tb)),
 		one("arp from an endpoint", fzARP(tb, backend)),
 		one("ipv6", ipv6Frame(tb)),
+		one("neither ip nor arp", withByte(withByte(arpFrame(tb), 12, 0x88), 13, 0xcc)),
 		// fragments
 		{name: "fragments in", frames: fzFragments(tb, udpDatagram(tb, c8(40000), udpApp.Host), 0x2222, 16)},
 		one("later fragment of a known datagram in", fzFragments(tb, udpDatagram(tb, c8(40000), udpApp.Host), 0x4242, 16)[1]),

@@ -179,7 +179,10 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 				pm.endpoints[v.Ifindex] = netip.AddrFrom4([4]byte(k.Addr[:4]))
 				pm.macs[v.Ifindex] = v.MAC
 			case 10:
-				pm.endpoints6[v.Ifindex] = netip.AddrFrom16(k.Addr)
+				// Its link-local entry is derived from the MAC, not kept.
+				if a := netip.AddrFrom16(k.Addr); !a.IsLinkLocalUnicast() {
+					pm.endpoints6[v.Ifindex] = a
+				}
 			}
 		}
 	}

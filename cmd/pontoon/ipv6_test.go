@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -8,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pontoon-net/pontoon/control"
+	"github.com/pontoon-net/pontoon/loader/testenv"
 )
 
 // TestIPv6Networks: `network create --ipv6` gives a network a unique local
@@ -155,4 +158,120 @@ func (w *world) endpointKeys() string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
+}
+
+// ping6 pings until a reply comes or the tries run out: a fresh
+// link-local address is tentative for a second or two.
+func ping6(t *testing.T, ns *testenv.Netns, src, dst netip.Addr) error {
+	t.Helper()
+	var err error
+	for i := range 5 {
+		if err = ns.Ping6(src, dst, uint16(100+i)); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// TestIPv6Datapath: dual-stack endpoints reach each other over IPv6 (echo,
+// link-local, TCP) and their gateway; networks stay apart, icc=false keeps
+// a network's endpoints apart, a spoofed IPv6 source goes nowhere, and a
+// LAN host routing to a network's IPv6 subnet reaches no container, while
+// the host forwards IPv6.
+func TestIPv6Datapath(t *testing.T) {
+	w := newWorld(t, 5)
+	w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+	w.host.IP(t, "-6", "addr", "add", "fd00:ff::1/64", "dev", w.uplink, "nodad")
+	w.outside.IP(t, "-6", "addr", "add", "fd00:ff::2/64", "dev", "eth0", "nodad")
+	w.outside.IP(t, "-6", "route", "add", "fd00:80::/64", "via", "fd00:ff::1")
+	w.startAgent()
+	w.ok("network", "create", "a", "--subnet", "10.80.0.0/24", "--subnet6", "fd00:80::/64")
+	w.ok("network", "create", "b", "--subnet", "10.81.0.0/24", "--subnet6", "fd00:81::/64")
+	w.ok("network", "create", "q", "--subnet", "10.82.0.0/24", "--subnet6", "fd00:82::/64", "--icc=false")
+	eps := make([]control.Endpoint, 5)
+	for i, net := range []string{"a", "a", "b", "q", "q"} {
+		w.okJSON(&eps[i], "endpoint", "attach", net, fmt.Sprintf("e%d", i), "--netns", w.containers[i].Path())
+	}
+	c := w.containers
+	for _, e := range eps {
+		if !e.IPv6.IsValid() {
+			t.Fatalf("endpoint %s has no IPv6 address", e.Name)
+		}
+	}
+
+	t.Run("within a network", func(t *testing.T) {
+		if err := ping6(t, c[0], netip.Addr{}, eps[1].IPv6); err != nil {
+			t.Errorf("e0 pings e1's %s: %v", eps[1].IPv6, err)
+		}
+		if err := ping6(t, c[0], netip.Addr{}, eps[0].Gateway6); err != nil {
+			t.Errorf("e0 pings its gateway %s: %v", eps[0].Gateway6, err)
+		}
+		mac, _ := net.ParseMAC(eps[1].MAC)
+		ll := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: mac[0] ^ 2, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe, 13: mac[3], 14: mac[4], 15: mac[5]}).WithZone("eth0")
+		if err := ping6(t, c[0], netip.Addr{}, ll); err != nil {
+			t.Errorf("e0 pings e1's link-local %s: %v", ll, err)
+		}
+		addr := netip.AddrPortFrom(eps[1].IPv6, 80).String()
+		c[1].ServeTCP(t, addr)
+		res, err := c[0].Dial("tcp", addr)
+		expectEcho(t, res, err, eps[0].IPv6, addr)
+	})
+
+	t.Run("across networks", func(t *testing.T) {
+		before := w.counter("drop_isolation")
+		if err := c[0].Ping6(netip.Addr{}, eps[2].IPv6, 200); err == nil {
+			t.Errorf("e0 (network a) pinged e2 (network b) at %s", eps[2].IPv6)
+		}
+		if w.counter("drop_isolation") == before {
+			t.Error("drop_isolation did not count the ping across networks")
+		}
+		// The host's address in the other network is the host's.
+		if err := ping6(t, c[0], netip.Addr{}, eps[2].Gateway6); err != nil {
+			t.Errorf("e0 pings network b's gateway %s: %v", eps[2].Gateway6, err)
+		}
+	})
+
+	t.Run("icc=false", func(t *testing.T) {
+		// Its neighbour discovery passes; the echo itself is dropped.
+		before := w.counter("drop_icc")
+		if err := c[3].Ping6(netip.Addr{}, eps[4].IPv6, 300); err == nil {
+			t.Errorf("e3 pinged e4 at %s on an icc=false network", eps[4].IPv6)
+		}
+		if w.counter("drop_icc") == before {
+			t.Error("drop_icc did not count the ping")
+		}
+		if err := ping6(t, c[3], netip.Addr{}, eps[3].Gateway6); err != nil {
+			t.Errorf("e3 pings its gateway: %v", err)
+		}
+	})
+
+	t.Run("spoofed source", func(t *testing.T) {
+		spoof := netip.MustParseAddr("fd00:80::99")
+		c[0].IP(t, "-6", "addr", "add", spoof.String()+"/128", "dev", "eth0", "nodad")
+		before := w.counter("drop_spoofed")
+		if err := c[0].Ping6(spoof, eps[1].IPv6, 400); err == nil {
+			t.Errorf("a ping from %s, not e0's address, reached e1", spoof)
+		}
+		if w.counter("drop_spoofed") == before {
+			t.Error("drop_spoofed did not count the spoofed source")
+		}
+		if err := ping6(t, c[0], eps[0].IPv6, eps[1].IPv6); err != nil {
+			t.Errorf("from its own address e0 still pings e1: %v", err)
+		}
+	})
+
+	t.Run("a LAN host routing to the subnet", func(t *testing.T) {
+		addr := netip.AddrPortFrom(eps[0].IPv6, 81).String()
+		c[0].ServeTCP(t, addr)
+		before := w.counter("drop_not_published")
+		if res, err := w.outside.Dial("tcp", addr); err == nil {
+			t.Errorf("the outside reached an unpublished port at %s: %+v", addr, res)
+		}
+		if w.counter("drop_not_published") == before {
+			t.Error("drop_not_published did not count the attempt")
+		}
+		if err := ping6(t, w.outside, netip.Addr{}, eps[0].Gateway6); err != nil {
+			t.Errorf("the outside pings the host's gateway address %s: %v", eps[0].Gateway6, err)
+		}
+	})
 }

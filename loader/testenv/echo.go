@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +54,7 @@ func (n *Netns) serveConns(t testing.TB, addr string, handle func(net.Conn)) {
 	t.Helper()
 	var ln net.Listener
 	if err := n.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
+		ln, err = net.Listen("tcp"+family(addr), addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
@@ -129,6 +130,15 @@ type DialResult struct {
 
 const dialTimeout = 3 * time.Second
 
+// family is "6" for an IPv6 address (an IPv4-mapped one too: an IPv6
+// socket dials it, as dual-stack clients do), else "4".
+func family(addr string) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
+		return "6"
+	}
+	return "4"
+}
+
 // Dial connects from inside the namespace (in this process: no cgroup).
 func (n *Netns) Dial(network, addr string) (DialResult, error) {
 	var res DialResult
@@ -163,9 +173,9 @@ func dialOnce(network, addr string) (DialResult, error) {
 	deadline := time.Now().Add(dialTimeout)
 	switch network {
 	case "tcp", "udp-connected":
-		proto := "tcp4"
+		proto := "tcp" + family(addr)
 		if network == "udp-connected" {
-			proto = "udp4"
+			proto = "udp" + family(addr)
 		}
 		c, err := net.DialTimeout(proto, addr, dialTimeout)
 		if err != nil {
