@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -272,6 +273,86 @@ func TestIPv6Datapath(t *testing.T) {
 		}
 		if err := ping6(t, w.outside, netip.Addr{}, eps[0].Gateway6); err != nil {
 			t.Errorf("the outside pings the host's gateway address %s: %v", eps[0].Gateway6, err)
+		}
+	})
+}
+
+// TestIPv6StateRebuild: `pontoon state rebuild` brings a dual-stack
+// network and its endpoints back from the interfaces and pinned maps,
+// IPv6 subnet, gateway and addresses included.
+func TestIPv6StateRebuild(t *testing.T) {
+	w := newWorld(t, 2)
+	w.startAgent()
+	w.ok("network", "create", "dual", "--subnet", "10.76.0.0/24", "--subnet6", "fd00:76::/64")
+	w.ok("endpoint", "attach", "dual", "e0", "--netns", w.containers[0].Path())
+	w.ok("endpoint", "attach", "dual", "e1", "--netns", w.containers[1].Path(), "--ip6", "fd00:76::abc")
+	before := w.snapshot()
+	w.agent.stop(syscall.SIGTERM)
+	path := control.StatePath(w.stateDir)
+	os.Remove(control.LastGoodPath(path))
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	r := w.inHost("state", "rebuild", "--state-dir", w.stateDir, "--bpffs", w.pins)
+	if r.code != 0 {
+		t.Fatalf("state rebuild: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	w.startAgent()
+	sameSnapshot(t, "a rebuild", before, w.snapshot())
+	var e1 control.Endpoint
+	w.okJSON(&e1, "endpoint", "inspect", "e1")
+	if e1.IPv6 != netip.MustParseAddr("fd00:76::abc") || e1.Gateway6 != netip.MustParseAddr("fd00:76::1") {
+		t.Errorf("rebuilt e1: %s via %s", e1.IPv6, e1.Gateway6)
+	}
+}
+
+// TestIPv6SocketHooks: host processes on IPv6 sockets reach the IPv4
+// backend of a published port through the socket hooks, with no proxy:
+// [::1]:P and the host's IPv6 address for a wildcard binding,
+// ::ffff:127.0.0.1:P (a dual-stack client) for any loopback binding, TCP
+// and connected UDP; getpeername shows what was dialled. [::1] does not
+// reach a binding on 127.0.0.1 alone, as with Docker.
+func TestIPv6SocketHooks(t *testing.T) {
+	w := newWorld(t, 1)
+	w.host.IP(t, "-6", "addr", "add", "fd00:ff::1/64", "dev", w.uplink, "nodad")
+	w.startAgent()
+	c0 := w.containers[0]
+	w.ok("network", "create", "v4only", "--subnet", "10.78.0.0/24")
+	w.ok("endpoint", "attach", "v4only", "e0", "--netns", c0.Path())
+	c0.ServeTCP(t, ":80")
+	c0.ServeUDP(t, ":53")
+	w.ok("port", "publish", "e0", "8080:80", "127.0.0.1:9090:80", "5353:53/udp")
+	gw := netip.MustParseAddr("10.78.0.1") // the backend sees the host's IPv4 source on its bridge
+
+	for _, c := range []struct{ network, addr, peer string }{
+		{"tcp", "[::1]:8080", "[::1]:8080"},
+		{"tcp", "[fd00:ff::1]:8080", "[fd00:ff::1]:8080"},
+		{"tcp", "[::ffff:127.0.0.1]:8080", "127.0.0.1:8080"},
+		{"tcp", "[::ffff:127.0.0.1]:9090", "127.0.0.1:9090"},
+		{"udp-connected", "[::1]:5353", "[::1]:5353"},
+		{"udp-connected", "[::ffff:127.0.0.1]:5353", "127.0.0.1:5353"},
+	} {
+		t.Run(c.network+" "+c.addr, func(t *testing.T) {
+			res, err := w.host.DialFrom(t, w.cgroup, c.network, c.addr)
+			if err != nil {
+				t.Fatalf("dial %s: %v", c.addr, err)
+			}
+			if res.Peer != c.peer {
+				t.Errorf("getpeername: %s, want %s", res.Peer, c.peer)
+			}
+			if c.network == "tcp" {
+				expectEcho(t, res, err, gw, c.addr)
+			}
+		})
+	}
+	t.Run("[::1] does not reach a 127.0.0.1 binding", func(t *testing.T) {
+		if res, err := w.host.DialFrom(t, w.cgroup, "tcp", "[::1]:9090"); err == nil {
+			t.Errorf("[::1]:9090 reached %+v", res)
+		}
+	})
+	t.Run("a container's own [::1] is its own", func(t *testing.T) {
+		if res, err := c0.DialFrom(t, w.cgroup, "tcp", "[::1]:8080"); err == nil {
+			t.Errorf("the container's [::1]:8080 reached %+v", res)
 		}
 	})
 }
