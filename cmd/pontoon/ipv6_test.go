@@ -249,9 +249,16 @@ func TestIPv6Datapath(t *testing.T) {
 	t.Run("spoofed source", func(t *testing.T) {
 		spoof := netip.MustParseAddr("fd00:80::99")
 		c[0].IP(t, "-6", "addr", "add", spoof.String()+"/128", "dev", "eth0", "nodad")
+		atE1 := c[1].Sniff(t, "eth0")
+		fromSpoof := func(f []byte) bool {
+			return len(f) >= 14+40 && f[12] == 0x86 && f[13] == 0xdd && netip.AddrFrom16([16]byte(f[14+8:14+24])) == spoof
+		}
 		before := w.counter("drop_spoofed")
 		if err := c[0].Ping6(spoof, eps[1].IPv6, 400); err == nil {
 			t.Errorf("a ping from %s, not e0's address, reached e1", spoof)
+		}
+		if got := atE1.Count(fromSpoof); got > 0 {
+			t.Errorf("%d packets from %s reached e1", got, spoof)
 		}
 		if w.counter("drop_spoofed") == before {
 			t.Error("drop_spoofed did not count the spoofed source")
