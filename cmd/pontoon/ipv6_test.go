@@ -363,3 +363,33 @@ func TestIPv6SocketHooks(t *testing.T) {
 		}
 	})
 }
+
+// TestIPv6Heal: a dual-stack endpoint's deleted veth comes back with its
+// IPv6 address and reaches its peer again; the bridge's IPv6 gateway,
+// taken off, is put back.
+func TestIPv6Heal(t *testing.T) {
+	w := newWorld(t, 2)
+	w.startAgent()
+	var net control.NetworkInfo
+	w.okJSON(&net, "network", "create", "dual", "--subnet", "10.79.0.0/24", "--subnet6", "fd00:79::/64")
+	var e0, e1 control.Endpoint
+	w.okJSON(&e0, "endpoint", "attach", "dual", "e0", "--netns", w.containers[0].Path())
+	w.okJSON(&e1, "endpoint", "attach", "dual", "e1", "--netns", w.containers[1].Path())
+
+	w.host.IP(t, "link", "del", e0.HostIf)
+	eventually(t, "e0's IPv6 address is back", func() bool {
+		return strings.Contains(w.containers[0].IP(t, "-6", "addr", "show", "dev", "eth0"), e0.IPv6.String()+"/64")
+	})
+	if err := ping6(t, w.containers[1], netip.Addr{}, e0.IPv6); err != nil {
+		t.Errorf("e1 pings the repaired e0 at %s: %v", e0.IPv6, err)
+	}
+
+	gw := "fd00:79::1/64"
+	w.host.IP(t, "-6", "addr", "del", gw, "dev", net.Bridge)
+	eventually(t, "gateway "+gw+" is back", func() bool {
+		return strings.Contains(w.host.IP(t, "-6", "addr", "show", "dev", net.Bridge), gw)
+	})
+	if err := ping6(t, w.containers[0], netip.Addr{}, e0.Gateway6); err != nil {
+		t.Errorf("e0 pings its gateway again: %v", err)
+	}
+}
