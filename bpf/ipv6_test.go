@@ -36,7 +36,7 @@ var (
 )
 
 // seedIPv6 adds the IPv6 world to the maps, as the agent writes them.
-func seedIPv6(t *testing.T, w *fuzzWorld) {
+func seedIPv6(t testing.TB, w *fuzzWorld) {
 	t.Helper()
 	m := &w.uplink.TcUplinkMaps
 	for _, n := range []maps.Network{
@@ -81,7 +81,7 @@ func fromMAC(mac net.HardwareAddr) v6Opt {
 
 // v6Frame builds an Ethernet frame from macPeer carrying IPv6 from src to
 // dst with the given upper layers (their checksums computed).
-func v6Frame(t *testing.T, src, dst netip.Addr, upper []gopacket.SerializableLayer, opts ...v6Opt) []byte {
+func v6Frame(t testing.TB, src, dst netip.Addr, upper []gopacket.SerializableLayer, opts ...v6Opt) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: macPeer, DstMAC: macUplink, EthernetType: layers.EthernetTypeIPv6}
 	ip := &layers.IPv6{Version: 6, HopLimit: 255, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
@@ -128,7 +128,7 @@ func echo6() []gopacket.SerializableLayer {
 
 // withHopByHop puts a hop-by-hop header (router alert, as MLD carries)
 // in front of the ICMPv6 header of frame f.
-func withHopByHop(t *testing.T, f []byte) []byte {
+func withHopByHop(t testing.TB, f []byte) []byte {
 	t.Helper()
 	const l3 = fuzzEthLen
 	hbh := []byte{f[l3+6], 0, 5, 2, 0, 0, 1, 0} // next, len 0, router alert, PadN
@@ -146,7 +146,6 @@ func withHopByHop(t *testing.T, f []byte) []byte {
 // that pass or are redirected left byte for byte as they came.
 func TestIPv6Decisions(t *testing.T) {
 	w := newFuzzWorld(t)
-	seedIPv6(t, w)
 	type prog int
 	const (
 		endpoint prog = iota
@@ -234,5 +233,21 @@ func TestIPv6Decisions(t *testing.T) {
 				t.Errorf("the packet changed:\n%x\nwant\n%x", ro.DataOut, c.frame)
 			}
 		})
+	}
+}
+
+// fuzzSeedsIPv6 take the fuzzer down the IPv6 paths of the endpoint,
+// bridge and uplink programs.
+func fuzzSeedsIPv6(tb testing.TB) []fuzzSeed {
+	one := func(name string, fr []byte) fuzzSeed { return fuzzSeed{name: name, frames: [][]byte{fr}} }
+	return []fuzzSeed{
+		one("ipv6 endpoint to its peer", v6Frame(tb, v6Me, v6Peer, udp6(5000, 5000))),
+		one("ipv6 endpoint without icc", v6Frame(tb, v6Me2, v6Peer2, udp6(5000, 5000), fromMAC(macOther))),
+		one("ipv6 across networks", v6Frame(tb, v6Me, v6Peer2, udp6(5000, 5000))),
+		one("ipv6 neighbour advertisement", v6Frame(tb, v6Me, v6GW1, na(v6Me))),
+		one("ipv6 duplicate address detection", v6Frame(tb, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:2"), ns(v6Me))),
+		one("ipv6 router advertisement behind hop-by-hop", withHopByHop(tb, v6Frame(tb, v6LLMe, v6AllNodes, icmp6(layers.ICMPv6TypeRouterAdvertisement, &layers.ICMPv6RouterAdvertisement{HopLimit: 64})))),
+		one("ipv6 outside to a container", v6Frame(tb, v6Out, v6Me, udp6(1234, 22))),
+		one("ipv6 private source leaving", v6Frame(tb, v6Me, v6Out, udp6(1234, 53))),
 	}
 }
