@@ -196,32 +196,50 @@ int sock_bind4(struct bpf_sock_addr *ctx)
 	return SOCK_REFUSE;
 }
 
+/* Whether an IPv6 address is ::1 or one of the host's: connect6 sends
+ * clients of such an address to the backend of the port's wildcard
+ * binding. */
+static __always_inline int reaches_wildcard6(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
+{
+	struct hostaddr_key key = { .family = PONTOON_AF_INET6 };
+	__u32 w[4] = { w0, w1, w2, w3 };
+
+	if (!w0 && !w1 && !w2 && w3 == bpf_htonl(1))
+		return 1;
+	__builtin_memcpy(key.addr, w, 16);
+	return bpf_map_lookup_elem(&hostaddrs, &key) != NULL;
+}
+
 /* The same for IPv6 sockets: [::] takes the IPv4 wildcard too on a
  * dual-stack socket (docker-proxy's [::] listener made it fail as well),
- * and an IPv4-mapped address is the IPv4 address. */
+ * and an IPv4-mapped address is the IPv4 address. [::1]:P and a host IPv6
+ * address:P are refused when P has a wildcard binding, whose backend
+ * connect6 gives their clients. */
 SEC("cgroup/bind6")
 int sock_bind6(struct bpf_sock_addr *ctx)
 {
 	__be16 port = (__be16)ctx->user_port;
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
 	__u32 w3 = ctx->user_ip6[3];
+	int only_wildcard = 0;
 	struct config *cfg;
-	__be32 v4;
+	__be32 v4 = 0;
 
 	if (port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
 		return SOCK_ALLOW;
-	if (w0 || w1)
-		return SOCK_ALLOW;
-	if (w2 == 0 && w3 == 0)
+	if (!w0 && !w1 && w2 == 0 && w3 == 0)
 		v4 = 0;
-	else if (w2 == bpf_htonl(0xffff))
+	else if (!w0 && !w1 && w2 == bpf_htonl(0xffff))
 		v4 = w3;
+	else if (reaches_wildcard6(w0, w1, w2, w3))
+		only_wildcard = 1; /* connect6 sends its clients to a wildcard binding */
 	else
 		return SOCK_ALLOW;
 	cfg = config_get();
 	if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
 		return SOCK_ALLOW;
-	if (!published4(ctx->protocol, v4, port))
+	if (only_wildcard ? !binding_lookup4(ctx->protocol, 0, port, 1) :
+			    !published4(ctx->protocol, v4, port))
 		return SOCK_ALLOW;
 	stat_bump(STAT_SOCK_BIND_REFUSED, 0);
 	bpf_set_retval(-EADDRINUSE);

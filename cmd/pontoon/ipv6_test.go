@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/loader/testenv"
@@ -355,6 +358,26 @@ func TestIPv6SocketHooks(t *testing.T) {
 	t.Run("[::1] does not reach a 127.0.0.1 binding", func(t *testing.T) {
 		if res, err := w.host.DialFrom(t, w.cgroup, "tcp", "[::1]:9090"); err == nil {
 			t.Errorf("[::1]:9090 reached %+v", res)
+		}
+	})
+	t.Run("host binds of what connect6 reaches are refused", func(t *testing.T) {
+		at := func(network, addr string) testenv.Bind {
+			return testenv.Bind{Network: network, Addr: netip.MustParseAddrPort(addr)}
+		}
+		taken := []testenv.Bind{at("tcp6", "[::1]:8080"), at("tcp6", "[fd00:ff::1]:8080"), at("udp6", "[::1]:5353")}
+		// A binding on 127.0.0.1 alone leaves [::1] free, as does an
+		// unpublished port.
+		free := []testenv.Bind{at("tcp6", "[::1]:9090"), at("tcp6", "[fd00:ff::1]:8081")}
+		errs := w.host.BindFrom(t, w.cgroup, append(taken, free...)...)
+		for i, b := range taken {
+			if !errors.Is(errs[i], unix.EADDRINUSE) {
+				t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
+			}
+		}
+		for i, b := range free {
+			if err := errs[len(taken)+i]; err != nil {
+				t.Errorf("host bind %s: %v", b, err)
+			}
 		}
 	})
 	t.Run("a container's own [::1] is its own", func(t *testing.T) {
