@@ -928,11 +928,12 @@ func TestUplinkDatapath(t *testing.T) {
 			stat: "pass_not_ip",
 		},
 		{
+			// IPv6 is judged (lib/ipv6.h) but not translated yet.
 			name: "ipv6",
 			seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host},
 			in:   ipv6Frame(t),
 			ret:  actUnspec,
-			stat: "pass_not_ip",
+			stat: "pass_no_match",
 		},
 		{
 			name: "icmp echo",

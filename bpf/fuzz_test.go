@@ -364,6 +364,7 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 		}
 	}
 	w.seedStatic(tb)
+	seedIPv6(tb, w)
 	w.classifyStats(tb)
 	return w
 }
@@ -712,13 +713,24 @@ func (w *fuzzWorld) check(t *testing.T, opts uint8, r fuzzRun) bool {
 	if p.egress {
 		if src, ok := fuzzIPv4Source(r.out, l3out); ok {
 			for _, n := range w.masquerading {
-				if n.Contains(src) {
+				// A gateway is the host's own address (guard_private_source4
+				// lets the host's packets go).
+				if n.Contains(src) && !fuzzIsGateway(src) {
 					return fail("verdict %s let %s leave the uplink: its network %s masquerades", name, src, n)
 				}
 			}
 		}
 	}
 	return true
+}
+
+func fuzzIsGateway(a netip.Addr) bool {
+	for _, n := range fzNetworks {
+		if n.Gateway == a {
+			return true
+		}
+	}
+	return false
 }
 
 // fuzzRefused says whether a test run refuses data for its own reasons:
@@ -1261,7 +1273,7 @@ func fuzzSeeds(tb testing.TB) []fuzzSeed {
 	badTCPSum[fuzzEthLen+20+16] ^= 0xff
 	gre := frame(tb, serialize(tb, ipv4(backend, fzServer, layers.IPProtocolGRE), gopacket.Payload("pontoon gre")))
 	unknownLater := fzFragments(tb, udpDatagram(tb, ap(backend, 40001), srv(53)), 0x5151, 16)[1]
-	return []fuzzSeed{
+	return append(fuzzSeedsIPv6(tb), []fuzzSeed{
 		// DNAT and its refusals, on uplink ingress
 		one("dnat tcp syn", tcpFrame(tb, clientPort, tcpWeb.Host, syn)),
 		one("dnat tcp syn with ip options", tcpFrame(tb, c8(40004), tcpWeb.Host, syn, routerAlert)),
@@ -1333,6 +1345,7 @@ func fuzzSeeds(tb testing.TB) []fuzzSeed {
 		one("arp", arpFrame(tb)),
 		one("arp from an endpoint", fzARP(tb, backend)),
 		one("ipv6", ipv6Frame(tb)),
+		one("neither ip nor arp", withByte(withByte(arpFrame(tb), 12, 0x88), 13, 0xcc)),
 		// fragments
 		{name: "fragments in", frames: fzFragments(tb, udpDatagram(tb, c8(40000), udpApp.Host), 0x2222, 16)},
 		one("later fragment of a known datagram in", fzFragments(tb, udpDatagram(tb, c8(40000), udpApp.Host), 0x4242, 16)[1]),
@@ -1357,5 +1370,5 @@ func fuzzSeeds(tb testing.TB) []fuzzSeed {
 		// nor the other way round
 		{name: "bad ip checksum", opts: fuzzOptRaw, frames: [][]byte{badIPSum}},
 		{name: "bad tcp checksum", opts: fuzzOptRaw, frames: [][]byte{badTCPSum}},
-	}
+	}...)
 }

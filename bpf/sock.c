@@ -197,34 +197,209 @@ int sock_bind4(struct bpf_sock_addr *ctx)
 	return SOCK_REFUSE;
 }
 
+/* Whether an IPv6 address is ::1 or one of the host's: connect6 sends
+ * clients of such an address to the backend of the port's wildcard
+ * binding. */
+static __always_inline int reaches_wildcard6(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
+{
+	struct hostaddr_key key = { .family = PONTOON_AF_INET6 };
+	__u32 w[4] = { w0, w1, w2, w3 };
+
+	if (!w0 && !w1 && !w2 && w3 == bpf_htonl(1))
+		return 1;
+	__builtin_memcpy(key.addr, w, 16);
+	return bpf_map_lookup_elem(&hostaddrs, &key) != NULL;
+}
+
 /* The same for IPv6 sockets: [::] takes the IPv4 wildcard too on a
  * dual-stack socket (docker-proxy's [::] listener made it fail as well),
- * and an IPv4-mapped address is the IPv4 address. */
+ * and an IPv4-mapped address is the IPv4 address. [::1]:P and a host IPv6
+ * address:P are refused when P has a wildcard binding, whose backend
+ * connect6 gives their clients. */
 SEC("cgroup/bind6")
 int sock_bind6(struct bpf_sock_addr *ctx)
 {
 	__be16 port = (__be16)ctx->user_port;
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2];
 	__u32 w3 = ctx->user_ip6[3];
+	int only_wildcard = 0;
 	struct config *cfg;
-	__be32 v4;
+	__be32 v4 = 0;
 
 	if (port == 0 || (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP))
 		return SOCK_ALLOW;
-	if (w0 || w1)
-		return SOCK_ALLOW;
-	if (w2 == 0 && w3 == 0)
+	if (!w0 && !w1 && w2 == 0 && w3 == 0)
 		v4 = 0;
-	else if (w2 == bpf_htonl(0xffff))
+	else if (!w0 && !w1 && w2 == bpf_htonl(0xffff))
 		v4 = w3;
+	else if (reaches_wildcard6(w0, w1, w2, w3))
+		only_wildcard = 1; /* connect6 sends its clients to a wildcard binding */
 	else
 		return SOCK_ALLOW;
 	cfg = config_get();
 	if (!cfg || cfg->host_netns_cookie != bpf_get_netns_cookie(ctx))
 		return SOCK_ALLOW;
-	if (!published4(ctx->protocol, v4, port))
+	if (only_wildcard ? !binding_lookup4(ctx->protocol, 0, port, 1) :
+			    !published4(ctx->protocol, v4, port))
 		return SOCK_ALLOW;
 	stat_bump(STAT_SOCK_BIND_REFUSED, 0);
 	bpf_set_retval(-EADDRINUSE);
 	return SOCK_REFUSE;
+}
+
+/* IPv6 sockets and the IPv4 backends of published ports ("v6 host -> v4
+ * container"). No published port is IPv6 yet, so a destination that names
+ * one from an IPv6 socket ([::1]:P or a host IPv6 address:P for a wildcard
+ * binding, or ::ffff:a.b.c.d:P from a dual-stack socket, as Java and Node
+ * dial) is pointed at the IPv4 backend as the IPv4-mapped ::ffff:backend.
+ * The kernel then makes the socket's connection IPv4 (tcp_v6_connect,
+ * ip6_datagram_connect do so for any mapped destination), and the backend
+ * sees an IPv4 client: 127.0.0.1 for loopback, else the host's IPv4 source
+ * for the route; the client's IPv6 address is not carried (Cilium's socket
+ * level family translation works so too). getpeername6 and recvmsg6 show
+ * the application the address it dialled. Limits: an IPV6_V6ONLY socket
+ * cannot reach an IPv4 backend (connect fails, ENETUNREACH); and unconnected
+ * UDP to [::1]:P is left alone, as the kernel refuses a mapped rewrite in
+ * sendmsg6 (ENOTSUPP), while one to ::ffff:a.b.c.d:P takes the IPv4 path
+ * and sock_sendmsg4. A 127.0.0.1:P binding stays IPv4 loopback's alone, as
+ * Docker's does: [::1]:P reaches wildcard bindings only. */
+
+#define SOCK_MAPPED_PREFIX 0xffff /* word 2 of ::ffff:a.b.c.d, host order */
+
+static __always_inline void sockrev_key6(struct sockrev_key *key, __u64 cookie, const __u32 *addr,
+					 __be16 port)
+{
+	key->cookie = cookie;
+	key->family = PONTOON_AF_INET6;
+	key->port = port;
+	__builtin_memcpy(key->addr, addr, 16);
+}
+
+static __always_inline int translate6(struct bpf_sock_addr *ctx)
+{
+	__u32 dst[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	__be16 dport = (__be16)ctx->user_port;
+	struct hostaddr_key host = { .family = PONTOON_AF_INET6 };
+	struct sockrev_value orig = {};
+	struct sockrev_key rev = {};
+	struct binding_value *b;
+	__u32 backend_ip6[4];
+	int mapped = 0, loopback = 0;
+	__be32 lookup = 0;
+	__be16 backend_port;
+	struct config *cfg;
+	__u64 netns_cookie;
+	__be32 backend;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 0;
+	if (!dst[0] && !dst[1] && dst[2] == bpf_htonl(SOCK_MAPPED_PREFIX)) {
+		mapped = 1;
+		lookup = dst[3];
+		loopback = is_loopback4(dst[3]);
+	} else if (!dst[0] && !dst[1] && !dst[2] && dst[3] == bpf_htonl(1)) {
+		loopback = 1;
+	} else {
+		__builtin_memcpy(host.addr, dst, 16);
+		if (!bpf_map_lookup_elem(&hostaddrs, &host))
+			return 0;
+	}
+	cfg = config_get();
+	netns_cookie = bpf_get_netns_cookie(ctx);
+	/* A container's own ::1 and 127.0.0.1 are its own business. */
+	if (loopback && (!cfg || cfg->host_netns_cookie != netns_cookie))
+		return 0;
+	/* A mapped address names the IPv4 binding it maps; ::1 and the
+	 * host's IPv6 addresses only the wildcard one. */
+	b = binding_lookup4(ctx->protocol, lookup, dport, !mapped || loopback);
+	if (!b)
+		return 0;
+	backend = addr_get4(b->backend_addr);
+	backend_port = b->backend_port;
+	if (!may_reach_directly(cfg, netns_cookie, backend))
+		return 0;
+
+	backend_ip6[0] = 0;
+	backend_ip6[1] = 0;
+	backend_ip6[2] = bpf_htonl(SOCK_MAPPED_PREFIX);
+	backend_ip6[3] = backend;
+	/* The reverse hooks see the backend mapped. A mapped destination is
+	 * remembered as IPv4, as sock_sendmsg4 remembers one sent from the
+	 * same dual-stack socket. */
+	if (mapped) {
+		sockrev_key4(&rev, bpf_get_socket_cookie(ctx), backend, backend_port);
+		addr_set4(orig.addr, dst[3]);
+	} else {
+		sockrev_key6(&rev, bpf_get_socket_cookie(ctx), backend_ip6, backend_port);
+		__builtin_memcpy(orig.addr, dst, 16);
+	}
+	orig.port = dport;
+	bpf_map_update_elem(&sockrev, &rev, &orig, BPF_ANY);
+
+	ctx->user_ip6[0] = backend_ip6[0];
+	ctx->user_ip6[1] = backend_ip6[1];
+	ctx->user_ip6[2] = backend_ip6[2];
+	ctx->user_ip6[3] = backend_ip6[3];
+	ctx->user_port = backend_port;
+	return 1;
+}
+
+/* Only a mapped source can be one of our IPv4 backends. */
+static __always_inline int reverse6(struct bpf_sock_addr *ctx)
+{
+	__u32 src[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	__be16 port = (__be16)ctx->user_port;
+	struct sockrev_key rev = {};
+	struct sockrev_value *orig;
+	__u64 cookie;
+	__u32 a[4];
+
+	if (src[0] || src[1] || src[2] != bpf_htonl(SOCK_MAPPED_PREFIX))
+		return 0;
+	cookie = bpf_get_socket_cookie(ctx);
+	sockrev_key6(&rev, cookie, src, port);
+	orig = bpf_map_lookup_elem(&sockrev, &rev);
+	if (orig) {
+		__builtin_memcpy(a, orig->addr, 16);
+	} else {
+		__builtin_memset(&rev, 0, sizeof(rev));
+		sockrev_key4(&rev, cookie, src[3], port);
+		orig = bpf_map_lookup_elem(&sockrev, &rev);
+		if (!orig)
+			return 0;
+		a[0] = 0;
+		a[1] = 0;
+		a[2] = bpf_htonl(SOCK_MAPPED_PREFIX);
+		a[3] = addr_get4(orig->addr);
+	}
+	ctx->user_ip6[0] = a[0];
+	ctx->user_ip6[1] = a[1];
+	ctx->user_ip6[2] = a[2];
+	ctx->user_ip6[3] = a[3];
+	ctx->user_port = orig->port;
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx)
+{
+	if (translate6(ctx))
+		stat_bump(STAT_SOCK_CONNECT, 0);
+	return SOCK_ALLOW;
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	if (reverse6(ctx))
+		stat_bump(STAT_SOCK_RECVMSG, 0);
+	return SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername6")
+int sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	if (reverse6(ctx))
+		stat_bump(STAT_SOCK_GETPEERNAME, 0);
+	return SOCK_ALLOW;
 }

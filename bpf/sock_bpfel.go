@@ -91,7 +91,7 @@ type SockEndpointValue struct {
 	Ifindex   uint32
 	NetworkId uint32
 	Mac       [6]uint8
-	Pad       uint16
+	Flags     uint16
 }
 
 type SockEventBudget struct {
@@ -222,8 +222,11 @@ const (
 	SockProgSockBind4        = "sock_bind4"
 	SockProgSockBind6        = "sock_bind6"
 	SockProgSockConnect4     = "sock_connect4"
+	SockProgSockConnect6     = "sock_connect6"
 	SockProgSockGetpeername4 = "sock_getpeername4"
+	SockProgSockGetpeername6 = "sock_getpeername6"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
+	SockProgSockRecvmsg6     = "sock_recvmsg6"
 	SockProgSockSendmsg4     = "sock_sendmsg4"
 )
 
@@ -272,8 +275,11 @@ type SockProgramSpecs struct {
 	SockBind4        *ebpf.ProgramSpec `ebpf:"sock_bind4"`
 	SockBind6        *ebpf.ProgramSpec `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.ProgramSpec `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
 }
 
@@ -380,8 +386,11 @@ type SockPrograms struct {
 	SockBind4        *ebpf.Program `ebpf:"sock_bind4"`
 	SockBind6        *ebpf.Program `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.Program `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.Program `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
 }
 
@@ -390,8 +399,11 @@ func (p *SockPrograms) Close() error {
 		p.SockBind4,
 		p.SockBind6,
 		p.SockConnect4,
+		p.SockConnect6,
 		p.SockGetpeername4,
+		p.SockGetpeername6,
 		p.SockRecvmsg4,
+		p.SockRecvmsg6,
 		p.SockSendmsg4,
 	)
 }

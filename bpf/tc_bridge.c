@@ -25,6 +25,7 @@
 #include "lib/snat.h"
 #include "lib/fib.h"
 #include "lib/verdict.h"
+#include "lib/ipv6.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -130,6 +131,8 @@ int bridge_ingress(struct __sk_buff *skb)
 	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat = parse_verdict(parsed);
 
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return finish(skb, bridge_ipv6(skb), action);
 	/* Isolation holds for every packet with addresses: any protocol,
 	 * fragments, and ICMP errors whatever they quote. */
 	if (!pkt.has_addrs)

@@ -2,8 +2,9 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* tc ingress on the host side of a container's veth: what the container
- * sends. An endpoint sends only from its own address and MAC, and only
- * what Pontoon carries (IPv4 and ARP): anything else is dropped here,
+ * sends. An endpoint sends only from its own addresses and MAC, and only
+ * what Pontoon carries (IPv4, ARP and IPv6; lib/ipv6_endpoint.h has the
+ * IPv6 rules): anything else is dropped here,
  * before it can reach a neighbour or the host. Traffic to a container of
  * the same network is handed straight to that container's veth instead of
  * crossing the bridge. That keeps it clear of bridge netfilter
@@ -21,6 +22,8 @@
 #include "lib/nat.h"
 #include "lib/network.h"
 #include "lib/events.h"
+#include "lib/mac.h"
+#include "lib/ipv6_endpoint.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -32,26 +35,10 @@ static __always_inline struct endpoint_value *endpoint_lookup4(__be32 addr)
 	return bpf_map_lookup_elem(&endpoints, &key);
 }
 
-static __always_inline int mac_is_zero(const __u8 *mac)
-{
-	return !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
-}
-
-static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
-	       a[5] == b[5];
-}
-
-/* Whether addr and mac are this veth's endpoint's own. A MAC the agent
- * did not record (all zero) is not checked. */
+/* Whether addr and mac are this veth's endpoint's own. */
 static __always_inline int owns(struct __sk_buff *skb, __be32 addr, const __u8 *mac)
 {
-	struct endpoint_value *e = endpoint_lookup4(addr);
-
-	if (!e || e->ifindex != skb->ifindex)
-		return 0;
-	return mac_is_zero(e->mac) || mac_equal(e->mac, mac);
+	return endpoint_owned(skb, endpoint_lookup4(addr), mac);
 }
 
 /* ARP for IPv4 over Ethernet, as the packet carries it. linux/if_arp.h
@@ -94,7 +81,7 @@ int endpoint_ingress(struct __sk_buff *skb)
 	__u32 stat = STAT_PASS_NO_MATCH;
 	struct ethhdr eth;
 	struct iphdr ip;
-	__u32 dst_ifindex, src_network;
+	__u32 dst_ifindex = 0, src_network;
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0) {
 		stat = STAT_DROP_PROTOCOL;
@@ -104,7 +91,12 @@ int endpoint_ingress(struct __sk_buff *skb)
 		stat = check_arp(skb, &eth);
 		goto out;
 	}
-	/* IPv6 stays out until Pontoon gives endpoints IPv6 and filters it. */
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		stat = endpoint_ipv6(skb, &eth, &dst_ifindex);
+		if (stat == STAT_ENDPOINT_REDIRECT)
+			action = bpf_redirect(dst_ifindex, 0);
+		goto out;
+	}
 	if (skb->protocol != bpf_htons(ETH_P_IP)) {
 		stat = STAT_DROP_PROTOCOL;
 		goto out;

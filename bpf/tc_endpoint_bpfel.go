@@ -91,7 +91,7 @@ type TcEndpointEndpointValue struct {
 	Ifindex   uint32
 	NetworkId uint32
 	Mac       [6]uint8
-	Pad       uint16
+	Flags     uint16
 }
 
 type TcEndpointEventBudget struct {

@@ -23,6 +23,7 @@
 #include "lib/snat.h"
 #include "lib/fib.h"
 #include "lib/verdict.h"
+#include "lib/ipv6.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -33,6 +34,8 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat;
 
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return finish(skb, uplink_ingress_ipv6(skb, l3_off), action);
 	if (parsed == PARSE_OK) {
 		/* A masqueraded flow's reply is the more specific match: it
 		 * names the server, a binding only the host port. */
@@ -61,6 +64,8 @@ static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
 	int parsed = parse_packet(skb, &pkt, l3_off);
 	__u32 stat;
 
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return finish(skb, uplink_egress_ipv6(skb, l3_off), TC_ACT_UNSPEC);
 	if (parsed == PARSE_OK) {
 		stat = rnat4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)

@@ -38,6 +38,11 @@ func (a *Agent) adoptEndpoint(req EndpointAttach, n *Network, path string, stati
 	if req.IfName == "" || len(static) == 0 {
 		return nil, kindf(ErrInvalid, "adopting an interface needs its name (ifname) and its address (ip)")
 	}
+	// ipam would give the endpoint an IPv6 address the adopted interface
+	// does not carry.
+	if n.IPv6 {
+		return nil, kindf(ErrUnsupported, "network %s is dual-stack: adopting an interface into it is not supported yet; adopt it into an IPv4 network", n.Name)
+	}
 	fd, ns, err := openNetns(path)
 	if err != nil {
 		return nil, err

@@ -56,6 +56,16 @@ func (a *Agent) attach(req EndpointAttach, ej *engineJoin) (*Endpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w IP %q: give an address inside the network's subnet, such as 10.88.0.10", ErrInvalid, req.IP)
 		}
+		if !ip.Unmap().Is4() {
+			return nil, fmt.Errorf("%w IP %s: an IPv6 address; give it with --ip6", ErrInvalid, req.IP)
+		}
+		static = append(static, ip)
+	}
+	if req.IP6 != "" {
+		ip, err := netip.ParseAddr(req.IP6)
+		if err != nil || ip.Unmap().Is4() {
+			return nil, fmt.Errorf("%w IPv6 address %q: give one inside the network's IPv6 subnet, such as fd00:1::10", ErrInvalid, req.IP6)
+		}
 		static = append(static, ip)
 	}
 	if req.IfName != "" {
@@ -127,13 +137,12 @@ func (a *Agent) attach(req EndpointAttach, ej *engineJoin) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, _ := n.subnetOf(ips[0])
 	e := &Endpoint{
-		Name: req.Name, Network: n.Name, Netns: path, NetnsInode: ino,
-		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: sub.Subnet.Bits(), Gateway: sub.Gateway,
+		Name: req.Name, Network: n.Name, Netns: path, NetnsInode: ino, HostIf: hostIfName(req.Name),
 		MAC: req.MAC, MTU: n.MTU, IfName: ifName, NoDefaultRoute: holder != nil && !req.DefaultRoute,
 		Owner: req.Owner, ContainerID: req.ContainerID,
 	}
+	setAddrs(e, n, ips)
 	// The holder gives the route up when e takes it: createVeth replaces
 	// the namespace's default route.
 	var gaveUp *Endpoint
@@ -198,13 +207,12 @@ func (a *Agent) attachForEngine(req EndpointAttach, n *Network, static []netip.A
 	if err != nil {
 		return nil, err
 	}
-	sub, _ := n.subnetOf(ips[0])
 	e := &Endpoint{
 		Name: req.Name, Network: n.Name, Netns: ej.Netns,
-		HostIf: hostIfName(req.Name), IP: ips[0], PrefixLen: sub.Subnet.Bits(), Gateway: sub.Gateway,
-		MAC: req.MAC, MTU: n.MTU, NoDefaultRoute: true,
+		HostIf: hostIfName(req.Name), MAC: req.MAC, MTU: n.MTU, NoDefaultRoute: true,
 		Owner: req.Owner, ContainerID: req.ContainerID,
 	}
+	setAddrs(e, n, ips)
 	undo := func() {
 		deleteLink(e.HostIf)
 		a.ipam.ReleaseIPs(n.Name, e.Name)
@@ -223,6 +231,19 @@ func (a *Agent) attachForEngine(req EndpointAttach, n *Network, static []netip.A
 	}
 	c := *e
 	return &c, nil
+}
+
+// setAddrs gives e the addresses ipam handed out, with their subnets'
+// prefix lengths and gateways.
+func setAddrs(e *Endpoint, n *Network, ips []netip.Addr) {
+	for _, ip := range ips {
+		sub, _ := n.subnetOf(ip)
+		if ip.Is4() {
+			e.IP, e.PrefixLen, e.Gateway = ip, sub.Subnet.Bits(), sub.Gateway
+		} else {
+			e.IPv6, e.PrefixLen6, e.Gateway6 = ip, sub.Subnet.Bits(), sub.Gateway
+		}
+	}
 }
 
 func closeFD(fd int) { unix.Close(fd) }

@@ -74,9 +74,11 @@ func readNetlinkView() (netlinkView, error) {
 	for _, l := range links {
 		v.links[l.Attrs().Name] = l
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	// Both families: a dual-stack network's bridge carries an IPv6
+	// gateway too.
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
-		return v, fmt.Errorf("list IPv4 addresses: %w", err)
+		return v, fmt.Errorf("list addresses: %w", err)
 	}
 	for _, ad := range addrs {
 		v.addrs[ad.LinkIndex] = append(v.addrs[ad.LinkIndex], ad)
@@ -238,7 +240,7 @@ func (a *Agent) healNetwork(n *Network, v netlinkView) (did []string, err error)
 			if hasAddr(v.addrs[br.Attrs().Index], s.Gateway, s.Subnet.Bits()) {
 				continue
 			}
-			if err := netlink.AddrReplace(br, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())}); err != nil {
+			if err := netlink.AddrReplace(br, gatewayAddr(s)); err != nil {
 				return did, fmt.Errorf("add gateway %s: %w", s.Gateway, err)
 			}
 			did = append(did, fmt.Sprintf("gateway %s/%d added again", s.Gateway, s.Subnet.Bits()))

@@ -105,11 +105,19 @@ func (st *state) check() error {
 		if n.Name != k || n.Bridge == "" || !n.Subnet.IsValid() || !n.Subnet.Contains(n.Gateway) {
 			return fmt.Errorf("network record %q: name %q, bridge %q, subnet %s, gateway %s do not fit", k, n.Name, n.Bridge, n.Subnet, n.Gateway)
 		}
+		for _, s := range n.subnets() {
+			if !s.Subnet.IsValid() || !s.Subnet.Contains(s.Gateway) {
+				return fmt.Errorf("network record %q: subnet %s, gateway %s do not fit", k, s.Subnet, s.Gateway)
+			}
+		}
 	}
 	for k, e := range st.endpoints {
 		n := st.networks[e.Network]
-		if e.Name != k || (!e.Adopted && e.HostIf != hostIfName(e.Name)) || n == nil || !inNetwork(n, e.IP) {
+		if e.Name != k || (!e.Adopted && e.HostIf != hostIfName(e.Name)) || n == nil || !e.IP.Is4() || !inNetwork(n, e.IP) {
 			return fmt.Errorf("endpoint record %q: name %q, interface %s, network %q, address %s do not fit", k, e.Name, e.HostIf, e.Network, e.IP)
+		}
+		if e.IPv6.IsValid() && (!e.IPv6.Is6() || !inNetwork(n, e.IPv6)) {
+			return fmt.Errorf("endpoint record %q: IPv6 address %s is not in network %q", k, e.IPv6, e.Network)
 		}
 	}
 	for k, m := range st.ports {

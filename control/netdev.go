@@ -90,7 +90,7 @@ func ensureBridge(n *Network) error {
 		}
 	}
 	for _, s := range n.subnets() {
-		if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(s.Gateway, s.Subnet.Bits())}); err != nil {
+		if err := netlink.AddrReplace(l, gatewayAddr(s)); err != nil {
 			return fmt.Errorf("add gateway %s to %s: %w", s.Gateway, n.Bridge, err)
 		}
 	}
@@ -98,6 +98,22 @@ func ensureBridge(n *Network) error {
 		return fmt.Errorf("set %s up: %w", n.Bridge, err)
 	}
 	return nil
+}
+
+// gatewayAddr is a subnet's gateway as the bridge carries it. An IPv6
+// address skips duplicate address detection: it is ours by allocation,
+// and a tentative address (a second or more, and until the bridge has a
+// port) would be unusable for the endpoints' first packets.
+func gatewayAddr(s NetworkSubnet) *netlink.Addr {
+	return staticAddr(s.Gateway, s.Subnet.Bits())
+}
+
+func staticAddr(a netip.Addr, bits int) *netlink.Addr {
+	addr := &netlink.Addr{IPNet: ipNet(a, bits)}
+	if a.Is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	return addr
 }
 
 // bridgeHasAddr reports whether an existing bridge already carries a.
@@ -181,6 +197,11 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	if err := h.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(e.IP, e.PrefixLen)}); err != nil {
 		return fmt.Errorf("add %s to %s in %s: %w", e.IP, ifName, e.Netns, err)
 	}
+	if e.IPv6.IsValid() {
+		if err := h.AddrAdd(peer, staticAddr(e.IPv6, e.PrefixLen6)); err != nil {
+			return fmt.Errorf("add %s to %s in %s: %w", e.IPv6, ifName, e.Netns, err)
+		}
+	}
 	for _, l := range []string{"lo", ifName} {
 		link, err := h.LinkByName(l)
 		if err == nil {
@@ -193,7 +214,11 @@ func createVeth(e *Endpoint, n *Network, nsFD int) error {
 	// The network's other subnets are on the same bridge: reached
 	// directly, frames addressed to the peer (the endpoint programs hand
 	// same-network frames straight to the peer's veth as they are).
-	for _, p := range siblingSubnets(n, e) {
+	siblings := siblingSubnets(n, e, true)
+	if e.IPv6.IsValid() {
+		siblings = append(siblings, siblingSubnets(n, e, false)...)
+	}
+	for _, p := range siblings {
 		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: ipNet(p.Addr(), p.Bits()), Scope: netlink.SCOPE_LINK}
 		if err := h.RouteReplace(r); err != nil {
 			return fmt.Errorf("add route to %s via %s in %s: %w", p, ifName, e.Netns, err)
@@ -274,12 +299,12 @@ func createPeerVeth(e *Endpoint, n *Network, peerName string) error {
 // moves it.
 func peerIfName(endpoint string) string { return "ptp" + shortID(endpoint) }
 
-// siblingSubnets are the subnets of n other than the one holding e's
-// address.
-func siblingSubnets(n *Network, e *Endpoint) []netip.Prefix {
+// siblingSubnets are the subnets of n of one family (IPv4 or not) other
+// than the one holding e's address of that family.
+func siblingSubnets(n *Network, e *Endpoint, v4 bool) []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range n.subnets() {
-		if !s.Subnet.Contains(e.IP) {
+		if s.Subnet.Addr().Is4() == v4 && !s.Subnet.Contains(e.IP) && !s.Subnet.Contains(e.IPv6) {
 			out = append(out, s.Subnet.Masked())
 		}
 	}
@@ -314,7 +339,7 @@ func sourceRoute(h *netlink.Handle, e *Endpoint, n *Network, ifindex int) error 
 	table := sourceTable(e)
 	own := netip.PrefixFrom(e.IP, e.PrefixLen).Masked()
 	var routes []*netlink.Route
-	for _, p := range append([]netip.Prefix{own}, siblingSubnets(n, e)...) {
+	for _, p := range append([]netip.Prefix{own}, siblingSubnets(n, e, true)...) {
 		routes = append(routes, &netlink.Route{LinkIndex: ifindex, Dst: ipNet(p.Addr(), p.Bits()), Src: e.IP.AsSlice(), Scope: netlink.SCOPE_LINK, Table: table})
 	}
 	routes = append(routes, &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice(), Table: table})
@@ -372,9 +397,14 @@ func removeSourceRoute(e *Endpoint) error {
 // endpoint's gateway. Replace, not add: a default route via another
 // endpoint's interface is the same route to the kernel and is taken over.
 func replaceDefaultRoute(h *netlink.Handle, e *Endpoint, ifindex int) error {
-	route := &netlink.Route{LinkIndex: ifindex, Gw: e.Gateway.AsSlice()}
-	if err := h.RouteReplace(route); err != nil {
-		return fmt.Errorf("add default route via %s in %s: %w", e.Gateway, e.Netns, err)
+	for _, gw := range []netip.Addr{e.Gateway, e.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		route := &netlink.Route{LinkIndex: ifindex, Gw: gw.AsSlice()}
+		if err := h.RouteReplace(route); err != nil {
+			return fmt.Errorf("add default route via %s in %s: %w", gw, e.Netns, err)
+		}
 	}
 	return nil
 }

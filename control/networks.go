@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -65,9 +66,7 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 		return nil, err
 	}
 	for _, s := range ipn.Subnets {
-		if !s.Prefix.Addr().Is4() {
-			return nil, kindf(ErrUnsupported, "subnet %s: IPv6 networks are not supported yet; give an IPv4 subnet", s.Prefix)
-		}
+		n.IPv6 = n.IPv6 || s.Prefix.Addr().Is6()
 		if err := a.validateSubnet(s.Prefix, s.Gateway, req.Force, n.Bridge); err != nil {
 			return nil, err
 		}
@@ -174,7 +173,9 @@ func (a *Agent) attachBridge(name string, listed map[string]netlink.Link) error 
 }
 
 // subnetsFor reads the requested subnets with their gateways, ranges and
-// auxiliary addresses, or picks a free private subnet.
+// auxiliary addresses, and picks a free private subnet for a family that
+// has none: IPv4 always, IPv6 when asked for (--ipv6). IPv4 subnets come
+// first, so Network.Subnet and Gateway, which older readers use, stay IPv4.
 func (a *Agent) subnetsFor(req NetworkCreate) (ipam.Network, error) {
 	opts := ipam.NetworkOptions{Subnets: req.Subnets, Gateways: req.Gateways, IPRanges: req.IPRanges, AuxAddresses: req.AuxAddresses}
 	if req.Subnet != "" {
@@ -183,34 +184,91 @@ func (a *Agent) subnetsFor(req NetworkCreate) (ipam.Network, error) {
 	if req.Gateway != "" {
 		opts.Gateways = append([]string{req.Gateway}, opts.Gateways...)
 	}
-	if len(opts.Subnets) > 0 {
-		return ipam.ParseNetwork(req.Name, opts)
+	if req.Subnet6 != "" {
+		if p, err := netip.ParsePrefix(req.Subnet6); err == nil && !p.Addr().Is6() {
+			return ipam.Network{}, kindf(ErrInvalid, "--subnet6 %s is an IPv4 subnet; give it with --subnet, or give an IPv6 one such as fd00:1::/64", req.Subnet6)
+		}
+		opts.Subnets = append(opts.Subnets, req.Subnet6)
 	}
-	// A range or a reserved address only means something in a subnet
-	// the user chose.
-	switch {
-	case len(opts.IPRanges) > 0:
-		return ipam.Network{}, kindf(ErrInvalid, "--ip-range %s needs the subnet it lies in; give --subnet", opts.IPRanges[0])
-	case len(opts.AuxAddresses) > 0:
-		return ipam.Network{}, kindf(ErrInvalid, "--aux-address %s needs the subnet it lies in; give --subnet", opts.AuxAddresses[0])
-	case len(opts.Gateways) > 1:
-		return ipam.Network{}, kindf(ErrInvalid, "%d gateways and no subnet: give one --subnet per gateway", len(opts.Gateways))
+	if req.Gateway6 != "" {
+		if g, err := netip.ParseAddr(req.Gateway6); err == nil && !g.Is6() {
+			return ipam.Network{}, kindf(ErrInvalid, "--gateway6 %s is an IPv4 address; give it with --gateway, or give an IPv6 one", req.Gateway6)
+		}
+		opts.Gateways = append(opts.Gateways, req.Gateway6)
 	}
-	taken, err := hostPrefixes()
+	var has4, has6 bool
+	for _, s := range opts.Subnets {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			has4, has6 = has4 || p.Addr().Unmap().Is4(), has6 || !p.Addr().Unmap().Is4()
+		}
+	}
+	if len(opts.Subnets) == 0 {
+		// A range or a reserved address only means something in a
+		// subnet the user chose.
+		switch {
+		case len(opts.IPRanges) > 0:
+			return ipam.Network{}, kindf(ErrInvalid, "--ip-range %s needs the subnet it lies in; give --subnet", opts.IPRanges[0])
+		case len(opts.AuxAddresses) > 0:
+			return ipam.Network{}, kindf(ErrInvalid, "--aux-address %s needs the subnet it lies in; give --subnet", opts.AuxAddresses[0])
+		case len(opts.Gateways) > 1:
+			return ipam.Network{}, kindf(ErrInvalid, "%d gateways and no subnet: give one --subnet per gateway", len(opts.Gateways))
+		}
+	}
+	if !has4 {
+		p, err := a.pickFree(netlink.FAMILY_V4, candidateSubnets())
+		if err != nil {
+			return ipam.Network{}, kindf(ErrConflict, "every candidate private range overlaps a route, a nameserver or a network; give --subnet")
+		}
+		opts.Subnets = append([]string{p.String()}, opts.Subnets...)
+	}
+	if req.IPv6 && !has6 {
+		if req.Gateway6 != "" {
+			return ipam.Network{}, kindf(ErrInvalid, "--gateway6 %s needs the subnet it lies in; give --subnet6", req.Gateway6)
+		}
+		p, err := a.pickFree(netlink.FAMILY_V6, ulaCandidates())
+		if err != nil {
+			return ipam.Network{}, kindf(ErrConflict, "every candidate unique local /64 overlaps a route, a nameserver or a network; give --subnet6")
+		}
+		opts.Subnets = append(opts.Subnets, p.String())
+	}
+	slices.SortStableFunc(opts.Subnets, func(x, y string) int {
+		return cmpBool(!isIPv4Prefix(x), !isIPv4Prefix(y))
+	})
+	return ipam.ParseNetwork(req.Name, opts)
+}
+
+// pickFree is the first candidate that overlaps no route, address or
+// nameserver of the host's family, nor another network's subnet.
+func (a *Agent) pickFree(family int, candidates []netip.Prefix) (netip.Prefix, error) {
+	taken, err := hostPrefixes(family)
 	if err != nil {
-		return ipam.Network{}, err
+		return netip.Prefix{}, err
 	}
 	for _, n := range a.st.networks {
 		for _, s := range n.subnets() {
 			taken = append(taken, s.Subnet)
 		}
 	}
-	p, ok := pickSubnet(candidateSubnets(), taken)
+	p, ok := pickSubnet(candidates, taken)
 	if !ok {
-		return ipam.Network{}, kindf(ErrConflict, "every candidate private range overlaps a route, a nameserver or a network; give --subnet")
+		return netip.Prefix{}, errors.New("no free candidate")
 	}
-	opts.Subnets = []string{p.String()}
-	return ipam.ParseNetwork(req.Name, opts)
+	return p, nil
+}
+
+func isIPv4Prefix(s string) bool {
+	p, err := netip.ParsePrefix(s)
+	return err == nil && p.Addr().Unmap().Is4()
+}
+
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	}
+	return 1
 }
 
 func (a *Agent) networkInfo(n *Network) *NetworkInfo {

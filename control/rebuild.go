@@ -132,15 +132,16 @@ func writeState(path string, st *state) error {
 
 // pinnedMaps are the datapath's maps a rebuild reads; any may be missing.
 type pinnedMaps struct {
-	networks  map[uint32]maps.NetworkValue
-	subnets   map[uint32][]NetworkSubnet // one networks-map entry each
-	endpoints map[uint32]netip.Addr      // host veth ifindex -> container address
-	macs      map[uint32][6]byte
-	bindings  []maps.Binding
+	networks   map[uint32]maps.NetworkValue
+	subnets    map[uint32][]NetworkSubnet // one networks-map entry each
+	endpoints  map[uint32]netip.Addr      // host veth ifindex -> container address
+	endpoints6 map[uint32]netip.Addr      // host veth ifindex -> container IPv6 address
+	macs       map[uint32][6]byte
+	bindings   []maps.Binding
 }
 
 func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
-	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32][]NetworkSubnet{}, endpoints: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
+	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32][]NetworkSubnet{}, endpoints: map[uint32]netip.Addr{}, endpoints6: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
 	open := func(name string) *ebpf.Map {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 		if err != nil {
@@ -156,14 +157,14 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 			v maps.NetworkValue
 		)
 		for it := m.Iterate(); it.Next(&k, &v); {
-			if k.Family != 2 || k.Prefixlen < 32 || k.Prefixlen > 64 {
+			sub, ok := pinnedSubnet(k, v)
+			if !ok {
 				continue
 			}
-			pm.networks[v.ID] = v
-			pm.subnets[v.ID] = append(pm.subnets[v.ID], NetworkSubnet{
-				Subnet:  netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Prefixlen-32)),
-				Gateway: netip.AddrFrom4([4]byte(v.Gateway[:4])),
-			})
+			if sub.Subnet.Addr().Is4() {
+				pm.networks[v.ID] = v
+			}
+			pm.subnets[v.ID] = append(pm.subnets[v.ID], sub)
 		}
 	}
 	if m := open("endpoints"); m != nil {
@@ -173,9 +174,15 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 			v maps.EndpointValue
 		)
 		for it := m.Iterate(); it.Next(&k, &v); {
-			if k.Family == 2 {
+			switch k.Family {
+			case 2:
 				pm.endpoints[v.Ifindex] = netip.AddrFrom4([4]byte(k.Addr[:4]))
 				pm.macs[v.Ifindex] = v.MAC
+			case 10:
+				// Its link-local entry is derived from the MAC, not kept.
+				if a := netip.AddrFrom16(k.Addr); !a.IsLinkLocalUnicast() {
+					pm.endpoints6[v.Ifindex] = a
+				}
 			}
 		}
 	}
@@ -187,6 +194,24 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 		}
 	}
 	return pm, nil
+}
+
+// pinnedSubnet reads one networks map entry back into a subnet; the key's
+// prefix length counts the family and pad (32 bits) before the address.
+func pinnedSubnet(k maps.NetworkKey, v maps.NetworkValue) (NetworkSubnet, bool) {
+	switch {
+	case k.Family == 2 && k.Prefixlen >= 32 && k.Prefixlen <= 64:
+		return NetworkSubnet{
+			Subnet:  netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Prefixlen-32)),
+			Gateway: netip.AddrFrom4([4]byte(v.Gateway[:4])),
+		}, true
+	case k.Family == 10 && k.Prefixlen >= 32 && k.Prefixlen <= 160:
+		return NetworkSubnet{
+			Subnet:  netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Prefixlen-32)),
+			Gateway: netip.AddrFrom16(v.Gateway),
+		}, true
+	}
+	return NetworkSubnet{}, false
 }
 
 // stateFromKernel reconstructs the records; what it cannot goes in rep.
@@ -275,6 +300,7 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 			return x.Subnet.Addr().Compare(y.Subnet.Addr())
 		})
 		n.Subnet, n.Gateway = n.Subnets[0].Subnet, n.Subnets[0].Gateway
+		n.IPv6 = n.Subnets[len(n.Subnets)-1].Subnet.Addr().Is6()
 		n.ICC = v.Flags&maps.NetworkNoICC == 0
 		n.Routed = v.Flags&maps.NetworkRouted != 0
 		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
@@ -310,6 +336,7 @@ func endpointFromVeth(l netlink.Link, name string, n *Network, pm *pinnedMaps) (
 	}
 	e := &Endpoint{Name: name, Network: n.Name, Netns: path, NetnsInode: ino, HostIf: at.Name,
 		HostMAC: at.HardwareAddr.String(), MTU: at.MTU}
+	e.IPv6 = pm.endpoints6[uint32(at.Index)]
 	if ip, ok := pm.endpoints[uint32(at.Index)]; ok {
 		e.IP = ip
 		if mac := pm.macs[uint32(at.Index)]; mac != ([6]byte{}) {
@@ -323,6 +350,16 @@ func endpointFromVeth(l netlink.Link, name string, n *Network, pm *pinnedMaps) (
 	e.IfName, e.NoDefaultRoute = side.name, !side.defaultRoute
 	if !e.IP.IsValid() {
 		e.IP = side.ip
+	}
+	if !e.IPv6.IsValid() && n.IPv6 {
+		e.IPv6 = side.ip6
+	}
+	if e.IPv6.IsValid() {
+		s, ok := n.subnetOf(e.IPv6)
+		if !ok {
+			return nil, fmt.Errorf("endpoint %s left out: its IPv6 address %s is outside network %s's subnets", name, e.IPv6, n.Name)
+		}
+		e.PrefixLen6, e.Gateway6 = s.Subnet.Bits(), s.Gateway
 	}
 	if e.MAC == "" {
 		e.MAC = side.mac
@@ -379,6 +416,7 @@ func findNetns(nsid int) (string, uint64, error) {
 type containerEnd struct {
 	name         string
 	ip           netip.Addr
+	ip6          netip.Addr // a routable IPv6 address, on a dual-stack network
 	mac          string
 	defaultRoute bool // the namespace's default route leaves through it
 }
@@ -412,6 +450,16 @@ func containerSide(path string, peer int) (containerEnd, error) {
 	}
 	ip, _ := netip.AddrFromSlice(addrs[0].IP)
 	end.ip = ip.Unmap()
+	addrs6, err := h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return containerEnd{}, fmt.Errorf("list IPv6 addresses of %s in %s: %w", end.name, path, err)
+	}
+	for _, ad := range addrs6 {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Is6() && routable6(ip) {
+			end.ip6 = ip
+			break
+		}
+	}
 	routes, err := h.RouteList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return containerEnd{}, fmt.Errorf("list routes of %s in %s: %w", end.name, path, err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -156,7 +157,7 @@ func (a *Agent) reconcileIPAM() error {
 			return err
 		}
 		for _, ip := range ips {
-			if e := a.st.endpoints[ip.Owner]; e == nil || e.Network != n.Name || e.IP != ip.Addr {
+			if e := a.st.endpoints[ip.Owner]; e == nil || e.Network != n.Name || !slices.Contains(e.addrs(), ip.Addr) {
 				if _, err := a.ipam.ReleaseIPs(n.Name, ip.Owner); err != nil {
 					return fmt.Errorf("prune address %s: %w", ip.Addr, err)
 				}
@@ -164,7 +165,7 @@ func (a *Agent) reconcileIPAM() error {
 		}
 	}
 	for _, e := range a.st.endpoints {
-		if _, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: e.Network, Owner: e.Name, Static: []netip.Addr{e.IP}}); err != nil {
+		if _, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: e.Network, Owner: e.Name, Static: e.addrs()}); err != nil {
 			return fmt.Errorf("restore address of endpoint %s: %w", e.Name, err)
 		}
 	}

@@ -2,7 +2,10 @@ package control
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -25,11 +28,11 @@ func candidateSubnets() []netip.Prefix {
 	return out
 }
 
-// hostPrefixes are what a new subnet must not overlap: the host's routes
-// (all but default routes), the subnets of its addresses and its
-// nameservers.
-func hostPrefixes() ([]netip.Prefix, error) {
-	h, err := readHostNet(nil, nil)
+// hostPrefixes are what a new subnet of a family (netlink.FAMILY_V4 or
+// FAMILY_V6) must not overlap: the host's routes (all but default
+// routes), the subnets of its addresses and its nameservers.
+func hostPrefixes(family int) ([]netip.Prefix, error) {
+	h, err := readHostNet(nil, nil, family)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +100,23 @@ var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 const pickAdvice = "pick another subnet, such as one in 10.0.0.0/8, or leave out --subnet to get a free one"
 
+const pickAdvice6 = "pick another subnet, such as a /64 in fd00::/8, or leave out --subnet6 to get a free one"
+
+// adviceFor is pickAdvice for p's family.
+func adviceFor(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return pickAdvice
+	}
+	return pickAdvice6
+}
+
 // checkSubnetShape refuses what no host could use as a network, whatever
 // its interfaces: /0, too small a subnet, the reserved ranges, and a
 // gateway on the network or broadcast address.
 func checkSubnetShape(p netip.Prefix, gw netip.Addr) error {
+	if p.Addr().Is6() {
+		return checkSubnetShape6(p, gw)
+	}
 	switch {
 	case p.Bits() == 0:
 		return kindf(ErrInvalid, "subnet %s covers every address; %s", p, pickAdvice)
@@ -172,16 +188,16 @@ type hostNet struct {
 func (h hostNet) check(p netip.Prefix, force bool) error {
 	for _, a := range h.addrs {
 		if p.Overlaps(a.prefix.Masked()) {
-			return kindf(ErrConflict, "subnet %s overlaps %s (address %s); %s", p, a, a.prefix.Addr(), pickAdvice)
+			return kindf(ErrConflict, "subnet %s overlaps %s (address %s); %s", p, a, a.prefix.Addr(), adviceFor(p))
 		}
 	}
 	for _, r := range h.routes {
 		switch {
 		case !p.Overlaps(r.dst):
 		case r.connected:
-			return kindf(ErrConflict, "subnet %s overlaps the host's connected route to %s; %s", p, r.desc, pickAdvice)
+			return kindf(ErrConflict, "subnet %s overlaps the host's connected route to %s; %s", p, r.desc, adviceFor(p))
 		case !force:
-			return kindf(ErrConflict, "subnet %s overlaps the host's route to %s; %s, or give --force to create it anyway (the host then reaches %s on the network's bridge)", p, r.desc, pickAdvice, p)
+			return kindf(ErrConflict, "subnet %s overlaps the host's route to %s; %s, or give --force to create it anyway (the host then reaches %s on the network's bridge)", p, r.desc, adviceFor(p), p)
 		}
 	}
 	return nil
@@ -195,9 +211,6 @@ func (h hostNet) check(p netip.Prefix, force bool) error {
 // other networks, which ipam refuses by name. force lets p overlap routes
 // that are not an interface's own subnet.
 func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge string) error {
-	if !p.Addr().Is4() {
-		return nil
-	}
 	if err := checkSubnetShape(p, gw); err != nil {
 		return err
 	}
@@ -209,38 +222,34 @@ func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge
 	for idx := range a.uplinks {
 		uplinks[idx] = true
 	}
-	h, err := readHostNet(skip, uplinks)
+	family := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	h, err := readHostNet(skip, uplinks, family)
 	if err != nil {
 		return fmt.Errorf("check subnet %s against the host: %w", p, err)
 	}
 	return h.check(p, force)
 }
 
-// readHostNet lists the host's IPv4 addresses and routes (every table but
-// default routes), leaving out those of the links in skip. Interfaces are
-// named from their addresses' labels rather than by listing them: a link
-// dump with 1,000 bridges costs more than everything else here together.
-func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
+// readHostNet lists the host's addresses and routes of one family
+// (netlink.FAMILY_V4 or FAMILY_V6; every table but default routes),
+// leaving out those of the links in skip. IPv6 link-local and multicast
+// addresses and routes are every link's and say nothing about a subnet.
+// Interfaces are named from their addresses' labels rather than by
+// listing them: a link dump with 1,000 bridges costs more than everything
+// else here together.
+func readHostNet(skip map[string]bool, uplinks map[int]bool, family int) (hostNet, error) {
 	var h hostNet
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, family) })
 	if err != nil {
 		return h, fmt.Errorf("list addresses: %w", err)
 	}
 	names := map[int]string{}
 	own := map[int][]netip.Prefix{}
-	for _, ad := range addrs {
-		name, _, _ := strings.Cut(ad.Label, ":") // "eth0:1" is an address of eth0
-		names[ad.LinkIndex] = name
-		ip, ok := netip.AddrFromSlice(ad.IP.To4())
-		if !ok || skip[name] {
-			continue
-		}
-		ones, _ := ad.Mask.Size()
-		pfx := netip.PrefixFrom(ip, ones)
-		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
-		h.addrs = append(h.addrs, hostAddr{link: name, uplink: uplinks[ad.LinkIndex], prefix: pfx})
-	}
-	// A link with routes but no IPv4 address is looked up by index.
+	// A link with routes but no IPv4 address is looked up by index, as is
+	// the link of an IPv6 address: those have no label.
 	nameOf := func(index int) string {
 		if name, ok := names[index]; ok || index == 0 {
 			return name
@@ -252,8 +261,27 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 		}
 		return names[index]
 	}
+	for _, ad := range addrs {
+		ip, ok := familyAddr(ad.IP, family)
+		if !ok || ip.Is6() && !routable6(ip) {
+			continue
+		}
+		name, _, _ := strings.Cut(ad.Label, ":") // "eth0:1" is an address of eth0
+		if name != "" {
+			names[ad.LinkIndex] = name
+		} else {
+			name = nameOf(ad.LinkIndex)
+		}
+		if skip[name] {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		pfx := netip.PrefixFrom(ip, ones)
+		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
+		h.addrs = append(h.addrs, hostAddr{link: name, uplink: uplinks[ad.LinkIndex], prefix: pfx})
+	}
 	routes, err := retryDump(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+		return netlink.RouteListFiltered(family, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return h, fmt.Errorf("list routes: %w", err)
@@ -261,18 +289,22 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 	for _, r := range routes {
 		// Local and broadcast routes lie inside their address's subnet,
 		// which the addresses above cover.
-		if r.Dst == nil || r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST {
+		if r.Dst == nil || r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST ||
+			r.Type == unix.RTN_MULTICAST || r.Type == unix.RTN_ANYCAST {
 			continue
 		}
-		ip, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		ip, ok := familyAddr(r.Dst.IP, family)
 		ones, _ := r.Dst.Mask.Size()
+		if !ok || ones == 0 || ip.Is6() && !routable6(ip) {
+			continue
+		}
 		dev := nameOf(r.LinkIndex)
-		if !ok || ones == 0 || skip[dev] && r.LinkIndex != 0 {
+		if skip[dev] && r.LinkIndex != 0 {
 			continue
 		}
 		dst := netip.PrefixFrom(ip, ones).Masked()
 		hr := hostRoute{dst: dst, desc: dst.String()}
-		if gw, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
+		if gw, ok := familyAddr(r.Gw, family); ok {
 			hr.desc += " via " + gw.String()
 		}
 		if dev != "" {
@@ -282,4 +314,84 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool) (hostNet, error) {
 		h.routes = append(h.routes, hr)
 	}
 	return h, nil
+}
+
+// familyAddr reads an address of the family asked for; an IPv4 address
+// read for IPv6, or the other way round, is not one.
+func familyAddr(ip net.IP, family int) (netip.Addr, bool) {
+	if family == netlink.FAMILY_V4 {
+		return netip.AddrFromSlice(ip.To4())
+	}
+	if ip.To4() != nil {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFromSlice(ip.To16())
+}
+
+// routable6 is false for IPv6 addresses every link has a route for
+// (link-local, multicast).
+func routable6(a netip.Addr) bool {
+	return !a.IsLinkLocalUnicast() && !a.IsMulticast()
+}
+
+// reservedRanges6 are IPv6 ranges no network may overlap.
+var reservedRanges6 = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("::/8"), "the reserved range ::/8 (unspecified, loopback, IPv4-mapped)"},
+	{netip.MustParsePrefix("fe80::/10"), "the link-local range fe80::/10"},
+	{netip.MustParsePrefix("fec0::/10"), "the deprecated site-local range fec0::/10"},
+	{netip.MustParsePrefix("ff00::/8"), "the multicast range ff00::/8"},
+}
+
+// Bounds of an IPv6 network's prefix length. One link is one /64 in IPv6
+// (RFC 4291's 64-bit interface identifiers): a wider subnet on a bridge
+// would claim other links' addresses as on-link. Narrower ones work, as
+// the agent gives addresses statically, down to 256 addresses.
+const (
+	minBits6 = 64
+	maxBits6 = 120
+)
+
+// checkSubnetShape6 is checkSubnetShape for IPv6: a /64 to /120 outside
+// the reserved ranges, and a gateway that is not the subnet-router anycast
+// address (the subnet's first, which RFC 4291 gives every router).
+func checkSubnetShape6(p netip.Prefix, gw netip.Addr) error {
+	switch {
+	case p.Bits() < minBits6:
+		return kindf(ErrInvalid, "subnet %s is wider than a /64, the size of one IPv6 link; give a /64 (or narrower, to /120), such as %s", p, netip.PrefixFrom(p.Addr(), 64))
+	case p.Bits() > maxBits6:
+		return kindf(ErrInvalid, "subnet %s is narrower than a /120; give a /64 (or up to a /120)", p)
+	}
+	for _, r := range reservedRanges6 {
+		if p.Overlaps(r.prefix) {
+			return kindf(ErrInvalid, "subnet %s overlaps %s; %s", p, r.what, pickAdvice6)
+		}
+	}
+	if gw == p.Addr() {
+		return kindf(ErrInvalid, "gateway %s is the subnet-router anycast address of %s; give another, such as %s", gw, p, p.Addr().Next())
+	}
+	return nil
+}
+
+// ulaCandidates are where an IPv6 network without --subnet6 gets its /64:
+// the /64s of a unique local /48 (RFC 4193) whose global ID is taken from
+// the machine id, so that hosts that route to each other's networks pick
+// different ones, and one host always the same.
+func ulaCandidates() []netip.Prefix {
+	id, err := os.ReadFile("/etc/machine-id")
+	if err != nil || len(bytes.TrimSpace(id)) == 0 {
+		id = []byte("pontoon")
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(id))
+	var b [16]byte
+	b[0] = 0xfd
+	copy(b[1:6], sum[:5])
+	out := make([]netip.Prefix, 0, 256)
+	for i := 1; i <= 256; i++ {
+		b[6], b[7] = byte(i>>8), byte(i)
+		out = append(out, netip.PrefixFrom(netip.AddrFrom16(b), 64))
+	}
+	return out
 }

@@ -120,3 +120,21 @@ func TestLastAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestULACandidates: the /64s a network without --subnet6 picks from are
+// unique local, one /48 per host, and the same on every call.
+func TestULACandidates(t *testing.T) {
+	c := ulaCandidates()
+	if len(c) == 0 || c[0].Bits() != 64 || c[0].Addr().As16()[0] != 0xfd {
+		t.Fatalf("candidates %v, want unique local /64s", c[:min(len(c), 2)])
+	}
+	base := netip.PrefixFrom(c[0].Addr(), 48).Masked()
+	for _, p := range c {
+		if !base.Contains(p.Addr()) || checkSubnetShape6(p, p.Addr().Next()) != nil {
+			t.Fatalf("candidate %s outside %s or refused", p, base)
+		}
+	}
+	if again := ulaCandidates(); again[0] != c[0] {
+		t.Errorf("candidates moved: %s then %s", c[0], again[0])
+	}
+}

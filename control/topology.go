@@ -73,7 +73,17 @@ func (a *Agent) syncTopology() error {
 		id := networkID(e.Network)
 		// The MAC comes from the record, so an endpoint re-synced after
 		// a restart, or recreated with it, keeps being held to it.
-		endpoints[e.IP] = maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id, MAC: endpointMAC(e)}
+		v := maps.EndpointValue{Ifindex: uint32(l.Attrs().Index), NetworkID: id, MAC: endpointMAC(e)}
+		if n := a.st.networks[e.Network]; n != nil && !n.ICC {
+			v.Flags |= maps.EndpointNoICC
+		}
+		for _, addr := range e.addrs() {
+			endpoints[addr] = v
+		}
+		// The link-local address it sends neighbour discovery from.
+		if ll, ok := linkLocal(v.MAC); ok && e.IPv6.IsValid() {
+			endpoints[ll] = v
+		}
 		if _, err := a.dp.AttachEndpoint(e.HostIf); err != nil {
 			a.log.Error("attach endpoint program", "endpoint", e.Name, "err", err)
 		}
@@ -116,6 +126,21 @@ func endpointMAC(e *Endpoint) [6]byte {
 		copy(out[:], mac)
 	}
 	return out
+}
+
+// linkLocal is the fe80::/64 address the kernel derives from a MAC
+// (modified EUI-64, RFC 4291 appendix A), which an endpoint's eth0 gets
+// by default. Two endpoints of different networks given the same MAC by
+// hand would share it: the later one in the map wins.
+func linkLocal(mac [6]byte) (netip.Addr, bool) {
+	if mac == ([6]byte{}) {
+		return netip.Addr{}, false
+	}
+	b := [16]byte{0: 0xfe, 1: 0x80}
+	b[8], b[9], b[10] = mac[0]^0x02, mac[1], mac[2]
+	b[11], b[12] = 0xff, 0xfe
+	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(b), true
 }
 
 // netnsCookieAt reads the cookie of the namespace at path from a thread

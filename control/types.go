@@ -29,6 +29,9 @@ type Network struct {
 	// Routed networks are reachable from outside by their containers'
 	// own addresses (Docker's routed gateway mode), without masquerade.
 	Routed bool `json:"routed"`
+	// IPv6: the network has an IPv6 subnet, and its endpoints get an
+	// IPv6 address besides their IPv4 one (Docker's EnableIPv6).
+	IPv6 bool `json:"ipv6,omitempty"`
 	// Adopted bridges existed before the network and outlive it.
 	Adopted bool `json:"adopted"`
 	// AddedGateway: the agent put the gateway address on an adopted
@@ -95,6 +98,12 @@ type NetworkCreate struct {
 	Masquerade   *bool    `json:"masquerade,omitempty"`
 	// Routed implies no masquerade; asking for both is refused.
 	Routed bool `json:"routed,omitempty"`
+	// IPv6 gives the network an IPv6 subnet too: Subnet6, or a unique
+	// local /64 picked like an IPv4 subnet. An IPv6 subnet in Subnet6 or
+	// Subnets implies it; an IPv4 subnet is picked when none is given.
+	IPv6     bool   `json:"ipv6,omitempty"`
+	Subnet6  string `json:"subnet6,omitempty"`
+	Gateway6 string `json:"gateway6,omitempty"`
 	// Force accepts a subnet overlapping a route of the host that is not
 	// an interface's own subnet.
 	Force bool `json:"force,omitempty"`
@@ -112,6 +121,11 @@ type Endpoint struct {
 	IP         netip.Addr `json:"ip"`
 	PrefixLen  int        `json:"prefix_len"`
 	Gateway    netip.Addr `json:"gateway"`
+	// IPv6, PrefixLen6 and Gateway6 are set on a dual-stack network's
+	// endpoints; IP stays the IPv4 address.
+	IPv6       netip.Addr `json:"ipv6,omitzero"`
+	PrefixLen6 int        `json:"prefix_len6,omitempty"`
+	Gateway6   netip.Addr `json:"gateway6,omitzero"`
 	MAC        string     `json:"mac"`
 	// HostMAC is kept so a recreated pair looks the same to the bridge.
 	HostMAC string `json:"host_mac"`
@@ -137,6 +151,14 @@ type Endpoint struct {
 	Adopted bool `json:"adopted,omitempty"`
 }
 
+// addrs are the endpoint's addresses: IPv4, then IPv6 when it has one.
+func (e *Endpoint) addrs() []netip.Addr {
+	if e.IPv6.IsValid() {
+		return []netip.Addr{e.IP, e.IPv6}
+	}
+	return []netip.Addr{e.IP}
+}
+
 // ifName is the endpoint's interface inside its namespace.
 func (e *Endpoint) ifName() string {
 	if e.IfName == "" {
@@ -156,7 +178,9 @@ type EndpointAttach struct {
 	Netns   string `json:"netns,omitempty"`
 	PID     int    `json:"pid,omitempty"`
 	IP      string `json:"ip,omitempty"`
-	MAC     string `json:"mac,omitempty"`
+	// IP6 is a static IPv6 address on a dual-stack network.
+	IP6 string `json:"ip6,omitempty"`
+	MAC string `json:"mac,omitempty"`
 	// IfName names the interface inside the namespace; by default the
 	// first free of eth0, eth1, ...
 	IfName string `json:"ifname,omitempty"`

@@ -77,3 +77,13 @@ func TestOldMappingRecordsLoad(t *testing.T) {
 		t.Errorf("loaded %+v", m)
 	}
 }
+
+func TestLinkLocal(t *testing.T) {
+	ll, ok := linkLocal([6]byte{0x02, 0x42, 0xac, 0x11, 0x00, 0x02})
+	if want := netip.MustParseAddr("fe80::42:acff:fe11:2"); !ok || ll != want {
+		t.Errorf("linkLocal(02:42:ac:11:00:02) = %s, want %s", ll, want)
+	}
+	if _, ok := linkLocal([6]byte{}); ok {
+		t.Error("an unrecorded MAC gave a link-local address")
+	}
+}

@@ -63,6 +63,7 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		for _, attach := range []ebpf.AttachType{
 			ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg,
 			ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind,
+			ebpf.AttachCGroupInet6Connect, ebpf.AttachCGroupUDP6Recvmsg, ebpf.AttachCgroupInet6GetPeername,
 		} {
 			if got := cgroupPrograms(t, cgroup, attach); got != want {
 				t.Errorf("%d programs on cgroup %v, want %d", got, attach, want)
@@ -80,8 +81,8 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(atts) != 8 {
-			t.Errorf("pins list %d attachments, want 2 tc and 6 cgroup: %+v", len(atts), atts)
+		if len(atts) != 11 {
+			t.Errorf("pins list %d attachments, want 2 tc and 9 cgroup: %+v", len(atts), atts)
 		}
 		return loader.Cleanup(pins)
 	}); err != nil {

@@ -21,6 +21,9 @@ var sockHooks = []sockHook{
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(d *Datapath) *ebpf.Program { return d.sock.SockSendmsg4 }},
 	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(d *Datapath) *ebpf.Program { return d.sock.SockRecvmsg4 }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(d *Datapath) *ebpf.Program { return d.sock.SockGetpeername4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(d *Datapath) *ebpf.Program { return d.sock.SockConnect6 }},
+	{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, func(d *Datapath) *ebpf.Program { return d.sock.SockRecvmsg6 }},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(d *Datapath) *ebpf.Program { return d.sock.SockGetpeername6 }},
 	{"bind4", ebpf.AttachCGroupInet4Bind, func(d *Datapath) *ebpf.Program { return d.sock.SockBind4 }},
 	{"bind6", ebpf.AttachCGroupInet6Bind, func(d *Datapath) *ebpf.Program { return d.sock.SockBind6 }},
 }

@@ -216,8 +216,12 @@ type EndpointValue struct {
 	// MAC is the container's eth0 address; the endpoint may send from no
 	// other. All zero leaves it unchecked.
 	MAC [6]byte
-	Pad uint16
+	// Flags are ENDPOINT_F_*: EndpointNoICC.
+	Flags uint16
 }
+
+// EndpointNoICC is ENDPOINT_F_NO_ICC: the endpoint's network has icc=false.
+const EndpointNoICC = 1 << 0
 
 // UplinkValue mirrors struct uplink_value.
 type UplinkValue struct {

@@ -179,8 +179,12 @@ struct endpoint_value {
 	__u32 ifindex;     /* host-side veth */
 	__u32 network_id;
 	__u8 mac[6];       /* the container's eth0; all zero: not checked */
-	__u16 pad;
+	__u16 flags;       /* ENDPOINT_F_* */
 };
+
+/* endpoint_value.flags: its network's icc=false, for the IPv6 rules, which
+ * cannot find the network of a link-local address by subnet. */
+#define ENDPOINT_F_NO_ICC (1 << 0)
 
 /* A network a network namespace's containers are on, one entry per
  * (netns cookie, network): a container may be on several. The socket hooks
@@ -269,7 +273,7 @@ enum stat_index {
 	STAT_TCP_RST_IGNORED,     /* an RST outside the window: the flow keeps its state */
 	STAT_DROP_NOT_PUBLISHED,  /* from outside to a container, neither a published port nor a reply */
 	STAT_DROP_SPOOFED,        /* an endpoint sending from an address or MAC not its own */
-	STAT_DROP_PROTOCOL,       /* an endpoint sending what Pontoon does not carry yet (IPv6) */
+	STAT_DROP_PROTOCOL,       /* an endpoint sending neither IP nor ARP, or IPv6 whose headers cannot be followed */
 	STAT_SOCK_BIND_REFUSED,   /* a host process binding a published port */
 	STAT_CT_NOT_PROMOTED,     /* ct full: an answered flow stays in ct_new */
 	STAT_DROP_SNAT_ORPHAN,    /* half a masqueraded flow without its other half */

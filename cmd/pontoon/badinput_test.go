@@ -49,7 +49,7 @@ func TestBadInput(t *testing.T) {
 		{"invalid MTU", []string{"network", "create", "x", "--mtu", "10"}, "MTU"},
 		{"non-numeric MTU", []string{"network", "create", "x", "--mtu", "abc"}, "invalid argument"},
 		{"bridge name too long", []string{"network", "create", "x", "--bridge", "averyverylongbridgename"}, "bridge name"},
-		{"IPv6 subnet", []string{"network", "create", "x", "--subnet", "fd00:1::/64"}, "IPv6 networks are not supported yet"},
+		{"IPv6 subnet wider than a link", []string{"network", "create", "x", "--subnet", "fd00:1::/48"}, "subnet fd00:1::/48 is wider than a /64"},
 		{"routed with masquerade", []string{"network", "create", "x", "--subnet", "10.99.0.0/24", "--routed", "--masquerade=true"}, "--routed and --masquerade=true exclude each other"},
 		{"unknown network (inspect)", []string{"network", "inspect", "nope"}, "no network nope"},
 		{"unknown network (rm)", []string{"network", "rm", "nope"}, "no network nope"},

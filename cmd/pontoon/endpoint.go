@@ -56,6 +56,9 @@ each network's ports go to that endpoint's address.`,
 			}
 			return o.show(e, func(w io.Writer) {
 				fmt.Fprintf(w, "%s %s/%d via %s on %s (mac %s)\n", e.Name, e.IP, e.PrefixLen, e.Gateway, endpointIf(e), e.MAC)
+				if e.IPv6.IsValid() {
+					fmt.Fprintf(w, "%s %s/%d via %s on %s\n", e.Name, e.IPv6, e.PrefixLen6, e.Gateway6, endpointIf(e))
+				}
 			})
 		},
 	}
@@ -63,6 +66,7 @@ each network's ports go to that endpoint's address.`,
 	f.StringVar(&req.Netns, "netns", "", "network namespace path, such as /run/netns/NAME (never the agent's own or the host's)")
 	f.IntVar(&req.PID, "pid", 0, "a process whose network namespace to attach (never one in the agent's or the host's)")
 	f.StringVar(&req.IP, "ip", "", "address inside a subnet of the network, also outside its --ip-range (default: the next free one)")
+	f.StringVar(&req.IP6, "ip6", "", "IPv6 address inside an IPv6 subnet of a dual-stack network (default: the next free one)")
 	f.StringVar(&req.MAC, "mac", "", "MAC address of the interface (default: random)")
 	f.StringVar(&req.IfName, "ifname", "", "interface name inside the namespace (default: the first free of eth0, eth1, ...)")
 	f.BoolVar(&req.DefaultRoute, "default-route", false, "take over the namespace's default route (the first endpoint of a namespace has it anyway)")
@@ -82,7 +86,11 @@ func newEndpointLs(o *opts) *cobra.Command {
 			return o.show(es, func(w io.Writer) {
 				row(w, "NAME", "NETWORK", "IP", "IFNAME", "MAC", "HOST IF", "NETNS")
 				for _, e := range es {
-					row(w, e.Name, e.Network, e.IP, endpointIfName(e), e.MAC, e.HostIf, e.Netns)
+					ips := e.IP.String()
+					if e.IPv6.IsValid() {
+						ips += "," + e.IPv6.String()
+					}
+					row(w, e.Name, e.Network, ips, endpointIfName(e), e.MAC, e.HostIf, e.Netns)
 				}
 			})
 		},
@@ -106,6 +114,10 @@ func newEndpointInspect(o *opts) *cobra.Command {
 				row(w, "netns:", e.Netns)
 				row(w, "address:", fmt.Sprintf("%s/%d", e.IP, e.PrefixLen))
 				row(w, "gateway:", e.Gateway)
+				if e.IPv6.IsValid() {
+					row(w, "ipv6 address:", fmt.Sprintf("%s/%d", e.IPv6, e.PrefixLen6))
+					row(w, "ipv6 gateway:", e.Gateway6)
+				}
 				row(w, "interface:", endpointIfName(e))
 				row(w, "default route:", !e.NoDefaultRoute)
 				row(w, "mac:", e.MAC)

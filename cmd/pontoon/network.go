@@ -40,7 +40,14 @@ replies to flows they opened, and their outgoing traffic is masqueraded.
 --routed lets other hosts reach the containers by their own addresses, on
 any port (Docker's routed gateway mode; give them a route to the subnet via
 this host). It implies no masquerade: the containers' own addresses leave
-the host too, so --routed with --masquerade=true is refused.`,
+the host too, so --routed with --masquerade=true is refused.
+
+--ipv6 makes the network dual-stack: an IPv6 subnet besides the IPv4 one
+(--subnet6, or a unique local /64 picked like an IPv4 subnet), whose gateway
+the bridge carries; every endpoint gets an address of each family. An IPv6
+--subnet or --subnet6 implies --ipv6, and an IPv4 subnet is picked when none
+is given. IPv6 reaches within the network and the host for now: published
+ports and outgoing traffic are IPv4.`,
 		Args: exactArgs(1, "a network name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -74,6 +81,9 @@ the host too, so --routed with --masquerade=true is refused.`,
 	f.BoolVar(&icc, "icc", true, "allow direct traffic between endpoints of the network (false: only through published ports)")
 	f.BoolVar(&masq, "masquerade", true, "give outgoing traffic the uplink's address (default false with --routed)")
 	f.BoolVar(&req.Routed, "routed", false, "let the outside reach endpoints by their own addresses, any port, without masquerade (Docker's routed gateway mode)")
+	f.BoolVar(&req.IPv6, "ipv6", false, "give the network an IPv6 subnet too (default: a unique local /64); endpoints get both families")
+	f.StringVar(&req.Subnet6, "subnet6", "", "IPv6 subnet, a /64 to /120, such as fd00:1::/64 (implies --ipv6)")
+	f.StringVar(&req.Gateway6, "gateway6", "", "IPv6 gateway inside --subnet6 (default: its first address after the subnet-router anycast one)")
 	f.BoolVar(&req.Force, "force", false, "accept a subnet that overlaps a route of the host (one that is not an interface's own subnet)")
 	return cmd
 }
@@ -132,6 +142,7 @@ func newNetworkInspect(o *opts) *cobra.Command {
 				row(w, "icc:", n.ICC)
 				row(w, "masquerade:", n.Masquerade)
 				row(w, "routed:", n.Routed)
+				row(w, "ipv6:", n.IPv6)
 				row(w, "endpoints:", strings.Join(n.Endpoints, " "))
 				for _, note := range n.Notes {
 					row(w, "note:", note)

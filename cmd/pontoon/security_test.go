@@ -314,7 +314,11 @@ func (w *world) endpointMACs() map[netip.Addr]net.HardwareAddr {
 	)
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		out[netip.AddrFrom4([4]byte(k.Addr[:4]))] = net.HardwareAddr(append([]byte(nil), v.MAC[:]...))
+		a := netip.AddrFrom16(k.Addr)
+		if k.Family == 2 {
+			a = netip.AddrFrom4([4]byte(k.Addr[:4]))
+		}
+		out[a] = net.HardwareAddr(append([]byte(nil), v.MAC[:]...))
 	}
 	if err := it.Err(); err != nil {
 		w.t.Fatal(err)

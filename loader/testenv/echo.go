@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The echo servers answer every line or datagram with the peer address
@@ -53,7 +57,7 @@ func (n *Netns) serveConns(t testing.TB, addr string, handle func(net.Conn)) {
 	t.Helper()
 	var ln net.Listener
 	if err := n.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
+		ln, err = net.Listen("tcp"+family(addr), addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
@@ -129,6 +133,47 @@ type DialResult struct {
 
 const dialTimeout = 3 * time.Second
 
+// family is "" for an IPv6 address (Go's "tcp" and "udp" open a
+// dual-stack IPv6 socket for one, as most clients do; "tcp6" would set
+// IPV6_V6ONLY), else "4".
+func family(addr string) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
+		return ""
+	}
+	return "4"
+}
+
+// dial is net.DialTimeout, except that an IPv4-mapped address is dialled
+// from a dual-stack IPv6 socket, as Java and Node dial one: Go's dialer
+// would open an IPv4 socket for it.
+func dial(network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4In6() {
+		return net.DialTimeout(network, addr, dialTimeout)
+	}
+	typ := unix.SOCK_STREAM
+	if strings.HasPrefix(network, "udp") {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open a dual-stack socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "dual-stack")
+	defer f.Close()
+	tv := unix.NsecToTimeval(dialTimeout.Nanoseconds())
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+		return nil, err
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}); err != nil {
+		return nil, fmt.Errorf("dial %s from a dual-stack socket: %w", addr, err)
+	}
+	return net.FileConn(f)
+}
+
 // Dial connects from inside the namespace (in this process: no cgroup).
 func (n *Netns) Dial(network, addr string) (DialResult, error) {
 	var res DialResult
@@ -163,11 +208,11 @@ func dialOnce(network, addr string) (DialResult, error) {
 	deadline := time.Now().Add(dialTimeout)
 	switch network {
 	case "tcp", "udp-connected":
-		proto := "tcp4"
+		proto := "tcp" + family(addr)
 		if network == "udp-connected" {
-			proto = "udp4"
+			proto = "udp" + family(addr)
 		}
-		c, err := net.DialTimeout(proto, addr, dialTimeout)
+		c, err := dial(proto, addr)
 		if err != nil {
 			return DialResult{}, err
 		}

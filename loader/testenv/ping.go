@@ -54,3 +54,37 @@ func icmpChecksum(b []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// Ping6 sends one ICMPv6 echo request from src (any of the namespace's
+// addresses when invalid) to dst (with its zone for a link-local one) and
+// waits for the matching reply.
+func (n *Netns) Ping6(src, dst netip.Addr, id uint16) error {
+	return n.Do(func() error {
+		local := "::"
+		if src.IsValid() {
+			local = src.String()
+		}
+		c, err := net.ListenPacket("ip6:ipv6-icmp", local)
+		if err != nil {
+			return fmt.Errorf("open icmpv6 socket: %w", err)
+		}
+		defer c.Close()
+		// The kernel fills in an ICMPv6 raw socket's checksum.
+		req := []byte{128, 0, 0, 0, 0, 0, 0, 1, 'p', 'o', 'n', 't', 'o', 'o', 'n'}
+		binary.BigEndian.PutUint16(req[4:], id)
+		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}); err != nil {
+			return fmt.Errorf("send echo to %s: %w", dst, err)
+		}
+		c.SetReadDeadline(time.Now().Add(dialTimeout))
+		buf := make([]byte, 1500)
+		for {
+			nr, _, err := c.ReadFrom(buf)
+			if err != nil {
+				return fmt.Errorf("wait for echo reply from %s: %w", dst, err)
+			}
+			if nr >= 8 && buf[0] == 129 && binary.BigEndian.Uint16(buf[4:]) == id {
+				return nil
+			}
+		}
+	})
+}
