@@ -282,10 +282,10 @@ func TestDropReasons(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// 0x88b5, IEEE's local experimental EtherType: neither IP nor ARP.
 			frame, err := testenv.Serialize(
-				&layers.Ethernet{SrcMAC: mac, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeIPv6},
-				&layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolNoNextHeader,
-					SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::1")})
+				&layers.Ethernet{SrcMAC: mac, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetType(0x88b5)},
+				gopacket.Payload("pontoon experimental ethertype"))
 			if err != nil {
 				t.Fatal(err)
 			}
