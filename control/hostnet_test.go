@@ -1,7 +1,11 @@
 package control
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/loader/testenv"
 )
@@ -36,14 +40,13 @@ func TestHostNetCache(t *testing.T) {
 	var c *hostNetCache
 	step := func(what string, fn func() error) {
 		t.Helper()
-		if err := ns.Do(fn); err != nil {
+		if err := inNetns(ns, fn); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
 	step("open", func() error {
-		c = newHostNetCache()
-		if c == nil {
-			t.Fatal("no cache: cannot join the netlink announcements")
+		if c = newHostNetCache(); c == nil {
+			return fmt.Errorf("no cache: cannot join the netlink announcements")
 		}
 		return nil
 	})
@@ -94,4 +97,37 @@ func TestHostNetCache(t *testing.T) {
 	if has(fifth, "10.60.0.1/24") || has(fifth, "10.70.0.0/16") {
 		t.Errorf("a deleted interface's address or route is still listed: %+v %+v", fifth.addrs, fifth.routes)
 	}
+}
+
+// inNetns runs fn on a thread inside ns and puts the thread back where it
+// was. testenv's Do leaves its thread in ns for good, which wedges the
+// process's main thread there when Do's goroutine lands on it, and
+// /proc/self/ns/net then names ns for every later test of the package.
+func inNetns(ns *testenv.Netns, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return // the thread dies locked
+		}
+		defer unix.Close(back)
+		fd, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", ns.Path(), err)
+			return
+		}
+		err = fn()
+		if unix.Setns(back, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
