@@ -252,9 +252,8 @@ func BenchmarkPublish60k(b *testing.B) {
 // at60k is a world whose endpoint has 60,000 mappings published.
 func at60k(b *testing.B) (*world, *control.Client) {
 	w, c := scaleWorld(b)
-	if _, err := c.Publish(control.PublishRequest{Endpoint: "c1", Specs: specs60k()}); err != nil {
-		b.Fatalf("publish 60,000 specs: %v", err)
-	}
+	publishAll(b, c, 20000, 30_000, "tcp")
+	publishAll(b, c, 20000, 30_000, "udp")
 	return w, c
 }
 
