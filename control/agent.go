@@ -99,6 +99,15 @@ type Agent struct {
 	events monitorHub
 	// docker serves Docker's plugin protocol; nil unless asked for.
 	docker *dockerPlugin
+	// hostNet keeps the host's addresses and routes for the subnet
+	// checks of network create (nil: list them each time).
+	hostNet *hostNetCache
+	// locks are what Run holds the agent's paths with (nil in tests
+	// that make an Agent by hand).
+	locks *lockSet
+	// portsGen counts changes to st.ports, so a resync that read the
+	// bindings map without mu can tell whether it is still right.
+	portsGen uint64
 }
 
 // StatePath is the bbolt file under a state directory.
@@ -149,6 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if dockerLn != nil {
 		a.docker = &dockerPlugin{a: a, subPools: map[netip.Prefix]netip.Prefix{}, created: map[string]dockerEndpointCreate{}}
 	}
+	a.locks = locks
 	started := time.Now()
 	if err := a.reconcile(); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -240,6 +250,9 @@ func open(cfg Config) (*Agent, error) {
 	if a.netns, err = ownNetns(); err != nil {
 		return nil, fmt.Errorf("identify the agent's network namespace: %w", err)
 	}
+	// Before anything lists the host's addresses and routes: the cache
+	// must hear of every change after its listing.
+	a.hostNet = newHostNetCache()
 	// Nothing is touched before the state file is known to be whole.
 	if a.store, a.ipam, a.st, err = openState(StatePath(cfg.StateDir), cfg.PinDir, ipam.Options{CheckListening: true}); err != nil {
 		return nil, err
@@ -262,6 +275,7 @@ func open(cfg Config) (*Agent, error) {
 }
 
 func (a *Agent) close() {
+	a.hostNet.close()
 	if a.dp != nil {
 		a.dp.Close()
 	}

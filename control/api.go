@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"encoding"
 	"encoding/json"
@@ -65,13 +66,13 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST /v1/ports", func(w http.ResponseWriter, r *http.Request) {
 		var req PublishRequest
 		if decodeBody(w, r, &req) {
-			reply(a.Publish(req))(w)
+			replyList(a.Publish(req))(w)
 		}
 	})
 	mux.HandleFunc("POST /v1/ports/unpublish", func(w http.ResponseWriter, r *http.Request) {
 		var req UnpublishRequest
 		if decodeBody(w, r, &req) {
-			reply(a.Unpublish(req))(w)
+			replyList(a.Unpublish(req))(w)
 		}
 	})
 
@@ -108,6 +109,31 @@ func reply[T any](v T, err error) func(http.ResponseWriter) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(v)
+	}
+}
+
+// replyList is reply for a list, written an element at a time: encoding
+// 60,000 mappings into one buffer first (reply) cost more than publishing
+// them, most of it growing and clearing that buffer.
+func replyList[T any](items []T, err error) func(http.ResponseWriter) {
+	if err != nil || items == nil {
+		return reply(items, err)
+	}
+	return func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		bw := bufio.NewWriterSize(w, 64<<10)
+		enc := json.NewEncoder(bw)
+		bw.WriteByte('[')
+		for i, it := range items {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			if enc.Encode(it) != nil {
+				return // the client went away
+			}
+		}
+		bw.WriteString("]\n")
+		bw.Flush()
 	}
 }
 

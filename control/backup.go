@@ -3,10 +3,12 @@ package control
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // lastGoodSuffix names the copy of the state file taken after each
-// successful reconcile and change: what to restore when the file breaks.
+// successful reconcile and, a second at most after, each change: what to
+// restore when the file breaks.
 const lastGoodSuffix = ".last-good"
 
 // LastGoodPath is where the last good copy of the state file at path is.
@@ -48,8 +50,21 @@ func (a *Agent) backupLoop(ctx context.Context) {
 			a.saveLastGood()
 			return
 		}
+		// A kick meanwhile waits in the channel, and one copy then
+		// covers every change since.
+		select {
+		case <-time.After(backupEvery):
+		case <-ctx.Done():
+			a.saveLastGood()
+			return
+		}
 	}
 }
+
+// backupEvery spaces the copies: at 60,000 mappings one copy of the file
+// cost the agent more than the publish that asked for it, and a stream of
+// publishes had the file copied after each.
+const backupEvery = time.Second
 
 // saveLastGood copies the state file, when it changed since the last copy
 // and the agent is healthy. A failure is logged, never fatal: the agent

@@ -457,6 +457,7 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	idList := make([]uint32, 0, len(ms))
 	for _, m := range ms {
 		delete(a.st.ports, portKey(m))
+		a.portsGen++
 		if !ids[m.ID] {
 			ids[m.ID] = true
 			idList = append(idList, m.ID)

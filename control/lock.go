@@ -158,9 +158,7 @@ func lockForCleanup(stateDir, pinDir, socket string) (*lockSet, error) {
 // lock file (a socket cannot be flocked; the lock file keeps two agents
 // starting at once from both taking the path).
 func ownedPaths(stateDir, pinDir, socket string) []lockTarget {
-	if pinDir == "" {
-		pinDir = loader.DefaultPinDir
-	}
+	pinDir = lockedPinDir(pinDir)
 	return []lockTarget{
 		{what: "the state directory", path: stateDir, shown: stateDir, flag: "--state-dir",
 			create: func() error { return os.MkdirAll(stateDir, 0o700) }},
@@ -178,6 +176,14 @@ func ownedPaths(stateDir, pinDir, socket string) []lockTarget {
 		{what: "the pin directory", path: pinDir, shown: pinDir, flag: "--bpffs",
 			create: func() error { return loader.PreparePinDir(pinDir) }},
 	}
+}
+
+// lockedPinDir is the pin directory as locked: the flag's, or the default.
+func lockedPinDir(flag string) string {
+	if flag == "" {
+		return loader.DefaultPinDir
+	}
+	return flag
 }
 
 // lock flocks t without waiting. Without create a missing path is left for
@@ -225,6 +231,41 @@ func (l *lockSet) lock(t lockTarget, create bool) error {
 	}
 	l.files = append(l.files, f)
 	return nil
+}
+
+// relock locks path again when it is no longer the directory or file
+// locked: one removed and made again (heal recreates a pin directory
+// removed with rm -rf) is a new inode, which the lock on the old one does
+// not cover, so a second agent or a cleanup could take it. It reports
+// whether it took the lock anew; a path this set does not hold is left
+// alone.
+func (l *lockSet) relock(path, what, flag string) (bool, error) {
+	for i, f := range l.files {
+		if f.Name() != path {
+			continue
+		}
+		var held, now unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			return false, fmt.Errorf("check the lock on %s %s: %w", what, path, err)
+		}
+		if err := unix.Stat(path, &now); err != nil {
+			return false, fmt.Errorf("check the lock on %s %s: %w", what, path, err)
+		}
+		if held.Dev == now.Dev && held.Ino == now.Ino {
+			return false, nil
+		}
+		fresh := &lockSet{}
+		if err := fresh.lock(lockTarget{what: what, path: path, shown: path, flag: flag}, false); err != nil {
+			return false, err
+		}
+		if len(fresh.files) == 0 {
+			return false, fmt.Errorf("lock %s %s again: it is gone", what, path)
+		}
+		f.Close()
+		l.files[i] = fresh.files[0]
+		return true, nil
+	}
+	return false, nil
 }
 
 // lockNetns takes this network namespace's agent mark (netnsLockName).

@@ -78,3 +78,58 @@ func TestMissingPaths(t *testing.T) {
 		t.Errorf("missingPaths of an existing directory = %v", got)
 	}
 }
+
+// TestRelockRecreatedDir: a locked directory removed and made again (heal
+// recreating a pin directory after rm -rf) is a new inode the old lock
+// does not cover; relock takes it, after which no one else can, and a
+// recreated directory someone else locked first is refused, naming them.
+func TestRelockRecreatedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pins")
+	target := lockTarget{what: "the pin directory", path: dir, shown: dir, flag: "--bpffs"}
+	recreate := func() {
+		t.Helper()
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := &lockSet{}
+	defer l.release()
+	if err := l.lock(target, false); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := l.relock(dir, target.what, target.flag); again || err != nil {
+		t.Fatalf("relock of the directory still locked: took it anew %v, err %v", again, err)
+	}
+
+	recreate()
+	probe := &lockSet{}
+	if err := probe.lock(target, false); err != nil {
+		t.Fatalf("the recreated directory should be free before relock (the gap relock closes): %v", err)
+	}
+	probe.release()
+	if again, err := l.relock(dir, target.what, target.flag); !again || err != nil {
+		t.Fatalf("relock of the recreated directory: took it anew %v, err %v", again, err)
+	}
+	var busy *busyError
+	if err := probe.lock(target, false); !errors.As(err, &busy) {
+		probe.release()
+		t.Fatalf("another lock of the relocked directory: %v, want a busyError", err)
+	}
+
+	recreate()
+	other := &lockSet{}
+	defer other.release()
+	if err := other.lock(target, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.relock(dir, target.what, target.flag)
+	if !errors.As(err, &busy) || !strings.Contains(err.Error(), "holds the pin directory "+dir) {
+		t.Errorf("relock of a directory another holds: %v, want a busyError naming it", err)
+	}
+}

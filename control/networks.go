@@ -130,6 +130,23 @@ func (a *Agent) addNetworkTopology(n *Network) error {
 	return nil
 }
 
+// removeNetworkTopology takes a removed network out of the datapath: its
+// entries of the networks map (its bridge took its program along). An
+// adopted bridge outlives the network and may become an uplink, so it
+// gets the full sync, as in addNetworkTopology.
+func (a *Agent) removeNetworkTopology(n *Network) error {
+	if n.Adopted {
+		return a.syncTopology()
+	}
+	networks, _ := datapathNetworks(n)
+	for _, nw := range networks {
+		if err := maps.NewNetworks(a.dp.Maps.Networks).Delete(nw.Subnet); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // datapathNetworks are the networks map entries of n, one per subnet, and
 // those subnets.
 func datapathNetworks(n *Network) ([]maps.Network, []netip.Prefix) {
@@ -367,7 +384,8 @@ func (a *Agent) removeNetwork(name string, force bool, owner string) error {
 	if err := removeBridge(n); err != nil {
 		return err
 	}
-	if err := a.syncTopology(); err != nil {
+	a.hostNet.forget(n.Bridge, n.Adopted)
+	if err := a.removeNetworkTopology(n); err != nil {
 		return err
 	}
 	return a.ipam.RemoveNetwork(name)

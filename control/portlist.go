@@ -110,7 +110,7 @@ func (a *Agent) servePorts(w http.ResponseWriter, r *http.Request) {
 		reply(page, err)(w)
 		return
 	}
-	reply(page.Mappings, nil)(w)
+	replyList(page.Mappings, nil)(w)
 }
 
 // PortsPage lists the mappings matching q, a page at a time when q.Limit

@@ -20,9 +20,9 @@ type bindingWriter interface {
 }
 
 // MaxPublishSpecs bounds the specs of one publish request: the agent
-// holds its lock while it publishes them, and 10,000 take well under a
-// second.
-const MaxPublishSpecs = 20_000
+// holds its lock while it publishes them. Every port of one protocol and
+// address fits in one.
+const MaxPublishSpecs = 65_535
 
 // Publish publishes every spec for one endpoint, all or nothing: ports
 // from ipam, the records in one transaction, the map entries in one batch.
@@ -150,6 +150,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	for _, m := range out {
 		a.st.ports[portKey(m)] = m
 	}
+	a.portsGen++
 	return clones(out), nil
 }
 

@@ -111,6 +111,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 		return nil, withUndo(fmt.Errorf("save the split of %s ports %s: %w", m.Proto, m.Host, err), undoIPAM())
 	}
 	delete(a.st.ports, portKey(m))
+	a.portsGen++
 	for _, k := range kept {
 		a.st.ports[portKey(k)] = k
 	}

@@ -113,8 +113,18 @@ func (a *Agent) enableForwarding() error {
 }
 
 func (a *Agent) wantBindings() []maps.Binding {
-	var want []maps.Binding
+	ports := make([]*PortMapping, 0, len(a.st.ports))
 	for _, m := range a.st.ports {
+		ports = append(ports, m)
+	}
+	return a.bindingsOf(ports)
+}
+
+// bindingsOf are the map entries of the mappings given; it reads nothing
+// of the agent's but the log, so needs no lock.
+func (a *Agent) bindingsOf(ports []*PortMapping) []maps.Binding {
+	var want []maps.Binding
+	for _, m := range ports {
 		bs, err := mappingBindings(m)
 		if err != nil {
 			a.log.Warn("skip mapping", "mapping", portKey(m), "err", err)

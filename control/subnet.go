@@ -222,29 +222,65 @@ func (a *Agent) validateSubnet(p netip.Prefix, gw netip.Addr, force bool, bridge
 	for idx := range a.uplinks {
 		uplinks[idx] = true
 	}
-	family := netlink.FAMILY_V4
+	var h hostNet
 	if p.Addr().Is6() {
-		family = netlink.FAMILY_V6
-	}
-	h, err := readHostNet(skip, uplinks, family)
-	if err != nil {
-		return fmt.Errorf("check subnet %s against the host: %w", p, err)
+		var err error
+		if h, err = readHostNet(skip, uplinks, netlink.FAMILY_V6); err != nil {
+			return fmt.Errorf("check subnet %s against the host: %w", p, err)
+		}
+	} else {
+		// IPv4, where a thousand networks make a thousand routes: the
+		// listing is kept between creates (hostNetCache).
+		raw, err := a.hostNet.get(skip)
+		if err != nil {
+			return fmt.Errorf("check subnet %s against the host: %w", p, err)
+		}
+		h = raw.view(skip, uplinks)
 	}
 	return h.check(p, force)
 }
 
 // readHostNet lists the host's addresses and routes of one family
 // (netlink.FAMILY_V4 or FAMILY_V6; every table but default routes),
-// leaving out those of the links in skip. IPv6 link-local and multicast
-// addresses and routes are every link's and say nothing about a subnet.
-// Interfaces are named from their addresses' labels rather than by
-// listing them: a link dump with 1,000 bridges costs more than everything
-// else here together.
+// leaving out those of the links in skip.
 func readHostNet(skip map[string]bool, uplinks map[int]bool, family int) (hostNet, error) {
-	var h hostNet
+	raw, err := readRawHostNet(family)
+	if err != nil {
+		return hostNet{}, err
+	}
+	return raw.view(skip, uplinks), nil
+}
+
+// rawHostNet is the host's addresses and routes of one family as listed,
+// those of every interface; view leaves out Pontoon's own.
+type rawHostNet struct {
+	addrs  []rawHostAddr
+	routes []rawHostRoute
+}
+
+type rawHostAddr struct {
+	link   string
+	index  int
+	prefix netip.Prefix
+}
+
+type rawHostRoute struct {
+	hostRoute
+	// dev is the interface's name, "" for a route through none.
+	dev   string
+	index int
+}
+
+// readRawHostNet lists the host's addresses and routes of one family.
+// IPv6 link-local and multicast addresses and routes are every link's and
+// say nothing about a subnet. Interfaces are named from their addresses'
+// labels rather than by listing them: a link dump with 1,000 bridges
+// costs more than everything else here together.
+func readRawHostNet(family int) (*rawHostNet, error) {
+	h := &rawHostNet{}
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, family) })
 	if err != nil {
-		return h, fmt.Errorf("list addresses: %w", err)
+		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	names := map[int]string{}
 	own := map[int][]netip.Prefix{}
@@ -272,19 +308,16 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool, family int) (hostNe
 		} else {
 			name = nameOf(ad.LinkIndex)
 		}
-		if skip[name] {
-			continue
-		}
 		ones, _ := ad.Mask.Size()
 		pfx := netip.PrefixFrom(ip, ones)
 		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
-		h.addrs = append(h.addrs, hostAddr{link: name, uplink: uplinks[ad.LinkIndex], prefix: pfx})
+		h.addrs = append(h.addrs, rawHostAddr{link: name, index: ad.LinkIndex, prefix: pfx})
 	}
 	routes, err := retryDump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(family, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
-		return h, fmt.Errorf("list routes: %w", err)
+		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
 		// Local and broadcast routes lie inside their address's subnet,
@@ -299,9 +332,6 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool, family int) (hostNe
 			continue
 		}
 		dev := nameOf(r.LinkIndex)
-		if skip[dev] && r.LinkIndex != 0 {
-			continue
-		}
 		dst := netip.PrefixFrom(ip, ones).Masked()
 		hr := hostRoute{dst: dst, desc: dst.String()}
 		if gw, ok := familyAddr(r.Gw, family); ok {
@@ -311,9 +341,26 @@ func readHostNet(skip map[string]bool, uplinks map[int]bool, family int) (hostNe
 			hr.desc += " dev " + dev
 		}
 		hr.connected = r.Gw == nil && slices.Contains(own[r.LinkIndex], dst)
-		h.routes = append(h.routes, hr)
+		h.routes = append(h.routes, rawHostRoute{hostRoute: hr, dev: dev, index: r.LinkIndex})
 	}
 	return h, nil
+}
+
+// view is what a new subnet must keep clear of: all but the addresses and
+// routes of the links in skip.
+func (raw *rawHostNet) view(skip map[string]bool, uplinks map[int]bool) hostNet {
+	var h hostNet
+	for _, a := range raw.addrs {
+		if !skip[a.link] {
+			h.addrs = append(h.addrs, hostAddr{link: a.link, uplink: uplinks[a.index], prefix: a.prefix})
+		}
+	}
+	for _, r := range raw.routes {
+		if !skip[r.dev] || r.index == 0 {
+			h.routes = append(h.routes, r.hostRoute)
+		}
+	}
+	return h
 }
 
 // familyAddr reads an address of the family asked for; an IPv4 address

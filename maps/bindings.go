@@ -111,18 +111,10 @@ func (b *Bindings) DeleteBatch(keys []BindingKey) error {
 	return batchDelete(b.m, keys)
 }
 
-// All returns every binding in the map.
+// All returns every binding in the map, read in batches.
 func (b *Bindings) All() ([]Binding, error) {
-	var (
-		out []Binding
-		k   BindingKey
-		v   BindingValue
-	)
-	it := b.m.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, bindingFrom(k, v))
-	}
-	if err := it.Err(); err != nil {
+	var out []Binding
+	if err := walk(b.m, func(k BindingKey, v BindingValue) { out = append(out, bindingFrom(k, v)) }); err != nil {
 		return nil, fmt.Errorf("iterate bindings: %w", err)
 	}
 	return out, nil
@@ -132,36 +124,56 @@ func (b *Bindings) All() ([]Binding, error) {
 // written, stale ones deleted. Keys are collected before anything is
 // deleted, never while iterating.
 func (b *Bindings) Sync(want []Binding) (added, removed int, err error) {
-	have, err := b.All()
+	d, err := b.Diff(want)
 	if err != nil {
 		return 0, 0, err
 	}
-	wantByKey := make(map[BindingKey]BindingValue, len(want))
-	for _, bd := range want {
-		wantByKey[bd.Key()] = bd.value()
+	return b.Apply(d)
+}
+
+// BindingsDiff is what makes the map hold what Diff was given: entries to
+// write (missing or changed) and keys to delete.
+type BindingsDiff struct {
+	Put   []Binding
+	Stale []BindingKey
+}
+
+// Diff reads the map and compares it with want, changing nothing: a
+// caller can read without its lock and apply with it.
+func (b *Bindings) Diff(want []Binding) (BindingsDiff, error) {
+	have, err := b.All()
+	if err != nil {
+		return BindingsDiff{}, err
 	}
-	var stale []BindingKey
+	wantByKey := make(map[BindingKey]Binding, len(want))
+	for _, bd := range want {
+		wantByKey[bd.Key()] = bd
+	}
+	var d BindingsDiff
 	for _, bd := range have {
 		k := bd.Key()
-		v, ok := wantByKey[k]
+		w, ok := wantByKey[k]
 		if !ok {
-			stale = append(stale, k)
-		} else if v == bd.value() {
+			d.Stale = append(d.Stale, k)
+		} else if w.value() == bd.value() {
 			delete(wantByKey, k)
 		}
 	}
-	keys := make([]BindingKey, 0, len(wantByKey))
-	values := make([]BindingValue, 0, len(wantByKey))
-	for k, v := range wantByKey {
-		keys, values = append(keys, k), append(values, v)
+	for _, bd := range wantByKey {
+		d.Put = append(d.Put, bd)
 	}
-	if err := batchPut(b.m, keys, values); err != nil {
+	return d, nil
+}
+
+// Apply writes and deletes what d says.
+func (b *Bindings) Apply(d BindingsDiff) (added, removed int, err error) {
+	if err := b.PutBatch(d.Put); err != nil {
 		return 0, 0, err
 	}
-	if err := batchDelete(b.m, stale); err != nil {
-		return len(keys), 0, err
+	if err := batchDelete(b.m, d.Stale); err != nil {
+		return len(d.Put), 0, err
 	}
-	return len(keys), len(stale), nil
+	return len(d.Put), len(d.Stale), nil
 }
 
 // batchPut uses BPF_MAP_UPDATE_BATCH (kernel >= 5.6) and falls back to one

@@ -70,6 +70,15 @@ func (h *HostAddrs) Put(a netip.Addr, ifindex uint32) error {
 	return nil
 }
 
+// Lookup returns the interface index the address was seen on.
+func (h *HostAddrs) Lookup(a netip.Addr) (uint32, bool) {
+	var v HostAddrValue
+	if err := h.m.Lookup(hostAddrKey(a), &v); err != nil {
+		return 0, false
+	}
+	return v.Ifindex, true
+}
+
 func (h *HostAddrs) Delete(a netip.Addr) error {
 	return batchDelete(h.m, []HostAddrKey{hostAddrKey(a)})
 }

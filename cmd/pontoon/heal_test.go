@@ -187,6 +187,13 @@ func TestHealRemovedPins(t *testing.T) {
 	if s := w.status(t); len(s.Degraded) > 0 {
 		t.Errorf("status after a repair says degraded: %q", s.Degraded)
 	}
+	// The recreated directory is a new one: the agent locks it again, so
+	// a second agent on it is refused as before the rm -rf.
+	w.waitLog(t, "locked the recreated pin directory again")
+	sp := newSpare(t)
+	r := pontoonIn(t, sp.ns, "agent", "--state-dir", sp.stateDir, "--socket", sp.socket,
+		"--bpffs", w.pins, "--cgroup", sp.cgroup)
+	expectOneLineError(t, r, "holds the pin directory "+w.pins)
 
 	// A binding deleted from the map by hand is put back by the
 	// periodic resync.

@@ -181,7 +181,7 @@ func BenchmarkPortList60k(b *testing.B) {
 }
 
 // BenchmarkNetworkCreate creates one network (timed) and removes it
-// (untimed) while 250, 500 and 1,000 others exist: the time per create
+// (untimed) while 10, 250 and 1,000 others exist: the time per create
 // should not grow with the count.
 func BenchmarkNetworkCreate(b *testing.B) {
 	w, c := scaleWorld(b)
@@ -190,7 +190,7 @@ func BenchmarkNetworkCreate(b *testing.B) {
 		_, err := c.CreateNetwork(control.NetworkCreate{Name: fmt.Sprintf("n%d", i), Subnet: fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256)})
 		return err
 	}
-	for _, at := range []int{250, 500, 1000} {
+	for _, at := range []int{10, 250, 1000} {
 		b.Run(fmt.Sprintf("at%d", at), func(b *testing.B) {
 			b.StopTimer()
 			for ; have < at; have++ {
@@ -214,5 +214,90 @@ func BenchmarkNetworkCreate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// specs60k are 30,000 TCP and 30,000 UDP one-port specs, host port =
+// container port from 20000: 60,000 ports.
+func specs60k() []string {
+	return append(specs(20000, 30_000, "tcp"), specs(20000, 30_000, "udp")...)
+}
+
+// BenchmarkPublish60k: one publish request of 60,000 ports (issue 16's
+// goal: < 200 ms end to end), the client decoding the reply included.
+func BenchmarkPublish60k(b *testing.B) {
+	w, c := scaleWorld(b)
+	cpu := &cpuMeter{b: b, w: w}
+	defer cpu.report()
+	all := specs60k()
+	b.ResetTimer()
+	for range b.N {
+		cpu.begin()
+		ms, err := c.Publish(control.PublishRequest{Endpoint: "c1", Specs: all})
+		cpu.end()
+		if err != nil {
+			b.Fatalf("publish 60,000 specs: %v", err)
+		}
+		if len(ms) != len(all) {
+			b.Fatalf("published %d mappings, want %d", len(ms), len(all))
+		}
+		b.StopTimer()
+		if unpublishAll(b, c, "tcp")+unpublishAll(b, c, "udp") != len(all) {
+			b.Fatal("unpublish did not remove all 60,000 mappings")
+		}
+		b.StartTimer()
+	}
+}
+
+// at60k is a world whose endpoint has 60,000 mappings published.
+func at60k(b *testing.B) (*world, *control.Client) {
+	w, c := scaleWorld(b)
+	publishAll(b, c, 20000, 30_000, "tcp")
+	publishAll(b, c, 20000, 30_000, "udp")
+	return w, c
+}
+
+// BenchmarkPublishAt60k: one publish of one port while 60,000 bindings
+// exist (goal: < 1 ms end to end); its unpublish is untimed.
+func BenchmarkPublishAt60k(b *testing.B) {
+	w, c := at60k(b)
+	cpu := &cpuMeter{b: b, w: w}
+	defer cpu.report()
+	one := control.PublishRequest{Endpoint: "c1", Specs: []string{"10000:80/tcp"}}
+	b.ResetTimer()
+	for range b.N {
+		cpu.begin()
+		_, err := c.Publish(one)
+		cpu.end()
+		if err != nil {
+			b.Fatalf("publish one port at 60,000: %v", err)
+		}
+		b.StopTimer()
+		if _, err := c.Unpublish(control.UnpublishRequest{Endpoint: "c1", Spec: "10000:80/tcp"}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkUnpublishAt60k: one unpublish of one port while 60,000 other
+// bindings exist (goal: < 1 ms end to end); its publish is untimed.
+func BenchmarkUnpublishAt60k(b *testing.B) {
+	w, c := at60k(b)
+	cpu := &cpuMeter{b: b, w: w}
+	defer cpu.report()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		if _, err := c.Publish(control.PublishRequest{Endpoint: "c1", Specs: []string{"10000:80/tcp"}}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		cpu.begin()
+		ms, err := c.Unpublish(control.UnpublishRequest{Endpoint: "c1", Spec: "10000:80/tcp"})
+		cpu.end()
+		if err != nil || len(ms) != 1 {
+			b.Fatalf("unpublish one port at 60,000: %d removed, %v", len(ms), err)
+		}
 	}
 }
