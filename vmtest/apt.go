@@ -66,9 +66,9 @@ func matchesSeries(pkg, spec string) bool {
 
 // aptDepends runs `apt-cache depends name`; apt-cache prints nothing (and
 // exits 0) for a package it does not know.
-func aptDepends(ctx context.Context, name string) (found bool, deps []string, err error) {
+func aptDepends(ctx context.Context, aptOpts []string, name string) (found bool, deps []string, err error) {
 	var stderr strings.Builder
-	cmd := exec.CommandContext(ctx, "apt-cache", "depends", name)
+	cmd := exec.CommandContext(ctx, "apt-cache", append(append([]string(nil), aptOpts...), "depends", name)...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -82,13 +82,14 @@ func aptDepends(ctx context.Context, name string) (found bool, deps []string, er
 }
 
 // resolvePackage turns a kernel spec (a series such as "6.1" or "6.12", or a
-// package name) into the current linux-image package name.
-func resolvePackage(ctx context.Context, spec string) (string, error) {
+// package name) into the current linux-image package name; aptOpts point
+// apt at a private configuration for an older release (nil: the system's).
+func resolvePackage(ctx context.Context, aptOpts []string, spec string) (string, error) {
 	if _, err := exec.LookPath("apt-cache"); err != nil {
 		return "", &MissingError{Tool: "apt-cache", Package: "apt"}
 	}
 	if strings.HasPrefix(spec, "linux-image-") {
-		found, deps, err := aptDepends(ctx, spec)
+		found, deps, err := aptDepends(ctx, aptOpts, spec)
 		if err != nil {
 			return "", err
 		}
@@ -102,7 +103,7 @@ func resolvePackage(ctx context.Context, spec string) (string, error) {
 	}
 	var seen []string
 	for _, meta := range candidateMetas(spec) {
-		found, deps, err := aptDepends(ctx, meta)
+		found, deps, err := aptDepends(ctx, aptOpts, meta)
 		if err != nil {
 			return "", err
 		}

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -66,5 +67,61 @@ func TestCandidateMetas(t *testing.T) {
 	want := []string{"linux-image-6.12-amd64", "linux-image-amd64"}
 	if got := candidateMetas("6.12"); !slices.Equal(got, want) {
 		t.Errorf("candidateMetas(6.12) = %q, want %q", got, want)
+	}
+}
+
+func TestOlderSuite(t *testing.T) {
+	tests := map[string]string{
+		"5.10":                             "bullseye",
+		"linux-image-5.10.0-32-amd64":      "bullseye",
+		"6.1":                              "",
+		"linux-image-6.1.0-56-amd64":       "",
+		"5.1":                              "",
+		"linux-image-5.100.0-1-amd64":      "",
+		"linux-image-6.12.117+deb12-amd64": "",
+	}
+	for spec, want := range tests {
+		if got := olderSuite(spec); got != want {
+			t.Errorf("olderSuite(%s) = %q, want %q", spec, got, want)
+		}
+	}
+}
+
+func TestParseSourcesList(t *testing.T) {
+	in := "# deb http://old.example/debian bookworm main\n" +
+		"deb-src http://src.example/debian bookworm main\n" +
+		"deb http://security.example/debian-security bookworm-security main\n" +
+		"deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://mirror.example/debian bookworm main contrib\n"
+	e, ok := parseSourcesList(strings.NewReader(in), "bookworm")
+	want := aptEntry{URI: "http://mirror.example/debian", SignedBy: "/usr/share/keyrings/k.gpg"}
+	if !ok || e != want {
+		t.Errorf("parseSourcesList = %+v, %v; want %+v", e, ok, want)
+	}
+	if e, ok := parseSourcesList(strings.NewReader(in), "trixie"); ok {
+		t.Errorf("found %+v for a suite no line names", e)
+	}
+}
+
+func TestParseDeb822(t *testing.T) {
+	// The machine's own debian.sources: the security stanza names only
+	// bookworm-security and must not be taken.
+	in := "Types: deb\n# http://snapshot.debian.org/archive/debian-security/20250520T000000Z\n" +
+		"URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\n" +
+		"Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n" +
+		"Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n" +
+		"Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+	e, ok := parseDeb822(strings.NewReader(in), "bookworm")
+	want := aptEntry{URI: "http://deb.debian.org/debian", SignedBy: "/usr/share/keyrings/debian-archive-keyring.gpg"}
+	if !ok || e != want {
+		t.Errorf("parseDeb822 = %+v, %v; want %+v", e, ok, want)
+	}
+	inline := "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n abc\n"
+	e, ok = parseDeb822(strings.NewReader(inline), "bookworm")
+	if !ok || e != (aptEntry{URI: "http://m.example/debian"}) {
+		t.Errorf("inline key: parseDeb822 = %+v, %v; want the URI without a keyring", e, ok)
+	}
+	disabled := "Enabled: no\nTypes: deb\nURIs: http://m.example/debian\nSuites: bookworm\n"
+	if e, ok := parseDeb822(strings.NewReader(disabled), "bookworm"); ok {
+		t.Errorf("took the disabled source %+v", e)
 	}
 }

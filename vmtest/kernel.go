@@ -74,13 +74,13 @@ func FetchKernel(ctx context.Context, spec string, log io.Writer) (*Kernel, erro
 		}
 	}
 
-	pkg, err := resolveCached(ctx, cache, spec)
+	pkg, aptOpts, err := resolveCached(ctx, cache, spec, log)
 	if err != nil {
 		return nil, err
 	}
 	root := filepath.Join(kdir, pkg)
 	if _, err := os.Stat(filepath.Join(root, readyFile)); err != nil {
-		if err := unpackKernel(ctx, kdir, pkg, log); err != nil {
+		if err := unpackKernel(ctx, kdir, pkg, aptOpts, log); err != nil {
 			return nil, err
 		}
 	}
@@ -92,28 +92,37 @@ func FetchKernel(ctx context.Context, spec string, log io.Writer) (*Kernel, erro
 }
 
 // resolveCached asks apt for the current package of spec and remembers the
-// answer, so that a machine whose apt lists are gone still finds its cached
-// kernel.
-func resolveCached(ctx context.Context, cache, spec string) (string, error) {
+// answer, so that a machine whose apt lists are gone (or that is offline when
+// an older release's lists are due again) still finds its cached kernel. The
+// apt options it returns are the ones to download the package with.
+func resolveCached(ctx context.Context, cache, spec string, log io.Writer) (string, []string, error) {
 	memo := filepath.Join(cache, "resolved", strings.ReplaceAll(spec, "/", "_"))
-	pkg, err := resolvePackage(ctx, spec)
+	var aptOpts []string
+	var err error
+	if suite := olderSuite(spec); suite != "" {
+		aptOpts, err = privateApt(ctx, cache, suite, log)
+	}
+	var pkg string
+	if err == nil {
+		pkg, err = resolvePackage(ctx, aptOpts, spec)
+	}
 	if err == nil {
 		if err := os.MkdirAll(filepath.Dir(memo), 0o755); err == nil {
 			_ = os.WriteFile(memo, []byte(pkg+"\n"), 0o644)
 		}
-		return pkg, nil
+		return pkg, aptOpts, nil
 	}
 	if b, rerr := os.ReadFile(memo); rerr == nil {
 		if p := strings.TrimSpace(string(b)); p != "" {
 			if _, serr := os.Stat(filepath.Join(cache, "kernels", p, readyFile)); serr == nil {
-				return p, nil
+				return p, aptOpts, nil
 			}
 		}
 	}
-	return "", err
+	return "", nil, err
 }
 
-func unpackKernel(ctx context.Context, kdir, pkg string, log io.Writer) error {
+func unpackKernel(ctx context.Context, kdir, pkg string, aptOpts []string, log io.Writer) error {
 	for _, tool := range []struct{ name, pkg string }{{"apt-get", "apt"}, {"dpkg-deb", "dpkg"}} {
 		if _, err := exec.LookPath(tool.name); err != nil {
 			return &MissingError{Tool: tool.name, Package: tool.pkg}
@@ -130,7 +139,7 @@ func unpackKernel(ctx context.Context, kdir, pkg string, log io.Writer) error {
 	defer os.RemoveAll(tmp)
 
 	fmt.Fprintf(log, "vmtest: downloading %s\n", pkg)
-	dl := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
+	dl := exec.CommandContext(ctx, "apt-get", append(append([]string(nil), aptOpts...), "download", "-q", pkg)...)
 	dl.Dir = tmp
 	if out, err := dl.CombinedOutput(); err != nil {
 		return fmt.Errorf("apt-get download %s (run apt-get update?): %w\n%s", pkg, err, tail(string(out), 10))

@@ -31,12 +31,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// vmKernels is the kernel matrix: PONTOON_VMTEST_KERNELS or 6.1 and 6.12.
+// vmKernels is the kernel matrix: PONTOON_VMTEST_KERNELS or 5.10, 6.1 and 6.12.
 func vmKernels() []string {
 	if s := os.Getenv("PONTOON_VMTEST_KERNELS"); s != "" {
 		return strings.Fields(strings.ReplaceAll(s, ",", " "))
 	}
-	return []string{"6.1", "6.12"}
+	return []string{"5.10", "6.1", "6.12"}
 }
 
 func requireVM(t *testing.T, kernels ...string) {

@@ -53,7 +53,7 @@ func run() int {
 		fetch   bool
 		verbose bool
 	)
-	fs.StringVar(&o.Kernel, "kernel", envOr("VMTEST_KERNEL", "6.12"), "kernel series (6.1, 6.12) or linux-image package `name`")
+	fs.StringVar(&o.Kernel, "kernel", envOr("VMTEST_KERNEL", "6.12"), "kernel series (5.10, 6.1, 6.12) or linux-image package `name`")
 	fs.BoolVar(&o.Systemd, "systemd", false, "boot the host's systemd as PID 1 and run the command from a unit")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "limit for the whole run (default 20m)")
 	fs.DurationVar(&o.BootTimeout, "boot-timeout", 0, "limit until the command starts (default 5m)")
