@@ -333,7 +333,7 @@ func loadObjects(t testing.TB) *objects {
 	if os.Geteuid() != 0 {
 		t.Skip("loading BPF programs and BPF_PROG_TEST_RUN need root")
 	}
-	spec, err := bpf.LoadTcUplink()
+	spec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
 	if err != nil {
 		t.Fatal(err)
 	}

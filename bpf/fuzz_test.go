@@ -320,7 +320,7 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 	specs := []func() (*ebpf.CollectionSpec, error){bpf.LoadTcUplink, bpf.LoadTcBridge, bpf.LoadTcEndpoint}
 	var loaded []*ebpf.CollectionSpec
 	for _, load := range specs {
-		spec, err := load()
+		spec, err := bpf.LoadForKernel(load)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -514,10 +514,14 @@ func (w *fuzzWorld) reset(opts uint8) error {
 	return maps.NewConfig(mp.Config).Set(cfg)
 }
 
-// counters reads every counter, summed over CPUs, in one system call.
+// counters reads every counter, summed over CPUs, in one system call
+// (one per counter before 5.11, which has no batch lookup on arrays).
 func (w *fuzzWorld) counters() ([]uint64, error) {
 	var cursor ebpf.MapBatchCursor
 	n, err := w.tables().Stats.BatchLookup(&cursor, w.statKeys, w.statVals, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
+		n, err = w.countersOneByOne()
+	}
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, fmt.Errorf("read stats: %w", err)
 	}
@@ -531,6 +535,18 @@ func (w *fuzzWorld) counters() ([]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+func (w *fuzzWorld) countersOneByOne() (int, error) {
+	var perCPU []maps.Counter
+	for i := range w.statKeys {
+		w.statKeys[i] = uint32(i)
+		if err := w.tables().Stats.Lookup(uint32(i), &perCPU); err != nil {
+			return i, err
+		}
+		copy(w.statVals[i*w.ncpu:(i+1)*w.ncpu], perCPU)
+	}
+	return len(w.statKeys), nil
 }
 
 // fuzzRun is one program run on one frame.

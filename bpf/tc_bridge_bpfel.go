@@ -202,24 +202,26 @@ type TcBridgeUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcBridgeMapBindingStats   = "binding_stats"
-	TcBridgeMapBindings       = "bindings"
-	TcBridgeMapConfig         = "config"
-	TcBridgeMapCt             = "ct"
-	TcBridgeMapCtNew          = "ct_new"
-	TcBridgeMapEndpoints      = "endpoints"
-	TcBridgeMapEventBudget    = "event_budget"
-	TcBridgeMapEvents         = "events"
-	TcBridgeMapFrags          = "frags"
-	TcBridgeMapHostaddrs      = "hostaddrs"
-	TcBridgeMapNetns          = "netns"
-	TcBridgeMapNetworks       = "networks"
-	TcBridgeMapPrefilter      = "prefilter"
-	TcBridgeMapSnat           = "snat"
-	TcBridgeMapSockrev        = "sockrev"
-	TcBridgeMapStats          = "stats"
-	TcBridgeMapUplinks        = "uplinks"
-	TcBridgeProgBridgeIngress = "bridge_ingress"
+	TcBridgeMapBindingStats         = "binding_stats"
+	TcBridgeMapBindings             = "bindings"
+	TcBridgeMapConfig               = "config"
+	TcBridgeMapCt                   = "ct"
+	TcBridgeMapCtNew                = "ct_new"
+	TcBridgeMapEndpoints            = "endpoints"
+	TcBridgeMapEventBudget          = "event_budget"
+	TcBridgeMapEvents               = "events"
+	TcBridgeMapFrags                = "frags"
+	TcBridgeMapHostaddrs            = "hostaddrs"
+	TcBridgeMapNetns                = "netns"
+	TcBridgeMapNetworks             = "networks"
+	TcBridgeMapPrefilter            = "prefilter"
+	TcBridgeMapSnat                 = "snat"
+	TcBridgeMapSockrev              = "sockrev"
+	TcBridgeMapStats                = "stats"
+	TcBridgeMapUplinks              = "uplinks"
+	TcBridgeProgBridgeIngress       = "bridge_ingress"
+	TcBridgeVarKernelHasCheckMtu    = "kernel_has_check_mtu"
+	TcBridgeVarKernelHasCoarseClock = "kernel_has_coarse_clock"
 )
 
 // LoadTcBridge returns the embedded CollectionSpec for TcBridge.
@@ -294,6 +296,8 @@ type TcBridgeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcBridgeVariableSpecs struct {
+	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 }
 
 // TcBridgeObjects contains all objects after they have been loaded into the kernel.
@@ -361,6 +365,8 @@ func (m *TcBridgeMaps) Close() error {
 //
 // It can be passed to LoadTcBridgeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcBridgeVariables struct {
+	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 }
 
 // TcBridgePrograms contains all programs after they have been loaded into the kernel.

@@ -202,27 +202,29 @@ type TcUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcUplinkMapBindingStats     = "binding_stats"
-	TcUplinkMapBindings         = "bindings"
-	TcUplinkMapConfig           = "config"
-	TcUplinkMapCt               = "ct"
-	TcUplinkMapCtNew            = "ct_new"
-	TcUplinkMapEndpoints        = "endpoints"
-	TcUplinkMapEventBudget      = "event_budget"
-	TcUplinkMapEvents           = "events"
-	TcUplinkMapFrags            = "frags"
-	TcUplinkMapHostaddrs        = "hostaddrs"
-	TcUplinkMapNetns            = "netns"
-	TcUplinkMapNetworks         = "networks"
-	TcUplinkMapPrefilter        = "prefilter"
-	TcUplinkMapSnat             = "snat"
-	TcUplinkMapSockrev          = "sockrev"
-	TcUplinkMapStats            = "stats"
-	TcUplinkMapUplinks          = "uplinks"
-	TcUplinkProgUplinkEgress    = "uplink_egress"
-	TcUplinkProgUplinkEgressL3  = "uplink_egress_l3"
-	TcUplinkProgUplinkIngress   = "uplink_ingress"
-	TcUplinkProgUplinkIngressL3 = "uplink_ingress_l3"
+	TcUplinkMapBindingStats         = "binding_stats"
+	TcUplinkMapBindings             = "bindings"
+	TcUplinkMapConfig               = "config"
+	TcUplinkMapCt                   = "ct"
+	TcUplinkMapCtNew                = "ct_new"
+	TcUplinkMapEndpoints            = "endpoints"
+	TcUplinkMapEventBudget          = "event_budget"
+	TcUplinkMapEvents               = "events"
+	TcUplinkMapFrags                = "frags"
+	TcUplinkMapHostaddrs            = "hostaddrs"
+	TcUplinkMapNetns                = "netns"
+	TcUplinkMapNetworks             = "networks"
+	TcUplinkMapPrefilter            = "prefilter"
+	TcUplinkMapSnat                 = "snat"
+	TcUplinkMapSockrev              = "sockrev"
+	TcUplinkMapStats                = "stats"
+	TcUplinkMapUplinks              = "uplinks"
+	TcUplinkProgUplinkEgress        = "uplink_egress"
+	TcUplinkProgUplinkEgressL3      = "uplink_egress_l3"
+	TcUplinkProgUplinkIngress       = "uplink_ingress"
+	TcUplinkProgUplinkIngressL3     = "uplink_ingress_l3"
+	TcUplinkVarKernelHasCheckMtu    = "kernel_has_check_mtu"
+	TcUplinkVarKernelHasCoarseClock = "kernel_has_coarse_clock"
 )
 
 // LoadTcUplink returns the embedded CollectionSpec for TcUplink.
@@ -300,6 +302,8 @@ type TcUplinkMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkVariableSpecs struct {
+	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 }
 
 // TcUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -367,6 +371,8 @@ func (m *TcUplinkMaps) Close() error {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkVariables struct {
+	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 }
 
 // TcUplinkPrograms contains all programs after they have been loaded into the kernel.

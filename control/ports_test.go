@@ -65,7 +65,7 @@ func newHashMap(t *testing.T, key, value any) *ebpf.Map {
 // declares it.
 func newDatapathMap(t *testing.T, name string) *ebpf.Map {
 	t.Helper()
-	spec, err := bpf.LoadTcUplink()
+	spec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,7 @@ type Datapath struct {
 	bridge   bpf.TcBridgePrograms
 	endpoint bpf.TcEndpointPrograms
 	sock     bpf.SockPrograms
+	kernel   kernelFeatures
 
 	// links holds every link this datapath attached or adopted, by pin
 	// path (attachments.go).
@@ -106,24 +107,28 @@ func Load(opts Options) (*Datapath, error) {
 		}
 	}
 
-	tcSpec, err := bpf.LoadTcUplink()
+	kernel, err := probeKernel()
+	if err != nil {
+		return nil, fmt.Errorf("probe kernel features: %w", err)
+	}
+	tcSpec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
 	if err != nil {
 		return nil, fmt.Errorf("read tc object: %w", err)
 	}
-	bridgeSpec, err := bpf.LoadTcBridge()
+	bridgeSpec, err := bpf.LoadForKernel(bpf.LoadTcBridge)
 	if err != nil {
 		return nil, fmt.Errorf("read bridge object: %w", err)
 	}
-	endpointSpec, err := bpf.LoadTcEndpoint()
+	endpointSpec, err := bpf.LoadForKernel(bpf.LoadTcEndpoint)
 	if err != nil {
 		return nil, fmt.Errorf("read endpoint object: %w", err)
 	}
-	sockSpec, err := bpf.LoadSock()
+	sockSpec, err := bpf.LoadForKernel(bpf.LoadSock)
 	if err != nil {
 		return nil, fmt.Errorf("read socket object: %w", err)
 	}
 
-	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC, links: map[string]link.Link{}}
+	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC, kernel: kernel, links: map[string]link.Link{}}
 	if err := d.openMaps(tcSpec); err != nil {
 		d.Maps.close()
 		return nil, err
@@ -152,13 +157,39 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load endpoint program: %w", verifierDetail(err))
 	}
 	d.endpoint = endpointObjs.TcEndpointPrograms
-	var sockObjs bpf.SockObjects
-	if err := sockSpec.LoadAndAssign(&sockObjs.SockPrograms, collOpts); err != nil {
+	if err := d.loadSockPrograms(sockSpec, collOpts); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("load socket programs: %w", verifierDetail(err))
+		return nil, err
 	}
-	d.sock = sockObjs.SockPrograms
 	return d, nil
+}
+
+// loadSockPrograms loads the socket hooks; the bind hooks only where the
+// kernel can refuse a bind with EADDRINUSE (published-port reservation).
+func (d *Datapath) loadSockPrograms(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	var core struct {
+		Connect4     *ebpf.Program `ebpf:"sock_connect4"`
+		Sendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+		Recvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+		Getpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	}
+	if err := spec.LoadAndAssign(&core, opts); err != nil {
+		return fmt.Errorf("load socket programs: %w", verifierDetail(err))
+	}
+	d.sock.SockConnect4, d.sock.SockSendmsg4 = core.Connect4, core.Sendmsg4
+	d.sock.SockRecvmsg4, d.sock.SockGetpeername4 = core.Recvmsg4, core.Getpeername4
+	if !d.kernel.portReservation {
+		return nil
+	}
+	var bind struct {
+		Bind4 *ebpf.Program `ebpf:"sock_bind4"`
+		Bind6 *ebpf.Program `ebpf:"sock_bind6"`
+	}
+	if err := spec.LoadAndAssign(&bind, opts); err != nil {
+		return fmt.Errorf("load bind hooks: %w", verifierDetail(err))
+	}
+	d.sock.SockBind4, d.sock.SockBind6 = bind.Bind4, bind.Bind6
+	return nil
 }
 
 // openMaps adopts each pinned map, or creates and pins it. A pin left by an

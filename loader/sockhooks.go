@@ -57,6 +57,12 @@ func (d *Datapath) AttachCgroup(path string) error {
 	for _, hook := range sockHooks {
 		pin := d.cgroupLinkPin(hook, id)
 		prog := hook.prog(d)
+		if prog == nil {
+			// Not loaded on this kernel (Features says why); a link
+			// left by an earlier load on a newer kernel cannot be, as
+			// pins do not survive a reboot.
+			continue
+		}
 		adopted, err := d.updatePinnedLink(pin, prog)
 		if err != nil {
 			return err

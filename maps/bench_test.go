@@ -20,7 +20,7 @@ func newBindingsMap(b *testing.B) *ebpf.Map {
 	if os.Geteuid() != 0 {
 		b.Skip("creating BPF maps needs root")
 	}
-	spec, err := bpf.LoadTcUplink()
+	spec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@
 #include "nat.h"
 #include "parse.h"
 #include "events.h"
+#include "kernel.h"
 
 /* Refreshing last_seen on every packet would dirty a shared cache line per
  * packet; GC works in seconds, so once a second is precise enough. */
@@ -27,10 +28,13 @@
 
 /* Lifetimes are seconds long: the coarse clock (same base as
  * CLOCK_MONOTONIC, tick precision) is precise enough and costs a fraction
- * of bpf_ktime_get_ns() on CPUs with speculation mitigations. */
+ * of bpf_ktime_get_ns() on CPUs with speculation mitigations. Before 5.11
+ * the precise clock stands in: same base, so entries stay comparable. */
 static __always_inline __u64 ct_now(void)
 {
-	return bpf_ktime_get_coarse_ns();
+	if (kernel_has_coarse_clock)
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
 }
 
 static __always_inline int tcp_is_syn(const struct packet *pkt)

@@ -20,6 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include "csum.h"
 #include "maps.h"
+#include "kernel.h"
 
 #define AF_INET 2
 
@@ -39,7 +40,9 @@ enum fib_route {
 
 /* Where a packet of saddr -> daddr leaves when forwarded, as the stack
  * would route it. A GSO packet is judged by its segments: handing the FIB
- * its whole length would call every GRO aggregate too big. */
+ * its whole length would call every GRO aggregate too big. Before 5.12
+ * (no bpf_check_mtu) its segments go unchecked, as the FIB passes GSO
+ * packets of any size there: a limitation `pontoon status` names. */
 static __always_inline int fib_route4(struct __sk_buff *skb, __u32 l3_off, __be32 saddr,
 				      __be32 daddr, struct bpf_fib_lookup *fib)
 {
@@ -64,7 +67,7 @@ static __always_inline int fib_route4(struct __sk_buff *skb, __u32 l3_off, __be3
 		return FIB_TOO_BIG;
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return FIB_STACK;
-	if (skb->gso_size &&
+	if (kernel_has_check_mtu && skb->gso_size &&
 	    bpf_check_mtu(skb, fib->ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
 		return FIB_TOO_BIG;
 	return ret == BPF_FIB_LKUP_RET_SUCCESS ? FIB_FORWARD : FIB_FORWARD_NEIGH;

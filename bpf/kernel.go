@@ -1,0 +1,107 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Kernel says which helpers newer than the 5.10 floor the running kernel
+// has. The programs are built once; Configure tells each object which
+// branches the kernel can run (bpf/lib/kernel.h).
+type Kernel struct {
+	CheckMTU    bool // bpf_check_mtu, 5.12: GSO segments checked against the egress MTU
+	CoarseClock bool // bpf_ktime_get_coarse_ns, 5.11: the cheaper clock for conntrack
+}
+
+// ProbeKernel asks the running kernel. A probe that fails for another
+// reason than a missing helper (no privileges) is an error: guessing
+// "missing" would load slower or weaker code without saying why.
+func ProbeKernel() (Kernel, error) {
+	var k Kernel
+	for _, p := range []struct {
+		have *bool
+		fn   asm.BuiltinFunc
+	}{
+		{&k.CheckMTU, asm.FnCheckMtu},
+		{&k.CoarseClock, asm.FnKtimeGetCoarseNs},
+	} {
+		ok, err := HaveHelper(ebpf.SchedCLS, p.fn)
+		if err != nil {
+			return Kernel{}, err
+		}
+		*p.have = ok
+	}
+	return k, nil
+}
+
+// HaveHelper reports whether programs of type pt may call fn on this kernel.
+func HaveHelper(pt ebpf.ProgramType, fn asm.BuiltinFunc) (bool, error) {
+	err := features.HaveProgramHelper(pt, fn)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("probe helper %s for %s programs: %w", fn, pt, err)
+	}
+	return true, nil
+}
+
+// Configure sets the kernel constants in spec before it is loaded; an
+// object that does not use one has no such variable, which is fine.
+func (k Kernel) Configure(spec *ebpf.CollectionSpec) error {
+	for name, have := range map[string]bool{
+		"kernel_has_check_mtu":    k.CheckMTU,
+		"kernel_has_coarse_clock": k.CoarseClock,
+	} {
+		v, ok := spec.Variables[name]
+		if !ok {
+			continue
+		}
+		var val uint32
+		if have {
+			val = 1
+		}
+		if err := v.Set(val); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// running is probed once per process: the kernel does not change under it.
+var running = sync.OnceValues(func() (Kernel, error) {
+	// Before 5.11 BPF maps count against RLIMIT_MEMLOCK (8 MiB by
+	// default, less than the conntrack tables); later kernels charge the
+	// memory cgroup and RemoveMemlock leaves the limit alone.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return Kernel{}, fmt.Errorf("lift the locked-memory limit BPF maps count against before Linux 5.11: %w", err)
+	}
+	return ProbeKernel()
+})
+
+// RunningKernel is ProbeKernel for this machine, asked once; it also lifts
+// the locked-memory limit that kernels before 5.11 charge maps to.
+func RunningKernel() (Kernel, error) { return running() }
+
+// LoadForKernel reads an object with load (LoadTcUplink, ...) and
+// configures it for the running kernel.
+func LoadForKernel(load func() (*ebpf.CollectionSpec, error)) (*ebpf.CollectionSpec, error) {
+	k, err := RunningKernel()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := load()
+	if err != nil {
+		return nil, err
+	}
+	if err := k.Configure(spec); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
