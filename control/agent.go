@@ -268,6 +268,11 @@ func open(cfg Config) (*Agent, error) {
 		a.close()
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
+	for _, f := range a.dp.Features() {
+		if !f.Available {
+			a.log.Warn("kernel feature unavailable", "feature", f.Name, "needs", "Linux "+f.Since, "instead", f.Without)
+		}
+	}
 	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
 	a.writer = a.bindings
 	a.metrics = newMetrics(a)

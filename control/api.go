@@ -387,7 +387,8 @@ func (a *Agent) Status() (*Status, error) {
 	s := &Status{
 		PID: os.Getpid(), StateFile: a.store.Path(), Socket: a.cfg.Socket, PinDir: a.dp.PinDir(),
 		Cgroup: a.cfg.Cgroup, TCMode: "none (no uplink attached)", Uplinks: []Uplink{},
-		Networks: len(a.st.networks), Endpoints: len(a.st.endpoints), Mappings: len(a.st.ports),
+		KernelFeatures: a.dp.Features(),
+		Networks:       len(a.st.networks), Endpoints: len(a.st.endpoints), Mappings: len(a.st.ports),
 		DynamicPorts: a.ipam.DynamicPorts().String(), SNATPorts: a.snatPorts.String(),
 		Degraded: a.damage.Problems(),
 	}

@@ -253,23 +253,26 @@ type Status struct {
 	Health    string `json:"health"`
 	StateFile string `json:"state_file"`
 	// StateBackup is the last good copy of the state file.
-	StateBackup  string                  `json:"state_backup"`
-	Socket       string                  `json:"socket"`
-	PinDir       string                  `json:"pin_dir"`
-	Cgroup       string                  `json:"cgroup"`
-	TCMode       string                  `json:"tc_mode"`
-	Uplinks      []Uplink                `json:"uplinks"`
-	Attachments  []loader.Attachment     `json:"attachments"`
-	Networks     int                     `json:"networks"`
-	Endpoints    int                     `json:"endpoints"`
-	Mappings     int                     `json:"port_mappings"`
-	Bindings     int                     `json:"bindings"`
-	CTEntries    int                     `json:"ct_entries"`
-	CTNew        int                     `json:"ct_new_entries"`
-	HostAddrs    int                     `json:"host_addresses"`
-	DynamicPorts string                  `json:"dynamic_ports"`
-	SNATPorts    string                  `json:"snat_ports"`
-	Counters     map[string]maps.Counter `json:"counters"`
+	StateBackup string `json:"state_backup"`
+	Socket      string `json:"socket"`
+	PinDir      string `json:"pin_dir"`
+	Cgroup      string `json:"cgroup"`
+	TCMode      string `json:"tc_mode"`
+	// KernelFeatures are the features beyond Linux 5.10 the datapath
+	// probed at load: which it uses, and what it does without the others.
+	KernelFeatures []loader.Feature        `json:"kernel_features"`
+	Uplinks        []Uplink                `json:"uplinks"`
+	Attachments    []loader.Attachment     `json:"attachments"`
+	Networks       int                     `json:"networks"`
+	Endpoints      int                     `json:"endpoints"`
+	Mappings       int                     `json:"port_mappings"`
+	Bindings       int                     `json:"bindings"`
+	CTEntries      int                     `json:"ct_entries"`
+	CTNew          int                     `json:"ct_new_entries"`
+	HostAddrs      int                     `json:"host_addresses"`
+	DynamicPorts   string                  `json:"dynamic_ports"`
+	SNATPorts      string                  `json:"snat_ports"`
+	Counters       map[string]maps.Counter `json:"counters"`
 	// Degraded names each part the agent could not restore, and why.
 	Degraded []string `json:"degraded,omitempty"`
 }

@@ -111,6 +111,16 @@ func TestLifecycle(t *testing.T) {
 		if !strings.Contains(text, "tc attach mode:") || !strings.Contains(text, w.uplink) {
 			t.Errorf("status text:\n%s", text)
 		}
+		// Each probed kernel feature has its line, in JSON and text
+		// (loader's TestKernelFeatures holds the lines against each kernel).
+		if len(s.KernelFeatures) == 0 {
+			t.Errorf("status names no kernel features")
+		}
+		for _, f := range s.KernelFeatures {
+			if !strings.Contains(text, "kernel feature:") || !strings.Contains(text, f.String()) {
+				t.Errorf("status text lacks %q:\n%s", f.String(), text)
+			}
+		}
 	})
 
 	t.Run("unpublish stops the port and only that port", func(t *testing.T) {

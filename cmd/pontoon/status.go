@@ -40,6 +40,9 @@ func newStatus(o *opts) *cobra.Command {
 				row(w, "last good state:", s.StateBackup)
 				row(w, "pins:", s.PinDir)
 				row(w, "tc attach mode:", s.TCMode)
+				for _, f := range s.KernelFeatures {
+					row(w, "kernel feature:", f.String())
+				}
 				row(w, "socket hooks on:", s.Cgroup)
 				for _, u := range s.Uplinks {
 					masq := "masquerades as " + u.Addr.String()

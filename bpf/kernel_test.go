@@ -1,0 +1,76 @@
+package bpf_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/bpf"
+)
+
+// TestProbeKernel: each helper is found exactly on the kernels that have
+// it, so the datapath never runs the fallback where it need not, nor the
+// helper where it cannot.
+func TestProbeKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("probing BPF helpers needs root")
+	}
+	k, err := bpf.RunningKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		got   bool
+		since [2]int
+	}{
+		{"bpf_check_mtu", k.CheckMTU, [2]int{5, 12}},
+		{"bpf_ktime_get_coarse_ns", k.CoarseClock, [2]int{5, 11}},
+	} {
+		if want := kernelAtLeast(t, c.since); c.got != want {
+			t.Errorf("%s found: %v, want %v (Linux %d.%d)", c.name, c.got, want, c.since[0], c.since[1])
+		}
+	}
+}
+
+// TestFallbackVariantsLoad loads every tc object configured as for the
+// 5.10 floor, whatever the kernel: the fallbacks must pass a new kernel's
+// verifier too (the VM matrix runs the newest variant on each kernel).
+func TestFallbackVariantsLoad(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs needs root")
+	}
+	if _, err := bpf.RunningKernel(); err != nil { // lifts the memlock limit
+		t.Fatal(err)
+	}
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){
+		"tc_uplink": bpf.LoadTcUplink, "tc_bridge": bpf.LoadTcBridge, "tc_endpoint": bpf.LoadTcEndpoint,
+	} {
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != "tc_endpoint" {
+			// A renamed constant would leave the helper call in place.
+			for _, v := range []string{"kernel_has_check_mtu", "kernel_has_coarse_clock"} {
+				if _, ok := spec.Variables[v]; !ok {
+					t.Errorf("%s has no constant %s", name, v)
+				}
+			}
+		}
+		if err := (bpf.Kernel{}).Configure(spec); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, ms := range spec.Maps {
+			if ms.MaxEntries > 1024 && ms.Type != ebpf.PerCPUArray && ms.Type != ebpf.Array {
+				ms.MaxEntries = 1024 // the programs are under test, not the tables
+			}
+		}
+		coll, err := ebpf.NewCollection(spec)
+		if err != nil {
+			t.Fatalf("load %s with every feature off: %v", name, err)
+		}
+		coll.Close()
+	}
+}
