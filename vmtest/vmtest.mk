@@ -5,8 +5,9 @@
 #   make vmtest KERNELS=6.1 VMTEST_PKGS=./loader/
 #   make vmtest VMTEST_GOFLAGS='-run TestPublishedPorts -v'
 
-# 6.1 has no TCX (legacy tc path), 6.12 has it.
-KERNELS ?= 6.1 6.12
+# 5.10 is the floor (Debian 11, fetched from bullseye with a private apt
+# configuration: vmtest/aptsuite.go); 6.1 has no TCX (legacy tc path), 6.12 has it.
+KERNELS ?= 5.10 6.1 6.12
 VMTEST_PKGS ?= ./loader/... ./maps/... ./bpf/
 # -short: the loader churn test makes 2,000 connections, not 10,000, under emulation.
 # -timeout: the loader package moves 64 MiB per path under TCG; 10 min is too tight.
