@@ -125,6 +125,9 @@ func (d *Datapath) CgroupAttached(path string) (bool, error) {
 		return false, err
 	}
 	for _, hook := range sockHooks {
+		if hook.prog(d) == nil {
+			continue // not loaded on this kernel
+		}
 		live, err := d.linkLive(d.cgroupLinkPin(hook, id), func(info *link.Info) bool {
 			cg := info.Cgroup()
 			return cg != nil && cg.CgroupId == id
