@@ -57,7 +57,7 @@ func (k kernelFeatures) list() []Feature {
 			"host processes may bind published ports; local clients still reach the container"},
 		{FeatureGSOMTUCheck, k.bpf.CheckMTU, "5.12",
 			"GRO packets forwarded in BPF are not checked against a smaller egress MTU"},
-		{FeatureCoarseClock, k.bpf.CoarseClock, "5.11", "conntrack reads the precise clock, a little slower"},
+		{FeatureCoarseClock, k.bpf.CoarseClock, "5.11", "conntrack reads the precise clock, dearer per call"},
 	}
 }
 
