@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"sync"
 
@@ -166,29 +167,29 @@ func Load(opts Options) (*Datapath, error) {
 
 // loadSockPrograms loads the socket hooks; the bind hooks only where the
 // kernel can refuse a bind with EADDRINUSE (published-port reservation).
+// A program left out stays nil in d.sock, and AttachCgroup skips it.
 func (d *Datapath) loadSockPrograms(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
-	var core struct {
-		Connect4     *ebpf.Program `ebpf:"sock_connect4"`
-		Sendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
-		Recvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
-		Getpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
-	}
-	if err := spec.LoadAndAssign(&core, opts); err != nil {
-		return fmt.Errorf("load socket programs: %w", verifierDetail(err))
-	}
-	d.sock.SockConnect4, d.sock.SockSendmsg4 = core.Connect4, core.Sendmsg4
-	d.sock.SockRecvmsg4, d.sock.SockGetpeername4 = core.Recvmsg4, core.Getpeername4
-	if !d.kernel.portReservation {
+	if d.kernel.portReservation {
+		if err := spec.LoadAndAssign(&d.sock, opts); err != nil {
+			return fmt.Errorf("load socket programs: %w", verifierDetail(err))
+		}
 		return nil
 	}
-	var bind struct {
-		Bind4 *ebpf.Program `ebpf:"sock_bind4"`
-		Bind6 *ebpf.Program `ebpf:"sock_bind6"`
+	spec = spec.Copy()
+	delete(spec.Programs, bpf.SockProgSockBind4)
+	delete(spec.Programs, bpf.SockProgSockBind6)
+	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	if err != nil {
+		return fmt.Errorf("load socket programs: %w", verifierDetail(err))
 	}
-	if err := spec.LoadAndAssign(&bind, opts); err != nil {
-		return fmt.Errorf("load bind hooks: %w", verifierDetail(err))
+	defer coll.Close()
+	progs := reflect.ValueOf(&d.sock).Elem()
+	for i := range progs.NumField() {
+		name := progs.Type().Field(i).Tag.Get("ebpf")
+		if p := coll.DetachProgram(name); p != nil {
+			progs.Field(i).Set(reflect.ValueOf(p))
+		}
 	}
-	d.sock.SockBind4, d.sock.SockBind6 = bind.Bind4, bind.Bind6
 	return nil
 }
 
