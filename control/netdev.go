@@ -129,7 +129,7 @@ func bridgeHasAddr(name string, a netip.Addr) (exists, has bool, err error) {
 	if l.Type() != "bridge" {
 		return true, false, kindf(ErrConflict, "%s is a %s interface, not a bridge; name another --bridge", name, l.Type())
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 	if err != nil {
 		return true, false, fmt.Errorf("list addresses of %s: %w", name, err)
 	}

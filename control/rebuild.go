@@ -220,7 +220,7 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -306,7 +306,7 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
 		return n, nil
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("network %s left out: list addresses of %s: %v", name, at.Name, err)
 	}
