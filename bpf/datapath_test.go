@@ -325,7 +325,22 @@ func sortCT(es []maps.CTEntry) {
 	})
 }
 
-type objects struct{ bpf.TcUplinkObjects }
+type objects struct {
+	bpf.TcUplinkObjects
+	// xdpProg is xdp_uplink.c's program on the same maps, loaded by the
+	// first test that asks for it (xdp): in a VM without KVM each load
+	// takes tens of seconds, and most tests need only tc.
+	xdpProg *ebpf.Program
+}
+
+// xdp loads the XDP program on o's maps once.
+func (o *objects) xdp(t testing.TB) *ebpf.Program {
+	t.Helper()
+	if o.xdpProg == nil {
+		o.xdpProg = loadXDP(t, &o.TcUplinkMaps)
+	}
+	return o.xdpProg
+}
 
 // loadObjects loads the real uplink programs with fresh, unpinned maps.
 func loadObjects(t testing.TB) *objects {
@@ -345,7 +360,12 @@ func loadObjects(t testing.TB) *objects {
 		}
 		t.Fatalf("load tc_uplink: %v", err)
 	}
-	t.Cleanup(func() { o.Close() })
+	t.Cleanup(func() {
+		o.Close()
+		if o.xdpProg != nil {
+			o.xdpProg.Close()
+		}
+	})
 	return &o
 }
 
@@ -512,6 +532,8 @@ type seed struct {
 	// would derive on its own.
 	raw      map[maps.BindingKey]maps.BindingValue
 	networks []maps.Network
+	// allow are --allow-from prefixes by binding id.
+	allow map[uint32][]netip.Prefix
 }
 
 type datapathCase struct {
@@ -601,12 +623,57 @@ func runTable(t *testing.T, o *objects, cases []datapathCase) {
 					})
 				}
 			}
+			if c.egress {
+				return
+			}
+			for _, prefilter := range []bool{false, true} {
+				name := "xdp"
+				if prefilter {
+					name += "/prefilter"
+				}
+				t.Run(name, func(t *testing.T) {
+					setPrefilter(t, o, c.seed, prefilter)
+					runXDPCase(t, o, c)
+				})
+			}
 		})
 	}
 }
 
 func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
+	seedCase(t, o, c, mode)
+	prog := o.UplinkIngress
+	if c.egress {
+		prog = o.UplinkEgress
+	}
+	ret, got, err := tryRun(prog, c.in, mode.flags)
+	if c.shortIP && errors.Is(err, unix.EINVAL) {
+		t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
+	}
+	if errors.Is(err, unix.EBADMSG) {
+		t.Fatalf("skb->csum no longer matches the packet after the run (EBADMSG): a checksum helper got the wrong flags for a CHECKSUM_COMPLETE skb")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCT := c.ct
+	if wantCT == nil {
+		wantCT = c.seed.ct
+	}
+	checkRun(t, o, c.in, ret, got, c.ret, c.out, c.stat, wantCT)
+}
+
+// seedCase fills the maps from the case's seed and sends its before
+// frames through uplink_ingress.
+func seedCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	resetMaps(t, o)
+	for id, ps := range c.seed.allow {
+		for _, p := range ps {
+			if err := maps.NewAllowFrom(o.AllowFrom).Put(id, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := maps.NewBindings(o.Bindings).PutBatch(c.seed.bindings); err != nil {
 		t.Fatal(err)
 	}
@@ -641,32 +708,23 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 		}
 	}
 	zeroStats(t, o.Stats)
+}
 
-	prog := o.UplinkIngress
-	if c.egress {
-		prog = o.UplinkEgress
+// checkRun holds one run's verdict, output frame, counters and conntrack
+// against what the case wants. wantStat "" means no counter may move.
+func checkRun(t *testing.T, o *objects, in []byte, ret uint32, got []byte, wantRet uint32, wantOut []byte, wantStat string, wantCT []maps.CTEntry) {
+	t.Helper()
+	if ret != wantRet {
+		t.Errorf("returned %#x, want %#x", ret, wantRet)
 	}
-	ret, got, err := tryRun(prog, c.in, mode.flags)
-	if c.shortIP && errors.Is(err, unix.EINVAL) {
-		t.Skip("this kernel's BPF_PROG_TEST_RUN rejects IPv4 frames shorter than an IP header; only real traffic reaches this path")
-	}
-	if errors.Is(err, unix.EBADMSG) {
-		t.Fatalf("skb->csum no longer matches the packet after the run (EBADMSG): a checksum helper got the wrong flags for a CHECKSUM_COMPLETE skb")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ret != c.ret {
-		t.Errorf("returned %#x, want %#x", ret, c.ret)
-	}
-	want := c.out
+	want := wantOut
 	if want == nil {
-		want = c.in
+		want = in
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("output frame differs: %s", describeDiff(want, got))
 	}
-	if c.out != nil {
+	if wantOut != nil {
 		verifyChecksums(t, got)
 	}
 
@@ -674,23 +732,19 @@ func runCase(t *testing.T, o *objects, c datapathCase, mode skbMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := stats[c.stat]; !ok {
-		t.Fatalf("no counter %q", c.stat)
+	if _, ok := stats[wantStat]; !ok && wantStat != "" {
+		t.Fatalf("no counter %q", wantStat)
 	}
 	for name, cnt := range stats {
 		want := maps.Counter{}
-		if name == c.stat {
-			want = maps.Counter{Packets: 1, Bytes: uint64(len(c.in))}
+		if name == wantStat {
+			want = maps.Counter{Packets: 1, Bytes: uint64(len(in))}
 		}
 		if cnt != want {
 			t.Errorf("counter %s = %+v, want %+v", name, cnt, want)
 		}
 	}
 
-	wantCT := c.ct
-	if wantCT == nil {
-		wantCT = slices.Clone(c.seed.ct)
-	}
 	wantCT = slices.Clone(wantCT)
 	sortCT(wantCT)
 	if gotCT := ctDump(t, o.Ct, o.CtNew); !slices.Equal(gotCT, wantCT) {
@@ -1175,8 +1229,12 @@ func benchRun(b *testing.B, o *objects, prog *ebpf.Program, in []byte, stat stri
 	if err != nil {
 		b.Fatal(err)
 	}
-	if ret != actUnspec {
-		b.Fatalf("returned %#x, want TC_ACT_UNSPEC", ret)
+	wantRet := actUnspec
+	if prog.Type() == ebpf.XDP {
+		wantRet = xdpPass
+	}
+	if ret != wantRet {
+		b.Fatalf("returned %#x, want %#x", ret, wantRet)
 	}
 	b.ReportMetric(float64(perRun.Nanoseconds()), "ns/pkt")
 
@@ -1184,8 +1242,9 @@ func benchRun(b *testing.B, o *objects, prog *ebpf.Program, in []byte, stat stri
 	if err != nil {
 		b.Fatal(err)
 	}
-	// An interrupted run is restarted whole, so stat may count more.
-	if got := stats[stat].Packets; got < uint64(b.N) {
+	// An interrupted run is restarted whole, so stat may count more. XDP
+	// counts nothing it leaves to tc (stat "").
+	if got := stats[stat].Packets; stat != "" && got < uint64(b.N) {
 		b.Fatalf("%s counted %d of %d runs", stat, got, b.N)
 	}
 	for name, c := range stats {
@@ -1248,7 +1307,9 @@ func BenchmarkDNAT(b *testing.B) {
 			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(backend, 8080), Client: clientPort, Dialled: ap(hostIP, 80), BindingID: 1})
 			putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(hostIP, 80), Client: clientPort, Dialled: ap(backend, 8080), BindingID: 2})
 			fillBindings(b, o, total-len(cycle))
-			benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 80), ack), "dnat")
+			in := tcpFrame(b, clientPort, ap(hostIP, 80), ack)
+			b.Run("tc", func(b *testing.B) { benchRun(b, o, o.UplinkIngress, in, "dnat") })
+			b.Run("xdp", func(b *testing.B) { benchRun(b, o, o.xdp(b), in, "dnat") })
 		})
 	}
 }
@@ -1287,13 +1348,20 @@ func BenchmarkNotIP(b *testing.B) {
 
 // BenchmarkMiss measures what every other packet on the uplink pays: a
 // packet for the host itself, with 65,536 bindings on other ports.
+// With XDP on, such a packet pays XDP's miss, then tc's.
 func BenchmarkMiss(b *testing.B) {
-	o := loadObjects(b)
-	fillBindings(b, o, 65536)
-	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
-		b.Fatal(err)
+	for _, total := range []int{1, 65536} {
+		b.Run(fmt.Sprintf("bindings=%d", total), func(b *testing.B) {
+			o := loadObjects(b)
+			fillBindings(b, o, total)
+			if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
+				b.Fatal(err)
+			}
+			in := tcpFrame(b, clientPort, ap(hostIP, 22), ack)
+			b.Run("tc", func(b *testing.B) { benchRun(b, o, o.UplinkIngress, in, "pass_no_match") })
+			b.Run("xdp", func(b *testing.B) { benchRun(b, o, o.xdp(b), in, "") })
+		})
 	}
-	benchRun(b, o, o.UplinkIngress, tcpFrame(b, clientPort, ap(hostIP, 22), ack), "pass_no_match")
 }
 
 // TestPrefilterIsConsulted proves the programs read the prefilter once the

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SockAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	BindingId uint32
+	Addr      [16]uint8
+}
+
+type SockAllowValue struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type SockBindingCounter struct {
 	_          structs.HostLayout
 	PacketsIn  uint64
@@ -202,6 +214,7 @@ type SockUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SockMapAllowFrom         = "allow_from"
 	SockMapBindingStats      = "binding_stats"
 	SockMapBindings          = "bindings"
 	SockMapConfig            = "config"
@@ -287,6 +300,7 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
+	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
 	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
@@ -332,6 +346,7 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
+	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
 	BindingStats *ebpf.Map `ebpf:"binding_stats"`
 	Bindings     *ebpf.Map `ebpf:"bindings"`
 	Config       *ebpf.Map `ebpf:"config"`
@@ -353,6 +368,7 @@ type SockMaps struct {
 
 func (m *SockMaps) Close() error {
 	return _SockClose(
+		m.AllowFrom,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcBridgeAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	BindingId uint32
+	Addr      [16]uint8
+}
+
+type TcBridgeAllowValue struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type TcBridgeBindingCounter struct {
 	_          structs.HostLayout
 	PacketsIn  uint64
@@ -202,6 +214,7 @@ type TcBridgeUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcBridgeMapAllowFrom            = "allow_from"
 	TcBridgeMapBindingStats         = "binding_stats"
 	TcBridgeMapBindings             = "bindings"
 	TcBridgeMapConfig               = "config"
@@ -273,6 +286,7 @@ type TcBridgeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcBridgeMapSpecs struct {
+	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
 	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
@@ -320,6 +334,7 @@ func (o *TcBridgeObjects) Close() error {
 //
 // It can be passed to LoadTcBridgeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcBridgeMaps struct {
+	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
 	BindingStats *ebpf.Map `ebpf:"binding_stats"`
 	Bindings     *ebpf.Map `ebpf:"bindings"`
 	Config       *ebpf.Map `ebpf:"config"`
@@ -341,6 +356,7 @@ type TcBridgeMaps struct {
 
 func (m *TcBridgeMaps) Close() error {
 	return _TcBridgeClose(
+		m.AllowFrom,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

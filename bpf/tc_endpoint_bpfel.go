@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcEndpointAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	BindingId uint32
+	Addr      [16]uint8
+}
+
+type TcEndpointAllowValue struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type TcEndpointBindingCounter struct {
 	_          structs.HostLayout
 	PacketsIn  uint64
@@ -202,6 +214,7 @@ type TcEndpointUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcEndpointMapAllowFrom        = "allow_from"
 	TcEndpointMapBindingStats     = "binding_stats"
 	TcEndpointMapBindings         = "bindings"
 	TcEndpointMapConfig           = "config"
@@ -271,6 +284,7 @@ type TcEndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcEndpointMapSpecs struct {
+	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
 	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
@@ -316,6 +330,7 @@ func (o *TcEndpointObjects) Close() error {
 //
 // It can be passed to LoadTcEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcEndpointMaps struct {
+	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
 	BindingStats *ebpf.Map `ebpf:"binding_stats"`
 	Bindings     *ebpf.Map `ebpf:"bindings"`
 	Config       *ebpf.Map `ebpf:"config"`
@@ -337,6 +352,7 @@ type TcEndpointMaps struct {
 
 func (m *TcEndpointMaps) Close() error {
 	return _TcEndpointClose(
+		m.AllowFrom,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -24,16 +24,26 @@
 #include "lib/fib.h"
 #include "lib/verdict.h"
 #include "lib/ipv6.h"
+#include "lib/xdp_meta.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off)
 {
-	struct packet pkt = {};
-	int parsed = parse_packet(skb, &pkt, l3_off);
-	int action = TC_ACT_UNSPEC, too_big;
+	struct packet pkt = { .l3_off = l3_off };
+	int action = TC_ACT_UNSPEC, too_big, parsed;
 	__u32 stat;
 
+	if (xdp_translated(skb)) {
+		/* xdp_uplink.c translated and counted it; only forwarding is left. */
+		if (fib_redirect_enabled()) {
+			action = forward_translated(skb, &pkt, &too_big);
+			if (action == TC_ACT_REDIRECT)
+				stat_bump(STAT_REDIRECT, skb->len);
+		}
+		return action;
+	}
+	parsed = parse_packet(skb, &pkt, l3_off);
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
 		return finish(skb, uplink_ingress_ipv6(skb, l3_off), action);
 	if (parsed == PARSE_OK) {

@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TcUplinkAllowKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	BindingId uint32
+	Addr      [16]uint8
+}
+
+type TcUplinkAllowValue struct {
+	_     structs.HostLayout
+	Flags uint32
+}
+
 type TcUplinkBindingCounter struct {
 	_          structs.HostLayout
 	PacketsIn  uint64
@@ -202,6 +214,7 @@ type TcUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcUplinkMapAllowFrom            = "allow_from"
 	TcUplinkMapBindingStats         = "binding_stats"
 	TcUplinkMapBindings             = "bindings"
 	TcUplinkMapConfig               = "config"
@@ -279,6 +292,7 @@ type TcUplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkMapSpecs struct {
+	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
 	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
 	Config       *ebpf.MapSpec `ebpf:"config"`
@@ -326,6 +340,7 @@ func (o *TcUplinkObjects) Close() error {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkMaps struct {
+	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
 	BindingStats *ebpf.Map `ebpf:"binding_stats"`
 	Bindings     *ebpf.Map `ebpf:"bindings"`
 	Config       *ebpf.Map `ebpf:"config"`
@@ -347,6 +362,7 @@ type TcUplinkMaps struct {
 
 func (m *TcUplinkMaps) Close() error {
 	return _TcUplinkClose(
+		m.AllowFrom,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -40,6 +40,9 @@ type Config struct {
 	// followed as interfaces come and go.
 	Uplinks       []string
 	ForceLegacyTC bool
+	// XDP is how the uplinks' XDP program is attached; "" or off: none,
+	// and any a previous agent left is removed.
+	XDP loader.XDPMode
 	// StackForwarding leaves translated packets to the kernel's forward
 	// path instead of forwarding them in BPF; a FORWARD policy of DROP
 	// then cuts containers off.

@@ -48,7 +48,7 @@ func TestStrictBody(t *testing.T) {
 		{"upper-case key", ct, `{"endpoint":"web","SPECS":["80"]}`, &PublishRequest{}, 400, `key "SPECS" is spelled "specs"`},
 		{"case-folded nested key", ct, `{"name":"n","subnets":[{"subnet":"10.0.0.0/24"},{"Subnet":"x"}]}`, &nested{}, 400, `key "subnets[1].Subnet" is spelled "subnets[1].subnet"`},
 		{"case-folded key in a pointer", ct, `{"name":"n","opt":{"GateWay":"x"}}`, &nested{}, 400, `key "opt.GateWay" is spelled "opt.gateway"`},
-		{"unknown key", ct, `{"endpoint":"web","spec":"80"}`, &PublishRequest{}, 400, `request body: unknown key "spec"; known keys are endpoint, specs`},
+		{"unknown key", ct, `{"endpoint":"web","spec":"80"}`, &PublishRequest{}, 400, `request body: unknown key "spec"; known keys are allow_from, endpoint, specs`},
 		{"empty", ct, "", &PublishRequest{}, 400, "request body is empty; send one JSON object"},
 		{"array", ct, `[{"endpoint":"web"}]`, &PublishRequest{}, 400, "request body is a JSON array, not an object"},
 		{"null", ct, `null`, &PublishRequest{}, 400, "request body is a JSON null, not an object"},

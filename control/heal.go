@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/pontoon-net/pontoon/loader"
 )
 
 // healEvery is how often the agent looks for what no netlink event
@@ -356,6 +358,12 @@ func (a *Agent) healDatapath() error {
 			continue // gone or renamed: syncUplinks follows it
 		}
 		attached, err := a.dp.UplinkAttached(l)
+		if err == nil && attached && u.XDP != "" && u.XDP != string(loader.XDPOff) {
+			// The XDP program is part of the uplink's datapath too.
+			var xdp loader.XDPMode
+			xdp, err = a.dp.UplinkXDPMode(l)
+			attached = xdp != loader.XDPOff
+		}
 		if err == nil && attached {
 			continue
 		}

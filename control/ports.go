@@ -35,6 +35,10 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if len(req.Specs) > MaxPublishSpecs {
 		return nil, kindf(ErrInvalid, "%d port specs in one publish request; at most %d fit in one: split them across several publish calls, or publish a run of ports as one range spec such as 8000-8999:8000-8999", len(req.Specs), MaxPublishSpecs)
 	}
+	allow, err := parseAllowFrom(req.AllowFrom)
+	if err != nil {
+		return nil, err
+	}
 	specs := make([]PortSpec, len(req.Specs))
 	for i, s := range req.Specs {
 		spec, err := ParsePortSpec(s)
@@ -82,7 +86,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 			m := &PortMapping{
 				Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
 				Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
-				Backend:   e.IP, ID: id + uint32(i),
+				Backend:   e.IP, ID: id + uint32(i), AllowFrom: allow,
 			}
 			bs, err := mappingBindings(m)
 			if err != nil {
@@ -129,6 +133,10 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if err := a.createBindingCounters(bindings); err != nil {
 		return nil, withUndo(err, forget())
 	}
+	// The lists go in before the bindings that consult them.
+	if err := a.putAllowFrom(out); err != nil {
+		return nil, withUndo(err, errors.Join(a.syncAllowFrom(), forget()))
+	}
 	if putErr := a.writer.PutBatch(bindings); putErr != nil {
 		// Some entries may be in the map: the batch stops where it
 		// failed. None of these keys was in use (ipam said so), so all
@@ -142,6 +150,9 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 			undo = append(undo, fmt.Errorf("remove the bindings written: %w", err))
 		}
 		if err := forget(); err != nil {
+			undo = append(undo, err)
+		}
+		if err := a.syncAllowFrom(); err != nil {
 			undo = append(undo, err)
 		}
 		return nil, withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
@@ -232,7 +243,56 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 		out = append(out, removed)
 	}
 	sortMappings(out)
+	// The lists of what went, and of the parts a split renumbered.
+	if err := a.syncAllowFrom(); err != nil {
+		return out, err
+	}
 	return out, nil
+}
+
+// MaxAllowFrom bounds one request's --allow-from list.
+const MaxAllowFrom = 256
+
+// parseAllowFrom reads --allow-from values: IPv4 prefixes, or addresses
+// (a /32 each).
+func parseAllowFrom(in []string) ([]netip.Prefix, error) {
+	if len(in) > MaxAllowFrom {
+		return nil, kindf(ErrInvalid, "%d --allow-from values; at most %d fit: give wider prefixes", len(in), MaxAllowFrom)
+	}
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, kindf(ErrInvalid, "--allow-from %q is not a CIDR prefix or address; give one such as 203.0.113.0/24", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.Addr().Is4() || p.Addr().Is4In6() {
+			return nil, kindf(ErrUnsupported, "--allow-from %s: only IPv4 prefixes are supported so far; give one such as 203.0.113.0/24", s)
+		}
+		if p != p.Masked() {
+			return nil, kindf(ErrInvalid, "--allow-from %s has host bits set; give the prefix %s", s, p.Masked())
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// putAllowFrom writes the --allow-from lists of new mappings.
+func (a *Agent) putAllowFrom(ms []*PortMapping) error {
+	af := maps.NewAllowFrom(a.dp.Maps.AllowFrom)
+	for _, m := range ms {
+		for _, p := range m.AllowFrom {
+			if err := af.Put(m.ID, p); err != nil {
+				return fmt.Errorf("write allow-from lists: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func overlaps(x, y ipam.PortRange) bool { return x.First <= y.Last && y.First <= x.Last }
@@ -277,8 +337,20 @@ func DockerLines(ms []*PortMapping) []string {
 	for _, m := range ms {
 		for i := 0; i < m.Host.Len(); i++ {
 			host := netip.AddrPortFrom(m.HostIP, m.Host.First+uint16(i))
-			out = append(out, fmt.Sprintf("%d/%s -> %s", int(m.Container.First)+i, m.Proto, host))
+			line := fmt.Sprintf("%d/%s -> %s", int(m.Container.First)+i, m.Proto, host)
+			if len(m.AllowFrom) > 0 {
+				line += " (allow-from " + joinPrefixes(m.AllowFrom) + ")"
+			}
+			out = append(out, line)
 		}
 	}
 	return out
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ",")
 }

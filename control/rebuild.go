@@ -138,6 +138,7 @@ type pinnedMaps struct {
 	endpoints6 map[uint32]netip.Addr      // host veth ifindex -> container IPv6 address
 	macs       map[uint32][6]byte
 	bindings   []maps.Binding
+	allow      map[uint32][]netip.Prefix // binding id -> --allow-from
 }
 
 func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
@@ -191,6 +192,13 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 		var err error
 		if pm.bindings, err = maps.NewBindings(m).All(); err != nil {
 			return nil, fmt.Errorf("read pinned bindings: %w", err)
+		}
+	}
+	if m := open("allow_from"); m != nil {
+		defer m.Close()
+		var err error
+		if pm.allow, err = maps.NewAllowFrom(m).All(); err != nil {
+			return nil, fmt.Errorf("read pinned allow-from lists: %w", err)
 		}
 	}
 	return pm, nil
@@ -272,6 +280,9 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 		rep.Endpoints = append(rep.Endpoints, fmt.Sprintf("%s: %s on %s, %s in %s", e.Name, e.IP, e.Network, e.HostIf, e.Netns))
 	}
 	mappingsFromBindings(st, pm.bindings, rep)
+	for _, m := range st.ports {
+		m.AllowFrom = pm.allow[m.ID]
+	}
 	slices.Sort(rep.Networks)
 	slices.Sort(rep.Endpoints)
 	slices.Sort(rep.Mappings)

@@ -2,6 +2,7 @@ package control
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/ipam"
@@ -35,7 +36,7 @@ func TestMappingsFromBindings(t *testing.T) {
 		t.Fatalf("got %d mappings, want %d: %v", len(st.ports), len(want), rep.Mappings)
 	}
 	for k, w := range want {
-		if got := st.ports[k]; got == nil || *got != w {
+		if got := st.ports[k]; got == nil || !reflect.DeepEqual(*got, w) {
 			t.Errorf("mapping %s: got %+v, want %+v", k, got, w)
 		}
 	}

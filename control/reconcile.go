@@ -65,6 +65,9 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return fmt.Errorf("sync bindings: %w", err)
 	}
+	if err := a.syncAllowFrom(); err != nil {
+		return err
+	}
 	if err := a.enablePrefilter(dpConfig, want); err != nil {
 		return err
 	}
@@ -140,7 +143,31 @@ func mappingBindings(m *PortMapping) ([]maps.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	return maps.PortRange(proto, m.HostIP, m.Host.First, m.Host.Last, m.Backend, m.Container.First, m.ID)
+	bs, err := maps.PortRange(proto, m.HostIP, m.Host.First, m.Host.Last, m.Backend, m.Container.First, m.ID)
+	for i := range bs {
+		bs[i].Allowlist = len(m.AllowFrom) > 0
+	}
+	return bs, err
+}
+
+// wantAllowFrom is the allow_from map's content: each mapping's
+// --allow-from prefixes under its binding id.
+func (a *Agent) wantAllowFrom() map[uint32][]netip.Prefix {
+	want := map[uint32][]netip.Prefix{}
+	for _, m := range a.st.ports {
+		if len(m.AllowFrom) > 0 {
+			want[m.ID] = m.AllowFrom
+		}
+	}
+	return want
+}
+
+// syncAllowFrom makes the allow_from map hold what the mappings say.
+func (a *Agent) syncAllowFrom() error {
+	if _, _, err := maps.NewAllowFrom(a.dp.Maps.AllowFrom).Sync(a.wantAllowFrom()); err != nil {
+		return fmt.Errorf("sync allow-from lists: %w", err)
+	}
+	return nil
 }
 
 // reconcileIPAM releases allocations no record explains (a crash between

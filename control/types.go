@@ -205,6 +205,9 @@ type PortMapping struct {
 	Container ipam.PortRange `json:"container_ports"`
 	Backend   netip.Addr     `json:"backend"`
 	ID        uint32         `json:"binding_id"`
+	// AllowFrom limits the clients from outside to these sources (port
+	// publish --allow-from); empty: any.
+	AllowFrom []netip.Prefix `json:"allow_from,omitempty"`
 	// Traffic is what the mapping carried, from the datapath's counters;
 	// set in listings only, never stored.
 	Traffic *Traffic `json:"traffic,omitempty"`
@@ -229,6 +232,9 @@ type Traffic struct {
 type PublishRequest struct {
 	Endpoint string   `json:"endpoint"`
 	Specs    []string `json:"specs"`
+	// AllowFrom are IPv4 prefixes (CIDR) every mapping of the request
+	// accepts clients from; empty: any.
+	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
 // UnpublishRequest removes the mappings of an endpoint matching Spec.
@@ -241,6 +247,8 @@ type UnpublishRequest struct {
 type Uplink struct {
 	Name string `json:"name"`
 	Mode string `json:"mode"`
+	// XDP is how the XDP program runs there: native, generic or off.
+	XDP string `json:"xdp"`
 	// Addr is what masqueraded flows leave with; without one they are
 	// dropped there.
 	Addr netip.Addr `json:"address,omitzero"`

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -134,8 +135,15 @@ func (a *Agent) syncUplinks() error {
 			continue
 		}
 		delete(a.uplinkErrs, idx)
-		a.log.Info("attached uplink", "name", name, "mode", mode)
-		a.uplinks[idx] = Uplink{Name: name, Mode: string(mode)}
+		// XDP only speeds tc's work up: an uplink that cannot have it
+		// (no such mode in the driver, no Ethernet header) runs on tc.
+		xdp, err := a.attachUplinkXDP(name)
+		if err != nil {
+			a.log.Warn("uplink runs without XDP", "name", name, "err", err)
+			xdp = loader.XDPOff
+		}
+		a.log.Info("attached uplink", "name", name, "mode", mode, "xdp", xdp)
+		a.uplinks[idx] = Uplink{Name: name, Mode: string(mode), XDP: string(xdp)}
 	}
 	return nil
 }
@@ -149,9 +157,33 @@ func (a *Agent) uplinkErr() error {
 	return errors.Join(errs...)
 }
 
+// attachUplinkXDP gives an uplink the XDP program as --xdp asks, or
+// takes ours off it (--xdp=off). A device without an Ethernet header
+// gets none: the program parses Ethernet.
+func (a *Agent) attachUplinkXDP(name string) (loader.XDPMode, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return "", fmt.Errorf("find interface %s: %w", name, err)
+	}
+	mode := a.cfg.XDP
+	if mode == "" {
+		mode = loader.XDPOff
+	}
+	if mode != loader.XDPOff && l.Attrs().EncapType != "ether" {
+		// Ours, if a run with another device type left one.
+		return loader.XDPOff, a.dp.DetachUplinkXDP(l)
+	}
+	return a.dp.AttachUplinkXDP(l, mode)
+}
+
 // detachUplink takes the uplink programs off an interface that is no
 // uplink (any more); one that has none is left as it is.
 func (a *Agent) detachUplink(name string, attached bool) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		if err := a.dp.DetachUplinkXDP(l); err != nil {
+			a.log.Warn("detach uplink xdp program", "name", name, "err", err)
+		}
+	}
 	err := a.dp.DetachUplink(name)
 	var notFound netlink.LinkNotFoundError
 	switch {

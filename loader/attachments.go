@@ -15,7 +15,7 @@ import (
 
 // Attachment is one program attached by a datapath, as its pins record it.
 type Attachment struct {
-	// Kind is "tcx", "legacy-tc" or "cgroup".
+	// Kind is "tcx", "legacy-tc", "xdp-native", "xdp-generic" or "cgroup".
 	Kind string `json:"kind"`
 	// Hook is ingress or egress for tc, the socket hook for cgroups.
 	Hook string `json:"hook"`
@@ -55,6 +55,13 @@ func ListAttachments(dir string) ([]Attachment, error) {
 				a.Target = "ifindex " + strconv.Itoa(id)
 				if l, err := netlink.LinkByIndex(id); err == nil {
 					a.Target = l.Attrs().Name
+				}
+			case "xdp":
+				a.Kind = "xdp"
+				a.Target = "ifindex " + strconv.Itoa(id)
+				if l, err := netlink.LinkByIndex(id); err == nil {
+					a.Target = l.Attrs().Name
+					a.Kind = "xdp-" + string(xdpModeOf(l))
 				}
 			case "cg":
 				a.Kind = "cgroup"
@@ -277,7 +284,7 @@ func (d *Datapath) dropHeldGone(alive map[int]bool) {
 	defer d.linksMu.Unlock()
 	for pin, l := range d.links {
 		kind, _, ifindex, ok := parsePinName(filepath.Base(pin))
-		if !ok || kind != "tcx" {
+		if !ok || (kind != "tcx" && kind != "xdp") {
 			continue
 		}
 		if alive[ifindex] {

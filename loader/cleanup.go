@@ -117,6 +117,8 @@ func isOwnPin(sub, name string) bool {
 	switch {
 	case sub == progsDir && kind == "tc", sub == linksDir && kind == "tcx":
 		return hasTC()
+	case sub == linksDir && kind == "xdp":
+		return hook == xdpHook
 	case sub == linksDir && kind == "cg":
 		for _, h := range sockHooks {
 			if h.name == hook {

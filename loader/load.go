@@ -50,6 +50,8 @@ type Maps struct {
 	// what each CPU may still write to it this second.
 	Events      *ebpf.Map
 	EventBudget *ebpf.Map
+	// AllowFrom holds the sources bindings with an allowlist accept.
+	AllowFrom *ebpf.Map
 }
 
 func (m *Maps) all() map[string]**ebpf.Map {
@@ -71,6 +73,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"binding_stats": &m.BindingStats,
 		"events":        &m.Events,
 		"event_budget":  &m.EventBudget,
+		"allow_from":    &m.AllowFrom,
 	}
 }
 
@@ -85,6 +88,10 @@ type Datapath struct {
 	endpoint bpf.TcEndpointPrograms
 	sock     bpf.SockPrograms
 	kernel   kernelFeatures
+	// xdp is the uplink XDP program; nil with xdpErr when this kernel
+	// refused both of its builds (XDP is then unavailable, tc unaffected).
+	xdp    *ebpf.Program
+	xdpErr error
 
 	// links holds every link this datapath attached or adopted, by pin
 	// path (attachments.go).
@@ -162,6 +169,7 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	d.xdp, d.xdpErr = loadXDP(collOpts)
 	return d, nil
 }
 
@@ -287,6 +295,9 @@ func (d *Datapath) Close() error {
 	d.bridge.Close()
 	d.endpoint.Close()
 	d.sock.Close()
+	if d.xdp != nil {
+		d.xdp.Close()
+	}
 	d.releaseLinks()
 	d.Maps.close()
 	return nil

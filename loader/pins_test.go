@@ -20,6 +20,9 @@ func TestIsOwnPin(t *testing.T) {
 		{linksDir, "tcx_ingress_x", false},   // not an index
 		{linksDir, "other-tool", false},      // another program's pin
 		{linksDir, "tcx_ingress_7_x", false}, // more than Pontoon's parts
+		{linksDir, "xdp_uplink_7", true},
+		{progsDir, "xdp_uplink_7", false},  // XDP is always a link
+		{linksDir, "xdp_ingress_7", false}, // XDP has one hook
 	} {
 		if got := isOwnPin(c.sub, c.name); got != c.want {
 			t.Errorf("isOwnPin(%s, %s) = %v, want %v", c.sub, c.name, got, c.want)

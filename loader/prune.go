@@ -36,7 +36,7 @@ func (d *Datapath) PruneGone() (int, error) {
 		}
 		for _, e := range entries {
 			kind, _, ifindex, ok := parsePinName(e.Name())
-			if !ok || (kind != "tcx" && kind != "tc") {
+			if !ok || (kind != "tcx" && kind != "tc" && kind != "xdp") {
 				continue
 			}
 			// An interface made since the dump is asked about again.
@@ -47,7 +47,7 @@ func (d *Datapath) PruneGone() (int, error) {
 				continue
 			}
 			pin := filepath.Join(d.pinDir, sub, e.Name())
-			if kind == "tcx" {
+			if kind == "tcx" || kind == "xdp" {
 				_, err = d.unpinLink(pin)
 			} else {
 				err = os.Remove(pin)

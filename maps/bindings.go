@@ -18,6 +18,9 @@ type Binding struct {
 	Backend netip.AddrPort
 	// ID ties conntrack entries and counters to the binding.
 	ID uint32
+	// Allowlist limits the binding to the sources the AllowFrom map
+	// holds for its ID (port publish --allow-from).
+	Allowlist bool
 }
 
 func (b Binding) String() string {
@@ -36,15 +39,19 @@ func (b Binding) value() BindingValue {
 	if b.Host.Addr().IsLoopback() {
 		v.Flags |= bindingLocalOnly
 	}
+	if b.Allowlist {
+		v.Flags |= bindingAllowlist
+	}
 	return v
 }
 
 func bindingFrom(k BindingKey, v BindingValue) Binding {
 	return Binding{
-		Proto:   k.Proto,
-		Host:    netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)),
-		Backend: netip.AddrPortFrom(addrFromRaw(k.Family, v.BackendAddr), hostPort(v.BackendPort)),
-		ID:      v.ID,
+		Proto:     k.Proto,
+		Host:      netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)),
+		Backend:   netip.AddrPortFrom(addrFromRaw(k.Family, v.BackendAddr), hostPort(v.BackendPort)),
+		ID:        v.ID,
+		Allowlist: v.Flags&bindingAllowlist != 0,
 	}
 }
 

@@ -38,6 +38,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"netns", NetnsKey{}, NetnsValue{}},
 		{"frags", FragKey{}, FragValue{}},
 		{"binding_stats", nil, BindingCounter{}},
+		{"allow_from", AllowFromKey{}, AllowFromValue{}},
 	}
 	for _, m := range mirrors {
 		ms, ok := spec.Maps[m.mapName]

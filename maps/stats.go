@@ -46,6 +46,9 @@ var StatNames = []string{
 	"sock_bind_refused",
 	"ct_not_promoted",
 	"drop_snat_orphan",
+	"drop_not_allowed",
+	"drop_local_only",
+	"xdp_no_meta",
 }
 
 // Stats wraps the per-CPU counters map.

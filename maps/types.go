@@ -23,7 +23,10 @@ type BindingValue struct {
 }
 
 // Binding flags, as in bpf/lib/types.h.
-const bindingLocalOnly = 1 << 0
+const (
+	bindingLocalOnly = 1 << 0
+	bindingAllowlist = 1 << 1
+)
 
 func (k BindingKey) String() string {
 	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)), k.Proto)

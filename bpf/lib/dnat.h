@@ -57,6 +57,8 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 		return STAT_PASS_NO_MATCH;
 	if (b->flags & BINDING_F_LOCAL_ONLY)
 		return STAT_PASS_LOCAL_ONLY;
+	if (!allow_from4(b, t->saddr))
+		return STAT_DROP_NOT_ALLOWED;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
 

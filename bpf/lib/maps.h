@@ -108,6 +108,16 @@ struct {
 	__type(value, struct frag_value);
 } frags SEC(".maps");
 
+/* Per-binding source allowlists: (binding id, prefix). Only bindings with
+ * BINDING_F_ALLOWLIST pay for the lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* LPM tries require it */
+	__type(key, struct allow_key);
+	__type(value, struct allow_value);
+} allow_from SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PREFILTER_WORDS);
@@ -135,20 +145,24 @@ struct {
 	__type(value, struct binding_counter);
 } binding_stats SEC(".maps");
 
-static __always_inline void binding_count(struct __sk_buff *skb, __u32 id, int in)
+static __always_inline void binding_count_len(__u32 id, int in, __u32 segs, __u64 len)
 {
 	struct binding_counter *c = bpf_map_lookup_elem(&binding_stats, &id);
-	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
 
 	if (!c)
 		return;
 	if (in) {
 		__sync_fetch_and_add(&c->packets_in, segs);
-		__sync_fetch_and_add(&c->bytes_in, skb->len);
+		__sync_fetch_and_add(&c->bytes_in, len);
 	} else {
 		__sync_fetch_and_add(&c->packets_out, segs);
-		__sync_fetch_and_add(&c->bytes_out, skb->len);
+		__sync_fetch_and_add(&c->bytes_out, len);
 	}
+}
+
+static __always_inline void binding_count(struct __sk_buff *skb, __u32 id, int in)
+{
+	binding_count_len(id, in, skb->gso_segs ? skb->gso_segs : 1, skb->len);
 }
 
 static __always_inline void stat_bump(__u32 index, __u64 bytes)

@@ -65,4 +65,18 @@ static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 
 	return b;
 }
 
+/* Whether a binding with BINDING_F_ALLOWLIST accepts a client at saddr. */
+static __always_inline int allow_from4(const struct binding_value *b, __be32 saddr)
+{
+	struct allow_key key = {
+		.prefixlen = 32 + 32,
+		.binding_id = b->id,
+	};
+
+	if (!(b->flags & BINDING_F_ALLOWLIST))
+		return 1;
+	addr_set4(key.addr, saddr);
+	return bpf_map_lookup_elem(&allow_from, &key) != NULL;
+}
+
 #endif

@@ -14,6 +14,31 @@
 
 /* binding_value.flags */
 #define BINDING_F_LOCAL_ONLY (1 << 0) /* host IP is loopback: socket path only */
+#define BINDING_F_ALLOWLIST (1 << 1)  /* only sources in allow_from may use it */
+
+/* A source a binding accepts (pontoon port publish --allow-from), found by
+ * longest prefix match. prefixlen counts the bits after itself: 32 for the
+ * binding id, then the prefix's own length. */
+struct allow_key {
+	__u32 prefixlen;
+	__u32 binding_id;
+	__u8 addr[16];
+};
+
+struct allow_value {
+	__u32 flags; /* none yet; maps need a value */
+};
+
+/* What the uplink's XDP program leaves in the packet's metadata for tc:
+ * XDP_META_TRANSLATED says the packet was DNATed already and must not be
+ * translated again. */
+#define XDP_META_MAGIC 0x706e746eU /* "pntn" */
+#define XDP_META_TRANSLATED (1 << 0)
+
+struct xdp_meta {
+	__u32 magic;
+	__u32 flags;
+};
 
 /* ct_value.flags */
 #define CT_F_DNAT_REPLY (1 << 0) /* entry is keyed by the reply of a DNAT flow */
@@ -277,6 +302,9 @@ enum stat_index {
 	STAT_SOCK_BIND_REFUSED,   /* a host process binding a published port */
 	STAT_CT_NOT_PROMOTED,     /* ct full: an answered flow stays in ct_new */
 	STAT_DROP_SNAT_ORPHAN,    /* half a masqueraded flow without its other half */
+	STAT_DROP_NOT_ALLOWED,    /* a source outside a binding's --allow-from list */
+	STAT_DROP_LOCAL_ONLY,     /* XDP: from outside to a loopback-only binding */
+	STAT_XDP_NO_META,         /* XDP: the driver keeps no metadata; tc translates instead */
 	STAT_MAX,
 };
 

@@ -41,7 +41,8 @@ static __always_inline int stat_dropped(__u32 stat)
 	       stat == STAT_DROP_SNAT_EXHAUSTED || stat == STAT_DROP_UNMASQUERADED ||
 	       stat == STAT_DROP_CT_CLASH || stat == STAT_DROP_FRAG_NEEDED ||
 	       stat == STAT_DROP_NOT_PUBLISHED || stat == STAT_DROP_SPOOFED ||
-	       stat == STAT_DROP_PROTOCOL || stat == STAT_DROP_SNAT_ORPHAN;
+	       stat == STAT_DROP_PROTOCOL || stat == STAT_DROP_SNAT_ORPHAN ||
+	       stat == STAT_DROP_NOT_ALLOWED || stat == STAT_DROP_LOCAL_ONLY;
 }
 
 /* The last word on a packet about to leave an uplink: one from a

@@ -16,7 +16,7 @@ import (
 
 func newAgent(o *opts) *cobra.Command {
 	cfg := control.Config{}
-	var snatPorts string
+	var snatPorts, xdp string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the control plane in the foreground (systemd runs it)",
@@ -30,6 +30,11 @@ holds any of them.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Socket = o.socket
+			mode, err := loader.ParseXDPMode(xdp)
+			if err != nil {
+				return fmt.Errorf("invalid --xdp: %w", err)
+			}
+			cfg.XDP = mode
 			if snatPorts != "" {
 				r, err := ipam.ParsePortRange(snatPorts)
 				if err != nil || r.First == r.Last {
@@ -48,6 +53,7 @@ holds any of them.`,
 	f.StringVar(&cfg.Cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks (default: the detected cgroup v2 root)")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "uplink interface, repeatable (default: every interface but loopback, Pontoon's bridges and veths, and ports of bridges and bonds)")
 	f.BoolVar(&cfg.ForceLegacyTC, "legacy-tc", false, "attach uplinks with clsact + cls_bpf even where TCX exists")
+	f.StringVar(&xdp, "xdp", string(loader.XDPOff), "XDP on uplinks, before tc: auto (native where the driver has it, else generic), native, generic or off; native XDP on a veth takes GSO from its peer, generic copies every packet without headroom")
 	f.StringVar(&snatPorts, "snat-ports", "", "source ports masqueraded flows may take, FIRST-LAST; refused when it overlaps net.ipv4.ip_local_port_range (less ip_local_reserved_ports) or the published-port range (default: the longest run of 1024-65535 outside those and the reserved ports)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, such as 127.0.0.1:9669 (default: off; loopback only unless --metrics-allow-remote)")
 	f.BoolVar(&cfg.MetricsAllowRemote, "metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address: the metrics name published ports and flow counts")

@@ -28,7 +28,8 @@ func printMappings(o *opts, ms []*control.PortMapping) error {
 }
 
 func newPortPublish(o *opts) *cobra.Command {
-	return &cobra.Command{
+	var allowFrom []string
+	cmd := &cobra.Command{
 		Use:   "publish ENDPOINT SPEC...",
 		Short: "Publish ports: SPEC is [hostIP:][hostPort[-end]:]containerPort[-end][/tcp|udp]",
 		Long: `Publish ports with Docker's -p grammar:
@@ -42,13 +43,15 @@ request and one batch of map updates: all of them are published, or none.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ms, err := o.client().Publish(control.PublishRequest{Endpoint: args[0], Specs: args[1:]})
+			ms, err := o.client().Publish(control.PublishRequest{Endpoint: args[0], Specs: args[1:], AllowFrom: allowFrom})
 			if err != nil {
 				return err
 			}
 			return printMappings(o, ms)
 		},
 	}
+	cmd.Flags().StringArrayVar(&allowFrom, "allow-from", nil, "accept clients from outside only from this IPv4 CIDR (or address), repeatable; the host's own clients are not filtered (default: any source)")
+	return cmd
 }
 
 func newPortLs(o *opts) *cobra.Command {

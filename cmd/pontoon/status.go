@@ -49,7 +49,11 @@ func newStatus(o *opts) *cobra.Command {
 					if !u.Addr.IsValid() {
 						masq = "no IPv4 address: drops masqueraded flows"
 					}
-					row(w, "uplink:", u.Name+" ("+u.Mode+", "+masq+")")
+					xdp := "xdp " + u.XDP
+					if u.XDP == "" {
+						xdp = "xdp off"
+					}
+					row(w, "uplink:", u.Name+" ("+u.Mode+", "+xdp+", "+masq+")")
 				}
 				for _, a := range s.Attachments {
 					row(w, "attachment:", a.Kind+" "+a.Hook+" on "+a.Target)

@@ -147,6 +147,11 @@ func (w *world) agentCmd(extra ...string) *exec.Cmd {
 	if !w.defaultUplinks {
 		cmd.Args = append(cmd.Args, "--uplink", w.uplink)
 	}
+	// PONTOON_TEST_XDP=auto|native|generic runs every world's agent with
+	// XDP on its uplinks (tests that set --xdp themselves keep theirs).
+	if mode := os.Getenv("PONTOON_TEST_XDP"); mode != "" && !slices.Contains(extra, "--xdp") {
+		cmd.Args = append(cmd.Args, "--xdp", mode)
+	}
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+w.notify.LocalAddr().String())
 	cmd.Env = append(cmd.Env, w.agentEnv...)

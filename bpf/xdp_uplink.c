@@ -1,0 +1,324 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* XDP on uplinks: what can be done before the kernel builds an skb.
+ * Packets for loopback-only bindings and from sources a binding does not
+ * allow are dropped; packets of published ports' flows (new and
+ * established) are tracked in ct/ct_new and DNATed here, then passed to
+ * the stack with a note in their metadata so tc_uplink.c does not
+ * translate them again. A SYN flood thus fills ct_new (an LRU of
+ * unanswered flows) from XDP, before any skb is allocated.
+ *
+ * Everything else goes to tc untouched and uncounted (tc counts it):
+ * fragments, ICMP (echo and errors), IP options, masqueraded flows'
+ * replies, and any packet on a driver that keeps no XDP metadata. Only
+ * Ethernet uplinks get this program.
+ *
+ * Built twice: 6.1's verifier fails (EFAULT, a backtracking bug) on the
+ * walk of a SYN's options below, so a second build with
+ * XDP_SYN_OPTIONS_TO_TC leaves SYNs that carry options to tc; the loader
+ * takes it where the first is refused. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+/* The shared headers also hold tc's out-of-line functions, unused here. */
+#pragma clang diagnostic ignored "-Wunused-function"
+#include "lib/types.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/nat.h"
+#include "lib/ct.h"
+#include "lib/snat.h"
+#include "lib/verdict.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Offsets are constants: a packet with IP options goes to tc, which keeps
+ * the verifier's view of every pointer here simple (6.1's refused writes
+ * through pointers clang derived again from variable offsets). */
+#define XDP_L3_OFF ETH_HLEN
+#define XDP_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+
+/* Verdicts of xdp_handle besides the stats it returns: leave the packet
+ * to tc without counting it. */
+#define XDP_TO_TC STAT_MAX
+
+/* RFC 1624 incremental update of a checksum over a changed 16-bit word. */
+static __always_inline __u16 csum_update16(__u16 check, __u16 from, __u16 to)
+{
+	__u32 sum = (__u16)~check + (__u16)~from + to;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static __always_inline __u16 csum_update32(__u16 check, __u32 from, __u32 to)
+{
+	check = csum_update16(check, from & 0xffff, to & 0xffff);
+	return csum_update16(check, from >> 16, to >> 16);
+}
+
+/* A SYN's window scale option, read straight from the packet. The walk
+ * has no iteration counter: off grows by at least one a step and stays
+ * under len (at most 40), which bounds it, and without a counter the
+ * verifier finds the states of later steps within those of earlier ones
+ * (with one, every step was new to it and the walk blew its budget). */
+static __always_inline void xdp_parse_wscale(void *opts, void *data_end, __u32 len,
+					     struct tcp_fields *tcp)
+{
+	__u32 off = 0, step;
+
+	while (off < len && len <= TCP_MAX_OPTIONS) {
+		__u8 *p = opts + (off & 63);
+
+		/* Two bytes even for a NOP: a NOP ending the packet hides no
+		 * window scale behind it. */
+		if ((void *)(p + 2) > data_end || p[0] == TCPOPT_EOL)
+			return;
+		step = p[0] == TCPOPT_NOP ? 1 : p[1];
+		if (step == 0 || (p[0] != TCPOPT_NOP && step < 2))
+			return;
+		if (p[0] == TCPOPT_WINDOW && p[1] == 3) {
+			if (off + 3 > len || (void *)(p + 3) > data_end)
+				return;
+			tcp->wscale = p[2] > 14 ? 14 : p[2]; /* RFC 7323's limit */
+			tcp->has_wscale = 1;
+			return;
+		}
+		off += step;
+	}
+}
+
+/* Parses Ethernet + IPv4 without options + TCP/UDP into pkt; anything
+ * else is tc's. */
+static __always_inline int xdp_parse(struct xdp_md *ctx, struct packet *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + XDP_L3_OFF;
+	__u16 tot_len;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	if (ip->version != 4 || ip->ihl != 5)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return -1;
+	tot_len = bpf_ntohs(ip->tot_len);
+	pkt->l3_off = XDP_L3_OFF;
+	pkt->l4_off = XDP_L4_OFF;
+	pkt->l3_end = XDP_L3_OFF + tot_len;
+	pkt->df = !!(ip->frag_off & bpf_htons(IP_DF));
+	pkt->t.saddr = ip->saddr;
+	pkt->t.daddr = ip->daddr;
+	pkt->t.proto = ip->protocol;
+	pkt->has_addrs = 1;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = data + XDP_L4_OFF;
+		__u8 flags;
+
+		if ((void *)(th + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*th) || th->doff < 5)
+			return -1;
+		flags = ((__u8 *)th)[13];
+		pkt->t.sport = th->source;
+		pkt->t.dport = th->dest;
+		pkt->tcp_flags = flags;
+		pkt->tcp.seq = bpf_ntohl(th->seq);
+		pkt->tcp.ack = bpf_ntohl(th->ack_seq);
+		pkt->tcp.window = bpf_ntohs(th->window);
+		if ((flags & TCP_FLAG_SYN) && th->doff > 5) {
+#ifdef XDP_SYN_OPTIONS_TO_TC
+			return -1;
+#else
+			xdp_parse_wscale(th + 1, data_end, (th->doff - 5) * 4, &pkt->tcp);
+#endif
+		}
+		return 0;
+	}
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = data + XDP_L4_OFF;
+
+		if ((void *)(uh + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*uh))
+			return -1;
+		pkt->t.sport = uh->source;
+		pkt->t.dport = uh->dest;
+		pkt->udp_no_csum = uh->check == 0;
+		return 0;
+	}
+	return -1;
+}
+
+/* may_open_flow4 for XDP: TCP opens with a SYN; UDP unless a local socket
+ * owns the datagram. */
+static __always_inline int xdp_may_open_flow4(struct xdp_md *ctx, const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+
+	if (t->proto == IPPROTO_TCP)
+		return (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	tuple.ipv4.saddr = t->saddr;
+	tuple.ipv4.daddr = t->daddr;
+	tuple.ipv4.sport = t->sport;
+	tuple.ipv4.dport = t->dport;
+	sk = bpf_sk_lookup_udp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 1;
+	bpf_sk_release(sk);
+	return 0;
+}
+
+/* Whether pkt may be the reply of a masqueraded flow: tc's snat_reverse4
+ * takes those first, so XDP leaves them alone. */
+static __always_inline int xdp_maybe_snat_reply(const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct ct_key rev = {};
+	struct snat_value *v;
+
+	if (!snat_port_maybe(t->proto, t->dport))
+		return 0;
+	tuple_key4(&rev, t->proto, t->saddr, t->sport, t->daddr, t->dport);
+	v = bpf_map_lookup_elem(&snat, &rev);
+	return v && (v->flags & SNAT_F_REVERSE) && !(v->flags & SNAT_F_HOST);
+}
+
+/* Leaves the note for tc in front of the packet, and says whether the
+ * driver keeps metadata. Packet pointers are stale afterwards. */
+static __always_inline int xdp_mark_translated(struct xdp_md *ctx)
+{
+	struct xdp_meta *m;
+
+	int have = ctx->data - ctx->data_meta;
+
+	/* Exactly our note in front of the data, whatever was there. */
+	if (bpf_xdp_adjust_meta(ctx, have - (int)sizeof(*m)) < 0)
+		return -1;
+	m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return -1;
+	m->magic = 0; /* not translated yet: set once the rewrite is done */
+	m->flags = 0;
+	return 0;
+}
+
+static __always_inline void xdp_meta_set(struct xdp_md *ctx)
+{
+	struct xdp_meta *m = (void *)(long)ctx->data_meta;
+
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return;
+	m->magic = XDP_META_MAGIC;
+	m->flags = XDP_META_TRANSLATED;
+}
+
+/* The DNAT rewrite, straight in the packet: destination address and port,
+ * IP and TCP/UDP checksums folded incrementally. */
+static __always_inline int xdp_rewrite_dnat4(struct xdp_md *ctx, __u8 proto, __be32 to_addr,
+					     __be16 to_port)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + XDP_L3_OFF;
+	__be32 from_addr;
+	__be16 from_port;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	from_addr = ip->daddr;
+	ip->daddr = to_addr;
+	ip->check = csum_update32(ip->check, from_addr, to_addr);
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + XDP_L4_OFF;
+
+		if ((void *)(th + 1) > data_end)
+			return -1;
+		from_port = th->dest;
+		th->dest = to_port;
+		th->check = csum_update32(th->check, from_addr, to_addr);
+		th->check = csum_update16(th->check, from_port, to_port);
+		return 0;
+	}
+	{
+		struct udphdr *uh = data + XDP_L4_OFF;
+		__u16 check;
+
+		if ((void *)(uh + 1) > data_end)
+			return -1;
+		from_port = uh->dest;
+		uh->dest = to_port;
+		if (uh->check == 0)
+			return 0; /* no checksum: nothing to fix, and it must stay 0 */
+		check = csum_update32(uh->check, from_addr, to_addr);
+		check = csum_update16(check, from_port, to_port);
+		uh->check = check ? check : 0xffff; /* 0 would mean "none" */
+		return 0;
+	}
+}
+
+/* One packet's verdict: a stat to count, or XDP_TO_TC. */
+static __always_inline __u32 xdp_handle(struct xdp_md *ctx)
+{
+	struct packet pkt = {};
+	struct binding_value *b;
+	__be16 backend_port;
+	__be32 backend;
+	__u32 binding_id;
+	int tracked;
+
+	if (xdp_parse(ctx, &pkt) < 0)
+		return XDP_TO_TC;
+	/* Loopback bindings live only in the socket path: never from outside. */
+	if (is_loopback4(pkt.t.daddr))
+		return STAT_DROP_LOCAL_ONLY;
+	b = binding_lookup4(pkt.t.proto, pkt.t.daddr, pkt.t.dport, 0);
+	if (!b)
+		return XDP_TO_TC;
+	if (b->flags & BINDING_F_LOCAL_ONLY)
+		return STAT_DROP_LOCAL_ONLY;
+	if (!allow_from4(b, pkt.t.saddr))
+		return STAT_DROP_NOT_ALLOWED;
+	if (xdp_maybe_snat_reply(&pkt))
+		return XDP_TO_TC;
+	backend = addr_get4(b->backend_addr);
+	backend_port = b->backend_port;
+	binding_id = b->id;
+
+	/* Before any state changes: a driver without metadata leaves the
+	 * whole job to tc. */
+	if (xdp_mark_translated(ctx) < 0)
+		return STAT_XDP_NO_META;
+	tracked = ct_track_dnat4(&pkt, backend, backend_port, binding_id,
+				 xdp_may_open_flow4(ctx, &pkt));
+	if (tracked == CT_NOT_TRACKED)
+		return XDP_TO_TC; /* tc says pass_not_new, or finds what changed since */
+	if (tracked == CT_CLASH)
+		return STAT_DROP_CT_CLASH;
+	if (tracked < 0)
+		return STAT_DROP_CT_FULL;
+	if (xdp_rewrite_dnat4(ctx, pkt.t.proto, backend, backend_port) < 0)
+		return STAT_DROP_REWRITE;
+	xdp_meta_set(ctx);
+	binding_count_len(binding_id, 1, 1, ctx->data_end - ctx->data);
+	return STAT_DNAT;
+}
+
+SEC("xdp")
+int uplink_xdp(struct xdp_md *ctx)
+{
+	__u32 stat = xdp_handle(ctx);
+
+	if (stat == XDP_TO_TC)
+		return XDP_PASS;
+	stat_bump(stat, ctx->data_end - ctx->data);
+	return stat_dropped(stat) ? XDP_DROP : XDP_PASS;
+}
