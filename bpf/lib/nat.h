@@ -65,18 +65,23 @@ static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 
 	return b;
 }
 
-/* Whether a binding with BINDING_F_ALLOWLIST accepts a client at saddr. */
-static __always_inline int allow_from4(const struct binding_value *b, __be32 saddr)
+/* Whether binding id (with BINDING_F_ALLOWLIST) accepts a client at
+ * saddr. Out of line: its key would push tc_bridge's deepest call chain
+ * past the 512-byte stack. */
+static __noinline int allow_lookup4(__u32 id, __be32 saddr)
 {
 	struct allow_key key = {
 		.prefixlen = 32 + 32,
-		.binding_id = b->id,
+		.binding_id = id,
 	};
 
-	if (!(b->flags & BINDING_F_ALLOWLIST))
-		return 1;
 	addr_set4(key.addr, saddr);
 	return bpf_map_lookup_elem(&allow_from, &key) != NULL;
+}
+
+static __always_inline int allow_from4(const struct binding_value *b, __be32 saddr)
+{
+	return !(b->flags & BINDING_F_ALLOWLIST) || allow_lookup4(b->id, saddr);
 }
 
 #endif
