@@ -51,7 +51,7 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 		 * names the server, a binding only the host port. */
 		stat = snat_reverse4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)
-			stat = dnat4(skb, &pkt);
+			stat = dnat4_from(skb, &pkt, 1);
 	} else if (parsed == PARSE_ICMP_ERROR) {
 		stat = icmp_snat_reverse4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)

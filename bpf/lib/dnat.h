@@ -39,7 +39,10 @@ static __always_inline int may_open_flow4(struct __sk_buff *skb, const struct pa
 	return 0;
 }
 
-static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *pkt)
+/* DNAT for a published port. outside: the client came in on an uplink,
+ * so the binding's --allow-from list applies (a constant: the bridge's
+ * hairpin path, whose clients are containers, compiles without it). */
+static __always_inline __u32 dnat4_from(struct __sk_buff *skb, const struct packet *pkt, int outside)
 {
 	const struct l4_tuple *t = &pkt->t;
 	struct binding_value *b;
@@ -57,7 +60,7 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 		return STAT_PASS_NO_MATCH;
 	if (b->flags & BINDING_F_LOCAL_ONLY)
 		return STAT_PASS_LOCAL_ONLY;
-	if (!allow_from4(b, t->saddr))
+	if (outside && !allow_from4(b, t->saddr))
 		return STAT_DROP_NOT_ALLOWED;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
@@ -74,6 +77,11 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 		return STAT_DROP_REWRITE;
 	binding_count(skb, b->id, 1);
 	return STAT_DNAT;
+}
+
+static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	return dnat4_from(skb, pkt, 0);
 }
 
 /* An ICMP error from outside about a reply we sent: the quoted packet has
