@@ -358,8 +358,11 @@ func (a *Agent) healDatapath() error {
 			continue // gone or renamed: syncUplinks follows it
 		}
 		attached, err := a.dp.UplinkAttached(l)
-		if err == nil && attached && u.XDP != "" && u.XDP != string(loader.XDPOff) {
-			// The XDP program is part of the uplink's datapath too.
+		wantXDP := a.cfg.XDP != "" && a.cfg.XDP != loader.XDPOff && u.XDP != string(loader.XDPOff)
+		if err == nil && attached && wantXDP {
+			// The XDP program is part of the uplink's datapath too. u.XDP
+			// is off only where the uplink cannot have it; an adopted
+			// link reports no mode, so the agent's setting decides.
 			var xdp loader.XDPMode
 			xdp, err = a.dp.UplinkXDPMode(l)
 			attached = xdp != loader.XDPOff
