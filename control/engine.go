@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -24,11 +25,15 @@ import (
 // the interface's name, and the namespace its source rule (sourceRoute),
 // as any endpoint's. Until then the endpoint waits; nothing is an error.
 func (a *Agent) adoptEngineNamespaces() {
-	for _, name := range sortedKeys(a.st.endpoints) {
-		e := a.st.endpoints[name]
-		if !e.waiting() {
-			continue
+	var waiting []string
+	for name, e := range a.st.endpoints {
+		if e.waiting() {
+			waiting = append(waiting, name)
 		}
+	}
+	slices.Sort(waiting)
+	for _, name := range waiting {
+		e := a.st.endpoints[name]
 		adopted, err := a.adoptNamespace(e)
 		if err != nil {
 			a.log.Warn("adopt the namespace of an engine's endpoint", "endpoint", name, "netns", e.Netns, "err", err)

@@ -155,6 +155,9 @@ func (a *Agent) healSweep() {
 		a.log.Warn("look for damage; healing everything", "err", err)
 		scope = nil
 	}
+	// Docker configures a moved peer inside the container, where the
+	// agent sees no events: waiting endpoints are looked at here too.
+	a.adoptEngineNamespaces()
 	detached := a.healDatapath()
 	var problems []string
 	if !scope.empty() {

@@ -196,6 +196,9 @@ func (a *Agent) resyncEvents(changed map[int]linkEvent, addrUpdates []netlink.Ad
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.metrics.observeReconcile("resync", time.Now())
+	// An engine moving an endpoint's peer into its container shows here
+	// only as the peer leaving: look for waiting endpoints' namespaces.
+	a.adoptEngineNamespaces()
 	syncUplinkAddrs := a.followAddrs(addrUpdates)
 	addrsGone := map[int]bool{}
 	for _, u := range addrUpdates {
