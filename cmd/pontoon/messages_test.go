@@ -62,7 +62,7 @@ func TestMessages(t *testing.T) {
 		{"text/plain", "text/plain", `{"endpoint":"c1","specs":["9090:90"]}`, 415, `request body has Content-Type "text/plain"; send it as application/json`},
 		{"trailing garbage", "application/json", `{"endpoint":"c1","specs":["9090:90"]}garbage`, 400, "request body has data after the JSON object, which ends at byte 37; send exactly one object"},
 		{"case-folded key", "application/json", `{"Endpoint":"c1","specs":["9090:90"]}`, 400, `request body: key "Endpoint" is spelled "endpoint"; keys are case-sensitive`},
-		{"unknown key", "application/json", `{"endpoint":"c1","spec":["9090:90"]}`, 400, `request body: unknown key "spec"; known keys are endpoint, specs`},
+		{"unknown key", "application/json", `{"endpoint":"c1","spec":["9090:90"]}`, 400, `request body: unknown key "spec"; known keys are allow_from, endpoint, specs`},
 	} {
 		t.Run("API "+c.name, func(t *testing.T) {
 			before := w.snapshot()
