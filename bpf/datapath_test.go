@@ -336,6 +336,11 @@ type objects struct {
 // xdp loads the XDP program on o's maps once.
 func (o *objects) xdp(t testing.TB) *ebpf.Program {
 	t.Helper()
+	// The XDP cases read the note XDP leaves for tc in the metadata,
+	// which BPF_PROG_TEST_RUN hands back from Linux 5.15 on.
+	if !kernelAtLeast(t, xdpTestMinKernel) {
+		t.Skipf("BPF_PROG_TEST_RUN returns XDP metadata from Linux %d.%d on", xdpTestMinKernel[0], xdpTestMinKernel[1])
+	}
 	if o.xdpProg == nil {
 		o.xdpProg = loadXDP(t, &o.TcUplinkMaps)
 	}
@@ -409,6 +414,10 @@ var skbModes = []skbMode{
 	{name: "csum_none"},
 	{name: "csum_complete", flags: bpfFTestSKBChecksumComplete, minKernel: [2]int{6, 11}},
 }
+
+// xdpTestMinKernel is where BPF_PROG_TEST_RUN takes and returns an XDP
+// program's metadata.
+var xdpTestMinKernel = [2]int{5, 15}
 
 // kernelAtLeast compares the running kernel's major.minor.
 func kernelAtLeast(t testing.TB, want [2]int) bool {

@@ -28,7 +28,7 @@ const tcActShot = 2
 // closes it.
 func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
 	t.Helper()
-	spec, err := bpf.LoadXdpUplink()
+	spec, err := bpf.LoadForKernel(bpf.LoadXdpUplink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
 	// 6.1 refuses the walk of a SYN's options: the loader then takes
 	// the build that leaves those SYNs to tc (no case here has any).
 	t.Logf("full xdp_uplink refused (%v): testing the build that leaves SYNs with options to tc", err)
-	fallback, ferr := bpf.LoadXdpUplinkSynoptsToTc()
+	fallback, ferr := bpf.LoadForKernel(bpf.LoadXdpUplinkSynoptsToTc)
 	if ferr != nil {
 		t.Fatal(ferr)
 	}

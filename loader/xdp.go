@@ -41,7 +41,7 @@ func ParseXDPMode(s string) (XDPMode, error) {
 // kernel's verifier refuses it (6.1 fails on the walk of a SYN's TCP
 // options), the build that leaves SYNs with options to tc.
 func loadXDP(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
-	full, err := bpf.LoadXdpUplink()
+	full, err := bpf.LoadForKernel(bpf.LoadXdpUplink)
 	if err != nil {
 		return nil, fmt.Errorf("read xdp object: %w", err)
 	}
@@ -50,7 +50,7 @@ func loadXDP(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 	if fullErr == nil {
 		return objs.UplinkXdp, nil
 	}
-	fallback, err := bpf.LoadXdpUplinkSynoptsToTc()
+	fallback, err := bpf.LoadForKernel(bpf.LoadXdpUplinkSynoptsToTc)
 	if err != nil {
 		return nil, fmt.Errorf("read xdp object: %w", err)
 	}
