@@ -401,7 +401,9 @@ func TestIPv6Heal(t *testing.T) {
 
 	w.host.IP(t, "link", "del", e0.HostIf)
 	eventually(t, "e0's IPv6 address is back", func() bool {
-		return strings.Contains(w.containers[0].IP(t, "-6", "addr", "show", "dev", "eth0"), e0.IPv6.String()+"/64")
+		// eth0 is gone until the agent recreates the pair.
+		out, err := w.containers[0].TryIP("-6", "addr", "show", "dev", "eth0")
+		return err == nil && strings.Contains(out, e0.IPv6.String()+"/64")
 	})
 	if err := ping6(t, w.containers[1], netip.Addr{}, e0.IPv6); err != nil {
 		t.Errorf("e1 pings the repaired e0 at %s: %v", e0.IPv6, err)

@@ -126,6 +126,13 @@ func (n *Netns) IP(t testing.TB, args ...string) string {
 	return Run(t, "ip", append([]string{"-n", n.Name}, args...)...)
 }
 
+// TryIP runs an ip(8) command inside the namespace and returns its error
+// instead of failing the test: for polling a device that comes and goes.
+func (n *Netns) TryIP(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"-n", n.Name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
 // Exec runs any command inside the namespace.
 func (n *Netns) Exec(t testing.TB, name string, args ...string) string {
 	t.Helper()
