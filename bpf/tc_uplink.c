@@ -132,8 +132,9 @@ int uplink_ingress_ipip(struct __sk_buff *skb)
 
 	if (kernel_ipip_inner_at_ingress)
 		return uplink_ingress_at(skb, 0, 1);
-	if (load_iphdr(skb, ETH_HLEN, &outer) < 0 || outer.version != 4 || outer.ihl < 5 ||
+	/* The tunnel's own header carries no options (ip_tunnel_xmit). */
+	if (load_iphdr(skb, ETH_HLEN, &outer) < 0 || outer.version != 4 || outer.ihl != 5 ||
 	    outer.protocol != IPPROTO_IPIP)
 		return finish(skb, STAT_PASS_MALFORMED, TC_ACT_UNSPEC);
-	return uplink_ingress_at(skb, ETH_HLEN + outer.ihl * 4, 0);
+	return uplink_ingress_at(skb, ETH_HLEN + sizeof(struct iphdr), 0);
 }
