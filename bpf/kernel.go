@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Kernel says which helpers newer than the 5.10 floor the running kernel
@@ -17,6 +18,10 @@ import (
 type Kernel struct {
 	CheckMTU    bool // bpf_check_mtu, 5.12: GSO segments checked against the egress MTU
 	CoarseClock bool // bpf_ktime_get_coarse_ns, 5.11: the cheaper clock for conntrack
+	// IPIPInnerAtIngress: tc ingress of an ipip device starts at the inner
+	// IP header (5.14); before, the outer headers come first and BPF cannot
+	// forward what arrives there. No helper to probe: the release says.
+	IPIPInnerAtIngress bool
 }
 
 // ProbeKernel asks the running kernel. A probe that fails for another
@@ -37,7 +42,25 @@ func ProbeKernel() (Kernel, error) {
 		}
 		*p.have = ok
 	}
+	var err error
+	if k.IPIPInnerAtIngress, err = releaseAtLeast(5, 14); err != nil {
+		return Kernel{}, err
+	}
 	return k, nil
+}
+
+// releaseAtLeast compares the running kernel's release with major.minor.
+func releaseAtLeast(major, minor int) (bool, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return false, fmt.Errorf("read kernel release: %w", err)
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	var maj, min int
+	if _, err := fmt.Sscanf(release, "%d.%d", &maj, &min); err != nil {
+		return false, fmt.Errorf("parse kernel release %q: %w", release, err)
+	}
+	return maj > major || maj == major && min >= minor, nil
 }
 
 // HaveHelper reports whether programs of type pt may call fn on this kernel.
@@ -56,8 +79,9 @@ func HaveHelper(pt ebpf.ProgramType, fn asm.BuiltinFunc) (bool, error) {
 // object that does not use one has no such variable, which is fine.
 func (k Kernel) Configure(spec *ebpf.CollectionSpec) error {
 	for name, have := range map[string]bool{
-		"kernel_has_check_mtu":    k.CheckMTU,
-		"kernel_has_coarse_clock": k.CoarseClock,
+		"kernel_has_check_mtu":         k.CheckMTU,
+		"kernel_has_coarse_clock":      k.CoarseClock,
+		"kernel_ipip_inner_at_ingress": k.IPIPInnerAtIngress,
 	} {
 		v, ok := spec.Variables[name]
 		if !ok {

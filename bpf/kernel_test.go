@@ -1,12 +1,17 @@
 package bpf_test
 
 import (
+	"bytes"
+	"net/netip"
 	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/pontoon-net/pontoon/bpf"
+	"github.com/pontoon-net/pontoon/maps"
 )
 
 // TestProbeKernel: each helper is found exactly on the kernels that have
@@ -76,5 +81,57 @@ func TestFallbackVariantsLoad(t *testing.T) {
 			t.Fatalf("load %s with every feature off: %v", name, err)
 		}
 		coll.Close()
+	}
+}
+
+// TestIPIPIngressBefore514 runs uplink_ingress_ipip configured for a
+// kernel before 5.14, where tc ingress of an ipip device shows the outer
+// Ethernet and IP headers first: the inner packet is translated past
+// them, the outer headers are left alone, and the packet goes to the
+// stack (BPF cannot forward it with them on).
+func TestIPIPIngressBefore514(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs and BPF_PROG_TEST_RUN need root")
+	}
+	if _, err := bpf.RunningKernel(); err != nil { // lifts the memlock limit
+		t.Fatal(err)
+	}
+	spec, err := bpf.LoadTcUplink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := spec.Variables["kernel_ipip_inner_at_ingress"]; !ok {
+		t.Fatal("tc_uplink has no constant kernel_ipip_inner_at_ingress")
+	}
+	if err := (bpf.Kernel{}).Configure(spec); err != nil {
+		t.Fatal(err)
+	}
+	var o bpf.TcUplinkObjects
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		t.Fatalf("load tc_uplink configured for 5.10: %v", err)
+	}
+	defer o.Close()
+	if err := maps.NewBindings(o.Bindings).Put(tcpWeb); err != nil {
+		t.Fatal(err)
+	}
+	outer := func(inner []byte) []byte {
+		ip := ipv4(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), layers.IPProtocolIPv4)
+		return frame(t, serialize(t, ip, gopacket.Payload(inner)))
+	}
+	in := outer(tcpDatagram(t, clientPort, tcpWeb.Host, syn))
+	want := outer(tcpDatagram(t, clientPort, tcpWeb.Backend, syn))
+	ret, got := run(t, o.UplinkIngressIpip, in)
+	if ret != actUnspec {
+		t.Errorf("returned %#x, want TC_ACT_UNSPEC", ret)
+	}
+	if !bytes.Equal(got[:len(want)], want) {
+		t.Errorf("%s", describeDiff(want, got[:len(want)]))
+	}
+	stats, err := maps.NewStats(o.Stats).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stats["dnat"].Packets; got != 1 {
+		t.Errorf("dnat counted %d packets, want 1 (stats: %v)", got, nonZero(stats))
 	}
 }

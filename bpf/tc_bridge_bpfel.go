@@ -214,27 +214,28 @@ type TcBridgeUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcBridgeMapAllowFrom            = "allow_from"
-	TcBridgeMapBindingStats         = "binding_stats"
-	TcBridgeMapBindings             = "bindings"
-	TcBridgeMapConfig               = "config"
-	TcBridgeMapCt                   = "ct"
-	TcBridgeMapCtNew                = "ct_new"
-	TcBridgeMapEndpoints            = "endpoints"
-	TcBridgeMapEventBudget          = "event_budget"
-	TcBridgeMapEvents               = "events"
-	TcBridgeMapFrags                = "frags"
-	TcBridgeMapHostaddrs            = "hostaddrs"
-	TcBridgeMapNetns                = "netns"
-	TcBridgeMapNetworks             = "networks"
-	TcBridgeMapPrefilter            = "prefilter"
-	TcBridgeMapSnat                 = "snat"
-	TcBridgeMapSockrev              = "sockrev"
-	TcBridgeMapStats                = "stats"
-	TcBridgeMapUplinks              = "uplinks"
-	TcBridgeProgBridgeIngress       = "bridge_ingress"
-	TcBridgeVarKernelHasCheckMtu    = "kernel_has_check_mtu"
-	TcBridgeVarKernelHasCoarseClock = "kernel_has_coarse_clock"
+	TcBridgeMapAllowFrom                = "allow_from"
+	TcBridgeMapBindingStats             = "binding_stats"
+	TcBridgeMapBindings                 = "bindings"
+	TcBridgeMapConfig                   = "config"
+	TcBridgeMapCt                       = "ct"
+	TcBridgeMapCtNew                    = "ct_new"
+	TcBridgeMapEndpoints                = "endpoints"
+	TcBridgeMapEventBudget              = "event_budget"
+	TcBridgeMapEvents                   = "events"
+	TcBridgeMapFrags                    = "frags"
+	TcBridgeMapHostaddrs                = "hostaddrs"
+	TcBridgeMapNetns                    = "netns"
+	TcBridgeMapNetworks                 = "networks"
+	TcBridgeMapPrefilter                = "prefilter"
+	TcBridgeMapSnat                     = "snat"
+	TcBridgeMapSockrev                  = "sockrev"
+	TcBridgeMapStats                    = "stats"
+	TcBridgeMapUplinks                  = "uplinks"
+	TcBridgeProgBridgeIngress           = "bridge_ingress"
+	TcBridgeVarKernelHasCheckMtu        = "kernel_has_check_mtu"
+	TcBridgeVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	TcBridgeVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 )
 
 // LoadTcBridge returns the embedded CollectionSpec for TcBridge.
@@ -310,8 +311,9 @@ type TcBridgeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcBridgeVariableSpecs struct {
-	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // TcBridgeObjects contains all objects after they have been loaded into the kernel.
@@ -381,8 +383,9 @@ func (m *TcBridgeMaps) Close() error {
 //
 // It can be passed to LoadTcBridgeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcBridgeVariables struct {
-	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // TcBridgePrograms contains all programs after they have been loaded into the kernel.

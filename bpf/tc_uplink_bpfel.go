@@ -214,30 +214,32 @@ type TcUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcUplinkMapAllowFrom            = "allow_from"
-	TcUplinkMapBindingStats         = "binding_stats"
-	TcUplinkMapBindings             = "bindings"
-	TcUplinkMapConfig               = "config"
-	TcUplinkMapCt                   = "ct"
-	TcUplinkMapCtNew                = "ct_new"
-	TcUplinkMapEndpoints            = "endpoints"
-	TcUplinkMapEventBudget          = "event_budget"
-	TcUplinkMapEvents               = "events"
-	TcUplinkMapFrags                = "frags"
-	TcUplinkMapHostaddrs            = "hostaddrs"
-	TcUplinkMapNetns                = "netns"
-	TcUplinkMapNetworks             = "networks"
-	TcUplinkMapPrefilter            = "prefilter"
-	TcUplinkMapSnat                 = "snat"
-	TcUplinkMapSockrev              = "sockrev"
-	TcUplinkMapStats                = "stats"
-	TcUplinkMapUplinks              = "uplinks"
-	TcUplinkProgUplinkEgress        = "uplink_egress"
-	TcUplinkProgUplinkEgressL3      = "uplink_egress_l3"
-	TcUplinkProgUplinkIngress       = "uplink_ingress"
-	TcUplinkProgUplinkIngressL3     = "uplink_ingress_l3"
-	TcUplinkVarKernelHasCheckMtu    = "kernel_has_check_mtu"
-	TcUplinkVarKernelHasCoarseClock = "kernel_has_coarse_clock"
+	TcUplinkMapAllowFrom                = "allow_from"
+	TcUplinkMapBindingStats             = "binding_stats"
+	TcUplinkMapBindings                 = "bindings"
+	TcUplinkMapConfig                   = "config"
+	TcUplinkMapCt                       = "ct"
+	TcUplinkMapCtNew                    = "ct_new"
+	TcUplinkMapEndpoints                = "endpoints"
+	TcUplinkMapEventBudget              = "event_budget"
+	TcUplinkMapEvents                   = "events"
+	TcUplinkMapFrags                    = "frags"
+	TcUplinkMapHostaddrs                = "hostaddrs"
+	TcUplinkMapNetns                    = "netns"
+	TcUplinkMapNetworks                 = "networks"
+	TcUplinkMapPrefilter                = "prefilter"
+	TcUplinkMapSnat                     = "snat"
+	TcUplinkMapSockrev                  = "sockrev"
+	TcUplinkMapStats                    = "stats"
+	TcUplinkMapUplinks                  = "uplinks"
+	TcUplinkProgUplinkEgress            = "uplink_egress"
+	TcUplinkProgUplinkEgressL3          = "uplink_egress_l3"
+	TcUplinkProgUplinkIngress           = "uplink_ingress"
+	TcUplinkProgUplinkIngressIpip       = "uplink_ingress_ipip"
+	TcUplinkProgUplinkIngressL3         = "uplink_ingress_l3"
+	TcUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
+	TcUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	TcUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 )
 
 // LoadTcUplink returns the embedded CollectionSpec for TcUplink.
@@ -282,10 +284,11 @@ type TcUplinkSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkProgramSpecs struct {
-	UplinkEgress    *ebpf.ProgramSpec `ebpf:"uplink_egress"`
-	UplinkEgressL3  *ebpf.ProgramSpec `ebpf:"uplink_egress_l3"`
-	UplinkIngress   *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
-	UplinkIngressL3 *ebpf.ProgramSpec `ebpf:"uplink_ingress_l3"`
+	UplinkEgress      *ebpf.ProgramSpec `ebpf:"uplink_egress"`
+	UplinkEgressL3    *ebpf.ProgramSpec `ebpf:"uplink_egress_l3"`
+	UplinkIngress     *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
+	UplinkIngressIpip *ebpf.ProgramSpec `ebpf:"uplink_ingress_ipip"`
+	UplinkIngressL3   *ebpf.ProgramSpec `ebpf:"uplink_ingress_l3"`
 }
 
 // TcUplinkMapSpecs contains maps before they are loaded into the kernel.
@@ -316,8 +319,9 @@ type TcUplinkMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkVariableSpecs struct {
-	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // TcUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -387,18 +391,20 @@ func (m *TcUplinkMaps) Close() error {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkVariables struct {
-	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // TcUplinkPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkPrograms struct {
-	UplinkEgress    *ebpf.Program `ebpf:"uplink_egress"`
-	UplinkEgressL3  *ebpf.Program `ebpf:"uplink_egress_l3"`
-	UplinkIngress   *ebpf.Program `ebpf:"uplink_ingress"`
-	UplinkIngressL3 *ebpf.Program `ebpf:"uplink_ingress_l3"`
+	UplinkEgress      *ebpf.Program `ebpf:"uplink_egress"`
+	UplinkEgressL3    *ebpf.Program `ebpf:"uplink_egress_l3"`
+	UplinkIngress     *ebpf.Program `ebpf:"uplink_ingress"`
+	UplinkIngressIpip *ebpf.Program `ebpf:"uplink_ingress_ipip"`
+	UplinkIngressL3   *ebpf.Program `ebpf:"uplink_ingress_l3"`
 }
 
 func (p *TcUplinkPrograms) Close() error {
@@ -406,6 +412,7 @@ func (p *TcUplinkPrograms) Close() error {
 		p.UplinkEgress,
 		p.UplinkEgressL3,
 		p.UplinkIngress,
+		p.UplinkIngressIpip,
 		p.UplinkIngressL3,
 	)
 }

@@ -214,27 +214,28 @@ type XdpUplinkUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpUplinkMapAllowFrom            = "allow_from"
-	XdpUplinkMapBindingStats         = "binding_stats"
-	XdpUplinkMapBindings             = "bindings"
-	XdpUplinkMapConfig               = "config"
-	XdpUplinkMapCt                   = "ct"
-	XdpUplinkMapCtNew                = "ct_new"
-	XdpUplinkMapEndpoints            = "endpoints"
-	XdpUplinkMapEventBudget          = "event_budget"
-	XdpUplinkMapEvents               = "events"
-	XdpUplinkMapFrags                = "frags"
-	XdpUplinkMapHostaddrs            = "hostaddrs"
-	XdpUplinkMapNetns                = "netns"
-	XdpUplinkMapNetworks             = "networks"
-	XdpUplinkMapPrefilter            = "prefilter"
-	XdpUplinkMapSnat                 = "snat"
-	XdpUplinkMapSockrev              = "sockrev"
-	XdpUplinkMapStats                = "stats"
-	XdpUplinkMapUplinks              = "uplinks"
-	XdpUplinkProgUplinkXdp           = "uplink_xdp"
-	XdpUplinkVarKernelHasCheckMtu    = "kernel_has_check_mtu"
-	XdpUplinkVarKernelHasCoarseClock = "kernel_has_coarse_clock"
+	XdpUplinkMapAllowFrom                = "allow_from"
+	XdpUplinkMapBindingStats             = "binding_stats"
+	XdpUplinkMapBindings                 = "bindings"
+	XdpUplinkMapConfig                   = "config"
+	XdpUplinkMapCt                       = "ct"
+	XdpUplinkMapCtNew                    = "ct_new"
+	XdpUplinkMapEndpoints                = "endpoints"
+	XdpUplinkMapEventBudget              = "event_budget"
+	XdpUplinkMapEvents                   = "events"
+	XdpUplinkMapFrags                    = "frags"
+	XdpUplinkMapHostaddrs                = "hostaddrs"
+	XdpUplinkMapNetns                    = "netns"
+	XdpUplinkMapNetworks                 = "networks"
+	XdpUplinkMapPrefilter                = "prefilter"
+	XdpUplinkMapSnat                     = "snat"
+	XdpUplinkMapSockrev                  = "sockrev"
+	XdpUplinkMapStats                    = "stats"
+	XdpUplinkMapUplinks                  = "uplinks"
+	XdpUplinkProgUplinkXdp               = "uplink_xdp"
+	XdpUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
+	XdpUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	XdpUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 )
 
 // LoadXdpUplink returns the embedded CollectionSpec for XdpUplink.
@@ -310,8 +311,9 @@ type XdpUplinkMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpUplinkVariableSpecs struct {
-	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // XdpUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -381,8 +383,9 @@ func (m *XdpUplinkMaps) Close() error {
 //
 // It can be passed to LoadXdpUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpUplinkVariables struct {
-	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // XdpUplinkPrograms contains all programs after they have been loaded into the kernel.

@@ -214,27 +214,28 @@ type XdpUplinkSynoptsToTcUplinkValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpUplinkSynoptsToTcMapAllowFrom            = "allow_from"
-	XdpUplinkSynoptsToTcMapBindingStats         = "binding_stats"
-	XdpUplinkSynoptsToTcMapBindings             = "bindings"
-	XdpUplinkSynoptsToTcMapConfig               = "config"
-	XdpUplinkSynoptsToTcMapCt                   = "ct"
-	XdpUplinkSynoptsToTcMapCtNew                = "ct_new"
-	XdpUplinkSynoptsToTcMapEndpoints            = "endpoints"
-	XdpUplinkSynoptsToTcMapEventBudget          = "event_budget"
-	XdpUplinkSynoptsToTcMapEvents               = "events"
-	XdpUplinkSynoptsToTcMapFrags                = "frags"
-	XdpUplinkSynoptsToTcMapHostaddrs            = "hostaddrs"
-	XdpUplinkSynoptsToTcMapNetns                = "netns"
-	XdpUplinkSynoptsToTcMapNetworks             = "networks"
-	XdpUplinkSynoptsToTcMapPrefilter            = "prefilter"
-	XdpUplinkSynoptsToTcMapSnat                 = "snat"
-	XdpUplinkSynoptsToTcMapSockrev              = "sockrev"
-	XdpUplinkSynoptsToTcMapStats                = "stats"
-	XdpUplinkSynoptsToTcMapUplinks              = "uplinks"
-	XdpUplinkSynoptsToTcProgUplinkXdp           = "uplink_xdp"
-	XdpUplinkSynoptsToTcVarKernelHasCheckMtu    = "kernel_has_check_mtu"
-	XdpUplinkSynoptsToTcVarKernelHasCoarseClock = "kernel_has_coarse_clock"
+	XdpUplinkSynoptsToTcMapAllowFrom                = "allow_from"
+	XdpUplinkSynoptsToTcMapBindingStats             = "binding_stats"
+	XdpUplinkSynoptsToTcMapBindings                 = "bindings"
+	XdpUplinkSynoptsToTcMapConfig                   = "config"
+	XdpUplinkSynoptsToTcMapCt                       = "ct"
+	XdpUplinkSynoptsToTcMapCtNew                    = "ct_new"
+	XdpUplinkSynoptsToTcMapEndpoints                = "endpoints"
+	XdpUplinkSynoptsToTcMapEventBudget              = "event_budget"
+	XdpUplinkSynoptsToTcMapEvents                   = "events"
+	XdpUplinkSynoptsToTcMapFrags                    = "frags"
+	XdpUplinkSynoptsToTcMapHostaddrs                = "hostaddrs"
+	XdpUplinkSynoptsToTcMapNetns                    = "netns"
+	XdpUplinkSynoptsToTcMapNetworks                 = "networks"
+	XdpUplinkSynoptsToTcMapPrefilter                = "prefilter"
+	XdpUplinkSynoptsToTcMapSnat                     = "snat"
+	XdpUplinkSynoptsToTcMapSockrev                  = "sockrev"
+	XdpUplinkSynoptsToTcMapStats                    = "stats"
+	XdpUplinkSynoptsToTcMapUplinks                  = "uplinks"
+	XdpUplinkSynoptsToTcProgUplinkXdp               = "uplink_xdp"
+	XdpUplinkSynoptsToTcVarKernelHasCheckMtu        = "kernel_has_check_mtu"
+	XdpUplinkSynoptsToTcVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	XdpUplinkSynoptsToTcVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 )
 
 // LoadXdpUplinkSynoptsToTc returns the embedded CollectionSpec for XdpUplinkSynoptsToTc.
@@ -310,8 +311,9 @@ type XdpUplinkSynoptsToTcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpUplinkSynoptsToTcVariableSpecs struct {
-	KernelHasCheckMtu    *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // XdpUplinkSynoptsToTcObjects contains all objects after they have been loaded into the kernel.
@@ -381,8 +383,9 @@ func (m *XdpUplinkSynoptsToTcMaps) Close() error {
 //
 // It can be passed to LoadXdpUplinkSynoptsToTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpUplinkSynoptsToTcVariables struct {
-	KernelHasCheckMtu    *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
-	KernelHasCoarseClock *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
+	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 }
 
 // XdpUplinkSynoptsToTcPrograms contains all programs after they have been loaded into the kernel.

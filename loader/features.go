@@ -41,6 +41,7 @@ const (
 	FeaturePortReservation = "published-port reservation"
 	FeatureGSOMTUCheck     = "gso mtu check"
 	FeatureCoarseClock     = "coarse conntrack clock"
+	FeatureIPIPForwarding  = "bpf forwarding from ipip uplinks"
 )
 
 // kernelFeatures is what one probe of the running kernel found.
@@ -58,6 +59,8 @@ func (k kernelFeatures) list() []Feature {
 		{FeatureGSOMTUCheck, k.bpf.CheckMTU, "5.12",
 			"GRO packets forwarded in BPF are not checked against a smaller egress MTU"},
 		{FeatureCoarseClock, k.bpf.CoarseClock, "5.11", "conntrack reads the precise clock, dearer per call"},
+		{FeatureIPIPForwarding, k.bpf.IPIPInnerAtIngress, "5.14",
+			"the stack forwards what arrives on an ipip uplink, after translation: its FORWARD policy applies"},
 	}
 }
 

@@ -18,6 +18,7 @@ var kernelFeatureSince = map[string][2]int{
 	loader.FeaturePortReservation: {5, 18},
 	loader.FeatureGSOMTUCheck:     {5, 12},
 	loader.FeatureCoarseClock:     {5, 11},
+	loader.FeatureIPIPForwarding:  {5, 14},
 }
 
 // TestKernelFeatures runs on every kernel of the VM matrix: each feature's

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/pontoon-net/pontoon/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,11 @@ var cookieProbeAddr = [4]byte{192, 0, 2, 1}
 func netnsCookieFromBPF() (uint64, error) {
 	cg, err := ownCgroup()
 	if err != nil {
+		return 0, fmt.Errorf("read netns cookie: %w", err)
+	}
+	// Kernels without SO_NETNS_COOKIE charge maps to RLIMIT_MEMLOCK,
+	// which RunningKernel lifts.
+	if _, err := bpf.RunningKernel(); err != nil {
 		return 0, fmt.Errorf("read netns cookie: %w", err)
 	}
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})

@@ -40,32 +40,43 @@ type tcHook struct {
 	name   string
 	attach ebpf.AttachType
 	parent uint32
-	// prog picks the program; l3 says the device's packets start at the
-	// IP header (ipip, WireGuard, tun), which the uplink programs are
-	// built separately for.
-	prog func(d *Datapath, l3 bool) *ebpf.Program
+	// prog picks the program for the device's kind of header, which the
+	// uplink programs are built separately for.
+	prog func(d *Datapath, h linkHeader) *ebpf.Program
 }
+
+// linkHeader is what a device's packets start with at tc.
+type linkHeader int
+
+const (
+	ethernetHeader linkHeader = iota
+	ipHeader                  // WireGuard, tun; ipip from Linux 5.14
+	ipipHeader                // ipip: its own program, for kernels before 5.14
+)
 
 var (
 	uplinkHooks = []tcHook{
-		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, l3 bool) *ebpf.Program {
-			if l3 {
+		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, h linkHeader) *ebpf.Program {
+			switch h {
+			case ipHeader:
 				return d.tc.UplinkIngressL3
+			case ipipHeader:
+				return d.tc.UplinkIngressIpip
 			}
 			return d.tc.UplinkIngress
 		}},
-		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath, l3 bool) *ebpf.Program {
-			if l3 {
+		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath, h linkHeader) *ebpf.Program {
+			if h != ethernetHeader {
 				return d.tc.UplinkEgressL3
 			}
 			return d.tc.UplinkEgress
 		}},
 	}
 	bridgeHooks = []tcHook{
-		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ bool) *ebpf.Program { return d.bridge.BridgeIngress }},
+		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) *ebpf.Program { return d.bridge.BridgeIngress }},
 	}
 	endpointHooks = []tcHook{
-		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ bool) *ebpf.Program { return d.endpoint.EndpointIngress }},
+		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) *ebpf.Program { return d.endpoint.EndpointIngress }},
 	}
 	allTCHooks = append(append(append([]tcHook{}, uplinkHooks...), bridgeHooks...), endpointHooks...)
 )
@@ -115,7 +126,7 @@ func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 
 func (d *Datapath) attachLink(l netlink.Link, hooks []tcHook) (TCMode, error) {
 	ifname, ifindex := l.Attrs().Name, l.Attrs().Index
-	l3 := !hasEthernetHeader(l)
+	header := headerOf(l)
 	var err error
 
 	mode := LegacyTC
@@ -124,13 +135,13 @@ func (d *Datapath) attachLink(l netlink.Link, hooks []tcHook) (TCMode, error) {
 	}
 	for _, dir := range hooks {
 		if mode == TCX {
-			err = d.attachTCX(dir, ifindex, dir.prog(d, l3))
+			err = d.attachTCX(dir, ifindex, dir.prog(d, header))
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				mode = LegacyTC
 			}
 		}
 		if mode == LegacyTC {
-			err = d.attachLegacy(dir, l, dir.prog(d, l3))
+			err = d.attachLegacy(dir, l, dir.prog(d, header))
 		}
 		if err != nil {
 			return "", fmt.Errorf("attach %s to %s: %w", dir.name, ifname, err)
@@ -139,10 +150,17 @@ func (d *Datapath) attachLink(l netlink.Link, hooks []tcHook) (TCMode, error) {
 	return mode, nil
 }
 
-// hasEthernetHeader tells devices whose packets carry an Ethernet header
-// at tc from those whose packets start at the IP header.
-func hasEthernetHeader(l netlink.Link) bool {
-	return l.Attrs().EncapType == "ether" || l.Attrs().EncapType == "loopback"
+// headerOf tells devices whose packets carry an Ethernet header at tc from
+// those whose packets start at the IP header, and ipip devices, whose
+// ingress shows the outer headers first before Linux 5.14.
+func headerOf(l netlink.Link) linkHeader {
+	switch {
+	case l.Attrs().EncapType == "ether" || l.Attrs().EncapType == "loopback":
+		return ethernetHeader
+	case l.Type() == "ipip":
+		return ipipHeader
+	}
+	return ipHeader
 }
 
 func (d *Datapath) attachTCX(dir tcHook, ifindex int, prog *ebpf.Program) error {

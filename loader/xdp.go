@@ -80,7 +80,7 @@ func (d *Datapath) AttachUplinkXDP(l netlink.Link, mode XDPMode) (XDPMode, error
 	if d.xdp == nil {
 		return XDPOff, fmt.Errorf("attach xdp to %s: this kernel refused the program (%v): start the agent with --xdp=off", ifname, d.xdpErr)
 	}
-	if !hasEthernetHeader(l) {
+	if headerOf(l) != ethernetHeader {
 		return XDPOff, fmt.Errorf("attach xdp to %s: the device has no Ethernet header: start the agent with --xdp=off", ifname)
 	}
 	pin := d.xdpLinkPin(ifindex)

@@ -13,5 +13,8 @@
 volatile const __u32 kernel_has_check_mtu = 1;
 /* bpf_ktime_get_coarse_ns, Linux 5.11 */
 volatile const __u32 kernel_has_coarse_clock = 1;
+/* tc ingress of an ipip device starts at the inner IP header, Linux 5.14
+ * (7ad136fd288c); before, the outer Ethernet and IP headers come first. */
+volatile const __u32 kernel_ipip_inner_at_ingress = 1;
 
 #endif
