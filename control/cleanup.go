@@ -84,7 +84,7 @@ func Cleanup(stateDir, pinDir, socket string, purge bool) (*CleanupReport, error
 		}
 	}
 
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}

@@ -93,7 +93,7 @@ func (v netlinkView) addrsOf(idx int) ([]netlink.Addr, bool) {
 
 func readNetlinkView() (netlinkView, error) {
 	v := netlinkView{links: map[string]netlink.Link{}, addrs: map[int][]netlink.Addr{}}
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return v, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -102,7 +102,7 @@ func readNetlinkView() (netlinkView, error) {
 	}
 	// Both families: a dual-stack network's bridge carries an IPv6
 	// gateway too.
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return v, fmt.Errorf("list addresses: %w", err)
 	}
@@ -295,7 +295,7 @@ func (a *Agent) readNetlinkViewOf(scope *healScope, addrsOf map[int]bool) (netli
 		if !addrsOf[l.Attrs().Index] {
 			continue
 		}
-		addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
+		addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 		if err != nil {
 			return v, fmt.Errorf("list addresses of %s: %w", name, err)
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/loader"
 )
 
 // Interfaces the agent creates carry an alias naming what they belong to,
@@ -129,7 +131,7 @@ func bridgeHasAddr(name string, a netip.Addr) (exists, has bool, err error) {
 	if l.Type() != "bridge" {
 		return true, false, kindf(ErrConflict, "%s is a %s interface, not a bridge; name another --bridge", name, l.Type())
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 	if err != nil {
 		return true, false, fmt.Errorf("list addresses of %s: %w", name, err)
 	}
@@ -447,7 +449,7 @@ func freeIfName(nsFD int, path string, taken map[string]bool) (string, error) {
 		return "", fmt.Errorf("open netlink in %s: %w", path, err)
 	}
 	defer h.Close()
-	links, err := retryDump(h.LinkList)
+	links, err := loader.RetryDump(h.LinkList)
 	if err != nil {
 		return "", fmt.Errorf("list interfaces in %s: %w", path, err)
 	}
@@ -542,7 +544,7 @@ func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
 
 // ownLinks lists interfaces the agent labelled, by alias.
 func ownLinks() (map[string]netlink.Link, error) {
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -553,22 +555,4 @@ func ownLinks() (map[string]netlink.Link, error) {
 		}
 	}
 	return out, nil
-}
-
-// dumpAttempts bounds retryDump.
-const dumpAttempts = 5
-
-// retryDump asks for a netlink dump again while the kernel flags it
-// interrupted (netlink.ErrDumpInterrupted: interfaces or addresses changed
-// during it, as when a CNI plugin makes veths next to the agent); such a
-// dump may miss entries.
-func retryDump[T any](dump func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for range dumpAttempts {
-		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return v, err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -166,7 +167,7 @@ func datapathNetworks(n *Network) ([]maps.Network, []netip.Prefix) {
 // attachBridge: a lookup per bridge was a quarter of a resync's time at
 // a thousand networks.
 func (a *Agent) bridgeLinks() (map[string]netlink.Link, error) {
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -228,7 +229,7 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -317,7 +318,7 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
 		return n, nil
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("network %s left out: list addresses of %s: %v", name, at.Name, err)
 	}

@@ -316,7 +316,7 @@ func (a *Agent) gcEndpoints() error {
 
 // syncHostAddrs gives the datapath the host's current addresses.
 func (a *Agent) syncHostAddrs() error {
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list host addresses: %w", err)
 	}

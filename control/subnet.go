@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/loader"
 )
 
 // candidateSubnets is where a network without --subnet gets its range,
@@ -278,7 +280,7 @@ type rawHostRoute struct {
 // costs more than everything else here together.
 func readRawHostNet(family int) (*rawHostNet, error) {
 	h := &rawHostNet{}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, family) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, family) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
@@ -313,7 +315,7 @@ func readRawHostNet(family int) (*rawHostNet, error) {
 		own[ad.LinkIndex] = append(own[ad.LinkIndex], pfx.Masked())
 		h.addrs = append(h.addrs, rawHostAddr{link: name, index: ad.LinkIndex, prefix: pfx})
 	}
-	routes, err := retryDump(func() ([]netlink.Route, error) {
+	routes, err := loader.RetryDump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(family, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {

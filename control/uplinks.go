@@ -82,7 +82,7 @@ func (a *Agent) wantUplinks(links []netlink.Link) map[int]string {
 // cannot be attached to is logged once and retried at every sync; the
 // error is kept in a.uplinkErrs.
 func (a *Agent) syncUplinks() error {
-	links, err := retryDump(netlink.LinkList)
+	links, err := loader.RetryDump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
@@ -199,7 +199,7 @@ func (a *Agent) detachUplink(name string, attached bool) {
 // map. An uplink without one gets no entry: the datapath then drops
 // masqueraded flows leaving by it rather than let private sources out.
 func (a *Agent) syncUplinkAddrs() error {
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list IPv4 addresses: %w", err)
 	}

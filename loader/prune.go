@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,10 +15,7 @@ func (d *Datapath) PruneGone() (int, error) {
 	// One dump rather than a lookup per pin: a host may have thousands.
 	// A dump interrupted by interface changes may miss some, whose pins
 	// would go: ask again until one is whole.
-	links, err := netlink.LinkList()
-	for i := 0; i < 5 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
-		links, err = netlink.LinkList()
-	}
+	links, err := RetryDump(netlink.LinkList)
 	if err != nil {
 		return 0, fmt.Errorf("list interfaces: %w", err)
 	}

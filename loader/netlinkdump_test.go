@@ -1,4 +1,4 @@
-package control
+package loader
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 func TestRetryDumpAsksAgainWhileInterrupted(t *testing.T) {
 	calls := 0
-	got, err := retryDump(func() (int, error) {
+	got, err := RetryDump(func() (int, error) {
 		calls++
 		if calls < 3 {
 			return -1, netlink.ErrDumpInterrupted
@@ -21,14 +21,14 @@ func TestRetryDumpAsksAgainWhileInterrupted(t *testing.T) {
 	}
 
 	calls = 0
-	_, err = retryDump(func() (int, error) { calls++; return 0, netlink.ErrDumpInterrupted })
-	if !errors.Is(err, netlink.ErrDumpInterrupted) || calls != dumpAttempts {
-		t.Errorf("always interrupted: %v after %d calls, want the interruption after %d", err, calls, dumpAttempts)
+	_, err = RetryDump(func() (int, error) { calls++; return 0, netlink.ErrDumpInterrupted })
+	if !errors.Is(err, netlink.ErrDumpInterrupted) || calls != DumpAttempts {
+		t.Errorf("always interrupted: %v after %d calls, want the interruption after %d", err, calls, DumpAttempts)
 	}
 
 	calls = 0
 	other := errors.New("permission denied")
-	if _, err := retryDump(func() (int, error) { calls++; return 0, other }); err != other || calls != 1 {
+	if _, err := RetryDump(func() (int, error) { calls++; return 0, other }); err != other || calls != 1 {
 		t.Errorf("another error: %v after %d calls, want it at once", err, calls)
 	}
 }
