@@ -111,6 +111,10 @@ type Agent struct {
 	// portsGen counts changes to st.ports, so a resync that read the
 	// bindings map without mu can tell whether it is still right.
 	portsGen uint64
+	// pendingPools are subnets picked for Docker's RequestPool whose
+	// network dockerd has not created yet, until when they stay
+	// reserved: other picks skip them (engine.go).
+	pendingPools map[netip.Prefix]time.Time
 }
 
 // StatePath is the bbolt file under a state directory.

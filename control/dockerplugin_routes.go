@@ -116,6 +116,7 @@ func (p *dockerPlugin) routes() http.Handler {
 			p.mu.Lock()
 			delete(p.subPools, pool)
 			p.mu.Unlock()
+			p.a.releasePool(pool)
 		}
 		return nil, nil
 	}))

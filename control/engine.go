@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -195,8 +196,16 @@ func (a *Agent) networkWithSubnet(pool netip.Prefix) (string, bool) {
 	return "", false
 }
 
+// pendingPoolTTL is how long a pool picked for dockerd stays reserved
+// without its network: dockerd creates the network right after the pool,
+// or releases the pool, unless it dies in between.
+const pendingPoolTTL = time.Minute
+
 // pickDockerPool picks a free private subnet as `network create` without
-// --subnet does.
+// --subnet does, and reserves it until dockerd creates its network (or
+// releases it, or pendingPoolTTL passes): dockerd asks for the pool and
+// creates the network in two calls, and parallel creates picking in
+// between would get the same pool, the later network an overlap error.
 func (a *Agent) pickDockerPool() (netip.Prefix, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -204,7 +213,34 @@ func (a *Agent) pickDockerPool() (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	return n.Subnets[0].Prefix, nil
+	p := n.Subnets[0].Prefix
+	if a.pendingPools == nil {
+		a.pendingPools = map[netip.Prefix]time.Time{}
+	}
+	a.pendingPools[p] = time.Now().Add(pendingPoolTTL)
+	return p, nil
+}
+
+// releasePool ends the reservation of a pool dockerd gave up.
+func (a *Agent) releasePool(p netip.Prefix) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.pendingPools, p)
+}
+
+// heldPools are the pools reserved for dockerd and not yet expired; the
+// caller holds a.mu.
+func (a *Agent) heldPools() []netip.Prefix {
+	var out []netip.Prefix
+	now := time.Now()
+	for p, until := range a.pendingPools {
+		if now.After(until) {
+			delete(a.pendingPools, p)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // UnpublishAll removes every mapping of the endpoint and returns them.

@@ -100,6 +100,9 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 		return nil, fmt.Errorf("save network %s: %w", n.Name, err)
 	}
 	a.st.networks[n.Name] = n
+	for _, s := range n.Subnets {
+		delete(a.pendingPools, s.Subnet)
+	}
 	if err := a.addNetworkTopology(n); err != nil {
 		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
 	}
@@ -267,6 +270,7 @@ func (a *Agent) pickFree(family int, candidates []netip.Prefix) (netip.Prefix, e
 			taken = append(taken, s.Subnet)
 		}
 	}
+	taken = append(taken, a.heldPools()...)
 	p, ok := pickSubnet(candidates, taken)
 	if !ok {
 		return netip.Prefix{}, errors.New("no free candidate")

@@ -5,8 +5,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestPickSubnet(t *testing.T) {
@@ -136,5 +139,44 @@ func TestULACandidates(t *testing.T) {
 	}
 	if again := ulaCandidates(); again[0] != c[0] {
 		t.Errorf("candidates moved: %s then %s", c[0], again[0])
+	}
+}
+
+// TestDockerPoolsReserved: a pool picked for dockerd is not picked again
+// until its network exists or dockerd releases it; parallel picks all
+// differ.
+func TestDockerPoolsReserved(t *testing.T) {
+	a := &Agent{st: &state{networks: map[string]*Network{}}}
+	const n = 8
+	picked := make([]netip.Prefix, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			picked[i], errs[i] = a.pickDockerPool()
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]bool{}
+	for i, p := range picked {
+		if errs[i] != nil {
+			t.Fatalf("pick %d: %v", i, errs[i])
+		}
+		if seen[p] {
+			t.Errorf("pool %s picked twice: %v", p, picked)
+		}
+		seen[p] = true
+	}
+	// Released, the first pool is free again; expired, too.
+	first := slices.MinFunc(picked, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	a.releasePool(first)
+	if p, err := a.pickDockerPool(); err != nil || p != first {
+		t.Errorf("after releasing %s, picked %s, %v", first, p, err)
+	}
+	a.pendingPools[first] = time.Now().Add(-time.Second)
+	if p, err := a.pickDockerPool(); err != nil || p != first {
+		t.Errorf("after %s expired, picked %s, %v", first, p, err)
 	}
 }

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/pontoon-net/pontoon/control"
 )
 
 // TestHostSubnetsRefused: in a host namespace whose interface carries
@@ -58,4 +63,39 @@ func TestHostSubnetsRefused(t *testing.T) {
 		w.ok("network", "create", "fine", "--subnet", "10.66.0.0/30")
 		w.ok("network", "rm", "fine")
 	})
+}
+
+// TestParallelNetworkCreate: networks created at once without --subnet
+// all succeed, each with a subnet of its own.
+func TestParallelNetworkCreate(t *testing.T) {
+	w := newWorld(t, 0)
+	w.startAgent()
+	const n = 6
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = w.pt("network", "create", fmt.Sprintf("par%d", i))
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 {
+			t.Errorf("network create par%d: exit %d: %s", i, r.code, r.stderr)
+		}
+	}
+	var nets []control.NetworkInfo
+	w.okJSON(&nets, "network", "ls")
+	subnets := map[netip.Prefix]string{}
+	for _, nw := range nets {
+		if other, ok := subnets[nw.Subnet]; ok {
+			t.Errorf("networks %s and %s share %s", other, nw.Name, nw.Subnet)
+		}
+		subnets[nw.Subnet] = nw.Name
+	}
+	if len(nets) != n {
+		t.Errorf("%d networks, want %d: %+v", len(nets), n, nets)
+	}
 }
