@@ -77,6 +77,7 @@ func (a *Agent) adoptEndpoint(req EndpointAttach, n *Network, path string, stati
 		return nil, fmt.Errorf("save endpoint %s: %w", e.Name, err)
 	}
 	a.st.endpoints[e.Name] = e
+	a.labelLink(e.HostIf, endpointLabel(e))
 	if err := a.syncTopology(); err != nil {
 		a.log.Error("sync datapath topology", "endpoint", e.Name, "err", err)
 	}

@@ -96,6 +96,13 @@ func Cleanup(stateDir, pinDir, socket string, purge bool) (*CleanupReport, error
 		if !strings.HasPrefix(at.Alias, aliasPrefix) {
 			continue
 		}
+		if lbl, _ := parseLabel(at.Alias); lbl.adopted {
+			// Another tool's bridge or veth: only the label is ours.
+			if err := netlink.LinkSetAlias(l, ""); err != nil {
+				return nil, fmt.Errorf("unlabel %s: %w", at.Name, err)
+			}
+			continue
+		}
 		ok, why := madeByPontoon(l, st)
 		switch {
 		case !ok:

@@ -45,6 +45,10 @@ func TestMadeByPontoon(t *testing.T) {
 		{"bridge a network adopted", link("bridge", "pt-old", bridgeAlias+"old"), st, false},
 		{"network label on a veth", link("veth", "pt-net", bridgeAlias+"net"), nil, false},
 		{"unknown pontoon label", link("dummy", "d0", aliasPrefix+"something"), nil, false},
+		{"endpoint veth with engine fields", link("veth", hostIfName("web"), vethAlias+"web owner=docker cid=0123 cname=web"), nil, true},
+		{"default bridge with an owner", link("bridge", "pt-net", bridgeAlias+"net owner=docker"), nil, true},
+		{"adopted bridge named like a default one", link("bridge", "pt-net", bridgeAlias+"net adopted"), nil, false},
+		{"adopted veth", link("veth", hostIfName("web"), vethAlias+"web adopted owner=cni"), nil, false},
 	} {
 		ok, why := madeByPontoon(c.l, c.st)
 		if ok != c.want || (!ok && why == "") {

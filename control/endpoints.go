@@ -400,6 +400,8 @@ func (a *Agent) detach(name string) error {
 		if err := deleteLink(e.HostIf); err != nil {
 			return err
 		}
+	} else if err := clearLabel(e.HostIf); err != nil {
+		a.log.Warn("unlabel adopted veth", "endpoint", name, "veth", e.HostIf, "err", err)
 	}
 	if heir != nil {
 		if err := a.giveDefaultRoute(heir); err != nil {

@@ -93,6 +93,7 @@ func (a *Agent) adoptNamespace(e *Endpoint) (*Endpoint, error) {
 		return nil, fmt.Errorf("save endpoint %s: %w", c.Name, err)
 	}
 	a.st.endpoints[c.Name] = &c
+	a.labelLink(c.HostIf, endpointLabel(&c))
 	if n := a.st.networks[c.Network]; n != nil {
 		if err := ensureSourceRoute(&c, n, fd); err != nil {
 			a.log.Warn("add source rule", "endpoint", c.Name, "err", err)

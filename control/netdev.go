@@ -78,13 +78,13 @@ func ensureBridge(n *Network) error {
 		if l, err = netlink.LinkByName(n.Bridge); err != nil {
 			return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
 		}
-		if err := netlink.LinkSetAlias(l, bridgeAlias+n.Name); err != nil {
-			return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
-		}
 	case err != nil:
 		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
 	case l.Type() != "bridge":
 		return kindf(ErrConflict, "%s is a %s interface, not a bridge; name another --bridge", n.Bridge, l.Type())
+	}
+	if err := setLabel(l, networkLabel(n)); err != nil {
+		return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
 	}
 	if !n.Adopted && l.Attrs().MTU != n.MTU {
 		if err := netlink.LinkSetMTU(l, n.MTU); err != nil {
@@ -159,6 +159,9 @@ func removeBridge(n *Network) error {
 			return fmt.Errorf("delete bridge %s: %w", n.Bridge, err)
 		}
 		return nil
+	}
+	if err := clearLabel(n.Bridge); err != nil {
+		return fmt.Errorf("unlabel bridge %s: %w", n.Bridge, err)
 	}
 	if n.AddedGateway {
 		for _, s := range n.subnets() {
@@ -265,7 +268,7 @@ func addVethPair(e *Endpoint, br netlink.Link, peerName string, peerNS any) erro
 		return fmt.Errorf("find veth %s: %w", e.HostIf, err)
 	}
 	e.HostMAC = host.Attrs().HardwareAddr.String()
-	if err := netlink.LinkSetAlias(host, vethAlias+e.Name); err != nil {
+	if err := setLabel(host, endpointLabel(e)); err != nil {
 		return fmt.Errorf("label veth %s: %w", e.HostIf, err)
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
@@ -498,10 +501,15 @@ func deleteLink(name string) error {
 // nil (no state file). When it says no, why says what does not fit.
 func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
 	at := l.Attrs()
-	name, alias := at.Name, at.Alias
+	name := at.Name
+	lbl, ok := parseLabel(at.Alias)
 	switch {
-	case strings.HasPrefix(alias, vethAlias):
-		ep := alias[len(vethAlias):]
+	case !ok:
+		return false, "not an alias Pontoon gives"
+	case lbl.adopted:
+		return false, "adopted: another tool made it"
+	case lbl.kind == vethAlias:
+		ep := lbl.name
 		if l.Type() != "veth" {
 			return false, fmt.Sprintf("a %s, not a veth", l.Type())
 		}
@@ -509,14 +517,14 @@ func madeByPontoon(l netlink.Link, st *state) (ok bool, why string) {
 			return false, fmt.Sprintf("endpoint %s's veth would be %s", ep, hostIfName(ep))
 		}
 		return true, ""
-	case strings.HasPrefix(alias, peerAlias):
-		ep := alias[len(peerAlias):]
+	case lbl.kind == peerAlias:
+		ep := lbl.name
 		if l.Type() != "veth" || name != peerIfName(ep) {
 			return false, fmt.Sprintf("endpoint %s's waiting peer would be the veth %s", ep, peerIfName(ep))
 		}
 		return true, ""
-	case strings.HasPrefix(alias, bridgeAlias):
-		nw := alias[len(bridgeAlias):]
+	case lbl.kind == bridgeAlias:
+		nw := lbl.name
 		if l.Type() != "bridge" {
 			return false, fmt.Sprintf("a %s, not a bridge", l.Type())
 		}

@@ -237,16 +237,21 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 	byBridge := map[int]*Network{}
 	for _, l := range links {
 		alias := l.Attrs().Alias
-		if !strings.HasPrefix(alias, bridgeAlias) {
+		lbl, ok := parseLabel(alias)
+		if !ok || lbl.kind != bridgeAlias {
 			continue
 		}
-		name := alias[len(bridgeAlias):]
-		// A bridge named with --bridge is not where madeByPontoon looks
-		// without a record; the datapath's entry for its network is the
-		// record here.
+		name := lbl.name
+		// A bridge named with --bridge, or adopted, is not where
+		// madeByPontoon looks without a record; the datapath's entry for
+		// its network is the record here.
 		_, mapped := pm.networks[networkID(name)]
 		if ok, why := madeByPontoon(l, nil); !ok && (!mapped || l.Type() != "bridge") {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("bridge %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
+			continue
+		}
+		if lbl.adopted && !mapped {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("adopted bridge %s (alias %q) left out: the pinned networks map has no entry for network %s; create it again with 'pontoon network create %s --bridge %s'", l.Attrs().Name, alias, name, name, l.Attrs().Name))
 			continue
 		}
 		n, err := networkFromBridge(l, name, pm)
@@ -254,6 +259,7 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 			rep.Lost = append(rep.Lost, err.Error())
 			continue
 		}
+		n.Owner, n.Adopted, n.AddedGateway = lbl.owner, lbl.adopted, lbl.addedGateway
 		st.networks[n.Name] = n
 		byBridge[l.Attrs().Index] = n
 		rep.Networks = append(rep.Networks, fmt.Sprintf("%s: %s via %s on %s", n.Name, n.Subnet, n.Gateway, n.Bridge))
@@ -265,17 +271,30 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 	}
 	for _, l := range links {
 		alias := l.Attrs().Alias
-		if !strings.HasPrefix(alias, vethAlias) {
+		lbl, ok := parseLabel(alias)
+		if !ok || lbl.kind != vethAlias {
 			continue
 		}
-		if ok, why := madeByPontoon(l, nil); !ok {
+		// An adopted veth has its maker's name; it is one when the
+		// datapath knows its address.
+		if _, mapped := pm.endpoints[uint32(l.Attrs().Index)]; lbl.adopted && (!mapped || l.Type() != "veth") {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("adopted veth %s (alias %q) left out: the pinned endpoints map has no address for it; ADD its container again", l.Attrs().Name, alias))
+			continue
+		}
+		if ok, why := madeByPontoon(l, nil); !ok && !lbl.adopted {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("veth %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
 			continue
 		}
-		e, err := endpointFromVeth(l, alias[len(vethAlias):], byBridge[l.Attrs().MasterIndex], pm)
+		e, err := endpointFromVeth(l, lbl.name, byBridge[l.Attrs().MasterIndex], pm)
 		if err != nil {
 			rep.Lost = append(rep.Lost, err.Error())
 			continue
+		}
+		e.Owner, e.ContainerID, e.ContainerName, e.Adopted = lbl.owner, lbl.containerID, lbl.containerName, lbl.adopted
+		// Neither an adopted pair nor a Docker container's was given the
+		// namespace's default route by the agent: their makers hold it.
+		if e.Adopted || e.Owner == dockerOwner {
+			e.NoDefaultRoute = true
 		}
 		st.endpoints[e.Name] = e
 		rep.Endpoints = append(rep.Endpoints, fmt.Sprintf("%s: %s on %s, %s in %s", e.Name, e.IP, e.Network, e.HostIf, e.Netns))
@@ -385,13 +404,14 @@ func endpointFromVeth(l netlink.Link, name string, n *Network, pm *pinnedMaps) (
 	return nil, fmt.Errorf("endpoint %s left out: its address %s is outside network %s's subnets", name, e.IP, n.Name)
 }
 
-// findNetns finds a path to the namespace that has id nsid here: a name
-// under /run/netns, or else a process inside it.
+// findNetns finds a path to the namespace that has id nsid here: the
+// first place it was bound to (a name under /run/netns, Docker's sandbox
+// key), or else a process inside it.
 func findNetns(nsid int) (string, uint64, error) {
 	if nsid < 0 {
 		return "", 0, fmt.Errorf("its veth's peer is in no other namespace")
 	}
-	var candidates []string
+	candidates := nsfsMounts()
 	if entries, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range entries {
 			candidates = append(candidates, filepath.Join("/run/netns", e.Name()))
@@ -533,4 +553,27 @@ func mappingsFromBindings(st *state, bindings []maps.Binding, rep *RebuildReport
 			Host: ipam.PortRange{First: b.Host.Port(), Last: b.Host.Port()}, Container: ipam.PortRange{First: b.Backend.Port(), Last: b.Backend.Port()}}
 	}
 	flush()
+}
+
+// nsfsMounts lists where namespaces are bound in this mount namespace, in
+// the order they were bound: an engine's own path for a container's
+// namespace (Docker's sandbox key) comes before a name given later.
+func nsfsMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		fields := strings.Fields(pre)
+		if !ok || len(fields) < 5 || !strings.HasPrefix(post, "nsfs ") {
+			continue
+		}
+		// mountinfo escapes space, tab, newline and backslash as octal.
+		if point, err := strconv.Unquote(`"` + strings.ReplaceAll(fields[4], `"`, `\"`) + `"`); err == nil {
+			out = append(out, point)
+		}
+	}
+	return out
 }

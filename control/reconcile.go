@@ -249,24 +249,38 @@ func (a *Agent) reconcileLinks() error {
 	if err := a.gcEndpoints(); err != nil {
 		return err
 	}
+	links, err := a.bridgeLinks()
+	if err != nil {
+		return err
+	}
+	a.relabel(links)
 	own, err := ownLinks()
 	if err != nil {
 		return err
 	}
 	for alias, l := range own {
+		lbl, _ := parseLabel(alias)
 		keep := false
-		switch {
-		case len(alias) > len(bridgeAlias) && alias[:len(bridgeAlias)] == bridgeAlias:
-			n := a.st.networks[alias[len(bridgeAlias):]]
+		switch lbl.kind {
+		case bridgeAlias:
+			n := a.st.networks[lbl.name]
 			keep = n != nil && n.Bridge == l.Attrs().Name
-		case len(alias) > len(vethAlias) && alias[:len(vethAlias)] == vethAlias:
-			e := a.st.endpoints[alias[len(vethAlias):]]
+		case vethAlias:
+			e := a.st.endpoints[lbl.name]
 			keep = e != nil && e.HostIf == l.Attrs().Name
-		case strings.HasPrefix(alias, peerAlias):
-			e := a.st.endpoints[alias[len(peerAlias):]]
+		case peerAlias:
+			e := a.st.endpoints[lbl.name]
 			keep = e != nil && e.NetnsInode == 0
 		}
 		if keep {
+			continue
+		}
+		if lbl.adopted {
+			// Another tool's interface no record holds: only the label
+			// is ours.
+			if err := netlink.LinkSetAlias(l, ""); err != nil {
+				a.log.Warn("unlabel adopted interface", "name", l.Attrs().Name, "err", err)
+			}
 			continue
 		}
 		if ok, why := madeByPontoon(l, a.st); !ok {
