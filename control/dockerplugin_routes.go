@@ -66,6 +66,9 @@ type dockerAddressRequest struct {
 	Options map[string]string
 }
 
+// dockerSCTP is SCTP's protocol number in com.docker.network.portmap.
+const dockerSCTP = 132
+
 // dockerPortBinding is one entry of com.docker.network.portmap.
 type dockerPortBinding struct {
 	Proto       int
@@ -323,6 +326,11 @@ func (p *dockerPlugin) createEndpoint(req dockerEndpointCreate) (any, error) {
 	if _, err := netip.ParsePrefix(req.Interface.Address); err != nil {
 		return nil, fmt.Errorf("pontoon: endpoint address %q: not an address with its prefix", req.Interface.Address)
 	}
+	// The ports come again with ProgramExternalConnectivity; refusing
+	// them here fails `docker run` before anything is made.
+	if _, err := dockerPortSpecs(req.Options[dockerPortMapKey]); err != nil {
+		return nil, err
+	}
 	if _, err := p.a.Network(dockerNetworkName(req.NetworkID)); err != nil {
 		return nil, err
 	}
@@ -422,9 +430,12 @@ func dockerPortSpecs(raw any) ([]string, error) {
 	}
 	var specs []string
 	for _, pb := range pbs {
-		proto, ok := map[int]string{6: "tcp", 17: "udp", 132: "sctp"}[pb.Proto]
+		if pb.Proto == dockerSCTP {
+			return nil, fmt.Errorf("pontoon: -p %d/sctp: the pontoon driver publishes tcp and udp ports only (its datapath does not translate SCTP); leave the sctp port out, or run this container on a network of another driver", pb.Port)
+		}
+		proto, ok := map[int]string{6: "tcp", 17: "udp"}[pb.Proto]
 		if !ok {
-			return nil, fmt.Errorf("pontoon: port %d: protocol number %d is not tcp, udp or sctp", pb.Port, pb.Proto)
+			return nil, fmt.Errorf("pontoon: port %d: protocol number %d is not tcp or udp", pb.Port, pb.Proto)
 		}
 		var spec strings.Builder
 		if pb.HostIP != "" {

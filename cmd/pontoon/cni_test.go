@@ -123,6 +123,23 @@ func (e *cniEnv) restartAgent() {
 	e.root.agent = e.agent
 }
 
+// rebuildState stops the agent, rebuilds its state file from the kernel
+// (`pontoon state rebuild --force`) and starts another on it; the
+// agent's records, the maps and the interfaces must be as before.
+func (e *cniEnv) rebuildState(t *testing.T) {
+	t.Helper()
+	before := e.snapshot()
+	e.agent.stop(syscall.SIGTERM)
+	r := e.inHost("state", "rebuild", "--force", "--state-dir", e.stateDir, "--bpffs", e.pins)
+	if r.code != 0 {
+		e.t.Fatalf("state rebuild: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	e.t.Logf("state rebuild:\n%s", r.stdout)
+	e.startAgent()
+	e.root.agent = e.agent
+	sameSnapshot(t, "a rebuild", before, e.snapshot())
+}
+
 func (e *cniEnv) writeConflist(name string, plugins ...map[string]any) {
 	e.t.Helper()
 	b, err := json.MarshalIndent(map[string]any{"cniVersion": e.cniVersion, "name": name, "plugins": plugins}, "", "  ")
@@ -286,6 +303,16 @@ func testCNIMainPlugin(t *testing.T, e *cniEnv) {
 	t.Run("STATUS says the agent answers", func(t *testing.T) {
 		e := e.on(t)
 		e.cnitoolOK("status", net, c1, nil)
+	})
+	t.Run("a rebuilt state file keeps the endpoint's owner and container", func(t *testing.T) {
+		e := e.on(t)
+		e.rebuildState(t)
+		if eps := e.cniEndpoints(net); len(eps) != 1 || eps[0].Owner != "cni" || eps[0].ContainerID != ep.ContainerID {
+			t.Errorf("endpoints after the rebuild: %+v", eps)
+		}
+		addr := netip.AddrPortFrom(e.hostIP, 8081).String()
+		r, err := e.outside.Dial("tcp", addr)
+		expectEcho(t, r, err, e.outsideIP, addr)
 	})
 	t.Run("DEL removes everything, and DEL again succeeds", func(t *testing.T) {
 		e := e.on(t)
@@ -464,6 +491,19 @@ func testCNIChained(t *testing.T, e *cniEnv) {
 		}
 		if eps := e.cniEndpoints(net); len(eps) != 1 || !eps[0].Adopted {
 			t.Errorf("endpoints after the restart: %+v", eps)
+		}
+		addr := netip.AddrPortFrom(e.hostIP, 8080).String()
+		r, err := e.outside.Dial("tcp", addr)
+		expectEcho(t, r, err, e.outsideIP, addr)
+	})
+	t.Run("a rebuilt state file keeps the adopted network and endpoint", func(t *testing.T) {
+		e := e.on(t)
+		e.rebuildState(t)
+		var n control.NetworkInfo
+		e.okJSON(&n, "network", "inspect", net)
+		eps := e.cniEndpoints(net)
+		if !n.Adopted || n.Bridge != bridge || len(eps) != 1 || !eps[0].Adopted || eps[0].Owner != "cni" || !strings.HasPrefix(eps[0].ContainerID, "cnitool-") {
+			t.Errorf("after the rebuild: network %+v, endpoints %+v", n.Network, eps)
 		}
 		addr := netip.AddrPortFrom(e.hostIP, 8080).String()
 		r, err := e.outside.Dial("tcp", addr)

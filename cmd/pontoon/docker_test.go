@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,12 @@ type dockerd struct {
 	done               chan struct{}
 	log                string
 	plugin, pluginSock string
+	// containerd is the daemon's containerd, started by the test and
+	// outliving dockerd's restarts: a dockerd killed with SIGKILL leaves
+	// the containerd it started itself half-gone, and the next dockerd
+	// waits for it.
+	containerd     *exec.Cmd
+	containerdDone chan struct{}
 }
 
 // newDockerd prepares a daemon whose networks use the world's agent under
@@ -67,6 +74,63 @@ func newDockerd(t *testing.T, w *world, plugin string) *dockerd {
 	return d
 }
 
+// containerdSock is the test's containerd's socket.
+func (d *dockerd) containerdSock() string { return filepath.Join(d.dir, "ctd.sock") }
+
+// startContainerd runs a containerd of the test's own (its root, state,
+// sockets and config under the test's directory, no CRI plugin) in the
+// world's host namespace, unless it runs already.
+func (d *dockerd) startContainerd(f *os.File) {
+	t := d.w.t
+	t.Helper()
+	if d.containerd != nil {
+		select {
+		case <-d.containerdDone:
+		default:
+			return
+		}
+	}
+	if _, err := exec.LookPath("containerd"); err != nil {
+		t.Skip("containerd is not installed (docker.io depends on it): skipping the Docker tests")
+	}
+	conf := filepath.Join(d.dir, "containerd.toml")
+	body := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+`, filepath.Join(d.dir, "ctd-root"), filepath.Join(d.dir, "ctd-state"), d.containerdSock(), d.containerdSock()+".ttrpc", filepath.Join(d.dir, "ctd-opt"))
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net="+d.w.host.Path(), "--", "containerd", "--config", conf)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.containerd, d.containerdDone = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(d.containerdDone) }()
+	deadline := time.Now().Add(30 * time.Second) // a hang guard
+	for {
+		if _, err := os.Stat(d.containerdSock()); err == nil {
+			return
+		}
+		select {
+		case <-d.containerdDone:
+			t.Fatalf("containerd exited:\n%s", d.dockerdLog())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd made no socket in 30 s:\n%s", d.dockerdLog())
+		}
+	}
+}
+
 func (d *dockerd) startDockerd() {
 	t := d.w.t
 	t.Helper()
@@ -75,7 +139,8 @@ func (d *dockerd) startDockerd() {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("nsenter", "--net="+d.w.host.Path(), "--", "dockerd",
+	d.startContainerd(f)
+	cmd := exec.Command("nsenter", "--net="+d.w.host.Path(), "--", "dockerd", "--containerd", d.containerdSock(),
 		"--data-root", filepath.Join(d.dir, "data"), "--exec-root", filepath.Join(d.dir, "exec"),
 		"--pidfile", filepath.Join(d.dir, "docker.pid"), "-H", "unix://"+d.sock,
 		"--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
@@ -212,6 +277,15 @@ func (d *dockerd) cleanup(t *testing.T) {
 			}
 		}
 		d.stopDockerd(syscall.SIGTERM)
+	}
+	if d.containerd != nil {
+		d.containerd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.containerdDone:
+		case <-time.After(10 * time.Second):
+			d.containerd.Process.Kill()
+			<-d.containerdDone
+		}
 	}
 	for range 3 {
 		pids := processesNaming(d.dir)
@@ -378,6 +452,25 @@ func (w *world) waitContainerNamed(name string) []control.PortMapping {
 	}
 }
 
+// waitContainerNamedOf waits until the agent names container name on at
+// least one mapping, and returns them all.
+func (w *world) waitContainerNamedOf(name string) []control.PortMapping {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second) // a hang guard
+	for {
+		ms := w.dockerPorts()
+		for _, m := range ms {
+			if m.ContainerName == name {
+				return ms
+			}
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("port ls never named container %s: %+v\nagent log:\n%s", name, ms, w.agentLog())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // hostPorts lists mappings as "tcp 0.0.0.0:8080->80"; a port from the
 // dynamic range, which a restarted container gets afresh as with
 // Docker's own driver, as "tcp 0.0.0.0:dynamic->82".
@@ -461,6 +554,40 @@ func TestDocker(t *testing.T) {
 		}
 		if _, err := d.docker("network", "create", "-d", plugin, "--ipam-driver", plugin, "-o", "colour=blue", "bad-"+w.id); err == nil || !strings.Contains(err.Error(), `unknown option "colour"`) {
 			t.Errorf("an unknown -o option: %v", err)
+		}
+	})
+
+	t.Run("networks created at once without --subnet get subnets of their own", func(t *testing.T) {
+		const n = 4
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = d.docker("network", "create", "-d", plugin, "--ipam-driver", plugin, fmt.Sprintf("par%d-%s", i, w.id))
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		var nets []control.NetworkInfo
+		w.okJSON(&nets, "network", "ls")
+		subnets := map[netip.Prefix]string{}
+		for _, nw := range nets {
+			if other, ok := subnets[nw.Subnet]; ok {
+				t.Errorf("networks %s and %s share %s", other, nw.Name, nw.Subnet)
+			}
+			subnets[nw.Subnet] = nw.Name
+		}
+		if len(nets) != 2+n {
+			t.Errorf("%d networks, want %d", len(nets), 2+n)
+		}
+		for i := range n {
+			d.docker("network", "rm", fmt.Sprintf("par%d-%s", i, w.id))
 		}
 	})
 
@@ -554,6 +681,16 @@ func TestDocker(t *testing.T) {
 		sameSnapshot(t, "a refused docker run", before, w.snapshot())
 	})
 
+	t.Run("-p PORT/sctp fails docker run with the reason and changes nothing", func(t *testing.T) {
+		before := w.snapshot()
+		_, err := d.docker("run", "-d", "--name", "sctp-"+w.id, "--network", netA, "-p", "9000:90", "-p", "9132:132/sctp", image, "/bin/sleep", "3600")
+		if err == nil || !strings.Contains(err.Error(), "-p 132/sctp: the pontoon driver publishes tcp and udp ports only") {
+			t.Errorf("docker run -p 9132:132/sctp: %v", err)
+		}
+		d.docker("rm", "-f", "sctp-"+w.id)
+		sameSnapshot(t, "a refused sctp port", before, w.snapshot())
+	})
+
 	t.Run("network connect and disconnect move the ports with the gateway, exactly", func(t *testing.T) {
 		d.ok("network", "connect", netB, web)
 		var eps []control.Endpoint
@@ -637,8 +774,6 @@ func TestDocker(t *testing.T) {
 		traffic(t)
 	})
 
-	// SIGTERM: a dockerd killed with SIGKILL leaves its containerd
-	// half-gone, and the next one waits for it; that is Docker's to fix.
 	t.Run("a dockerd restart with --live-restore keeps the ports", func(t *testing.T) {
 		before := w.bindings()
 		d.stopDockerd(syscall.SIGTERM)
@@ -648,6 +783,23 @@ func TestDocker(t *testing.T) {
 		traffic(t)
 		if got := w.bindings(); !slices.Equal(got, before) {
 			t.Errorf("bindings changed over dockerd's restart:\nbefore %v\nafter  %v", before, got)
+		}
+	})
+
+	// The test's own containerd outlives dockerd, as the system's does
+	// under systemd.
+	t.Run("a dockerd killed with SIGKILL and started again keeps the ports", func(t *testing.T) {
+		before := w.bindings()
+		d.stopDockerd(syscall.SIGKILL)
+		res, err := w.outside.Dial("tcp", hostIP+":8080")
+		expectEcho(t, res, err, w.outsideIP, hostIP+":8080 with dockerd killed")
+		d.startDockerd()
+		traffic(t)
+		if got := w.bindings(); !slices.Equal(got, before) {
+			t.Errorf("bindings changed over dockerd's kill and start:\nbefore %v\nafter  %v", before, got)
+		}
+		if state := d.ok("inspect", "-f", "{{.State.Running}}", web); state != "true" {
+			t.Errorf("container %s after dockerd's kill and start: running %s", web, state)
 		}
 	})
 
@@ -663,6 +815,71 @@ func TestDocker(t *testing.T) {
 		if got := w.bindings(); !slices.Equal(got, before) {
 			t.Errorf("bindings changed over both restarts:\nbefore %v\nafter  %v", before, got)
 		}
+	})
+
+	t.Run("docker restart unpublishes and publishes the same ports", func(t *testing.T) {
+		d.ok("restart", "-t", "0", web)
+		ms := w.waitContainerNamed(web)
+		if got := hostPorts(ms); !slices.Equal(got, published) {
+			t.Errorf("after docker restart: %v, want %v", got, published)
+		}
+		w.bindingsExact(t, "docker restart")
+		var eps []control.Endpoint
+		w.okJSON(&eps, "endpoint", "ls")
+		if len(eps) != 1 {
+			t.Errorf("endpoints after docker restart: %+v", eps)
+		}
+		ctr = d.containerNetns(web, "ptc"+w.id)
+		ctr.ServeTCP(w.t, ":80")
+		ctr.ServeTCP(w.t, ":7001")
+		ctr.ServeUDP(w.t, ":53")
+		traffic(t)
+	})
+
+	t.Run("-P publishes every exposed port on an allocated one, and rm takes them", func(t *testing.T) {
+		before := w.bindings()
+		all := "all-" + w.id
+		d.ok("run", "-d", "--name", all, "--network", netA, "--expose", "90", "--expose", "91/udp", "-P", image, "/bin/sleep", "3600")
+		var mine []control.PortMapping
+		for _, m := range w.waitContainerNamedOf(all) {
+			if m.ContainerName == all {
+				mine = append(mine, m)
+			}
+		}
+		if got := hostPorts(mine); !slices.Equal(got, []string{"tcp 0.0.0.0:dynamic->90", "udp 0.0.0.0:dynamic->91"}) {
+			t.Errorf("-P published %v", got)
+		}
+		w.bindingsExact(t, "docker run -P")
+		c := d.containerNetns(all, "ptP"+w.id)
+		c.ServeTCP(t, ":90")
+		for _, m := range mine {
+			if m.Proto == "tcp" {
+				addr := fmt.Sprintf("%s:%d", hostIP, m.Host.First)
+				res, err := w.outside.Dial("tcp", addr)
+				expectEcho(t, res, err, w.outsideIP, addr+" (-P)")
+			}
+		}
+		d.ok("rm", "-f", all)
+		if got := w.bindings(); !slices.Equal(got, before) {
+			t.Errorf("bindings after docker rm of the -P container:\nbefore %v\nafter  %v", before, got)
+		}
+	})
+
+	t.Run("a rebuilt state file keeps Docker's records: owner, container, ports", func(t *testing.T) {
+		before := w.snapshot()
+		w.agent.stop(syscall.SIGTERM)
+		r := w.inHost("state", "rebuild", "--force", "--state-dir", w.stateDir, "--bpffs", w.pins)
+		if r.code != 0 {
+			t.Fatalf("state rebuild: exit %d: %s%s", r.code, r.stdout, r.stderr)
+		}
+		t.Logf("state rebuild:\n%s", r.stdout)
+		w.startAgent("--docker-plugin=" + plugin)
+		sameSnapshot(t, "a rebuild", before, w.snapshot())
+		r = w.pt("network", "rm", pnetA)
+		if r.code == 0 || !strings.Contains(r.stderr, "docker network rm") {
+			t.Errorf("pontoon network rm of a rebuilt Docker network: exit %d, %q", r.code, r.stderr)
+		}
+		traffic(t)
 	})
 
 	t.Run("rm and network rm leave nothing", func(t *testing.T) {
