@@ -266,7 +266,7 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 	}
 	for id, sub := range pm.subnets {
 		if st.networks[nameOfID(st, id)] == nil {
-			rep.Lost = append(rep.Lost, fmt.Sprintf("network %s (datapath id %d): no labelled bridge names it (an adopted bridge?); create it again with 'pontoon network create NAME --subnet %s --bridge BRIDGE'", sub, id, sub))
+			rep.Lost = append(rep.Lost, fmt.Sprintf("network %s (datapath id %d): no labelled bridge names it (a bridge adopted before bridges were labelled, or whose alias is not ours); create it again with 'pontoon network create NAME --subnet %s --bridge BRIDGE'", sub, id, sub))
 		}
 	}
 	for _, l := range links {

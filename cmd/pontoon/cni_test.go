@@ -129,7 +129,8 @@ func (e *cniEnv) restartAgent() {
 func (e *cniEnv) rebuildState(t *testing.T) {
 	t.Helper()
 	before := e.snapshot()
-	e.agent.stop(syscall.SIGTERM)
+	// The root's: an earlier subtest's restart may have replaced it.
+	e.root.agent.stop(syscall.SIGTERM)
 	r := e.inHost("state", "rebuild", "--force", "--state-dir", e.stateDir, "--bpffs", e.pins)
 	if r.code != 0 {
 		e.t.Fatalf("state rebuild: exit %d: %s%s", r.code, r.stdout, r.stderr)

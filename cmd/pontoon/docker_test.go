@@ -115,18 +115,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	}
 	d.containerd, d.containerdDone = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(d.containerdDone) }()
-	deadline := time.Now().Add(30 * time.Second) // a hang guard
-	for {
-		if _, err := os.Stat(d.containerdSock()); err == nil {
-			return
-		}
+	d.waitDaemon("containerd", d.containerdDone, func() bool {
+		_, err := os.Stat(d.containerdSock())
+		return err == nil
+	})
+}
+
+// waitDaemon waits until ready says the daemon answers, failing the test
+// when it exits (done closes) or after 60 s, a hang guard and not a
+// timing assertion.
+func (d *dockerd) waitDaemon(what string, done chan struct{}, ready func() bool) {
+	t := d.w.t
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ready() {
 		select {
-		case <-d.containerdDone:
-			t.Fatalf("containerd exited:\n%s", d.dockerdLog())
-		case <-time.After(100 * time.Millisecond):
+		case <-done:
+			t.Fatalf("%s exited:\n%s", what, d.dockerdLog())
+		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containerd made no socket in 30 s:\n%s", d.dockerdLog())
+			t.Fatalf("%s did not answer in 60 s:\n%s", what, d.dockerdLog())
 		}
 	}
 }
@@ -152,21 +161,10 @@ func (d *dockerd) startDockerd() {
 	}
 	d.cmd, d.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(d.done) }()
-	// A hang guard, not a timing assertion.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := d.docker("version"); err == nil {
-			return
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("dockerd exited:\n%s", d.dockerdLog())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockerd did not answer in 60 s:\n%s", d.dockerdLog())
-		}
-	}
+	d.waitDaemon("dockerd", d.done, func() bool {
+		_, err := d.docker("version")
+		return err == nil
+	})
 }
 
 // stopDockerd signals dockerd and waits for it; with --live-restore the
@@ -574,18 +572,7 @@ func TestDocker(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		var nets []control.NetworkInfo
-		w.okJSON(&nets, "network", "ls")
-		subnets := map[netip.Prefix]string{}
-		for _, nw := range nets {
-			if other, ok := subnets[nw.Subnet]; ok {
-				t.Errorf("networks %s and %s share %s", other, nw.Name, nw.Subnet)
-			}
-			subnets[nw.Subnet] = nw.Name
-		}
-		if len(nets) != 2+n {
-			t.Errorf("%d networks, want %d", len(nets), 2+n)
-		}
+		w.distinctSubnets(t, 2+n)
 		for i := range n {
 			d.docker("network", "rm", fmt.Sprintf("par%d-%s", i, w.id))
 		}

@@ -86,6 +86,13 @@ func TestParallelNetworkCreate(t *testing.T) {
 			t.Errorf("network create par%d: exit %d: %s", i, r.code, r.stderr)
 		}
 	}
+	w.distinctSubnets(t, n)
+}
+
+// distinctSubnets fails unless the agent has n networks, no two with the
+// same subnet.
+func (w *world) distinctSubnets(t *testing.T, n int) {
+	t.Helper()
 	var nets []control.NetworkInfo
 	w.okJSON(&nets, "network", "ls")
 	subnets := map[netip.Prefix]string{}
