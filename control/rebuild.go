@@ -250,10 +250,6 @@ func stateFromKernel(pinDir string, rep *RebuildReport) (*state, error) {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("bridge %s (alias %q) left out: %s", l.Attrs().Name, alias, why))
 			continue
 		}
-		if lbl.adopted && !mapped {
-			rep.Lost = append(rep.Lost, fmt.Sprintf("adopted bridge %s (alias %q) left out: the pinned networks map has no entry for network %s; create it again with 'pontoon network create %s --bridge %s'", l.Attrs().Name, alias, name, name, l.Attrs().Name))
-			continue
-		}
 		n, err := networkFromBridge(l, name, pm)
 		if err != nil {
 			rep.Lost = append(rep.Lost, err.Error())
