@@ -169,21 +169,25 @@ func (d *dockerd) startDockerd() {
 
 // stopDockerd signals dockerd and waits for it; with --live-restore the
 // containers keep running.
-func (d *dockerd) stopDockerd(sig syscall.Signal) {
-	if d.cmd == nil {
+func (d *dockerd) stopDockerd(sig syscall.Signal) { stopDaemon(d.cmd, d.done, sig) }
+
+// stopDaemon signals a daemon the test started (nil: none) unless it has
+// exited (done is closed), and waits for it, killing it after 30 s.
+func stopDaemon(cmd *exec.Cmd, done chan struct{}, sig syscall.Signal) {
+	if cmd == nil {
 		return
 	}
 	select {
-	case <-d.done:
+	case <-done:
 		return
 	default:
 	}
-	d.cmd.Process.Signal(sig)
+	cmd.Process.Signal(sig)
 	select {
-	case <-d.done:
+	case <-done:
 	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
+		cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -276,15 +280,7 @@ func (d *dockerd) cleanup(t *testing.T) {
 		}
 		d.stopDockerd(syscall.SIGTERM)
 	}
-	if d.containerd != nil {
-		d.containerd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.containerdDone:
-		case <-time.After(10 * time.Second):
-			d.containerd.Process.Kill()
-			<-d.containerdDone
-		}
-	}
+	stopDaemon(d.containerd, d.containerdDone, syscall.SIGTERM)
 	for range 3 {
 		pids := processesNaming(d.dir)
 		if len(pids) == 0 {
@@ -724,6 +720,22 @@ func TestDocker(t *testing.T) {
 		traffic(t)
 	})
 
+	// republished checks the container web, started again, has the same
+	// ports and the bindings map exactly them, then serves and dials
+	// them; its servers outlive the subtest: the ones after it dial them.
+	republished := func(t *testing.T, after string) {
+		t.Helper()
+		if got := hostPorts(w.waitContainerNamed(web)); !slices.Equal(got, published) {
+			t.Errorf("after %s: %v, want %v", after, got, published)
+		}
+		w.bindingsExact(t, after)
+		ctr = d.containerNetns(web, "ptc"+w.id)
+		ctr.ServeTCP(w.t, ":80")
+		ctr.ServeTCP(w.t, ":7001")
+		ctr.ServeUDP(w.t, ":53")
+		traffic(t)
+	}
+
 	t.Run("stop unpublishes everything, start publishes the same ports", func(t *testing.T) {
 		d.ok("stop", "-t", "0", web)
 		if got := w.bindings(); len(got) != 0 {
@@ -735,18 +747,7 @@ func TestDocker(t *testing.T) {
 			t.Errorf("after docker stop: mappings %+v, endpoints %+v", ms, eps)
 		}
 		d.ok("start", web)
-		ms := w.waitContainerNamed(web)
-		got := hostPorts(ms)
-		if !slices.Equal(got, published) {
-			t.Errorf("after docker start: %v, want %v", got, published)
-		}
-		w.bindingsExact(t, "docker start")
-		// Servers outlive this subtest: the ones after it dial them.
-		ctr = d.containerNetns(web, "ptc"+w.id)
-		ctr.ServeTCP(w.t, ":80")
-		ctr.ServeTCP(w.t, ":7001")
-		ctr.ServeUDP(w.t, ":53")
-		traffic(t)
+		republished(t, "docker start")
 	})
 
 	t.Run("an agent killed and restarted keeps the ports and the plugin", func(t *testing.T) {
@@ -761,34 +762,31 @@ func TestDocker(t *testing.T) {
 		traffic(t)
 	})
 
-	t.Run("a dockerd restart with --live-restore keeps the ports", func(t *testing.T) {
-		before := w.bindings()
-		d.stopDockerd(syscall.SIGTERM)
-		res, err := w.outside.Dial("tcp", hostIP+":8080")
-		expectEcho(t, res, err, w.outsideIP, hostIP+":8080 with no dockerd")
-		d.startDockerd()
-		traffic(t)
-		if got := w.bindings(); !slices.Equal(got, before) {
-			t.Errorf("bindings changed over dockerd's restart:\nbefore %v\nafter  %v", before, got)
-		}
-	})
-
-	// The test's own containerd outlives dockerd, as the system's does
-	// under systemd.
-	t.Run("a dockerd killed with SIGKILL and started again keeps the ports", func(t *testing.T) {
-		before := w.bindings()
-		d.stopDockerd(syscall.SIGKILL)
-		res, err := w.outside.Dial("tcp", hostIP+":8080")
-		expectEcho(t, res, err, w.outsideIP, hostIP+":8080 with dockerd killed")
-		d.startDockerd()
-		traffic(t)
-		if got := w.bindings(); !slices.Equal(got, before) {
-			t.Errorf("bindings changed over dockerd's kill and start:\nbefore %v\nafter  %v", before, got)
-		}
-		if state := d.ok("inspect", "-f", "{{.State.Running}}", web); state != "true" {
-			t.Errorf("container %s after dockerd's kill and start: running %s", web, state)
-		}
-	})
+	// With --live-restore the container runs on while dockerd is away,
+	// stopped or killed; the test's own containerd outlives dockerd, as
+	// the system's does under systemd.
+	for _, c := range []struct {
+		name string
+		sig  syscall.Signal
+	}{
+		{"a dockerd restart with --live-restore keeps the ports", syscall.SIGTERM},
+		{"a dockerd killed with SIGKILL and started again keeps the ports", syscall.SIGKILL},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := w.bindings()
+			d.stopDockerd(c.sig)
+			res, err := w.outside.Dial("tcp", hostIP+":8080")
+			expectEcho(t, res, err, w.outsideIP, hostIP+":8080 with no dockerd")
+			d.startDockerd()
+			traffic(t)
+			if got := w.bindings(); !slices.Equal(got, before) {
+				t.Errorf("bindings changed over dockerd's %v and start:\nbefore %v\nafter  %v", c.sig, before, got)
+			}
+			if running := d.ok("inspect", "-f", "{{.State.Running}}", web); running != "true" {
+				t.Errorf("container %s after dockerd's %v and start: running %s", web, c.sig, running)
+			}
+		})
+	}
 
 	// The order systemd gives them (Before=docker.service). dockerd first
 	// works too, after it has waited for the plugin (35 s here).
@@ -806,21 +804,12 @@ func TestDocker(t *testing.T) {
 
 	t.Run("docker restart unpublishes and publishes the same ports", func(t *testing.T) {
 		d.ok("restart", "-t", "0", web)
-		ms := w.waitContainerNamed(web)
-		if got := hostPorts(ms); !slices.Equal(got, published) {
-			t.Errorf("after docker restart: %v, want %v", got, published)
-		}
-		w.bindingsExact(t, "docker restart")
+		republished(t, "docker restart")
 		var eps []control.Endpoint
 		w.okJSON(&eps, "endpoint", "ls")
 		if len(eps) != 1 {
 			t.Errorf("endpoints after docker restart: %+v", eps)
 		}
-		ctr = d.containerNetns(web, "ptc"+w.id)
-		ctr.ServeTCP(w.t, ":80")
-		ctr.ServeTCP(w.t, ":7001")
-		ctr.ServeUDP(w.t, ":53")
-		traffic(t)
 	})
 
 	t.Run("-P publishes every exposed port on an allocated one, and rm takes them", func(t *testing.T) {
