@@ -131,10 +131,10 @@ func (a *Allocator) checkFree(r checkedRequest, ports PortRange, sockets hostSoc
 // findPorts returns the first of n free consecutive dynamic ports after the
 // pool's cursor, wrapping around once.
 func (a *Allocator) findPorts(proto Proto, ip netip.Addr, n uint32, sockets hostSockets) (uint16, bool) {
-	own, other := a.ports.maps(proto, ip)
+	own, other := a.ports.maps(proto, ip) // sets a.ports.last.pool
 	lo, hi := uint32(a.dynamic.First), uint32(a.dynamic.Last)
 	from := lo
-	if p := a.ports.pools[poolKey{proto, ip}]; p != nil && uint32(p.cursor) >= lo && uint32(p.cursor) < hi {
+	if p := a.ports.last.pool; p != nil && uint32(p.cursor) >= lo && uint32(p.cursor) < hi {
 		from = uint32(p.cursor) + 1
 	}
 	search := func(from, to uint32) (uint16, bool) {
@@ -193,7 +193,7 @@ func (a *Allocator) ReleasePorts(proto Proto, hostIP netip.Addr, r PortRange) (P
 func (a *Allocator) ReleaseOwnerPorts(owner string) ([]PortAllocation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	held := a.ports.owners[owner]
+	held := a.ports.held(owner)
 	if len(held) == 0 {
 		return nil, fmt.Errorf("release ports of %q: %w: the owner holds none", owner, ErrNotFound)
 	}
@@ -228,7 +228,7 @@ func (a *Allocator) Ports(owner string) []PortAllocation {
 	if owner == "" {
 		out = a.ports.all()
 	} else {
-		for _, id := range a.ports.owners[owner] {
+		for _, id := range a.ports.held(owner) {
 			out = append(out, a.ports.allocation(id))
 		}
 	}

@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -25,53 +26,59 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // so that the caller's records of them commit or vanish with them; its
 // error aborts the batch and is returned as it is.
 func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortAllocation) error) ([]PortAllocation, error) {
-	checked := make([]checkedRequest, len(reqs))
-	for i, req := range reqs {
-		r, err := a.checkRequest(req)
-		if err != nil {
-			return nil, &BatchError{i, err}
-		}
-		checked[i] = r
-	}
-
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// Indexed by protocol number: no map on the one-request path.
 	var sockets [256]hostSockets
-	if a.checkListening {
-		for i, r := range checked {
-			if sockets[r.Proto] != nil {
-				continue
-			}
-			h, err := a.sockets(r.Proto)
-			if err != nil {
-				return nil, &BatchError{i, fmt.Errorf("allocate %s: check listening ports: %w", r.what(), err)}
-			}
-			sockets[r.Proto] = h
-		}
+	out := make([]PortAllocation, 0, len(reqs))
+	undo := portUndo{s: &a.ports, taken: make([]allocID, 0, len(reqs))}
+	if len(reqs) > 0 {
+		a.ports.growOwner(reqs[0].Owner, len(reqs))
 	}
-	out := make([]PortAllocation, 0, len(checked))
-	undo := portUndo{s: &a.ports, taken: make([]allocID, 0, len(checked))}
-	for i, r := range checked {
-		pa, err := a.pick(r, sockets[r.Proto])
+	// Each request is checked, picked and taken in one pass: a copy of
+	// every checked request was most of a 65,535-port fill.
+	var first checkedRequest
+	recSize := 0
+	for i, req := range reqs {
+		r, err := a.checkRequest(req)
+		if err == nil && a.checkListening && sockets[r.Proto] == nil {
+			sockets[r.Proto], err = a.sockets(r.Proto)
+			if err != nil {
+				err = fmt.Errorf("allocate %s: check listening ports: %w", r.what(), err)
+			}
+		}
+		var pa PortAllocation
+		if err == nil {
+			pa, err = a.pick(r, sockets[r.Proto])
+		}
 		if err != nil {
 			undo.rollback()
 			return nil, &BatchError{i, err}
 		}
+		if i == 0 {
+			first = r
+		}
 		undo.take(pa, r.dynamic)
 		out = append(out, pa)
+		recSize += portRecordSize(pa)
 	}
 	var withErr error
 	err := a.store.Update(func(tx Tx) error {
-		for i, pa := range out {
-			k, v, ck, cv := portRecord(pa, checked[i].dynamic)
+		// Every record in one buffer, sized first so that it never moves
+		// (the store holds the slices until the commit), and each dynamic
+		// pool's cursor once, at its last value: a fill of 65,535 ports
+		// writes one cursor, not 65,535.
+		buf := make([]byte, 0, recSize)
+		for _, pa := range out {
+			var k, v []byte
+			buf, k, v = appendPortRecord(buf, pa)
 			if err := tx.Put(bucketPorts, k, v); err != nil {
 				return err
 			}
-			if checked[i].dynamic {
-				if err := tx.Put(bucketPortCursors, ck, cv); err != nil {
-					return err
-				}
+		}
+		for _, c := range undo.cursors {
+			if err := tx.Put(bucketPortCursors, poolCursorKey(c.pool.key), binary.BigEndian.AppendUint16(nil, c.pool.cursor)); err != nil {
+				return err
 			}
 		}
 		if with != nil {
@@ -85,7 +92,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 			return nil, withErr
 		}
 		if len(out) == 1 {
-			return nil, &BatchError{0, fmt.Errorf("allocate %s: %w", checked[0].what(), err)}
+			return nil, &BatchError{0, fmt.Errorf("allocate %s: %w", first.what(), err)}
 		}
 		return nil, fmt.Errorf("allocate %d port ranges: %w", len(out), err)
 	}
@@ -100,6 +107,7 @@ type portUndo struct {
 	// cursors holds each pool's cursor before the batch; a batch touches
 	// a few pools, so a slice beats a map.
 	cursors []poolCursor
+	last    *portPool // of the previous take: batches run in one pool
 }
 
 type poolCursor struct {
@@ -108,11 +116,15 @@ type poolCursor struct {
 }
 
 func (u *portUndo) take(pa PortAllocation, dynamic bool) {
-	pool := u.s.pool(poolKey{pa.Proto, pa.HostIP})
+	pool := u.last
+	if pool == nil || pool.key != (poolKey{pa.Proto, pa.HostIP}) {
+		pool = u.s.pool(poolKey{pa.Proto, pa.HostIP})
+		u.last = pool
+	}
 	if dynamic && !slices.ContainsFunc(u.cursors, func(c poolCursor) bool { return c.pool == pool }) {
 		u.cursors = append(u.cursors, poolCursor{pool, pool.cursor})
 	}
-	u.s.take(pa, dynamic)
+	u.s.takeIn(pool, pa, dynamic)
 	u.taken = append(u.taken, makeAllocID(pool, pa.Ports.First))
 }
 

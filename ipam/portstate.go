@@ -3,6 +3,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // portState is the in-memory view of host ports.
@@ -13,8 +14,27 @@ type portState struct {
 	// address holds, so a wildcard request checks one bitmap, not one per
 	// address.
 	specific map[famKey]*portUse
-	owners   map[string][]allocID
-	count    int // allocations held
+	// owners lists each owner's allocations; through a pointer, so that
+	// adding one to a list needs no map write.
+	owners map[string]*[]allocID
+	count  int // allocations held
+	// gen counts pools and specific-address sets made: last is valid
+	// while it is unchanged.
+	gen  uint64
+	last lastMaps
+	// lastOwner caches the list of the owner that took ports last: a
+	// batch takes thousands for one owner.
+	lastOwner string
+	lastHeld  *[]allocID
+}
+
+// lastMaps is what maps found for one protocol and address.
+type lastMaps struct {
+	key        poolKey
+	gen        uint64
+	valid      bool
+	pool       *portPool // nil when the address has none yet
+	own, other *bitmap
 }
 
 // poolKey names the ports of one protocol on one host address.
@@ -86,7 +106,7 @@ func newPortState() portState {
 	return portState{
 		pools:    make(map[poolKey]*portPool),
 		specific: make(map[famKey]*portUse),
-		owners:   make(map[string][]allocID),
+		owners:   make(map[string]*[]allocID),
 	}
 }
 
@@ -95,6 +115,7 @@ func (s *portState) pool(k poolKey) *portPool {
 	if p == nil {
 		p = &portPool{key: k, id: uint32(len(s.byID)), used: newBitmap(1 << 16)}
 		s.pools[k] = p
+		s.gen++
 		s.byID = append(s.byID, p)
 	}
 	return p
@@ -112,11 +133,18 @@ func (s *portState) lookup(proto Proto, ip netip.Addr, first uint16) (allocID, p
 
 // maps returns the bitmap of the request's own pool and the one it must
 // also stay clear of: the wildcard pool for a specific address, the union
-// of specific addresses for a wildcard.
+// of specific addresses for a wildcard. The answer, with the pool, stays
+// in s.last for the next request of a batch: three map lookups a port were
+// a third of a 65,535-port fill.
 func (s *portState) maps(proto Proto, ip netip.Addr) (own, other *bitmap) {
+	k := poolKey{proto, ip}
+	if l := &s.last; l.valid && l.gen == s.gen && l.key == k {
+		return l.own, l.other
+	}
 	own, other = noPorts, noPorts
-	if p := s.pools[poolKey{proto, ip}]; p != nil {
-		own = p.used
+	pool := s.pools[k]
+	if pool != nil {
+		own = pool.used
 	}
 	if ip.IsUnspecified() {
 		if u := s.specific[famKey{proto, ip.Is6()}]; u != nil {
@@ -125,6 +153,7 @@ func (s *portState) maps(proto Proto, ip netip.Addr) (own, other *bitmap) {
 	} else if p := s.pools[poolKey{proto, unspecified(ip)}]; p != nil {
 		other = p.used
 	}
+	s.last = lastMaps{key: k, gen: s.gen, valid: true, pool: pool, own: own, other: other}
 	return own, other
 }
 
@@ -168,7 +197,11 @@ func (s *portState) holder(proto Proto, ip netip.Addr, port uint16) string {
 }
 
 func (s *portState) take(pa PortAllocation, dynamic bool) {
-	pool := s.pool(poolKey{pa.Proto, pa.HostIP})
+	s.takeIn(s.pool(poolKey{pa.Proto, pa.HostIP}), pa, dynamic)
+}
+
+// takeIn is take with pa's pool found already.
+func (s *portState) takeIn(pool *portPool, pa PortAllocation, dynamic bool) {
 	pool.used.setRange(uint32(pa.Ports.First), uint32(pa.Ports.Last))
 	if dynamic {
 		pool.cursor = pa.Ports.Last
@@ -179,16 +212,47 @@ func (s *portState) take(pa PortAllocation, dynamic bool) {
 		if u == nil {
 			u = &portUse{used: newBitmap(1 << 16), counts: make([]uint32, 1<<16)}
 			s.specific[fk] = u
+			s.gen++
 		}
 		u.used.setRange(uint32(pa.Ports.First), uint32(pa.Ports.Last))
 		for p := int(pa.Ports.First); p <= int(pa.Ports.Last); p++ {
 			u.counts[p]++
 		}
 	}
-	held := s.owners[pa.Owner]
-	*pool.at(pa.Ports.First) = portAlloc{last: pa.Ports.Last, pos: int32(len(held)), owner: pa.Owner}
-	s.owners[pa.Owner] = append(held, makeAllocID(pool, pa.Ports.First))
+	held := s.ownerList(pa.Owner)
+	*pool.at(pa.Ports.First) = portAlloc{last: pa.Ports.Last, pos: int32(len(*held)), owner: pa.Owner}
+	*held = append(*held, makeAllocID(pool, pa.Ports.First))
 	s.count++
+}
+
+// ownerList is the owner's list of allocations, made on first use.
+func (s *portState) ownerList(owner string) *[]allocID {
+	if s.lastHeld != nil && s.lastOwner == owner {
+		return s.lastHeld
+	}
+	held := s.owners[owner]
+	if held == nil {
+		held = new([]allocID)
+		s.owners[owner] = held
+	}
+	s.lastOwner, s.lastHeld = owner, held
+	return held
+}
+
+// held is the owner's allocations, nil when none; the caller must not
+// change it.
+func (s *portState) held(owner string) []allocID {
+	if held := s.owners[owner]; held != nil {
+		return *held
+	}
+	return nil
+}
+
+// growOwner makes room for n more allocations of owner, so a batch
+// appends without copying the list again and again.
+func (s *portState) growOwner(owner string, n int) {
+	held := s.ownerList(owner)
+	*held = slices.Grow(*held, n)
 }
 
 func (s *portState) free(id allocID) {
@@ -209,14 +273,15 @@ func (s *portState) free(id allocID) {
 		}
 	}
 	held := s.owners[a.owner]
-	if moved := held[len(held)-1]; moved != id {
+	if moved := (*held)[len(*held)-1]; moved != id {
 		s.byID[moved>>16].at(uint16(moved)).pos = a.pos
-		held[a.pos] = moved
+		(*held)[a.pos] = moved
 	}
-	if held = held[:len(held)-1]; len(held) == 0 {
+	if *held = (*held)[:len(*held)-1]; len(*held) == 0 {
 		delete(s.owners, a.owner)
-	} else {
-		s.owners[a.owner] = held
+		if s.lastHeld == held {
+			s.lastHeld = nil
+		}
 	}
 }
 

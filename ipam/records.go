@@ -67,6 +67,28 @@ func portRecord(pa PortAllocation, dynamic bool) (k, v, ck, cv []byte) {
 	return k, v, ck, cv
 }
 
+// portRecordSize is the bytes appendPortRecord adds.
+func portRecordSize(pa PortAllocation) int {
+	return 1 + pa.HostIP.BitLen()/8 + 4 + len(pa.Owner)
+}
+
+// appendPortRecord encodes an allocation as portRecord does, at the end of
+// buf, and returns buf and the key and value, which share its array.
+func appendPortRecord(buf []byte, pa PortAllocation) (out, k, v []byte) {
+	start := len(buf)
+	buf = appendAddr(append(buf, byte(pa.Proto)), pa.HostIP)
+	buf = binary.BigEndian.AppendUint16(buf, pa.Ports.First)
+	mid := len(buf)
+	buf = binary.BigEndian.AppendUint16(buf, pa.Ports.Last)
+	buf = append(buf, pa.Owner...)
+	return buf, buf[start:mid:mid], buf[mid:len(buf):len(buf)]
+}
+
+// poolCursorKey is the key of a pool's dynamic cursor record.
+func poolCursorKey(k poolKey) []byte {
+	return appendAddr([]byte{byte(k.proto)}, k.ip)
+}
+
 func portKey(proto Proto, ip netip.Addr, first uint16) []byte {
 	k := make([]byte, 0, 19)
 	k = append(k, byte(proto))

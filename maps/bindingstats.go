@@ -27,11 +27,25 @@ func (s *BindingStats) Create(ids []uint32) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	// One batch when none exists yet (new ids, the usual case: 60,000
-	// took 60,000 system calls one by one); a batch stops at an entry
-	// that exists, and the loop below then keeps its counts.
-	values := make([]BindingCounter, len(ids))
-	if _, err := s.m.BatchUpdate(ids, values, &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateNoExist)}); err == nil {
+	// A batch update takes no BPF_NOEXIST (the kernel allows only
+	// BPF_F_LOCK in a batch's flags), so a large batch learns which ids
+	// have an entry from one walk and writes the rest in one batch: 60,000
+	// one by one took 60,000 system calls. The datapath never creates
+	// entries, so none appears in between.
+	if len(ids) > createOneByOne {
+		have := map[uint32]bool{}
+		if err := walk(s.m, func(id uint32, _ BindingCounter) { have[id] = true }); err != nil {
+			return fmt.Errorf("create counters of %d bindings: %w", len(ids), err)
+		}
+		fresh := make([]uint32, 0, len(ids))
+		for _, id := range ids {
+			if !have[id] {
+				fresh = append(fresh, id)
+			}
+		}
+		if err := batchPut(s.m, fresh, make([]BindingCounter, len(fresh))); err != nil {
+			return fmt.Errorf("create counters of %d bindings: %w", len(fresh), err)
+		}
 		return nil
 	}
 	for _, id := range ids {
@@ -42,6 +56,10 @@ func (s *BindingStats) Create(ids []uint32) error {
 	}
 	return nil
 }
+
+// createOneByOne: up to this many ids, one update each costs less than a
+// walk of the whole map.
+const createOneByOne = 256
 
 // Delete drops the counters of ids; missing ones are not an error.
 func (s *BindingStats) Delete(ids []uint32) error { return batchDelete(s.m, ids) }
