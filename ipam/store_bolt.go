@@ -42,12 +42,6 @@ func OpenBolt(path string) (*BoltStore, error) {
 		Timeout: lockTimeout,
 		// The hashmap freelist stays fast as the file fragments.
 		FreelistType: bolt.FreelistMapType,
-		// Room for 60,000 mappings and their ports without growing the
-		// mapping inside a transaction: a remap copies every node the
-		// transaction has touched out of the old mapping (a third of a
-		// 60,000-port publish). Address space only; the file grows as
-		// it fills.
-		InitialMmapSize: 128 << 20,
 	})
 	if err != nil {
 		return nil, err
