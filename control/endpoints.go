@@ -358,10 +358,8 @@ func containerLabel(e *Endpoint) string {
 func (a *Agent) detach(name string) error {
 	e := a.st.endpoints[name]
 	var ms []*PortMapping
-	for _, m := range a.st.ports {
-		if m.Endpoint == name {
-			ms = append(ms, m)
-		}
+	for _, m := range a.st.endpointPorts(name) {
+		ms = append(ms, m)
 	}
 	if err := a.unpublish(ms); err != nil {
 		return err
@@ -444,12 +442,7 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 		pas = append(pas, ipam.PortAllocation{Owner: m.Endpoint, Proto: proto, HostIP: m.HostIP, Ports: m.Host})
 	}
 	_, err := a.ipam.ReleasePortsBatch(pas, func(tx ipam.Tx) error {
-		for _, m := range ms {
-			if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
-				return err
-			}
-		}
-		return nil
+		return a.st.deleteRecords(tx, ms)
 	})
 	if err != nil {
 		return fmt.Errorf("delete port mappings: %w", err)
@@ -458,7 +451,7 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	ids := make(map[uint32]bool, len(ms))
 	idList := make([]uint32, 0, len(ms))
 	for _, m := range ms {
-		delete(a.st.ports, portKey(m))
+		a.st.deletePort(m)
 		a.portsGen++
 		if !ids[m.ID] {
 			ids[m.ID] = true

@@ -93,10 +93,10 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 				return kindf(ErrInvalid, "port spec %q: %v", req.Specs[i], err)
 			}
 			bindings = append(bindings, bs...)
-			if err := put(tx, bucketPorts, portKey(m), m); err != nil {
-				return fmt.Errorf("save port mappings: %w", err)
-			}
 			out[i] = m
+		}
+		if err := saveGroups(tx, out); err != nil {
+			return err
 		}
 		return putNextID(tx, id+uint32(len(specs)))
 	}
@@ -112,10 +112,8 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	// forget undoes the saved mappings and the ports, in one transaction.
 	forget := func() error {
 		released, err := a.ipam.ReleasePortsBatch(held, func(tx ipam.Tx) error {
-			for _, m := range out {
-				if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
-					return err
-				}
+			if err := a.st.deleteRecords(tx, out); err != nil {
+				return err
 			}
 			return putNextID(tx, a.st.nextID)
 		})
@@ -159,7 +157,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	}
 	a.st.nextID = id
 	for _, m := range out {
-		a.st.ports[portKey(m)] = m
+		a.st.putPort(m)
 	}
 	a.portsGen++
 	return clones(out), nil
@@ -205,8 +203,8 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 		return nil, err
 	}
 	var ms []*PortMapping
-	for _, m := range a.st.ports {
-		if m.Endpoint != req.Endpoint || m.Proto != spec.Proto.String() || !overlaps(m.Container, spec.Container) {
+	for _, m := range a.st.endpointPorts(req.Endpoint) {
+		if m.Proto != spec.Proto.String() || !overlaps(m.Container, spec.Container) {
 			continue
 		}
 		if spec.HostIP.IsValid() && m.HostIP != spec.HostIP {
@@ -243,7 +241,12 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 		out = append(out, removed)
 	}
 	sortMappings(out)
-	// The lists of what went, and of the parts a split renumbered.
+	// The lists of what went, and of the parts a split renumbered. Only
+	// mappings with a list have entries there: without one, the sync (a
+	// walk of every mapping) has nothing to do.
+	if !slices.ContainsFunc(ms, func(m *PortMapping) bool { return len(m.AllowFrom) > 0 }) {
+		return out, nil
+	}
 	if err := a.syncAllowFrom(); err != nil {
 		return out, err
 	}

@@ -84,9 +84,15 @@ func newDatapathMap(t *testing.T, name string) *ebpf.Map {
 // publish ports.
 func testAgent(t *testing.T) *Agent {
 	t.Helper()
+	return testAgentAt(t, filepath.Join(t.TempDir(), "pontoon.db"))
+}
+
+// testAgentAt is testAgent on the state file at path.
+func testAgentAt(t *testing.T, path string) *Agent {
+	t.Helper()
 	bindings := maps.NewBindings(newHashMap(t, maps.BindingKey{}, maps.BindingValue{}))
 	hostAddrs := newHashMap(t, maps.HostAddrKey{}, maps.HostAddrValue{})
-	store, err := ipam.OpenBolt(filepath.Join(t.TempDir(), "pontoon.db"))
+	store, err := ipam.OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}

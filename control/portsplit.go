@@ -33,6 +33,7 @@ func splitOf(m *PortMapping, spec PortSpec) (mappingSplit, bool) {
 	}
 	part := func(from, to int) PortMapping {
 		p := *m
+		p.group = 0 // a kept part is saved in a record of its own
 		p.Host = ipam.PortRange{First: m.Host.First + uint16(from), Last: m.Host.First + uint16(to)}
 		p.Container = ipam.PortRange{First: m.Container.First + uint16(from), Last: m.Container.First + uint16(to)}
 		return p
@@ -97,7 +98,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 		bindings = append(bindings, bs...)
 	}
 	err = a.store.Update(func(tx ipam.Tx) error {
-		if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
+		if err := a.st.deleteRecords(tx, []*PortMapping{m}); err != nil {
 			return err
 		}
 		for _, k := range kept {
@@ -110,10 +111,10 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	if err != nil {
 		return nil, withUndo(fmt.Errorf("save the split of %s ports %s: %w", m.Proto, m.Host, err), undoIPAM())
 	}
-	delete(a.st.ports, portKey(m))
+	a.st.deletePort(m)
 	a.portsGen++
 	for _, k := range kept {
-		a.st.ports[portKey(k)] = k
+		a.st.putPort(k)
 	}
 	a.st.nextID = id
 

@@ -1,10 +1,12 @@
 package control
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/pontoon-net/pontoon/ipam"
 )
@@ -15,7 +17,7 @@ import (
 const (
 	bucketNetworks  = "agent.networks"  // name -> JSON Network
 	bucketEndpoints = "agent.endpoints" // name -> JSON Endpoint
-	bucketPorts     = "agent.ports"     // proto/hostIP/first -> JSON PortMapping
+	bucketPorts     = "agent.ports"     // proto/hostIP/first -> JSON PortMapping; groupKey -> JSON []PortMapping
 	bucketMeta      = "agent.meta"
 )
 
@@ -51,6 +53,142 @@ type state struct {
 	endpoints map[string]*Endpoint
 	ports     map[string]*PortMapping
 	nextID    uint32
+	// byEndpoint indexes ports by endpoint, so that one unpublish or
+	// detach does not scan every mapping of the host. Built on first use
+	// (a state filled by hand has none); putPort and deletePort keep it.
+	byEndpoint map[string]map[string]*PortMapping
+	// groups holds the members of each group record (see saveGroups).
+	groups map[uint32][]*PortMapping
+}
+
+// A publish saves its mappings in group records of up to groupSize, keyed
+// by the first member's binding id (which may leave the group later): one record a port made a 60,000-port
+// publish mostly bbolt inserts. Removing a member rewrites its group, so
+// groups stay small. Records of one mapping under its portKey (from
+// agents before groups, and from 'pontoon state rebuild') are read and
+// removed as before; groupPrefix sorts group keys apart from those, which
+// start with the protocol's name.
+const (
+	groupSize   = 256
+	groupPrefix = "\x00group/"
+)
+
+func groupKey(id uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte(groupPrefix), id)
+}
+
+// saveGroups saves new mappings in new group records and sets their group.
+func saveGroups(tx ipam.Tx, ms []*PortMapping) error {
+	for len(ms) > 0 {
+		chunk := ms[:min(groupSize, len(ms))]
+		ms = ms[len(chunk):]
+		for _, m := range chunk {
+			m.group = chunk[0].ID
+		}
+		if err := put(tx, bucketPorts, string(groupKey(chunk[0].ID)), chunk); err != nil {
+			return fmt.Errorf("save port mappings: %w", err)
+		}
+	}
+	return nil
+}
+
+// deleteRecords removes the records of ms, mappings of st or new ones
+// saveGroups saved in this transaction, rewriting each group that keeps
+// members. st itself changes only when the caller deletes them after the
+// commit.
+func (st *state) deleteRecords(tx ipam.Tx, ms []*PortMapping) error {
+	gone := map[uint32]map[*PortMapping]bool{}
+	for _, m := range ms {
+		if m.group == 0 {
+			if err := tx.Delete(bucketPorts, []byte(portKey(m))); err != nil {
+				return err
+			}
+			continue
+		}
+		if gone[m.group] == nil {
+			gone[m.group] = map[*PortMapping]bool{}
+		}
+		gone[m.group][m] = true
+	}
+	for g, out := range gone {
+		var keep []*PortMapping
+		for _, m := range st.groups[g] {
+			if !out[m] {
+				keep = append(keep, m)
+			}
+		}
+		if len(keep) == 0 {
+			if err := tx.Delete(bucketPorts, groupKey(g)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := put(tx, bucketPorts, string(groupKey(g)), keep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putPort adds or replaces a mapping.
+func (st *state) putPort(m *PortMapping) {
+	k := portKey(m)
+	if st.byEndpoint != nil {
+		if old := st.ports[k]; old != nil {
+			delete(st.byEndpoint[old.Endpoint], k)
+		}
+		em := st.byEndpoint[m.Endpoint]
+		if em == nil {
+			em = map[string]*PortMapping{}
+			st.byEndpoint[m.Endpoint] = em
+		}
+		em[k] = m
+	}
+	st.ports[k] = m
+	if m.group != 0 {
+		if st.groups == nil {
+			st.groups = map[uint32][]*PortMapping{}
+		}
+		st.groups[m.group] = append(st.groups[m.group], m)
+	}
+}
+
+// deletePort removes a mapping.
+func (st *state) deletePort(m *PortMapping) {
+	k := portKey(m)
+	if old := st.ports[k]; old != nil && st.byEndpoint != nil {
+		em := st.byEndpoint[old.Endpoint]
+		delete(em, k)
+		if len(em) == 0 {
+			delete(st.byEndpoint, old.Endpoint)
+		}
+	}
+	if old := st.ports[k]; old != nil && old.group != 0 {
+		members := slices.DeleteFunc(st.groups[old.group], func(x *PortMapping) bool { return x == old })
+		if len(members) == 0 {
+			delete(st.groups, old.group)
+		} else {
+			st.groups[old.group] = members
+		}
+	}
+	delete(st.ports, k)
+}
+
+// endpointPorts is the endpoint's mappings, keyed as ports; the caller
+// must not change the map.
+func (st *state) endpointPorts(name string) map[string]*PortMapping {
+	if st.byEndpoint == nil {
+		st.byEndpoint = map[string]map[string]*PortMapping{}
+		for k, m := range st.ports {
+			em := st.byEndpoint[m.Endpoint]
+			if em == nil {
+				em = map[string]*PortMapping{}
+				st.byEndpoint[m.Endpoint] = em
+			}
+			em[k] = m
+		}
+	}
+	return st.byEndpoint[name]
 }
 
 func portKey(m *PortMapping) string {
@@ -80,9 +218,23 @@ func loadState(s ipam.Store) (*state, error) {
 			return err
 		}
 		if err := tx.ForEach(bucketPorts, func(k, v []byte) error {
-			m := &PortMapping{}
-			st.ports[string(k)] = m
-			return decode(bucketPorts, k, v, m)
+			if !bytes.HasPrefix(k, []byte(groupPrefix)) {
+				m := &PortMapping{}
+				st.ports[string(k)] = m
+				return decode(bucketPorts, k, v, m)
+			}
+			var ms []*PortMapping
+			if err := decode(bucketPorts, k, v, &ms); err != nil {
+				return err
+			}
+			if len(k) != len(groupPrefix)+4 || len(ms) == 0 {
+				return fmt.Errorf("record %s/%q: not a group of port mappings", bucketPorts, k)
+			}
+			for _, m := range ms {
+				m.group = binary.BigEndian.Uint32(k[len(groupPrefix):])
+				st.putPort(m)
+			}
+			return nil
 		}); err != nil {
 			return err
 		}

@@ -215,6 +215,9 @@ type PortMapping struct {
 	// endpoints an engine made; set in listings only, never stored.
 	ContainerID   string `json:"container_id,omitempty"`
 	ContainerName string `json:"container_name,omitempty"`
+	// group is the id of the group record the mapping is saved in, 0 for
+	// a record of its own (see saveGroups).
+	group uint32
 }
 
 // Traffic is a mapping's counters: in towards its container, out its
