@@ -203,7 +203,7 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 		return nil, err
 	}
 	var ms []*PortMapping
-	for _, m := range a.st.endpointPorts(req.Endpoint) {
+	for _, m := range a.st.portCandidates(req.Endpoint, spec.Proto.String(), spec.Container) {
 		if m.Proto != spec.Proto.String() || !overlaps(m.Container, spec.Container) {
 			continue
 		}

@@ -53,10 +53,10 @@ type state struct {
 	endpoints map[string]*Endpoint
 	ports     map[string]*PortMapping
 	nextID    uint32
-	// byEndpoint indexes ports by endpoint, so that one unpublish or
-	// detach does not scan every mapping of the host. Built on first use
-	// (a state filled by hand has none); putPort and deletePort keep it.
-	byEndpoint map[string]map[string]*PortMapping
+	// index finds an endpoint's mappings without a scan of every mapping
+	// of the host: built on first use (a state filled by hand has none);
+	// putPort and deletePort keep it.
+	index *portIndex
 	// groups holds the members of each group record (see saveGroups).
 	groups map[uint32][]*PortMapping
 }
@@ -133,16 +133,11 @@ func (st *state) deleteRecords(tx ipam.Tx, ms []*PortMapping) error {
 // putPort adds or replaces a mapping.
 func (st *state) putPort(m *PortMapping) {
 	k := portKey(m)
-	if st.byEndpoint != nil {
+	if st.index != nil {
 		if old := st.ports[k]; old != nil {
-			delete(st.byEndpoint[old.Endpoint], k)
+			st.index.remove(k, old)
 		}
-		em := st.byEndpoint[m.Endpoint]
-		if em == nil {
-			em = map[string]*PortMapping{}
-			st.byEndpoint[m.Endpoint] = em
-		}
-		em[k] = m
+		st.index.add(k, m)
 	}
 	st.ports[k] = m
 	if m.group != 0 {
@@ -156,14 +151,14 @@ func (st *state) putPort(m *PortMapping) {
 // deletePort removes a mapping.
 func (st *state) deletePort(m *PortMapping) {
 	k := portKey(m)
-	if old := st.ports[k]; old != nil && st.byEndpoint != nil {
-		em := st.byEndpoint[old.Endpoint]
-		delete(em, k)
-		if len(em) == 0 {
-			delete(st.byEndpoint, old.Endpoint)
-		}
+	old := st.ports[k]
+	if old == nil {
+		return
 	}
-	if old := st.ports[k]; old != nil && old.group != 0 {
+	if st.index != nil {
+		st.index.remove(k, old)
+	}
+	if old.group != 0 {
 		members := slices.DeleteFunc(st.groups[old.group], func(x *PortMapping) bool { return x == old })
 		if len(members) == 0 {
 			delete(st.groups, old.group)
@@ -174,21 +169,99 @@ func (st *state) deletePort(m *PortMapping) {
 	delete(st.ports, k)
 }
 
+// portIndex holds each mapping, under its portKey, by endpoint, and by
+// container port too: in byPort when it has one container port, in
+// ranges when it has several.
+type portIndex struct {
+	byEndpoint map[string]map[string]*PortMapping
+	byPort     map[portSlot]map[string]*PortMapping
+	ranges     map[string]map[string]*PortMapping
+}
+
+type portSlot struct {
+	endpoint, proto string
+	port            uint16
+}
+
+func (x *portIndex) add(k string, m *PortMapping) {
+	addIndexed(x.byEndpoint, m.Endpoint, k, m)
+	if m.Container.Len() == 1 {
+		addIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k, m)
+	} else {
+		addIndexed(x.ranges, m.Endpoint, k, m)
+	}
+}
+
+func (x *portIndex) remove(k string, m *PortMapping) {
+	removeIndexed(x.byEndpoint, m.Endpoint, k)
+	if m.Container.Len() == 1 {
+		removeIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k)
+	} else {
+		removeIndexed(x.ranges, m.Endpoint, k)
+	}
+}
+
+func addIndexed[K comparable](idx map[K]map[string]*PortMapping, at K, k string, m *PortMapping) {
+	set := idx[at]
+	if set == nil {
+		set = map[string]*PortMapping{}
+		idx[at] = set
+	}
+	set[k] = m
+}
+
+func removeIndexed[K comparable](idx map[K]map[string]*PortMapping, at K, k string) {
+	if set := idx[at]; set != nil {
+		if delete(set, k); len(set) == 0 {
+			delete(idx, at)
+		}
+	}
+}
+
+func (st *state) portIndex() *portIndex {
+	if st.index == nil {
+		st.index = &portIndex{
+			byEndpoint: map[string]map[string]*PortMapping{},
+			byPort:     map[portSlot]map[string]*PortMapping{},
+			ranges:     map[string]map[string]*PortMapping{},
+		}
+		for k, m := range st.ports {
+			st.index.add(k, m)
+		}
+	}
+	return st.index
+}
+
 // endpointPorts is the endpoint's mappings, keyed as ports; the caller
 // must not change the map.
 func (st *state) endpointPorts(name string) map[string]*PortMapping {
-	if st.byEndpoint == nil {
-		st.byEndpoint = map[string]map[string]*PortMapping{}
-		for k, m := range st.ports {
-			em := st.byEndpoint[m.Endpoint]
-			if em == nil {
-				em = map[string]*PortMapping{}
-				st.byEndpoint[m.Endpoint] = em
-			}
-			em[k] = m
+	return st.portIndex().byEndpoint[name]
+}
+
+// maxPortLookups: a container range up to this long is looked up port by
+// port; a longer one scans the endpoint's mappings.
+const maxPortLookups = 1024
+
+// portCandidates is every mapping of the endpoint that may hold a
+// container port of proto in ports, and maybe others: the caller filters.
+func (st *state) portCandidates(endpoint, proto string, ports ipam.PortRange) []*PortMapping {
+	x := st.portIndex()
+	var out []*PortMapping
+	if ports.Len() > maxPortLookups {
+		for _, m := range x.byEndpoint[endpoint] {
+			out = append(out, m)
+		}
+		return out
+	}
+	for p := int(ports.First); p <= int(ports.Last); p++ {
+		for _, m := range x.byPort[portSlot{endpoint, proto, uint16(p)}] {
+			out = append(out, m)
 		}
 	}
-	return st.byEndpoint[name]
+	for _, m := range x.ranges[endpoint] {
+		out = append(out, m)
+	}
+	return out
 }
 
 func portKey(m *PortMapping) string {
