@@ -143,7 +143,16 @@ func mappingBindings(m *PortMapping) ([]maps.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.HostIP.Is4() != m.Backend.Is4() || (m.Backend6.IsValid() && (!m.Backend6.Is6() || m.HostIP != netip.IPv4Unspecified())) {
+		// The v6 datapath relies on it: an IPv6 key has an IPv6 backend.
+		return nil, fmt.Errorf("host %s, backend %s and IPv6 backend %s are not of matching families", m.HostIP, m.Backend, m.Backend6)
+	}
 	bs, err := maps.PortRange(proto, m.HostIP, m.Host.First, m.Host.Last, m.Backend, m.Container.First, m.ID)
+	if err == nil && m.Backend6.IsValid() {
+		var bs6 []maps.Binding
+		bs6, err = maps.PortRange(proto, netip.IPv6Unspecified(), m.Host.First, m.Host.Last, m.Backend6, m.Container.First, m.ID)
+		bs = append(bs, bs6...)
+	}
 	for i := range bs {
 		bs[i].Allowlist = len(m.AllowFrom) > 0
 	}

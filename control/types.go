@@ -203,8 +203,13 @@ type PortMapping struct {
 	HostIP    netip.Addr     `json:"host_ip"`
 	Host      ipam.PortRange `json:"host_ports"`
 	Container ipam.PortRange `json:"container_ports"`
-	Backend   netip.Addr     `json:"backend"`
-	ID        uint32         `json:"binding_id"`
+	// Backend is the container's address of HostIP's family.
+	Backend netip.Addr `json:"backend"`
+	// Backend6 is set on a wildcard mapping (no host IP given) of a
+	// dual-stack endpoint: [::] is published to it too, as Docker does,
+	// under the same binding id. HostIP is then 0.0.0.0.
+	Backend6 netip.Addr `json:"backend6,omitzero"`
+	ID       uint32     `json:"binding_id"`
 	// AllowFrom limits the clients from outside to these sources (port
 	// publish --allow-from); empty: any.
 	AllowFrom []netip.Prefix `json:"allow_from,omitempty"`
