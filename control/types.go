@@ -104,6 +104,9 @@ type NetworkCreate struct {
 	IPv6     bool   `json:"ipv6,omitempty"`
 	Subnet6  string `json:"subnet6,omitempty"`
 	Gateway6 string `json:"gateway6,omitempty"`
+	// Masquerade6 asks for IPv6 masquerade (NAT66, off by default as in
+	// Docker): refused until the datapath translates IPv6 sources.
+	Masquerade6 bool `json:"masquerade6,omitempty"`
 	// Force accepts a subnet overlapping a route of the host that is not
 	// an interface's own subnet.
 	Force bool `json:"force,omitempty"`
