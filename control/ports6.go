@@ -87,7 +87,7 @@ func (p *v6Ports) check(m *PortMapping) error {
 		case m.Backend6.IsValid() && (p.wildcard[i][port] || p.specific[i][port]):
 			return kindf(ErrConflict, "%s port %d is published on an IPv6 address already, and a spec without a host IP publishes [::] too; give another host port, or 0.0.0.0 as host IP for IPv4 alone", m.Proto, port)
 		case m.HostIP.Is6() && p.wildcard[i][port]:
-			return kindf(ErrConflict, "%s port %d on %s: a mapping without a host IP holds it on [::] already; give another host port", m.Proto, port, m.HostIP)
+			return kindf(ErrConflict, "%s port %d on [%s]: a mapping without a host IP holds it on [::] already; give another host port", m.Proto, port, m.HostIP)
 		}
 	}
 	return nil
