@@ -113,6 +113,11 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	if err := a.addNetworkTopology(n); err != nil {
 		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
 	}
+	if n.IPv6 && n.Routed {
+		if err := a.enableSysctl(ipv6Forward); err != nil {
+			a.log.Error("routed IPv6 network: the host does not forward IPv6", "network", n.Name, "err", err)
+		}
+	}
 	return a.networkInfo(n), nil
 }
 

@@ -182,3 +182,35 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		}
 	})
 }
+
+// TestIPv6ForwardingRestored: the agent turns IPv6 forwarding on only for
+// a network that needs the host to route IPv6 (a routed dual-stack one),
+// records the value it found, and cleanup puts it back.
+func TestIPv6ForwardingRestored(t *testing.T) {
+	w := newWorld(t, 0)
+	forward := func() string {
+		t.Helper()
+		return strings.TrimSpace(w.host.Exec(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"))
+	}
+	w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
+	w.startAgent()
+	w.ok("network", "create", "masq", "--subnet", "10.87.0.0/24", "--subnet6", "fd00:87::/64")
+	if got := forward(); got != "0" {
+		t.Fatalf("IPv6 forwarding %s for a masquerading network, want it left at 0", got)
+	}
+	w.ok("network", "create", "routed", "--routed", "--subnet", "10.88.0.0/24", "--subnet6", "fd00:88::/64")
+	if got := forward(); got != "1" {
+		t.Fatalf("IPv6 forwarding %s with a routed IPv6 network, want 1", got)
+	}
+	// A restart finds its own 1 and keeps the 0 recorded.
+	w.agent.stop(syscall.SIGTERM)
+	w.startAgent()
+	w.agent.stop(syscall.SIGTERM)
+	out := w.host.Exec(t, bin, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
+	if got := forward(); got != "0" {
+		t.Errorf("IPv6 forwarding %s after cleanup, want the 0 the agent found", got)
+	}
+	if !strings.Contains(out, "restored net.ipv6.conf.all.forwarding to 0") {
+		t.Errorf("cleanup does not say it restored IPv6 forwarding:\n%s", out)
+	}
+}
