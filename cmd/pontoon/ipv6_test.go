@@ -289,13 +289,16 @@ func TestIPv6Datapath(t *testing.T) {
 
 // TestIPv6StateRebuild: `pontoon state rebuild` brings a dual-stack
 // network and its endpoints back from the interfaces and pinned maps,
-// IPv6 subnet, gateway and addresses included.
+// IPv6 subnet, gateway and addresses included, and their published
+// ports, a wildcard spec's two families as one mapping.
 func TestIPv6StateRebuild(t *testing.T) {
 	w := newWorld(t, 2)
 	w.startAgent()
 	w.ok("network", "create", "dual", "--subnet", "10.76.0.0/24", "--subnet6", "fd00:76::/64")
 	w.ok("endpoint", "attach", "dual", "e0", "--netns", w.containers[0].Path())
 	w.ok("endpoint", "attach", "dual", "e1", "--netns", w.containers[1].Path(), "--ip6", "fd00:76::abc")
+	// Both families' bindings of a wildcard spec come back as one mapping.
+	w.ok("port", "publish", "e0", "8080:80", "[::1]:8081:80", "0.0.0.0:8082:80/udp")
 	before := w.snapshot()
 	w.agent.stop(syscall.SIGTERM)
 	path := control.StatePath(w.stateDir)
@@ -313,6 +316,9 @@ func TestIPv6StateRebuild(t *testing.T) {
 	w.okJSON(&e1, "endpoint", "inspect", "e1")
 	if e1.IPv6 != netip.MustParseAddr("fd00:76::abc") || e1.Gateway6 != netip.MustParseAddr("fd00:76::1") {
 		t.Errorf("rebuilt e1: %s via %s", e1.IPv6, e1.Gateway6)
+	}
+	if out := w.ok("port", "ls", "e0"); !strings.Contains(out, "80/tcp -> 0.0.0.0:8080, [::]:8080") {
+		t.Errorf("rebuilt wildcard mapping:\n%s", out)
 	}
 }
 
