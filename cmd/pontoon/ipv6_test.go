@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/loader/testenv"
@@ -367,24 +364,11 @@ func TestIPv6SocketHooks(t *testing.T) {
 		}
 	})
 	t.Run("host binds of what connect6 reaches are refused", func(t *testing.T) {
-		at := func(network, addr string) testenv.Bind {
-			return testenv.Bind{Network: network, Addr: netip.MustParseAddrPort(addr)}
-		}
-		taken := []testenv.Bind{at("tcp6", "[::1]:8080"), at("tcp6", "[fd00:ff::1]:8080"), at("udp6", "[::1]:5353")}
 		// A binding on 127.0.0.1 alone leaves [::1] free, as does an
 		// unpublished port.
-		free := []testenv.Bind{at("tcp6", "[::1]:9090"), at("tcp6", "[fd00:ff::1]:8081")}
-		errs := w.host.BindFrom(t, w.cgroup, append(taken, free...)...)
-		for i, b := range taken {
-			if !errors.Is(errs[i], unix.EADDRINUSE) {
-				t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
-			}
-		}
-		for i, b := range free {
-			if err := errs[len(taken)+i]; err != nil {
-				t.Errorf("host bind %s: %v", b, err)
-			}
-		}
+		expectHostBinds(t, w,
+			[]string{"tcp6 [::1]:8080", "tcp6 [fd00:ff::1]:8080", "udp6 [::1]:5353"},
+			[]string{"tcp6 [::1]:9090", "tcp6 [fd00:ff::1]:8081"})
 	})
 	t.Run("a container's own [::1] is its own", func(t *testing.T) {
 		if res, err := c0.DialFrom(t, w.cgroup, "tcp", "[::1]:8080"); err == nil {

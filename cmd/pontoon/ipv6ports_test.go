@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,25 +114,9 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		if !testenv.KernelAtLeast(t, 5, 18) {
 			t.Skip("refusing a bind with EADDRINUSE needs bpf_set_retval, Linux 5.18")
 		}
-		at := func(network, addr string) testenv.Bind {
-			return testenv.Bind{Network: network, Addr: netip.MustParseAddrPort(addr)}
-		}
-		taken := []testenv.Bind{
-			at("tcp6", "[::1]:8080"), at("tcp6", "[fd00:ff::1]:8080"), at("tcp6", "[::]:8080"),
-			at("tcp6", "[::1]:8081"), at("tcp6", "[::]:8081"), at("udp6", "[::1]:5353"), at("udp6", "[::]:5353"),
-		}
-		free := []testenv.Bind{at("tcp6", "[::1]:8082"), at("tcp6", "[fd00:ff::1]:8081"), at("udp6", "[::1]:8080")}
-		errs := w.host.BindFrom(t, w.cgroup, append(taken, free...)...)
-		for i, b := range taken {
-			if !errors.Is(errs[i], unix.EADDRINUSE) {
-				t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
-			}
-		}
-		for i, b := range free {
-			if err := errs[len(taken)+i]; err != nil {
-				t.Errorf("host bind %s: %v", b, err)
-			}
-		}
+		expectHostBinds(t, w,
+			[]string{"tcp6 [::1]:8080", "tcp6 [fd00:ff::1]:8080", "tcp6 [::]:8080", "tcp6 [::1]:8081", "tcp6 [::]:8081", "udp6 [::1]:5353", "udp6 [::]:5353"},
+			[]string{"tcp6 [::1]:8082", "tcp6 [fd00:ff::1]:8081", "udp6 [::1]:8080"})
 	})
 
 	t.Run("64 MiB each way over [::1]", func(t *testing.T) {
@@ -212,5 +197,25 @@ func TestIPv6ForwardingRestored(t *testing.T) {
 	}
 	if !strings.Contains(out, "restored net.ipv6.conf.all.forwarding to 0") {
 		t.Errorf("cleanup does not say it restored IPv6 forwarding:\n%s", out)
+	}
+}
+
+// expectHostBinds tries host binds ("tcp6 [::1]:8080") from the world's
+// cgroup: each of taken must fail with EADDRINUSE, each of free succeed.
+func expectHostBinds(t *testing.T, w *world, taken, free []string) {
+	t.Helper()
+	var binds []testenv.Bind
+	for _, b := range append(slices.Clone(taken), free...) {
+		network, addr, _ := strings.Cut(b, " ")
+		binds = append(binds, testenv.Bind{Network: network, Addr: netip.MustParseAddrPort(addr)})
+	}
+	errs := w.host.BindFrom(t, w.cgroup, binds...)
+	for i, b := range binds {
+		switch {
+		case i < len(taken) && !errors.Is(errs[i], unix.EADDRINUSE):
+			t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
+		case i >= len(taken) && errs[i] != nil:
+			t.Errorf("host bind %s: %v", b, errs[i])
+		}
 	}
 }
