@@ -241,6 +241,7 @@ const (
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
 	SockProgSockRecvmsg6     = "sock_recvmsg6"
 	SockProgSockSendmsg4     = "sock_sendmsg4"
+	SockProgSockSendmsg6     = "sock_sendmsg6"
 )
 
 // LoadSock returns the embedded CollectionSpec for Sock.
@@ -294,6 +295,7 @@ type SockProgramSpecs struct {
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
 	SockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
 }
 
 // SockMapSpecs contains maps before they are loaded into the kernel.
@@ -408,6 +410,7 @@ type SockPrograms struct {
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
 	SockRecvmsg6     *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.Program `ebpf:"sock_sendmsg6"`
 }
 
 func (p *SockPrograms) Close() error {
@@ -421,6 +424,7 @@ func (p *SockPrograms) Close() error {
 		p.SockRecvmsg4,
 		p.SockRecvmsg6,
 		p.SockSendmsg4,
+		p.SockSendmsg6,
 	)
 }
 

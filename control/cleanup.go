@@ -24,6 +24,8 @@ type CleanupReport struct {
 	Kept []string
 	// IPForward is the net.ipv4.ip_forward value put back, "" if none.
 	IPForward string
+	// IPv6Forward is the net.ipv6.conf.all.forwarding value put back.
+	IPv6Forward string
 	// ForeignPins are entries of the pin directory that are not pins a
 	// datapath makes (relative to it), left with the directory.
 	ForeignPins []string
@@ -124,7 +126,10 @@ func Cleanup(stateDir, pinDir, socket string, purge bool) (*CleanupReport, error
 	}
 
 	if store != nil {
-		if err := restoreForwarding(store, purge, rep); err != nil {
+		if rep.IPForward, err = restoreForwarding(store, ipForward, purge, rep); err != nil {
+			return nil, err
+		}
+		if rep.IPv6Forward, err = restoreForwarding(store, ipv6Forward, purge, rep); err != nil {
 			return nil, err
 		}
 		if err := store.Close(); err != nil {
@@ -140,34 +145,33 @@ func Cleanup(stateDir, pinDir, socket string, purge bool) (*CleanupReport, error
 	return rep, nil
 }
 
-// restoreForwarding puts back the net.ipv4.ip_forward an agent found,
-// when cleanup runs in the namespace that agent ran in, and forgets it so
-// the next agent records afresh.
-func restoreForwarding(store *ipam.BoltStore, purge bool, rep *CleanupReport) error {
-	rec, ok, err := getForwardRecord(store)
+// restoreForwarding puts back the forwarding value an agent found, when
+// cleanup runs in the namespace that agent ran in, and forgets it so the
+// next agent records afresh. It returns the value put back, "" if none.
+func restoreForwarding(store *ipam.BoltStore, fs forwardSysctl, purge bool, rep *CleanupReport) (string, error) {
+	rec, ok, err := getForwardRecord(store, fs.key)
 	if err != nil || !ok {
-		return err
+		return "", err
 	}
 	here, err := ownNetns()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if rec.Netns != here {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("net.ipv4.ip_forward left as it is: the agent ran in another network namespace (%s, this is %s); run cleanup there", rec.Netns, here))
-		return nil
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s left as it is: the agent ran in another network namespace (%s, this is %s); run cleanup there", fs.name, rec.Netns, here))
+		return "", nil
 	}
 	if rec.Value != "0" && rec.Value != "1" {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("net.ipv4.ip_forward left as it is: the recorded value %q is neither 0 nor 1", rec.Value))
-		return nil
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s left as it is: the recorded value %q is neither 0 nor 1", fs.name, rec.Value))
+		return "", nil
 	}
-	if err := os.WriteFile(ipForward, []byte(rec.Value), 0o644); err != nil {
-		return fmt.Errorf("restore net.ipv4.ip_forward to %s: %w", rec.Value, err)
+	if err := os.WriteFile(fs.path, []byte(rec.Value), 0o644); err != nil {
+		return "", fmt.Errorf("restore %s to %s: %w", fs.name, rec.Value, err)
 	}
-	rep.IPForward = rec.Value
 	if purge {
-		return nil
+		return rec.Value, nil
 	}
-	return store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketMeta, keyIPForward) })
+	return rec.Value, store.Update(func(tx ipam.Tx) error { return tx.Delete(bucketMeta, fs.key) })
 }
 
 // lockHolder reports whether a process holds the state file's lock (bbolt

@@ -122,8 +122,11 @@ func (st *state) check() error {
 	}
 	for k, m := range st.ports {
 		e := st.endpoints[m.Endpoint]
-		if portKey(m) != k || e == nil || e.IP != m.Backend || m.ID == 0 {
+		if portKey(m) != k || e == nil || m.ID == 0 {
 			return fmt.Errorf("port mapping record %q: endpoint %q, backend %s, binding id %d do not fit", k, m.Endpoint, m.Backend, m.ID)
+		}
+		if err := checkMappingFamilies(m, e); err != nil {
+			return fmt.Errorf("port mapping record %q: %w", k, err)
 		}
 	}
 	return nil

@@ -23,6 +23,10 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 
 // createNetwork is CreateNetwork for an owner: "" for the API, "docker"
 // for Docker's remote driver.
+// errMasquerade6: the datapath has no IPv6 source translation yet, and a
+// flag accepted but not done would leak the containers' ULA addresses.
+var errMasquerade6 = kindf(ErrUnsupported, "--masquerade6: IPv6 masquerade (NAT66) is not implemented by the datapath yet; leave it out (containers then reach no IPv6 outside, as with Docker's default), or use --routed to route their IPv6 addresses")
+
 func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, error) {
 	if err := checkName("network", req.Name); err != nil {
 		return nil, err
@@ -31,6 +35,9 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	defer a.mu.Unlock()
 	if _, ok := a.st.networks[req.Name]; ok {
 		return nil, kindf(ErrConflict, "network %s already exists; pick another name or remove it first", req.Name)
+	}
+	if req.Masquerade6 {
+		return nil, errMasquerade6
 	}
 	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Routed: req.Routed, Owner: owner}
 	if req.ICC != nil {
@@ -105,6 +112,11 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	}
 	if err := a.addNetworkTopology(n); err != nil {
 		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
+	}
+	if n.IPv6 && n.Routed {
+		if err := a.enableSysctl(ipv6Forward); err != nil {
+			a.log.Error("routed IPv6 network: the host does not forward IPv6", "network", n.Name, "err", err)
+		}
 	}
 	return a.networkInfo(n), nil
 }

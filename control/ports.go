@@ -61,20 +61,23 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 
 	reqs := make([]ipam.PortRequest, len(specs))
 	hostIPs := make([]netip.Addr, len(specs))
+	backends := make([][2]netip.Addr, len(specs))
 	for i, spec := range specs {
 		hostIP := spec.HostIP
 		if !hostIP.IsValid() {
 			hostIP = netip.IPv4Unspecified()
 		}
 		_, local := hostAddrs[hostIP]
-		switch {
-		case hostIP.Is6():
-			return nil, kindf(ErrUnsupported, "port spec %q: host IP %s is IPv6, and endpoints have IPv4 addresses only so far; publish on an IPv4 address or 0.0.0.0", req.Specs[i], hostIP)
-		case !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local:
-			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1 or 0.0.0.0", req.Specs[i], hostIP)
+		if !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local {
+			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1, [::1], 0.0.0.0 or [::]", req.Specs[i], hostIP)
 		}
-		reqs[i], hostIPs[i] = portRequest(e.Name, spec, hostIP), hostIP
+		backend, backend6, err := mappingBackends(e, spec, hostIP)
+		if err != nil {
+			return nil, fmt.Errorf("port spec %q: %w", req.Specs[i], err)
+		}
+		reqs[i], hostIPs[i], backends[i] = portRequest(e.Name, spec, hostIP), hostIP, [2]netip.Addr{backend, backend6}
 	}
+	v6 := newV6Ports(a.st.ports)
 	// One batch: the host's sockets are read once, and the ports and the
 	// mappings saved in one transaction, however many specs there are.
 	id := a.st.nextID
@@ -86,8 +89,12 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 			m := &PortMapping{
 				Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
 				Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
-				Backend:   e.IP, ID: id + uint32(i), AllowFrom: allow,
+				Backend:   backends[i][0], Backend6: backends[i][1], ID: id + uint32(i), AllowFrom: allow,
 			}
+			if err := v6.check(m); err != nil {
+				return fmt.Errorf("port spec %q: %w", req.Specs[i], err)
+			}
+			v6.add(m)
 			bs, err := mappingBindings(m)
 			if err != nil {
 				return kindf(ErrInvalid, "port spec %q: %v", req.Specs[i], err)
@@ -334,13 +341,17 @@ func clones(ms []*PortMapping) []*PortMapping {
 }
 
 // DockerLines prints mappings the way `docker port` does, one per port:
-// "80/tcp -> 0.0.0.0:49153".
+// "80/tcp -> 0.0.0.0:49153"; a mapping of both families names both
+// wildcards on its one line: "80/tcp -> 0.0.0.0:49153, [::]:49153".
 func DockerLines(ms []*PortMapping) []string {
 	var out []string
 	for _, m := range ms {
 		for i := 0; i < m.Host.Len(); i++ {
 			host := netip.AddrPortFrom(m.HostIP, m.Host.First+uint16(i))
 			line := fmt.Sprintf("%d/%s -> %s", int(m.Container.First)+i, m.Proto, host)
+			if m.Backend6.IsValid() {
+				line += ", " + netip.AddrPortFrom(netip.IPv6Unspecified(), host.Port()).String()
+			}
 			if len(m.AllowFrom) > 0 {
 				line += " (allow-from " + joinPrefixes(m.AllowFrom) + ")"
 			}

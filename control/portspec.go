@@ -10,9 +10,12 @@ import (
 )
 
 // PortSpec is one argument in Docker's -p grammar:
-// [hostIP:][hostPort[-end]:]containerPort[-end][/tcp|udp].
+// [hostIP:][hostPort[-end]:]containerPort[-end][/tcp|udp], an IPv6 host
+// IP in brackets ([::1]:8080:80).
 type PortSpec struct {
-	// HostIP is the zero Addr when none was given (every address).
+	// HostIP is the zero Addr when none was given: every address of
+	// both families, as Docker publishes. 0.0.0.0 is IPv4's alone and
+	// [::] IPv6's.
 	HostIP netip.Addr
 	// Host is zero when no host port was given: one is allocated.
 	Host      ipam.PortRange
@@ -84,10 +87,16 @@ func parsePortSpec(s string) (PortSpec, error) {
 	hasIP, hasHost := false, false
 	if strings.HasPrefix(rest, "[") {
 		end := strings.IndexByte(rest, ']')
-		if end < 0 || !strings.HasPrefix(rest[end+1:], ":") {
+		if end < 0 {
+			return PortSpec{}, syntaxf("bracketed host IP: no closing ]")
+		}
+		if !strings.HasPrefix(rest[end+1:], ":") {
 			return PortSpec{}, syntaxf("bracketed host IP: want [address]:")
 		}
 		ipPart, hasIP = rest[1:end], true
+		if ip, err := netip.ParseAddr(ipPart); err == nil && ip.Is4() {
+			return PortSpec{}, kindf(ErrInvalid, "host IP [%s]: brackets are for IPv6 addresses; write %s without them", ipPart, ipPart)
+		}
 		rest = rest[end+2:]
 		parts := strings.Split(rest, ":")
 		if len(parts) != 2 {

@@ -26,6 +26,11 @@ func TestParsePortSpec(t *testing.T) {
 		{"9000-9009", PortSpec{Container: ipam.PortRange{First: 9000, Last: 9009}, Proto: ipam.TCP}},
 		{"[::1]:8080:80", PortSpec{HostIP: ip("::1"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
 		{"[::]::80/udp", PortSpec{HostIP: ip("::"), Container: ipam.Port(80), Proto: ipam.UDP}},
+		{"[::]:8080:80", PortSpec{HostIP: ip("::"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"[2001:db8::1]:8080:80", PortSpec{HostIP: ip("2001:db8::1"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.TCP}},
+		{"[2001:db8::1]:8080:80/udp", PortSpec{HostIP: ip("2001:db8::1"), Host: ipam.Port(8080), Container: ipam.Port(80), Proto: ipam.UDP}},
+		{"[::1]:8000-8009:9000-9009/udp", PortSpec{HostIP: ip("::1"), Host: ipam.PortRange{First: 8000, Last: 8009}, Container: ipam.PortRange{First: 9000, Last: 9009}, Proto: ipam.UDP}},
+		{"[fd00::1]::53/udp", PortSpec{HostIP: ip("fd00::1"), Container: ipam.Port(53), Proto: ipam.UDP}},
 		{"0.0.0.0:1:65535", PortSpec{HostIP: ip("0.0.0.0"), Host: ipam.Port(1), Container: ipam.Port(65535), Proto: ipam.TCP}},
 	} {
 		got, err := ParsePortSpec(c.in)
@@ -45,6 +50,8 @@ func TestParsePortSpecErrors(t *testing.T) {
 		"8000-8001:80-82", "1.2.3:80:80", "::1:80:80", "[::1]80", "[::1]:80",
 		"[fe80::1%eth0]:80:80", "[::ffff:1.2.3.4]:80:80", "1.2.3.4:80:80:80",
 		"8080:", "8080:80/", "x:80", "1.2.3.4:x:80",
+		"[::1:8080:80", "[::1]:8080:80:80", "[1.2.3.4]:8080:80", "[]:8080:80", "[::1]]:8080:80",
+		"[2001:db8::1]:8080:80/sctp", "[::1]:x:80", "[::1]:8080:", "2001:db8::1:8080:80", "[::g]:8080:80",
 	} {
 		if got, err := ParsePortSpec(in); err == nil {
 			t.Errorf("%q: parsed as %+v, want an error", in, got)
@@ -57,7 +64,7 @@ func TestParsePortSpecErrors(t *testing.T) {
 // FuzzParsePortSpec: whatever parses prints back to a spec that parses to
 // the same value, and nothing panics.
 func FuzzParsePortSpec(f *testing.F) {
-	for _, s := range []string{"80", "8080:80/udp", "127.0.0.1::80", "[::1]:1-2:3-4/tcp", "8000-8009:80", "a:b:c:d"} {
+	for _, s := range []string{"80", "8080:80/udp", "127.0.0.1::80", "[::1]:1-2:3-4/tcp", "8000-8009:80", "a:b:c:d", "[::]:8080:80", "[2001:db8::1]:8080:80/udp", "[fd00::1]::53", "[1.2.3.4]:1:2"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -82,14 +89,18 @@ func FuzzParsePortSpec(f *testing.F) {
 // range's advice followed by the grammar.
 func TestPortSpecMessages(t *testing.T) {
 	for in, want := range map[string]string{
-		"80-70":           `port spec "80-70": container port range 80-70: reversed; write it as 70-80`,
-		"8080-8070:80":    `port spec "8080-8070:80": host port range 8080-8070: reversed; write it as 8070-8080`,
-		"70000":           `port spec "70000": container port 70000: out of range; ports are 1-65535`,
-		"x":               `port spec "x": container port "x": not a number; ports are 1-65535`,
-		"8080:":           `port spec "8080:": container port: empty; ports are 1-65535`,
-		"8000-8001:80-82": `port spec "8000-8001:80-82": host range 8000-8001 has 2 ports and container range 80-82 has 3; make them the same length`,
-		"1.2.3:80:80":     `port spec "1.2.3:80:80": host IP "1.2.3" is not an address; write it as ` + specGrammar + `, such as 8080:80/tcp`,
-		"[::1]80":         `port spec "[::1]80": bracketed host IP: want [address]:; write it as ` + specGrammar,
+		"80-70":            `port spec "80-70": container port range 80-70: reversed; write it as 70-80`,
+		"8080-8070:80":     `port spec "8080-8070:80": host port range 8080-8070: reversed; write it as 8070-8080`,
+		"70000":            `port spec "70000": container port 70000: out of range; ports are 1-65535`,
+		"x":                `port spec "x": container port "x": not a number; ports are 1-65535`,
+		"8080:":            `port spec "8080:": container port: empty; ports are 1-65535`,
+		"8000-8001:80-82":  `port spec "8000-8001:80-82": host range 8000-8001 has 2 ports and container range 80-82 has 3; make them the same length`,
+		"1.2.3:80:80":      `port spec "1.2.3:80:80": host IP "1.2.3" is not an address; write it as ` + specGrammar + `, such as 8080:80/tcp`,
+		"[::1]80":          `port spec "[::1]80": bracketed host IP: want [address]:; write it as ` + specGrammar,
+		"[::1:8080:80":     `port spec "[::1:8080:80": bracketed host IP: no closing ]; write it as ` + specGrammar,
+		"[1.2.3.4]:80:80":  `port spec "[1.2.3.4]:80:80": host IP [1.2.3.4]: brackets are for IPv6 addresses; write 1.2.3.4 without them`,
+		"::1:8080:80":      `port spec "::1:8080:80": too many colons (IPv6 host addresses go in brackets, such as [::1]:8080:80)`,
+		"[::1]:8080:80:80": `port spec "[::1]:8080:80:80": after [::1] give hostPort:containerPort (the host port may be empty); write it as ` + specGrammar,
 	} {
 		_, err := ParsePortSpec(in)
 		if err == nil || !strings.HasPrefix(err.Error(), want) {

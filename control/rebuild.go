@@ -509,6 +509,9 @@ func mappingsFromBindings(st *state, bindings []maps.Binding, rep *RebuildReport
 	byIP := map[netip.Addr]*Endpoint{}
 	for _, e := range st.endpoints {
 		byIP[e.IP] = e
+		if e.IPv6.IsValid() {
+			byIP[e.IPv6] = e
+		}
 	}
 	slices.SortFunc(bindings, func(x, y maps.Binding) int {
 		switch {
@@ -522,9 +525,21 @@ func mappingsFromBindings(st *state, bindings []maps.Binding, rep *RebuildReport
 		return int(x.Host.Port()) - int(y.Host.Port())
 	})
 	var cur *PortMapping
+	// A wildcard mapping's [::] bindings share its id: they come after
+	// its 0.0.0.0 ones, and are its Backend6.
+	wildcard4 := map[uint32]*PortMapping{}
 	flush := func() {
 		if cur == nil {
 			return
+		}
+		if w := wildcard4[cur.ID]; w != nil && cur.HostIP == netip.IPv6Unspecified() && w.Proto == cur.Proto &&
+			w.Endpoint == cur.Endpoint && w.Host == cur.Host && w.Container == cur.Container {
+			w.Backend6 = cur.Backend
+			cur = nil
+			return
+		}
+		if cur.HostIP == netip.IPv4Unspecified() {
+			wildcard4[cur.ID] = cur
 		}
 		st.ports[portKey(cur)] = cur
 		st.nextID = max(st.nextID, cur.ID+1)

@@ -80,38 +80,72 @@ func (a *Agent) reconcile() error {
 	return nil
 }
 
-// ipForward is the sysctl net.ipv4.ip_forward of the calling thread's
-// network namespace.
-const ipForward = "/proc/sys/net/ipv4/ip_forward"
+// forwardSysctl is a forwarding switch the agent turns on and cleanup
+// puts back: net.ipv4.ip_forward always, IPv6's only while a network
+// needs the host to route IPv6 (forwarding=1 makes interfaces with
+// accept_ra=1 ignore router advertisements, so it is not turned on for
+// nothing).
+type forwardSysctl struct {
+	name, path string
+	key        []byte // where the value found is recorded
+}
 
-// enableForwarding turns IPv4 forwarding on: translated packets are routed
-// to the bridge. The value found is recorded first, so `pontoon cleanup`
-// can put it back. A "1" may be an earlier agent's doing, so it does not
-// replace the record of that namespace; anything else is what the host
-// has now (after a reboot, say) and does.
+var (
+	ipForward   = forwardSysctl{"net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward", keyIPForward}
+	ipv6Forward = forwardSysctl{"net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding", keyIPv6Forward}
+)
+
+// enableForwarding turns on forwarding for IPv4, whose translated packets
+// are routed to the bridge, and for IPv6 when a network needs it.
 func (a *Agent) enableForwarding() error {
-	b, err := os.ReadFile(ipForward)
+	if err := a.enableSysctl(ipForward); err != nil {
+		return err
+	}
+	if a.needsForwarding6() {
+		return a.enableSysctl(ipv6Forward)
+	}
+	return nil
+}
+
+// needsForwarding6: a routed dual-stack network's IPv6 addresses are
+// reached from outside, and reach out, through the host's IPv6 routing.
+// Masquerading networks' IPv6 stays within the host until NAT66 exists.
+func (a *Agent) needsForwarding6() bool {
+	for _, n := range a.st.networks {
+		if n.IPv6 && n.Routed {
+			return true
+		}
+	}
+	return false
+}
+
+// enableSysctl turns forwarding on. The value found is recorded first, so
+// `pontoon cleanup` can put it back. A "1" may be an earlier agent's
+// doing, so it does not replace the record of that namespace; anything
+// else is what the host has now (after a reboot, say) and does.
+func (a *Agent) enableSysctl(fs forwardSysctl) error {
+	b, err := os.ReadFile(fs.path)
 	if err != nil {
-		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
+		return fmt.Errorf("read %s: %w", fs.name, err)
 	}
 	found := strings.TrimSpace(string(b))
-	rec, ok, err := getForwardRecord(a.store)
+	rec, ok, err := getForwardRecord(a.store, fs.key)
 	if err != nil {
 		return err
 	}
 	if !ok || rec.Netns != a.netns || found != "1" {
 		rec = forwardRecord{Value: found, Netns: a.netns}
-		if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketMeta, string(keyIPForward), rec) }); err != nil {
-			return fmt.Errorf("record net.ipv4.ip_forward: %w", err)
+		if err := a.store.Update(func(tx ipam.Tx) error { return put(tx, bucketMeta, string(fs.key), rec) }); err != nil {
+			return fmt.Errorf("record %s: %w", fs.name, err)
 		}
 	}
 	if found == "1" {
 		return nil
 	}
-	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	if err := os.WriteFile(fs.path, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable %s: %w", fs.name, err)
 	}
-	a.log.Info("enabled IPv4 forwarding; 'pontoon cleanup' restores it", "was", found)
+	a.log.Info("enabled forwarding; 'pontoon cleanup' restores it", "sysctl", fs.name, "was", found)
 	return nil
 }
 
@@ -143,7 +177,16 @@ func mappingBindings(m *PortMapping) ([]maps.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.HostIP.Is4() != m.Backend.Is4() || (m.Backend6.IsValid() && (!m.Backend6.Is6() || m.HostIP != netip.IPv4Unspecified())) {
+		// The v6 datapath relies on it: an IPv6 key has an IPv6 backend.
+		return nil, fmt.Errorf("host %s, backend %s and IPv6 backend %s are not of matching families", m.HostIP, m.Backend, m.Backend6)
+	}
 	bs, err := maps.PortRange(proto, m.HostIP, m.Host.First, m.Host.Last, m.Backend, m.Container.First, m.ID)
+	if err == nil && m.Backend6.IsValid() {
+		var bs6 []maps.Binding
+		bs6, err = maps.PortRange(proto, netip.IPv6Unspecified(), m.Host.First, m.Host.Last, m.Backend6, m.Container.First, m.ID)
+		bs = append(bs, bs6...)
+	}
 	for i := range bs {
 		bs[i].Allowlist = len(m.AllowFrom) > 0
 	}

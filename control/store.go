@@ -26,6 +26,9 @@ var (
 	// keyIPForward holds the forwardRecord of the first agent that turned
 	// IPv4 forwarding on; cleanup restores it and deletes the key.
 	keyIPForward = []byte("ip_forward_found")
+	// keyIPv6Forward is the same for net.ipv6.conf.all.forwarding, which
+	// an agent turns on only for a network that needs it.
+	keyIPv6Forward = []byte("ipv6_forwarding_found")
 )
 
 // forwardRecord is the net.ipv4.ip_forward an agent found, and in which
@@ -35,14 +38,14 @@ type forwardRecord struct {
 	Netns nsID   `json:"netns"`
 }
 
-func getForwardRecord(s ipam.Store) (rec forwardRecord, ok bool, err error) {
+func getForwardRecord(s ipam.Store, key []byte) (rec forwardRecord, ok bool, err error) {
 	err = s.View(func(tx ipam.Tx) error {
-		v := tx.Get(bucketMeta, keyIPForward)
+		v := tx.Get(bucketMeta, key)
 		if v == nil {
 			return nil
 		}
 		ok = true
-		return decode(bucketMeta, keyIPForward, v, &rec)
+		return decode(bucketMeta, key, v, &rec)
 	})
 	return rec, ok, err
 }

@@ -104,6 +104,9 @@ type NetworkCreate struct {
 	IPv6     bool   `json:"ipv6,omitempty"`
 	Subnet6  string `json:"subnet6,omitempty"`
 	Gateway6 string `json:"gateway6,omitempty"`
+	// Masquerade6 asks for IPv6 masquerade (NAT66, off by default as in
+	// Docker): refused until the datapath translates IPv6 sources.
+	Masquerade6 bool `json:"masquerade6,omitempty"`
 	// Force accepts a subnet overlapping a route of the host that is not
 	// an interface's own subnet.
 	Force bool `json:"force,omitempty"`
@@ -203,8 +206,13 @@ type PortMapping struct {
 	HostIP    netip.Addr     `json:"host_ip"`
 	Host      ipam.PortRange `json:"host_ports"`
 	Container ipam.PortRange `json:"container_ports"`
-	Backend   netip.Addr     `json:"backend"`
-	ID        uint32         `json:"binding_id"`
+	// Backend is the container's address of HostIP's family.
+	Backend netip.Addr `json:"backend"`
+	// Backend6 is set on a wildcard mapping (no host IP given) of a
+	// dual-stack endpoint: [::] is published to it too, as Docker does,
+	// under the same binding id. HostIP is then 0.0.0.0.
+	Backend6 netip.Addr `json:"backend6,omitzero"`
+	ID       uint32     `json:"binding_id"`
 	// AllowFrom limits the clients from outside to these sources (port
 	// publish --allow-from); empty: any.
 	AllowFrom []netip.Prefix `json:"allow_from,omitempty"`

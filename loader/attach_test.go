@@ -25,9 +25,9 @@ func TestAttachAdoptSwitchCleanup(t *testing.T) {
 	pins := testenv.PinDir(t)
 	cgroup := testenv.Cgroup(t)
 	// The bind hooks need Linux 5.18 (TestKernelFeatures).
-	bindHooks, cgroupHooks := testenv.KernelAtLeast(t, 5, 18), 9
+	bindHooks, cgroupHooks := testenv.KernelAtLeast(t, 5, 18), 10
 	if !bindHooks {
-		cgroupHooks = 7
+		cgroupHooks = 8
 	}
 
 	load := func(mode loader.TCMode) {

@@ -42,6 +42,9 @@ directory or the state file, whatever --state-dir says.`,
 			if rep.IPForward != "" {
 				fmt.Println("restored net.ipv4.ip_forward to", rep.IPForward)
 			}
+			if rep.IPv6Forward != "" {
+				fmt.Println("restored net.ipv6.conf.all.forwarding to", rep.IPv6Forward)
+			}
 			for _, n := range rep.Notes {
 				fmt.Println(n)
 			}

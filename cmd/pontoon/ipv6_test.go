@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/loader/testenv"
@@ -289,13 +286,16 @@ func TestIPv6Datapath(t *testing.T) {
 
 // TestIPv6StateRebuild: `pontoon state rebuild` brings a dual-stack
 // network and its endpoints back from the interfaces and pinned maps,
-// IPv6 subnet, gateway and addresses included.
+// IPv6 subnet, gateway and addresses included, and their published
+// ports, a wildcard spec's two families as one mapping.
 func TestIPv6StateRebuild(t *testing.T) {
 	w := newWorld(t, 2)
 	w.startAgent()
 	w.ok("network", "create", "dual", "--subnet", "10.76.0.0/24", "--subnet6", "fd00:76::/64")
 	w.ok("endpoint", "attach", "dual", "e0", "--netns", w.containers[0].Path())
 	w.ok("endpoint", "attach", "dual", "e1", "--netns", w.containers[1].Path(), "--ip6", "fd00:76::abc")
+	// Both families' bindings of a wildcard spec come back as one mapping.
+	w.ok("port", "publish", "e0", "8080:80", "[::1]:8081:80", "0.0.0.0:8082:80/udp")
 	before := w.snapshot()
 	w.agent.stop(syscall.SIGTERM)
 	path := control.StatePath(w.stateDir)
@@ -313,6 +313,9 @@ func TestIPv6StateRebuild(t *testing.T) {
 	w.okJSON(&e1, "endpoint", "inspect", "e1")
 	if e1.IPv6 != netip.MustParseAddr("fd00:76::abc") || e1.Gateway6 != netip.MustParseAddr("fd00:76::1") {
 		t.Errorf("rebuilt e1: %s via %s", e1.IPv6, e1.Gateway6)
+	}
+	if out := w.ok("port", "ls", "e0"); !strings.Contains(out, "80/tcp -> 0.0.0.0:8080, [::]:8080") {
+		t.Errorf("rebuilt wildcard mapping:\n%s", out)
 	}
 }
 
@@ -361,24 +364,11 @@ func TestIPv6SocketHooks(t *testing.T) {
 		}
 	})
 	t.Run("host binds of what connect6 reaches are refused", func(t *testing.T) {
-		at := func(network, addr string) testenv.Bind {
-			return testenv.Bind{Network: network, Addr: netip.MustParseAddrPort(addr)}
-		}
-		taken := []testenv.Bind{at("tcp6", "[::1]:8080"), at("tcp6", "[fd00:ff::1]:8080"), at("udp6", "[::1]:5353")}
 		// A binding on 127.0.0.1 alone leaves [::1] free, as does an
 		// unpublished port.
-		free := []testenv.Bind{at("tcp6", "[::1]:9090"), at("tcp6", "[fd00:ff::1]:8081")}
-		errs := w.host.BindFrom(t, w.cgroup, append(taken, free...)...)
-		for i, b := range taken {
-			if !errors.Is(errs[i], unix.EADDRINUSE) {
-				t.Errorf("host bind %s: %v, want EADDRINUSE", b, errs[i])
-			}
-		}
-		for i, b := range free {
-			if err := errs[len(taken)+i]; err != nil {
-				t.Errorf("host bind %s: %v", b, err)
-			}
-		}
+		expectHostBinds(t, w,
+			[]string{"tcp6 [::1]:8080", "tcp6 [fd00:ff::1]:8080", "udp6 [::1]:5353"},
+			[]string{"tcp6 [::1]:9090", "tcp6 [fd00:ff::1]:8081"})
 	})
 	t.Run("a container's own [::1] is its own", func(t *testing.T) {
 		if res, err := c0.DialFrom(t, w.cgroup, "tcp", "[::1]:8080"); err == nil {

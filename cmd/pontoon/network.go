@@ -84,6 +84,7 @@ ports and outgoing traffic are IPv4.`,
 	f.BoolVar(&req.IPv6, "ipv6", false, "give the network an IPv6 subnet too (default: a unique local /64); endpoints get both families")
 	f.StringVar(&req.Subnet6, "subnet6", "", "IPv6 subnet, a /64 to /120, such as fd00:1::/64 (implies --ipv6)")
 	f.StringVar(&req.Gateway6, "gateway6", "", "IPv6 gateway inside --subnet6 (default: its first address after the subnet-router anycast one)")
+	f.BoolVar(&req.Masquerade6, "masquerade6", false, "masquerade IPv6 (NAT66; not implemented by the datapath yet, so refused)")
 	f.BoolVar(&req.Force, "force", false, "accept a subnet that overlaps a route of the host (one that is not an interface's own subnet)")
 	return cmd
 }

@@ -232,7 +232,13 @@ func printMapping(w io.Writer, m *control.PortMapping) {
 	row(w, "binding id:", m.ID)
 	row(w, "protocol:", m.Proto)
 	row(w, "host:", portRange(m.HostIP, m.Host))
+	if m.Backend6.IsValid() {
+		row(w, "host (IPv6):", portRange(netip.IPv6Unspecified(), m.Host))
+	}
 	row(w, "container:", portRange(m.Backend, m.Container))
+	if m.Backend6.IsValid() {
+		row(w, "container (IPv6):", portRange(m.Backend6, m.Container))
+	}
 	if t := m.Traffic; t != nil {
 		row(w, "in:", fmt.Sprintf("%d packets, %d bytes", t.PacketsIn, t.BytesIn))
 		row(w, "out:", fmt.Sprintf("%d packets, %d bytes", t.PacketsOut, t.BytesOut))
