@@ -65,6 +65,18 @@ func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
 	return objs2.UplinkXdp
 }
 
+// TestXDPLoads: the XDP program loads on the tc programs' maps on every
+// kernel the project supports, also below xdpTestMinKernel, where the
+// tables that run it skip.
+func TestXDPLoads(t *testing.T) {
+	o := loadObjects(t)
+	prog := loadXDP(t, &o.TcUplinkMaps)
+	defer prog.Close()
+	if prog.Type() != ebpf.XDP {
+		t.Errorf("loaded a %s program, want XDP", prog.Type())
+	}
+}
+
 // xdpParses says whether the XDP program looks at a frame at all:
 // Ethernet, IPv4 without options, not a fragment, a whole TCP or UDP
 // header. The rest it leaves to tc untouched and uncounted.
