@@ -44,6 +44,11 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 		}
 		return action;
 	}
+	if (xdp_missed(skb)) {
+		/* xdp_uplink.c looked and found nothing of ours. */
+		stat_bump(STAT_PASS_NO_MATCH, skb->len);
+		return action;
+	}
 	parsed = parse_packet(skb, &pkt, l3_off);
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
 		return finish(skb, uplink_ingress_ipv6(skb, l3_off), action);

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/pontoon-net/pontoon/bpf"
 	"github.com/pontoon-net/pontoon/maps"
@@ -64,6 +65,18 @@ func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
 	return objs2.UplinkXdp
 }
 
+// TestXDPLoads: the XDP program loads on the tc programs' maps on every
+// kernel the project supports, also below xdpTestMinKernel, where the
+// tables that run it skip.
+func TestXDPLoads(t *testing.T) {
+	o := loadObjects(t)
+	prog := loadXDP(t, &o.TcUplinkMaps)
+	defer prog.Close()
+	if prog.Type() != ebpf.XDP {
+		t.Errorf("loaded a %s program, want XDP", prog.Type())
+	}
+}
+
 // xdpParses says whether the XDP program looks at a frame at all:
 // Ethernet, IPv4 without options, not a fragment, a whole TCP or UDP
 // header. The rest it leaves to tc untouched and uncounted.
@@ -84,9 +97,24 @@ func xdpParses(f []byte) bool {
 	return false
 }
 
-// xdpMarked reads struct xdp_meta: XDP_META_MAGIC, XDP_META_TRANSLATED.
+// struct xdp_meta's flags: XDP_META_TRANSLATED, XDP_META_MISS.
+const (
+	xdpNoteTranslated = 1 << 0
+	xdpNoteMiss       = 1 << 1
+)
+
+// xdpNote reads struct xdp_meta (XDP_META_MAGIC, flags): the flags of
+// the note, 0 for none.
+func xdpNote(meta []byte) uint32 {
+	if len(meta) != 8 || binary.NativeEndian.Uint32(meta) != 0x706e746e {
+		return 0
+	}
+	return binary.NativeEndian.Uint32(meta[4:])
+}
+
+// xdpMarked says whether meta is the note of a translated packet.
 func xdpMarked(meta []byte) bool {
-	return len(meta) == 8 && binary.NativeEndian.Uint32(meta) == 0x706e746e && binary.NativeEndian.Uint32(meta[4:])&1 != 0
+	return xdpNote(meta) == xdpNoteTranslated
 }
 
 // runXDPCase runs one case of a tc ingress table through the XDP program
@@ -106,6 +134,11 @@ func runXDPCase(t *testing.T, o *objects, c datapathCase) {
 	meta, got := got[:len(got)-len(c.in)], got[len(got)-len(c.in):]
 	if marked := xdpMarked(meta); marked != (ret == xdpPass && c.stat == "dnat" && xdpParses(c.in)) {
 		t.Errorf("metadata %x: translated note %v, want it exactly on packets XDP translated", meta, marked)
+	}
+	// The miss note lets tc skip its look: it must be on exactly the
+	// packets XDP parses that tc would pass as matching nothing.
+	if missed := xdpNote(meta) == xdpNoteMiss; missed != (c.stat == "pass_no_match" && xdpParses(c.in)) {
+		t.Errorf("metadata %x: miss note %v, tc's verdict %s: want the note exactly on packets tc finds nothing for", meta, missed, c.stat)
 	}
 	wantCT := c.ct
 	if wantCT == nil {
@@ -215,5 +248,201 @@ func TestXDPSharesCTWithTC(t *testing.T) {
 	}
 	if want := tcpFrame(t, tcpWeb.Host, clientPort, syn|ack); !slices.Equal(got, want) {
 		t.Errorf("reply after an XDP DNAT: %s", describeDiff(want, got))
+	}
+}
+
+// xdpMD mirrors struct xdp_md, the context of an XDP test run: data is
+// where the packet starts behind the metadata the run is given.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// TestXDPMissNote: XDP tells tc "nothing matched" on exactly the packets
+// tc's own look would pass as matching nothing, and on no packet tc has
+// work for (a masqueraded flow's reply, an orphaned one, a container's
+// address the outside must not reach). tc trusts the note and skips its
+// look, so a note too many would let such a packet by untouched.
+func TestXDPMissNote(t *testing.T) {
+	o := loadObjects(t)
+	host := []netip.Addr{hostIP}
+	server443 := ap(server, 443)
+	reply := masquerading.withSNAT(snatFlow(maps.TCP, ap(backend, 40001), server443, ap(hostIP, 40001)))
+	reply.bindings, reply.hostAddrs = []maps.Binding{tcpWeb}, host
+	orphan := masquerading.withSNAT(snatFlow(maps.TCP, ap(backend, 40001), server443, ap(hostIP, 40001))[1:])
+	orphan.hostAddrs = host
+	routed := masqNet
+	routed.Routed = true
+	for _, c := range []struct {
+		name string
+		seed flowSeed
+		in   []byte
+		stat string
+		note bool
+	}{
+		{"a port of the host nothing publishes", flowSeed{seed: seed{bindings: []maps.Binding{tcpWeb}, hostAddrs: host}}, tcpFrame(t, clientPort, ap(hostIP, 22), syn), "pass_no_match", true},
+		{"udp to the host", flowSeed{seed: seed{bindings: []maps.Binding{udpApp}, hostAddrs: host}}, udpFrame(t, clientPort, ap(hostIP, 53)), "pass_no_match", true},
+		{"a masqueraded flow's reply", reply, tcpFrame(t, server443, ap(hostIP, 40001), syn|ack), "snat_reverse", false},
+		{"an orphaned masquerade reply", orphan, tcpFrame(t, server443, ap(hostIP, 40001), ack), "drop_snat_orphan", false},
+		{"a container's address, not routed", flowSeed{seed: seed{hostAddrs: host}, networks: []maps.Network{masqNet}}, tcpFrame(t, clientPort, ap(backend, 22), syn), "drop_not_published", false},
+		{"a container's address, routed", flowSeed{seed: seed{hostAddrs: host}, networks: []maps.Network{routed}}, tcpFrame(t, clientPort, ap(backend, 22), syn), "pass_no_match", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			filter := c.seed.seed
+			filter.networks = c.seed.networks
+			for _, prefilter := range []bool{false, true} {
+				seedFlow(t, o, c.seed)
+				setPrefilter(t, o, filter, prefilter)
+				zeroStats(t, o.Stats)
+				run(t, o.UplinkIngress, c.in)
+				stats, err := maps.NewStats(o.Stats).Read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := nonZero(stats); len(got) != 1 || got[c.stat] != 1 {
+					t.Fatalf("prefilter %v: tc counted %v, want %s: the case does not test what it says", prefilter, got, c.stat)
+				}
+				seedFlow(t, o, c.seed)
+				setPrefilter(t, o, filter, prefilter)
+				zeroStats(t, o.Stats)
+				ret, out := run(t, o.xdp(t), c.in)
+				meta := out[:len(out)-len(c.in)]
+				if ret != xdpPass || (xdpNote(meta) == xdpNoteMiss) != c.note {
+					t.Errorf("prefilter %v: XDP returned %d with metadata %x, want XDP_PASS and the miss note %v", prefilter, ret, meta, c.note)
+				}
+				// tc counts what XDP leaves it, noted or not.
+				stats, err = maps.NewStats(o.Stats).Read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := nonZero(stats); len(got) != 0 {
+					t.Errorf("prefilter %v: XDP counted %v, want nothing", prefilter, got)
+				}
+			}
+		})
+	}
+}
+
+// TestXDPDropsForeignMetadata: metadata a frame brings into XDP (a veth
+// peer's XDP_TX or redirect hands its own over) never reaches tc, even
+// when it reads as our note: a packet XDP leaves to tc unjudged goes
+// with no metadata, and a judged one with exactly its own note.
+func TestXDPDropsForeignMetadata(t *testing.T) {
+	o := loadObjects(t)
+	prog := o.xdp(t)
+	resetMaps(t, o)
+	if err := maps.NewBindings(o.Bindings).Put(tcpWeb); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
+		t.Fatal(err)
+	}
+	forged := binary.NativeEndian.AppendUint32(binary.NativeEndian.AppendUint32(nil, 0x706e746e), xdpNoteMiss|xdpNoteTranslated)
+	forged = append(forged, forged...) // 16 bytes: more than a note
+	for _, c := range []struct {
+		name string
+		in   []byte
+		want uint32 // the note's flags
+	}{
+		{"a fragment, left to tc", udpFrame(t, clientPort, udpApp.Host, fragOffset), 0},
+		{"an icmp echo, left to tc", frame(t, icmpDatagram(t, client, hostIP, echoRequest, 1, []byte("ping"))), 0},
+		{"a miss", tcpFrame(t, clientPort, ap(hostIP, 22), syn), xdpNoteMiss},
+		{"a dnat", tcpFrame(t, clientPort, tcpWeb.Host, syn), xdpNoteTranslated},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clearMap(t, o.Ct)
+			clearMap(t, o.CtNew)
+			for _, meta := range [][]byte{forged[:8], forged} {
+				in := slices.Concat(meta, c.in)
+				md := xdpMD{Data: uint32(len(meta)), DataEnd: uint32(len(in))}
+				opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: md}
+				ret, err := prog.Run(&opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := opts.DataOut
+				got := out[:len(out)-len(c.in)]
+				if ret != xdpPass {
+					t.Fatalf("returned %d, want XDP_PASS", ret)
+				}
+				if c.want == 0 && len(got) != 0 {
+					t.Errorf("with %d bytes of metadata in: %x left for tc, want none", len(meta), got)
+				}
+				if c.want != 0 && (len(got) != 8 || xdpNote(got) != c.want) {
+					t.Errorf("with %d bytes of metadata in: %x left for tc, want the note %#x alone", len(meta), got, c.want)
+				}
+				clearMap(t, o.Ct)
+				clearMap(t, o.CtNew)
+			}
+		})
+	}
+}
+
+// TestXDPDropEvents: XDP's drops reach `pontoon monitor` as tc's do: one
+// event each while a monitor listens, with the reason, the packet's
+// addresses as they arrived and its length; none when nobody listens.
+func TestXDPDropEvents(t *testing.T) {
+	o := loadObjects(t)
+	prog := o.xdp(t)
+	rd, err := ringbuf.NewReader(o.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	host := []netip.Addr{hostIP}
+	allowed := tcpWeb
+	allowed.Allowlist = true
+	other := ap(netip.MustParseAddr("203.0.113.50"), 40000)
+	// A binding published on loopback only, as the agent keeps one for a
+	// host address too (Put derives the flag from a loopback address).
+	localOnly := maps.Binding{Proto: maps.UDP, Host: ap(hostIP, 5353)}
+	localOnlyRaw := map[maps.BindingKey]maps.BindingValue{localOnly.Key(): {BackendAddr: raw16(backend), BackendPort: netOrder(53), Flags: 1, ID: 9}}
+	for _, c := range []struct {
+		reason   string
+		seed     seed
+		src, dst netip.AddrPort
+		udp      bool
+	}{
+		{"drop_not_allowed", seed{bindings: []maps.Binding{allowed}, hostAddrs: host, allow: map[uint32][]netip.Prefix{allowed.ID: {netip.MustParsePrefix("198.51.100.0/24")}}}, other, allowed.Host, false},
+		{"drop_local_only", seed{raw: localOnlyRaw, hostAddrs: host}, clientPort, localOnly.Host, true},
+		{"drop_local_only", seed{hostAddrs: host}, clientPort, ap(netip.MustParseAddr("127.0.0.1"), 80), false},
+	} {
+		t.Run(c.reason+" to "+c.dst.String(), func(t *testing.T) {
+			seedCase(t, o, datapathCase{seed: c.seed}, skbModes[0])
+			in := tcpFrame(t, c.src, c.dst, syn)
+			proto := "tcp"
+			if c.udp {
+				in, proto = udpFrame(t, c.src, c.dst), "udp"
+			}
+			for _, on := range []bool{false, true} {
+				setEvents(t, o, on)
+				drainEvents(t, rd)
+				zeroStats(t, o.Stats)
+				if ret, _ := run(t, prog, in); ret != xdpDrop {
+					t.Fatalf("returned %d, want XDP_DROP", ret)
+				}
+				stats, err := maps.NewStats(o.Stats).Read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := nonZero(stats); len(got) != 1 || got[c.reason] != 1 {
+					t.Errorf("counters %v, want %s once", got, c.reason)
+				}
+				got := drainEvents(t, rd)
+				if !on {
+					if len(got) != 0 {
+						t.Errorf("monitor off: %d events, want none: %+v", len(got), got)
+					}
+					continue
+				}
+				if len(got) != 1 {
+					t.Fatalf("%d events, want the drop: %+v", len(got), got)
+				}
+				e := got[0].View()
+				if e.Type != "drop" || e.Reason != c.reason || e.Source != c.src || e.Destination != c.dst || e.Proto != proto || e.Bytes != uint32(len(in)) {
+					t.Errorf("event %q, want a drop %s of %s %s -> %s, %d bytes", e, c.reason, proto, c.src, c.dst, len(in))
+				}
+			}
+			setEvents(t, o, false)
+		})
 	}
 }

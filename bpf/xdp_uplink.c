@@ -9,10 +9,13 @@
  * translate them again. A SYN flood thus fills ct_new (an LRU of
  * unanswered flows) from XDP, before any skb is allocated.
  *
- * Everything else goes to tc untouched and uncounted (tc counts it):
- * fragments, ICMP (echo and errors), IP options, masqueraded flows'
- * replies, and any packet on a driver that keeps no XDP metadata. Only
- * Ethernet uplinks get this program.
+ * Everything else goes to tc uncounted (tc counts it): fragments, ICMP
+ * (echo and errors), IP options, masqueraded flows' replies, and any
+ * packet on a driver that keeps no XDP metadata. A packet XDP parsed and
+ * found nothing of ours for (the host's own traffic, most of what an
+ * uplink carries) goes with a "miss" note, so tc need not look again.
+ * Drops are sent to `pontoon monitor` as tc's are. Only Ethernet uplinks
+ * get this program.
  *
  * Built twice: 6.1's verifier fails (EFAULT, a backtracking bug) on the
  * walk of a SYN's options below, so a second build with
@@ -192,9 +195,18 @@ static __always_inline int xdp_maybe_snat_reply(const struct packet *pkt)
 	return v && (v->flags & SNAT_F_REVERSE) && !(v->flags & SNAT_F_HOST);
 }
 
-/* Leaves the note for tc in front of the packet, and says whether the
- * driver keeps metadata. Packet pointers are stale afterwards. */
-static __always_inline int xdp_mark_translated(struct xdp_md *ctx)
+/* Drops whatever metadata a frame brought (a veth peer's XDP_TX or
+ * redirect hands its own over): only a note this run writes may reach tc. */
+static __always_inline void xdp_meta_drop_foreign(struct xdp_md *ctx)
+{
+	if (ctx->data_meta < ctx->data)
+		bpf_xdp_adjust_meta(ctx, (int)(ctx->data - ctx->data_meta));
+}
+
+/* Makes room for the note to tc in front of the packet, not valid yet,
+ * and says whether the driver keeps metadata. Packet pointers are stale
+ * afterwards. */
+static __always_inline int xdp_meta_reserve(struct xdp_md *ctx)
 {
 	struct xdp_meta *m;
 
@@ -206,19 +218,20 @@ static __always_inline int xdp_mark_translated(struct xdp_md *ctx)
 	m = (void *)(long)ctx->data_meta;
 	if ((void *)(m + 1) > (void *)(long)ctx->data)
 		return -1;
-	m->magic = 0; /* not translated yet: set once the rewrite is done */
+	m->magic = 0; /* no note yet: set once the packet is judged */
 	m->flags = 0;
 	return 0;
 }
 
-static __always_inline void xdp_meta_set(struct xdp_md *ctx)
+/* Makes the reserved note valid: the packet's last change in XDP. */
+static __always_inline void xdp_meta_set(struct xdp_md *ctx, __u32 flags)
 {
 	struct xdp_meta *m = (void *)(long)ctx->data_meta;
 
 	if ((void *)(m + 1) > (void *)(long)ctx->data)
 		return;
 	m->magic = XDP_META_MAGIC;
-	m->flags = XDP_META_TRANSLATED;
+	m->flags = flags;
 }
 
 /* The DNAT rewrite, straight in the packet: destination address and port,
@@ -265,29 +278,45 @@ static __always_inline int xdp_rewrite_dnat4(struct xdp_md *ctx, __u8 proto, __b
 	}
 }
 
-/* One packet's verdict: a stat to count, or XDP_TO_TC. */
-static __always_inline __u32 xdp_handle(struct xdp_md *ctx)
+/* A packet no binding takes. When tc would find nothing either (it is
+ * no masqueraded flow's reply, nor for a container's address, which tc
+ * drops), a note tells tc so, and tc lets it pass at once; a driver
+ * without metadata leaves tc to look again. tc counts it either way. */
+static __always_inline __u32 xdp_miss(struct xdp_md *ctx, const struct packet *pkt)
 {
-	struct packet pkt = {};
+	if (xdp_maybe_snat_reply(pkt))
+		return XDP_TO_TC;
+	if (guard_inbound4(PARSE_OK, pkt, STAT_PASS_NO_MATCH) != STAT_PASS_NO_MATCH)
+		return XDP_TO_TC;
+	if (xdp_meta_reserve(ctx) == 0)
+		xdp_meta_set(ctx, XDP_META_MISS);
+	return XDP_TO_TC;
+}
+
+/* One packet's verdict: a stat to count, or XDP_TO_TC. pkt is left
+ * holding the packet's tuple as it arrived. */
+static __always_inline __u32 xdp_handle(struct xdp_md *ctx, struct packet *pkt)
+{
 	struct binding_value *b;
 	__be16 backend_port;
 	__be32 backend;
 	__u32 binding_id;
 	int tracked;
 
-	if (xdp_parse(ctx, &pkt) < 0)
+	xdp_meta_drop_foreign(ctx);
+	if (xdp_parse(ctx, pkt) < 0)
 		return XDP_TO_TC;
 	/* Loopback bindings live only in the socket path: never from outside. */
-	if (is_loopback4(pkt.t.daddr))
+	if (is_loopback4(pkt->t.daddr))
 		return STAT_DROP_LOCAL_ONLY;
-	b = binding_lookup4(pkt.t.proto, pkt.t.daddr, pkt.t.dport, 0);
+	b = binding_lookup4(pkt->t.proto, pkt->t.daddr, pkt->t.dport, 0);
 	if (!b)
-		return XDP_TO_TC;
+		return xdp_miss(ctx, pkt);
 	if (b->flags & BINDING_F_LOCAL_ONLY)
 		return STAT_DROP_LOCAL_ONLY;
-	if (!allow_from4(b, pkt.t.saddr))
+	if (!allow_from4(b, pkt->t.saddr))
 		return STAT_DROP_NOT_ALLOWED;
-	if (xdp_maybe_snat_reply(&pkt))
+	if (xdp_maybe_snat_reply(pkt))
 		return XDP_TO_TC;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
@@ -295,30 +324,55 @@ static __always_inline __u32 xdp_handle(struct xdp_md *ctx)
 
 	/* Before any state changes: a driver without metadata leaves the
 	 * whole job to tc. */
-	if (xdp_mark_translated(ctx) < 0)
+	if (xdp_meta_reserve(ctx) < 0)
 		return STAT_XDP_NO_META;
-	tracked = ct_track_dnat4(&pkt, backend, backend_port, binding_id,
-				 xdp_may_open_flow4(ctx, &pkt));
+	tracked = ct_track_dnat4(pkt, backend, backend_port, binding_id,
+				 xdp_may_open_flow4(ctx, pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return XDP_TO_TC; /* tc says pass_not_new, or finds what changed since */
 	if (tracked == CT_CLASH)
 		return STAT_DROP_CT_CLASH;
 	if (tracked < 0)
 		return STAT_DROP_CT_FULL;
-	if (xdp_rewrite_dnat4(ctx, pkt.t.proto, backend, backend_port) < 0)
+	if (xdp_rewrite_dnat4(ctx, pkt->t.proto, backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
-	xdp_meta_set(ctx);
+	xdp_meta_set(ctx, XDP_META_TRANSLATED);
 	binding_count_len(binding_id, 1, 1, ctx->data_end - ctx->data);
 	return STAT_DNAT;
+}
+
+/* A drop for `pontoon monitor`, as events.h's event_drop_emit writes
+ * tc's: the packet's tuple as it arrived, which pkt holds (XDP drops
+ * only packets it parsed). */
+static __noinline void xdp_event_drop(struct xdp_md *ctx, const struct packet *pkt, __u32 reason)
+{
+	struct event *e = event_reserve(EVENT_DROP);
+
+	if (!e)
+		return;
+	e->reason = reason;
+	e->ifindex = ctx->ingress_ifindex;
+	e->len = ctx->data_end - ctx->data;
+	e->proto = pkt->t.proto;
+	e->sport = pkt->t.sport;
+	e->dport = pkt->t.dport;
+	__builtin_memcpy(e->saddr, &pkt->t.saddr, 4);
+	__builtin_memcpy(e->daddr, &pkt->t.daddr, 4);
+	bpf_ringbuf_submit(e, 0);
 }
 
 SEC("xdp")
 int uplink_xdp(struct xdp_md *ctx)
 {
-	__u32 stat = xdp_handle(ctx);
+	struct packet pkt = {};
+	__u32 stat = xdp_handle(ctx, &pkt);
 
 	if (stat == XDP_TO_TC)
 		return XDP_PASS;
 	stat_bump(stat, ctx->data_end - ctx->data);
-	return stat_dropped(stat) ? XDP_DROP : XDP_PASS;
+	if (!stat_dropped(stat))
+		return XDP_PASS;
+	if (events_on())
+		xdp_event_drop(ctx, &pkt, stat);
+	return XDP_DROP;
 }

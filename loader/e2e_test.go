@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 // must keep working after it is gone.
 func loadHelper(args []string) (any, error) {
 	if len(args) < 4 {
-		return nil, errors.New("load wants pin dir, uplink, cgroup, tc mode, then bridge=IF and endpoint=IF")
+		return nil, errors.New("load wants pin dir, uplink, cgroup, tc mode, then bridge=IF, endpoint=IF and xdp=MODE")
 	}
 	pinDir, uplink, cgroup, tcMode, more := args[0], args[1], args[2], args[3], args[4:]
 	d, err := loader.Load(loader.Options{PinDir: pinDir, ForceLegacyTC: tcMode == string(loader.LegacyTC)})
@@ -45,6 +46,12 @@ func loadHelper(args []string) (any, error) {
 	}
 	for _, arg := range more {
 		kind, ifname, _ := strings.Cut(arg, "=")
+		if kind == "xdp" {
+			if err := attachXDP(d, uplink, loader.XDPMode(ifname)); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		attach := d.AttachBridge
 		if kind == "endpoint" {
 			attach = d.AttachEndpoint
@@ -80,6 +87,22 @@ func loadHelper(args []string) (any, error) {
 		return nil, err
 	}
 	return string(mode), nil
+}
+
+// attachXDP puts the uplink XDP program on uplink in exactly mode.
+func attachXDP(d *loader.Datapath, uplink string, mode loader.XDPMode) error {
+	l, err := netlink.LinkByName(uplink)
+	if err != nil {
+		return err
+	}
+	got, err := d.AttachUplinkXDP(l, mode)
+	if err != nil {
+		return err
+	}
+	if got != mode {
+		return fmt.Errorf("xdp on %s runs %s, want %s", uplink, got, mode)
+	}
+	return nil
 }
 
 func TestPublishedPortsEndToEnd(t *testing.T) {

@@ -129,7 +129,10 @@ type trafficWorld struct {
 	tc          loader.TCMode
 	redirect    bool // forward in BPF after translating
 	forwardDrop bool // iptables -P FORWARD DROP in the world's host namespace
-	skip        string
+	// xdp, when set, puts the uplink XDP program on in this mode: it
+	// translates what tc would, and leaves tc fragments and the rest.
+	xdp  loader.XDPMode
+	skip string
 
 	*testenv.World
 	pins, cgroup string
@@ -154,6 +157,9 @@ func (w *trafficWorld) name() string {
 	if w.forwardDrop {
 		forwarding += " with FORWARD DROP"
 	}
+	if w.xdp != "" {
+		forwarding += "/XDP " + string(w.xdp)
+	}
 	return fmt.Sprintf("%s/%s/%s", w.uplink, w.tc, forwarding)
 }
 
@@ -161,10 +167,14 @@ func (w *trafficWorld) name() string {
 // path; published ports and masquerade in each forwarding mode over the
 // small MTU uplink and the two without Ethernet headers (ipip, tun), and
 // the latter with legacy tc too. A stack that forwards cannot do so past
-// FORWARD DROP: that combination is left out. Under -short (the VM tier)
-// the kernel's own tc mode with BPF forwarding, the agent's default, and
+// FORWARD DROP: that combination is left out. XDP in front of tc on the
+// small MTU uplink, native and generic: there path MTU discovery meets
+// XDP's translation, and datagrams bigger than the MTU reach XDP as
+// fragments, which it leaves to tc. Under -short (the VM tier) the
+// kernel's own tc mode with BPF forwarding, the agent's default, and
 // with FORWARD DROP on the veth uplink; the other uplinks with BPF
-// forwarding, tun left to ipip.
+// forwarding, tun left to ipip, and the small MTU one with native XDP
+// too.
 func trafficWorlds(t *testing.T) []*trafficWorld {
 	natural := loader.LegacyTC
 	if testenv.KernelAtLeast(t, 6, 6) {
@@ -176,6 +186,7 @@ func trafficWorlds(t *testing.T) []*trafficWorld {
 			{uplink: vethUplink, tc: natural, redirect: true, forwardDrop: true},
 			{uplink: smallMTUUplink, tc: natural, redirect: true},
 			{uplink: ipipUplink, tc: natural, redirect: true},
+			{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPNative},
 		}
 	}
 	forwardings := []struct{ redirect, forwardDrop bool }{{false, false}, {true, false}, {true, true}}
@@ -193,6 +204,10 @@ func trafficWorlds(t *testing.T) []*trafficWorld {
 			worlds = append(worlds, &trafficWorld{uplink: uplink, tc: loader.LegacyTC, redirect: true})
 		}
 	}
+	worlds = append(worlds,
+		&trafficWorld{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPNative},
+		&trafficWorld{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPGeneric},
+		&trafficWorld{uplink: smallMTUUplink, tc: natural, xdp: loader.XDPNative})
 	return worlds
 }
 
@@ -247,7 +262,11 @@ func (w *trafficWorld) make(t testing.TB) {
 func (w *trafficWorld) program(t *testing.T) {
 	t.Helper()
 	var mode string
-	if err := w.Host.Helper(t, "", &mode, "load", append([]string{w.pins, w.Uplink, w.cgroup, string(w.tc)}, w.attach...)...); err != nil {
+	args := append([]string{w.pins, w.Uplink, w.cgroup, string(w.tc)}, w.attach...)
+	if w.xdp != "" {
+		args = append(args, "xdp="+string(w.xdp))
+	}
+	if err := w.Host.Helper(t, "", &mode, "load", args...); err != nil {
 		t.Fatalf("%s: %v", w.name(), err)
 	}
 	want := w.tc
@@ -369,7 +388,7 @@ func (w *trafficWorld) addProbes(t *testing.T, seed *uint64) []*probe {
 
 	everyPath := w.uplink == vethUplink
 	transfers("published port", w.Outside, "", published)
-	if everyPath {
+	if everyPath || w.xdp != "" {
 		datagrams("published port", w.Outside, netip.AddrPortFrom(w.HostIP, 5353).String())
 	}
 	transfers("masquerade", w.A, "", outside(80))

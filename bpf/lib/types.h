@@ -31,9 +31,12 @@ struct allow_value {
 
 /* What the uplink's XDP program leaves in the packet's metadata for tc:
  * XDP_META_TRANSLATED says the packet was DNATed already and must not be
- * translated again. */
+ * translated again; XDP_META_MISS that nothing of ours matched it (no
+ * binding, no masqueraded flow, no container address), so tc lets it
+ * pass at once. */
 #define XDP_META_MAGIC 0x706e746eU /* "pntn" */
 #define XDP_META_TRANSLATED (1 << 0)
+#define XDP_META_MISS (1 << 1)
 
 struct xdp_meta {
 	__u32 magic;

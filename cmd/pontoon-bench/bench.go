@@ -44,7 +44,7 @@ type options struct {
 	fillerAddr netip.Addr
 }
 
-var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon", "pontoon-stack"}
+var allDatapaths = []string{"direct", "iptables", "docker-proxy", "pontoon", "pontoon-stack", "pontoon-xdp"}
 
 // bulkOnly are datapaths measured in the bulk rows alone: Pontoon with
 // stack forwarding differs from the default only in how translated
@@ -146,13 +146,15 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 			res.Sys.DockerProxy = bin.Package
 			res.Config.DockerProxy = bin.Path
 			dp = &dockerProxyDP{w: w, bin: bin.Path, limit: o.proxyMaxN}
-		case "pontoon", "pontoon-stack":
-			stack := name == "pontoon-stack"
-			cg, err := newCgroup(cl, cgroupNameOf(id)+pontoonSuffix(stack))
+		case "pontoon", "pontoon-stack", "pontoon-xdp":
+			cg, err := newCgroup(cl, cgroupNameOf(id)+pontoonSuffix(name))
 			if err != nil {
 				return nil, err
 			}
-			dp = &pontoonDP{w: w, cg: cg, pinDir: pinDirOf(id) + pontoonSuffix(stack), legacyTC: o.legacyTC, stack: stack}
+			dp = &pontoonDP{w: w, cg: cg, pinDir: pinDirOf(id) + pontoonSuffix(name), legacyTC: o.legacyTC, stack: name == "pontoon-stack"}
+			if name == "pontoon-xdp" {
+				dp.(*pontoonDP).xdp = loader.XDPNative
+			}
 		default:
 			return nil, fmt.Errorf("unknown datapath %q: use %v", name, allDatapaths)
 		}

@@ -142,7 +142,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	datapaths := []string{"direct", "iptables", "pontoon", "pontoon-stack"}
+	datapaths := []string{"direct", "iptables", "pontoon", "pontoon-stack", "pontoon-xdp"}
 	// docker-proxy only when it is at hand: a test downloads nothing.
 	if _, _, ok := installedDockerProxy(context.Background()); ok {
 		datapaths = append(datapaths, "docker-proxy")

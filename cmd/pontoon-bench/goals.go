@@ -96,7 +96,7 @@ func evaluateGoals(r *results) []goalVerdict {
 	}
 
 	// Every bulk row >= 0.9x of the untranslated path, per forwarding mode.
-	for _, dp := range []string{"pontoon", "pontoon-stack"} {
+	for _, dp := range pontoonDatapaths {
 		g := goalVerdict{Goal: "every bulk row vs the untranslated path, " + dpTitles[dp], Target: fmt.Sprintf(">= %.2fx", bulkGoal), Status: goalNotMeasured}
 		var below []string
 		rows, lowest, lowestAt := 0, 0.0, ""
@@ -118,7 +118,7 @@ func evaluateGoals(r *results) []goalVerdict {
 			}
 		}
 		if rows == 0 {
-			if dp == "pontoon-stack" {
+			if dp != "pontoon" {
 				continue // not asked for: no line
 			}
 		} else {

@@ -102,7 +102,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
-	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios; pontoon-stack, Pontoon with --stack-forwarding, runs the bulk rows only)")
+	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios; pontoon-stack, Pontoon with --stack-forwarding, runs the bulk rows only; pontoon-xdp is Pontoon with --xdp=native, pontoon --xdp=off)")
 	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside (default all)")
 	f.StringSliceVar(&o.measures, "measures", nil, "measures: tcp_stream, tcp_rr, tcp_crr, udp_rr (default all)")
 	f.IntVar(&o.bulkRuns, "bulk-runs", 14, "rounds of bulk transfers (one per datapath each) per bulk row")
@@ -201,6 +201,7 @@ func clientCmd() *cobra.Command {
 func attachCmd() *cobra.Command {
 	var o attachOptions
 	var endpoints map[string]string
+	var xdp string
 	var cookies []string
 	cmd := &cobra.Command{
 		Use:    "attach",
@@ -208,6 +209,11 @@ func attachCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			mode, err := loader.ParseXDPMode(xdp)
+			if err != nil {
+				return err
+			}
+			o.xdp = mode
 			o.endpoints = map[string]netip.Addr{}
 			for ifname, s := range endpoints {
 				addr, err := netip.ParseAddr(s)
@@ -223,11 +229,11 @@ func attachCmd() *cobra.Command {
 				}
 				o.netnsCookies = append(o.netnsCookies, v)
 			}
-			mode, err := attachDatapath(o)
+			tcMode, err := attachDatapath(o)
 			if err != nil {
 				return err
 			}
-			return json.NewEncoder(os.Stdout).Encode(mode)
+			return json.NewEncoder(os.Stdout).Encode(tcMode)
 		},
 	}
 	f := cmd.Flags()
@@ -237,6 +243,7 @@ func attachCmd() *cobra.Command {
 	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory for the socket hooks")
 	f.BoolVar(&o.legacyTC, "legacy-tc", false, "attach with clsact+cls_bpf")
 	f.BoolVar(&o.stackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path")
+	f.StringVar(&xdp, "xdp", "off", "uplink XDP program: off, native, generic")
 	f.StringToStringVar(&endpoints, "endpoint", nil, "a container's host-side veth and address, veth=addr (repeatable)")
 	f.StringSliceVar(&cookies, "netns-cookie", nil, "a container namespace's cookie (repeatable)")
 	return cmd

@@ -23,13 +23,16 @@ import (
 // socket-hooks hairpin client), and in the maps the host's addresses and
 // netns cookie, the network (masquerading), its endpoints, their
 // namespaces and the uplink's address. Translated packets are forwarded in
-// BPF, the agent's default, unless stack is set (--stack-forwarding).
+// BPF, the agent's default, unless stack is set (--stack-forwarding). With
+// xdp set (pontoon-xdp, the agent's --xdp) the uplink XDP program runs in
+// front of tc in that mode; the default is the agent's --xdp=off.
 type pontoonDP struct {
 	w        *world
 	cg       *cgroup
 	pinDir   string
 	legacyTC bool
 	stack    bool
+	xdp      loader.XDPMode
 
 	m         *ebpf.Map
 	bindings  *maps.Bindings
@@ -43,6 +46,9 @@ const benchNetworkID = 1
 func (d *pontoonDP) name() string {
 	if d.stack {
 		return "pontoon-stack"
+	}
+	if d.xdp != "" {
+		return "pontoon-xdp"
 	}
 	return "pontoon"
 }
@@ -109,6 +115,9 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 	}
 	if d.stack {
 		args = append(args, "--stack-forwarding")
+	}
+	if d.xdp != "" {
+		args = append(args, "--xdp", string(d.xdp))
 	}
 	var mode string
 	if err := helper(ctx, d.w.host, nil, 30*time.Second, &mode, args...); err != nil {
@@ -281,6 +290,8 @@ func (d *pontoonDP) deleteOne(context.Context) (time.Duration, error) {
 type attachOptions struct {
 	pinDir, uplink, bridge, cgroup string
 	legacyTC, stackForwarding      bool
+	// xdp is the uplink XDP program's mode; empty or off for none.
+	xdp loader.XDPMode
 	// endpoints are the containers' host-side veths and addresses.
 	endpoints map[string]netip.Addr
 	// netnsCookies are the containers' namespaces.
@@ -301,6 +312,19 @@ func attachDatapath(o attachOptions) (string, error) {
 	mode, err := d.AttachUplink(o.uplink)
 	if err != nil {
 		return "", err
+	}
+	if o.xdp != "" && o.xdp != loader.XDPOff {
+		up, err := netlink.LinkByName(o.uplink)
+		if err != nil {
+			return "", fmt.Errorf("find uplink %s: %w", o.uplink, err)
+		}
+		got, err := d.AttachUplinkXDP(up, o.xdp)
+		if err != nil {
+			return "", err
+		}
+		if got != o.xdp {
+			return "", fmt.Errorf("attach xdp to %s: runs %s, asked for %s", o.uplink, got, o.xdp)
+		}
 	}
 	if _, err := d.AttachBridge(o.bridge); err != nil {
 		return "", err

@@ -116,6 +116,7 @@ var dpTitles = map[string]string{
 	"docker-proxy":  "docker-proxy",
 	"pontoon":       "Pontoon",
 	"pontoon-stack": "Pontoon, stack forwarding",
+	"pontoon-xdp":   "Pontoon, XDP native",
 }
 
 func markdown(r *results) string {

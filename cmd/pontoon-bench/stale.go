@@ -27,13 +27,13 @@ func pinDirOf(id string) string { return fmt.Sprintf("%s-bench-%s", loader.Defau
 
 func cgroupNameOf(id string) string { return "pontoon-bench-" + id }
 
-// pontoonSuffix tells the pins and cgroup of the stack-forwarding world
-// from the default one's: the run's id, then "-stack".
-func pontoonSuffix(stack bool) string {
-	if stack {
-		return "-stack"
-	}
-	return ""
+// pontoonDatapaths are the Pontoon variants, each in a world of its own.
+var pontoonDatapaths = []string{"pontoon", "pontoon-stack", "pontoon-xdp"}
+
+// pontoonSuffix tells the pins and cgroup of a Pontoon variant's world
+// from the default one's: the run's id, then "-stack" or "-xdp".
+func pontoonSuffix(datapath string) string {
+	return strings.TrimPrefix(datapath, "pontoon")
 }
 
 // runIDOf is the id in a name that follows a run's prefix: up to the
@@ -125,13 +125,13 @@ func cleanStale(ctx context.Context) error {
 
 func removeRun(ctx context.Context, id string) error {
 	var errs []error
-	for _, stack := range []bool{false, true} {
-		pins := pinDirOf(id) + pontoonSuffix(stack)
+	for _, dp := range pontoonDatapaths {
+		pins := pinDirOf(id) + pontoonSuffix(dp)
 		if _, err := os.Stat(pins); err != nil {
 			continue
 		}
 		// Detach where the interfaces live while that namespace exists.
-		host := netns(worldPrefixOf(id) + "-pontoon" + pontoonSuffix(stack) + "-host")
+		host := netns(worldPrefixOf(id) + "-" + dp + "-host")
 		if _, err := os.Stat(host.path()); err != nil ||
 			helper(ctx, host, nil, 30*time.Second, nil, "detach", "--pin-dir", pins) != nil {
 			if err := os.RemoveAll(pins); err != nil {
@@ -146,8 +146,8 @@ func removeRun(ctx context.Context, id string) error {
 		}
 	}
 	if root, err := loader.CgroupV2Root(); err == nil {
-		for _, stack := range []bool{false, true} {
-			cg := filepath.Join(root, cgroupNameOf(id)+pontoonSuffix(stack))
+		for _, dp := range pontoonDatapaths {
+			cg := filepath.Join(root, cgroupNameOf(id)+pontoonSuffix(dp))
 			if err := unix.Rmdir(cg); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
 			}

@@ -90,12 +90,21 @@ func testXDPMode(t *testing.T, mode string) {
 	})
 
 	t.Run("allow-from drops a source outside the list", func(t *testing.T) {
+		mon := w.startMonitor("--drops")
 		before := w.counter("drop_not_allowed")
-		if res, err := w.outside.Dial("tcp", netip.AddrPortFrom(w.hostIP, 8082).String()); err == nil {
+		published := netip.AddrPortFrom(w.hostIP, 8082)
+		if res, err := w.outside.Dial("tcp", published.String()); err == nil {
 			t.Fatalf("a source outside --allow-from got through: %+v", res)
 		}
 		if after := w.counter("drop_not_allowed"); after <= before {
 			t.Errorf("drop_not_allowed stayed at %d", after)
+		}
+		// XDP dropped it: the monitor hears of it as of tc's drops.
+		d := mon.waitFor(t, "the allow-from drop", func(m control.MonitorMessage) bool {
+			return m.Type == "drop" && m.Reason == "drop_not_allowed" && m.Destination == published
+		})
+		if d.Source.Addr() != w.outsideIP || d.Proto != "tcp" || d.Bytes == 0 {
+			t.Errorf("drop event %+v: want tcp from %s", d, w.outsideIP)
 		}
 		var ms []control.PortMapping
 		w.okJSON(&ms, "port", "ls", "c1")
