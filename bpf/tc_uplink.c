@@ -30,74 +30,68 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-/* Forwards a translated IPv6 packet, as forward_translated. */
-static __noinline int forward_translated6(struct __sk_buff *skb, __u32 l3_off, int *too_big)
+/* Forwards a translated IPv6 packet, as forward_translated; counts the
+ * packets too big to forward here, keeping the caller's frame small. */
+static __noinline int forward_translated6(struct __sk_buff *skb, __u32 l3_off)
 {
 	int route, action = fib_redirect6(skb, l3_off, &route);
 
-	*too_big = route == FIB_TOO_BIG;
+	if (route == FIB_TOO_BIG)
+		stat_bump(STAT_FIB_TOO_BIG, skb->len);
 	return action;
 }
 
 /* Uplink ingress: published ports and ICMPv6 errors about their flows;
- * anything else addressed to a container is judged by uplink_ingress_ipv6
- * (routed networks only). */
+ * anything else addressed to a container gets in only in a routed network.
+ * Its packet lives in packet6_scratch: IPv4's frame, the entry's, leaves
+ * this chain little stack. */
 static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int may_forward)
 {
-	struct packet6 pkt = {};
-	int action = TC_ACT_UNSPEC, too_big = 0;
-	int parsed = parse_packet6(skb, &pkt, l3_off);
+	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
+	int action = TC_ACT_UNSPEC, parsed;
 	__u32 stat;
 
+	if (!pkt)
+		return finish(skb, STAT_PASS_NO_MATCH, action);
+	parsed = parse_packet6(skb, pkt, l3_off);
 	if (parsed == PARSE_OK)
-		stat = dnat6(skb, &pkt);
+		stat = dnat6(skb, pkt);
 	else if (parsed == PARSE_ICMP_ERROR)
-		stat = icmp_dnat6(skb, &pkt);
+		stat = icmp_dnat6(skb, pkt);
 	else
 		stat = parse_verdict(parsed);
-	if (!stat_translated(stat) && !stat_dropped(stat)) {
-		__u32 guard = uplink_ingress_ipv6(skb, l3_off);
-
-		/* The guard's verdict only when it drops: the parse's says
-		 * more (a fragment, a loopback-only port). */
-		if (stat_dropped(guard))
-			stat = guard;
-	}
-	if (stat_translated(stat) && may_forward && fib_redirect_enabled()) {
-		action = forward_translated6(skb, l3_off, &too_big);
-		if (too_big)
-			stat_bump(STAT_FIB_TOO_BIG, skb->len);
-	}
+	/* The guard's verdict only when it drops: the parse's says more (a
+	 * fragment, a loopback-only port). */
+	if (!stat_translated(stat) && !stat_dropped(stat) && !inbound_allowed6(&pkt->t.daddr))
+		stat = STAT_DROP_NOT_PUBLISHED;
+	if (stat_translated(stat) && may_forward && fib_redirect_enabled())
+		action = forward_translated6(skb, l3_off);
 	return finish(skb, stat, action);
 }
 
 /* Uplink egress: a container's replies get the address the client
- * dialled; what is left is judged by uplink_egress_ipv6 (no masquerading
- * network's source leaves as it is). */
+ * dialled; no masquerading network's source leaves as it is. */
 static __noinline int uplink_egress6(struct __sk_buff *skb, __u32 l3_off)
 {
-	struct packet6 pkt = {};
-	int parsed = parse_packet6(skb, &pkt, l3_off);
+	struct packet6 *pkt = packet6_get(PACKET6_EGRESS);
+	int parsed;
 	__u32 stat;
 
+	if (!pkt)
+		return finish(skb, STAT_PASS_NO_MATCH, TC_ACT_UNSPEC);
+	parsed = parse_packet6(skb, pkt, l3_off);
 	if (parsed == PARSE_OK)
-		stat = rnat6(skb, &pkt);
+		stat = rnat6(skb, pkt);
 	else if (parsed == PARSE_ICMP_ERROR)
-		stat = icmp_rnat6(skb, &pkt);
+		stat = icmp_rnat6(skb, pkt);
 	else
 		stat = parse_verdict(parsed);
-	if (!stat_translated(stat) && !stat_dropped(stat)) {
-		__u32 guard = uplink_egress_ipv6(skb, l3_off);
-
-		if (stat_dropped(guard))
-			stat = guard;
-	}
+	if (!stat_translated(stat) && !stat_dropped(stat) && !outbound_allowed6(&pkt->t.saddr))
+		stat = STAT_DROP_UNMASQUERADED;
 	return finish(skb, stat, TC_ACT_UNSPEC);
 }
 
-/* IPv4 in a frame of its own: the entry's frame stays small, so the IPv6
- * path's deeper call chain fits the 512-byte stack beside it. */
-static __noinline int uplink_ingress4(struct __sk_buff *skb, __u32 l3_off, int may_forward)
+static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off, int may_forward)
 {
 	struct packet pkt = { .l3_off = l3_off };
 	int action = TC_ACT_UNSPEC, too_big, parsed;
@@ -113,6 +107,8 @@ static __noinline int uplink_ingress4(struct __sk_buff *skb, __u32 l3_off, int m
 		return action;
 	}
 	parsed = parse_packet(skb, &pkt, l3_off);
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return uplink_ingress6(skb, l3_off, may_forward);
 	if (parsed == PARSE_OK) {
 		/* A masqueraded flow's reply is the more specific match: it
 		 * names the server, a binding only the host port. */
@@ -135,12 +131,14 @@ static __noinline int uplink_ingress4(struct __sk_buff *skb, __u32 l3_off, int m
 	return finish(skb, stat, action);
 }
 
-static __noinline int uplink_egress4(struct __sk_buff *skb, __u32 l3_off)
+static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
 {
 	struct packet pkt = {};
 	int parsed = parse_packet(skb, &pkt, l3_off);
 	__u32 stat;
 
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
+		return uplink_egress6(skb, l3_off);
 	if (parsed == PARSE_OK) {
 		stat = rnat4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)
@@ -156,20 +154,6 @@ static __noinline int uplink_egress4(struct __sk_buff *skb, __u32 l3_off)
 	}
 	stat = guard_private_source4(parsed, &pkt, stat);
 	return finish(skb, stat, TC_ACT_UNSPEC);
-}
-
-static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off, int may_forward)
-{
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return uplink_ingress6(skb, l3_off, may_forward);
-	return uplink_ingress4(skb, l3_off, may_forward);
-}
-
-static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
-{
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return uplink_egress6(skb, l3_off);
-	return uplink_egress4(skb, l3_off);
 }
 
 SEC("tc")

@@ -44,6 +44,7 @@
 #define ICMPV6_PKT_TOOBIG 2
 #define ICMPV6_TIME_EXCEED 3
 #define ICMPV6_PARAMPROB 4
+#define ICMPV6_HDR_LEN 8 /* type, code, checksum, and a word (Packet Too Big's MTU) */
 
 #define IPV6_SADDR_OFF offsetof(struct ipv6hdr, saddr)
 #define IPV6_DADDR_OFF offsetof(struct ipv6hdr, daddr)
@@ -68,13 +69,11 @@ struct packet6 {
 	__u8 pad;
 	struct l4_tuple6 t;
 	struct tcp_fields tcp;
-	/* For ICMPv6 errors: the quoted packet that caused the error. */
-	__u32 inner_l3_off;
+	/* For ICMPv6 errors: the quoted packet that caused the error, which
+	 * starts behind the ICMPv6 header's 8 bytes. */
 	__u32 inner_l4_off;
 	struct l4_tuple6 inner;
 };
-
-DEFINE_LOAD_HDR(load_ipv6hdr, struct ipv6hdr)
 
 static __always_inline int addr6_equal(const void *a, const void *b)
 {
@@ -87,6 +86,33 @@ static __always_inline int is_loopback6(const struct in6_addr *a)
 {
 	return !(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2]) &&
 	       a->in6_u.u6_addr32[3] == bpf_htonl(1);
+}
+
+/* Where the uplink's IPv6 path keeps its packet6: not on the stack, where
+ * the IPv4 path's frame, which the entry's is, leaves too little below the
+ * 512-byte limit on 6.1 and older. A tc program never runs nested inside
+ * another on the same CPU (ingress runs in softirq context, egress with
+ * bottom halves off), so one slot per direction is all the sharing there
+ * is; two slots keep even that apart. */
+#define PACKET6_INGRESS 0
+#define PACKET6_EGRESS 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct packet6);
+} packet6_scratch SEC(".maps");
+
+/* The zeroed packet6 of one direction, or NULL (never: the array has the
+ * slot). */
+static __always_inline struct packet6 *packet6_get(__u32 slot)
+{
+	struct packet6 *pkt = bpf_map_lookup_elem(&packet6_scratch, &slot);
+
+	if (pkt)
+		__builtin_memset(pkt, 0, sizeof(*pkt));
+	return pkt;
 }
 
 /* Where the upper-layer header of a chain starts. */
@@ -106,9 +132,10 @@ struct ipv6_chain {
 static __noinline int ipv6_chain(struct __sk_buff *skb, __u32 off, __u32 nexthdr, __u32 end,
 				 struct ipv6_chain *c)
 {
-	struct ipv6_frag_hdr frag;
+	/* One buffer for every kind of header: this frame sits on the
+	 * deepest call chain of the uplink's IPv6 path. */
+	struct ipv6_frag_hdr h;
 	int i, fragmented = 0;
-	__u8 ext[4];
 
 	c->frag = FRAG_NONE;
 	for (i = 0; i < IPV6_EXT_MAX; i++) {
@@ -116,30 +143,32 @@ static __noinline int ipv6_chain(struct __sk_buff *skb, __u32 off, __u32 nexthdr
 		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
 		case NEXTHDR_DEST:
+			/* next header, length in 8 bytes past the first 8,
+			 * and for routing: type, segments left */
 			if (fragmented)
 				return PARSE_OTHER;
-			if (off + 8 > end || bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+			if (off + 8 > end || bpf_skb_load_bytes(skb, off, &h, 4) < 0)
 				return PARSE_MALFORMED;
-			if (nexthdr == NEXTHDR_ROUTING && ext[3] != 0)
+			if (nexthdr == NEXTHDR_ROUTING && (bpf_ntohs(h.frag_off) & 0xff) != 0)
 				return PARSE_OTHER; /* segments left */
-			nexthdr = ext[0];
-			off += (ext[1] + 1) * 8;
+			nexthdr = h.nexthdr;
+			off += (h.reserved + 1) * 8;
 			break;
 		case NEXTHDR_FRAGMENT:
-			if (fragmented || off + sizeof(frag) > end ||
-			    bpf_skb_load_bytes(skb, off, &frag, sizeof(frag)) < 0)
+			if (fragmented || off + sizeof(h) > end ||
+			    bpf_skb_load_bytes(skb, off, &h, sizeof(h)) < 0)
 				return PARSE_MALFORMED;
 			fragmented = 1;
-			c->frag_id = frag.id;
-			nexthdr = frag.nexthdr;
-			off += sizeof(frag);
-			if (frag.frag_off & bpf_htons(IPV6_FRAG_OFFSET)) {
+			c->frag_id = h.id;
+			nexthdr = h.nexthdr;
+			off += sizeof(h);
+			if (h.frag_off & bpf_htons(IPV6_FRAG_OFFSET)) {
 				c->frag = FRAG_LATER;
 				c->proto = nexthdr;
 				c->l4_off = off;
 				return PARSE_FRAGMENT;
 			}
-			if (frag.frag_off & bpf_htons(IPV6_FRAG_MORE))
+			if (h.frag_off & bpf_htons(IPV6_FRAG_MORE))
 				c->frag = FRAG_FIRST;
 			break;
 		default:
@@ -160,8 +189,9 @@ static __always_inline void frag_key6(struct frag_key *key, const struct l4_tupl
 	__builtin_memcpy(key->daddr, &t->daddr, 16);
 }
 
-/* frag_ports4 for IPv6. */
-static __always_inline int frag_ports6(struct packet6 *pkt, __be32 id)
+/* frag_ports4 for IPv6. Out of line, as the other parts of the parse: the
+ * IPv6 path's frames sit on top of the uplink's IPv4 frame. */
+static __noinline int frag_ports6(struct packet6 *pkt, __be32 id)
 {
 	struct frag_key key = {};
 	struct frag_value *v;
@@ -186,20 +216,33 @@ static __always_inline int icmp6_is_error(__u8 type)
 	return type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAMPROB;
 }
 
+/* The first 8 bytes of an IPv6 header; the addresses are loaded straight
+ * into the packet's tuple. */
+struct ipv6_head {
+	__u8 version; /* and the traffic class's first bits */
+	__u8 flow[3];
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+};
+
 /* The packet an ICMPv6 error quotes, as far as the quote goes: its
  * addresses and the ports of its TCP or UDP header. */
-static __always_inline int parse_quoted6(struct __sk_buff *skb, struct packet6 *pkt)
+static __noinline int parse_quoted6(struct __sk_buff *skb, struct packet6 *pkt)
 {
+	__u32 inner_l3_off = pkt->l4_off + ICMPV6_HDR_LEN;
 	struct ipv6_chain chain = {};
-	struct ipv6hdr ip6;
+	struct ipv6_head head;
 	__be16 ports[2];
 	int ret;
 
-	if (bpf_skb_load_bytes(skb, pkt->inner_l3_off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+	if (bpf_skb_load_bytes(skb, inner_l3_off, &head, sizeof(head)) < 0 ||
+	    (head.version >> 4) != 6 ||
+	    bpf_skb_load_bytes(skb, inner_l3_off + IPV6_SADDR_OFF, &pkt->inner.saddr, 32) < 0)
 		return PARSE_OTHER;
-	ret = ipv6_chain(skb, pkt->inner_l3_off + sizeof(ip6), ip6.nexthdr, pkt->l3_end, &chain);
-	if (ret != PARSE_OK || chain.frag == FRAG_LATER ||
-	    (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP))
+	ret = ipv6_chain(skb, inner_l3_off + sizeof(struct ipv6hdr), head.nexthdr, pkt->l3_end,
+			 &chain);
+	if (ret != PARSE_OK || (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP))
 		return PARSE_OTHER;
 	/* The quoted ports must lie inside the ICMPv6 message, not in padding. */
 	if (chain.l4_off + sizeof(ports) > pkt->l3_end ||
@@ -207,8 +250,6 @@ static __always_inline int parse_quoted6(struct __sk_buff *skb, struct packet6 *
 		return PARSE_OTHER;
 	pkt->inner_l4_off = chain.l4_off;
 	pkt->inner.proto = chain.proto;
-	pkt->inner.saddr = ip6.saddr;
-	pkt->inner.daddr = ip6.daddr;
 	pkt->inner.sport = ports[0];
 	pkt->inner.dport = ports[1];
 	return PARSE_ICMP_ERROR;
@@ -220,22 +261,22 @@ static __always_inline int parse_quoted6(struct __sk_buff *skb, struct packet6 *
 static __noinline int parse_packet6(struct __sk_buff *skb, struct packet6 *pkt, __u32 l3_off)
 {
 	struct ipv6_chain chain = {};
+	struct ipv6_head head;
 	union l4_header l4;
-	struct ipv6hdr ip6;
 	__u32 need;
 	int ret;
 
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
 		return PARSE_NOT_IP;
 	pkt->l3_off = l3_off;
-	if (load_ipv6hdr(skb, l3_off, &ip6) < 0 || ip6.version != 6)
+	if (bpf_skb_load_bytes(skb, l3_off, &head, sizeof(head)) < 0 || (head.version >> 4) != 6 ||
+	    bpf_skb_load_bytes(skb, l3_off + IPV6_SADDR_OFF, &pkt->t.saddr, 32) < 0)
 		return PARSE_MALFORMED;
-	pkt->t.saddr = ip6.saddr;
-	pkt->t.daddr = ip6.daddr;
 	/* A payload length of 0 is a jumbogram (BIG TCP's GRO aggregates):
 	 * the skb ends where the datagram does. */
-	pkt->l3_end = ip6.payload_len ? l3_off + sizeof(ip6) + bpf_ntohs(ip6.payload_len) : skb->len;
-	ret = ipv6_chain(skb, l3_off + sizeof(ip6), ip6.nexthdr, pkt->l3_end, &chain);
+	pkt->l3_end = head.payload_len ? l3_off + sizeof(struct ipv6hdr) + bpf_ntohs(head.payload_len)
+				       : skb->len;
+	ret = ipv6_chain(skb, l3_off + sizeof(struct ipv6hdr), head.nexthdr, pkt->l3_end, &chain);
 	pkt->t.proto = chain.proto;
 	pkt->l4_off = chain.l4_off;
 	pkt->frag = chain.frag;
@@ -267,7 +308,6 @@ static __noinline int parse_packet6(struct __sk_buff *skb, struct packet6 *pkt, 
 			/* Echo and the rest: nothing to translate without NAT66. */
 			if (!icmp6_is_error(l4.icmp.type) || pkt->frag != FRAG_NONE)
 				return PARSE_OTHER;
-			pkt->inner_l3_off = pkt->l4_off + 8;
 			return parse_quoted6(skb, pkt);
 		}
 		pkt->t.sport = l4.udp.source;
@@ -358,7 +398,7 @@ static __always_inline int rewrite_quoted6(struct __sk_buff *skb, const struct p
 
 	if (l4_csum && bpf_l4_csum_replace(skb, l4_csum, 0, diff, l4_flags) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, pkt->inner_l3_off + addr_off, to_addr, 16, 0) < 0)
+	if (bpf_skb_store_bytes(skb, pkt->l4_off + ICMPV6_HDR_LEN + addr_off, to_addr, 16, 0) < 0)
 		return -1;
 	if (rewrite_port(skb, pkt->inner_l4_off + port_off, l4_csum, l4_flags, from_port, to_port, 0) < 0)
 		return -1;
