@@ -176,7 +176,7 @@ func (r received) check(size int64) error {
 // run is the client's side.
 func (tr Transfer) run() (TransferResult, error) {
 	start := time.Now()
-	c, err := net.DialTimeout("tcp4", tr.Addr, min(tr.Deadline, bulkDialTimeout))
+	c, err := net.DialTimeout("tcp"+family(tr.Addr), tr.Addr, min(tr.Deadline, bulkDialTimeout))
 	if err != nil {
 		return TransferResult{}, fmt.Errorf("%s: connect to %s: %w", tr.Dir, tr.Addr, err)
 	}

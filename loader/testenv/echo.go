@@ -101,7 +101,7 @@ func (n *Netns) ServeUDP(t testing.TB, addr string) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := n.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", addr)
+		pc, err = net.ListenPacket("udp"+family(addr), addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen udp %s in %s: %v", addr, n.Name, err)
@@ -227,11 +227,11 @@ func dialOnce(network, addr string) (DialResult, error) {
 		}
 		return DialResult{Peer: c.RemoteAddr().String(), Reply: reply}, nil
 	case "udp":
-		dst, err := net.ResolveUDPAddr("udp4", addr)
+		dst, err := net.ResolveUDPAddr("udp"+family(addr), addr)
 		if err != nil {
 			return DialResult{}, err
 		}
-		c, err := net.ListenUDP("udp4", nil)
+		c, err := net.ListenUDP("udp"+family(addr), nil)
 		if err != nil {
 			return DialResult{}, err
 		}
