@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"net/netip"
+	"os/exec"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/loader"
@@ -18,17 +19,29 @@ import (
 // BPF's FIB redirect after the DNAT.
 func TestIPv6PublishedPorts(t *testing.T) {
 	testenv.RequirePrivileges(t)
-	for _, redirect := range []bool{false, true} {
-		name := "stack forwarding"
-		if redirect {
-			name = "fib redirect"
-		}
-		t.Run(name, func(t *testing.T) { testIPv6PublishedPorts(t, redirect) })
+	for _, c := range []struct {
+		name                  string
+		redirect, forwardDrop bool
+	}{
+		{"stack forwarding", false, false},
+		{"fib redirect", true, false},
+		// Both ways in BPF: the stack's forward path drops everything.
+		{"fib redirect, FORWARD DROP", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := exec.LookPath("ip6tables"); c.forwardDrop && err != nil {
+				t.Skip("needs ip6tables to set the FORWARD policy: run 'make deps'")
+			}
+			testIPv6PublishedPorts(t, c.redirect, c.forwardDrop)
+		})
 	}
 }
 
-func testIPv6PublishedPorts(t *testing.T, redirect bool) {
+func testIPv6PublishedPorts(t *testing.T, redirect, forwardDrop bool) {
 	w := testenv.NewWorld(t)
+	if forwardDrop {
+		w.Host.Exec(t, "ip6tables", "-P", "FORWARD", "DROP")
+	}
 	pins := testenv.PinDir(t)
 	cgroup := testenv.Cgroup(t)
 	var (
