@@ -429,10 +429,16 @@ static __always_inline void tuple_key6(struct ct_key *key, __u8 proto, const str
  * flows raise none yet. */
 static __always_inline void ct_update6(struct ct_value *v, const struct packet6 *pkt, int dir)
 {
-	if (pkt->t.proto == IPPROTO_TCP)
-		v->tcp_flags = tcp_advance_seg(v->tcp_flags, pkt->tcp_flags, pkt->frag, &pkt->tcp,
-					       dir == CT_DIR_ORIGINAL, &v->tcp[dir & 1],
-					       &v->tcp[(dir ^ 1) & 1]);
+	if (pkt->t.proto == IPPROTO_TCP) {
+		__u8 state = tcp_advance_seg(v->tcp_flags, pkt->tcp_flags, pkt->frag, &pkt->tcp,
+					     dir == CT_DIR_ORIGINAL, &v->tcp[dir & 1],
+					     &v->tcp[(dir ^ 1) & 1]);
+
+		/* Written only when it moves: a shared cache line per packet
+		 * otherwise. */
+		if (state != v->tcp_flags)
+			v->tcp_flags = state;
+	}
 	ct_stamp(&v->last_seen_ns);
 }
 
