@@ -225,9 +225,20 @@ func netOrder(p uint16) uint16 {
 }
 
 func raw16(a netip.Addr) (out [16]byte) {
+	if a.Is6() {
+		return a.As16()
+	}
 	v4 := a.As4()
 	copy(out[:], v4[:])
 	return out
+}
+
+// family is the address family a map key carries for a.
+func family(a netip.Addr) uint8 {
+	if a.Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 // putCT writes a DNAT reply entry the way ct_track_dnat4 would.
@@ -239,7 +250,7 @@ func putCT(t testing.TB, m *ebpf.Map, e maps.CTEntry) {
 func putCTFlags(t testing.TB, m *ebpf.Map, e maps.CTEntry, flags uint8) {
 	t.Helper()
 	key := maps.CTKey{
-		Family: unix.AF_INET,
+		Family: family(e.Backend.Addr()),
 		Proto:  e.Proto,
 		Sport:  netOrder(e.Backend.Port()),
 		Dport:  netOrder(e.Client.Port()),
@@ -464,6 +475,10 @@ func verifyChecksums(t testing.TB, frame []byte) {
 	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 	if el := p.ErrorLayer(); el != nil {
 		t.Fatalf("decode output: %v", el.Error())
+	}
+	if p.Layer(layers.LayerTypeIPv6) != nil {
+		verifyChecksums6(t, frame[14:])
+		return
 	}
 	ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 	if !ok {

@@ -334,18 +334,24 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 	}
 	tb.Cleanup(func() { w.uplink.Close() })
 	// The bridge and endpoint programs share the uplink's maps, as the
-	// loader has them share the pinned ones.
-	repl := map[string]*ebpf.Map{}
-	mv := reflect.ValueOf(w.uplink.TcUplinkMaps)
-	for i := range mv.NumField() {
-		repl[mv.Type().Field(i).Tag.Get("ebpf")] = mv.Field(i).Interface().(*ebpf.Map)
+	// loader has them share the pinned ones; the uplink's own scratch
+	// (packet6_scratch) they do not have.
+	shared := func(spec *ebpf.CollectionSpec) *ebpf.CollectionOptions {
+		repl := map[string]*ebpf.Map{}
+		mv := reflect.ValueOf(w.uplink.TcUplinkMaps)
+		for i := range mv.NumField() {
+			name := mv.Type().Field(i).Tag.Get("ebpf")
+			if _, ok := spec.Maps[name]; ok {
+				repl[name] = mv.Field(i).Interface().(*ebpf.Map)
+			}
+		}
+		return &ebpf.CollectionOptions{MapReplacements: repl}
 	}
-	opts := &ebpf.CollectionOptions{MapReplacements: repl}
-	if err := loaded[1].LoadAndAssign(&w.bridge, opts); err != nil {
+	if err := loaded[1].LoadAndAssign(&w.bridge, shared(loaded[1])); err != nil {
 		tb.Fatalf("load tc_bridge: %v", fuzzVerifierDetail(err))
 	}
 	tb.Cleanup(func() { w.bridge.Close() })
-	if err := loaded[2].LoadAndAssign(&w.endpoint, opts); err != nil {
+	if err := loaded[2].LoadAndAssign(&w.endpoint, shared(loaded[2])); err != nil {
 		tb.Fatalf("load tc_endpoint: %v", fuzzVerifierDetail(err))
 	}
 	tb.Cleanup(func() { w.endpoint.Close() })

@@ -26,6 +26,7 @@
 #include "lib/fib.h"
 #include "lib/verdict.h"
 #include "lib/ipv6.h"
+#include "lib/ipv6_nat.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -91,6 +92,35 @@ static __noinline __u32 leave4(struct __sk_buff *skb, struct packet *pkt, int pa
 	return stat;
 }
 
+/* leave4 for IPv6: a reply of a published port's flow (or an ICMPv6 error
+ * about one) leaving for the outside, routed as it came, then translated
+ * and forwarded straight to the uplink. What BPF cannot forward goes to
+ * the stack untranslated; the uplink's egress translates it there. Its
+ * packet lives in the scratch slot (ipv6_nat.h), not on this program's
+ * stack, whose IPv4 frames leave little. */
+static __noinline __u32 leave6(struct __sk_buff *skb, int *action)
+{
+	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
+	struct bpf_fib_lookup fib = {};
+	int parsed, route;
+	__u32 stat;
+
+	if (!pkt)
+		return STAT_PASS_NO_MATCH;
+	parsed = parse_packet6(skb, pkt, ETH_HLEN);
+	if (parsed != PARSE_OK && parsed != PARSE_ICMP_ERROR)
+		return STAT_PASS_NO_MATCH;
+	route = fib_route6(skb, ETH_HLEN, &fib);
+	if (route == FIB_STACK)
+		return STAT_PASS_NO_MATCH;
+	if (route == FIB_TOO_BIG)
+		return STAT_FIB_TOO_BIG;
+	stat = parsed == PARSE_OK ? rnat6(skb, pkt) : icmp_rnat6(skb, pkt);
+	if (stat_translated(stat))
+		*action = fib_forward6(skb, ETH_HLEN, route, &fib);
+	return stat;
+}
+
 /* A container dialled a published port of this host: DNAT, then SNAT to
  * the backend network's gateway. Each step works on the packet as the
  * previous one left it, so it is parsed again in between. */
@@ -131,8 +161,12 @@ int bridge_ingress(struct __sk_buff *skb)
 	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat = parse_verdict(parsed);
 
-	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
-		return finish(skb, bridge_ipv6(skb), action);
+	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		stat = bridge_ipv6(skb);
+		if (stat == STAT_PASS_NO_MATCH && fib_redirect_enabled())
+			stat = leave6(skb, &action);
+		return finish(skb, stat, action);
+	}
 	/* Isolation holds for every packet with addresses: any protocol,
 	 * fragments, and ICMP errors whatever they quote. */
 	if (!pkt.has_addrs)

@@ -24,10 +24,72 @@
 #include "lib/fib.h"
 #include "lib/verdict.h"
 #include "lib/ipv6.h"
+#include "lib/ipv6_nat.h"
 #include "lib/xdp_meta.h"
 #include "lib/kernel.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Forwards a translated IPv6 packet, as forward_translated; counts the
+ * packets too big to forward here, keeping the caller's frame small. */
+static __noinline int forward_translated6(struct __sk_buff *skb, __u32 l3_off)
+{
+	int route, action = fib_redirect6(skb, l3_off, &route);
+
+	if (route == FIB_TOO_BIG)
+		stat_bump(STAT_FIB_TOO_BIG, skb->len);
+	return action;
+}
+
+/* Uplink ingress: published ports and ICMPv6 errors about their flows;
+ * anything else addressed to a container gets in only in a routed network.
+ * Its packet lives in packet6_scratch: IPv4's frame, the entry's, leaves
+ * this chain little stack. */
+static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int may_forward)
+{
+	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
+	int action = TC_ACT_UNSPEC, parsed;
+	__u32 stat;
+
+	if (!pkt)
+		return finish(skb, STAT_PASS_NO_MATCH, action);
+	parsed = parse_packet6(skb, pkt, l3_off);
+	if (parsed == PARSE_OK)
+		stat = dnat6(skb, pkt);
+	else if (parsed == PARSE_ICMP_ERROR)
+		stat = icmp_dnat6(skb, pkt);
+	else
+		stat = parse_verdict(parsed);
+	/* The guard's verdict only when it drops: the parse's says more (a
+	 * fragment, a loopback-only port). */
+	if (!stat_translated(stat) && !stat_dropped(stat) && !inbound_allowed6(&pkt->t.daddr))
+		stat = STAT_DROP_NOT_PUBLISHED;
+	if (stat_translated(stat) && may_forward && fib_redirect_enabled())
+		action = forward_translated6(skb, l3_off);
+	return finish(skb, stat, action);
+}
+
+/* Uplink egress: a container's replies get the address the client
+ * dialled; no masquerading network's source leaves as it is. */
+static __noinline int uplink_egress6(struct __sk_buff *skb, __u32 l3_off)
+{
+	struct packet6 *pkt = packet6_get(PACKET6_EGRESS);
+	int parsed;
+	__u32 stat;
+
+	if (!pkt)
+		return finish(skb, STAT_PASS_NO_MATCH, TC_ACT_UNSPEC);
+	parsed = parse_packet6(skb, pkt, l3_off);
+	if (parsed == PARSE_OK)
+		stat = rnat6(skb, pkt);
+	else if (parsed == PARSE_ICMP_ERROR)
+		stat = icmp_rnat6(skb, pkt);
+	else
+		stat = parse_verdict(parsed);
+	if (!stat_translated(stat) && !stat_dropped(stat) && !outbound_allowed6(&pkt->t.saddr))
+		stat = STAT_DROP_UNMASQUERADED;
+	return finish(skb, stat, TC_ACT_UNSPEC);
+}
 
 static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off, int may_forward)
 {
@@ -51,7 +113,7 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 	}
 	parsed = parse_packet(skb, &pkt, l3_off);
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
-		return finish(skb, uplink_ingress_ipv6(skb, l3_off), action);
+		return uplink_ingress6(skb, l3_off, may_forward);
 	if (parsed == PARSE_OK) {
 		/* A masqueraded flow's reply is the more specific match: it
 		 * names the server, a binding only the host port. */
@@ -81,7 +143,7 @@ static __always_inline int uplink_egress_at(struct __sk_buff *skb, __u32 l3_off)
 	__u32 stat;
 
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
-		return finish(skb, uplink_egress_ipv6(skb, l3_off), TC_ACT_UNSPEC);
+		return uplink_egress6(skb, l3_off);
 	if (parsed == PARSE_OK) {
 		stat = rnat4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)

@@ -170,6 +170,68 @@ type TcUplinkNetworkValue struct {
 	Flags   uint32
 }
 
+type TcUplinkPacket6 struct {
+	_         structs.HostLayout
+	L3Off     uint32
+	L4Off     uint32
+	L3End     uint32
+	TcpFlags  uint8
+	UdpNoCsum uint8
+	Frag      uint8
+	Pad       uint8
+	T         struct {
+		_     structs.HostLayout
+		Saddr struct {
+			_    structs.HostLayout
+			In6U struct {
+				_       structs.HostLayout
+				U6Addr8 [16]uint8
+			}
+		}
+		Daddr struct {
+			_    structs.HostLayout
+			In6U struct {
+				_       structs.HostLayout
+				U6Addr8 [16]uint8
+			}
+		}
+		Sport uint16
+		Dport uint16
+		Proto uint8
+		_     [3]byte
+	}
+	Tcp struct {
+		_         structs.HostLayout
+		Seq       uint32
+		Ack       uint32
+		Window    uint16
+		Wscale    uint8
+		HasWscale uint8
+	}
+	InnerL4Off uint32
+	Inner      struct {
+		_     structs.HostLayout
+		Saddr struct {
+			_    structs.HostLayout
+			In6U struct {
+				_       structs.HostLayout
+				U6Addr8 [16]uint8
+			}
+		}
+		Daddr struct {
+			_    structs.HostLayout
+			In6U struct {
+				_       structs.HostLayout
+				U6Addr8 [16]uint8
+			}
+		}
+		Sport uint16
+		Dport uint16
+		Proto uint8
+		_     [3]byte
+	}
+}
+
 type TcUplinkSnatValue struct {
 	_          structs.HostLayout
 	Addr       [16]uint8
@@ -227,6 +289,7 @@ const (
 	TcUplinkMapHostaddrs                = "hostaddrs"
 	TcUplinkMapNetns                    = "netns"
 	TcUplinkMapNetworks                 = "networks"
+	TcUplinkMapPacket6Scratch           = "packet6_scratch"
 	TcUplinkMapPrefilter                = "prefilter"
 	TcUplinkMapSnat                     = "snat"
 	TcUplinkMapSockrev                  = "sockrev"
@@ -295,24 +358,25 @@ type TcUplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkMapSpecs struct {
-	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
-	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	EventBudget  *ebpf.MapSpec `ebpf:"event_budget"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
-	Netns        *ebpf.MapSpec `ebpf:"netns"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
-	Snat         *ebpf.MapSpec `ebpf:"snat"`
-	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	AllowFrom      *ebpf.MapSpec `ebpf:"allow_from"`
+	BindingStats   *ebpf.MapSpec `ebpf:"binding_stats"`
+	Bindings       *ebpf.MapSpec `ebpf:"bindings"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudget    *ebpf.MapSpec `ebpf:"event_budget"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	Hostaddrs      *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns          *ebpf.MapSpec `ebpf:"netns"`
+	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	Packet6Scratch *ebpf.MapSpec `ebpf:"packet6_scratch"`
+	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
+	Snat           *ebpf.MapSpec `ebpf:"snat"`
+	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // TcUplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -344,24 +408,25 @@ func (o *TcUplinkObjects) Close() error {
 //
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkMaps struct {
-	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
-	BindingStats *ebpf.Map `ebpf:"binding_stats"`
-	Bindings     *ebpf.Map `ebpf:"bindings"`
-	Config       *ebpf.Map `ebpf:"config"`
-	Ct           *ebpf.Map `ebpf:"ct"`
-	CtNew        *ebpf.Map `ebpf:"ct_new"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	EventBudget  *ebpf.Map `ebpf:"event_budget"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Frags        *ebpf.Map `ebpf:"frags"`
-	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
-	Netns        *ebpf.Map `ebpf:"netns"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Prefilter    *ebpf.Map `ebpf:"prefilter"`
-	Snat         *ebpf.Map `ebpf:"snat"`
-	Sockrev      *ebpf.Map `ebpf:"sockrev"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	AllowFrom      *ebpf.Map `ebpf:"allow_from"`
+	BindingStats   *ebpf.Map `ebpf:"binding_stats"`
+	Bindings       *ebpf.Map `ebpf:"bindings"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	EventBudget    *ebpf.Map `ebpf:"event_budget"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Frags          *ebpf.Map `ebpf:"frags"`
+	Hostaddrs      *ebpf.Map `ebpf:"hostaddrs"`
+	Netns          *ebpf.Map `ebpf:"netns"`
+	Networks       *ebpf.Map `ebpf:"networks"`
+	Packet6Scratch *ebpf.Map `ebpf:"packet6_scratch"`
+	Prefilter      *ebpf.Map `ebpf:"prefilter"`
+	Snat           *ebpf.Map `ebpf:"snat"`
+	Sockrev        *ebpf.Map `ebpf:"sockrev"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Uplinks        *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *TcUplinkMaps) Close() error {
@@ -379,6 +444,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
+		m.Packet6Scratch,
 		m.Prefilter,
 		m.Snat,
 		m.Sockrev,

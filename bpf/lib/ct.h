@@ -73,16 +73,17 @@ static __always_inline int tcp_rst_in_window(__u32 seq, const struct tcp_side *r
  * the side that sent the first SYN. sender: that side's tcp_side, updated
  * here; receiver: the other side's, or NULL when the caller does not have
  * it (an RST is then believed). */
-static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, int opener,
-					 struct tcp_side *sender, const struct tcp_side *receiver)
+static __always_inline __u8 tcp_advance_seg(__u8 state, __u8 f, __u8 frag,
+					     const struct tcp_fields *tcp, int opener,
+					     struct tcp_side *sender, const struct tcp_side *receiver)
 {
-	__u8 f = pkt->tcp_flags, seen;
+	__u8 seen;
 
-	if (pkt->frag == FRAG_LATER)
+	if (frag == FRAG_LATER)
 		return state; /* no TCP header */
 	if (f & TCP_FLAG_RST) {
 		if ((state & CT_TCP_ESTABLISHED) &&
-		    !tcp_rst_in_window(pkt->tcp.seq, receiver, sender)) {
+		    !tcp_rst_in_window(tcp->seq, receiver, sender)) {
 			stat_bump(STAT_TCP_RST_IGNORED, 0);
 			return state;
 		}
@@ -91,8 +92,8 @@ static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, in
 	seen = sender->seen;
 	if (f & TCP_FLAG_SYN) {
 		seen |= TCP_SIDE_SYN_WINDOW;
-		if (pkt->tcp.has_wscale) {
-			sender->wscale = pkt->tcp.wscale;
+		if (tcp->has_wscale) {
+			sender->wscale = tcp->wscale;
 			seen |= TCP_SIDE_WSCALE;
 		}
 	} else {
@@ -100,10 +101,10 @@ static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, in
 	}
 	if (f & TCP_FLAG_ACK) {
 		seen |= TCP_SIDE_ACKED;
-		if (sender->ack != pkt->tcp.ack)
-			sender->ack = pkt->tcp.ack;
-		if (sender->window != pkt->tcp.window)
-			sender->window = pkt->tcp.window;
+		if (sender->ack != tcp->ack)
+			sender->ack = tcp->ack;
+		if (sender->window != tcp->window)
+			sender->window = tcp->window;
 	}
 	if (sender->seen != seen)
 		sender->seen = seen;
@@ -119,6 +120,13 @@ static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, in
 	if (f & TCP_FLAG_FIN)
 		state |= CT_TCP_FIN;
 	return state;
+}
+
+static __always_inline __u8 tcp_advance(__u8 state, const struct packet *pkt, int opener,
+					 struct tcp_side *sender, const struct tcp_side *receiver)
+{
+	return tcp_advance_seg(state, pkt->tcp_flags, pkt->frag, &pkt->tcp, opener, sender,
+			       receiver);
 }
 
 /* Fills a ct_key with one direction of a flow, as it is on the wire. */

@@ -15,6 +15,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -23,6 +24,7 @@
 #include "kernel.h"
 
 #define AF_INET 2
+#define AF_INET6 10
 
 static __always_inline int fib_redirect_enabled(void)
 {
@@ -120,6 +122,78 @@ static __always_inline int fib_redirect4(struct __sk_buff *skb, __u32 l3_off, in
 	if (*route < FIB_FORWARD)
 		return TC_ACT_UNSPEC;
 	return fib_forward4(skb, l3_off, *route, &fib);
+}
+
+/* IPv6 as fib_route4: judged by the segments of a GSO packet, and with the
+ * whole header chain's length otherwise (payload_len counts the extension
+ * headers). A hop limit about to run out is the stack's to answer. */
+static __always_inline int fib_route6(struct __sk_buff *skb, __u32 l3_off,
+				      struct bpf_fib_lookup *fib)
+{
+	__u32 mtu_len = 0;
+	struct ipv6hdr ip6;
+	int ret;
+
+	if (bpf_skb_load_bytes(skb, l3_off, &ip6, sizeof(ip6)) < 0)
+		return FIB_STACK;
+	if (ip6.hop_limit <= 1)
+		return FIB_STACK;
+
+	fib->family = AF_INET6;
+	fib->flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff);
+	fib->l4_protocol = ip6.nexthdr;
+	fib->tot_len = skb->gso_size ? 0 : sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+	__builtin_memcpy(fib->ipv6_src, &ip6.saddr, 16);
+	__builtin_memcpy(fib->ipv6_dst, &ip6.daddr, 16);
+	fib->ifindex = skb->ifindex;
+	ret = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	if (ret == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return FIB_TOO_BIG;
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return FIB_STACK;
+	if (kernel_has_check_mtu && skb->gso_size &&
+	    bpf_check_mtu(skb, fib->ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
+		return FIB_TOO_BIG;
+	return ret == BPF_FIB_LKUP_RET_SUCCESS ? FIB_FORWARD : FIB_FORWARD_NEIGH;
+}
+
+/* fib_forward4 for IPv6: the hop limit has no header checksum to absorb
+ * it, so skb->csum of a CHECKSUM_COMPLETE skb follows the store. */
+static __always_inline int fib_forward6(struct __sk_buff *skb, __u32 l3_off, int route,
+					const struct bpf_fib_lookup *fib)
+{
+	__u32 hop_off = l3_off + offsetof(struct ipv6hdr, hop_limit);
+	__be16 proto = bpf_htons(ETH_P_IPV6);
+	__u8 hop_limit;
+
+	if (bpf_skb_load_bytes(skb, hop_off, &hop_limit, 1) < 0)
+		return TC_ACT_SHOT;
+	hop_limit--;
+	if (bpf_skb_store_bytes(skb, hop_off, &hop_limit, 1, BPF_F_RECOMPUTE_CSUM) < 0)
+		return TC_ACT_SHOT;
+
+	if (l3_off == 0) {
+		if (bpf_skb_change_head(skb, ETH_HLEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, 2, 0) < 0)
+			return TC_ACT_SHOT;
+	}
+	if (route == FIB_FORWARD_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* fib_redirect4 for IPv6: routes and forwards a packet already translated. */
+static __always_inline int fib_redirect6(struct __sk_buff *skb, __u32 l3_off, int *route)
+{
+	struct bpf_fib_lookup fib = {};
+
+	*route = fib_route6(skb, l3_off, &fib);
+	if (*route < FIB_FORWARD)
+		return TC_ACT_UNSPEC;
+	return fib_forward6(skb, l3_off, *route, &fib);
 }
 
 #endif

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* IPv6 within and around a network: header walking, the family's map
  * lookups, and the isolation and anti-spoofing rules IPv4 has elsewhere.
- * Nothing here translates: published ports and masquerade are IPv4 for
- * now, so IPv6 is judged and then passed or dropped as it is. */
+ * Nothing here translates: ipv6_nat.h does published ports; masquerade
+ * is IPv4's only for now. */
 #ifndef PONTOON_IPV6_H
 #define PONTOON_IPV6_H
 
@@ -141,34 +141,23 @@ static __always_inline __u32 bridge_ipv6(struct __sk_buff *skb)
 }
 
 /* Uplink ingress: from outside, a container's IPv6 address is reachable
- * only in a routed network, as for IPv4 (no IPv6 port is published yet, so
- * nothing else gets in); the host's own addresses stay the host's. */
-static __always_inline __u32 uplink_ingress_ipv6(struct __sk_buff *skb, __u32 l3_off)
+ * only in a routed network, or through a published port; the host's own
+ * addresses stay the host's. Out of line: the uplink's IPv6 path has its
+ * stack to spare. */
+static __noinline __attribute__((unused)) int inbound_allowed6(const struct in6_addr *daddr)
 {
-	struct network_value *net;
-	struct ipv6hdr ip6;
+	struct network_value *net = network_lookup6(daddr);
 
-	if (bpf_skb_load_bytes(skb, l3_off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
-		return STAT_PASS_MALFORMED;
-	net = network_lookup6(&ip6.daddr);
-	if (net && !(net->flags & NETWORK_F_ROUTED) && !hostaddr_has6(&ip6.daddr))
-		return STAT_DROP_NOT_PUBLISHED;
-	return STAT_PASS_NO_MATCH;
+	return !net || (net->flags & NETWORK_F_ROUTED) || hostaddr_has6(daddr);
 }
 
 /* Uplink egress: a masquerading network's IPv6 source would leave as it
  * is (there is no NAT66 yet): dropped, as IPv4 that escaped masquerade. */
-static __always_inline __u32 uplink_egress_ipv6(struct __sk_buff *skb, __u32 l3_off)
+static __noinline __attribute__((unused)) int outbound_allowed6(const struct in6_addr *saddr)
 {
-	struct network_value *net;
-	struct ipv6hdr ip6;
+	struct network_value *net = network_lookup6(saddr);
 
-	if (bpf_skb_load_bytes(skb, l3_off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
-		return STAT_PASS_MALFORMED;
-	net = network_lookup6(&ip6.saddr);
-	if (net && (net->flags & NETWORK_F_MASQUERADE) && !hostaddr_has6(&ip6.saddr))
-		return STAT_DROP_UNMASQUERADED;
-	return STAT_PASS_NO_MATCH;
+	return !net || !(net->flags & NETWORK_F_MASQUERADE) || hostaddr_has6(saddr);
 }
 
 #endif

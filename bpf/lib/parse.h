@@ -273,21 +273,29 @@ static __always_inline void parse_wscale(struct __sk_buff *skb, __u32 l4_off, __
 	}
 }
 
-/* The TCP fields connection tracking follows, from the loaded header. */
-static __always_inline int parse_tcp(struct __sk_buff *skb, struct packet *pkt,
-				     const struct tcphdr *th)
+/* The TCP fields connection tracking follows, from the header loaded from
+ * l4_off; shared by both families' packets. */
+static __always_inline int parse_tcp_fields(struct __sk_buff *skb, __u32 l4_off,
+					    const struct tcphdr *th, __u8 *tcp_flags,
+					    struct tcp_fields *tcp)
 {
 	__u8 flags = ((const __u8 *)th)[13];
 
 	if (th->doff < 5)
 		return PARSE_MALFORMED;
-	pkt->tcp_flags = flags;
-	pkt->tcp.seq = bpf_ntohl(th->seq);
-	pkt->tcp.ack = bpf_ntohl(th->ack_seq);
-	pkt->tcp.window = bpf_ntohs(th->window);
+	*tcp_flags = flags;
+	tcp->seq = bpf_ntohl(th->seq);
+	tcp->ack = bpf_ntohl(th->ack_seq);
+	tcp->window = bpf_ntohs(th->window);
 	if ((flags & TCP_FLAG_SYN) && th->doff > 5)
-		parse_wscale(skb, pkt->l4_off, th->doff, &pkt->tcp);
+		parse_wscale(skb, l4_off, th->doff, tcp);
 	return PARSE_OK;
+}
+
+static __always_inline int parse_tcp(struct __sk_buff *skb, struct packet *pkt,
+				     const struct tcphdr *th)
+{
+	return parse_tcp_fields(skb, pkt->l4_off, th, &pkt->tcp_flags, &pkt->tcp);
 }
 
 /* A first fragment leaves its ports for the later ones; a later fragment

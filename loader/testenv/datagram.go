@@ -27,7 +27,7 @@ func (n *Netns) ServeDatagramEcho(t testing.TB, addr string) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := n.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp4", addr)
+		pc, err = net.ListenPacket("udp"+family(addr), addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen udp %s in %s: %v", addr, n.Name, err)
@@ -61,7 +61,7 @@ func (n *Netns) EchoDatagrams(addr string, size, count int) error {
 		return err
 	}
 	return n.Do(func() error {
-		c, err := net.ListenUDP("udp4", nil)
+		c, err := net.ListenUDP("udp"+family(addr), nil)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,134 @@
+package loader_test
+
+import (
+	"net/netip"
+	"os/exec"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/loader/testenv"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestIPv6PublishedPorts: an outside IPv6 client reaches a container
+// through the host's published ports, on a wildcard ([::]) and an exact
+// binding, with its address kept; 64 MiB each way and UDP datagrams
+// bigger than the MTU (fragments both ways) get through whole. The uplink
+// has a smaller MTU than the bridge, so the container's big replies meet
+// Packet Too Big on the way out. Both forwarding modes: the stack's, and
+// BPF's FIB redirect after the DNAT.
+func TestIPv6PublishedPorts(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	for _, c := range []struct {
+		name                  string
+		redirect, forwardDrop bool
+	}{
+		{"stack forwarding", false, false},
+		{"fib redirect", true, false},
+		// Both ways in BPF: the stack's forward path drops everything.
+		{"fib redirect, FORWARD DROP", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := exec.LookPath("ip6tables"); c.forwardDrop && err != nil {
+				t.Skip("needs ip6tables to set the FORWARD policy: run 'make deps'")
+			}
+			testIPv6PublishedPorts(t, c.redirect, c.forwardDrop)
+		})
+	}
+}
+
+func testIPv6PublishedPorts(t *testing.T, redirect, forwardDrop bool) {
+	w := testenv.NewWorld(t)
+	if forwardDrop {
+		w.Host.Exec(t, "ip6tables", "-P", "FORWARD", "DROP")
+	}
+	pins := testenv.PinDir(t)
+	cgroup := testenv.Cgroup(t)
+	var (
+		hostIP    = netip.MustParseAddr("2001:db8:18::1")
+		outsideIP = netip.MustParseAddr("2001:db8:18::2")
+		gateway   = netip.MustParseAddr("fd00:89::1")
+		aIP       = netip.MustParseAddr("fd00:89::2")
+	)
+	w.Host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+	w.Host.IP(t, "addr", "add", hostIP.String()+"/64", "dev", w.Uplink, "nodad")
+	w.Host.IP(t, "link", "set", w.Uplink, "mtu", "1400")
+	w.Outside.IP(t, "link", "set", "eth0", "mtu", "1400")
+	w.Outside.IP(t, "addr", "add", outsideIP.String()+"/64", "dev", "eth0", "nodad")
+	// A route to the containers, so that only the datapath keeps them
+	// unreachable by their own addresses.
+	w.Outside.IP(t, "-6", "route", "add", "fd00:89::/64", "via", hostIP.String())
+	w.Host.IP(t, "addr", "add", gateway.String()+"/64", "dev", w.Bridge, "nodad")
+	w.A.IP(t, "addr", "add", aIP.String()+"/64", "dev", "eth0", "nodad")
+	w.A.IP(t, "-6", "route", "add", "default", "via", gateway.String())
+
+	w.A.ServeTCP(t, "[::]:80")
+	w.A.ServeUDP(t, "[::]:53")
+	w.A.ServeBulk(t, "[::]:9000")
+	w.A.ServeDatagramEcho(t, "[::]:7000")
+
+	var mode string
+	if err := w.Host.Helper(t, "", &mode, "load", pins, w.Uplink, cgroup, string(loader.TCX), "bridge="+w.Bridge); err != nil {
+		t.Fatal(err)
+	}
+	configure(t, w, pins, redirect, []maps.Network{
+		{Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1},
+		{Subnet: netip.MustParsePrefix("fd00:89::/64"), Gateway: gateway, ID: 1},
+	})
+	// The load helper syncs the host's IPv4 addresses; the wildcard
+	// binding needs to know the IPv6 ones too.
+	hostAddrs := maps.NewHostAddrs(openPinned(t, pins, "hostaddrs"))
+	for _, a := range []struct {
+		addr netip.Addr
+		dev  string
+	}{{hostIP, w.Uplink}, {gateway, w.Bridge}} {
+		if err := hostAddrs.Put(a.addr, uint32(ifindexIn(t, w.Host, a.dev))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	any6 := netip.IPv6Unspecified()
+	if err := maps.NewBindings(openPinned(t, pins, "bindings")).PutBatch([]maps.Binding{
+		{Proto: maps.TCP, Host: netip.AddrPortFrom(any6, 8080), Backend: netip.AddrPortFrom(aIP, 80), ID: 1},
+		{Proto: maps.UDP, Host: netip.AddrPortFrom(hostIP, 5353), Backend: netip.AddrPortFrom(aIP, 53), ID: 2},
+		{Proto: maps.TCP, Host: netip.AddrPortFrom(any6, 9000), Backend: netip.AddrPortFrom(aIP, 9000), ID: 3},
+		{Proto: maps.UDP, Host: netip.AddrPortFrom(any6, 7000), Backend: netip.AddrPortFrom(aIP, 7000), ID: 4},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("outside reaches the container and keeps its address", func(t *testing.T) {
+		tcp := netip.AddrPortFrom(hostIP, 8080).String()
+		res, err := w.Outside.Dial("tcp", tcp)
+		expect(t, res, err, outsideIP, tcp)
+		udp := netip.AddrPortFrom(hostIP, 5353).String()
+		res, err = w.Outside.Dial("udp", udp)
+		expect(t, res, err, outsideIP, udp)
+	})
+
+	t.Run("the container is not reachable by its own address", func(t *testing.T) {
+		if res, err := w.Outside.Dial("tcp", netip.AddrPortFrom(aIP, 80).String()); err == nil {
+			t.Fatalf("outside reached the container directly: %+v", res)
+		}
+	})
+
+	t.Run("datagrams bigger than the MTU", func(t *testing.T) {
+		for _, size := range datagramSizes {
+			if err := w.Outside.EchoDatagrams(netip.AddrPortFrom(hostIP, 7000).String(), size, datagramsPerSize); err != nil {
+				t.Errorf("%d-byte datagrams: %v\ndatapath counters: %s", size, err, counters(t, pins))
+			}
+		}
+	})
+
+	for i, dir := range []testenv.Direction{testenv.Upload, testenv.Download} {
+		t.Run("64 MiB "+dir.String(), func(t *testing.T) {
+			res, err := w.Outside.Transfer(testenv.Transfer{
+				Dir: dir, Addr: netip.AddrPortFrom(hostIP, 9000).String(), Seed: uint64(i + 1),
+				Size: testenv.BulkSize, Deadline: transferDeadline,
+			})
+			if err != nil {
+				t.Fatalf("%v\ndatapath counters: %s", err, counters(t, pins))
+			}
+			t.Logf("%d bytes in %s", res.Bytes, res.Elapsed)
+		})
+	}
+}
