@@ -240,15 +240,19 @@ func TestMonitor(t *testing.T) {
 // shown with its reason by 'pontoon monitor'. The others are produced by
 // BPF_PROG_TEST_RUN tests in bpf/ (see the report of issue 15).
 func TestDropReasons(t *testing.T) {
-	w := newWorld(t, 3)
+	w := newWorld(t, 4)
 	w.startAgent("--metrics-addr", metricsAddr)
-	c1, c2, c3 := w.containers[0], w.containers[1], w.containers[2]
+	c1, c2, c3, c4 := w.containers[0], w.containers[1], w.containers[2], w.containers[3]
 	w.ok("network", "create", "quiet", "--subnet", "10.81.0.0/24", "--icc=false")
 	w.ok("network", "create", "other", "--subnet", "10.82.0.0/24")
-	var e1, e2, e3 control.Endpoint
+	w.ok("network", "create", "small", "--subnet", "10.83.0.0/24", "--mtu", "1280")
+	var e1, e2, e3, e4 control.Endpoint
 	w.okJSON(&e1, "endpoint", "attach", "quiet", "c1", "--netns", c1.Path())
 	w.okJSON(&e2, "endpoint", "attach", "quiet", "c2", "--netns", c2.Path())
 	w.okJSON(&e3, "endpoint", "attach", "other", "c3", "--netns", c3.Path())
+	w.okJSON(&e4, "endpoint", "attach", "small", "c4", "--netns", c4.Path())
+	w.ok("port", "publish", "c4", "5399:53/udp")
+	smallGateway := netip.MustParseAddr("10.83.0.1")
 	w.outside.IP(t, "route", "add", "10.81.0.0/24", "via", w.hostIP.String())
 	mon := w.startMonitor("--drops")
 
@@ -274,6 +278,23 @@ func TestDropReasons(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := c1.SendIPv4(p); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		// c3 sends a DF datagram too big for the small network to a port
+		// published by c4: hairpinned, it cannot be forwarded, and the
+		// stack would drop it (its source is the host's by then). The
+		// event shows the packet as translated: from small's gateway.
+		{"drop_frag_needed", smallGateway, func(t *testing.T) {
+			ip := testenv.IPv4Header(e3.IP, w.hostIP, layers.IPProtocolUDP)
+			ip.Flags = layers.IPv4DontFragment
+			udp := &layers.UDP{SrcPort: 5005, DstPort: 5399}
+			udp.SetNetworkLayerForChecksum(ip)
+			p, err := testenv.Serialize(ip, udp, gopacket.Payload(make([]byte, 1400)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c3.SendIPv4(p); err != nil {
 				t.Fatal(err)
 			}
 		}},
