@@ -298,6 +298,23 @@ func TestDropReasons(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		// The same hairpin with a TTL that forwarding would expire: the
+		// FIB will not forward it and, translated, the stack could not
+		// take it either. bridge_ingress counts every hairpin the FIB
+		// refuses for a reason other than size as drop_rewrite.
+		{"drop_rewrite", smallGateway, func(t *testing.T) {
+			ip := testenv.IPv4Header(e3.IP, w.hostIP, layers.IPProtocolUDP)
+			ip.TTL = 1
+			udp := &layers.UDP{SrcPort: 5006, DstPort: 5399}
+			udp.SetNetworkLayerForChecksum(ip)
+			p, err := testenv.Serialize(ip, udp, gopacket.Payload("pontoon ttl 1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c3.SendIPv4(p); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"drop_protocol", netip.Addr{}, func(t *testing.T) {
 			mac, err := net.ParseMAC(e1.MAC)
 			if err != nil {
