@@ -167,6 +167,13 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		a.st.putPort(m)
 	}
 	a.portsGen++
+	if slices.ContainsFunc(out, (*PortMapping).publishesIPv6) {
+		// bpf_fib_lookup and the stack both refuse to forward IPv6
+		// while forwarding is off: the port would be dead from outside.
+		if err := a.enableSysctl(ipv6Forward); err != nil {
+			a.log.Error("IPv6 published port: the host does not forward IPv6", "err", err)
+		}
+	}
 	return clones(out), nil
 }
 

@@ -108,15 +108,29 @@ func (a *Agent) enableForwarding() error {
 }
 
 // needsForwarding6: a routed dual-stack network's IPv6 addresses are
-// reached from outside, and reach out, through the host's IPv6 routing.
-// Masquerading networks' IPv6 stays within the host until NAT66 exists.
+// reached from outside, and reach out, through the host's IPv6 routing,
+// as are IPv6 published ports. Otherwise a masquerading network's IPv6
+// stays within the host until NAT66 exists, and forwarding stays as found
+// (turning it on makes interfaces with accept_ra=1 ignore router
+// advertisements).
 func (a *Agent) needsForwarding6() bool {
 	for _, n := range a.st.networks {
 		if n.IPv6 && n.Routed {
 			return true
 		}
 	}
+	for _, m := range a.st.ports {
+		if m.publishesIPv6() {
+			return true
+		}
+	}
 	return false
+}
+
+// publishesIPv6: the mapping has a binding clients reach over IPv6 from
+// outside the host.
+func (m *PortMapping) publishesIPv6() bool {
+	return m.Backend6.IsValid() || (m.HostIP.Is6() && !m.HostIP.Is4In6() && !m.HostIP.IsLoopback())
 }
 
 // enableSysctl turns forwarding on. The value found is recorded first, so

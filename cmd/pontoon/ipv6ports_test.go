@@ -222,16 +222,14 @@ func expectHostBinds(t *testing.T, w *world, taken, free []string) {
 
 // TestIPv6PublishedPortsFromOutside: an outside IPv6 client of a port a
 // spec without host IP published reaches the container's IPv6 address
-// with its own address kept. The tc datapath's IPv6 translation is
-// another part of the work (issue 14): until the uplink translates IPv6,
-// it passes the SYN on untranslated (pass_no_match), and the test skips
-// saying so.
+// with its own address kept. Forwarding, off before, is turned on by the
+// publish: neither the stack nor bpf_fib_lookup forwards IPv6 without it.
 func TestIPv6PublishedPortsFromOutside(t *testing.T) {
 	w := newWorld(t, 1)
 	hostV6, outsideV6 := netip.MustParseAddr("fd00:ff::1"), netip.MustParseAddr("fd00:ff::2")
 	w.host.IP(t, "-6", "addr", "add", hostV6.String()+"/64", "dev", w.uplink, "nodad")
 	w.outside.IP(t, "-6", "addr", "add", outsideV6.String()+"/64", "dev", "eth0", "nodad")
-	w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+	w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
 	w.startAgent()
 	c0 := w.containers[0]
 	w.ok("network", "create", "dual", "--subnet", "10.89.0.0/24", "--subnet6", "fd00:89::/64")
@@ -239,11 +237,11 @@ func TestIPv6PublishedPortsFromOutside(t *testing.T) {
 	c0.ServeTCP(t, "[::]:80")
 	w.ok("port", "publish", "e0", "8080:80")
 
-	addr := netip.AddrPortFrom(hostV6, 8080).String()
-	before := w.counter("pass_no_match")
-	res, err := w.outside.Dial("tcp", addr)
-	if err != nil && w.counter("pass_no_match") > before {
-		t.Skipf("the uplink passed IPv6 to a published port untranslated (pass_no_match): the tc datapath does not translate IPv6 yet (%v)", err)
+	if got := strings.TrimSpace(w.host.Exec(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding")); got != "1" {
+		t.Errorf("IPv6 forwarding %s after publishing an IPv6 port, want 1", got)
 	}
+
+	addr := netip.AddrPortFrom(hostV6, 8080).String()
+	res, err := w.outside.Dial("tcp", addr)
 	expectEcho(t, res, err, outsideV6, addr)
 }
