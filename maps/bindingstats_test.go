@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -15,6 +16,11 @@ import (
 func TestBindingStatsCreate(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("creating BPF maps needs root")
+	}
+	// Before 5.11 maps count against RLIMIT_MEMLOCK, and 65,536 entries
+	// are more than its default.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range []int{3, 1000} {
 		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 32, MaxEntries: 65536})
