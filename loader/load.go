@@ -88,10 +88,13 @@ type Datapath struct {
 	endpoint bpf.TcEndpointPrograms
 	sock     bpf.SockPrograms
 	kernel   kernelFeatures
-	// xdp is the uplink XDP program; nil with xdpErr when this kernel
-	// refused both of its builds (XDP is then unavailable, tc unaffected).
-	xdp    *ebpf.Program
-	xdpErr error
+	// xdp is the uplink XDP program, loaded on the first attach (most
+	// agents run without XDP, and its verification costs as much as the tc
+	// programs'); nil with xdpErr when this kernel refused both of its
+	// builds (XDP is then unavailable, tc unaffected).
+	xdpOnce sync.Once
+	xdp     *ebpf.Program
+	xdpErr  error
 
 	// links holds every link this datapath attached or adopted, by pin
 	// path (attachments.go).
@@ -169,7 +172,6 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	d.xdp, d.xdpErr = loadXDP(collOpts)
 	return d, nil
 }
 

@@ -61,6 +61,18 @@ func loadXDP(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 	return objs2.UplinkXdp, nil
 }
 
+// xdpProgram loads the uplink XDP program once, on first use.
+func (d *Datapath) xdpProgram() (*ebpf.Program, error) {
+	d.xdpOnce.Do(func() {
+		replacements := map[string]*ebpf.Map{}
+		for name, m := range d.Maps.all() {
+			replacements[name] = *m
+		}
+		d.xdp, d.xdpErr = loadXDP(&ebpf.CollectionOptions{MapReplacements: replacements})
+	})
+	return d.xdp, d.xdpErr
+}
+
 // xdpHook names the XDP pins: links/xdp_uplink_IFINDEX.
 const xdpHook = "uplink"
 
@@ -77,15 +89,16 @@ func (d *Datapath) AttachUplinkXDP(l netlink.Link, mode XDPMode) (XDPMode, error
 	if mode == XDPOff {
 		return XDPOff, d.DetachUplinkXDP(l)
 	}
-	if d.xdp == nil {
-		return XDPOff, fmt.Errorf("attach xdp to %s: this kernel refused the program (%v): start the agent with --xdp=off", ifname, d.xdpErr)
-	}
 	if headerOf(l) != ethernetHeader {
 		return XDPOff, fmt.Errorf("attach xdp to %s: the device has no Ethernet header: start the agent with --xdp=off", ifname)
 	}
+	prog, err := d.xdpProgram()
+	if err != nil {
+		return XDPOff, fmt.Errorf("attach xdp to %s: this kernel refused the program (%v): start the agent with --xdp=off", ifname, err)
+	}
 	pin := d.xdpLinkPin(ifindex)
 	if cur := xdpAttachedMode(ifindex); cur != XDPOff && (mode == XDPAuto || mode == cur) {
-		adopted, err := d.updatePinnedLink(pin, d.xdp)
+		adopted, err := d.updatePinnedLink(pin, prog)
 		if err != nil {
 			return "", fmt.Errorf("attach xdp to %s: %w", ifname, err)
 		}
@@ -97,10 +110,9 @@ func (d *Datapath) AttachUplinkXDP(l netlink.Link, mode XDPMode) (XDPMode, error
 	if _, err := d.unpinLink(pin); err != nil {
 		return "", err
 	}
-	var err error
 	for _, try := range xdpTries(mode) {
 		var lk link.Link
-		lk, err = link.AttachXDP(link.XDPOptions{Program: d.xdp, Interface: ifindex, Flags: xdpFlags(try)})
+		lk, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: xdpFlags(try)})
 		if err != nil {
 			continue
 		}

@@ -8,7 +8,9 @@
 # 5.10 is the floor (Debian 11, fetched from bullseye with a private apt
 # configuration: vmtest/aptsuite.go); 6.1 has no TCX (legacy tc path), 6.12 has it.
 KERNELS ?= 5.10 6.1 6.12
-VMTEST_PKGS ?= ./loader/... ./maps/... ./bpf/
+# Heaviest first: vmmatrix queues each kernel's packages in this order (and the
+# kernels in KERNELS order, slowest first).
+VMTEST_PKGS ?= ./loader/... ./bpf/ ./maps/...
 # 5.10 runs the same packages (the loader's ran 12 min there under TCG on a
 # loaded machine); VMTEST_PKGS_510 narrows them for a quicker local run.
 VMTEST_PKGS_510 ?= $(VMTEST_PKGS)
@@ -16,6 +18,12 @@ VMTEST_PKGS_510 ?= $(VMTEST_PKGS)
 # -timeout: the loader package moves 64 MiB per path under TCG; 10 min is too tight,
 # and on 5.10 it ran 12 to 29 min on a loaded machine (vmrun's own limit is 20 min by default).
 VMTEST_GOFLAGS ?= -short -timeout 40m
+# Each VM has two vCPUs; two at once keep both cores busy without starving
+# the tests' own timers.
+VMTEST_JOBS ?= 2
+# The loader package is a third of the matrix's CPU time: its heaviest tests
+# run as shards of their own (a VM each), and the rest as one more.
+VMTEST_SPLIT ?= loader=^TestTraffic$$,^(TestICCAndHairpin|TestMasqueradeAndIsolation|TestIPv6PublishedPorts)$$
 # Passed to vmrun before the test binary, e.g. -v for the kernel console.
 VMRUN_FLAGS ?= -timeout 40m
 VMTEST_APT_PACKAGES := qemu-system-x86 busybox-static
@@ -37,18 +45,12 @@ vmtest-deps:
 	fi
 	$(GO) run ./vmtest/cmd/vmrun -fetch $(KERNELS)
 
-## vmtest: run VMTEST_PKGS in a VM for each kernel in KERNELS; fails if any kernel fails
+## vmtest: run VMTEST_PKGS in a VM per kernel in KERNELS, VMTEST_JOBS VMs at once; fails if any job fails
 vmtest: vmrun
 	@$(VMRUN) -fetch $(KERNELS) >/dev/null
-	@failed=; for k in $(KERNELS); do \
-		pkgs="$(VMTEST_PKGS)"; [ "$$k" != 5.10 ] || pkgs="$(VMTEST_PKGS_510)"; \
-		echo "== vmtest: kernel $$k: $$pkgs"; \
-		start=$$(date +%s); \
-		$(GO) test -count=1 $(VMTEST_GOFLAGS) -exec "$(VMRUN) $(VMRUN_FLAGS) -kernel $$k --" $$pkgs || failed="$$failed $$k"; \
-		echo "== vmtest: kernel $$k done in $$(( $$(date +%s) - start ))s"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "vmtest: FAILED on kernel(s):$$failed"; exit 1; fi; \
-	echo "vmtest: passed on kernels $(KERNELS)"
+	$(GO) run ./vmtest/cmd/vmmatrix -go $(GO) -jobs $(VMTEST_JOBS) -kernels "$(KERNELS)" \
+		-pkgs-5.10 "$(VMTEST_PKGS_510)" -goflags "$(VMTEST_GOFLAGS)" \
+		-vmrun $(VMRUN) -vmrun-flags "$(VMRUN_FLAGS)" -split '$(VMTEST_SPLIT)' $(VMTEST_PKGS)
 
 ## vmtest-self: vmtest's own tests, which boot each kernel, systemd and the broken cases
 vmtest-self:
