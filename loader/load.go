@@ -92,6 +92,8 @@ type Datapath struct {
 	// agents run without XDP, and its verification costs as much as the tc
 	// programs'); nil with xdpErr when this kernel refused both of its
 	// builds (XDP is then unavailable, tc unaffected).
+	// lazyMu guards the programs loaded on first use (uplinkProgram).
+	lazyMu  sync.Mutex
 	xdpOnce sync.Once
 	xdp     *ebpf.Program
 	xdpErr  error
@@ -144,18 +146,20 @@ func Load(opts Options) (*Datapath, error) {
 		d.Maps.close()
 		return nil, err
 	}
-	replacements := map[string]*ebpf.Map{}
-	for name, m := range d.Maps.all() {
-		replacements[name] = *m
-	}
-	collOpts := &ebpf.CollectionOptions{MapReplacements: replacements}
+	collOpts := &ebpf.CollectionOptions{MapReplacements: d.Maps.replacements()}
 
-	var tcObjs bpf.TcUplinkObjects
-	if err := tcSpec.LoadAndAssign(&tcObjs.TcUplinkPrograms, collOpts); err != nil {
+	// The uplink programs for devices without an Ethernet header wait for
+	// the first such uplink (uplinkProgram): few hosts have one, and each
+	// costs a verification as long as the Ethernet build's.
+	var ethernetUplink struct {
+		Ingress *ebpf.Program `ebpf:"uplink_ingress"`
+		Egress  *ebpf.Program `ebpf:"uplink_egress"`
+	}
+	if err := tcSpec.LoadAndAssign(&ethernetUplink, collOpts); err != nil {
 		d.Maps.close()
 		return nil, fmt.Errorf("load tc programs: %w", verifierDetail(err))
 	}
-	d.tc = tcObjs.TcUplinkPrograms
+	d.tc.UplinkIngress, d.tc.UplinkEgress = ethernetUplink.Ingress, ethernetUplink.Egress
 	var bridgeObjs bpf.TcBridgeObjects
 	if err := bridgeSpec.LoadAndAssign(&bridgeObjs.TcBridgePrograms, collOpts); err != nil {
 		d.Close()
@@ -173,6 +177,31 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// uplinkProgram loads the uplink program name into *slot on first use.
+func (d *Datapath) uplinkProgram(slot **ebpf.Program, name string) (*ebpf.Program, error) {
+	d.lazyMu.Lock()
+	defer d.lazyMu.Unlock()
+	if *slot != nil {
+		return *slot, nil
+	}
+	spec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
+	if err != nil {
+		return nil, fmt.Errorf("read tc object: %w", err)
+	}
+	for other := range spec.Programs {
+		if other != name {
+			delete(spec.Programs, other)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: d.Maps.replacements()})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", name, verifierDetail(err))
+	}
+	defer coll.Close()
+	*slot = coll.DetachProgram(name)
+	return *slot, nil
 }
 
 // loadSockPrograms loads the socket hooks; the bind hooks only where the
@@ -235,6 +264,16 @@ func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 		*slot = m
 	}
 	return nil
+}
+
+// replacements hands the pinned maps to a program load in place of the
+// object's own.
+func (m *Maps) replacements() map[string]*ebpf.Map {
+	r := map[string]*ebpf.Map{}
+	for name, slot := range m.all() {
+		r[name] = *slot
+	}
+	return r
 }
 
 func (m *Maps) close() {

@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/bpf"
 )
 
 // TCMode is how a program is attached to an interface.
@@ -42,7 +44,7 @@ type tcHook struct {
 	parent uint32
 	// prog picks the program for the device's kind of header, which the
 	// uplink programs are built separately for.
-	prog func(d *Datapath, h linkHeader) *ebpf.Program
+	prog func(d *Datapath, h linkHeader) (*ebpf.Program, error)
 }
 
 // linkHeader is what a device's packets start with at tc.
@@ -56,27 +58,31 @@ const (
 
 var (
 	uplinkHooks = []tcHook{
-		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, h linkHeader) *ebpf.Program {
+		{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, h linkHeader) (*ebpf.Program, error) {
 			switch h {
 			case ipHeader:
-				return d.tc.UplinkIngressL3
+				return d.uplinkProgram(&d.tc.UplinkIngressL3, bpf.TcUplinkProgUplinkIngressL3)
 			case ipipHeader:
-				return d.tc.UplinkIngressIpip
+				return d.uplinkProgram(&d.tc.UplinkIngressIpip, bpf.TcUplinkProgUplinkIngressIpip)
 			}
-			return d.tc.UplinkIngress
+			return d.tc.UplinkIngress, nil
 		}},
-		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath, h linkHeader) *ebpf.Program {
+		{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath, h linkHeader) (*ebpf.Program, error) {
 			if h != ethernetHeader {
-				return d.tc.UplinkEgressL3
+				return d.uplinkProgram(&d.tc.UplinkEgressL3, bpf.TcUplinkProgUplinkEgressL3)
 			}
-			return d.tc.UplinkEgress
+			return d.tc.UplinkEgress, nil
 		}},
 	}
 	bridgeHooks = []tcHook{
-		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) *ebpf.Program { return d.bridge.BridgeIngress }},
+		{"bridge-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) (*ebpf.Program, error) {
+			return d.bridge.BridgeIngress, nil
+		}},
 	}
 	endpointHooks = []tcHook{
-		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) *ebpf.Program { return d.endpoint.EndpointIngress }},
+		{"endpoint-ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath, _ linkHeader) (*ebpf.Program, error) {
+			return d.endpoint.EndpointIngress, nil
+		}},
 	}
 	allTCHooks = append(append(append([]tcHook{}, uplinkHooks...), bridgeHooks...), endpointHooks...)
 )
@@ -127,21 +133,24 @@ func (d *Datapath) attachTC(ifname string, hooks []tcHook) (TCMode, error) {
 func (d *Datapath) attachLink(l netlink.Link, hooks []tcHook) (TCMode, error) {
 	ifname, ifindex := l.Attrs().Name, l.Attrs().Index
 	header := headerOf(l)
-	var err error
 
 	mode := LegacyTC
 	if !d.forceTC {
 		mode = TCX
 	}
 	for _, dir := range hooks {
+		prog, err := dir.prog(d, header)
+		if err != nil {
+			return "", fmt.Errorf("attach %s to %s: %w", dir.name, ifname, err)
+		}
 		if mode == TCX {
-			err = d.attachTCX(dir, ifindex, dir.prog(d, header))
+			err = d.attachTCX(dir, ifindex, prog)
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				mode = LegacyTC
 			}
 		}
 		if mode == LegacyTC {
-			err = d.attachLegacy(dir, l, dir.prog(d, header))
+			err = d.attachLegacy(dir, l, prog)
 		}
 		if err != nil {
 			return "", fmt.Errorf("attach %s to %s: %w", dir.name, ifname, err)

@@ -64,11 +64,7 @@ func loadXDP(opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 // xdpProgram loads the uplink XDP program once, on first use.
 func (d *Datapath) xdpProgram() (*ebpf.Program, error) {
 	d.xdpOnce.Do(func() {
-		replacements := map[string]*ebpf.Map{}
-		for name, m := range d.Maps.all() {
-			replacements[name] = *m
-		}
-		d.xdp, d.xdpErr = loadXDP(&ebpf.CollectionOptions{MapReplacements: replacements})
+		d.xdp, d.xdpErr = loadXDP(&ebpf.CollectionOptions{MapReplacements: d.Maps.replacements()})
 	})
 	return d.xdp, d.xdpErr
 }
