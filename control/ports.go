@@ -77,7 +77,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		}
 		reqs[i], hostIPs[i], backends[i] = portRequest(e.Name, spec, hostIP), hostIP, [2]netip.Addr{backend, backend6}
 	}
-	v6 := newV6Ports(a.st.ports)
+	v6 := newV6Ports(a.st.v6Mappings())
 	// One batch: the host's sockets are read once, and the ports and the
 	// mappings saved in one transaction, however many specs there are.
 	id := a.st.nextID

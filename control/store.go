@@ -179,6 +179,10 @@ type portIndex struct {
 	byEndpoint map[string]map[string]*PortMapping
 	byPort     map[portSlot]map[string]*PortMapping
 	ranges     map[string]map[string]*PortMapping
+	// v6 holds the mappings that hold IPv6 ports, which a publish checks
+	// new ones against: building that check from every mapping was most
+	// of one publish at 60,000 IPv4 mappings.
+	v6 map[string]*PortMapping
 }
 
 type portSlot struct {
@@ -187,6 +191,9 @@ type portSlot struct {
 }
 
 func (x *portIndex) add(k string, m *PortMapping) {
+	if m.holdsIPv6Ports() {
+		x.v6[k] = m
+	}
 	addIndexed(x.byEndpoint, m.Endpoint, k, m)
 	if m.Container.Len() == 1 {
 		addIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k, m)
@@ -196,6 +203,7 @@ func (x *portIndex) add(k string, m *PortMapping) {
 }
 
 func (x *portIndex) remove(k string, m *PortMapping) {
+	delete(x.v6, k)
 	removeIndexed(x.byEndpoint, m.Endpoint, k)
 	if m.Container.Len() == 1 {
 		removeIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k)
@@ -227,6 +235,7 @@ func (st *state) portIndex() *portIndex {
 			byEndpoint: map[string]map[string]*PortMapping{},
 			byPort:     map[portSlot]map[string]*PortMapping{},
 			ranges:     map[string]map[string]*PortMapping{},
+			v6:         map[string]*PortMapping{},
 		}
 		for k, m := range st.ports {
 			st.index.add(k, m)
@@ -234,6 +243,15 @@ func (st *state) portIndex() *portIndex {
 	}
 	return st.index
 }
+
+// holdsIPv6Ports: the mapping holds host ports on [::] (a wildcard
+// mapping of a dual-stack endpoint) or on an IPv6 address, the ones
+// newV6Ports collects.
+func (m *PortMapping) holdsIPv6Ports() bool { return m.Backend6.IsValid() || m.HostIP.Is6() }
+
+// v6Mappings is every mapping that holds IPv6 ports, keyed as ports; the
+// caller must not change the map.
+func (st *state) v6Mappings() map[string]*PortMapping { return st.portIndex().v6 }
 
 // endpointPorts is the endpoint's mappings, keyed as ports; the caller
 // must not change the map.
