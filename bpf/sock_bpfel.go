@@ -89,6 +89,7 @@ type SockCtValue struct {
 		Wscale uint8
 		Seen   uint8
 	}
+	CreatedNs uint64
 }
 
 type SockEndpointKey struct {

@@ -89,6 +89,7 @@ type TcBridgeCtValue struct {
 		Wscale uint8
 		Seen   uint8
 	}
+	CreatedNs uint64
 }
 
 type TcBridgeEndpointKey struct {

@@ -89,6 +89,7 @@ type TcUplinkCtValue struct {
 		Wscale uint8
 		Seen   uint8
 	}
+	CreatedNs uint64
 }
 
 type TcUplinkEndpointKey struct {

@@ -89,6 +89,7 @@ type XdpUplinkCtValue struct {
 		Wscale uint8
 		Seen   uint8
 	}
+	CreatedNs uint64
 }
 
 type XdpUplinkEndpointKey struct {

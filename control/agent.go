@@ -171,6 +171,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	a.metrics.observeReconcile("start", started)
+	// Everything is attached again: the old programs no longer write to
+	// conntrack tables Load upgraded to this build's layout.
+	if names := a.dp.Upgraded(); len(names) > 0 {
+		added, err := a.dp.FinishUpgrade()
+		if err != nil {
+			a.log.Warn("conntrack upgrade: some flows of the old tables were not copied", "err", err)
+		}
+		a.log.Info("conntrack tables upgraded to this build's layout", "tables", names, "flows_copied_after_attach", added)
+	}
 	ln, err := listen(cfg.Socket)
 	if err != nil {
 		return err

@@ -60,6 +60,9 @@ func loadHelper(args []string) (any, error) {
 			return nil, err
 		}
 	}
+	if _, err := d.FinishUpgrade(); err != nil {
+		return nil, err
+	}
 	cookie, err := loader.NetnsCookie()
 	if err != nil {
 		return nil, err

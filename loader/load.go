@@ -102,6 +102,10 @@ type Datapath struct {
 	// path (attachments.go).
 	linksMu sync.Mutex
 	links   map[string]link.Link
+
+	// upgrades are the conntrack tables Load moved to this build's
+	// layout, until FinishUpgrade (migrate.go).
+	upgrades []ctUpgrade
 }
 
 // Load loads the programs, creating the pinned maps on first use and
@@ -143,6 +147,7 @@ func Load(opts Options) (*Datapath, error) {
 
 	d := &Datapath{pinDir: dir, forceTC: opts.ForceLegacyTC, kernel: kernel, links: map[string]link.Link{}}
 	if err := d.openMaps(tcSpec); err != nil {
+		d.closeUpgrades()
 		d.Maps.close()
 		return nil, err
 	}
@@ -234,7 +239,9 @@ func (d *Datapath) loadSockPrograms(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 
 // openMaps adopts each pinned map, or creates and pins it. A pin left by an
 // incompatible build is an error rather than silently replaced: replacing
-// it would cut the programs still attached from the new state.
+// it would cut the programs still attached from the new state. The one
+// exception is a conntrack table of an older layout, upgraded with its
+// flows (migrate.go).
 func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 	for name, slot := range d.Maps.all() {
 		ms, ok := spec.Maps[name]
@@ -245,7 +252,15 @@ func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 		m, err := ebpf.LoadPinnedMap(path, nil)
 		switch {
 		case err == nil:
-			if err := ms.Compatible(m); err != nil {
+			if err := ms.Compatible(m); err != nil && canUpgradeCT(name, ms, m) {
+				upgraded, err := upgradeCT(name, path, ms, m)
+				if err != nil {
+					m.Close()
+					return err
+				}
+				d.upgrades = append(d.upgrades, ctUpgrade{name: name, old: m, new: upgraded})
+				m = upgraded
+			} else if err != nil {
 				m.Close()
 				return fmt.Errorf("pinned map %s does not match this build (%v): remove the old datapath with 'pontoon cleanup'", path, err)
 			}
@@ -340,6 +355,7 @@ func (d *Datapath) Close() error {
 		d.xdp.Close()
 	}
 	d.releaseLinks()
+	d.closeUpgrades()
 	d.Maps.close()
 	return nil
 }

@@ -18,6 +18,10 @@ type CTEntry struct {
 	BindingID  uint32
 	TCPFlags   uint8
 	LastSeenNs uint64
+	CreatedNs  uint64
+	// AgeFromUpgrade: CreatedNs is the last packet before an upgrade
+	// from a build that kept no created time (CTAgeFromUpgrade).
+	AgeFromUpgrade bool
 }
 
 func ctEntryFrom(k CTKey, v CTValue) CTEntry {
@@ -29,6 +33,9 @@ func ctEntryFrom(k CTKey, v CTValue) CTEntry {
 		BindingID:  v.BindingID,
 		TCPFlags:   v.TCPFlags,
 		LastSeenNs: v.LastSeenNs,
+		CreatedNs:  v.CreatedNs,
+
+		AgeFromUpgrade: v.Flags&CTAgeFromUpgrade != 0,
 	}
 }
 

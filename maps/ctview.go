@@ -67,7 +67,12 @@ type CTFlow struct {
 	// Table is ct for answered flows, ct_new for the rest.
 	Table     string `json:"table"`
 	BindingID uint32 `json:"binding_id"`
-	// Idle is since the last packet; the tables keep no start time.
+	// AgeSeconds is since the flow's first packet. AgeAtLeast says the
+	// flow came over from a build that kept no start time: its age counts
+	// from its last packet before the upgrade.
+	AgeSeconds int64 `json:"age_seconds"`
+	AgeAtLeast bool  `json:"age_at_least,omitempty"`
+	// Idle is since the last packet.
 	Idle time.Duration `json:"idle_ns"`
 	// ExpiresIn is how long GC leaves the flow if it stays idle.
 	ExpiresIn time.Duration `json:"expires_in_ns"`
@@ -75,18 +80,29 @@ type CTFlow struct {
 
 // View decodes e, found in table, at now, by the lifetimes GC uses.
 func (e CTEntry) View(table string, now time.Duration, l Lifetimes) CTFlow {
-	idle := idleSince(now, e.LastSeenNs)
+	idle, age := idleSince(now, e.LastSeenNs), idleSince(now, e.CreatedNs)
 	return CTFlow{
 		Proto: ProtoName(e.Proto), State: flowState(e.Proto, e.TCPFlags),
 		Client: e.Client, Dialled: e.Dialled, Backend: e.Backend,
 		Table: table, BindingID: e.BindingID,
+		AgeSeconds: int64(age / time.Second), AgeAtLeast: e.AgeFromUpgrade,
 		Idle: idle, ExpiresIn: max(l.of(e.Proto, e.TCPFlags)-idle, 0),
 	}
 }
 
+// AgeString is the age as `1m23s`, with a ">=" in front when it is only a
+// lower bound.
+func (f CTFlow) AgeString() string {
+	s := (time.Duration(f.AgeSeconds) * time.Second).String()
+	if f.AgeAtLeast {
+		s = ">=" + s
+	}
+	return s
+}
+
 func (f CTFlow) String() string {
-	return fmt.Sprintf("%s %s client=%s dialled=%s backend=%s binding=%d table=%s idle=%s expires=%s",
-		f.Proto, f.State, f.Client, f.Dialled, f.Backend, f.BindingID, f.Table, f.Idle.Round(time.Second), f.ExpiresIn.Round(time.Second))
+	return fmt.Sprintf("%s %s client=%s dialled=%s backend=%s binding=%d table=%s age=%s idle=%s expires=%s",
+		f.Proto, f.State, f.Client, f.Dialled, f.Backend, f.BindingID, f.Table, f.AgeString(), f.Idle.Round(time.Second), f.ExpiresIn.Round(time.Second))
 }
 
 // SNATView is one masqueraded flow, decoded: a container reached a server

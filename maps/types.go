@@ -84,11 +84,16 @@ type CTValue struct {
 	BindingID  uint32
 	LastSeenNs uint64     // CLOCK_MONOTONIC
 	TCP        [2]TCPSide // the client's side, then the backend's
+	CreatedNs  uint64     // CLOCK_MONOTONIC, the flow's first packet
 }
 
 // CT flags, as in bpf/lib/types.h.
 const (
 	CTDNATReply = 1 << 0
+	// CTAgeFromUpgrade marks a flow carried over from a build whose
+	// ct_value had no created time: CreatedNs is its last packet before
+	// the upgrade, so its age is a lower bound.
+	CTAgeFromUpgrade = 1 << 2
 
 	CTTCPSyn         = 1 << 0
 	CTTCPEstablished = 1 << 1 // the three-way handshake completed
@@ -121,7 +126,7 @@ func (k CTKey) String() string {
 }
 
 func (v CTValue) String() string {
-	return fmt.Sprintf("nat=%s flags=%#x tcp=%#x binding=%d last_seen=%s", netip.AddrPortFrom(addrFromRaw(familyOf(v.NatAddr), v.NatAddr), hostPort(v.NatPort)), v.Flags, v.TCPFlags, v.BindingID, time.Duration(v.LastSeenNs))
+	return fmt.Sprintf("nat=%s flags=%#x tcp=%#x binding=%d last_seen=%s created=%s", netip.AddrPortFrom(addrFromRaw(familyOf(v.NatAddr), v.NatAddr), hostPort(v.NatPort)), v.Flags, v.TCPFlags, v.BindingID, time.Duration(v.LastSeenNs), time.Duration(v.CreatedNs))
 }
 
 // HostAddrKey mirrors struct hostaddr_key.

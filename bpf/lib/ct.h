@@ -210,6 +210,31 @@ static __always_inline void ct_promote(const struct ct_key *key, struct ct_value
 		stat_bump(STAT_CT_NOT_PROMOTED, 0);
 }
 
+/* A new DNAT flow's entry, in ct_new, keyed by its reply tuple. A
+ * subprogram: the entry is built on its own stack, which the programs that
+ * inline ct_track_dnat4 (bridge_ingress's hairpin path) have no room for. */
+static __noinline __attribute__((unused)) int ct_create_dnat(const struct ct_key *key,
+							     const struct packet *pkt,
+							     __u32 binding_id)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct ct_value fresh = {
+		.nat_port = t->dport,
+		.flags = CT_F_DNAT_REPLY,
+		.binding_id = binding_id,
+	};
+
+	addr_set4(fresh.nat_addr, t->daddr);
+	if (t->proto == IPPROTO_TCP)
+		fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
+	fresh.last_seen_ns = ct_now();
+	fresh.created_ns = fresh.last_seen_ns;
+	if (bpf_map_update_elem(&ct_new, key, &fresh, BPF_ANY) < 0)
+		return -1;
+	event_ct(EVENT_FLOW_NEW, key, &fresh, fresh.tcp_flags);
+	return 0;
+}
+
 #define CT_NOT_TRACKED 1
 #define CT_CLASH 2
 
@@ -233,7 +258,8 @@ static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backe
 			struct tcp_side none = {};
 
 			v->tcp_flags = 0;
-			v->flags &= ~CT_F_REPLIED;
+			v->flags &= ~(CT_F_REPLIED | CT_F_AGE_FROM_UPGRADE);
+			v->created_ns = ct_now();
 			v->tcp[0] = none;
 			v->tcp[1] = none;
 		}
@@ -249,22 +275,7 @@ static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backe
 	if (v && !is_new)
 		bpf_map_delete_elem(&ct, &key); /* the new flow starts unanswered */
 
-	{
-		struct ct_value fresh = {
-			.nat_port = t->dport,
-			.flags = CT_F_DNAT_REPLY,
-			.binding_id = binding_id,
-		};
-
-		addr_set4(fresh.nat_addr, t->daddr);
-		if (t->proto == IPPROTO_TCP)
-			fresh.tcp_flags = tcp_advance(0, pkt, 1, &fresh.tcp[CT_DIR_ORIGINAL], NULL);
-		fresh.last_seen_ns = ct_now();
-		if (bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY) < 0)
-			return -1;
-		event_ct(EVENT_FLOW_NEW, &key, &fresh, fresh.tcp_flags);
-		return 0;
-	}
+	return ct_create_dnat(&key, pkt, binding_id);
 }
 
 static __always_inline struct ct_value *ct_lookup_reply4(__u8 proto, __be32 saddr, __be16 sport,

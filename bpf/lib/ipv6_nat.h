@@ -465,7 +465,8 @@ static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struc
 			struct tcp_side none = {};
 
 			v->tcp_flags = 0;
-			v->flags &= ~CT_F_REPLIED;
+			v->flags &= ~(CT_F_REPLIED | CT_F_AGE_FROM_UPGRADE);
+			v->created_ns = ct_now();
 			v->tcp[0] = none;
 			v->tcp[1] = none;
 		}
@@ -493,6 +494,7 @@ static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struc
 			fresh.tcp_flags = tcp_advance_seg(0, pkt->tcp_flags, pkt->frag, &pkt->tcp, 1,
 							  &fresh.tcp[CT_DIR_ORIGINAL], NULL);
 		fresh.last_seen_ns = ct_now();
+		fresh.created_ns = fresh.last_seen_ns;
 		if (bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY) < 0)
 			return -1;
 		return 0;

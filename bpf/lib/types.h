@@ -46,6 +46,8 @@ struct xdp_meta {
 /* ct_value.flags */
 #define CT_F_DNAT_REPLY (1 << 0) /* entry is keyed by the reply of a DNAT flow */
 #define CT_F_REPLIED (1 << 1)    /* the backend answered */
+#define CT_F_AGE_FROM_UPGRADE (1 << 2) /* carried over from a build without created_ns:
+					 * created_ns is its last packet before then */
 
 /* ct_value.tcp_flags and snat_value.tcp_flags: where a TCP flow is in its
  * life, for lifetimes and GC. ESTABLISHED needs the whole handshake: the
@@ -108,6 +110,7 @@ struct ct_value {
 	__u32 binding_id;
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC at tick precision */
 	struct tcp_side tcp[2]; /* CT_DIR_ORIGINAL: the client; CT_DIR_REPLY: the backend */
+	__u64 created_ns; /* CLOCK_MONOTONIC, the flow's first packet: its age */
 };
 
 #define CT_DIR_ORIGINAL 0

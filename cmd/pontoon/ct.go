@@ -23,7 +23,9 @@ func newCTLs(o *opts) *cobra.Command {
 		Long: `List tracked flows: connections to published ports (client, the host
 address and port it dialled, the backend it reached, the binding) and
 masqueraded flows of containers (container, the address and port it left
-with, the server). IDLE is since the flow's last packet; EXPIRES is when
+with, the server). AGE is since the flow's first packet (">=" for a flow
+carried over from a build that kept no start time: counted from its last
+packet before the upgrade); IDLE is since the flow's last packet; EXPIRES is when
 garbage collection takes it if it stays idle.`,
 		Args: exactArgs(0, "no arguments (--endpoint picks one endpoint)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -44,9 +46,9 @@ func printConntrack(w io.Writer, l *control.ConntrackList) {
 		return
 	}
 	if len(l.Flows) > 0 {
-		row(w, "PROTO", "STATE", "CLIENT", "DIALLED", "BACKEND", "BINDING", "IDLE", "EXPIRES", "TABLE")
+		row(w, "PROTO", "STATE", "CLIENT", "DIALLED", "BACKEND", "BINDING", "AGE", "IDLE", "EXPIRES", "TABLE")
 		for _, f := range l.Flows {
-			row(w, f.Proto, orDash(f.State), f.Client, f.Dialled, f.Backend, f.BindingID, seconds(f.Idle), seconds(f.ExpiresIn), f.Table)
+			row(w, f.Proto, orDash(f.State), f.Client, f.Dialled, f.Backend, f.BindingID, f.AgeString(), seconds(f.Idle), seconds(f.ExpiresIn), f.Table)
 		}
 	}
 	if len(l.SNAT) > 0 {
