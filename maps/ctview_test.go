@@ -2,7 +2,9 @@ package maps
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,7 +116,7 @@ func TestCTView(t *testing.T) {
 	_, nat := rawAddr(dialled.Addr())
 	// Keyed by the reply: backend -> client.
 	if err := m.Put(tupleKey(TCP, backend, client), CTValue{NatAddr: nat, NatPort: netPort(dialled.Port()), Flags: CTDNATReply,
-		TCPFlags: CTTCPSyn | CTTCPSynAck, BindingID: 7, LastSeenNs: uint64(now - 2*time.Second)}); err != nil {
+		TCPFlags: CTTCPSyn | CTTCPSynAck, BindingID: 7, LastSeenNs: uint64(now - 2*time.Second), CreatedNs: uint64(now - 83*time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	es, err := NewCT(m).All()
@@ -124,9 +126,22 @@ func TestCTView(t *testing.T) {
 	l := DefaultLifetimes()
 	got := es[0].View("ct_new", now, l)
 	want := CTFlow{Proto: "tcp", State: "SYN_RECV", Client: client, Dialled: dialled, Backend: backend, Table: "ct_new",
-		BindingID: 7, Idle: 2 * time.Second, ExpiresIn: l.TCPOpening - 2*time.Second}
+		BindingID: 7, AgeSeconds: 83, Idle: 2 * time.Second, ExpiresIn: l.TCPOpening - 2*time.Second}
 	if got != want {
 		t.Errorf("view:\n got %+v\nwant %+v", got, want)
+	}
+	if got.AgeString() != "1m23s" {
+		t.Errorf("age %q, want 1m23s", got.AgeString())
+	}
+	js, err := json.Marshal(got)
+	if err != nil || !strings.Contains(string(js), `"age_seconds":83,`) || strings.Contains(string(js), "age_at_least") {
+		t.Errorf("JSON %s (%v): want age_seconds 83 and no age_at_least", js, err)
+	}
+	// A flow carried over from a build without created_ns: its age is
+	// counted from its last packet before the upgrade, a lower bound.
+	upgraded := CTEntry{Proto: TCP, LastSeenNs: uint64(now - 2*time.Second), CreatedNs: uint64(now - 5*time.Second), AgeFromUpgrade: true}
+	if f := upgraded.View("ct", now, l); !f.AgeAtLeast || f.AgeString() != ">=5s" {
+		t.Errorf("upgraded flow: age %q (at least %v), want >=5s", f.AgeString(), f.AgeAtLeast)
 	}
 	if n, err := NewCT(m).Flush(); err != nil || n != 1 {
 		t.Errorf("Flush = %d, %v; want 1", n, err)

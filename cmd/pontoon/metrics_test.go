@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -146,6 +147,7 @@ func TestMetricsAndConntrack(t *testing.T) {
 		res, err := w.outside.Dial("tcp", hostTCP)
 		expectEcho(t, res, err, w.outsideIP, hostTCP)
 	}
+	opened := time.Now()
 	conn := w.outside.Connect(t, hostTCP)
 	conn.RoundTrip(t, w.outsideIP)
 	client := netip.MustParseAddrPort(conn.LocalAddr().String())
@@ -217,7 +219,14 @@ func TestMetricsAndConntrack(t *testing.T) {
 		if f.Backend != want || f.Dialled.String() != hostTCP || f.BindingID != binding || f.Proto != "tcp" || f.State != "ESTABLISHED" || f.Table != "ct" {
 			t.Errorf("flow %+v: want backend %s, dialled %s, binding %d, tcp ESTABLISHED in ct", f, want, hostTCP, binding)
 		}
+		// Its age counts from the connection's SYN: at least its idle
+		// time, at most the time since the test dialled.
+		if f.AgeAtLeast || f.AgeSeconds < int64(f.Idle/time.Second) || f.AgeSeconds > int64(time.Since(opened)/time.Second)+1 {
+			t.Errorf("flow age %ds (lower bound %v), idle %s: want between idle and %s since the dial", f.AgeSeconds, f.AgeAtLeast, f.Idle, time.Since(opened))
+		}
 		text := w.ok("ct", "ls")
+		var after control.ConntrackList
+		w.okJSON(&after, "ct", "ls", "--endpoint", "c1")
 		line := ""
 		for _, l := range strings.Split(text, "\n") {
 			if strings.Contains(l, client.String()) {
@@ -226,6 +235,16 @@ func TestMetricsAndConntrack(t *testing.T) {
 		}
 		if !strings.Contains(line, hostTCP) || !strings.Contains(line, want.String()) || !strings.Contains(line, "ESTABLISHED") {
 			t.Errorf("ct ls has no line for %s -> %s -> %s:\n%s", client, hostTCP, want, text)
+		}
+		// The text shows the age as a duration, between the two listings'.
+		ages := []string{}
+		if g := findFlow(after, client); g != nil {
+			for s := f.AgeSeconds; s <= g.AgeSeconds; s++ {
+				ages = append(ages, " "+(time.Duration(s)*time.Second).String()+" ")
+			}
+		}
+		if !strings.Contains(text, " AGE ") || !slices.ContainsFunc(ages, func(a string) bool { return strings.Contains(line, a) }) {
+			t.Errorf("ct ls line %q: want an AGE column with one of %q", line, ages)
 		}
 	})
 	if flow == nil {
