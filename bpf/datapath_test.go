@@ -264,6 +264,7 @@ func putCTFlags(t testing.TB, m *ebpf.Map, e maps.CTEntry, flags uint8) {
 		TCPFlags:   e.TCPFlags,
 		BindingID:  e.BindingID,
 		LastSeenNs: 1,
+		CreatedNs:  1,
 	}
 	if err := m.Put(key, val); err != nil {
 		t.Fatalf("seed ct %v: %v", key, err)
@@ -315,10 +316,10 @@ func ctDump(t testing.TB, tables ...*ebpf.Map) []maps.CTEntry {
 		t.Fatal(err)
 	}
 	for i := range all {
-		if all[i].LastSeenNs == 0 {
-			t.Errorf("ct entry %+v has no last-seen time", all[i])
+		if all[i].LastSeenNs == 0 || all[i].CreatedNs == 0 || all[i].CreatedNs > all[i].LastSeenNs {
+			t.Errorf("ct entry %+v: want a created time, no later than its last-seen time", all[i])
 		}
-		all[i].LastSeenNs = 0
+		all[i].LastSeenNs, all[i].CreatedNs = 0, 0
 	}
 	sortCT(all)
 	return all
