@@ -57,9 +57,10 @@ func drainEvents(t testing.TB, rd *ringbuf.Reader) []maps.RawEvent {
 }
 
 // TestEventsRing: with events off, nothing reaches the ring; with them on,
-// a new DNAT flow, its end (an RST from the backend) and a drop each
-// write one event whose fields decode to
-// the packet's addresses, and the drop names its reason.
+// a new DNAT flow (IPv4 and IPv6), its end (an RST from the backend), a
+// new masqueraded flow and a drop each write one event whose fields
+// decode to the packet's addresses, and the drop names its reason. A
+// flow's later packets write none.
 func TestEventsRing(t *testing.T) {
 	o := loadObjects(t)
 	resetMaps(t, o)
@@ -103,6 +104,15 @@ func TestEventsRing(t *testing.T) {
 	if err := maps.NewUplinks(o.Uplinks).Put(1, hostIP); err != nil {
 		t.Fatal(err)
 	}
+	if err := maps.NewBindings(o.Bindings).Put(tcpWeb6); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewHostAddrs(o.Hostaddrs).Put(v6Host, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Kept: a source port inside the SNAT range.
+	container, server := ap(backend, 30001), ap(client, 443)
+	masqSyn := tcpFrame(t, container, server, syn)
 
 	setEvents(t, o, true)
 	defer setEvents(t, o, false)
@@ -124,6 +134,29 @@ func TestEventsRing(t *testing.T) {
 			want: fmt.Sprintf("flow_end published tcp %s -> %s to %s binding %d CLOSE (rst)", clientPort, tcpWeb.Host, tcpWeb.Backend, tcpWeb.ID),
 		},
 		{
+			name: "new masqueraded flow",
+			run:  func() { run(t, o.UplinkEgress, masqSyn) },
+			want: fmt.Sprintf("flow_new masquerade tcp %s -> %s as %s SYN_SENT", container, server, ap(hostIP, container.Port())),
+		},
+		{
+			name: "a masqueraded flow's next packet",
+			run:  func() { run(t, o.UplinkEgress, tcpFrame(t, container, server, ack)) },
+		},
+		{
+			name: "new published flow over IPv6",
+			run:  func() { run(t, o.UplinkIngress, tcp6Frame(t, v6ClientPort, tcpWeb6.Host, syn)) },
+			want: fmt.Sprintf("flow_new published tcp %s -> %s to %s binding %d SYN_SENT", v6ClientPort, tcpWeb6.Host, tcpWeb6.Backend, tcpWeb6.ID),
+		},
+		{
+			name: "its next packet",
+			run:  func() { run(t, o.UplinkIngress, tcp6Frame(t, v6ClientPort, tcpWeb6.Host, syn)) },
+		},
+		{
+			name: "reset ends the IPv6 flow",
+			run:  func() { run(t, o.UplinkEgress, tcp6Frame(t, tcpWeb6.Backend, v6ClientPort, rst)) },
+			want: fmt.Sprintf("flow_end published tcp %s -> %s to %s binding %d CLOSE (rst)", v6ClientPort, tcpWeb6.Host, tcpWeb6.Backend, tcpWeb6.ID),
+		},
+		{
 			name: "drop with its reason",
 			run:  func() { run(t, o.UplinkIngress, probe) },
 			want: fmt.Sprintf("drop     drop_not_published tcp %s -> %s ifindex 1, %d bytes", clientPort, ap(backend, 22), len(probe)),
@@ -132,6 +165,12 @@ func TestEventsRing(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			c.run()
 			got := drainEvents(t, rd)
+			if c.want == "" {
+				if len(got) != 0 {
+					t.Fatalf("%d events, want none: %+v", len(got), got)
+				}
+				return
+			}
 			if len(got) != 1 {
 				t.Fatalf("%d events, want 1: %+v", len(got), got)
 			}

@@ -136,7 +136,8 @@ static __noinline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 	backend_net = network_lookup4(pkt->t.daddr);
 	if (!backend_net)
 		return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
-	stat = snat4(skb, pkt, addr_get4(backend_net->gateway));
+	/* The flow's event is the DNAT's. */
+	stat = snat4(skb, pkt, addr_get4(backend_net->gateway)) & ~SNAT_OPENED;
 	return stat == STAT_SNAT ? STAT_HAIRPIN : stat;
 }
 

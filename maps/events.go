@@ -23,7 +23,8 @@ const (
 	EventFlowNew = 2
 	EventFlowEnd = 3
 
-	EventKindDNAT = 1
+	EventKindDNAT       = 1
+	EventKindMasquerade = 2
 )
 
 // RawEvent mirrors struct event, one record of the events ring buffer.
@@ -42,7 +43,8 @@ type RawEvent struct {
 	Sport     uint16 // network byte order
 	Dport     uint16
 	XlatPort  uint16
-	Pad       uint16
+	Family    uint8 // of the addresses: AF_INET, AF_INET6, or 0 (a drop of a packet that is not IPv4)
+	Pad       uint8
 	Saddr     [16]byte
 	Daddr     [16]byte
 	XlatAddr  [16]byte
@@ -62,10 +64,12 @@ func ParseRawEvent(b []byte) (RawEvent, error) {
 }
 
 // Event is a datapath event decoded for people and JSON. Drops name the
-// packet's source and destination as it arrived; flows to a published
-// port (kind "published"; masqueraded flows have no events yet) name the
-// client (Source), the address it dialled (Destination) and the backend
-// it reached (Translated).
+// packet's source and destination as it arrived. Flows to a published
+// port (kind "published", IPv4 or IPv6) name the client (Source), the
+// address it dialled (Destination) and the backend it reached
+// (Translated). Masqueraded flows (kind "masquerade", new flows only)
+// name the container (Source), the server (Destination) and the source
+// the flow left with (Translated).
 type Event struct {
 	// Time is when the datapath saw the packet, since boot (CLOCK_MONOTONIC).
 	Time        time.Duration  `json:"time_since_boot"`
@@ -88,8 +92,12 @@ type Event struct {
 
 // View decodes a raw event.
 func (r RawEvent) View() Event {
+	family := r.Family
+	if family == 0 {
+		family = familyInet // a drop of a packet that is not IPv4: its addresses are cleared below
+	}
 	addrPort := func(raw [16]byte, port uint16) netip.AddrPort {
-		return netip.AddrPortFrom(addrFromRaw(familyInet, raw), hostPort(port))
+		return netip.AddrPortFrom(addrFromRaw(family, raw), hostPort(port))
 	}
 	e := Event{
 		Time:        time.Duration(r.TimeNs),
@@ -103,7 +111,7 @@ func (r RawEvent) View() Event {
 	switch r.Type {
 	case EventDrop:
 		e.Type = "drop"
-		if r.Saddr == ([16]byte{}) && r.Daddr == ([16]byte{}) {
+		if r.Family == 0 {
 			e.Source, e.Destination = netip.AddrPort{}, netip.AddrPort{} // not IPv4
 		}
 		e.Reason = fmt.Sprintf("stat_%d", r.Reason)
@@ -123,8 +131,11 @@ func (r RawEvent) View() Event {
 	default:
 		e.Type = fmt.Sprintf("type_%d", r.Type)
 	}
-	if r.Kind == EventKindDNAT {
+	switch r.Kind {
+	case EventKindDNAT:
 		e.Kind = "published"
+	case EventKindMasquerade:
+		e.Kind = "masquerade"
 	}
 	e.Translated = addrPort(r.XlatAddr, r.XlatPort)
 	e.State = flowState(Proto(r.Proto), r.TCPFlags)
@@ -159,7 +170,11 @@ func (e Event) String() string {
 		fmt.Fprintf(&b, "%s %s %s -> %s ifindex %d, %d bytes", e.Reason, orAny(e.Proto), e.Source, e.Destination, e.Ifindex, e.Bytes)
 	default:
 		fmt.Fprintf(&b, "%s %s %s -> %s", e.Kind, e.Proto, e.Source, e.Destination)
-		fmt.Fprintf(&b, " to %s binding %d", e.Translated, e.BindingID)
+		if e.Kind == "masquerade" {
+			fmt.Fprintf(&b, " as %s", e.Translated)
+		} else {
+			fmt.Fprintf(&b, " to %s binding %d", e.Translated, e.BindingID)
+		}
 		if e.State != "" {
 			fmt.Fprintf(&b, " %s", e.State)
 		}

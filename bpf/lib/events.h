@@ -30,10 +30,13 @@ enum event_type {
 };
 
 /* event.kind for flows */
-#define EVENT_KIND_DNAT 1 /* to a published port: src client, dst dialled, xlat backend */
+#define EVENT_KIND_DNAT 1       /* to a published port: src client, dst dialled, xlat backend */
+#define EVENT_KIND_MASQUERADE 2 /* a container's, out through an uplink: src the container,
+				 * dst the server, xlat the source it left with */
 
 /* One event. Drops carry the packet's addresses as they arrived (src,
- * dst), when it had any. */
+ * dst), when it had any. Addresses are of family (PONTOON_AF_*; 0 for a
+ * drop of a packet that is not IPv4), an IPv4 one in the first 4 bytes. */
 struct event {
 	__u64 time_ns;  /* CLOCK_MONOTONIC */
 	__u8 type;      /* enum event_type */
@@ -47,7 +50,8 @@ struct event {
 	__be16 sport;
 	__be16 dport;
 	__be16 xlat_port;
-	__u16 pad;
+	__u8 family;
+	__u8 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u8 xlat_addr[16];
@@ -134,6 +138,7 @@ static __noinline __attribute__((unused)) void event_drop_emit(struct __sk_buff 
 	    bpf_skb_load_bytes_relative(skb, 9, &e->proto, 1, BPF_HDR_START_NET) == 0 &&
 	    bpf_skb_load_bytes_relative(skb, 12, e->saddr, 4, BPF_HDR_START_NET) == 0 &&
 	    bpf_skb_load_bytes_relative(skb, 16, e->daddr, 4, BPF_HDR_START_NET) == 0) {
+		e->family = PONTOON_AF_INET;
 		/* Ports only from a first fragment with a plain 20-byte header. */
 		if (head[0] == 0x45 && !(head[6] & 0x1f) && !head[7] &&
 		    (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP))
@@ -152,11 +157,11 @@ static __always_inline void event_drop(struct __sk_buff *skb, __u32 reason)
 /* The programs' stacks are nearly full: flow events are subprograms
  * that read what the caller already holds and write into the ring, and
  * check the flag themselves. Only a flow's first and last packets call
- * them. Masqueraded flows have none: snat4, itself a subprogram, leaves
- * no room on uplink_egress's stack for a call. */
+ * them. */
 
-/* A flow to a published port, from its ct entry: key is the reply tuple
- * (backend -> client), v holds the address the client dialled. */
+/* A flow to a published port, IPv4 or IPv6, from its ct entry: key is
+ * the reply tuple (backend -> client), v holds the address the client
+ * dialled. */
 static __noinline __attribute__((unused)) void event_ct(__u8 type, const struct ct_key *key, const struct ct_value *v,
 				__u8 tcp_flags)
 {
@@ -168,15 +173,16 @@ static __noinline __attribute__((unused)) void event_ct(__u8 type, const struct 
 	if (!e)
 		return;
 	e->kind = EVENT_KIND_DNAT;
+	e->family = key->family;
 	e->proto = key->proto;
 	e->tcp_flags = tcp_flags;
 	e->binding_id = v->binding_id;
 	e->sport = key->dport;
 	e->dport = v->nat_port;
 	e->xlat_port = key->sport;
-	__builtin_memcpy(e->saddr, key->daddr, 4);
-	__builtin_memcpy(e->daddr, v->nat_addr, 4);
-	__builtin_memcpy(e->xlat_addr, key->saddr, 4);
+	__builtin_memcpy(e->saddr, key->daddr, 16);
+	__builtin_memcpy(e->daddr, v->nat_addr, 16);
+	__builtin_memcpy(e->xlat_addr, key->saddr, 16);
 	bpf_ringbuf_submit(e, 0);
 }
 

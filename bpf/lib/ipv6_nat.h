@@ -425,9 +425,9 @@ static __always_inline void tuple_key6(struct ct_key *key, __u8 proto, const str
 	__builtin_memcpy(key->daddr, daddr, 16);
 }
 
-/* ct_update for IPv6. Flow events carry IPv4 addresses only, so IPv6
- * flows raise none yet. */
-static __always_inline void ct_update6(struct ct_value *v, const struct packet6 *pkt, int dir)
+/* ct_update for IPv6. */
+static __always_inline void ct_update6(struct ct_value *v, const struct ct_key *key,
+				       const struct packet6 *pkt, int dir)
 {
 	if (pkt->t.proto == IPPROTO_TCP) {
 		__u8 state = tcp_advance_seg(v->tcp_flags, pkt->tcp_flags, pkt->frag, &pkt->tcp,
@@ -436,8 +436,11 @@ static __always_inline void ct_update6(struct ct_value *v, const struct packet6 
 
 		/* Written only when it moves: a shared cache line per packet
 		 * otherwise. */
-		if (state != v->tcp_flags)
+		if (state != v->tcp_flags) {
+			if (tcp_closed(state) && !tcp_closed(v->tcp_flags))
+				event_ct(EVENT_FLOW_END, key, v, state);
 			v->tcp_flags = state;
+		}
 	}
 	ct_stamp(&v->last_seen_ns);
 }
@@ -470,7 +473,7 @@ static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struc
 			v->tcp[0] = none;
 			v->tcp[1] = none;
 		}
-		ct_update6(v, pkt, CT_DIR_ORIGINAL);
+		ct_update6(v, &key, pkt, CT_DIR_ORIGINAL);
 		if (is_new && ct_answered(v, t->proto))
 			ct_promote(&key, v);
 		return 0;
@@ -497,6 +500,7 @@ static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struc
 		fresh.created_ns = fresh.last_seen_ns;
 		if (bpf_map_update_elem(&ct_new, &key, &fresh, BPF_ANY) < 0)
 			return -1;
+		event_ct(EVENT_FLOW_NEW, &key, &fresh, fresh.tcp_flags);
 		return 0;
 	}
 }
@@ -618,7 +622,7 @@ static __noinline __attribute__((unused)) __u32 rnat6(struct __sk_buff *skb, con
 	v = ct_find(&key, &is_new);
 	if (!v || !(v->flags & CT_F_DNAT_REPLY))
 		return STAT_PASS_NO_MATCH;
-	ct_update6(v, pkt, CT_DIR_REPLY);
+	ct_update6(v, &key, pkt, CT_DIR_REPLY);
 	if (!(v->flags & CT_F_REPLIED))
 		v->flags |= CT_F_REPLIED;
 	__builtin_memcpy(&nat_addr, v->nat_addr, 16);

@@ -158,6 +158,11 @@ next:
 	return -1;
 }
 
+/* snat4 adds this to STAT_SNAT when the packet opened the flow: the
+ * caller writes the flow's event, from a frame that is not snat4's (its
+ * chain of calls is the deepest there is). Callers strip it. */
+#define SNAT_OPENED (1U << 31)
+
 /* Gives the flow of pkt the source nat_addr and a port claimed on it,
  * reusing the translation an earlier packet of the flow got. */
 static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, __be32 nat_addr)
@@ -166,6 +171,7 @@ static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, _
 	struct ct_key fwd = {}, rev = {};
 	struct snat_value entry;
 	struct snat_value *v;
+	__u32 done = STAT_SNAT;
 	__be16 nat_port;
 
 	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
@@ -201,10 +207,42 @@ static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, _
 		bpf_map_delete_elem(&snat, &rev); /* never leave half a flow */
 		return STAT_DROP_SNAT_EXHAUSTED;
 	}
+	done |= SNAT_OPENED;
 rewrite:
 	if (rewrite_endpoint4(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
-	return STAT_SNAT;
+	return done;
+}
+
+/* A masqueraded flow's first packet, from its forward entry: src the
+ * container, dst the server, xlat the source it leaves with. */
+static __noinline __attribute__((unused)) void event_masquerade(const struct packet *pkt)
+{
+	const struct l4_tuple *t = &pkt->t;
+	struct ct_key fwd = {};
+	struct snat_value *v;
+	struct event *e;
+
+	if (!events_on())
+		return;
+	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
+	v = bpf_map_lookup_elem(&snat, &fwd);
+	if (!v)
+		return;
+	e = event_reserve(EVENT_FLOW_NEW);
+	if (!e)
+		return;
+	e->kind = EVENT_KIND_MASQUERADE;
+	e->family = PONTOON_AF_INET;
+	e->proto = t->proto;
+	e->tcp_flags = v->tcp_flags;
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->xlat_port = v->port;
+	addr_set4(e->saddr, t->saddr);
+	addr_set4(e->daddr, t->daddr);
+	__builtin_memcpy(e->xlat_addr, v->addr, 4);
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* Translates a packet from a masquerading network leaving through uplink
@@ -215,6 +253,7 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 	const struct l4_tuple *t = &pkt->t;
 	struct network_value *src_net;
 	struct uplink_value *uplink;
+	__u32 stat;
 
 	src_net = network_lookup4(t->saddr);
 	if (!src_net || !(src_net->flags & NETWORK_F_MASQUERADE))
@@ -228,7 +267,12 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 	uplink = bpf_map_lookup_elem(&uplinks, &egress_ifindex);
 	if (!uplink)
 		return STAT_PASS_NO_MATCH;
-	return snat4(skb, pkt, addr_get4(uplink->addr));
+	stat = snat4(skb, pkt, addr_get4(uplink->addr));
+	if (stat & SNAT_OPENED) {
+		stat &= ~SNAT_OPENED;
+		event_masquerade(pkt);
+	}
+	return stat;
 }
 
 /* A reply to a masqueraded flow: back to the container. */

@@ -222,8 +222,10 @@ func expectHostBinds(t *testing.T, w *world, taken, free []string) {
 
 // TestIPv6PublishedPortsFromOutside: an outside IPv6 client of a port a
 // spec without host IP published reaches the container's IPv6 address
-// with its own address kept. Forwarding, off before, is turned on by the
-// publish: neither the stack nor bpf_fib_lookup forwards IPv6 without it.
+// with its own address kept, and `pontoon monitor -o json` shows the new
+// flow with the client, the dialled address and the container's.
+// Forwarding, off before, is turned on by the publish: neither the stack
+// nor bpf_fib_lookup forwards IPv6 without it.
 func TestIPv6PublishedPortsFromOutside(t *testing.T) {
 	w := newWorld(t, 1)
 	hostV6, outsideV6 := netip.MustParseAddr("fd00:ff::1"), netip.MustParseAddr("fd00:ff::2")
@@ -233,15 +235,28 @@ func TestIPv6PublishedPortsFromOutside(t *testing.T) {
 	w.startAgent()
 	c0 := w.containers[0]
 	w.ok("network", "create", "dual", "--subnet", "10.89.0.0/24", "--subnet6", "fd00:89::/64")
-	w.ok("endpoint", "attach", "dual", "e0", "--netns", c0.Path())
+	var ep control.Endpoint
+	w.okJSON(&ep, "endpoint", "attach", "dual", "e0", "--netns", c0.Path())
 	c0.ServeTCP(t, "[::]:80")
 	w.ok("port", "publish", "e0", "8080:80")
+	mon := w.startMonitor()
 
 	if got := strings.TrimSpace(w.host.Exec(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding")); got != "1" {
 		t.Errorf("IPv6 forwarding %s after publishing an IPv6 port, want 1", got)
 	}
 
-	addr := netip.AddrPortFrom(hostV6, 8080).String()
+	dialled := netip.AddrPortFrom(hostV6, 8080)
+	addr := dialled.String()
 	res, err := w.outside.Dial("tcp", addr)
 	expectEcho(t, res, err, outsideV6, addr)
+
+	flow := mon.waitFor(t, "new flow from "+outsideV6.String(), func(m control.MonitorMessage) bool {
+		return m.Type == "flow_new" && m.Source.Addr() == outsideV6
+	})
+	if flow.Kind != "published" || flow.Destination != dialled || flow.Translated != netip.AddrPortFrom(ep.IPv6, 80) || flow.Proto != "tcp" {
+		t.Errorf("new IPv6 flow %+v: want published tcp from %s -> %s to [%s]:80", flow, outsideV6, dialled, ep.IPv6)
+	}
+	if code := mon.stop(); code != 0 {
+		t.Errorf("monitor exited %d: %s", code, mon.stderr.String())
+	}
 }

@@ -22,11 +22,11 @@ func newMonitor(o *opts) *cobra.Command {
 		Use:   "monitor",
 		Short: "Show the datapath's events live: new flows, flows that end, drops with their reason",
 		Long: `Show the datapath's events as they happen, like tcpdump for verdicts:
-flows to published ports as they start and as they end, and every dropped
-packet with the reason 'pontoon status' counts it under. A TCP flow ends
-when the datapath sees its FIN or RST; UDP and ICMP flows, and TCP flows
-that go quiet, end (idle) when garbage collection takes them. Masqueraded
-flows have no events yet.
+flows to published ports (IPv4 and IPv6) as they start and as they end,
+masqueraded flows as they start, and every dropped packet with the reason
+'pontoon status' counts it under. A TCP flow ends when the datapath sees
+its FIN or RST; UDP and ICMP flows, and TCP flows that go quiet, end
+(idle) when garbage collection takes them.
 
 The datapath writes events only while a monitor runs, at most 1,000 per
 CPU and second; what it holds back is reported as lost. With -o json,

@@ -134,7 +134,9 @@ func (w *world) eventsOn(t *testing.T) bool {
 
 // TestMonitor: while a monitor runs the datapath writes events, and a
 // connection to a published port shows as a new flow and its end, with
-// client, dialled address, backend and binding; a drop shows with its
+// client, dialled address, backend and binding; a connection the
+// container opens to the outside shows as a new masqueraded flow, with the
+// container's address and the uplink's it left with; a drop shows with its
 // reason, to a --drops --endpoint monitor too, which sees no flow. With
 // every monitor gone, the datapath writes none again.
 func TestMonitor(t *testing.T) {
@@ -187,6 +189,20 @@ func TestMonitor(t *testing.T) {
 	if end.Destination != dialled || end.Translated != backend || (end.State != "FIN_WAIT" && end.State != "CLOSE") {
 		t.Errorf("flow end %+v: want %s -> %s to %s, FIN_WAIT or CLOSE", end, client, dialled, backend)
 	}
+
+	// The container dials out: masqueraded to the uplink's address.
+	w.outside.ServeTCP(t, ":7070")
+	server := netip.AddrPortFrom(w.outsideIP, 7070)
+	out := c1.Connect(t, server.String())
+	out.RoundTrip(t, w.hostIP)
+	container := netip.MustParseAddrPort(out.LocalAddr().String())
+	masq := all.waitFor(t, "masqueraded flow from "+container.String(), func(m control.MonitorMessage) bool {
+		return m.Type == "flow_new" && m.Source == container
+	})
+	if masq.Kind != "masquerade" || masq.Destination != server || masq.Translated.Addr() != w.hostIP || masq.Proto != "tcp" {
+		t.Errorf("masqueraded flow %+v: want masquerade tcp %s -> %s as %s", masq, container, server, w.hostIP)
+	}
+	out.Close()
 
 	// The outside dials the container's own address: not published.
 	w.outside.IP(t, "route", "add", "10.78.0.0/24", "via", w.hostIP.String())
