@@ -52,10 +52,16 @@ func TestCTUpgradeKeepsFlows(t *testing.T) {
 	conn.RoundTrip(t, w.OutsideIP)
 
 	// What the old build left: the same flows in tables of the old
-	// layout, pinned. The tables the attached programs use are emptied,
-	// so the connection can only go on if the upgrade carries it.
+	// layout, pinned. Once the new programs are attached, the tables the
+	// old ones used are emptied, so the connection can only go on if the
+	// upgrade carried it to the programs that now run. Not before the
+	// load: the old programs still carry the connection's keepalives
+	// (Go's, every 15 s) until then, and the load takes longer than that
+	// in a slow VM; with an empty table they would pass one to the host,
+	// which has no socket for it and resets the connection.
 	lastSeen := map[uint64]bool{}
 	attached := openPinned(t, pins, "ct")
+	var emptyAttached []func()
 	for _, name := range []string{"ct", "ct_new"} {
 		cur := openPinned(t, pins, name)
 		var (
@@ -84,11 +90,13 @@ func TestCTUpgradeKeepsFlows(t *testing.T) {
 		if err := it.Err(); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range keys {
-			if err := cur.Delete(k); err != nil {
-				t.Fatal(err)
+		emptyAttached = append(emptyAttached, func() {
+			for _, k := range keys {
+				if err := cur.Delete(k); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
+		})
 		path := filepath.Join(pins, name)
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
@@ -97,11 +105,13 @@ func TestCTUpgradeKeepsFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := ctEntriesFor(t, attached, conn.LocalAddr().String()); n != 0 {
-		t.Fatalf("the attached programs' ct still has %d entries of the connection", n)
-	}
-
 	load()
+	for _, empty := range emptyAttached {
+		empty()
+	}
+	if n := ctEntriesFor(t, attached, conn.LocalAddr().String()); n != 0 {
+		t.Fatalf("the old programs' ct still has %d entries of the connection", n)
+	}
 	conn.RoundTrip(t, w.OutsideIP)
 
 	ct := openPinned(t, pins, "ct")
