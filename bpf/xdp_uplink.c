@@ -353,6 +353,7 @@ static __noinline void xdp_event_drop(struct xdp_md *ctx, const struct packet *p
 	e->reason = reason;
 	e->ifindex = ctx->ingress_ifindex;
 	e->len = ctx->data_end - ctx->data;
+	e->family = PONTOON_AF_INET;
 	e->proto = pkt->t.proto;
 	e->sport = pkt->t.sport;
 	e->dport = pkt->t.dport;
