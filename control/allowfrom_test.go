@@ -136,6 +136,7 @@ func TestPublishAllowFromIPv6(t *testing.T) {
 		{"0.0.0.0:8090:80", "2001:db8::/32"}, // published on IPv4 alone
 		{"8090:80", "::ffff:198.51.100.0/120"},
 		{"8090:80", "fe80::/64%eth0"},
+		{"8090:80", "fe80::1%eth0"},
 		{"8090:80", "2001:db8::1/32"},
 	} {
 		before := len(a.st.ports)

@@ -287,13 +287,14 @@ func parseAllowFrom(in []string) ([]netip.Prefix, error) {
 			if aerr != nil {
 				return nil, kindf(ErrInvalid, "--allow-from %q is not a CIDR prefix or address; give one such as 203.0.113.0/24 or 2001:db8::/32", s)
 			}
+			// A zone names a link, not sources (a prefix would drop it).
+			if a.Zone() != "" {
+				return nil, kindf(ErrInvalid, "--allow-from %s has a zone; give the address without it", s)
+			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		// A zone names a link, not sources; a v4-mapped prefix is never an
-		// IPv6 packet's source: both would be an allowlist matching nobody.
-		if p.Addr().Zone() != "" {
-			return nil, kindf(ErrInvalid, "--allow-from %s has a zone; give the prefix without it", s)
-		}
+		// A v4-mapped prefix is never an IPv6 packet's source: it would be
+		// an allowlist matching nobody.
 		if p.Addr().Is4In6() {
 			return nil, kindf(ErrInvalid, "--allow-from %s is IPv4-mapped IPv6; give the IPv4 prefix %s", s, netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0)))
 		}

@@ -43,7 +43,7 @@ type AllowFrom struct{ m *ebpf.Map }
 func NewAllowFrom(m *ebpf.Map) *AllowFrom { return &AllowFrom{m: m} }
 
 func allowKey(id uint32, p netip.Prefix) (AllowFromKey, error) {
-	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+	if !p.IsValid() || p.Addr().Is4In6() {
 		return AllowFromKey{}, fmt.Errorf("allow-from %s: give a plain IPv4 or IPv6 prefix", p)
 	}
 	p = p.Masked()
