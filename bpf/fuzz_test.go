@@ -371,6 +371,7 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 	}
 	w.seedStatic(tb)
 	seedIPv6(tb, w)
+	seedIPv6Ports(tb, w)
 	w.classifyStats(tb)
 	return w
 }
@@ -1295,7 +1296,7 @@ func fuzzSeeds(tb testing.TB) []fuzzSeed {
 	badTCPSum[fuzzEthLen+20+16] ^= 0xff
 	gre := frame(tb, serialize(tb, ipv4(backend, fzServer, layers.IPProtocolGRE), gopacket.Payload("pontoon gre")))
 	unknownLater := fzFragments(tb, udpDatagram(tb, ap(backend, 40001), srv(53)), 0x5151, 16)[1]
-	return append(fuzzSeedsIPv6(tb), []fuzzSeed{
+	return append(append(fuzzSeedsIPv6(tb), fuzzSeedsIPv6Ports(tb)...), []fuzzSeed{
 		// DNAT and its refusals, on uplink ingress
 		one("dnat tcp syn", tcpFrame(tb, clientPort, tcpWeb.Host, syn)),
 		one("dnat tcp syn with ip options", tcpFrame(tb, c8(40004), tcpWeb.Host, syn, routerAlert)),

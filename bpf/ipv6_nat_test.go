@@ -250,7 +250,7 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		{name: "an ack opens no flow", seed: published, in: tcp6Frame(t, v6ClientPort, tcpWeb6.Host, ack), ret: actUnspec, stat: "pass_not_new"},
 		{name: "data of an established flow", seed: seed{bindings: published.bindings, hostAddrs: v6Hosts, ct: []maps.CTEntry{webCT}},
 			in: tcp6Frame(t, v6ClientPort, tcpWeb6.Host, ack), ret: actUnspec, out: tcp6Frame(t, v6ClientPort, tcpWeb6.Backend, ack), stat: "dnat"},
-		{name: "an allow-from list holds no IPv6 client", seed: seed{bindings: []maps.Binding{allowed}, hostAddrs: v6Hosts,
+		{name: "an IPv4 allow-from prefix does not hold an IPv6 client", seed: seed{bindings: []maps.Binding{allowed}, hostAddrs: v6Hosts,
 			allow: map[uint32][]netip.Prefix{allowed.ID: {netip.MustParsePrefix("32.1.13.184/29")}}}, // 2001:db8::/29's first bits
 			in: tcp6Frame(t, v6ClientPort, tcpWeb6.Host, syn), ret: tcActShot, stat: "drop_not_allowed"},
 		{name: "not published, to a container", seed: withNets, in: tcp6Frame(t, v6ClientPort, ap(v6Backend, 22), syn), ret: tcActShot, stat: "drop_not_published"},

@@ -17,6 +17,8 @@ type XdpUplinkSynoptsToTcAllowKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	BindingId uint32
+	Family    uint8
+	Pad       [3]uint8
 	Addr      [16]uint8
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/maps"
@@ -96,4 +97,58 @@ func samePrefixes(got, want map[uint32][]netip.Prefix) bool {
 		}
 	}
 	return true
+}
+
+// TestPublishAllowFromIPv6: a dual-stack mapping takes a list mixing IPv4
+// and IPv6 prefixes, and the allow_from map holds both under its one
+// binding id; IPv6 prefixes for a mapping published on IPv4 alone, v4-mapped
+// and zoned prefixes are refused with nothing changed.
+func TestPublishAllowFromIPv6(t *testing.T) {
+	a := testAgentCT(t)
+	a.st.networks["net"] = &Network{Name: "net", Subnets: []NetworkSubnet{
+		{Subnet: netip.MustParsePrefix("10.88.0.0/24"), Gateway: netip.MustParseAddr("10.88.0.1")},
+		{Subnet: netip.MustParsePrefix("fd00:88::/64"), Gateway: netip.MustParseAddr("fd00:88::1")},
+	}, IPv6: true}
+	a.st.endpoints["dual"] = &Endpoint{Name: "dual", Network: "net", IP: netip.MustParseAddr("10.88.0.3"), IPv6: netip.MustParseAddr("fd00:88::3")}
+
+	ms, err := a.Publish(PublishRequest{Endpoint: "dual", Specs: []string{"8080:80"}, AllowFrom: []string{"203.0.113.0/24", "2001:db8:100::/48", "2001:db8::7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:100::/48"), netip.MustParsePrefix("2001:db8::7/128")}
+	if !reflect.DeepEqual(ms[0].AllowFrom, allow) {
+		t.Errorf("mapping allows %v, want %v", ms[0].AllowFrom, allow)
+	}
+	for _, host := range []string{"0.0.0.0:8080", "[::]:8080"} {
+		if b, err := a.bindings.Lookup(maps.TCP, netip.MustParseAddrPort(host)); err != nil || !b.Allowlist || b.ID != ms[0].ID {
+			t.Errorf("binding %s: %+v, %v; want the allowlist flag under id %d", host, b, err, ms[0].ID)
+		}
+	}
+	got, err := maps.NewAllowFrom(a.dp.Maps.AllowFrom).All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (map[uint32][]netip.Prefix{ms[0].ID: allow}); !samePrefixes(got, want) {
+		t.Errorf("allow_from map %v, want %v", got, want)
+	}
+
+	for _, bad := range []struct{ spec, allow string }{
+		{"0.0.0.0:8090:80", "2001:db8::/32"}, // published on IPv4 alone
+		{"8090:80", "::ffff:198.51.100.0/120"},
+		{"8090:80", "fe80::/64%eth0"},
+		{"8090:80", "fe80::1%eth0"},
+		{"8090:80", "2001:db8::1/32"},
+	} {
+		before := len(a.st.ports)
+		_, err := a.Publish(PublishRequest{Endpoint: "dual", Specs: []string{bad.spec}, AllowFrom: []string{bad.allow}})
+		if err == nil || !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s --allow-from %s: error %v, want a one-line refusal", bad.spec, bad.allow, err)
+		}
+		if len(a.st.ports) != before {
+			t.Errorf("%s --allow-from %s: a refused publish changed the mappings", bad.spec, bad.allow)
+		}
+	}
+	if got2, _ := maps.NewAllowFrom(a.dp.Maps.AllowFrom).All(); !samePrefixes(got2, got) {
+		t.Errorf("refused publishes changed the allow_from map: %v, was %v", got2, got)
+	}
 }

@@ -77,6 +77,9 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		}
 		reqs[i], hostIPs[i], backends[i] = portRequest(e.Name, spec, hostIP), hostIP, [2]netip.Addr{backend, backend6}
 	}
+	if err := checkAllowFamilies(allow, hostIPs, backends); err != nil {
+		return nil, err
+	}
 	v6 := newV6Ports(a.st.v6Mappings())
 	// One batch: the host's sockets are read once, and the ports and the
 	// mappings saved in one transaction, however many specs there are.
@@ -270,8 +273,8 @@ func (a *Agent) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
 // MaxAllowFrom bounds one request's --allow-from list.
 const MaxAllowFrom = 256
 
-// parseAllowFrom reads --allow-from values: IPv4 prefixes, or addresses
-// (a /32 each).
+// parseAllowFrom reads --allow-from values: IPv4 or IPv6 prefixes, or
+// addresses (a /32 or /128 each); one list may mix both families.
 func parseAllowFrom(in []string) ([]netip.Prefix, error) {
 	if len(in) > MaxAllowFrom {
 		return nil, kindf(ErrInvalid, "%d --allow-from values; at most %d fit: give wider prefixes", len(in), MaxAllowFrom)
@@ -282,12 +285,18 @@ func parseAllowFrom(in []string) ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				return nil, kindf(ErrInvalid, "--allow-from %q is not a CIDR prefix or address; give one such as 203.0.113.0/24", s)
+				return nil, kindf(ErrInvalid, "--allow-from %q is not a CIDR prefix or address; give one such as 203.0.113.0/24 or 2001:db8::/32", s)
+			}
+			// A zone names a link, not sources (a prefix would drop it).
+			if a.Zone() != "" {
+				return nil, kindf(ErrInvalid, "--allow-from %s has a zone; give the address without it", s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		if !p.Addr().Is4() || p.Addr().Is4In6() {
-			return nil, kindf(ErrUnsupported, "--allow-from %s: only IPv4 prefixes are supported so far; give one such as 203.0.113.0/24", s)
+		// A v4-mapped prefix is never an IPv6 packet's source: it would be
+		// an allowlist matching nobody.
+		if p.Addr().Is4In6() {
+			return nil, kindf(ErrInvalid, "--allow-from %s is IPv4-mapped IPv6; give the IPv4 prefix %s", s, netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0)))
 		}
 		if p != p.Masked() {
 			return nil, kindf(ErrInvalid, "--allow-from %s has host bits set; give the prefix %s", s, p.Masked())
@@ -297,6 +306,22 @@ func parseAllowFrom(in []string) ([]netip.Prefix, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkAllowFamilies refuses IPv6 --allow-from prefixes when no spec
+// publishes on IPv6: no client could ever match them, and the user who
+// wrote them expects IPv6 clients to get in.
+func checkAllowFamilies(allow []netip.Prefix, hostIPs []netip.Addr, backends [][2]netip.Addr) error {
+	i := slices.IndexFunc(allow, func(p netip.Prefix) bool { return p.Addr().Is6() })
+	if i < 0 {
+		return nil
+	}
+	for j := range hostIPs {
+		if (&PortMapping{HostIP: hostIPs[j], Backend6: backends[j][1]}).publishesIPv6() {
+			return nil
+		}
+	}
+	return kindf(ErrInvalid, "--allow-from %s is IPv6 but nothing here is published on IPv6; give the endpoint an IPv6 address or drop the prefix", allow[i])
 }
 
 // putAllowFrom writes the --allow-from lists of new mappings.

@@ -243,8 +243,8 @@ type Traffic struct {
 type PublishRequest struct {
 	Endpoint string   `json:"endpoint"`
 	Specs    []string `json:"specs"`
-	// AllowFrom are IPv4 prefixes (CIDR) every mapping of the request
-	// accepts clients from; empty: any.
+	// AllowFrom are IPv4 and IPv6 prefixes (CIDR) every mapping of the
+	// request accepts clients from; empty: any.
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
 

@@ -952,7 +952,7 @@ func connectIdle(t *testing.T, ns *testenv.Netns, local, to netip.AddrPort) *lin
 		if local.IsValid() {
 			d.LocalAddr = net.TCPAddrFromAddrPort(local)
 		}
-		c, err = d.Dial("tcp4", to.String())
+		c, err = d.Dial("tcp", to.String())
 		return err
 	}); err != nil {
 		t.Fatalf("connect to %s from %s: %v", to, ns.Name, err)
@@ -974,7 +974,8 @@ func (c *lineConn) roundTrip(t *testing.T, msg string, wantSource netip.Addr) {
 		t.Fatalf("connection %s: wait for the echo of %q: %v", c.LocalAddr(), msg, err)
 	}
 	peer, got, err := testenv.ParseEcho(reply)
-	if err != nil || got != msg || !strings.HasPrefix(peer, wantSource.String()+":") {
+	seen, perr := netip.ParseAddrPort(peer)
+	if err != nil || perr != nil || got != msg || seen.Addr() != wantSource {
 		t.Fatalf("connection %s: sent %q, got %q; want its echo, seen from %s", c.LocalAddr(), msg, reply, wantSource)
 	}
 }

@@ -8,10 +8,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// AllowFromKey mirrors struct allow_key: a binding id, then the prefix.
+// AllowFromKey mirrors struct allow_key: a binding id, the family, then
+// the prefix.
 type AllowFromKey struct {
-	Prefixlen uint32 // 32 bits of binding id, then the prefix's own bits
+	Prefixlen uint32 // 32 bits of binding id, 32 of family and pad, then the prefix's own bits
 	BindingID uint32
+	Family    uint8
+	Pad       [3]uint8
 	Addr      [16]byte
 }
 
@@ -20,31 +23,32 @@ type AllowFromValue struct {
 	Flags uint32
 }
 
-// allowKeyHeaderBits is the binding id that precedes the address.
-const allowKeyHeaderBits = 32
+// allowKeyHeaderBits are the binding id, family and pad that precede the
+// address.
+const allowKeyHeaderBits = 64
 
 func (k AllowFromKey) String() string {
 	return fmt.Sprintf("binding %d from %s", k.BindingID, k.prefix())
 }
 
 func (k AllowFromKey) prefix() netip.Prefix {
-	a := addrFromRaw(familyInet, k.Addr)
+	a := addrFromRaw(k.Family, k.Addr)
 	return netip.PrefixFrom(a, int(k.Prefixlen)-allowKeyHeaderBits)
 }
 
 // AllowFrom wraps the allow_from LPM trie: the sources each binding with
-// an allowlist accepts. Only IPv4 prefixes: the datapath translates IPv4.
+// an allowlist accepts, IPv4 and IPv6 prefixes side by side.
 type AllowFrom struct{ m *ebpf.Map }
 
 func NewAllowFrom(m *ebpf.Map) *AllowFrom { return &AllowFrom{m: m} }
 
 func allowKey(id uint32, p netip.Prefix) (AllowFromKey, error) {
-	p = p.Masked()
-	if !p.Addr().Is4() {
-		return AllowFromKey{}, fmt.Errorf("allow-from %s: only IPv4 prefixes are supported", p)
+	if !p.IsValid() || p.Addr().Is4In6() {
+		return AllowFromKey{}, fmt.Errorf("allow-from %s: give a plain IPv4 or IPv6 prefix", p)
 	}
-	_, raw := rawAddr(p.Addr())
-	return AllowFromKey{Prefixlen: uint32(allowKeyHeaderBits + p.Bits()), BindingID: id, Addr: raw}, nil
+	p = p.Masked()
+	family, raw := rawAddr(p.Addr())
+	return AllowFromKey{Prefixlen: uint32(allowKeyHeaderBits + p.Bits()), BindingID: id, Family: family, Addr: raw}, nil
 }
 
 // Put lets binding id accept sources in p.

@@ -569,10 +569,7 @@ static __always_inline int may_open_flow6(struct __sk_buff *skb, const struct pa
 	return 0;
 }
 
-/* DNAT for a published IPv6 port, from outside. --allow-from lists hold
- * IPv4 prefixes only (their trie keys carry no family), so an IPv6 client
- * of a binding with a list is not on it: refused, never looked up where
- * an IPv4 prefix could match its first bits. */
+/* DNAT for a published IPv6 port, from outside. */
 static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, const struct packet6 *pkt)
 {
 	const struct l4_tuple6 *t = &pkt->t;
@@ -588,7 +585,7 @@ static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, con
 		return STAT_PASS_NO_MATCH;
 	if (b->flags & BINDING_F_LOCAL_ONLY)
 		return STAT_PASS_LOCAL_ONLY;
-	if (b->flags & BINDING_F_ALLOWLIST)
+	if (!allow_from6(b, &t->saddr))
 		return STAT_DROP_NOT_ALLOWED;
 	__builtin_memcpy(&backend, b->backend_addr, 16);
 	backend_port = b->backend_port;

@@ -5,6 +5,7 @@
 
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "types.h"
@@ -71,8 +72,9 @@ static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 
 static __noinline int allow_lookup4(__u32 id, __be32 saddr)
 {
 	struct allow_key key = {
-		.prefixlen = 32 + 32,
+		.prefixlen = 32 + 32 + 32,
 		.binding_id = id,
+		.family = PONTOON_AF_INET,
 	};
 
 	addr_set4(key.addr, saddr);
@@ -82,6 +84,25 @@ static __noinline int allow_lookup4(__u32 id, __be32 saddr)
 static __always_inline int allow_from4(const struct binding_value *b, __be32 saddr)
 {
 	return !(b->flags & BINDING_F_ALLOWLIST) || allow_lookup4(b->id, saddr);
+}
+
+/* allow_lookup4 for an IPv6 client. Out of line for the same reason. */
+static __noinline __attribute__((unused)) int allow_lookup6(__u32 id, const struct in6_addr *saddr)
+{
+	struct allow_key key = {
+		.prefixlen = 32 + 32 + 128,
+		.binding_id = id,
+		.family = PONTOON_AF_INET6,
+	};
+
+	__builtin_memcpy(key.addr, saddr, 16);
+	return bpf_map_lookup_elem(&allow_from, &key) != NULL;
+}
+
+static __always_inline __attribute__((unused)) int allow_from6(const struct binding_value *b,
+								  const struct in6_addr *saddr)
+{
+	return !(b->flags & BINDING_F_ALLOWLIST) || allow_lookup6(b->id, saddr);
 }
 
 #endif

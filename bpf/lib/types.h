@@ -18,10 +18,14 @@
 
 /* A source a binding accepts (pontoon port publish --allow-from), found by
  * longest prefix match. prefixlen counts the bits after itself: 32 for the
- * binding id, then the prefix's own length. */
+ * binding id, 32 for the family and pad, then the prefix's own length. The
+ * family keeps an IPv4 prefix from matching the first bits of an IPv6
+ * source on a dual-stack binding. */
 struct allow_key {
 	__u32 prefixlen;
 	__u32 binding_id;
+	__u8 family;
+	__u8 pad[3];
 	__u8 addr[16];
 };
 

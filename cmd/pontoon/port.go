@@ -50,7 +50,7 @@ request and one batch of map updates: all of them are published, or none.`,
 			return printMappings(o, ms)
 		},
 	}
-	cmd.Flags().StringArrayVar(&allowFrom, "allow-from", nil, "accept clients from outside only from this IPv4 CIDR (or address), repeatable; the host's own clients are not filtered (default: any source)")
+	cmd.Flags().StringArrayVar(&allowFrom, "allow-from", nil, "accept clients from outside only from this IPv4 or IPv6 CIDR (or address), repeatable, families mixed; the host's own clients are not filtered (default: any source)")
 	return cmd
 }
 

@@ -17,13 +17,18 @@ var DocumentationRanges = []netip.Prefix{
 	netip.MustParsePrefix("203.0.113.0/24"),
 }
 
+// DocumentationRange6 is IPv6's (RFC 3849), for the same reason. Tests
+// that number their own links from it must flood from a part they do not
+// use.
+var DocumentationRange6 = netip.MustParsePrefix("2001:db8::/32")
+
 // SYNFlood is a bounded flood of TCP SYNs with spoofed sources, as an
 // attacker filling a conntrack table would send it.
 type SYNFlood struct {
 	Dst netip.AddrPort
 	// Sources are taken in turn, each host address of each, then the
 	// source port moves on: every SYN is a flow of its own. Each must lie
-	// inside DocumentationRanges.
+	// inside DocumentationRanges or DocumentationRange6, in Dst's family.
 	Sources []netip.Prefix
 	Count   int
 	// Limit bounds the flood's duration whatever Count says.
@@ -54,8 +59,8 @@ func (n *Netns) FloodSYN(f SYNFlood) (FloodStats, error) {
 	}
 	var hosts []netip.Addr
 	for _, p := range f.Sources {
-		if !documentation(p) || !p.Addr().Is4() {
-			return FloodStats{}, fmt.Errorf("flood source %s is not inside an RFC 5737 documentation range", p)
+		if !documentation(p) || p.Addr().Is4() != f.Dst.Addr().Is4() {
+			return FloodStats{}, fmt.Errorf("flood source %s is not inside a documentation range (RFC 5737, RFC 3849) of %s's family", p, f.Dst.Addr())
 		}
 		for a := p.Masked().Addr().Next(); p.Contains(a) && len(hosts) < 1<<16; a = a.Next() {
 			if p.Bits() < 31 && !p.Contains(a.Next()) {
@@ -70,14 +75,17 @@ func (n *Netns) FloodSYN(f SYNFlood) (FloodStats, error) {
 
 	var stats FloodStats
 	err := n.Do(func() error {
-		r, err := openRawIPv4()
+		r, err := openRawIP(f.Dst.Addr().Is6())
 		if err != nil {
 			return err
 		}
 		defer r.Close()
 		start := time.Now()
 		deadline := start.Add(f.Limit)
-		pkt := make([]byte, 40)
+		build, pkt := buildSYN, make([]byte, 40)
+		if f.Dst.Addr().Is6() {
+			build, pkt = buildSYN6, make([]byte, 60)
+		}
 		for i := range f.Count {
 			// Checking the clock every packet would cost more than the send.
 			if i%1024 == 0 && (time.Now().After(deadline) || f.Enough != nil && f.Enough()) {
@@ -85,7 +93,7 @@ func (n *Netns) FloodSYN(f SYNFlood) (FloodStats, error) {
 			}
 			src := hosts[i%len(hosts)]
 			sport := uint16(1024 + (i/len(hosts))%64000)
-			buildSYN(pkt, netip.AddrPortFrom(src, sport), f.Dst, uint32(i)*2654435761)
+			build(pkt, netip.AddrPortFrom(src, sport), f.Dst, uint32(i)*2654435761)
 			if err := r.send(pkt, f.Dst.Addr()); err != nil {
 				return fmt.Errorf("send SYN %d: %w", i, err)
 			}
@@ -98,6 +106,9 @@ func (n *Netns) FloodSYN(f SYNFlood) (FloodStats, error) {
 }
 
 func documentation(p netip.Prefix) bool {
+	if p.Addr().Is6() {
+		return DocumentationRange6.Bits() <= p.Bits() && DocumentationRange6.Contains(p.Addr())
+	}
 	for _, d := range DocumentationRanges {
 		if d.Bits() <= p.Bits() && d.Contains(p.Addr()) {
 			return true
@@ -131,6 +142,41 @@ func buildSYN(pkt []byte, src, dst netip.AddrPort, seq uint32) {
 		sum += uint32(binary.BigEndian.Uint16(w[0:])) + uint32(binary.BigEndian.Uint16(w[2:]))
 	}
 	sum += 6 + 20
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(tcp[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+}
+
+// buildSYN6 writes a 40-byte IPv6 header and a 20-byte TCP SYN into pkt.
+func buildSYN6(pkt []byte, src, dst netip.AddrPort, seq uint32) {
+	clear(pkt)
+	ip, tcp := pkt[:40], pkt[40:60]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], 20)
+	ip[6] = 6 // TCP
+	ip[7] = 64
+	s, d := src.Addr().As16(), dst.Addr().As16()
+	copy(ip[8:24], s[:])
+	copy(ip[24:40], d[:])
+
+	binary.BigEndian.PutUint16(tcp[0:], src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x02 // SYN
+	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	// The pseudo header: addresses, upper-layer length, next header.
+	var sum uint32
+	for _, a := range [][]byte{s[:], d[:]} {
+		for i := 0; i < 16; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(a[i:]))
+		}
+	}
+	sum += 20 + 6
 	for i := 0; i < 20; i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(tcp[i:]))
 	}

@@ -226,6 +226,33 @@ func (r *rawIPv4) send(packet []byte, dst netip.Addr) error {
 
 func (r *rawIPv4) Close() error { return unix.Close(r.fd) }
 
+// rawIPv6 is rawIPv4 for IPv6: IPPROTO_RAW on AF_INET6 sends the header as
+// written, source included.
+type rawIPv6 struct{ fd int }
+
+func (r *rawIPv6) send(packet []byte, dst netip.Addr) error {
+	return unix.Sendto(r.fd, packet, 0, &unix.SockaddrInet6{Addr: dst.As16()})
+}
+
+func (r *rawIPv6) Close() error { return unix.Close(r.fd) }
+
+// rawSender is a raw socket of either family.
+type rawSender interface {
+	send(packet []byte, dst netip.Addr) error
+	Close() error
+}
+
+func openRawIP(v6 bool) (rawSender, error) {
+	if !v6 {
+		return openRawIPv4()
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("open raw IPv6 socket: %w", err)
+	}
+	return &rawIPv6{fd: fd}, nil
+}
+
 // SendIPv4 sends whole IPv4 packets, headers as given, routed by their
 // destination.
 func (n *Netns) SendIPv4(packets ...[]byte) error {
