@@ -240,8 +240,8 @@ func (d *Datapath) loadSockPrograms(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 // openMaps adopts each pinned map, or creates and pins it. A pin left by an
 // incompatible build is an error rather than silently replaced: replacing
 // it would cut the programs still attached from the new state. The one
-// exception is a conntrack table of an older layout, upgraded with its
-// flows (migrate.go).
+// exceptions are tables of an older layout that migrate.go upgrades with
+// their entries: conntrack and allow_from.
 func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 	for name, slot := range d.Maps.all() {
 		ms, ok := spec.Maps[name]
@@ -259,6 +259,13 @@ func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 					return err
 				}
 				d.upgrades = append(d.upgrades, ctUpgrade{name: name, old: m, new: upgraded})
+				m = upgraded
+			} else if err != nil && canUpgradeAllowFrom(name, ms, m) {
+				upgraded, err := upgradeAllowFrom(path, ms, m)
+				m.Close()
+				if err != nil {
+					return err
+				}
 				m = upgraded
 			} else if err != nil {
 				m.Close()

@@ -80,6 +80,12 @@ func upgradeCT(name, path string, spec *ebpf.MapSpec, old *ebpf.Map) (*ebpf.Map,
 		fresh.Close()
 		return nil, fmt.Errorf("upgrade %s: %w", name, err)
 	}
+	return pinInPlace(name, path, fresh)
+}
+
+// pinInPlace pins fresh, an upgraded copy of the map pinned at path, in
+// its place, and returns it opened from there. It takes fresh's handle.
+func pinInPlace(name, path string, fresh *ebpf.Map) (*ebpf.Map, error) {
 	// Pinned aside first, then renamed over the old pin: the path never
 	// goes missing, so a crash here leaves one table or the other pinned.
 	tmp := path + "_upgrading" // bpffs names may not contain dots
@@ -87,7 +93,7 @@ func upgradeCT(name, path string, spec *ebpf.MapSpec, old *ebpf.Map) (*ebpf.Map,
 		fresh.Close()
 		return nil, fmt.Errorf("remove stale %s: %w", tmp, err)
 	}
-	err = fresh.Pin(tmp)
+	err := fresh.Pin(tmp)
 	fresh.Close()
 	if err != nil {
 		return nil, fmt.Errorf("pin upgraded %s: %w", name, err)
@@ -174,4 +180,66 @@ func (d *Datapath) closeUpgrades() {
 		u.old.Close()
 	}
 	d.upgrades = nil
+}
+
+// allowKeyV1 is struct allow_key before it had a family (24 bytes): every
+// prefix was IPv4, and prefixlen counted the binding id's 32 bits and the
+// prefix's own.
+type allowKeyV1 struct {
+	Prefixlen uint32
+	BindingID uint32
+	Addr      [16]byte
+}
+
+// allowKeyV2 is this build's struct allow_key: the family and its pad add
+// 32 bits before the address, which prefixlen counts too.
+type allowKeyV2 struct {
+	Prefixlen uint32
+	BindingID uint32
+	Family    uint8
+	Pad       [3]uint8
+	Addr      [16]byte
+}
+
+const afInet = 2
+
+func upgradeAllowKey(old allowKeyV1) allowKeyV2 {
+	return allowKeyV2{Prefixlen: old.Prefixlen + 32, BindingID: old.BindingID, Family: afInet, Addr: old.Addr}
+}
+
+// canUpgradeAllowFrom says whether pinned is allow_from of the layout
+// before IPv6 prefixes. Only the agent writes that table, so a copy made
+// at Load misses nothing; the programs still attached read the old one
+// until they are swapped.
+func canUpgradeAllowFrom(name string, spec *ebpf.MapSpec, pinned *ebpf.Map) bool {
+	return name == "allow_from" && pinned.Type() == spec.Type &&
+		pinned.KeySize() == uint32(binary.Size(allowKeyV1{})) && pinned.ValueSize() == spec.ValueSize
+}
+
+// upgradeAllowFrom copies old's prefixes, pinned at path, into a table of
+// spec's layout pinned in old's place.
+func upgradeAllowFrom(path string, spec *ebpf.MapSpec, old *ebpf.Map) (*ebpf.Map, error) {
+	if want := uint32(binary.Size(allowKeyV2{})); spec.KeySize != want {
+		return nil, fmt.Errorf("upgrade allow_from: this build's allow_key is %d bytes, the upgrade knows %d: update loader/migrate.go", spec.KeySize, want)
+	}
+	fresh, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("create upgraded allow_from: %w", err)
+	}
+	var (
+		k allowKeyV1
+		v []byte
+	)
+	it := old.Iterate()
+	for it.Next(&k, &v) {
+		if err := fresh.Put(upgradeAllowKey(k), v); err != nil {
+			fresh.Close()
+			return nil, fmt.Errorf("upgrade allow_from: copy binding %d's prefix: %w", k.BindingID, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		fresh.Close()
+		return nil, fmt.Errorf("upgrade allow_from: read the old table: %w", err)
+	}
+	return pinInPlace("allow_from", path, fresh)
 }

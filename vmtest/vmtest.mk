@@ -23,7 +23,7 @@ VMTEST_GOFLAGS ?= -short -timeout 40m
 VMTEST_JOBS ?= 2
 # The loader package is a third of the matrix's CPU time: its heaviest tests
 # run as shards of their own (a VM each), and the rest as one more.
-VMTEST_SPLIT ?= loader=^TestTraffic$$,^(TestICCAndHairpin|TestMasqueradeAndIsolation|TestIPv6PublishedPorts)$$
+VMTEST_SPLIT ?= loader=^TestTraffic$$,^(TestICCAndHairpin|TestMasqueradeAndIsolation|TestIPv6PublishedPorts)$$,^TestSecurity
 # Passed to vmrun before the test binary, e.g. -v for the kernel console.
 VMRUN_FLAGS ?= -timeout 40m
 VMTEST_APT_PACKAGES := qemu-system-x86 busybox-static

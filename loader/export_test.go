@@ -1,0 +1,7 @@
+package loader
+
+// Seams for the external tests.
+var (
+	CanUpgradeAllowFrom = canUpgradeAllowFrom
+	UpgradeAllowFrom    = upgradeAllowFrom
+)
