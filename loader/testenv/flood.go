@@ -120,7 +120,7 @@ func documentation(p netip.Prefix) bool {
 // buildSYN writes a 20-byte IPv4 header and a 20-byte TCP SYN into pkt.
 func buildSYN(pkt []byte, src, dst netip.AddrPort, seq uint32) {
 	clear(pkt)
-	ip, tcp := pkt[:20], pkt[20:40]
+	ip := pkt[:20]
 	ip[0] = 0x45
 	binary.BigEndian.PutUint16(ip[2:], 40)
 	ip[8] = 64
@@ -129,32 +129,13 @@ func buildSYN(pkt []byte, src, dst netip.AddrPort, seq uint32) {
 	copy(ip[12:16], s[:])
 	copy(ip[16:20], d[:])
 	binary.BigEndian.PutUint16(ip[10:], icmpChecksum(ip))
-
-	binary.BigEndian.PutUint16(tcp[0:], src.Port())
-	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x02 // SYN
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	// The checksum covers a pseudo header: addresses, protocol, length.
-	var sum uint32
-	for _, w := range [][]byte{s[:], d[:]} {
-		sum += uint32(binary.BigEndian.Uint16(w[0:])) + uint32(binary.BigEndian.Uint16(w[2:]))
-	}
-	sum += 6 + 20
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(tcp[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+	writeSYN(pkt[20:40], src, dst, seq)
 }
 
 // buildSYN6 writes a 40-byte IPv6 header and a 20-byte TCP SYN into pkt.
 func buildSYN6(pkt []byte, src, dst netip.AddrPort, seq uint32) {
 	clear(pkt)
-	ip, tcp := pkt[:40], pkt[40:60]
+	ip := pkt[:40]
 	ip[0] = 0x60
 	binary.BigEndian.PutUint16(ip[4:], 20)
 	ip[6] = 6 // TCP
@@ -162,26 +143,23 @@ func buildSYN6(pkt []byte, src, dst netip.AddrPort, seq uint32) {
 	s, d := src.Addr().As16(), dst.Addr().As16()
 	copy(ip[8:24], s[:])
 	copy(ip[24:40], d[:])
+	writeSYN(pkt[40:60], src, dst, seq)
+}
 
+// writeSYN writes a 20-byte TCP SYN from src to dst into tcp (zeroed). Its
+// checksum covers the pseudo header of either family: the addresses, the
+// protocol and the length, summed in any order.
+func writeSYN(tcp []byte, src, dst netip.AddrPort, seq uint32) {
 	binary.BigEndian.PutUint16(tcp[0:], src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], seq)
 	tcp[12] = 5 << 4
 	tcp[13] = 0x02 // SYN
 	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	// The pseudo header: addresses, upper-layer length, next header.
-	var sum uint32
-	for _, a := range [][]byte{s[:], d[:]} {
-		for i := 0; i < 16; i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(a[i:]))
-		}
-	}
-	sum += 20 + 6
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(tcp[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+	var sum [16 + 16 + 4 + 20]byte
+	n := copy(sum[:], src.Addr().AsSlice())
+	n += copy(sum[n:], dst.Addr().AsSlice())
+	n += copy(sum[n:], []byte{0, 6, 0, 20})
+	n += copy(sum[n:], tcp[:20])
+	binary.BigEndian.PutUint16(tcp[16:], icmpChecksum(sum[:n]))
 }
