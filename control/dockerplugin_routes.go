@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -136,21 +137,21 @@ func (p *dockerPlugin) routes() http.Handler {
 // `pontoon network create` does. The network's creation checks it against
 // the host and the other networks.
 func (p *dockerPlugin) requestPool(req dockerPoolRequest) (any, error) {
-	if req.V6 {
-		return nil, errors.New("pontoon: IPv6 networks are not supported yet; create the network without --ipv6")
-	}
 	var pool netip.Prefix
 	if req.Pool != "" {
 		pp, err := netip.ParsePrefix(req.Pool)
-		if err != nil || !pp.Addr().Is4() {
-			return nil, fmt.Errorf("pontoon: subnet %q: give an IPv4 subnet such as 10.90.0.0/24", req.Pool)
+		switch {
+		case err != nil || pp.Addr().Zone() != "":
+			return nil, fmt.Errorf("pontoon: subnet %q: give a subnet such as 10.90.0.0/24 or fd00:90::/64", req.Pool)
+		case req.V6 && !pp.Addr().Is6(), !req.V6 && !pp.Addr().Is4():
+			return nil, fmt.Errorf("pontoon: subnet %s is of the other family than dockerd asked for; give IPv4 and IPv6 subnets each with their own --subnet", req.Pool)
 		}
 		pool = pp.Masked()
 	} else {
 		if req.SubPool != "" {
 			return nil, fmt.Errorf("pontoon: --ip-range %s needs the subnet it lies in; give --subnet", req.SubPool)
 		}
-		picked, err := p.a.pickDockerPool()
+		picked, err := p.a.pickDockerPool(req.V6)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +197,11 @@ func (p *dockerPlugin) requestAddress(req dockerAddressRequest) (any, error) {
 	case !ok:
 		return nil, fmt.Errorf("pontoon: no network has the subnet %s; recreate the network", pool)
 	}
-	addr, err := p.a.reserveAddress(network, static)
+	family := 4
+	if pool.Addr().Is6() {
+		family = 6
+	}
+	addr, err := p.a.reserveAddress(network, family, static)
 	if err != nil {
 		return nil, err
 	}
@@ -217,16 +222,15 @@ func (p *dockerPlugin) releaseAddress(req dockerAddressRequest) (any, error) {
 
 // createNetwork makes the Pontoon network of a Docker network. -o options
 // are Pontoon's (icc, masquerade, mtu, bridge) or the bridge driver's
-// names for them; --internal means no masquerade.
+// names for them; --internal means no masquerade. --ipv6 makes it dual
+// stack; IPv6 is routed, not masqueraded, as Docker's own bridge does
+// without ip6tables.
 func (p *dockerPlugin) createNetwork(req dockerNetworkCreate) (any, error) {
-	if len(req.IPv6Data) > 0 {
-		return nil, errors.New("pontoon: IPv6 networks are not supported yet; create the network without --ipv6")
-	}
 	if len(req.IPv4Data) == 0 {
 		return nil, errors.New("pontoon: no IPv4 pool; give --ipam-driver pontoon (or --subnet)")
 	}
-	nc := NetworkCreate{Name: dockerNetworkName(req.NetworkID)}
-	for _, d := range req.IPv4Data {
+	nc := NetworkCreate{Name: dockerNetworkName(req.NetworkID), IPv6: len(req.IPv6Data) > 0}
+	for _, d := range slices.Concat(req.IPv4Data, req.IPv6Data) {
 		pool, err := netip.ParsePrefix(d.Pool)
 		if err != nil {
 			return nil, fmt.Errorf("pontoon: pool %q: not a subnet", d.Pool)
@@ -320,15 +324,17 @@ func (p *dockerPlugin) createEndpoint(req dockerEndpointCreate) (any, error) {
 	if req.Interface == nil || req.Interface.Address == "" {
 		return nil, errors.New("pontoon: no IPv4 address for the endpoint; the network needs --ipam-driver pontoon")
 	}
-	if req.Interface.AddressIPv6 != "" {
-		return nil, errors.New("pontoon: IPv6 addresses are not supported yet")
-	}
 	if _, err := netip.ParsePrefix(req.Interface.Address); err != nil {
 		return nil, fmt.Errorf("pontoon: endpoint address %q: not an address with its prefix", req.Interface.Address)
 	}
+	if v6 := req.Interface.AddressIPv6; v6 != "" {
+		if pp, err := netip.ParsePrefix(v6); err != nil || !pp.Addr().Is6() {
+			return nil, fmt.Errorf("pontoon: endpoint IPv6 address %q: not an IPv6 address with its prefix", v6)
+		}
+	}
 	// The ports come again with ProgramExternalConnectivity; refusing
 	// them here fails `docker run` before anything is made.
-	if _, err := dockerPortSpecs(req.Options[dockerPortMapKey]); err != nil {
+	if _, err := dockerPortSpecs(req.Options[dockerPortMapKey], req.Interface.AddressIPv6 != ""); err != nil {
 		return nil, err
 	}
 	if _, err := p.a.Network(dockerNetworkName(req.NetworkID)); err != nil {
@@ -355,18 +361,26 @@ func (p *dockerPlugin) join(req dockerEndpointRef) (any, error) {
 			return nil, fmt.Errorf("pontoon: endpoint %s was never created here (the agent restarted in between?); start the container again", shortDockerID(req.EndpointID))
 		}
 		addr, _ := netip.ParsePrefix(created.Interface.Address)
-		e, err = p.a.attach(EndpointAttach{
+		attach := EndpointAttach{
 			Network: dockerNetworkName(req.NetworkID), Name: name, IP: addr.Addr().String(), MAC: created.Interface.MacAddress,
 			Owner: dockerOwner,
-		}, &engineJoin{Netns: req.SandboxKey, PeerName: peerIfName(name)})
+		}
+		if addr6, err := netip.ParsePrefix(created.Interface.AddressIPv6); err == nil {
+			attach.IP6 = addr6.Addr().String()
+		}
+		e, err = p.a.attach(attach, &engineJoin{Netns: req.SandboxKey, PeerName: peerIfName(name)})
 		if err != nil {
 			return nil, err
 		}
 	}
-	return map[string]any{
+	resp := map[string]any{
 		"InterfaceName": map[string]string{"SrcName": peerIfName(name), "DstPrefix": "eth"},
 		"Gateway":       e.Gateway.String(),
-	}, nil
+	}
+	if e.Gateway6.IsValid() {
+		resp["GatewayIPv6"] = e.Gateway6.String()
+	}
+	return resp, nil
 }
 
 func (p *dockerPlugin) leave(req dockerEndpointRef) (any, error) {
@@ -389,11 +403,15 @@ func (p *dockerPlugin) deleteEndpoint(req dockerEndpointRef) (any, error) {
 // connect and disconnect) by revoking them here and programming them
 // there.
 func (p *dockerPlugin) programPorts(req dockerEndpointRef) (any, error) {
-	specs, err := dockerPortSpecs(req.Options[dockerPortMapKey])
+	name := dockerEndpointName(req.EndpointID)
+	e, err := p.a.Endpoint(name)
 	if err != nil {
 		return nil, err
 	}
-	name := dockerEndpointName(req.EndpointID)
+	specs, err := dockerPortSpecs(req.Options[dockerPortMapKey], e.IPv6.IsValid())
+	if err != nil {
+		return nil, err
+	}
 	if _, err := p.a.UnpublishAll(name); err != nil {
 		return nil, err
 	}
@@ -414,9 +432,13 @@ func (p *dockerPlugin) revokePorts(req dockerEndpointRef) (any, error) {
 
 // dockerPortSpecs turns com.docker.network.portmap into -p specs. A host
 // port range for one container port (8000-8010:80) takes its first free
-// port; host port 0 (-p 80, -P) is allocated. IPv6 host addresses are
-// left out: endpoints have IPv4 addresses only so far.
-func dockerPortSpecs(raw any) ([]string, error) {
+// port; host port 0 (-p 80, -P) is allocated. A binding without host IP
+// covers both families, as Pontoon's own spec does, so an [::] binding of
+// the same ports adds nothing. An endpoint with IPv4 only (dual false)
+// gets no IPv6 host IP; it is still reached on [::1] and the host's IPv6
+// addresses through a binding without host IP, which 0.0.0.0 and [::]
+// together amount to.
+func dockerPortSpecs(raw any, dual bool) ([]string, error) {
 	if raw == nil {
 		return nil, nil
 	}
@@ -428,6 +450,16 @@ func dockerPortSpecs(raw any) ([]string, error) {
 	if err := json.Unmarshal(b, &pbs); err != nil {
 		return nil, fmt.Errorf("pontoon: read %s: %w", dockerPortMapKey, err)
 	}
+	type ports struct {
+		proto                   int
+		port, hostPort, endPort uint16
+	}
+	portsOf := func(pb dockerPortBinding) ports { return ports{pb.Proto, pb.Port, pb.HostPort, pb.HostPortEnd} }
+	hostIPs := map[ports][]netip.Addr{}
+	for _, pb := range pbs {
+		ip, _ := netip.ParseAddr(pb.HostIP)
+		hostIPs[portsOf(pb)] = append(hostIPs[portsOf(pb)], ip)
+	}
 	var specs []string
 	for _, pb := range pbs {
 		if pb.Proto == dockerSCTP {
@@ -437,19 +469,34 @@ func dockerPortSpecs(raw any) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("pontoon: port %d: protocol number %d is not tcp or udp", pb.Port, pb.Proto)
 		}
-		var spec strings.Builder
+		var ip netip.Addr
 		if pb.HostIP != "" {
-			ip, err := netip.ParseAddr(pb.HostIP)
-			if err != nil {
+			if ip, err = netip.ParseAddr(pb.HostIP); err != nil || ip.Zone() != "" {
 				return nil, fmt.Errorf("pontoon: host IP %q of port %d is not an address", pb.HostIP, pb.Port)
 			}
-			if ip.Is6() {
-				continue
-			}
+			ip = ip.Unmap()
+		}
+		same := hostIPs[portsOf(pb)]
+		any4, any6 := netip.IPv4Unspecified(), netip.IPv6Unspecified()
+		switch {
+		case ip == any6 && slices.Contains(same, netip.Addr{}):
+			continue // covered by the binding without host IP
+		case ip == any6 && !dual && slices.Contains(same, any4):
+			continue // 0.0.0.0's spec takes both families
+		case ip == any4 && !dual && slices.Contains(same, any6):
+			ip = netip.Addr{}
+		case ip.Is6() && !dual:
+			return nil, fmt.Errorf("pontoon: -p %s: the container has IPv4 only on this network; create the network with --ipv6, or leave out the host IP (-p %d:%d) to reach it on IPv6 from the host as well", net.JoinHostPort(ip.String(), strconv.Itoa(int(pb.HostPort))), pb.HostPort, pb.Port)
+		}
+		var spec strings.Builder
+		switch {
+		case ip.Is6():
+			spec.WriteString("[" + ip.String() + "]:")
+		case ip.IsValid():
 			spec.WriteString(ip.String() + ":")
 		}
 		switch {
-		case pb.HostPort == 0 && pb.HostIP != "":
+		case pb.HostPort == 0 && ip.IsValid():
 			spec.WriteString(":")
 		case pb.HostPort != 0 && pb.HostPortEnd > pb.HostPort:
 			fmt.Fprintf(&spec, "%d-%d:", pb.HostPort, pb.HostPortEnd)

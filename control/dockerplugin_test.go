@@ -21,22 +21,28 @@ func TestDockerPortSpecs(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, portmap string
+		dual          bool
 		want          []string
 		err           string
 	}{
-		{"fixed", `[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`, []string{"8080:80/tcp"}, ""},
-		{"loopback udp", `[{"Proto":17,"Port":53,"HostIP":"127.0.0.1","HostPort":5353,"HostPortEnd":5353}]`, []string{"127.0.0.1:5353:53/udp"}, ""},
-		{"a host range for one port", `[{"Proto":6,"Port":80,"HostPort":8000,"HostPortEnd":8010}]`, []string{"8000-8010:80/tcp"}, ""},
-		{"allocated (-p 80, -P)", `[{"Proto":6,"Port":80,"HostPort":0,"HostPortEnd":0}]`, []string{"80/tcp"}, ""},
-		{"allocated on loopback", `[{"Proto":6,"Port":80,"HostIP":"127.0.0.1"}]`, []string{"127.0.0.1::80/tcp"}, ""},
-		{"sctp is refused: the datapath does not translate it", `[{"Proto":6,"Port":80,"HostPort":80},{"Proto":132,"Port":9,"HostPort":9}]`, nil, "-p 9/sctp: the pontoon driver publishes tcp and udp ports only"},
-		{"IPv6 host addresses are left out", `[{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, nil, ""},
-		{"a bad protocol", `[{"Proto":1,"Port":80,"HostPort":8080}]`, nil, "protocol number 1"},
-		{"a bad host IP", `[{"Proto":6,"Port":80,"HostIP":"nowhere","HostPort":8080}]`, nil, "not an address"},
-		{"none", `null`, nil, ""},
+		{"fixed", `[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]`, false, []string{"8080:80/tcp"}, ""},
+		{"loopback udp", `[{"Proto":17,"Port":53,"HostIP":"127.0.0.1","HostPort":5353,"HostPortEnd":5353}]`, false, []string{"127.0.0.1:5353:53/udp"}, ""},
+		{"a host range for one port", `[{"Proto":6,"Port":80,"HostPort":8000,"HostPortEnd":8010}]`, false, []string{"8000-8010:80/tcp"}, ""},
+		{"allocated (-p 80, -P)", `[{"Proto":6,"Port":80,"HostPort":0,"HostPortEnd":0}]`, false, []string{"80/tcp"}, ""},
+		{"allocated on loopback", `[{"Proto":6,"Port":80,"HostIP":"127.0.0.1"}]`, false, []string{"127.0.0.1::80/tcp"}, ""},
+		{"sctp is refused: the datapath does not translate it", `[{"Proto":6,"Port":80,"HostPort":80},{"Proto":132,"Port":9,"HostPort":9}]`, false, nil, "-p 9/sctp: the pontoon driver publishes tcp and udp ports only"},
+		{"[::] on a dual-stack endpoint", `[{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, true, []string{"[::]:8080:80/tcp"}, ""},
+		{"[::1] allocated on a dual-stack endpoint", `[{"Proto":6,"Port":80,"HostIP":"::1"}]`, true, []string{"[::1]::80/tcp"}, ""},
+		{"[::] beside no host IP adds nothing", `[{"Proto":6,"Port":80,"HostPort":8080},{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, true, []string{"8080:80/tcp"}, ""},
+		{"0.0.0.0 and [::] on a dual-stack endpoint stay apart", `[{"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":8080},{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, true, []string{"0.0.0.0:8080:80/tcp", "[::]:8080:80/tcp"}, ""},
+		{"0.0.0.0 and [::] on an IPv4-only endpoint are both families", `[{"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":8080},{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, false, []string{"8080:80/tcp"}, ""},
+		{"[::] alone on an IPv4-only endpoint is refused", `[{"Proto":6,"Port":80,"HostIP":"::","HostPort":8080}]`, false, nil, "the container has IPv4 only on this network; create the network with --ipv6"},
+		{"a bad protocol", `[{"Proto":1,"Port":80,"HostPort":8080}]`, false, nil, "protocol number 1"},
+		{"a bad host IP", `[{"Proto":6,"Port":80,"HostIP":"nowhere","HostPort":8080}]`, false, nil, "not an address"},
+		{"none", `null`, false, nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := dockerPortSpecs(portmap(c.portmap))
+			got, err := dockerPortSpecs(portmap(c.portmap), c.dual)
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err %v, want one saying %q", err, c.err)

@@ -143,9 +143,10 @@ func engineAddrOwner(a netip.Addr) string { return "reserved:" + a.String() }
 
 // reserveAddress holds an address of the network for an endpoint an
 // engine will attach with it (Docker asks its IPAM driver first, then its
-// network driver): static when valid, else the next free one. It returns
-// the address and its prefix length.
-func (a *Agent) reserveAddress(network string, static netip.Addr) (netip.Prefix, error) {
+// network driver, once per family): static when valid, else the next free
+// one of the family (4 or 6). It returns the address and its prefix
+// length.
+func (a *Agent) reserveAddress(network string, family int, static netip.Addr) (netip.Prefix, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n, err := a.network(network)
@@ -156,7 +157,7 @@ func (a *Agent) reserveAddress(network string, static netip.Addr) (netip.Prefix,
 	// it under a passing name, then under the one that names it, within
 	// one hold of a.mu, so no other allocation runs in between.
 	const passing = "reserving"
-	req := ipam.IPRequest{Network: n.Name, Owner: passing}
+	req := ipam.IPRequest{Network: n.Name, Owner: passing, Family: family}
 	if static.IsValid() {
 		req.Static = []netip.Addr{static}
 	}
@@ -165,8 +166,11 @@ func (a *Agent) reserveAddress(network string, static netip.Addr) (netip.Prefix,
 		return netip.Prefix{}, err
 	}
 	a.ipam.ReleaseIPs(n.Name, passing)
+	if len(ips) == 0 {
+		return netip.Prefix{}, kindf(ErrInvalid, "network %s has no IPv%d subnet; create it with one", n.Name, family)
+	}
 	ip := ips[0]
-	if _, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: n.Name, Owner: engineAddrOwner(ip), Static: []netip.Addr{ip}}); err != nil {
+	if _, err := a.ipam.AllocateIPs(ipam.IPRequest{Network: n.Name, Owner: engineAddrOwner(ip), Static: []netip.Addr{ip}, Family: family}); err != nil {
 		return netip.Prefix{}, err
 	}
 	sub, _ := n.subnetOf(ip)
@@ -207,14 +211,22 @@ const pendingPoolTTL = time.Minute
 // releases it, or pendingPoolTTL passes): dockerd asks for the pool and
 // creates the network in two calls, and parallel creates picking in
 // between would get the same pool, the later network an overlap error.
-func (a *Agent) pickDockerPool() (netip.Prefix, error) {
+func (a *Agent) pickDockerPool(v6 bool) (netip.Prefix, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	n, err := a.subnetsFor(NetworkCreate{Name: "docker-pool"})
-	if err != nil {
-		return netip.Prefix{}, err
+	var p netip.Prefix
+	if v6 {
+		var err error
+		if p, err = a.pickFree(netlink.FAMILY_V6, ulaCandidates()); err != nil {
+			return netip.Prefix{}, kindf(ErrConflict, "every candidate unique local /64 overlaps a route, a nameserver or a network; give --subnet with an IPv6 subnet")
+		}
+	} else {
+		n, err := a.subnetsFor(NetworkCreate{Name: "docker-pool"})
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		p = n.Subnets[0].Prefix
 	}
-	p := n.Subnets[0].Prefix
 	if a.pendingPools == nil {
 		a.pendingPools = map[netip.Prefix]time.Time{}
 	}

@@ -155,7 +155,7 @@ func TestDockerPoolsReserved(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			picked[i], errs[i] = a.pickDockerPool()
+			picked[i], errs[i] = a.pickDockerPool(false)
 		}()
 	}
 	wg.Wait()
@@ -172,11 +172,31 @@ func TestDockerPoolsReserved(t *testing.T) {
 	// Released, the first pool is free again; expired, too.
 	first := slices.MinFunc(picked, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 	a.releasePool(first)
-	if p, err := a.pickDockerPool(); err != nil || p != first {
+	if p, err := a.pickDockerPool(false); err != nil || p != first {
 		t.Errorf("after releasing %s, picked %s, %v", first, p, err)
 	}
 	a.pendingPools[first] = time.Now().Add(-time.Second)
-	if p, err := a.pickDockerPool(); err != nil || p != first {
+	if p, err := a.pickDockerPool(false); err != nil || p != first {
 		t.Errorf("after %s expired, picked %s, %v", first, p, err)
+	}
+}
+
+// TestDockerIPv6PoolsReserved: IPv6 pools picked for dockerd are unique
+// local /64s, reserved as IPv4 ones are.
+func TestDockerIPv6PoolsReserved(t *testing.T) {
+	a := &Agent{st: &state{networks: map[string]*Network{}}}
+	p1, err1 := a.pickDockerPool(true)
+	p2, err2 := a.pickDockerPool(true)
+	if err1 != nil || err2 != nil || p1 == p2 {
+		t.Fatalf("picked %s, %v and %s, %v: want two distinct pools", p1, err1, p2, err2)
+	}
+	for _, p := range []netip.Prefix{p1, p2} {
+		if !p.Addr().Is6() || p.Bits() != 64 || !netip.MustParsePrefix("fc00::/7").Contains(p.Addr()) {
+			t.Errorf("picked %s, want a unique local /64", p)
+		}
+	}
+	a.releasePool(p1)
+	if p, err := a.pickDockerPool(true); err != nil || p != p1 {
+		t.Errorf("after releasing %s, picked %s, %v", p1, p, err)
 	}
 }

@@ -17,6 +17,14 @@ type IPRequest struct {
 	// Static names wanted addresses, at most one per family. Families of
 	// the network not named here get the next free address.
 	Static []netip.Addr
+	// Family, 4 or 6, limits the request to that family's subnets (an
+	// engine asks for each family's address on its own); 0 is every
+	// family the network has.
+	Family int
+}
+
+func (r IPRequest) wants(is4 bool) bool {
+	return r.Family == 0 || (r.Family == 4) == is4
 }
 
 // IPAllocation is one address held by an owner.
@@ -114,6 +122,14 @@ func (a *Allocator) AllocateIPs(req IPRequest) ([]netip.Addr, error) {
 	if err := validateID("owner", req.Owner); err != nil {
 		return nil, fmt.Errorf("allocate addresses in network %q: %w", req.Network, err)
 	}
+	if req.Family != 0 && req.Family != 4 && req.Family != 6 {
+		return nil, fmt.Errorf("allocate addresses for %q in network %q: %w family %d: give 4, 6 or 0 for both", req.Owner, req.Network, ErrInvalid, req.Family)
+	}
+	for _, s := range req.Static {
+		if s.IsValid() && !req.wants(s.Unmap().Is4()) {
+			return nil, fmt.Errorf("allocate %s for %q in network %q: %w: not of the IPv%d family asked for", s, req.Owner, req.Network, ErrInvalid, req.Family)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := a.networks[req.Network]
@@ -141,7 +157,7 @@ func (a *Allocator) AllocateIPs(req IPRequest) ([]netip.Addr, error) {
 	var picks []pick
 	for fam, s := range static {
 		is4 := fam == 0
-		if !n.hasFamily(is4) {
+		if !n.hasFamily(is4) || !req.wants(is4) {
 			continue
 		}
 		if s.IsValid() {

@@ -164,6 +164,34 @@ func TestDualStackOrderAndStatic(t *testing.T) {
 	sameSnapshot(t, before, takeSnapshot(t, a))
 }
 
+// TestOneFamily: an engine asks for each family's address on its own; a
+// request limited to a family takes nothing of the other.
+func TestOneFamily(t *testing.T) {
+	a := newMem(t)
+	addNet(t, a, "n", "fd00:3::/64", "10.3.0.0/24")
+	for _, c := range []struct {
+		family int
+		static []netip.Addr
+		want   []netip.Addr
+	}{
+		{6, nil, []netip.Addr{mustAddr("fd00:3::2")}},
+		{4, nil, []netip.Addr{mustAddr("10.3.0.2")}},
+		{6, []netip.Addr{mustAddr("fd00:3::77")}, []netip.Addr{mustAddr("fd00:3::77")}},
+	} {
+		owner := fmt.Sprintf("ep-%d-%d", c.family, len(c.static))
+		got, err := a.AllocateIPs(IPRequest{Network: "n", Owner: owner, Static: c.static, Family: c.family})
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("family %d, static %v: got %v, %v; want %v", c.family, c.static, got, err, c.want)
+		}
+	}
+	before := takeSnapshot(t, a)
+	_, err := a.AllocateIPs(IPRequest{Network: "n", Owner: "mixed", Static: []netip.Addr{mustAddr("10.3.0.9")}, Family: 6})
+	wantErr(t, err, ErrInvalid)
+	_, err = a.AllocateIPs(IPRequest{Network: "n", Owner: "five", Family: 5})
+	wantErr(t, err, ErrInvalid)
+	sameSnapshot(t, before, takeSnapshot(t, a))
+}
+
 func TestSeveralSubnetsOfAFamily(t *testing.T) {
 	a := newMem(t)
 	addNet(t, a, "n", "10.3.0.0/30", "10.4.0.0/30") // one free address each
