@@ -77,8 +77,27 @@ type BootError struct {
 	Kernel  string
 	Reason  string
 	Timeout bool
+	// Started says the command had started: its output may be out.
+	Started bool
 	Qemu    string // qemu's own stderr, if it said anything
 	Console string // tail of the kernel console
+}
+
+// CrashedBeforeCommand says the kernel oopsed before the command started:
+// nothing of the command ran, so booting again is safe. Under TCG, with
+// another VM busy, a kernel has oopsed in its clock code once (int3 in
+// sched_clock_cpu) and booted fine the next time; a kernel that cannot
+// boot at all panics without an oops and is not retried.
+func (e *BootError) CrashedBeforeCommand() bool {
+	if e.Started || e.Timeout {
+		return false
+	}
+	for _, sign := range []string{"Oops:", "BUG: ", "general protection fault"} {
+		if strings.Contains(e.Console, sign) {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *BootError) Error() string {

@@ -207,7 +207,7 @@ loop:
 		fmt.Fprintf(o.Log, "vmtest: %s: command exited %d after %.1fs\n", k.Release, res.ExitCode, res.Run.Seconds())
 		return nil
 	}
-	be := &BootError{Kernel: k.Release, Timeout: timedOut, Console: console.String()}
+	be := &BootError{Kernel: k.Release, Timeout: timedOut, Started: isStarted, Console: console.String()}
 	switch {
 	case reason != "":
 		be.Reason = reason

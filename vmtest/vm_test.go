@@ -208,6 +208,9 @@ func TestVMKernelThatCannotBoot(t *testing.T) {
 	if !strings.Contains(err.Error(), "console tail:") {
 		t.Errorf("error does not show the console tail: %v", err)
 	}
+	if be.Started || be.CrashedBeforeCommand() {
+		t.Errorf("a kernel that cannot boot reads as started %v, crashed (worth a retry) %v", be.Started, be.CrashedBeforeCommand())
+	}
 }
 
 // TestVMTimeLimit: a guest that never gets to the command (its init is a

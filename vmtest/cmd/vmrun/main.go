@@ -111,6 +111,10 @@ func run() int {
 	}
 
 	res, err := vmtest.Run(ctx, o)
+	if be := (*vmtest.BootError)(nil); errors.As(err, &be) && be.CrashedBeforeCommand() && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "vmrun: %v\nvmrun: the kernel crashed before the command started; booting it once more\n", err)
+		res, err = vmtest.Run(ctx, o)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmrun: %v\n", err)
 		return exitInfra
