@@ -223,8 +223,8 @@ func (p *dockerPlugin) releaseAddress(req dockerAddressRequest) (any, error) {
 // createNetwork makes the Pontoon network of a Docker network. -o options
 // are Pontoon's (icc, masquerade, mtu, bridge) or the bridge driver's
 // names for them; --internal means no masquerade. --ipv6 makes it dual
-// stack; IPv6 is routed, not masqueraded, as Docker's own bridge does
-// without ip6tables.
+// stack: containers reach the host, each other and published ports over
+// IPv6, and the LAN over IPv6 with -o routed=true.
 func (p *dockerPlugin) createNetwork(req dockerNetworkCreate) (any, error) {
 	if len(req.IPv4Data) == 0 {
 		return nil, errors.New("pontoon: no IPv4 pool; give --ipam-driver pontoon (or --subnet)")
@@ -290,12 +290,20 @@ func dockerNetworkOptions(opts map[string]any, nc *NetworkCreate) error {
 			}
 		case "bridge", "com.docker.network.bridge.name":
 			nc.Bridge = val
+		case "routed":
+			var b *bool
+			if b, err = boolVal(); err == nil {
+				nc.Routed = *b
+			}
 		default:
-			err = fmt.Errorf("pontoon: unknown option %q; the pontoon driver takes -o icc=BOOL, masquerade=BOOL, mtu=N and bridge=NAME", key)
+			err = fmt.Errorf("pontoon: unknown option %q; the pontoon driver takes -o icc=BOOL, masquerade=BOOL, routed=BOOL, mtu=N and bridge=NAME", key)
 		}
 		if err != nil {
 			return err
 		}
+	}
+	if nc.Routed && nc.Masquerade != nil && !*nc.Masquerade && opts["com.docker.network.internal"] == true {
+		return errors.New("pontoon: --internal and -o routed=true contradict each other (routed lets the LAN reach the containers); give one of them")
 	}
 	return nil
 }

@@ -79,12 +79,21 @@ func TestDockerNetworkOptions(t *testing.T) {
 		`{"color":"blue"}`: `unknown option "color"`,
 		`{"icc":"maybe"}`:  "give true or false",
 		`{"mtu":"big"}`:    "give a number",
+		`{"routed":"yes"}`: "give true or false",
 	} {
 		var generic map[string]any
 		json.Unmarshal([]byte(opts), &generic)
 		if err := dockerNetworkOptions(map[string]any{dockerGenericKey: generic}, &NetworkCreate{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("options %s: %v, want an error saying %q", opts, err, want)
 		}
+	}
+	var routed NetworkCreate
+	if err := dockerNetworkOptions(map[string]any{dockerGenericKey: map[string]any{"routed": "true"}}, &routed); err != nil || !routed.Routed {
+		t.Errorf("-o routed=true read as %+v, %v", routed, err)
+	}
+	err = dockerNetworkOptions(map[string]any{"com.docker.network.internal": true, dockerGenericKey: map[string]any{"routed": "true"}}, &NetworkCreate{})
+	if err == nil || !strings.Contains(err.Error(), "--internal and -o routed=true contradict") {
+		t.Errorf("--internal with -o routed=true: %v", err)
 	}
 }
 

@@ -13,7 +13,9 @@ import (
 // Pontoon network (the subnets given, or a unique local /64 picked);
 // containers get both addresses and the IPv6 gateway; -p without host IP
 // is published on both families, [::]:P and [::1]:P on IPv6; an outside
-// IPv6 client reaches the container with its address kept; an IPv4-only
+// IPv6 client reaches the container with its address kept; -o
+// routed=true lets the LAN and the container reach each other by their
+// own IPv6 addresses; an IPv4-only
 // network refuses [::]:P alone with the reason and takes 0.0.0.0:P with
 // [::]:P as one binding of both families.
 func TestDockerIPv6(t *testing.T) {
@@ -123,6 +125,26 @@ func TestDockerIPv6(t *testing.T) {
 		res, err := w.host.DialFrom(t, w.cgroup, "tcp", "[::1]:9091")
 		expectEcho(t, res, err, netip.MustParseAddr("10.234.0.1"), "[::1]:9091")
 		d.ok("rm", "-f", both)
+	})
+
+	t.Run("-o routed=true: the LAN and the container reach each other over IPv6", func(t *testing.T) {
+		routed := "routed-" + w.id
+		d.ok("network", "create", "-d", plugin, "--ipam-driver", plugin, "--ipv6", "-o", "routed=true",
+			"--subnet", "10.235.0.0/24", "--subnet", "fd00:235::/64", routed)
+		w.outside.IP(t, "-6", "route", "add", "fd00:235::/64", "via", hostV6.String())
+		name := "routed6-" + w.id
+		d.ok("run", "-d", "--name", name, "--network", routed, "--ip6", "fd00:235::9", image, "/bin/sleep", "3600")
+		c := d.containerNetns(name, "ptr6"+w.id)
+		in := "[fd00:235::9]:81"
+		c.ServeTCP(t, in)
+		res, err := w.outside.Dial("tcp", in)
+		expectEcho(t, res, err, outsideV6, in)
+		out := "[" + outsideV6.String() + "]:82"
+		w.outside.ServeTCP(t, out)
+		res, err = c.Dial("tcp", out)
+		expectEcho(t, res, err, netip.MustParseAddr("fd00:235::9"), out)
+		d.ok("rm", "-f", name)
+		d.ok("network", "rm", routed)
 	})
 
 	t.Run("rm and network rm leave nothing", func(t *testing.T) {
