@@ -44,23 +44,13 @@ func testIPv6PublishedPorts(t *testing.T, redirect, forwardDrop bool) {
 	}
 	pins := testenv.PinDir(t)
 	cgroup := testenv.Cgroup(t)
-	var (
-		hostIP    = netip.MustParseAddr("2001:db8:18::1")
-		outsideIP = netip.MustParseAddr("2001:db8:18::2")
-		gateway   = netip.MustParseAddr("fd00:89::1")
-		aIP       = netip.MustParseAddr("fd00:89::2")
-	)
-	w.Host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
-	w.Host.IP(t, "addr", "add", hostIP.String()+"/64", "dev", w.Uplink, "nodad")
+	v6 := addIPv6(t, w, "2001:db8:18::/64", "fd00:89::/64")
+	hostIP, outsideIP, aIP := v6.HostIP, v6.OutsideIP, v6.AIP
 	w.Host.IP(t, "link", "set", w.Uplink, "mtu", "1400")
 	w.Outside.IP(t, "link", "set", "eth0", "mtu", "1400")
-	w.Outside.IP(t, "addr", "add", outsideIP.String()+"/64", "dev", "eth0", "nodad")
 	// A route to the containers, so that only the datapath keeps them
 	// unreachable by their own addresses.
-	w.Outside.IP(t, "-6", "route", "add", "fd00:89::/64", "via", hostIP.String())
-	w.Host.IP(t, "addr", "add", gateway.String()+"/64", "dev", w.Bridge, "nodad")
-	w.A.IP(t, "addr", "add", aIP.String()+"/64", "dev", "eth0", "nodad")
-	w.A.IP(t, "-6", "route", "add", "default", "via", gateway.String())
+	w.Outside.IP(t, "-6", "route", "add", v6.Subnet.String(), "via", hostIP.String())
 
 	w.A.ServeTCP(t, "[::]:80")
 	w.A.ServeUDP(t, "[::]:53")
@@ -71,21 +61,8 @@ func testIPv6PublishedPorts(t *testing.T, redirect, forwardDrop bool) {
 	if err := w.Host.Helper(t, "", &mode, "load", pins, w.Uplink, cgroup, string(loader.TCX), "bridge="+w.Bridge); err != nil {
 		t.Fatal(err)
 	}
-	configure(t, w, pins, redirect, []maps.Network{
-		{Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1},
-		{Subnet: netip.MustParsePrefix("fd00:89::/64"), Gateway: gateway, ID: 1},
-	})
-	// The load helper syncs the host's IPv4 addresses; the wildcard
-	// binding needs to know the IPv6 ones too.
-	hostAddrs := maps.NewHostAddrs(openPinned(t, pins, "hostaddrs"))
-	for _, a := range []struct {
-		addr netip.Addr
-		dev  string
-	}{{hostIP, w.Uplink}, {gateway, w.Bridge}} {
-		if err := hostAddrs.Put(a.addr, uint32(ifindexIn(t, w.Host, a.dev))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	configure(t, w, pins, redirect, v6.networks(w))
+	v6.putHostAddrs(t, w, pins)
 	any6 := netip.IPv6Unspecified()
 	if err := maps.NewBindings(openPinned(t, pins, "bindings")).PutBatch([]maps.Binding{
 		{Proto: maps.TCP, Host: netip.AddrPortFrom(any6, 8080), Backend: netip.AddrPortFrom(aIP, 80), ID: 1},

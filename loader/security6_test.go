@@ -20,20 +20,10 @@ func TestSecuritySYNFloodSparesEstablishedIPv6(t *testing.T) {
 	w := testenv.NewWorld(t)
 	pins := testenv.PinDir(t)
 	cgroup := testenv.Cgroup(t)
-	var (
-		hostIP    = netip.MustParseAddr("2001:db8:18::1")
-		outsideIP = netip.MustParseAddr("2001:db8:18::2")
-		gateway   = netip.MustParseAddr("fd00:89::1")
-		aIP       = netip.MustParseAddr("fd00:89::2")
-		// Apart from the link above: 65,535 spoofed hosts.
-		spoofed = netip.MustParsePrefix("2001:db8:f000::/112")
-	)
-	w.Host.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
-	w.Host.IP(t, "addr", "add", hostIP.String()+"/64", "dev", w.Uplink, "nodad")
-	w.Outside.IP(t, "addr", "add", outsideIP.String()+"/64", "dev", "eth0", "nodad")
-	w.Host.IP(t, "addr", "add", gateway.String()+"/64", "dev", w.Bridge, "nodad")
-	w.A.IP(t, "addr", "add", aIP.String()+"/64", "dev", "eth0", "nodad")
-	w.A.IP(t, "-6", "route", "add", "default", "via", gateway.String())
+	v6 := addIPv6(t, w, "2001:db8:18::/64", "fd00:89::/64")
+	hostIP, outsideIP, aIP := v6.HostIP, v6.OutsideIP, v6.AIP
+	// Apart from the link above: 65,535 spoofed hosts.
+	spoofed := netip.MustParsePrefix("2001:db8:f000::/112")
 	// The SYN-ACKs to the spoofed sources leave through the uplink, as on
 	// a real host, and die in the outside namespace.
 	w.Host.IP(t, "-6", "route", "add", spoofed.String(), "via", outsideIP.String())
@@ -44,13 +34,8 @@ func TestSecuritySYNFloodSparesEstablishedIPv6(t *testing.T) {
 	if err := w.Host.Helper(t, "", &mode, "load", pins, w.Uplink, cgroup, string(loader.TCX), "bridge="+w.Bridge); err != nil {
 		t.Fatal(err)
 	}
-	configure(t, w, pins, false, []maps.Network{
-		{Subnet: netip.PrefixFrom(w.Gateway, w.ContainerPrefixLen).Masked(), Gateway: w.Gateway, ID: 1},
-		{Subnet: netip.MustParsePrefix("fd00:89::/64"), Gateway: gateway, ID: 1},
-	})
-	if err := maps.NewHostAddrs(openPinned(t, pins, "hostaddrs")).Put(hostIP, uint32(ifindexIn(t, w.Host, w.Uplink))); err != nil {
-		t.Fatal(err)
-	}
+	configure(t, w, pins, false, v6.networks(w))
+	v6.putHostAddrs(t, w, pins)
 	if err := maps.NewBindings(openPinned(t, pins, "bindings")).Put(maps.Binding{
 		Proto: maps.TCP, Host: netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), Backend: netip.AddrPortFrom(aIP, 80), ID: 1,
 	}); err != nil {
