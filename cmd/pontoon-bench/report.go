@@ -370,7 +370,8 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   one iptables-restore, a lower bound (dockerd runs six iptables commands per port); adding and
   deleting one port are dockerd's six commands (-C then -A or -D, for three rules).
 - docker-proxy: Debian's binary, alone, one process per port and protocol with dockerd's flags and
-  its readiness pipe on fd 3; dockerd would also start one per port for IPv6. In Docker, outside
+  its readiness pipe on fd 3, on 0.0.0.0, and for the IPv6 rows on [::1] and the uplink's IPv6
+  address (see IPv6 above). In Docker, outside
   clients take the iptables path even with the proxy on; its outside rows show the proxy alone.
   Scaling stops at 1,000 ports: tens of thousands of processes measure the process table, not
   the proxy.
