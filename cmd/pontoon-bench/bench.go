@@ -216,7 +216,7 @@ func tcModeOf(p *pontoonDP) string {
 // measureOnce runs one client and returns its result.
 func measureOnce(ctx context.Context, dp datapath, c clientKind, m measure, d time.Duration) (loadResult, error) {
 	ns := dp.world().host
-	if c == viaOutside {
+	if c.outside() {
 		ns = dp.world().outside
 	}
 	addr := dp.target(c, m.svc).String()
@@ -240,7 +240,16 @@ type round map[string]*loadResult
 func runMatrix(ctx context.Context, o options, dps []datapath, res *results) error {
 	clients := selectClients(o.clients)
 	measures := selectMeasures(o.measures)
-	total := len(clients) * len(measures) * o.runs * len(dps)
+	total := 0
+	for _, c := range clients {
+		for _, dp := range dps {
+			if why := clientGap(dp, c); why != "" {
+				res.NotMeasured = append(res.NotMeasured, notMeasured{Datapath: dp.name(), Client: string(c), Why: why})
+				continue
+			}
+			total += len(measures) * o.runs
+		}
+	}
 	then := ""
 	if o.bulkRuns > 0 {
 		then = ", then bulk transfers"
@@ -258,6 +267,9 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 				rounds[r] = round{}
 				for i := range dps {
 					dp := dps[(i+r)%len(dps)]
+					if clientGap(dp, c) != "" {
+						continue
+					}
 					done++
 					lr, err := measureOnce(ctx, dp, c, m, o.duration)
 					if err != nil {
@@ -271,6 +283,9 @@ func runMatrix(ctx context.Context, o options, dps []datapath, res *results) err
 			}
 			fmt.Fprintf(os.Stderr, "[%3d/%d] %-18s %-26s", done, total, c.label(), m.label)
 			for _, dp := range dps {
+				if clientGap(dp, c) != "" {
+					continue
+				}
 				s := summarize(values(rounds, dp.name(), m.metrics[0]))
 				fmt.Fprintf(os.Stderr, " %s=%s", dp.name(), fmtAuto(s.Median, m.metrics[0].unit))
 			}

@@ -75,7 +75,7 @@ func TestFillerPortsAvoidMeasuredPorts(t *testing.T) {
 // so every filler rule is tried first.
 func TestRulesetPutsMeasuredPortLast(t *testing.T) {
 	var b bytes.Buffer
-	writeRuleset(&b, scalePorts(5, hostIP))
+	writeRuleset(&b, rules4, scalePorts(5, hostIP))
 	var natDocker, filterDocker, postrouting []string
 	table := ""
 	for _, line := range strings.Split(b.String(), "\n") {
@@ -107,6 +107,28 @@ func TestRulesetPutsMeasuredPortLast(t *testing.T) {
 	}
 }
 
+// The IPv6 rules are the IPv4 ones with the container's IPv6 address:
+// wildcard DNAT from ::/0, an ACCEPT and MASQUERADE for it, and the
+// network's IPv6 subnet masqueraded.
+func TestRuleset6(t *testing.T) {
+	var b bytes.Buffer
+	writeRuleset(&b, rules6, []service{echoTCP, {name: "one address", containerPort: 81, hostPort: 8083, hostAddr: hostIP6}})
+	for _, want := range []string{
+		"-A DOCKER -p tcp -d ::/0 --dport 8080 -j DNAT --to-destination [fd89::2]:80\n",
+		"-A DOCKER -p tcp -d 2001:2::1/128 --dport 8083 -j DNAT --to-destination [fd89::2]:81\n",
+		"-A DOCKER ! -i pbr0 -o pbr0 -p tcp -d fd89::2 --dport 80 -j ACCEPT\n",
+		"-A POSTROUTING -p tcp -s fd89::2 -d fd89::2 --dport 80 -j MASQUERADE\n",
+		"-A POSTROUTING -s fd89::/64 ! -o pbr0 -j MASQUERADE\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "10.89.") {
+		t.Errorf("IPv6 ruleset names an IPv4 address:\n%s", b.String())
+	}
+}
+
 func TestUnitsReadWell(t *testing.T) {
 	for _, c := range []struct {
 		s    summary
@@ -124,7 +146,9 @@ func TestUnitsReadWell(t *testing.T) {
 }
 
 // TestSmoke runs the whole bench, briefly: every datapath, client and
-// measure must produce a number, and nothing may be left behind. It
+// measure must produce a number (the IPv6 clients' too, but for the
+// iptables baseline's [::1], which it says it cannot serve), and nothing
+// may be left behind. It
 // asserts no speed; that is what the bench itself reports.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
@@ -166,9 +190,29 @@ func TestSmoke(t *testing.T) {
 	for _, m := range allMeasures {
 		metrics += len(m.metrics)
 	}
-	want := (len(datapaths) - 1) * len(allClients) * metrics // pontoon-stack: bulk rows only
+	// pontoon-stack: bulk rows only; iptables: no [::1].
+	want := (len(datapaths)-1)*len(allClients)*metrics - metrics
 	if len(res.Cells) != want {
 		t.Errorf("%d result cells, want %d", len(res.Cells), want)
+	}
+	for _, dp := range datapaths {
+		for _, c := range []clientKind{viaLoopback6, viaOutside6} {
+			n, skipped := res.notMeasured(dp, string(c))
+			if gap := dp == "iptables" && c == viaLoopback6; skipped != gap {
+				t.Errorf("%s %s: not measured %v (%q), want %v", dp, c, skipped, n.Why, gap)
+			}
+			if dp == "pontoon-stack" || skipped {
+				continue
+			}
+			for _, m := range allMeasures {
+				if _, ok := res.cell(dp, string(c), m.id, m.metrics[0].id); !ok {
+					t.Errorf("%s %s %s: no IPv6 cell", dp, c, m.id)
+				}
+			}
+		}
+	}
+	if len(res.NotMeasured) != 1 {
+		t.Errorf("not measured: %+v, want iptables' [::1] alone", res.NotMeasured)
 	}
 	for _, c := range res.Cells {
 		if c.Median <= 0 {
@@ -191,6 +235,13 @@ func TestSmoke(t *testing.T) {
 	if len(res.Bulk) != wantBulk {
 		t.Errorf("%d bulk cells, want %d", len(res.Bulk), wantBulk)
 	}
+	for _, dp := range []string{"direct", "pontoon", "pontoon-stack", "pontoon-xdp"} {
+		for _, row := range []string{"published6_download", "published6_upload"} {
+			if _, ok := res.bulkCell(dp, row); !ok {
+				t.Errorf("%s bulk %s: no cell", dp, row)
+			}
+		}
+	}
 	for _, c := range res.Bulk {
 		if c.Median <= 0 {
 			t.Errorf("%s bulk %s: nothing moved (%v)", c.Datapath, c.Row, c.Runs)
@@ -200,7 +251,8 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	if md := markdown(res); !strings.Contains(md, "| host → 127.0.0.1 | TCP stream Gbit/s |") || !strings.Contains(md, "## Rule scaling") ||
-		!strings.Contains(md, "## Bulk transfer") {
+		!strings.Contains(md, "## Bulk transfer") || !strings.Contains(md, "| host → [::1] | TCP stream Gbit/s |") ||
+		!strings.Contains(md, "| outside → host IPv6 | UDP request/response ops/s |") || !strings.Contains(md, "not measured |") {
 		t.Errorf("markdown lacks the tables:\n%s", md)
 	}
 	if left := leftovers(id); len(left) > 0 {

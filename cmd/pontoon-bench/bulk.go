@@ -29,6 +29,9 @@ const (
 	// pathHairpinSock: the same dial from the hooked cgroup, which the
 	// socket hooks point at the container at connect().
 	pathHairpinSock bulkPath = "hairpin_sock"
+	// pathPublished6: pathPublished over IPv6, the outside dialling the
+	// host's IPv6 address. IPv6 has no masquerade (NAT66) to measure yet.
+	pathPublished6 bulkPath = "published6"
 )
 
 // bulkRow is a path and the way the bytes go: a download is read by the
@@ -43,6 +46,7 @@ var allBulkRows = []bulkRow{
 	{pathMasquerade, false}, {pathMasquerade, true},
 	{pathHairpinTC, false}, {pathHairpinTC, true},
 	{pathHairpinSock, false}, {pathHairpinSock, true},
+	{pathPublished6, true}, {pathPublished6, false},
 }
 
 func (r bulkRow) direction() string {
@@ -61,6 +65,8 @@ func (r bulkRow) label() (path, untranslated string) {
 	switch r.path {
 	case pathPublished:
 		return "outside ↔ host IP:P ↔ container", "outside ↔ container IP, routed"
+	case pathPublished6:
+		return "outside ↔ [host IPv6]:P ↔ container", "outside ↔ container IPv6, routed"
 	case pathMasquerade:
 		return "container ↔ outside, masqueraded", "the same, routed back without NAT"
 	case pathHairpinTC:
@@ -74,7 +80,7 @@ func (r bulkRow) label() (path, untranslated string) {
 // who says which end reads: "the client downloads" in words for the table.
 func (r bulkRow) who() string {
 	client := map[bulkPath]string{
-		pathPublished: "outside", pathMasquerade: "container",
+		pathPublished: "outside", pathPublished6: "outside", pathMasquerade: "container",
 		pathHairpinTC: "peer", pathHairpinSock: "peer",
 	}[r.path]
 	if r.download {

@@ -42,8 +42,8 @@ type loadResult struct {
 // size bytes within d.
 func runClient(kind, addr string, d time.Duration, size int64) (loadResult, error) {
 	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().Is4() {
-		return loadResult{}, fmt.Errorf("address %q: want IPv4 address:port", addr)
+	if err != nil || ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
+		return loadResult{}, fmt.Errorf("address %q: want IPv4 address:port or [IPv6 address]:port", addr)
 	}
 	switch kind {
 	case "stream":
@@ -312,7 +312,14 @@ func timed(d time.Duration, maxFail int64, op func() error, tolerate bool) (load
 type sock struct{ fd int }
 
 func dial(typ int, addr netip.AddrPort, timeout time.Duration) (*sock, error) {
-	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	var family int
+	var sa unix.Sockaddr
+	if addr.Addr().Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	} else {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -330,7 +337,6 @@ func dial(typ int, addr netip.AddrPort, timeout time.Duration) (*sock, error) {
 			return nil, fmt.Errorf("set TCP_NODELAY: %w", err)
 		}
 	}
-	sa := &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
 	if err := s.connect(sa, timeout); err != nil {
 		s.close()
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)

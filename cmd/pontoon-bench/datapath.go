@@ -42,9 +42,19 @@ const (
 	viaLoopback clientKind = "loopback" // a host process dialling 127.0.0.1:P
 	viaHostIP   clientKind = "hostip"   // a host process dialling the uplink address
 	viaOutside  clientKind = "outside"  // another machine dialling the uplink address
+	// The same over IPv6, to the dual-stack network's container; direct
+	// dials the container's IPv6 address.
+	viaLoopback6 clientKind = "loopback6" // a host process dialling [::1]:P
+	viaOutside6  clientKind = "outside6"  // another machine dialling the uplink's IPv6 address
 )
 
-var allClients = []clientKind{viaLoopback, viaHostIP, viaOutside}
+var allClients = []clientKind{viaLoopback, viaHostIP, viaOutside, viaLoopback6, viaOutside6}
+
+// outside reports whether the client runs in the outside namespace.
+func (c clientKind) outside() bool { return c == viaOutside || c == viaOutside6 }
+
+// ipv6 reports whether the client dials over IPv6.
+func (c clientKind) ipv6() bool { return c == viaLoopback6 || c == viaOutside6 }
 
 func (c clientKind) label() string {
 	switch c {
@@ -54,6 +64,10 @@ func (c clientKind) label() string {
 		return "host → host IP"
 	case viaOutside:
 		return "outside → host IP"
+	case viaLoopback6:
+		return "host → [::1]"
+	case viaOutside6:
+		return "outside → host IPv6"
 	}
 	return string(c)
 }
@@ -102,11 +116,32 @@ type memUse struct {
 	Extra string  `json:"extra,omitempty"`
 }
 
+// gapped is a datapath that cannot serve some client (the iptables
+// baseline and [::1]); the table says why instead of showing a number.
+type gapped interface {
+	// clientGap is why c is not measured, or "" when it is.
+	clientGap(c clientKind) string
+}
+
+// clientGap is why dp does not measure client c, or "" when it does.
+func clientGap(dp datapath, c clientKind) string {
+	if g, ok := dp.(gapped); ok {
+		return g.clientGap(c)
+	}
+	return ""
+}
+
 // published returns the address for clients of published ports: the
-// loopback client dials 127.0.0.1, the others the host's uplink address.
+// loopback clients dial 127.0.0.1 or [::1], the others the host's uplink
+// address of their family.
 func published(c clientKind, s service) netip.AddrPort {
-	if c == viaLoopback {
+	switch c {
+	case viaLoopback:
 		return netip.AddrPortFrom(loopbackIP, s.hostPort)
+	case viaLoopback6:
+		return netip.AddrPortFrom(loopbackIP6, s.hostPort)
+	case viaOutside6:
+		return netip.AddrPortFrom(hostIP6, s.hostPort)
 	}
 	return netip.AddrPortFrom(hostIP, s.hostPort)
 }
@@ -151,7 +186,10 @@ func (d *direct) name() string                           { return "direct" }
 func (d *direct) world() *world                          { return d.w }
 func (d *direct) setup(context.Context, *cleanups) error { return nil }
 func (d *direct) clientCgroup(clientKind) *cgroup        { return nil }
-func (d *direct) target(_ clientKind, s service) netip.AddrPort {
+func (d *direct) target(c clientKind, s service) netip.AddrPort {
+	if c.ipv6() {
+		return netip.AddrPortFrom(containerIP6, s.containerPort)
+	}
 	return netip.AddrPortFrom(containerIP, s.containerPort)
 }
 
@@ -163,6 +201,8 @@ func (d *direct) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool) {
 	switch p {
 	case pathPublished:
 		return d.w.outside, nil, toContainer, true
+	case pathPublished6:
+		return d.w.outside, nil, netip.AddrPortFrom(containerIP6, bulkTCP.containerPort), true
 	case pathMasquerade:
 		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
 	case pathHairpinTC, pathHairpinSock:

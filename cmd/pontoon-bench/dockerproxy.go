@@ -44,11 +44,30 @@ func (d *dockerProxyDP) setup(ctx context.Context, cl *cleanups) error {
 		}
 		d.proxies = append(d.proxies, p)
 	}
+	// IPv6: what dockerd starts for "-p [::1]:P:80" and "-p [host
+	// IPv6]:P:80" on a dual-stack network, one proxy per address, to the
+	// container's IPv6 address. (A proxy on [::] would be dual-stack and
+	// collide with the 0.0.0.0 one.)
+	for _, s := range services {
+		for _, host := range []netip.Addr{loopbackIP6, hostIP6} {
+			s6 := s
+			s6.hostAddr = host
+			p, err := d.startTo(s6, containerIP6)
+			if err != nil {
+				return err
+			}
+			d.proxies = append(d.proxies, p)
+		}
+	}
 	return nil
 }
 
 // start runs docker-proxy as dockerd does for a port.
 func (d *dockerProxyDP) start(s service) (*daemon, error) {
+	return d.startTo(s, containerIP)
+}
+
+func (d *dockerProxyDP) startTo(s service, backend netip.Addr) (*daemon, error) {
 	hostIP := "0.0.0.0"
 	if !s.wildcard() {
 		hostIP = s.hostAddr.String()
@@ -58,7 +77,7 @@ func (d *dockerProxyDP) start(s service) (*daemon, error) {
 		"-proto", protoOf(s),
 		"-host-ip", hostIP,
 		"-host-port", strconv.Itoa(int(s.hostPort)),
-		"-container-ip", containerIP.String(),
+		"-container-ip", backend.String(),
 		"-container-port", strconv.Itoa(int(s.containerPort)))
 }
 

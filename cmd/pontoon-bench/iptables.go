@@ -28,14 +28,49 @@ func (d *iptablesDP) target(c clientKind, s service) netip.AddrPort {
 	return published(c, s)
 }
 func (d *iptablesDP) maxN() int { return 1 << 30 }
+
+// clientGap: with the userland proxy off, Docker's ip6tables rules serve
+// no [::1] client. IPv6 has no route_localnet: the kernel never routes
+// ::1 off the host, so no DNAT can take it to a container, and dockerd
+// keeps docker-proxy for it.
+func (d *iptablesDP) clientGap(c clientKind) string {
+	if c == viaLoopback6 {
+		return "IPv6 has no route_localnet, so ip6tables cannot DNAT [::1] to a container (dockerd keeps docker-proxy for it)"
+	}
+	return ""
+}
+
+// ruleFamily is what differs between the iptables and ip6tables rules.
+type ruleFamily struct {
+	subnet    string
+	container netip.Addr
+	// any is the "-d" of a wildcard DNAT rule.
+	any string
+}
+
+var (
+	rules4 = ruleFamily{subnet: subnet, container: containerIP, any: "0/0"}
+	rules6 = ruleFamily{subnet: subnet6, container: containerIP6, any: "::/0"}
+)
+
+// ip6tables is the ip6tables binary of the same flavour (nft, legacy).
+func (d *iptablesDP) ip6tables() string {
+	return strings.Replace(d.iptables, "iptables", "ip6tables", 1)
+}
 func (d *iptablesDP) opReps(runs int) int {
 	return runs
 }
 
 func (d *iptablesDP) restoreBin() string { return d.iptables + "-restore" }
 
+// setup writes the IPv4 rules and, as dockerd with ip6tables on does
+// for a dual-stack network, the same in ip6tables to the container's
+// IPv6 address. Rule scaling replaces the IPv4 rules alone.
 func (d *iptablesDP) setup(ctx context.Context, _ *cleanups) error {
 	if err := sysctl(ctx, d.w.host, "net.ipv4.conf.all.route_localnet", "1"); err != nil {
+		return err
+	}
+	if err := d.restoreFamily(ctx, d.ip6tables()+"-restore", rules6, services); err != nil {
 		return err
 	}
 	return d.restore(ctx, services)
@@ -44,33 +79,37 @@ func (d *iptablesDP) setup(ctx context.Context, _ *cleanups) error {
 // restore replaces the nat and filter tables with the base chains and
 // the given ports, in one transaction.
 func (d *iptablesDP) restore(ctx context.Context, ports []service) error {
+	return d.restoreFamily(ctx, d.restoreBin(), rules4, ports)
+}
+
+func (d *iptablesDP) restoreFamily(ctx context.Context, bin string, fam ruleFamily, ports []service) error {
 	var b bytes.Buffer
-	writeRuleset(&b, ports)
-	argv := nsenterArgv(d.w.host, d.restoreBin(), "--wait")
+	writeRuleset(&b, fam, ports)
+	argv := nsenterArgv(d.w.host, bin, "--wait")
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = childAttr()
 	cmd.Stdin = &b
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s (%d ports): %w: %s", d.restoreBin(), len(ports), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%s (%d ports): %w: %s", bin, len(ports), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
 // writeRuleset writes iptables-restore input: libnetwork's chains for one
 // bridge network, then each port's three rules in publishing order.
-func writeRuleset(b *bytes.Buffer, ports []service) {
+func writeRuleset(b *bytes.Buffer, fam ruleFamily, ports []service) {
 	br := bridgeName
 	fmt.Fprintf(b, "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n")
 	fmt.Fprintf(b, "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n")
 	// Hairpin mode: no "! -d 127.0.0.0/8", loopback is DNATed too.
 	fmt.Fprintf(b, "-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER\n")
-	fmt.Fprintf(b, "-A POSTROUTING -s %s ! -o %s -j MASQUERADE\n", subnet, br)
+	fmt.Fprintf(b, "-A POSTROUTING -s %s ! -o %s -j MASQUERADE\n", fam.subnet, br)
 	fmt.Fprintf(b, "-A POSTROUTING -m addrtype --src-type LOCAL -o %s -j MASQUERADE\n", br)
 	for _, p := range ports {
-		fmt.Fprintf(b, "-A POSTROUTING %s\n", strings.Join(masqRule(p), " "))
+		fmt.Fprintf(b, "-A POSTROUTING %s\n", strings.Join(masqRule(fam, p), " "))
 	}
 	for _, p := range ports {
-		fmt.Fprintf(b, "-A DOCKER %s\n", strings.Join(dnatRule(p), " "))
+		fmt.Fprintf(b, "-A DOCKER %s\n", strings.Join(dnatRule(fam, p), " "))
 	}
 	fmt.Fprintf(b, "COMMIT\n")
 	fmt.Fprintf(b, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n")
@@ -86,7 +125,7 @@ func writeRuleset(b *bytes.Buffer, ports []service) {
 	fmt.Fprintf(b, "-A DOCKER-ISOLATION-STAGE-2 -j RETURN\n")
 	fmt.Fprintf(b, "-A DOCKER-USER -j RETURN\n")
 	for _, p := range ports {
-		fmt.Fprintf(b, "-A DOCKER %s\n", strings.Join(acceptRule(p), " "))
+		fmt.Fprintf(b, "-A DOCKER %s\n", strings.Join(acceptRule(fam, p), " "))
 	}
 	fmt.Fprintf(b, "COMMIT\n")
 }
@@ -100,22 +139,22 @@ func protoOf(s service) string {
 
 // The three rules libnetwork writes per published port (Forward in
 // iptables.go), in its argument order.
-func dnatRule(s service) []string {
-	daddr := "0/0"
+func dnatRule(fam ruleFamily, s service) []string {
+	daddr := fam.any
 	if !s.wildcard() {
-		daddr = s.hostAddr.String() + "/32"
+		daddr = netip.PrefixFrom(s.hostAddr, s.hostAddr.BitLen()).String()
 	}
 	return []string{"-p", protoOf(s), "-d", daddr, "--dport", strconv.Itoa(int(s.hostPort)),
-		"-j", "DNAT", "--to-destination", netip.AddrPortFrom(containerIP, s.containerPort).String()}
+		"-j", "DNAT", "--to-destination", netip.AddrPortFrom(fam.container, s.containerPort).String()}
 }
 
-func acceptRule(s service) []string {
-	return []string{"!", "-i", bridgeName, "-o", bridgeName, "-p", protoOf(s), "-d", containerIP.String(),
+func acceptRule(fam ruleFamily, s service) []string {
+	return []string{"!", "-i", bridgeName, "-o", bridgeName, "-p", protoOf(s), "-d", fam.container.String(),
 		"--dport", strconv.Itoa(int(s.containerPort)), "-j", "ACCEPT"}
 }
 
-func masqRule(s service) []string {
-	return []string{"-p", protoOf(s), "-s", containerIP.String(), "-d", containerIP.String(),
+func masqRule(fam ruleFamily, s service) []string {
+	return []string{"-p", protoOf(s), "-s", fam.container.String(), "-d", fam.container.String(),
 		"--dport", strconv.Itoa(int(s.containerPort)), "-j", "MASQUERADE"}
 }
 
@@ -160,9 +199,9 @@ func (d *iptablesDP) program(ctx context.Context, action string) (time.Duration,
 		table, chain string
 		args         []string
 	}{
-		{"nat", "DOCKER", dnatRule(s)},
-		{"filter", "DOCKER", acceptRule(s)},
-		{"nat", "POSTROUTING", masqRule(s)},
+		{"nat", "DOCKER", dnatRule(rules4, s)},
+		{"filter", "DOCKER", acceptRule(rules4, s)},
+		{"nat", "POSTROUTING", masqRule(rules4, s)},
 	}
 	start := time.Now()
 	for _, r := range rules {

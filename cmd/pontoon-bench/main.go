@@ -103,7 +103,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")
 	f.StringSliceVar(&o.datapaths, "datapaths", allDatapaths, "datapaths to measure (direct is the reference for ratios; pontoon-stack, Pontoon with --stack-forwarding, runs the bulk rows only; pontoon-xdp is Pontoon with --xdp=native, pontoon --xdp=off)")
-	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside (default all)")
+	f.StringSliceVar(&o.clients, "clients", nil, "clients: loopback, hostip, outside, loopback6 ([::1]), outside6 (the uplink's IPv6 address) (default all)")
 	f.StringSliceVar(&o.measures, "measures", nil, "measures: tcp_stream, tcp_rr, tcp_crr, udp_rr (default all)")
 	f.IntVar(&o.bulkRuns, "bulk-runs", 14, "rounds of bulk transfers (one per datapath each) per bulk row")
 	f.IntVar(&o.bulkMiB, "bulk-mib", 128, "MiB one bulk transfer moves")
@@ -200,7 +200,7 @@ func clientCmd() *cobra.Command {
 
 func attachCmd() *cobra.Command {
 	var o attachOptions
-	var endpoints map[string]string
+	var endpoints, endpoints6 map[string]string
 	var xdp string
 	var cookies []string
 	cmd := &cobra.Command{
@@ -214,13 +214,11 @@ func attachCmd() *cobra.Command {
 				return err
 			}
 			o.xdp = mode
-			o.endpoints = map[string]netip.Addr{}
-			for ifname, s := range endpoints {
-				addr, err := netip.ParseAddr(s)
-				if err != nil {
-					return fmt.Errorf("--endpoint %s=%s: %w", ifname, s, err)
-				}
-				o.endpoints[ifname] = addr
+			if o.endpoints, err = parseEndpoints("--endpoint", endpoints, false); err != nil {
+				return err
+			}
+			if o.endpoints6, err = parseEndpoints("--endpoint6", endpoints6, true); err != nil {
+				return err
 			}
 			for _, c := range cookies {
 				v, err := strconv.ParseUint(c, 10, 64)
@@ -245,8 +243,27 @@ func attachCmd() *cobra.Command {
 	f.BoolVar(&o.stackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path")
 	f.StringVar(&xdp, "xdp", "off", "uplink XDP program: off, native, generic")
 	f.StringToStringVar(&endpoints, "endpoint", nil, "a container's host-side veth and address, veth=addr (repeatable)")
+	f.StringToStringVar(&endpoints6, "endpoint6", nil, "a container's host-side veth and IPv6 address, veth=addr (repeatable)")
 	f.StringSliceVar(&cookies, "netns-cookie", nil, "a container namespace's cookie (repeatable)")
 	return cmd
+}
+
+// parseEndpoints reads veth=addr flags whose addresses are all IPv6 or
+// all IPv4.
+func parseEndpoints(flag string, given map[string]string, ipv6 bool) (map[string]netip.Addr, error) {
+	family := "IPv4"
+	if ipv6 {
+		family = "IPv6"
+	}
+	out := map[string]netip.Addr{}
+	for ifname, s := range given {
+		addr, err := netip.ParseAddr(s)
+		if err != nil || addr.Is6() != ipv6 {
+			return nil, fmt.Errorf("%s %s=%s: give a veth and an %s address", flag, ifname, s, family)
+		}
+		out[ifname] = addr
+	}
+	return out, nil
 }
 
 func detachCmd() *cobra.Command {

@@ -71,6 +71,8 @@ func (d *pontoonDP) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool
 	switch p {
 	case pathPublished:
 		return d.w.outside, nil, pub, true
+	case pathPublished6:
+		return d.w.outside, nil, netip.AddrPortFrom(hostIP6, bulkTCP.hostPort), true
 	case pathMasquerade:
 		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
 	case pathHairpinTC:
@@ -89,7 +91,7 @@ func (d *pontoonDP) opReps(int) int { return 200 }
 // on a host does when the hooks are on the root; the outside client is
 // another machine, so it has none.
 func (d *pontoonDP) clientCgroup(c clientKind) *cgroup {
-	if c == viaOutside {
+	if c.outside() {
 		return nil
 	}
 	return d.cg
@@ -100,7 +102,8 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 	// registered after the world, it runs before the world is deleted.
 	cl.add("pontoon pins "+d.pinDir, func() error { return d.cleanup(context.Background()) })
 	args := []string{"attach", "--pin-dir", d.pinDir, "--uplink", uplinkName, "--bridge", bridgeName, "--cgroup", d.cg.path,
-		"--endpoint", vethName + "=" + containerIP.String(), "--endpoint", peerVeth + "=" + peerIP.String()}
+		"--endpoint", vethName + "=" + containerIP.String(), "--endpoint", peerVeth + "=" + peerIP.String(),
+		"--endpoint6", vethName + "=" + containerIP6.String(), "--endpoint6", peerVeth + "=" + peerIP6.String()}
 	// The namespaces' cookies tell the socket hooks which network a
 	// caller is in; only the agent's managed namespaces are rewritten.
 	for _, n := range []netns{d.w.container, d.w.peer} {
@@ -134,7 +137,7 @@ func (d *pontoonDP) setup(ctx context.Context, cl *cleanups) error {
 	d.m, d.bindings = m, maps.NewBindings(m)
 	var bs []maps.Binding
 	for _, s := range services {
-		bs = append(bs, binding(s))
+		bs = append(bs, binding(s), binding6(s))
 	}
 	return d.put(bs)
 }
@@ -207,6 +210,16 @@ func (d *pontoonDP) collectConntrack() error {
 	}()
 	d.stopGC = func() { close(stop); <-done }
 	return nil
+}
+
+// binding6 is the IPv6 half of a wildcard service on the dual-stack
+// network, as the agent writes it: [::]:P to the container's IPv6
+// address, under the IPv4 half's id.
+func binding6(s service) maps.Binding {
+	b := binding(s)
+	b.Host = netip.AddrPortFrom(netip.IPv6Unspecified(), s.hostPort)
+	b.Backend = netip.AddrPortFrom(containerIP6, s.containerPort)
+	return b
 }
 
 // binding is the map entry publishing s.
@@ -292,8 +305,9 @@ type attachOptions struct {
 	legacyTC, stackForwarding      bool
 	// xdp is the uplink XDP program's mode; empty or off for none.
 	xdp loader.XDPMode
-	// endpoints are the containers' host-side veths and addresses.
-	endpoints map[string]netip.Addr
+	// endpoints are the containers' host-side veths and addresses;
+	// endpoints6 their IPv6 addresses.
+	endpoints, endpoints6 map[string]netip.Addr
 	// netnsCookies are the containers' namespaces.
 	netnsCookies []uint64
 }
@@ -349,22 +363,31 @@ func attachDatapath(o attachOptions) (string, error) {
 	if err := cfg.Set(v); err != nil {
 		return "", err
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	// Both families, as the agent's syncHostAddrs.
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return "", fmt.Errorf("list host addresses: %w", err)
 	}
 	want := map[netip.Addr]uint32{}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			want[ip] = uint32(a.LinkIndex)
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			want[ip.Unmap()] = uint32(a.LinkIndex)
 		}
 	}
 	if err := maps.NewHostAddrs(d.Maps.HostAddrs).Sync(want); err != nil {
 		return "", err
 	}
 
-	err = maps.NewNetworks(d.Maps.Networks).Put(maps.Network{
+	// One dual-stack network: a networks entry per subnet, one id.
+	networks := maps.NewNetworks(d.Maps.Networks)
+	err = networks.Put(maps.Network{
 		Subnet: netip.MustParsePrefix(subnet), Gateway: gatewayIP, ID: benchNetworkID, Masquerade: true,
+	})
+	if err != nil {
+		return "", err
+	}
+	err = networks.Put(maps.Network{
+		Subnet: netip.MustParsePrefix(subnet6), Gateway: gatewayIP6, ID: benchNetworkID, Masquerade: true,
 	})
 	if err != nil {
 		return "", err
@@ -383,6 +406,15 @@ func attachDatapath(o attachOptions) (string, error) {
 		}
 		if _, err := d.AttachEndpoint(ifname); err != nil {
 			return "", err
+		}
+		if err := maps.NewEndpoints(d.Maps.Endpoints).Put(addr, uint32(l.Attrs().Index), benchNetworkID); err != nil {
+			return "", err
+		}
+	}
+	for ifname, addr := range o.endpoints6 {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return "", fmt.Errorf("find endpoint veth %s: %w", ifname, err)
 		}
 		if err := maps.NewEndpoints(d.Maps.Endpoints).Put(addr, uint32(l.Attrs().Index), benchNetworkID); err != nil {
 			return "", err

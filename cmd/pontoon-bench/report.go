@@ -229,6 +229,10 @@ func writeMatrix(b *bytes.Buffer, r *results) {
 				found := false
 				for _, dp := range dps {
 					v, ok := r.cell(dp, string(c), m.id, mt.id)
+					if _, skipped := r.notMeasured(dp, string(c)); !ok && skipped {
+						row += " not measured |"
+						continue
+					}
 					if !ok {
 						row += " failed |"
 						continue
@@ -241,6 +245,17 @@ func writeMatrix(b *bytes.Buffer, r *results) {
 				}
 			}
 		}
+	}
+	if len(r.NotMeasured) > 0 {
+		fmt.Fprintf(b, "\nNot measured:")
+		for i, n := range r.NotMeasured {
+			sep := ";"
+			if i == len(r.NotMeasured)-1 {
+				sep = "."
+			}
+			fmt.Fprintf(b, " %s, %s: %s%s", dpTitles[n.Datapath], clientKind(n.Client).label(), n.Why, sep)
+		}
+		fmt.Fprintln(b)
 	}
 }
 
@@ -333,6 +348,15 @@ func orDash(s string) string {
 const methodNotes = `- Every datapath gets its own namespaces: a host (uplink veth 198.18.0.1, bridge 10.89.0.1), a
   container (10.89.0.2) and an outside client (198.18.0.2). Nothing runs on the real host's
   network; Pontoon's socket hooks sit on a child cgroup that holds only the bench's host clients.
+- IPv6: the network is dual-stack (bridge fd89::1, container fd89::2, uplink 2001:2::1, outside
+  2001:2::2), and every service is published on [::] too, to the container's IPv6 address, as
+  the agent does for a dual-stack endpoint. The IPv6 clients dial [::1]:P (the socket hooks'
+  connect6) and, from outside, the uplink's IPv6 address (tc's IPv6 DNAT; the XDP program leaves
+  IPv6 to tc, so "XDP native" adds only its pass); direct dials the container's IPv6 address, so
+  the ratios are to direct IPv6. docker-proxy gets one more proxy per port on [::1] and on the
+  uplink's IPv6 address, as dockerd starts them for those host IPs. iptables gets the same rules
+  in ip6tables, to the container's IPv6 address, as dockerd writes them with ip6tables on; it has
+  no [::1] row: IPv6 has no route_localnet, so no DNAT takes [::1] off the host.
 - Rounds: each round runs every datapath once, in a rotating order; ratios to direct are the
   median of the per-round ratios. Every process in the worlds runs at the same raised priority
   (--nice), so other work on the machine disturbs the numbers less.
@@ -346,7 +370,8 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   one iptables-restore, a lower bound (dockerd runs six iptables commands per port); adding and
   deleting one port are dockerd's six commands (-C then -A or -D, for three rules).
 - docker-proxy: Debian's binary, alone, one process per port and protocol with dockerd's flags and
-  its readiness pipe on fd 3; dockerd would also start one per port for IPv6. In Docker, outside
+  its readiness pipe on fd 3, on 0.0.0.0, and for the IPv6 rows on [::1] and the uplink's IPv6
+  address (see IPv6 above). In Docker, outside
   clients take the iptables path even with the proxy on; its outside rows show the proxy alone.
   Scaling stops at 1,000 ports: tens of thousands of processes measure the process table, not
   the proxy.
@@ -372,7 +397,9 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   address. Hairpin: the peer dials the host's address and P, from outside the hooked cgroup
   (tc's hairpin path, as a VM or a raw client would) or from inside it with its namespace
   registered (the socket hooks connect it to the container directly); untranslated, the peer
-  dials the container's address.
+  dials the container's address. Published port over IPv6: the outside dials the host's IPv6
+  address and P; untranslated, the container's IPv6 address, routed through the host. IPv6 has
+  no masquerade (NAT66) yet, so no masquerade row.
 `
 
 func writeOutputs(r *results, mdPath, jsonPath string) error {

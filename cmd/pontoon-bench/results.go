@@ -14,9 +14,28 @@ type results struct {
 	Scaling []scaleCell   `json:"scaling,omitempty"`
 	Bulk    []bulkCell    `json:"bulk,omitempty"`
 	Goals   []goalVerdict `json:"goals,omitempty"`
+	// NotMeasured are the clients a datapath cannot serve (iptables
+	// DNAT and [::1]), and why.
+	NotMeasured []notMeasured `json:"not_measured,omitempty"`
 	// Failures are measurements that did not complete; the rest of the
 	// run goes on without them.
 	Failures []string `json:"failures,omitempty"`
+}
+
+// notMeasured is a datapath and client left out on purpose.
+type notMeasured struct {
+	Datapath string `json:"datapath"`
+	Client   string `json:"client"`
+	Why      string `json:"why"`
+}
+
+func (r *results) notMeasured(dp, client string) (notMeasured, bool) {
+	for _, n := range r.NotMeasured {
+		if n.Datapath == dp && n.Client == client {
+			return n, true
+		}
+	}
+	return notMeasured{}, false
 }
 
 // failed records a failed measurement, unless the run is being stopped.

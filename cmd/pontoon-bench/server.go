@@ -36,18 +36,25 @@ func serve(l listeners, readyFD int) error {
 		if t.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp4", t.addr)
-		if err != nil {
-			return fmt.Errorf("listen tcp %s: %w", t.addr, err)
+		// One socket per family: the IPv4 rows keep their IPv4-only
+		// socket, and "tcp6" on a wildcard address is IPv6-only, so both
+		// can hold the port.
+		for _, network := range []string{"tcp4", "tcp6"} {
+			ln, err := net.Listen(network, t.addr)
+			if err != nil {
+				return fmt.Errorf("listen %s %s: %w", network, t.addr, err)
+			}
+			go acceptLoop(ln, t.handle)
 		}
-		go acceptLoop(ln, t.handle)
 	}
 	if l.udp != "" {
-		udp, err := net.ListenPacket("udp4", l.udp)
-		if err != nil {
-			return fmt.Errorf("listen udp %s: %w", l.udp, err)
+		for _, network := range []string{"udp4", "udp6"} {
+			udp, err := net.ListenPacket(network, l.udp)
+			if err != nil {
+				return fmt.Errorf("listen %s %s: %w", network, l.udp, err)
+			}
+			go serveUDP(udp)
 		}
-		go serveUDP(udp)
 	}
 	signalReady(readyFD)
 	sig := make(chan os.Signal, 1)

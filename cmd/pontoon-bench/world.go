@@ -15,8 +15,12 @@ import (
 //
 //	outside --veth-- host --bridge-- container
 //	198.18.0.2   198.18.0.1  10.89.0.1 \  10.89.0.2
-//	                                    \- peer (the hairpin rows' client)
-//	                                        10.89.0.3
+//	2001:2::2    2001:2::1   fd89::1    \ fd89::2
+//	                                     \- peer (the hairpin rows' client)
+//	                                         10.89.0.3, fd89::3
+//
+// The network is dual-stack, as `network create --ipv6` makes it; the
+// uplink's IPv6 subnet is RFC 5180's benchmarking prefix.
 var (
 	hostIP      = netip.MustParseAddr("198.18.0.1")
 	outsideIP   = netip.MustParseAddr("198.18.0.2")
@@ -24,6 +28,13 @@ var (
 	containerIP = netip.MustParseAddr("10.89.0.2")
 	peerIP      = netip.MustParseAddr("10.89.0.3")
 	loopbackIP  = netip.MustParseAddr("127.0.0.1")
+
+	hostIP6      = netip.MustParseAddr("2001:2::1")
+	outsideIP6   = netip.MustParseAddr("2001:2::2")
+	gatewayIP6   = netip.MustParseAddr("fd89::1")
+	containerIP6 = netip.MustParseAddr("fd89::2")
+	peerIP6      = netip.MustParseAddr("fd89::3")
+	loopbackIP6  = netip.IPv6Loopback()
 )
 
 // Interface names only need to be unique inside their namespace.
@@ -33,6 +44,7 @@ const (
 	vethName   = "veth0"
 	peerVeth   = "veth1"
 	subnet     = "10.89.0.0/24"
+	subnet6    = "fd89::/64"
 )
 
 // netns is a named network namespace (ip netns add).
@@ -80,15 +92,30 @@ func newWorld(ctx context.Context, cl *cleanups, prefix string) (*world, error) 
 		{"host", "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "netns", string(w.container)},
 		{"host", "link", "set", vethName, "master", bridgeName},
 		{"host", "link", "set", vethName, "up"},
+		{"container", "link", "set", "eth0", "addrgenmode", "none"},
 		{"container", "addr", "add", containerIP.String() + "/24", "dev", "eth0"},
 		{"container", "link", "set", "eth0", "up"},
 		{"container", "route", "add", "default", "via", gatewayIP.String()},
 		{"host", "link", "add", peerVeth, "type", "veth", "peer", "name", "eth0", "netns", string(w.peer)},
 		{"host", "link", "set", peerVeth, "master", bridgeName},
 		{"host", "link", "set", peerVeth, "up"},
+		{"peer", "link", "set", "eth0", "addrgenmode", "none"},
 		{"peer", "addr", "add", peerIP.String() + "/24", "dev", "eth0"},
 		{"peer", "link", "set", "eth0", "up"},
 		{"peer", "route", "add", "default", "via", gatewayIP.String()},
+		// IPv6: nodad, so no address waits out duplicate address
+		// detection; the containers make no link-local address, so all
+		// they send comes from the one address the endpoints map holds
+		// for them (the agent holds them to that and their MAC's
+		// link-local, which the bench does not track).
+		{"host", "addr", "add", hostIP6.String() + "/64", "dev", uplinkName, "nodad"},
+		{"outside", "addr", "add", outsideIP6.String() + "/64", "dev", "eth0", "nodad"},
+		{"outside", "route", "add", subnet6, "via", hostIP6.String()},
+		{"host", "addr", "add", gatewayIP6.String() + "/64", "dev", bridgeName, "nodad"},
+		{"container", "addr", "add", containerIP6.String() + "/64", "dev", "eth0", "nodad"},
+		{"container", "route", "add", "default", "via", gatewayIP6.String()},
+		{"peer", "addr", "add", peerIP6.String() + "/64", "dev", "eth0", "nodad"},
+		{"peer", "route", "add", "default", "via", gatewayIP6.String()},
 	}
 	byName := map[string]netns{"host": w.host, "outside": w.outside, "container": w.container, "peer": w.peer}
 	for _, s := range steps {
@@ -101,6 +128,9 @@ func newWorld(ctx context.Context, cl *cleanups, prefix string) (*world, error) 
 		key, val string
 	}{
 		{w.host, "net.ipv4.ip_forward", "1"},
+		// As the agent does while an IPv6 published port needs it; the
+		// direct rows route IPv6 through the host too.
+		{w.host, "net.ipv6.conf.all.forwarding", "1"},
 		// Connect-rate runs open tens of thousands of connections; the
 		// clients' TIME_WAIT ports become reusable after a second.
 		{w.host, "net.ipv4.tcp_tw_reuse", "1"},
