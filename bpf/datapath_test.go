@@ -343,6 +343,7 @@ type objects struct {
 	// first test that asks for it (xdp): in a VM without KVM each load
 	// takes tens of seconds, and most tests need only tc.
 	xdpProg *ebpf.Program
+	tweaks  []func(*ebpf.CollectionSpec)
 }
 
 // xdp loads the XDP program on o's maps once.
@@ -354,13 +355,14 @@ func (o *objects) xdp(t testing.TB) *ebpf.Program {
 		t.Skipf("BPF_PROG_TEST_RUN returns XDP metadata from Linux %d.%d on", xdpTestMinKernel[0], xdpTestMinKernel[1])
 	}
 	if o.xdpProg == nil {
-		o.xdpProg = loadXDP(t, &o.TcUplinkMaps)
+		o.xdpProg = loadXDP(t, &o.TcUplinkMaps, o.tweaks...)
 	}
 	return o.xdpProg
 }
 
-// loadObjects loads the real uplink programs with fresh, unpinned maps.
-func loadObjects(t testing.TB) *objects {
+// loadObjects loads the real uplink programs with fresh, unpinned maps;
+// tweaks change the spec first (and the XDP program's, when loaded).
+func loadObjects(t testing.TB, tweaks ...func(*ebpf.CollectionSpec)) *objects {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("loading BPF programs and BPF_PROG_TEST_RUN need root")
@@ -369,7 +371,10 @@ func loadObjects(t testing.TB) *objects {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var o objects
+	for _, tweak := range tweaks {
+		tweak(spec)
+	}
+	o := objects{tweaks: tweaks}
 	if err := spec.LoadAndAssign(&o.TcUplinkObjects, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

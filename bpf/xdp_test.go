@@ -25,13 +25,16 @@ const (
 const tcActShot = 2
 
 // loadXDP loads xdp_uplink.c's program on the maps of the tc objects, as
-// the loader shares one set of maps between all programs. The caller
-// closes it.
-func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
+// the loader shares one set of maps between all programs, with the tweaks
+// the tc spec had. The caller closes it.
+func loadXDP(t testing.TB, m *bpf.TcUplinkMaps, tweaks ...func(*ebpf.CollectionSpec)) *ebpf.Program {
 	t.Helper()
 	spec, err := bpf.LoadForKernel(bpf.LoadXdpUplink)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, tweak := range tweaks {
+		tweak(spec)
 	}
 	// The same maps: tc's, by their section names.
 	repl := map[string]*ebpf.Map{}
@@ -53,6 +56,9 @@ func loadXDP(t testing.TB, m *bpf.TcUplinkMaps) *ebpf.Program {
 	fallback, ferr := bpf.LoadForKernel(bpf.LoadXdpUplinkSynoptsToTc)
 	if ferr != nil {
 		t.Fatal(ferr)
+	}
+	for _, tweak := range tweaks {
+		tweak(fallback)
 	}
 	var objs2 bpf.XdpUplinkSynoptsToTcObjects
 	if ferr := fallback.LoadAndAssign(&objs2.XdpUplinkSynoptsToTcPrograms, &ebpf.CollectionOptions{MapReplacements: repl}); ferr != nil {

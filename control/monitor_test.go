@@ -93,7 +93,7 @@ func TestMonitorMessageText(t *testing.T) {
 	}{
 		{MonitorMessage{Event: maps.Event{Type: MonitorStart}}, "monitoring the datapath's events (Ctrl-C stops)"},
 		{MonitorMessage{Event: maps.Event{Type: MonitorLost}, Lost: 212}, "lost     212 events (rate limit, or the reader fell behind)"},
-		{MonitorMessage{Event: maps.Event{Type: "drop", Reason: "drop_protocol", Ifindex: 7, Bytes: 54}}, "drop     drop_protocol a packet that is not IPv4, ifindex 7, 54 bytes"},
+		{MonitorMessage{Event: maps.Event{Type: "drop", Reason: "drop_protocol", Ifindex: 7, Bytes: 54}}, "drop     drop_protocol a packet that is not IP, ifindex 7, 54 bytes"},
 	} {
 		if got := c.m.String(); got != c.want {
 			t.Errorf("got %q, want %q", got, c.want)

@@ -43,7 +43,7 @@ type RawEvent struct {
 	Sport     uint16 // network byte order
 	Dport     uint16
 	XlatPort  uint16
-	Family    uint8 // of the addresses: AF_INET, AF_INET6, or 0 (a drop of a packet that is not IPv4)
+	Family    uint8 // of the addresses: AF_INET, AF_INET6, or 0 (a drop of a packet that is not IP)
 	Pad       uint8
 	Saddr     [16]byte
 	Daddr     [16]byte
@@ -94,7 +94,7 @@ type Event struct {
 func (r RawEvent) View() Event {
 	family := r.Family
 	if family == 0 {
-		family = familyInet // a drop of a packet that is not IPv4: its addresses are cleared below
+		family = familyInet // a drop of a packet that is not IP: its addresses are cleared below
 	}
 	addrPort := func(raw [16]byte, port uint16) netip.AddrPort {
 		return netip.AddrPortFrom(addrFromRaw(family, raw), hostPort(port))
@@ -112,7 +112,7 @@ func (r RawEvent) View() Event {
 	case EventDrop:
 		e.Type = "drop"
 		if r.Family == 0 {
-			e.Source, e.Destination = netip.AddrPort{}, netip.AddrPort{} // not IPv4
+			e.Source, e.Destination = netip.AddrPort{}, netip.AddrPort{} // not IP
 		}
 		e.Reason = fmt.Sprintf("stat_%d", r.Reason)
 		if int(r.Reason) < len(StatNames) {
@@ -164,7 +164,7 @@ func (e Event) String() string {
 	switch e.Type {
 	case "drop":
 		if !e.Source.IsValid() {
-			fmt.Fprintf(&b, "%s a packet that is not IPv4, ifindex %d, %d bytes", e.Reason, e.Ifindex, e.Bytes)
+			fmt.Fprintf(&b, "%s a packet that is not IP, ifindex %d, %d bytes", e.Reason, e.Ifindex, e.Bytes)
 			break
 		}
 		fmt.Fprintf(&b, "%s %s %s -> %s ifindex %d, %d bytes", e.Reason, orAny(e.Proto), e.Source, e.Destination, e.Ifindex, e.Bytes)

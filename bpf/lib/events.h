@@ -36,7 +36,7 @@ enum event_type {
 
 /* One event. Drops carry the packet's addresses as they arrived (src,
  * dst), when it had any. Addresses are of family (PONTOON_AF_*; 0 for a
- * drop of a packet that is not IPv4), an IPv4 one in the first 4 bytes. */
+ * drop of a packet that is not IP), an IPv4 one in the first 4 bytes. */
 struct event {
 	__u64 time_ns;  /* CLOCK_MONOTONIC */
 	__u8 type;      /* enum event_type */
@@ -143,6 +143,15 @@ static __noinline __attribute__((unused)) void event_drop_emit(struct __sk_buff 
 		if (head[0] == 0x45 && !(head[6] & 0x1f) && !head[7] &&
 		    (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP))
 			bpf_skb_load_bytes_relative(skb, 20, &e->sport, 4, BPF_HDR_START_NET);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6) &&
+		   bpf_skb_load_bytes_relative(skb, 6, &e->proto, 1, BPF_HDR_START_NET) == 0 &&
+		   bpf_skb_load_bytes_relative(skb, 8, e->saddr, 16, BPF_HDR_START_NET) == 0 &&
+		   bpf_skb_load_bytes_relative(skb, 24, e->daddr, 16, BPF_HDR_START_NET) == 0) {
+		e->family = PONTOON_AF_INET6;
+		/* Ports only when TCP or UDP follows the fixed header; after
+		 * extension headers proto names the first of them. */
+		if (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP)
+			bpf_skb_load_bytes_relative(skb, 40, &e->sport, 4, BPF_HDR_START_NET);
 	}
 	__builtin_memset(head, 0, 8);
 	bpf_ringbuf_submit(e, 0);
