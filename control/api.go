@@ -65,7 +65,13 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/ports", a.servePorts)
 	mux.HandleFunc("POST /v1/ports", func(w http.ResponseWriter, r *http.Request) {
 		var req PublishRequest
-		if decodeBody(w, r, &req) {
+		switch form := r.URL.Query().Get("reply"); {
+		case form != "" && form != "ports":
+			writeError(w, kindf(ErrInvalid, "unknown reply form %q in POST /v1/ports?reply=; ask for reply=ports (host ports and ids only) or leave it out (every mapping whole)", form))
+		case !decodeBody(w, r, &req):
+		case form == "ports":
+			reply(a.PublishPorts(req))(w)
+		default:
 			replyList(a.Publish(req))(w)
 		}
 	})

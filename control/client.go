@@ -170,9 +170,32 @@ func (c *Client) Detach(name string) error {
 	return c.do("DELETE", "/v1/endpoints/"+url.PathEscape(name), nil, nil)
 }
 
+// Publish publishes req's specs and returns their mappings. It asks for
+// the compact reply and rebuilds the mappings from it and req; an agent
+// older than that reply answers with the mappings themselves.
 func (c *Client) Publish(req PublishRequest) ([]*PortMapping, error) {
-	var ms []*PortMapping
-	return ms, c.do("POST", "/v1/ports", req, &ms)
+	var raw publishReply
+	if err := c.do("POST", "/v1/ports?reply=ports", req, &raw); err != nil {
+		return nil, err
+	}
+	if raw.ms != nil {
+		return raw.ms, nil
+	}
+	return raw.ports.mappings(req)
+}
+
+// publishReply is either reply to a publish: an object (PublishedPorts)
+// or, from an agent that ignores ?reply=ports, the array of mappings.
+type publishReply struct {
+	ports PublishedPorts
+	ms    []*PortMapping
+}
+
+func (p *publishReply) UnmarshalJSON(b []byte) error {
+	if b = bytes.TrimSpace(b); len(b) > 0 && b[0] == '[' {
+		return json.Unmarshal(b, &p.ms)
+	}
+	return json.Unmarshal(b, &p.ports)
 }
 
 func (c *Client) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {

@@ -29,21 +29,36 @@ const MaxPublishSpecs = 65_535
 // A failure at any step undoes the steps before it; an undo that fails too
 // is reported with the failure, never dropped.
 func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
+	var out []*PortMapping
+	err := a.publish(req, func(_ *Endpoint, ms []*PortMapping) { out = clones(ms) })
+	return out, err
+}
+
+// PublishPorts is Publish with the compact reply (PublishedPorts).
+func (a *Agent) PublishPorts(req PublishRequest) (*PublishedPorts, error) {
+	var out *PublishedPorts
+	err := a.publish(req, func(e *Endpoint, ms []*PortMapping) { out = publishedPorts(e, ms) })
+	return out, err
+}
+
+// publish does Publish and, on success, hands answer the endpoint and
+// the new mappings in spec order while the lock still guards them.
+func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMapping)) error {
 	if len(req.Specs) == 0 {
-		return nil, kindf(ErrInvalid, "no port spec given; pass one or more such as 8080:80/tcp")
+		return kindf(ErrInvalid, "no port spec given; pass one or more such as 8080:80/tcp")
 	}
 	if len(req.Specs) > MaxPublishSpecs {
-		return nil, kindf(ErrInvalid, "%d port specs in one publish request; at most %d fit in one: split them across several publish calls, or publish a run of ports as one range spec such as 8000-8999:8000-8999", len(req.Specs), MaxPublishSpecs)
+		return kindf(ErrInvalid, "%d port specs in one publish request; at most %d fit in one: split them across several publish calls, or publish a run of ports as one range spec such as 8000-8999:8000-8999", len(req.Specs), MaxPublishSpecs)
 	}
 	allow, err := parseAllowFrom(req.AllowFrom)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	specs := make([]PortSpec, len(req.Specs))
 	for i, s := range req.Specs {
 		spec, err := ParsePortSpec(s)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		specs[i] = spec
 	}
@@ -52,33 +67,30 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	defer a.mu.Unlock()
 	e, err := a.endpoint(req.Endpoint)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	hostAddrs, err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).All()
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	reqs := make([]ipam.PortRequest, len(specs))
 	hostIPs := make([]netip.Addr, len(specs))
 	backends := make([][2]netip.Addr, len(specs))
 	for i, spec := range specs {
-		hostIP := spec.HostIP
-		if !hostIP.IsValid() {
-			hostIP = netip.IPv4Unspecified()
-		}
+		hostIP := publishHostIP(spec)
 		_, local := hostAddrs[hostIP]
 		if !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local {
-			return nil, kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1, [::1], 0.0.0.0 or [::]", req.Specs[i], hostIP)
+			return kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1, [::1], 0.0.0.0 or [::]", req.Specs[i], hostIP)
 		}
 		backend, backend6, err := mappingBackends(e, spec, hostIP)
 		if err != nil {
-			return nil, fmt.Errorf("port spec %q: %w", req.Specs[i], err)
+			return fmt.Errorf("port spec %q: %w", req.Specs[i], err)
 		}
 		reqs[i], hostIPs[i], backends[i] = portRequest(e.Name, spec, hostIP), hostIP, [2]netip.Addr{backend, backend6}
 	}
 	if err := checkAllowFamilies(allow, hostIPs, backends); err != nil {
-		return nil, err
+		return err
 	}
 	v6 := newV6Ports(a.st.v6Mappings())
 	// One batch: the host's sockets are read once, and the ports and the
@@ -114,9 +126,9 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 	if err != nil {
 		var be *ipam.BatchError
 		if errors.As(err, &be) {
-			return nil, fmt.Errorf("port spec %q: %w", req.Specs[be.Index], be.Err)
+			return fmt.Errorf("port spec %q: %w", req.Specs[be.Index], be.Err)
 		}
-		return nil, err
+		return err
 	}
 	id += uint32(len(specs))
 	// forget undoes the saved mappings and the ports, in one transaction.
@@ -136,14 +148,14 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		return nil
 	}
 	if err := a.widenPrefilter(bindings, nil); err != nil {
-		return nil, withUndo(err, forget())
+		return withUndo(err, forget())
 	}
 	if err := a.createBindingCounters(bindings); err != nil {
-		return nil, withUndo(err, forget())
+		return withUndo(err, forget())
 	}
 	// The lists go in before the bindings that consult them.
 	if err := a.putAllowFrom(out); err != nil {
-		return nil, withUndo(err, errors.Join(a.syncAllowFrom(), forget()))
+		return withUndo(err, errors.Join(a.syncAllowFrom(), forget()))
 	}
 	if putErr := a.writer.PutBatch(bindings); putErr != nil {
 		// Some entries may be in the map: the batch stops where it
@@ -163,7 +175,7 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 		if err := a.syncAllowFrom(); err != nil {
 			undo = append(undo, err)
 		}
-		return nil, withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
+		return withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
 	}
 	a.st.nextID = id
 	for _, m := range out {
@@ -177,7 +189,8 @@ func (a *Agent) Publish(req PublishRequest) ([]*PortMapping, error) {
 			a.log.Error("IPv6 published port: the host does not forward IPv6", "err", err)
 		}
 	}
-	return clones(out), nil
+	answer(e, out)
+	return nil
 }
 
 // withUndo reports cause and, when undoing what was done before it

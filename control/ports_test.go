@@ -63,7 +63,7 @@ func newHashMap(t *testing.T, key, value any) *ebpf.Map {
 
 // newDatapathMap creates the datapath's map name as the compiled object
 // declares it.
-func newDatapathMap(t *testing.T, name string) *ebpf.Map {
+func newDatapathMap(t testing.TB, name string) *ebpf.Map {
 	t.Helper()
 	spec, err := bpf.LoadForKernel(bpf.LoadTcUplink)
 	if err != nil {

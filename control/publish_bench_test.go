@@ -1,0 +1,101 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/ipam"
+	"github.com/pontoon-net/pontoon/loader"
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// benchAgent is testAgent with the datapath's own map sizes, so that
+// 60,000 bindings fit, and its API served in process: a CPU profile of
+// a benchmark using it is the agent's side of a request, which the
+// end-to-end benchmarks of cmd/pontoon (a separate agent process) cannot
+// profile.
+func benchAgent(b *testing.B) (*Agent, http.Handler) {
+	b.Helper()
+	bindings := maps.NewBindings(newDatapathMap(b, "bindings"))
+	store, err := ipam.OpenBolt(filepath.Join(b.TempDir(), "pontoon.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	a := &Agent{
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
+		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: newDatapathMap(b, "hostaddrs"),
+			Prefilter: newDatapathMap(b, "prefilter"), BindingStats: newDatapathMap(b, "binding_stats"),
+			AllowFrom: newDatapathMap(b, "allow_from"), CT: newDatapathMap(b, "ct"), CTNew: newDatapathMap(b, "ct_new")}},
+		bindings: bindings, writer: bindings,
+	}
+	if a.ipam, err = ipam.Open(store, ipam.Options{DynamicPorts: ipam.PortRange{First: 61000, Last: 65535}}); err != nil {
+		b.Fatal(err)
+	}
+	if a.st, err = loadState(store); err != nil {
+		b.Fatal(err)
+	}
+	a.st.endpoints["web"] = &Endpoint{Name: "web", Network: "net", IP: netip.MustParseAddr("10.88.0.2")}
+	return a, a.routes()
+}
+
+// post sends one JSON body to the in-process API and wants 200.
+func post(b *testing.B, h http.Handler, path string, body []byte) *httptest.ResponseRecorder {
+	b.Helper()
+	r := httptest.NewRequest("POST", path, bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		b.Fatalf("POST %s: %d %s", path, w.Code, w.Body)
+	}
+	return w
+}
+
+func specsFrom(first, n int, proto string) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%d:%d/%s", first+i, first+i, proto)
+	}
+	return out
+}
+
+// BenchmarkAPIPublish60k is the agent's side of BenchmarkPublish60k of
+// cmd/pontoon: one publish request of 30,000 TCP and 30,000 UDP ports
+// through the API handler, the reply encoded; the unpublish is untimed.
+func BenchmarkAPIPublish60k(b *testing.B) {
+	_, h := benchAgent(b)
+	body, _ := json.Marshal(PublishRequest{Endpoint: "web", Specs: append(specsFrom(20000, 30_000, "tcp"), specsFrom(20000, 30_000, "udp")...)})
+	size := 0
+	for b.Loop() {
+		size = post(b, h, "/v1/ports", body).Body.Len()
+		b.StopTimer()
+		for _, p := range []string{"tcp", "udp"} {
+			post(b, h, "/v1/ports/unpublish", []byte(`{"endpoint":"web","spec":"1-65535/`+p+`"}`))
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(size), "B/reply")
+}
+
+// BenchmarkAPIPublishAt60k is the agent's side of one publish and its
+// unpublish of one port while 60,000 mappings exist.
+func BenchmarkAPIPublishAt60k(b *testing.B) {
+	_, h := benchAgent(b)
+	for _, p := range []string{"tcp", "udp"} {
+		body, _ := json.Marshal(PublishRequest{Endpoint: "web", Specs: specsFrom(20000, 30_000, p)})
+		post(b, h, "/v1/ports", body)
+	}
+	for b.Loop() {
+		post(b, h, "/v1/ports", []byte(`{"endpoint":"web","specs":["10000:80/tcp"]}`))
+		post(b, h, "/v1/ports/unpublish", []byte(`{"endpoint":"web","spec":"10000:80/tcp"}`))
+	}
+}
