@@ -2,6 +2,7 @@ package maps
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -94,5 +95,42 @@ func TestPrefilterIPv6(t *testing.T) {
 	nets.AddNetwork(netip.MustParsePrefix("fd00:85::/64"))
 	if nets != (PrefilterBits{}) {
 		t.Error("an IPv6 subnet set prefilter bits")
+	}
+}
+
+// TestPrefilterAdd: Add sets the new bits and keeps the old ones, both
+// when it looks up the few words a publish touches and when it reads the
+// whole map for many.
+func TestPrefilterAdd(t *testing.T) {
+	for _, ports := range []int{1, 3 * prefilterFewWords * 64} {
+		t.Run(fmt.Sprintf("%d ports", ports), func(t *testing.T) {
+			m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: prefilterWords})
+			if err != nil {
+				t.Skipf("needs root (CAP_BPF) to create BPF maps: %v", err)
+			}
+			defer m.Close()
+			f := NewPrefilter(m)
+			var old, add, want PrefilterBits
+			old.AddBinding(Binding{Proto: TCP, Host: netip.MustParseAddrPort("0.0.0.0:80")})
+			old.AddNetwork(netip.MustParsePrefix("10.88.0.0/16"))
+			if err := f.Write(&old); err != nil {
+				t.Fatal(err)
+			}
+			for p := range ports {
+				add.AddBinding(Binding{Proto: UDP, Host: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(1000+p))})
+			}
+			want = old
+			want.Or(&add)
+			if err := f.Add(&add); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *got != want {
+				t.Fatal("the map does not hold the old bits and the new ones")
+			}
+		})
 	}
 }
