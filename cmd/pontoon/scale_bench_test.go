@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,18 +57,30 @@ func agentCPU(b *testing.B, w *world) time.Duration {
 	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
-// cpuMeter sums the agent's CPU time over the timed parts of a benchmark.
-type cpuMeter struct {
-	b     *testing.B
-	w     *world
-	start time.Duration
-	total time.Duration
+// clientCPU is the CPU time this process (the client) has used so far.
+func clientCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func (m *cpuMeter) begin() { m.start = agentCPU(m.b, m.w) }
-func (m *cpuMeter) end()   { m.total += agentCPU(m.b, m.w) - m.start }
+// cpuMeter sums the agent's and the client's CPU time over the timed
+// parts of a benchmark.
+type cpuMeter struct {
+	b                  *testing.B
+	w                  *world
+	start, clientStart time.Duration
+	total, clientTotal time.Duration
+}
+
+func (m *cpuMeter) begin() { m.start, m.clientStart = agentCPU(m.b, m.w), clientCPU() }
+func (m *cpuMeter) end() {
+	m.total += agentCPU(m.b, m.w) - m.start
+	m.clientTotal += clientCPU() - m.clientStart
+}
 func (m *cpuMeter) report() {
 	m.b.ReportMetric(float64(m.total.Milliseconds())/float64(m.b.N), "agent-ms/op")
+	m.b.ReportMetric(float64(m.clientTotal.Microseconds())/1000/float64(m.b.N), "client-ms/op")
 }
 
 // specs are n one-port specs with host port = container port from first.
