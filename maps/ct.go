@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 )
@@ -123,16 +124,31 @@ func deleteWhere[K, V any](m *ebpf.Map, stale func(K, V) bool) (int, error) {
 // walkBatch is how many entries one batch lookup reads.
 const walkBatch = 4096
 
+// walkFirstBatch is the first batch lookup's size, for a table of a few.
+const walkFirstBatch = 64
+
 // walk calls fn for every entry of m, reading walkBatch entries per system
 // call where the kernel can (a full ct of 131k entries: a tenth of the
 // time of one call per entry), one at a time where it cannot.
 func walk[K, V any](m *ebpf.Map, fn func(K, V)) error {
-	keys, values := make([]K, walkBatch), make([]V, walkBatch)
+	// The first batch is small: an unpublish walks both conntrack tables,
+	// and clearing two 4,096-entry buffers for a table of a few flows
+	// was a third of a one-port unpublish. A full batch means more.
+	keys, values := make([]K, walkFirstBatch), make([]V, walkFirstBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		if errors.Is(err, syscall.ENOSPC) && len(keys) < walkBatch {
+			// One hash bucket holds more than the batch: the kernel
+			// read nothing and kept the cursor where it was.
+			keys, values = make([]K, walkBatch), make([]V, walkBatch)
+			continue
+		}
 		for i := range n {
 			fn(keys[i], values[i])
+		}
+		if n == len(keys) && n < walkBatch {
+			keys, values = make([]K, walkBatch), make([]V, walkBatch)
 		}
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
