@@ -38,6 +38,9 @@ type BoltStore struct {
 // initialMmapSize is how much of the state file bbolt maps at open.
 const initialMmapSize = 128 << 20
 
+// growStep is how far past its last page the state file grows at a time.
+const growStep = 256 << 10
+
 // OpenBolt opens or creates the store file at path. It trusts the file:
 // call CheckBolt first on one that may be damaged.
 func OpenBolt(path string) (*BoltStore, error) {
@@ -51,12 +54,16 @@ func OpenBolt(path string) (*BoltStore, error) {
 		// the file grows (and is mapped again) at every doubling. This
 		// covers a state file of 60,000 mappings several times over; it
 		// is address space only, and the file itself grows as it fills
-		// (in sparse steps of bbolt's AllocSize once past it).
+		// (in steps of growStep).
 		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// bbolt grows a file mapped past its AllocSize (16 MiB) by that much
+	// at a time: every state file would be 16 MiB long, and the checks
+	// that read it whole at each start 16 MiB slower.
+	db.AllocSize = growStep
 	return &BoltStore{db: db}, nil
 }
 
