@@ -135,35 +135,27 @@ func TestStateFileChecks(t *testing.T) {
 }
 
 // pagesReach is where the pages the newer meta page counts end: bbolt
-// grows a file ahead of its pages (sparse), so the file's own length may
-// be well past it.
-func pagesReach(b []byte) int {
-	meta := func(n int) (pgid, txid uint64) {
-		p := b[n*4096:]
-		return binary.LittleEndian.Uint64(p[56:]), binary.LittleEndian.Uint64(p[64:])
-	}
-	pgid0, tx0 := meta(0)
-	pgid1, tx1 := meta(1)
-	if tx1 > tx0 {
-		return int(pgid1) * 4096
-	}
-	return int(pgid0) * 4096
-}
+// grows a file ahead of its pages, so the file's own length may be past it.
+func pagesReach(b []byte) int { return newerMeta(b, 56) * 4096 }
 
 // randomPage overwrites page n with bytes that are not a page.
 // rootPage is the page of the root bucket that the newer meta page names:
 // a data page every open reaches (a fixed page number may be free).
-func rootPage(b []byte) int {
-	meta := func(n int) (root, txid uint64) {
+func rootPage(b []byte) int { return newerMeta(b, 32) }
+
+// newerMeta is the field at byte off of the meta page bbolt reads, the
+// one with the higher transaction id.
+func newerMeta(b []byte, off int) int {
+	field := func(n int) (v, txid uint64) {
 		p := b[n*4096:]
-		return binary.LittleEndian.Uint64(p[32:]), binary.LittleEndian.Uint64(p[64:])
+		return binary.LittleEndian.Uint64(p[off:]), binary.LittleEndian.Uint64(p[64:])
 	}
-	root0, tx0 := meta(0)
-	root1, tx1 := meta(1)
+	v0, tx0 := field(0)
+	v1, tx1 := field(1)
 	if tx1 > tx0 {
-		return int(root1)
+		return int(v1)
 	}
-	return int(root0)
+	return int(v0)
 }
 
 func randomPage(b []byte, n int) []byte {

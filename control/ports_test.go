@@ -90,8 +90,13 @@ func testAgent(t *testing.T) *Agent {
 // testAgentAt is testAgent on the state file at path.
 func testAgentAt(t *testing.T, path string) *Agent {
 	t.Helper()
-	bindings := maps.NewBindings(newHashMap(t, maps.BindingKey{}, maps.BindingValue{}))
-	hostAddrs := newHashMap(t, maps.HostAddrKey{}, maps.HostAddrValue{})
+	return testAgentMaps(t, path, newHashMap(t, maps.BindingKey{}, maps.BindingValue{}), newHashMap(t, maps.HostAddrKey{}, maps.HostAddrValue{}))
+}
+
+// testAgentMaps is testAgentAt with the given bindings and hostaddrs maps.
+func testAgentMaps(t testing.TB, path string, bindingsMap, hostAddrs *ebpf.Map) *Agent {
+	t.Helper()
+	bindings := maps.NewBindings(bindingsMap)
 	store, err := ipam.OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)

@@ -4,17 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"path/filepath"
 	"testing"
-
-	"github.com/pontoon-net/pontoon/ipam"
-	"github.com/pontoon-net/pontoon/loader"
-	"github.com/pontoon-net/pontoon/maps"
 )
 
 // benchAgent is testAgent with the datapath's own map sizes, so that
@@ -24,26 +17,9 @@ import (
 // profile.
 func benchAgent(b *testing.B) (*Agent, http.Handler) {
 	b.Helper()
-	bindings := maps.NewBindings(newDatapathMap(b, "bindings"))
-	store, err := ipam.OpenBolt(filepath.Join(b.TempDir(), "pontoon.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { store.Close() })
-	a := &Agent{
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
-		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: newDatapathMap(b, "hostaddrs"),
-			Prefilter: newDatapathMap(b, "prefilter"), BindingStats: newDatapathMap(b, "binding_stats"),
-			AllowFrom: newDatapathMap(b, "allow_from"), CT: newDatapathMap(b, "ct"), CTNew: newDatapathMap(b, "ct_new")}},
-		bindings: bindings, writer: bindings,
-	}
-	if a.ipam, err = ipam.Open(store, ipam.Options{DynamicPorts: ipam.PortRange{First: 61000, Last: 65535}}); err != nil {
-		b.Fatal(err)
-	}
-	if a.st, err = loadState(store); err != nil {
-		b.Fatal(err)
-	}
-	a.st.endpoints["web"] = &Endpoint{Name: "web", Network: "net", IP: netip.MustParseAddr("10.88.0.2")}
+	a := testAgentMaps(b, filepath.Join(b.TempDir(), "pontoon.db"), newDatapathMap(b, "bindings"), newDatapathMap(b, "hostaddrs"))
+	// An unpublish walks the conntrack tables.
+	a.dp.Maps.CT, a.dp.Maps.CTNew = newDatapathMap(b, "ct"), newDatapathMap(b, "ct_new")
 	// The agent copies its state file in a goroutine of its own, after
 	// the reply (saveLastGoodSoon); no loop takes these kicks.
 	a.backup.kick = make(chan struct{}, 1)
