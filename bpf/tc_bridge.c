@@ -27,6 +27,7 @@
 #include "lib/verdict.h"
 #include "lib/ipv6.h"
 #include "lib/ipv6_nat.h"
+#include "lib/snat6.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -154,6 +155,55 @@ static __noinline __u32 hairpin_reply4(struct __sk_buff *skb, struct packet *pkt
 	return stat == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
 }
 
+/* forward_translated for IPv6, in a frame of its own: the route lookup's
+ * buffers stay off the chain down to snat6's port claim. */
+static __noinline int forward_translated6(struct __sk_buff *skb, int *too_big)
+{
+	int route, action = fib_redirect6(skb, ETH_HLEN, &route);
+
+	*too_big = route == FIB_TOO_BIG;
+	return action;
+}
+
+/* hairpin4 and hairpin_reply4 for IPv6, with the forward: a container
+ * dialled [host address]:P, or a backend answers such a flow. The packet
+ * lives in the scratch slot, parsed again after each rewrite as IPv4's. */
+static __noinline __u32 hairpin6(struct __sk_buff *skb, int *action)
+{
+	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
+	struct network_value *backend_net;
+	int too_big;
+	__u32 stat;
+
+	if (!pkt || parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
+		return STAT_PASS_NO_MATCH;
+	stat = snat_reverse6(skb, pkt);
+	if (stat == STAT_SNAT_REVERSE) {
+		if (parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
+			return STAT_DROP_REWRITE;
+		stat = rnat6(skb, pkt) == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
+	} else if (stat == STAT_PASS_NO_MATCH) {
+		stat = dnat6(skb, pkt);
+		if (stat != STAT_DNAT)
+			return stat;
+		if (parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
+			return STAT_DROP_REWRITE;
+		backend_net = network_lookup6(&pkt->t.daddr);
+		if (!backend_net)
+			return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
+		stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway);
+		if (stat == STAT_SNAT)
+			stat = STAT_HAIRPIN;
+	}
+	if (stat != STAT_HAIRPIN && stat != STAT_HAIRPIN_REPLY)
+		return stat;
+	/* Its source is now the host's: BPF forwards it, or nobody does. */
+	*action = forward_translated6(skb, &too_big);
+	if (*action != TC_ACT_REDIRECT)
+		stat = too_big ? STAT_DROP_FRAG_NEEDED : STAT_DROP_REWRITE;
+	return stat;
+}
+
 SEC("tc")
 int bridge_ingress(struct __sk_buff *skb)
 {
@@ -164,6 +214,8 @@ int bridge_ingress(struct __sk_buff *skb)
 
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		stat = bridge_ipv6(skb);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = hairpin6(skb, &action);
 		if (stat == STAT_PASS_NO_MATCH && fib_redirect_enabled())
 			stat = leave6(skb, &action);
 		return finish(skb, stat, action);

@@ -235,6 +235,13 @@ type TcBridgePacket6 struct {
 	}
 }
 
+type TcBridgeSnat6Scratch struct {
+	_     structs.HostLayout
+	Fwd   TcBridgeCtKey
+	Rev   TcBridgeCtKey
+	Entry TcBridgeSnatValue
+}
+
 type TcBridgeSnatValue struct {
 	_          structs.HostLayout
 	Addr       [16]uint8
@@ -295,6 +302,7 @@ const (
 	TcBridgeMapPacket6Scratch           = "packet6_scratch"
 	TcBridgeMapPrefilter                = "prefilter"
 	TcBridgeMapSnat                     = "snat"
+	TcBridgeMapSnat6Scratch             = "snat6_scratch"
 	TcBridgeMapSockrev                  = "sockrev"
 	TcBridgeMapStats                    = "stats"
 	TcBridgeMapUplinks                  = "uplinks"
@@ -369,6 +377,7 @@ type TcBridgeMapSpecs struct {
 	Packet6Scratch *ebpf.MapSpec `ebpf:"packet6_scratch"`
 	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
 	Snat           *ebpf.MapSpec `ebpf:"snat"`
+	Snat6Scratch   *ebpf.MapSpec `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -419,6 +428,7 @@ type TcBridgeMaps struct {
 	Packet6Scratch *ebpf.Map `ebpf:"packet6_scratch"`
 	Prefilter      *ebpf.Map `ebpf:"prefilter"`
 	Snat           *ebpf.Map `ebpf:"snat"`
+	Snat6Scratch   *ebpf.Map `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -442,6 +452,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Packet6Scratch,
 		m.Prefilter,
 		m.Snat,
+		m.Snat6Scratch,
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
