@@ -1,0 +1,151 @@
+package bpf_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// routeIPv6World gives the fuzz world's namespace what the bridge's IPv6
+// hairpin looks up: networks 1 and 2's gateways on bridge0 (so their
+// subnets route there), the containers as neighbours, and forwarding on.
+func routeIPv6World(t *testing.T, w *fuzzWorld) {
+	t.Helper()
+	var err error
+	w.ns.do(func() {
+		err = func() error {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+				return fmt.Errorf("enable ipv6 forwarding: %w", err)
+			}
+			br, err := netlink.LinkByName("bridge0")
+			if err != nil {
+				return fmt.Errorf("find bridge0: %w", err)
+			}
+			for _, gw := range []string{v6GW1.String() + "/64", v6GW2.String() + "/64"} {
+				a, err := netlink.ParseAddr(gw)
+				if err != nil {
+					return err
+				}
+				a.Flags = unix.IFA_F_NODAD
+				if err := netlink.AddrAdd(br, a); err != nil {
+					return fmt.Errorf("add %s to bridge0: %w", gw, err)
+				}
+			}
+			for _, a := range []netip.Addr{v6Me, v6Peer, v6Me2} {
+				nb := &netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V6, State: netlink.NUD_PERMANENT,
+					IP: a.AsSlice(), HardwareAddr: macPeer}
+				if err := netlink.NeighAdd(nb); err != nil {
+					return fmt.Errorf("add neighbour %s: %w", a, err)
+				}
+			}
+			return nil
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIPv6Hairpin: a container dialling a published port at one of the
+// host's IPv6 addresses (an uplink's, or its network's gateway) from the
+// bridge reaches the backend SNATed to the backend network's gateway, on
+// another network and on its own; the backend's replies come back as the
+// address and port dialled. Each output's IPv6 datagram is compared byte
+// for byte, its checksums recomputed from scratch, and every packet is
+// forwarded by BPF to the neighbour's MAC.
+func TestIPv6Hairpin(t *testing.T) {
+	w := newFuzzWorld(t)
+	routeIPv6World(t, w)
+	m := &w.uplink.TcUplinkMaps
+	if err := maps.NewHostAddrs(m.Hostaddrs).Put(v6Host, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewBindings(m.Bindings).PutBatch([]maps.Binding{udpApp6, tcpAny6}); err != nil {
+		t.Fatal(err)
+	}
+	var resetErr error
+	w.ns.do(func() { resetErr = w.reset(0) }) // the SNAT range: 40000-40999
+	if resetErr != nil {
+		t.Fatal(resetErr)
+	}
+
+	big := bytes.Repeat([]byte("hairpin6"), 200) // 1600 bytes: two fragments
+	cross := ap(v6Me2, 40100)
+	same := ap(v6Me, 40200)
+	bigIn := fragments6(udp6Frame(t, ap(v6Me2, 40300), udpApp6.Host, big), 0xabcd, 1232)
+	bigOut := fragments6(udp6Frame(t, ap(v6GW1, 40300), udpApp6.Backend, big), 0xabcd, 1232)
+	steps := []struct {
+		name string
+		in   []byte
+		ret  uint32
+		out  []byte // nil: unchanged
+		stat string
+	}{
+		{"from another network to an uplink address", udp6Frame(t, cross, udpApp6.Host, []byte("q")), fuzzActRedirect,
+			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q")), "hairpin"},
+		{"the backend's reply", udp6Frame(t, udpApp6.Backend, ap(v6GW1, cross.Port()), []byte("a")), fuzzActRedirect,
+			udp6Frame(t, udpApp6.Host, cross, []byte("a")), "hairpin_reply"},
+		{"the flow's next datagram", udp6Frame(t, cross, udpApp6.Host, []byte("q2")), fuzzActRedirect,
+			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q2")), "hairpin"},
+		{"within a network to its gateway's wildcard port", tcp6Frame(t, same, ap(v6GW1, 80), syn), fuzzActRedirect,
+			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, syn), "hairpin"},
+		{"its syn-ack", tcp6Frame(t, tcpAny6.Backend, ap(v6GW1, same.Port()), syn|ack), fuzzActRedirect,
+			tcp6Frame(t, ap(v6GW1, 80), same, syn|ack), "hairpin_reply"},
+		{"its ack", tcp6Frame(t, same, ap(v6GW1, 80), ack), fuzzActRedirect,
+			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, ack), "hairpin"},
+		{"first fragment", bigIn[0], fuzzActRedirect, bigOut[0], "hairpin"},
+		{"later fragment", bigIn[1], fuzzActRedirect, bigOut[1], "hairpin"},
+		{"a port not published", udp6Frame(t, cross, ap(v6Host, 5301), []byte("q")), fuzzActUnspec, nil, "pass_no_match"},
+		{"a reply to a port no flow holds", udp6Frame(t, udpApp6.Backend, ap(v6GW1, 40999), []byte("a")), fuzzActUnspec, nil, "pass_no_match"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			before, err := maps.NewStats(m.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ret uint32
+			var out []byte
+			w.ns.do(func() {
+				ro := ebpf.RunOptions{Data: s.in, DataOut: make([]byte, len(s.in)+256)}
+				ret, err = w.bridge.BridgeIngress.Run(&ro)
+				out = ro.DataOut
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != s.ret {
+				t.Errorf("returned %#x, want %#x", ret, s.ret)
+			}
+			want := s.in
+			if s.out != nil {
+				// Forwarded: one hop less, and addressed to the neighbour.
+				want = bytes.Clone(s.out)
+				want[fuzzEthLen+7]--
+			}
+			if len(out) != len(want) || !bytes.Equal(out[fuzzEthLen:], want[fuzzEthLen:]) {
+				t.Errorf("output datagram differs: %s", describeDiff(want[fuzzEthLen:], out[fuzzEthLen:]))
+			} else if s.out != nil {
+				verifyChecksums6(t, out[fuzzEthLen:])
+				if !bytes.Equal(out[:6], macPeer) {
+					t.Errorf("forwarded to MAC %x, want the neighbour's %x", out[:6], macPeer)
+				}
+			}
+			after, err := maps.NewStats(m.Stats).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after[s.stat].Packets != before[s.stat].Packets+1 {
+				t.Errorf("counter %s went from %d to %d packets, want one more", s.stat, before[s.stat].Packets, after[s.stat].Packets)
+			}
+		})
+	}
+}
