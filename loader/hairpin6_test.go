@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"net/netip"
+	"os/exec"
 	"testing"
 
 	"github.com/pontoon-net/pontoon/loader"
@@ -15,10 +16,24 @@ import (
 // backend sees its network's gateway, as with IPv4's hairpin. A bulk
 // transfer each way comes through byte for byte (8 MiB under -short, 64
 // MiB otherwise), and UDP datagrams bigger than the MTU, fragmented by
-// the sender, are echoed whole.
+// the sender, are echoed whole. BPF forwards both ways, so a FORWARD
+// policy of DROP changes nothing.
 func TestIPv6Hairpin(t *testing.T) {
 	testenv.RequirePrivileges(t)
+	t.Run("stack policy ACCEPT", func(t *testing.T) { testIPv6Hairpin(t, false) })
+	t.Run("ip6tables FORWARD DROP", func(t *testing.T) {
+		if _, err := exec.LookPath("ip6tables"); err != nil {
+			t.Skip("needs ip6tables to set the FORWARD policy: run 'make deps'")
+		}
+		testIPv6Hairpin(t, true)
+	})
+}
+
+func testIPv6Hairpin(t *testing.T, forwardDrop bool) {
 	w := testenv.NewWorld(t)
+	if forwardDrop {
+		w.Host.Exec(t, "ip6tables", "-P", "FORWARD", "DROP")
+	}
 	pins := testenv.PinDir(t)
 	cgroup := testenv.Cgroup(t)
 	var (
