@@ -93,35 +93,6 @@ static __noinline __u32 leave4(struct __sk_buff *skb, struct packet *pkt, int pa
 	return stat;
 }
 
-/* leave4 for IPv6: a reply of a published port's flow (or an ICMPv6 error
- * about one) leaving for the outside, routed as it came, then translated
- * and forwarded straight to the uplink. What BPF cannot forward goes to
- * the stack untranslated; the uplink's egress translates it there. Its
- * packet lives in the scratch slot (ipv6_nat.h), not on this program's
- * stack, whose IPv4 frames leave little. */
-static __noinline __u32 leave6(struct __sk_buff *skb, int *action)
-{
-	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
-	struct bpf_fib_lookup fib = {};
-	int parsed, route;
-	__u32 stat;
-
-	if (!pkt)
-		return STAT_PASS_NO_MATCH;
-	parsed = parse_packet6(skb, pkt, ETH_HLEN);
-	if (parsed != PARSE_OK && parsed != PARSE_ICMP_ERROR)
-		return STAT_PASS_NO_MATCH;
-	route = fib_route6(skb, ETH_HLEN, &fib);
-	if (route == FIB_STACK)
-		return STAT_PASS_NO_MATCH;
-	if (route == FIB_TOO_BIG)
-		return STAT_FIB_TOO_BIG;
-	stat = parsed == PARSE_OK ? rnat6(skb, pkt) : icmp_rnat6(skb, pkt);
-	if (stat_translated(stat))
-		*action = fib_forward6(skb, ETH_HLEN, route, &fib);
-	return stat;
-}
-
 /* A container dialled a published port of this host: DNAT, then SNAT to
  * the backend network's gateway. Each step works on the packet as the
  * previous one left it, so it is parsed again in between. */
@@ -165,35 +136,104 @@ static __noinline int forward_translated6(struct __sk_buff *skb, int *too_big)
 	return action;
 }
 
-/* hairpin4 and hairpin_reply4 for IPv6, with the forward: a container
- * dialled [host address]:P, or a backend answers such a flow. The packet
- * lives in the scratch slot, parsed again after each rewrite as IPv4's. */
-static __noinline __u32 hairpin6(struct __sk_buff *skb, int *action)
+/* The bridge's IPv6 path parses its packet once, into the ingress scratch
+ * slot (ipv6_nat.h: not on this program's stack, whose IPv4 frames leave
+ * little), and the steps after take it from there. The parse and the
+ * hairpin's steps are global functions: the verifier checks each once, on
+ * its own, where a static one is checked again at every call and for
+ * every state the steps before it leave (on 6.1, whose precision tracking
+ * stops at calls, a second parse_packet6 alone took the bridge past its
+ * 1M-instruction limit). On 5.10 a global function takes only the context
+ * and scalars: hence the slot. A rewrite keeps the slot's tuple up to date. */
+static __always_inline struct packet6 *packet6_ingress(void)
+{
+	__u32 slot = PACKET6_INGRESS;
+
+	return bpf_map_lookup_elem(&packet6_scratch, &slot);
+}
+
+/* parse_packet6 into the ingress slot. */
+__noinline int parse6_ingress(struct __sk_buff *skb)
 {
 	struct packet6 *pkt = packet6_get(PACKET6_INGRESS);
-	struct network_value *backend_net;
-	int too_big;
+
+	return pkt ? parse_packet6(skb, pkt, ETH_HLEN) : PARSE_MALFORMED;
+}
+
+/* leave4 for IPv6: a reply of a published port's flow (or an ICMPv6 error
+ * about one) leaving for the outside, routed as it came, then translated
+ * and forwarded straight to the uplink. What BPF cannot forward goes to
+ * the stack untranslated; the uplink's egress translates it there. Its
+ * packet is the one parse6_ingress left in the scratch slot. */
+static __noinline __u32 leave6(struct __sk_buff *skb, int parsed, int *action)
+{
+	struct packet6 *pkt = packet6_ingress();
+	struct bpf_fib_lookup fib = {};
+	int route;
 	__u32 stat;
 
-	if (!pkt || parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
+	if (!pkt || (parsed != PARSE_OK && parsed != PARSE_ICMP_ERROR))
+		return STAT_PASS_NO_MATCH;
+	route = fib_route6(skb, ETH_HLEN, &fib);
+	if (route == FIB_STACK)
+		return STAT_PASS_NO_MATCH;
+	if (route == FIB_TOO_BIG)
+		return STAT_FIB_TOO_BIG;
+	stat = parsed == PARSE_OK ? rnat6(skb, pkt) : icmp_rnat6(skb, pkt);
+	if (stat_translated(stat))
+		*action = fib_forward6(skb, ETH_HLEN, route, &fib);
+	return stat;
+}
+
+/* A backend answers a hairpinned flow: undo the SNAT, then the DNAT. */
+__noinline int hairpin6_reply(struct __sk_buff *skb)
+{
+	struct packet6 *pkt = packet6_ingress();
+	__u32 stat;
+
+	if (!pkt)
 		return STAT_PASS_NO_MATCH;
 	stat = snat_reverse6(skb, pkt);
-	if (stat == STAT_SNAT_REVERSE) {
-		if (parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
-			return STAT_DROP_REWRITE;
-		stat = rnat6(skb, pkt) == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
-	} else if (stat == STAT_PASS_NO_MATCH) {
-		stat = dnat6(skb, pkt);
+	if (stat != STAT_SNAT_REVERSE)
+		return stat;
+	return rnat6(skb, pkt) == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
+}
+
+/* A container dialled [host address]:P: DNAT to the backend... */
+__noinline int hairpin6_dnat(struct __sk_buff *skb)
+{
+	struct packet6 *pkt = packet6_ingress();
+
+	return pkt ? dnat6(skb, pkt) : STAT_PASS_NO_MATCH;
+}
+
+/* ...then SNAT to the backend network's gateway. */
+__noinline int hairpin6_snat(struct __sk_buff *skb)
+{
+	struct packet6 *pkt = packet6_ingress();
+	struct network_value *backend_net;
+	__u32 stat;
+
+	if (!pkt)
+		return STAT_DROP_REWRITE;
+	backend_net = network_lookup6(&pkt->t.daddr);
+	if (!backend_net)
+		return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
+	stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway);
+	return stat == STAT_SNAT ? STAT_HAIRPIN : stat;
+}
+
+/* hairpin4 and hairpin_reply4 for IPv6, with the forward, for a packet
+ * parse6_ingress found TCP or UDP. */
+static __noinline __u32 hairpin6(struct __sk_buff *skb, int *action)
+{
+	int too_big, stat = hairpin6_reply(skb);
+
+	if (stat == STAT_PASS_NO_MATCH) {
+		stat = hairpin6_dnat(skb);
 		if (stat != STAT_DNAT)
 			return stat;
-		if (parse_packet6(skb, pkt, ETH_HLEN) != PARSE_OK)
-			return STAT_DROP_REWRITE;
-		backend_net = network_lookup6(&pkt->t.daddr);
-		if (!backend_net)
-			return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
-		stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway);
-		if (stat == STAT_SNAT)
-			stat = STAT_HAIRPIN;
+		stat = hairpin6_snat(skb);
 	}
 	if (stat != STAT_HAIRPIN && stat != STAT_HAIRPIN_REPLY)
 		return stat;
@@ -214,10 +254,13 @@ int bridge_ingress(struct __sk_buff *skb)
 
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		stat = bridge_ipv6(skb);
-		if (stat == STAT_PASS_NO_MATCH)
+		if (stat != STAT_PASS_NO_MATCH)
+			return finish(skb, stat, action);
+		parsed = parse6_ingress(skb);
+		if (parsed == PARSE_OK)
 			stat = hairpin6(skb, &action);
 		if (stat == STAT_PASS_NO_MATCH && fib_redirect_enabled())
-			stat = leave6(skb, &action);
+			stat = leave6(skb, parsed, &action);
 		return finish(skb, stat, action);
 	}
 	/* Isolation holds for every packet with addresses: any protocol,

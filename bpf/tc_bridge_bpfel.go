@@ -236,10 +236,17 @@ type TcBridgePacket6 struct {
 }
 
 type TcBridgeSnat6Scratch struct {
-	_     structs.HostLayout
-	Fwd   TcBridgeCtKey
-	Rev   TcBridgeCtKey
-	Entry TcBridgeSnatValue
+	_       structs.HostLayout
+	Fwd     TcBridgeCtKey
+	Rev     TcBridgeCtKey
+	Entry   TcBridgeSnatValue
+	NatAddr struct {
+		_    structs.HostLayout
+		In6U struct {
+			_       structs.HostLayout
+			U6Addr8 [16]uint8
+		}
+	}
 }
 
 type TcBridgeSnatValue struct {

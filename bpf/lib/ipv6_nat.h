@@ -570,7 +570,7 @@ static __always_inline int may_open_flow6(struct __sk_buff *skb, const struct pa
 }
 
 /* DNAT for a published IPv6 port, from outside. */
-static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, const struct packet6 *pkt)
+static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, struct packet6 *pkt)
 {
 	const struct l4_tuple6 *t = &pkt->t;
 	struct binding_value *b;
@@ -600,6 +600,9 @@ static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, con
 		return STAT_DROP_CT_FULL;
 	if (rewrite_endpoint6(skb, pkt, 1, &backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
+	/* The tuple follows the packet: the bridge's hairpin goes on with it. */
+	pkt->t.daddr = backend;
+	pkt->t.dport = backend_port;
 	binding_count(skb, b->id, 1);
 	return STAT_DNAT;
 }

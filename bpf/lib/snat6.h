@@ -22,6 +22,7 @@ struct snat6_scratch {
 	struct ct_key fwd;
 	struct ct_key rev;
 	struct snat_value entry;
+	struct in6_addr nat_addr;
 };
 
 struct {
@@ -83,14 +84,37 @@ static __always_inline int host_socket_holds6(struct __sk_buff *skb, const struc
 	return 1;
 }
 
-/* snat_claim_port4 for IPv6 (TCP and UDP: parse_packet6 passes nothing
- * else). Out of line: its socket tuple and keys would otherwise sit on
- * the bridge's deepest chain of frames all at once. */
-static __noinline int snat_claim_port6(struct __sk_buff *skb, const struct l4_tuple6 *t,
-				       const struct in6_addr *nat_addr, __be16 *nat_port,
-				       struct snat6_scratch *s)
+/* One try of snat_claim_port6: 1 when port on the scratch's nat_addr
+ * is the flow's now, 0 when it is taken. A global function, checked once
+ * rather than once per try (see hairpin6_reply); its flow is the packet
+ * in the ingress scratch slot, its entry the scratch's. */
+__noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n)
 {
-	struct ct_key *rev = &s->rev;
+	__u32 slot = PACKET6_INGRESS, zero = 0;
+	struct packet6 *pkt = bpf_map_lookup_elem(&packet6_scratch, &slot);
+	struct snat6_scratch *s = bpf_map_lookup_elem(&snat6_scratch, &zero);
+	__be16 port = (__be16)port_n;
+	const struct l4_tuple6 *t;
+	struct snat_value *cur;
+
+	if (!pkt || !s)
+		return 0;
+	t = &pkt->t;
+	tuple_key6(&s->rev, t->proto, &t->daddr, t->dport, &s->nat_addr, port);
+	if (host_socket_holds6(skb, t, &s->nat_addr, port) ||
+	    binding_lookup6(t->proto, &s->nat_addr, port))
+		return 0;
+	if (bpf_map_update_elem(&snat, &s->rev, &s->entry, BPF_NOEXIST) == 0)
+		return 1;
+	cur = bpf_map_lookup_elem(&snat, &s->rev);
+	return cur && cur->port == t->sport && addr6_equal(cur->addr, &t->saddr);
+}
+
+/* snat_claim_port4 for IPv6 (TCP and UDP: parse_packet6 passes nothing
+ * else), for the packet in the ingress scratch slot. */
+static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct l4_tuple6 *t,
+					    __be16 *nat_port, struct snat6_scratch *s)
+{
 	struct snat_value *entry = &s->entry;
 	__u16 min, max;
 	__be16 port = t->sport;
@@ -106,28 +130,16 @@ static __noinline int snat_claim_port6(struct __sk_buff *skb, const struct l4_tu
 	__builtin_memcpy(entry->addr, &t->saddr, 16);
 
 	for (i = 0; i < SNAT_PORT_TRIES + 1; i++) {
-		struct snat_value *cur;
-
-		tuple_key6(rev, t->proto, &t->daddr, t->dport, nat_addr, port);
-		if (host_socket_holds6(skb, t, nat_addr, port) ||
-		    binding_lookup6(t->proto, nat_addr, port))
-			goto next;
-		if (bpf_map_update_elem(&snat, rev, entry, BPF_NOEXIST) == 0) {
+		if (snat_try_port6(skb, port)) {
 			*nat_port = port;
 			return 0;
 		}
-		cur = bpf_map_lookup_elem(&snat, rev);
-		if (cur && cur->port == t->sport && addr6_equal(cur->addr, &t->saddr)) {
-			*nat_port = port;
-			return 0;
-		}
-next:
 		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	}
 	return -1;
 }
 
-/* snat4 for IPv6. */
+/* snat4 for IPv6, for the packet in the ingress scratch slot (pkt). */
 static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 			      const struct in6_addr *nat_addr)
 {
@@ -159,7 +171,8 @@ static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 
 	if (pkt->frag == FRAG_LATER)
 		return STAT_PASS_FRAGMENT;
-	if (snat_claim_port6(skb, t, nat_addr, &nat_port, s) < 0)
+	__builtin_memcpy(&s->nat_addr, nat_addr, 16);
+	if (snat_claim_port6(skb, t, &nat_port, s) < 0)
 		return STAT_DROP_SNAT_EXHAUSTED;
 	__builtin_memset(&s->entry, 0, sizeof(s->entry));
 	s->entry.port = nat_port;
@@ -180,7 +193,7 @@ rewrite:
 }
 
 /* snat_reverse4 for IPv6: a reply to a flow snat6 translated. */
-static __noinline __u32 snat_reverse6(struct __sk_buff *skb, const struct packet6 *pkt)
+static __noinline __u32 snat_reverse6(struct __sk_buff *skb, struct packet6 *pkt)
 {
 	const struct l4_tuple6 *t = &pkt->t;
 	struct ct_key rev = {}, fwd = {};
@@ -205,6 +218,9 @@ static __noinline __u32 snat_reverse6(struct __sk_buff *skb, const struct packet
 
 	if (rewrite_endpoint6(skb, pkt, 1, &orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
+	/* The tuple follows the packet, for rnat6 next. */
+	pkt->t.daddr = orig_addr;
+	pkt->t.dport = orig_port;
 	return STAT_SNAT_REVERSE;
 }
 
