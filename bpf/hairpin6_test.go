@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -60,7 +61,9 @@ func routeIPv6World(t *testing.T, w *fuzzWorld) {
 // another network and on its own; the backend's replies come back as the
 // address and port dialled. Each output's IPv6 datagram is compared byte
 // for byte, its checksums recomputed from scratch, and every packet is
-// forwarded by BPF to the neighbour's MAC.
+// forwarded by BPF to the neighbour's MAC. A flow's first packet writes
+// its flow_new event (as the DNAT from outside does), later ones none, and
+// each flow's conntrack entry carries its start.
 func TestIPv6Hairpin(t *testing.T) {
 	w := newFuzzWorld(t)
 	routeIPv6World(t, w)
@@ -77,6 +80,22 @@ func TestIPv6Hairpin(t *testing.T) {
 		t.Fatal(resetErr)
 	}
 
+	// The DNAT's conntrack entry writes the flow's event, as from outside.
+	cfg := maps.NewConfig(m.Config)
+	cv, err := cfg.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cv.Flags |= maps.ConfigEvents
+	if err := cfg.Set(cv); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := ringbuf.NewReader(m.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
 	big := bytes.Repeat([]byte("hairpin6"), 200) // 1600 bytes: two fragments
 	cross := ap(v6Me2, 40100)
 	same := ap(v6Me, 40200)
@@ -88,26 +107,31 @@ func TestIPv6Hairpin(t *testing.T) {
 		ret  uint32
 		out  []byte // nil: unchanged
 		stat string
+		ev   string // the flow event it writes, if any
 	}{
 		{"from another network to an uplink address", udp6Frame(t, cross, udpApp6.Host, []byte("q")), fuzzActRedirect,
-			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q")), "hairpin"},
+			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q")), "hairpin",
+			fmt.Sprintf("flow_new published udp %s -> %s to %s binding %d", cross, udpApp6.Host, udpApp6.Backend, udpApp6.ID)},
 		{"the backend's reply", udp6Frame(t, udpApp6.Backend, ap(v6GW1, cross.Port()), []byte("a")), fuzzActRedirect,
-			udp6Frame(t, udpApp6.Host, cross, []byte("a")), "hairpin_reply"},
+			udp6Frame(t, udpApp6.Host, cross, []byte("a")), "hairpin_reply", ""},
 		{"the flow's next datagram", udp6Frame(t, cross, udpApp6.Host, []byte("q2")), fuzzActRedirect,
-			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q2")), "hairpin"},
+			udp6Frame(t, ap(v6GW1, cross.Port()), udpApp6.Backend, []byte("q2")), "hairpin", ""},
 		{"within a network to its gateway's wildcard port", tcp6Frame(t, same, ap(v6GW1, 80), syn), fuzzActRedirect,
-			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, syn), "hairpin"},
+			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, syn), "hairpin",
+			fmt.Sprintf("flow_new published tcp %s -> %s to %s binding %d SYN_SENT", same, ap(v6GW1, 80), tcpAny6.Backend, tcpAny6.ID)},
 		{"its syn-ack", tcp6Frame(t, tcpAny6.Backend, ap(v6GW1, same.Port()), syn|ack), fuzzActRedirect,
-			tcp6Frame(t, ap(v6GW1, 80), same, syn|ack), "hairpin_reply"},
+			tcp6Frame(t, ap(v6GW1, 80), same, syn|ack), "hairpin_reply", ""},
 		{"its ack", tcp6Frame(t, same, ap(v6GW1, 80), ack), fuzzActRedirect,
-			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, ack), "hairpin"},
-		{"first fragment", bigIn[0], fuzzActRedirect, bigOut[0], "hairpin"},
-		{"later fragment", bigIn[1], fuzzActRedirect, bigOut[1], "hairpin"},
-		{"a port not published", udp6Frame(t, cross, ap(v6Host, 5301), []byte("q")), fuzzActUnspec, nil, "pass_no_match"},
-		{"a reply to a port no flow holds", udp6Frame(t, udpApp6.Backend, ap(v6GW1, 40999), []byte("a")), fuzzActUnspec, nil, "pass_no_match"},
+			tcp6Frame(t, ap(v6GW1, same.Port()), tcpAny6.Backend, ack), "hairpin", ""},
+		{"first fragment", bigIn[0], fuzzActRedirect, bigOut[0], "hairpin",
+			fmt.Sprintf("flow_new published udp %s -> %s to %s binding %d", ap(v6Me2, 40300), udpApp6.Host, udpApp6.Backend, udpApp6.ID)},
+		{"later fragment", bigIn[1], fuzzActRedirect, bigOut[1], "hairpin", ""},
+		{"a port not published", udp6Frame(t, cross, ap(v6Host, 5301), []byte("q")), fuzzActUnspec, nil, "pass_no_match", ""},
+		{"a reply to a port no flow holds", udp6Frame(t, udpApp6.Backend, ap(v6GW1, 40999), []byte("a")), fuzzActUnspec, nil, "pass_no_match", ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
+			drainEvents(t, rd)
 			before, err := maps.NewStats(m.Stats).Read()
 			if err != nil {
 				t.Fatal(err)
@@ -146,6 +170,34 @@ func TestIPv6Hairpin(t *testing.T) {
 			if after[s.stat].Packets != before[s.stat].Packets+1 {
 				t.Errorf("counter %s went from %d to %d packets, want one more", s.stat, before[s.stat].Packets, after[s.stat].Packets)
 			}
+			var evs []string
+			for _, e := range drainEvents(t, rd) {
+				if e.Type != maps.EventDrop {
+					evs = append(evs, e.View().String())
+				}
+			}
+			if want := []string{s.ev}; s.ev == "" && len(evs) != 0 || s.ev != "" && fmt.Sprint(evs) != fmt.Sprint(want) {
+				t.Errorf("flow events %q, want %q", evs, s.ev)
+			}
 		})
+	}
+	// Each flow's conntrack entry has its start. (The world's IPv4 seeds
+	// are written from Go, without one.)
+	all, err := maps.NewCT(m.Ct, m.CtNew).All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v6 int
+	for _, e := range all {
+		if !e.Backend.Addr().Is6() {
+			continue
+		}
+		v6++
+		if e.CreatedNs == 0 || e.CreatedNs > e.LastSeenNs {
+			t.Errorf("ct entry %+v: want a created time, no later than its last-seen time", e)
+		}
+	}
+	if v6 != 3 {
+		t.Errorf("%d IPv6 conntrack entries, want 3 (UDP, TCP, the fragmented datagram): %+v", v6, all)
 	}
 }
