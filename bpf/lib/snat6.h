@@ -86,8 +86,8 @@ static __always_inline int host_socket_holds6(struct __sk_buff *skb, const struc
 
 /* One try of snat_claim_port6: 1 when port on the scratch's nat_addr
  * is the flow's now, 0 when it is taken. A global function, checked once
- * rather than once per try (see hairpin6_reply); its flow is the packet
- * in the ingress scratch slot, its entry the scratch's. */
+ * rather than once per try (see parse6_ingress in tc_bridge.c); its flow
+ * is the packet in the ingress scratch slot, its entry the scratch's. */
 __noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n)
 {
 	__u32 slot = PACKET6_INGRESS, zero = 0;
