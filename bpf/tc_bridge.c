@@ -136,15 +136,15 @@ static __noinline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 	backend_net = network_lookup4(pkt->t.daddr);
 	if (!backend_net)
 		return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
-	/* The flow's event is the DNAT's. */
-	stat = snat4(skb, pkt, addr_get4(backend_net->gateway)) & ~SNAT_OPENED;
+	/* The flow's events are the DNAT's. */
+	stat = snat4(skb, pkt, addr_get4(backend_net->gateway)) & ~SNAT_EVENT_BITS;
 	return stat == STAT_SNAT ? STAT_HAIRPIN : stat;
 }
 
 /* The backend's reply to a hairpinned flow: undo the SNAT, then the DNAT. */
 static __noinline __u32 hairpin_reply4(struct __sk_buff *skb, struct packet *pkt)
 {
-	__u32 stat = snat_reverse4(skb, pkt);
+	__u32 stat = snat_reverse4(skb, pkt) & ~SNAT_CLOSED; /* the DNAT's event */
 
 	if (stat != STAT_SNAT_REVERSE)
 		return stat;

@@ -67,7 +67,7 @@ func ParseRawEvent(b []byte) (RawEvent, error) {
 // packet's source and destination as it arrived. Flows to a published
 // port (kind "published", IPv4 or IPv6) name the client (Source), the
 // address it dialled (Destination) and the backend it reached
-// (Translated). Masqueraded flows (kind "masquerade", new flows only)
+// (Translated). Masqueraded flows (kind "masquerade")
 // name the container (Source), the server (Destination) and the source
 // the flow left with (Translated).
 type Event struct {
