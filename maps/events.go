@@ -152,6 +152,19 @@ func (e CTEntry) IdleEnd(now time.Duration) Event {
 	}
 }
 
+// IdleEnd is the end of a masqueraded flow garbage collection took: it
+// was idle past its lifetime.
+func (f SNATFlow) IdleEnd(now time.Duration) Event {
+	k := f.Key
+	return Event{
+		Time: now, Type: "flow_end", Kind: "masquerade", Proto: ProtoName(k.Proto),
+		Source:      netip.AddrPortFrom(addrFromRaw(k.Family, k.Saddr), hostPort(k.Sport)),
+		Destination: netip.AddrPortFrom(addrFromRaw(k.Family, k.Daddr), hostPort(k.Dport)),
+		Translated:  netip.AddrPortFrom(addrFromRaw(k.Family, f.Value.Addr), hostPort(f.Value.Port)),
+		State:       flowState(k.Proto, f.Value.TCPFlags), Ended: "idle",
+	}
+}
+
 // Addrs are the addresses the event names, for filtering by endpoint.
 func (e Event) Addrs() []netip.Addr {
 	return []netip.Addr{e.Source.Addr(), e.Destination.Addr(), e.Translated.Addr()}
