@@ -58,9 +58,10 @@ func drainEvents(t testing.TB, rd *ringbuf.Reader) []maps.RawEvent {
 
 // TestEventsRing: with events off, nothing reaches the ring; with them on,
 // a new DNAT flow (IPv4 and IPv6), its end (an RST from the backend), a
-// new masqueraded flow and a drop each write one event whose fields
-// decode to the packet's addresses, and the drop names its reason. A
-// flow's later packets write none.
+// new masqueraded flow, its end (an RST from the server, or a FIN from
+// the container) and a drop each write one event whose fields decode to
+// the packet's addresses, and the drop names its reason. A flow's later
+// packets write none.
 func TestEventsRing(t *testing.T) {
 	o := loadObjects(t)
 	resetMaps(t, o)
@@ -111,7 +112,7 @@ func TestEventsRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Kept: a source port inside the SNAT range.
-	container, server := ap(backend, 30001), ap(client, 443)
+	container, container2, server := ap(backend, 30001), ap(backend, 30002), ap(client, 443)
 	masqSyn := tcpFrame(t, container, server, syn)
 
 	setEvents(t, o, true)
@@ -141,6 +142,27 @@ func TestEventsRing(t *testing.T) {
 		{
 			name: "a masqueraded flow's next packet",
 			run:  func() { run(t, o.UplinkEgress, tcpFrame(t, container, server, ack)) },
+		},
+		{
+			// The server's RST arrives at the translated address; the
+			// event names the flow as its start did.
+			name: "the server's reset ends the masqueraded flow",
+			run:  func() { run(t, o.UplinkIngress, tcpFrame(t, server, ap(hostIP, container.Port()), rst)) },
+			want: fmt.Sprintf("flow_end masquerade tcp %s -> %s as %s CLOSE (rst)", container, server, ap(hostIP, container.Port())),
+		},
+		{
+			name: "a second masqueraded flow",
+			run:  func() { run(t, o.UplinkEgress, tcpFrame(t, container2, server, syn)) },
+			want: fmt.Sprintf("flow_new masquerade tcp %s -> %s as %s SYN_SENT", container2, server, ap(hostIP, container2.Port())),
+		},
+		{
+			name: "the container's FIN ends it",
+			run:  func() { run(t, o.UplinkEgress, tcpFrame(t, container2, server, fin|ack)) },
+			want: fmt.Sprintf("flow_end masquerade tcp %s -> %s as %s %s (fin)", container2, server, ap(hostIP, container2.Port()), maps.TCPState(maps.CTTCPSyn|maps.CTTCPFin)),
+		},
+		{
+			name: "the server's FIN after it writes none",
+			run:  func() { run(t, o.UplinkIngress, tcpFrame(t, server, ap(hostIP, container2.Port()), fin|ack)) },
 		},
 		{
 			name: "new published flow over IPv6",

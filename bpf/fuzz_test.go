@@ -695,6 +695,14 @@ func (w *fuzzWorld) check(t *testing.T, opts uint8, r fuzzRun) bool {
 	default:
 		return fail("verdict %s returned %#x: not pass, drop or redirect", name, r.ret)
 	}
+	if name == "drop_frag_needed" && r.ret == fuzzActRedirect {
+		// The hairpinned datagram is dropped and its sender told:
+		// what goes back is the ICMP error.
+		if msg := fuzzCheckFragNeeded(r.out); msg != "" {
+			return fail("verdict %s: %s", name, msg)
+		}
+		return true
+	}
 	if w.drop[verdict] != (r.ret == fuzzActShot) {
 		return fail("verdict %s returned %#x: drops and TC_ACT_SHOT must go together", name, r.ret)
 	}
@@ -745,6 +753,44 @@ func (w *fuzzWorld) check(t *testing.T, opts uint8, r fuzzRun) bool {
 		}
 	}
 	return true
+}
+
+// fuzzCheckFragNeeded says what is wrong with an ICMP "fragmentation
+// needed" bridge_ingress sends back, or "".
+func fuzzCheckFragNeeded(out []byte) string {
+	const ipLen, icmpLen, quoteLen = 20, 8, 28
+	if len(out) != fuzzEthLen+ipLen+icmpLen+quoteLen {
+		return fmt.Sprintf("frag-needed of %d bytes, want %d", len(out), fuzzEthLen+ipLen+icmpLen+quoteLen)
+	}
+	ip := out[fuzzEthLen:]
+	icmp := ip[ipLen:]
+	switch {
+	case ip[0] != 0x45 || ip[9] != 1:
+		return "frag-needed is not a plain IPv4 ICMP packet"
+	case fuzzOnesSum(ip[:ipLen]) != 0xffff:
+		return "frag-needed has a bad IP header checksum"
+	case icmp[0] != 3 || icmp[1] != 4:
+		return fmt.Sprintf("ICMP type %d code %d, want 3/4", icmp[0], icmp[1])
+	case fuzzOnesSum(icmp) != 0xffff:
+		return "frag-needed has a bad ICMP checksum"
+	case binary.BigEndian.Uint16(icmp[6:8]) < 68:
+		return fmt.Sprintf("frag-needed names MTU %d", binary.BigEndian.Uint16(icmp[6:8]))
+	case !bytes.Equal(ip[16:20], icmp[icmpLen+12:icmpLen+16]):
+		return "frag-needed does not go back to the quoted datagram's source"
+	}
+	return ""
+}
+
+// fuzzOnesSum is the ones' complement sum of b, folded.
+func fuzzOnesSum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
 }
 
 func fuzzIsGateway(a netip.Addr) bool {

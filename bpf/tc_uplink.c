@@ -118,6 +118,10 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 		/* A masqueraded flow's reply is the more specific match: it
 		 * names the server, a binding only the host port. */
 		stat = snat_reverse4(skb, &pkt);
+		if (stat & SNAT_CLOSED) {
+			stat &= ~SNAT_CLOSED;
+			event_masquerade(&pkt, 1, EVENT_FLOW_END);
+		}
 		if (stat == STAT_PASS_NO_MATCH)
 			stat = dnat4_from(skb, &pkt, 1);
 	} else if (parsed == PARSE_ICMP_ERROR) {

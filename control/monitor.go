@@ -289,3 +289,23 @@ func (a *Agent) idleFlowEnds(now time.Duration) func(maps.CTEntry) {
 		a.events.publish(e.IdleEnd(now))
 	}
 }
+
+// idleMasqueradeEnds is idleFlowEnds for the snat GC. A hairpinned flow
+// (its server a container of ours) has entries there too; its events
+// are the published flow's, from ct.
+func (a *Agent) idleMasqueradeEnds(now time.Duration) func(maps.SNATFlow) {
+	if a.events.listeners.Load() == 0 {
+		return nil
+	}
+	networks := maps.NewNetworks(a.dp.Maps.Networks)
+	return func(f maps.SNATFlow) {
+		if f.Key.Proto == maps.TCP && f.Value.TCPFlags&(maps.CTTCPFin|maps.CTTCPRst) != 0 {
+			return
+		}
+		e := f.IdleEnd(now)
+		if networks.Contains(e.Destination.Addr()) {
+			return
+		}
+		a.events.publish(e)
+	}
+}

@@ -204,7 +204,7 @@ func (a *Agent) collectConntrack(stop <-chan struct{}) {
 			a.log.Warn("collect conntrack", "err", err)
 			ctDeleted = -1
 		}
-		snatDeleted, err := snat.GC(now, lifetimes)
+		snatDeleted, err := snat.GCEach(now, lifetimes, a.idleMasqueradeEnds(now))
 		if err != nil {
 			a.log.Warn("collect snat", "err", err)
 			snatDeleted = -1

@@ -2,6 +2,7 @@ package maps
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -116,5 +117,50 @@ func TestCTGCEach(t *testing.T) {
 	n, err := NewCT(m).GCEach(now, l, func(e CTEntry) { gone = append(gone, e) })
 	if err != nil || n != 1 || len(gone) != 1 || gone[0].BindingID != 1 {
 		t.Fatalf("GC deleted %d (%v) and reported %+v; want binding 1's idle flow alone", n, err, gone)
+	}
+}
+
+// TestSNATGCEach: the snat GC hands each expired flow that has both halves
+// to its callback once, with the later stamp and the flags of both, and it
+// reads as the idle end of the masqueraded flow; a live flow is kept.
+func TestSNATGCEach(t *testing.T) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type: ebpf.Hash, KeySize: uint32(binary.Size(CTKey{})), ValueSize: uint32(binary.Size(SNATValue{})), MaxEntries: 16,
+	})
+	if err != nil {
+		t.Skipf("needs root (CAP_BPF) to create BPF maps, run 'sudo make test': %v", err)
+	}
+	defer m.Close()
+	now := time.Hour
+	l := DefaultLifetimes()
+	container, server, nat := netip.MustParseAddrPort("10.1.0.2:5000"), netip.MustParseAddrPort("192.0.2.9:53"), netip.MustParseAddrPort("198.51.100.1:5000")
+	put := func(sport uint16, lastSeen time.Duration) {
+		c := netip.AddrPortFrom(container.Addr(), sport)
+		x := netip.AddrPortFrom(nat.Addr(), sport)
+		_, ca := rawAddr(c.Addr())
+		_, sa := rawAddr(server.Addr())
+		_, xa := rawAddr(x.Addr())
+		fwd := CTKey{Family: familyInet, Proto: UDP, Saddr: ca, Sport: netPort(c.Port()), Daddr: sa, Dport: netPort(server.Port())}
+		rev := CTKey{Family: familyInet, Proto: UDP, Saddr: sa, Sport: netPort(server.Port()), Daddr: xa, Dport: netPort(x.Port())}
+		if err := m.Put(fwd, SNATValue{Addr: xa, Port: netPort(x.Port()), Flags: SNATForward, LastSeenNs: uint64(lastSeen - time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Put(rev, SNATValue{Addr: ca, Port: netPort(c.Port()), Flags: SNATReverse, LastSeenNs: uint64(lastSeen)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(container.Port(), now-l.UDP-time.Second)
+	put(container.Port()+1, now-time.Second)
+	var gone []SNATFlow
+	n, err := NewSNAT(m).GCEach(now, l, func(f SNATFlow) { gone = append(gone, f) })
+	if err != nil || n != 2 || len(gone) != 1 {
+		t.Fatalf("GC deleted %d entries (%v) and reported %+v; want the idle flow's two, reported once", n, err, gone)
+	}
+	if got := gone[0].Value.LastSeenNs; got != uint64(now-l.UDP-time.Second) {
+		t.Errorf("reported last seen %d, want the later of the two halves", got)
+	}
+	e := gone[0].IdleEnd(now)
+	if e.Type != "flow_end" || e.Kind != "masquerade" || e.Ended != "idle" || e.Proto != "udp" || e.Source != container || e.Destination != server || e.Translated != nat {
+		t.Errorf("idle end %+v, want masquerade udp %s -> %s as %s (idle)", e, container, server, nat)
 	}
 }

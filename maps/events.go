@@ -67,7 +67,7 @@ func ParseRawEvent(b []byte) (RawEvent, error) {
 // packet's source and destination as it arrived. Flows to a published
 // port (kind "published", IPv4 or IPv6) name the client (Source), the
 // address it dialled (Destination) and the backend it reached
-// (Translated). Masqueraded flows (kind "masquerade", new flows only)
+// (Translated). Masqueraded flows (kind "masquerade")
 // name the container (Source), the server (Destination) and the source
 // the flow left with (Translated).
 type Event struct {
@@ -149,6 +149,19 @@ func (e CTEntry) IdleEnd(now time.Duration) Event {
 		Time: now, Type: "flow_end", Kind: "published", Proto: ProtoName(e.Proto),
 		Source: e.Client, Destination: e.Dialled, Translated: e.Backend, BindingID: e.BindingID,
 		State: flowState(e.Proto, e.TCPFlags), Ended: "idle",
+	}
+}
+
+// IdleEnd is the end of a masqueraded flow garbage collection took: it
+// was idle past its lifetime.
+func (f SNATFlow) IdleEnd(now time.Duration) Event {
+	k := f.Key
+	return Event{
+		Time: now, Type: "flow_end", Kind: "masquerade", Proto: ProtoName(k.Proto),
+		Source:      netip.AddrPortFrom(addrFromRaw(k.Family, k.Saddr), hostPort(k.Sport)),
+		Destination: netip.AddrPortFrom(addrFromRaw(k.Family, k.Daddr), hostPort(k.Dport)),
+		Translated:  netip.AddrPortFrom(addrFromRaw(k.Family, f.Value.Addr), hostPort(f.Value.Port)),
+		State:       flowState(k.Proto, f.Value.TCPFlags), Ended: "idle",
 	}
 }
 

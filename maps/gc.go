@@ -114,7 +114,12 @@ func (s *SNAT) Count() (int, error) {
 // GC deletes flows idle for longer than their lifetime. A flow's two
 // entries go together, judged by the later of their last-seen stamps and
 // by every TCP flag either direction saw.
-func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) {
+func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) { return s.GCEach(now, l, nil) }
+
+// GCEach is GC that also hands each expired flow that has both entries to
+// gone (when not nil) before deleting it: its forward key, and a value
+// with the later stamp and every TCP flag of the two.
+func (s *SNAT) GCEach(now time.Duration, l Lifetimes, gone func(SNATFlow)) (int, error) {
 	all := map[CTKey]SNATValue{}
 	if err := walk(s.m, func(k CTKey, v SNATValue) { all[k] = v }); err != nil {
 		return 0, err
@@ -135,6 +140,10 @@ func (s *SNAT) GC(now time.Duration, l Lifetimes) (int, error) {
 			stale = append(stale, k)
 			if paired[rk] {
 				stale = append(stale, rk)
+				if gone != nil {
+					v.LastSeenNs, v.TCPFlags = last, flags
+					gone(SNATFlow{Key: k, Value: v})
+				}
 			}
 		}
 	}

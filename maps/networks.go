@@ -51,6 +51,12 @@ func (nw Network) value() NetworkValue {
 	return v
 }
 
+// Contains says whether a lies in one of the networks.
+func (n *Networks) Contains(a netip.Addr) bool {
+	var v NetworkValue
+	return n.m.Lookup(networkKey(netip.PrefixFrom(a, a.BitLen())), &v) == nil
+}
+
 func (n *Networks) Put(nw Network) error {
 	if err := n.m.Put(networkKey(nw.Subnet), nw.value()); err != nil {
 		return fmt.Errorf("put network %s: %w", nw.Subnet, err)

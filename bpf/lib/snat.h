@@ -27,11 +27,13 @@
 
 /* The TCP state of a masqueraded flow lives in both of its entries: each
  * direction's own entry takes the state its packets move (GC reads the
- * two together). other is the flow's other entry. */
-static __always_inline void snat_update(struct snat_value *v, struct snat_value *other,
-					const struct packet *pkt, int opener)
+ * two together). other is the flow's other entry. Returns whether this
+ * packet closed the flow (its first FIN or an RST), for its end event. */
+static __always_inline int snat_update(struct snat_value *v, struct snat_value *other,
+				       const struct packet *pkt, int opener)
 {
 	__u8 before, after;
+	int closed = 0;
 
 	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
 		if (opener && tcp_is_syn(pkt) && tcp_closed(v->tcp_flags | other->tcp_flags)) {
@@ -44,10 +46,13 @@ static __always_inline void snat_update(struct snat_value *v, struct snat_value 
 		}
 		before = v->tcp_flags | other->tcp_flags;
 		after = tcp_advance(before, pkt, opener, &v->tcp, &other->tcp);
-		if (after != before)
+		if (after != before) {
 			v->tcp_flags |= after & ~before;
+			closed = tcp_closed(after) && !tcp_closed(before);
+		}
 	}
 	ct_stamp(&v->last_seen_ns);
+	return closed;
 }
 
 /* Whether entry is the reverse half of the flow from addr:port. */
@@ -158,10 +163,13 @@ next:
 	return -1;
 }
 
-/* snat4 adds this to STAT_SNAT when the packet opened the flow: the
+/* snat4 adds these to STAT_SNAT when the packet opened the flow or
+ * closed it (snat_reverse4 adds SNAT_CLOSED to STAT_SNAT_REVERSE): the
  * caller writes the flow's event, from a frame that is not snat4's (its
- * chain of calls is the deepest there is). Callers strip it. */
+ * chain of calls is the deepest there is). Callers strip them. */
 #define SNAT_OPENED (1U << 31)
+#define SNAT_CLOSED (1U << 30)
+#define SNAT_EVENT_BITS (SNAT_OPENED | SNAT_CLOSED)
 
 /* Gives the flow of pkt the source nat_addr and a port claimed on it,
  * reusing the translation an earlier packet of the flow got. */
@@ -185,7 +193,8 @@ static __noinline __u32 snat4(struct __sk_buff *skb, const struct packet *pkt, _
 		/* A forward entry is trusted only with its reverse half: else
 		 * another flow may own that port now. Claim afresh. */
 		if (snat_reverse_of(other, t->saddr, t->sport)) {
-			snat_update(v, other, pkt, 1);
+			if (snat_update(v, other, pkt, 1))
+				done |= SNAT_CLOSED;
 			goto rewrite;
 		}
 	}
@@ -214,34 +223,49 @@ rewrite:
 	return done;
 }
 
-/* A masqueraded flow's first packet, from its forward entry: src the
- * container, dst the server, xlat the source it leaves with. */
-static __noinline __attribute__((unused)) void event_masquerade(const struct packet *pkt)
+/* A masqueraded flow's first packet (EVENT_FLOW_NEW) or the one that
+ * closed it (EVENT_FLOW_END), from its two entries: src the container, dst
+ * the server, xlat the source it leaves with. pkt is as it arrived:
+ * container -> server, or for a reply server -> xlat. */
+static __noinline __attribute__((unused)) void event_masquerade(const struct packet *pkt, int reply,
+								__u8 type)
 {
 	const struct l4_tuple *t = &pkt->t;
-	struct ct_key fwd = {};
-	struct snat_value *v;
+	struct snat_value *fwd_v, *rev_v;
+	struct ct_key k = {};
 	struct event *e;
 
 	if (!events_on())
 		return;
-	tuple_key4(&fwd, t->proto, t->saddr, t->sport, t->daddr, t->dport);
-	v = bpf_map_lookup_elem(&snat, &fwd);
-	if (!v)
+	tuple_key4(&k, t->proto, t->saddr, t->sport, t->daddr, t->dport);
+	if (reply) {
+		rev_v = bpf_map_lookup_elem(&snat, &k);
+		if (!rev_v)
+			return;
+		tuple_key4(&k, t->proto, addr_get4(rev_v->addr), rev_v->port, t->saddr, t->sport);
+	}
+	fwd_v = bpf_map_lookup_elem(&snat, &k);
+	if (!fwd_v)
 		return;
-	e = event_reserve(EVENT_FLOW_NEW);
+	e = event_reserve(type);
 	if (!e)
 		return;
 	e->kind = EVENT_KIND_MASQUERADE;
 	e->family = PONTOON_AF_INET;
 	e->proto = t->proto;
-	e->tcp_flags = v->tcp_flags;
-	e->sport = t->sport;
-	e->dport = t->dport;
-	e->xlat_port = v->port;
-	addr_set4(e->saddr, t->saddr);
-	addr_set4(e->daddr, t->daddr);
-	__builtin_memcpy(e->xlat_addr, v->addr, 4);
+	e->tcp_flags = fwd_v->tcp_flags;
+	e->sport = k.sport;
+	e->dport = k.dport;
+	e->xlat_port = fwd_v->port;
+	__builtin_memcpy(e->saddr, k.saddr, 4);
+	__builtin_memcpy(e->daddr, k.daddr, 4);
+	__builtin_memcpy(e->xlat_addr, fwd_v->addr, 4);
+	/* The state both directions saw: an RST from the server is only
+	 * in the reply entry. */
+	tuple_key4(&k, t->proto, addr_get4(k.daddr), k.dport, addr_get4(fwd_v->addr), fwd_v->port);
+	rev_v = bpf_map_lookup_elem(&snat, &k);
+	if (rev_v)
+		e->tcp_flags |= rev_v->tcp_flags;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -268,14 +292,18 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 	if (!uplink)
 		return STAT_PASS_NO_MATCH;
 	stat = snat4(skb, pkt, addr_get4(uplink->addr));
-	if (stat & SNAT_OPENED) {
-		stat &= ~SNAT_OPENED;
-		event_masquerade(pkt);
+	/* The bits come only with STAT_SNAT: returning the constant keeps
+	 * stat out of the caller's stack across the call, which has no
+	 * room left in bridge_ingress's chain. */
+	if (stat & SNAT_EVENT_BITS) {
+		event_masquerade(pkt, 0, (stat & SNAT_OPENED) ? EVENT_FLOW_NEW : EVENT_FLOW_END);
+		return STAT_SNAT;
 	}
 	return stat;
 }
 
-/* A reply to a masqueraded flow: back to the container. */
+/* A reply to a masqueraded flow: back to the container. Adds SNAT_CLOSED
+ * when the reply closed the flow. */
 static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
@@ -283,6 +311,8 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	struct snat_value *v, *other;
 	__be32 orig_addr;
 	__be16 orig_port;
+	int closed;
+
 	if (!snat_port_maybe(t->proto, t->dport))
 		return STAT_PASS_NO_MATCH;
 	tuple_key4(&rev, t->proto, t->saddr, t->sport, t->daddr, t->dport);
@@ -299,11 +329,11 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	if (!other || !(other->flags & SNAT_F_FORWARD) || other->port != t->dport ||
 	    addr_get4(other->addr) != t->daddr)
 		return STAT_DROP_SNAT_ORPHAN;
-	snat_update(v, other, pkt, 0);
+	closed = snat_update(v, other, pkt, 0);
 
 	if (rewrite_endpoint4(skb, pkt, 1, orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
-	return STAT_SNAT_REVERSE;
+	return closed ? STAT_SNAT_REVERSE | SNAT_CLOSED : STAT_SNAT_REVERSE;
 }
 
 /* An ICMP error about a masqueraded packet (it quotes nat_addr:nat_port as

@@ -136,7 +136,8 @@ func (w *world) eventsOn(t *testing.T) bool {
 // connection to a published port shows as a new flow and its end, with
 // client, dialled address, backend and binding; a connection the
 // container opens to the outside shows as a new masqueraded flow, with the
-// container's address and the uplink's it left with; a drop shows with its
+// container's address and the uplink's it left with, and its end, with the
+// same addresses; a drop shows with its
 // reason, to a --drops --endpoint monitor too, which sees no flow. With
 // every monitor gone, the datapath writes none again.
 func TestMonitor(t *testing.T) {
@@ -203,6 +204,13 @@ func TestMonitor(t *testing.T) {
 		t.Errorf("masqueraded flow %+v: want masquerade tcp %s -> %s as %s", masq, container, server, w.hostIP)
 	}
 	out.Close()
+	masqEnd := all.waitFor(t, "end of the masqueraded flow from "+container.String(), func(m control.MonitorMessage) bool {
+		return m.Type == "flow_end" && m.Source == container
+	})
+	if masqEnd.Kind != "masquerade" || masqEnd.Destination != server || masqEnd.Translated != masq.Translated || masqEnd.Proto != "tcp" ||
+		(masqEnd.Ended != "fin" && masqEnd.Ended != "rst") {
+		t.Errorf("masqueraded flow end %+v: want masquerade tcp %s -> %s as %s, ended by fin or rst", masqEnd, container, server, masq.Translated)
+	}
 
 	// The outside dials the container's own address: not published.
 	w.outside.IP(t, "route", "add", "10.78.0.0/24", "via", w.hostIP.String())

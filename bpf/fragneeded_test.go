@@ -1,0 +1,83 @@
+package bpf_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/pontoon-net/pontoon/maps"
+)
+
+// TestHairpinFragNeeded: a DF datagram a container hairpins to a published
+// port of a network whose route has a smaller MTU (1400 here) is dropped
+// and counted drop_frag_needed, and bridge_ingress sends the container an
+// ICMP "fragmentation needed" naming 1400, back out of the bridge: from
+// the address it dialled, quoting the datagram as it was sent (addresses
+// and ports before translation), checksums right, MACs swapped. Under
+// CHECKSUM_COMPLETE (never so from a bridge port) it is only dropped.
+func TestHairpinFragNeeded(t *testing.T) {
+	w := newFuzzWorld(t)
+	sender := ap(backend2, 42001)
+	in := fzBigUDP(t, sender, udpApp.Host, 1400)
+	runs, err := w.run(0, [][]byte{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, r := range runs {
+		if r.prog.name != "bridge_ingress" {
+			continue
+		}
+		if r.err != nil {
+			t.Fatalf("%s: %v", r.mode.name, r.err)
+		}
+		if r.delta[slices.Index(maps.StatNames, "drop_frag_needed")] != 1 {
+			t.Errorf("%s: counters moved by %s, want drop_frag_needed", r.mode.name, fuzzDeltas(r.delta))
+		}
+		if r.mode.flags != 0 { // CHECKSUM_COMPLETE
+			if r.ret != fuzzActShot {
+				t.Errorf("%s: returned %d, want the drop", r.mode.name, r.ret)
+			}
+			continue
+		}
+		checked++
+		if r.ret != fuzzActRedirect {
+			t.Fatalf("%s: returned %d, want the ICMP error redirected", r.mode.name, r.ret)
+		}
+		out := r.out
+		if msg := fuzzCheckFragNeeded(out); msg != "" {
+			t.Fatalf("%s: %s\n%s", r.mode.name, msg, fuzzHex(out))
+		}
+		ip, icmp := out[fuzzEthLen:], out[fuzzEthLen+20:]
+		quoted := icmp[8:]
+		addr := func(b []byte) netip.Addr { return netip.AddrFrom4([4]byte(b)) }
+		port := func(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
+		if !bytes.Equal(out[:6], in[6:12]) || !bytes.Equal(out[6:12], in[:6]) {
+			t.Errorf("MACs %x -> %x, want the datagram's swapped", out[6:12], out[:6])
+		}
+		if got := addr(ip[12:16]); got != udpApp.Host.Addr() {
+			t.Errorf("ICMP from %s, want the address dialled, %s", got, udpApp.Host.Addr())
+		}
+		if got := addr(ip[16:20]); got != sender.Addr() {
+			t.Errorf("ICMP to %s, want the sender %s", got, sender.Addr())
+		}
+		if mtu := port(icmp[6:8]); mtu != 1400 {
+			t.Errorf("next-hop MTU %d, want 1400", mtu)
+		}
+		if !bytes.Equal(quoted[:12], in[fuzzEthLen:fuzzEthLen+12]) {
+			t.Errorf("quoted header starts %x, want the datagram's %x", quoted[:12], in[fuzzEthLen:fuzzEthLen+12])
+		}
+		if fuzzOnesSum(quoted[:20]) != 0xffff {
+			t.Error("quoted header's checksum is wrong")
+		}
+		qs, qd := netip.AddrPortFrom(addr(quoted[12:16]), port(quoted[20:22])), netip.AddrPortFrom(addr(quoted[16:20]), port(quoted[22:24]))
+		if qs != sender || qd != udpApp.Host {
+			t.Errorf("quotes %s -> %s, want the datagram as sent, %s -> %s", qs, qd, sender, udpApp.Host)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no bridge_ingress run without CHECKSUM_COMPLETE")
+	}
+}
