@@ -16,9 +16,11 @@ import (
 // ICMP "fragmentation needed" naming 1400, back out of the bridge: from
 // the address it dialled, quoting the datagram as it was sent (addresses
 // and ports before translation), checksums right, MACs swapped. Under
-// CHECKSUM_COMPLETE (never so from a bridge port) it is only dropped.
+// CHECKSUM_COMPLETE (never so from a bridge port), and below Linux 5.12,
+// whose FIB lookup reports no MTU, it is only dropped.
 func TestHairpinFragNeeded(t *testing.T) {
 	w := newFuzzWorld(t)
+	answers := kernelAtLeast(t, [2]int{5, 12})
 	sender := ap(backend2, 42001)
 	in := fzBigUDP(t, sender, udpApp.Host, 1400)
 	runs, err := w.run(0, [][]byte{in})
@@ -36,13 +38,13 @@ func TestHairpinFragNeeded(t *testing.T) {
 		if r.delta[slices.Index(maps.StatNames, "drop_frag_needed")] != 1 {
 			t.Errorf("%s: counters moved by %s, want drop_frag_needed", r.mode.name, fuzzDeltas(r.delta))
 		}
-		if r.mode.flags != 0 { // CHECKSUM_COMPLETE
+		if r.mode.flags != 0 || !answers { // CHECKSUM_COMPLETE, or no MTU to name
+			checked++
 			if r.ret != fuzzActShot {
 				t.Errorf("%s: returned %d, want the drop", r.mode.name, r.ret)
 			}
 			continue
 		}
-		checked++
 		if r.ret != fuzzActRedirect {
 			t.Fatalf("%s: returned %d, want the ICMP error redirected", r.mode.name, r.ret)
 		}
@@ -78,6 +80,6 @@ func TestHairpinFragNeeded(t *testing.T) {
 		}
 	}
 	if checked == 0 {
-		t.Fatal("no bridge_ingress run without CHECKSUM_COMPLETE")
+		t.Fatal("no bridge_ingress run")
 	}
 }
