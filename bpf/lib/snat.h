@@ -25,6 +25,20 @@
  * range at most half full, 16 misses in a row happen once in 65k flows. */
 #define SNAT_PORT_TRIES 16
 
+/* A SYN opening a flow again on a tuple whose connection closed starts its
+ * TCP state over in both entries rather than inheriting the old one. */
+static __always_inline void snat_restart_closed(struct snat_value *v, struct snat_value *other)
+{
+	struct tcp_side none = {};
+
+	if (!tcp_closed(v->tcp_flags | other->tcp_flags))
+		return;
+	v->tcp_flags = 0;
+	v->tcp = none;
+	other->tcp_flags = 0;
+	other->tcp = none;
+}
+
 /* The TCP state of a masqueraded flow lives in both of its entries: each
  * direction's own entry takes the state its packets move (GC reads the
  * two together). other is the flow's other entry. Returns whether this
@@ -36,14 +50,8 @@ static __always_inline int snat_update(struct snat_value *v, struct snat_value *
 	int closed = 0;
 
 	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
-		if (opener && tcp_is_syn(pkt) && tcp_closed(v->tcp_flags | other->tcp_flags)) {
-			struct tcp_side none = {};
-
-			v->tcp_flags = 0;
-			v->tcp = none;
-			other->tcp_flags = 0;
-			other->tcp = none;
-		}
+		if (opener && tcp_is_syn(pkt))
+			snat_restart_closed(v, other);
 		before = v->tcp_flags | other->tcp_flags;
 		after = tcp_advance(before, pkt, opener, &v->tcp, &other->tcp);
 		if (after != before) {

@@ -39,14 +39,8 @@ static __always_inline void snat_update6(struct snat_value *v, struct snat_value
 	__u8 before, after;
 
 	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
-		if (opener && tcp_is_syn6(pkt) && tcp_closed(v->tcp_flags | other->tcp_flags)) {
-			struct tcp_side none = {};
-
-			v->tcp_flags = 0;
-			v->tcp = none;
-			other->tcp_flags = 0;
-			other->tcp = none;
-		}
+		if (opener && tcp_is_syn6(pkt))
+			snat_restart_closed(v, other);
 		before = v->tcp_flags | other->tcp_flags;
 		after = tcp_advance_seg(before, pkt->tcp_flags, pkt->frag, &pkt->tcp, opener, &v->tcp,
 					&other->tcp);
