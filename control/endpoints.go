@@ -358,7 +358,7 @@ func containerLabel(e *Endpoint) string {
 func (a *Agent) detach(name string) error {
 	e := a.st.endpoints[name]
 	var ms []*PortMapping
-	for _, m := range a.st.endpointPorts(name) {
+	for m := range a.st.endpointPorts(name) {
 		ms = append(ms, m)
 	}
 	if err := a.unpublish(ms); err != nil {

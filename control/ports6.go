@@ -40,7 +40,9 @@ func mappingBackends(e *Endpoint, spec PortSpec, hostIP netip.Addr) (backend, ba
 
 // v6Ports is the IPv6 host ports mappings hold, per protocol: on [::] by
 // wildcard mappings (Backend6), and on any IPv6 address by mappings with
-// an IPv6 host IP, which ipam keeps apart among themselves.
+// an IPv6 host IP, which ipam keeps apart among themselves. A set is made
+// when a port goes in (nil holds none): every publish builds one, most
+// on hosts without IPv6 mappings.
 type v6Ports struct {
 	wildcard, specific [2]*[1 << 16]bool
 }
@@ -52,41 +54,51 @@ func protoIndex(proto string) int {
 	return 0
 }
 
-func newV6Ports(ms map[string]*PortMapping) *v6Ports {
+func newV6Ports(ms map[*PortMapping]struct{}) *v6Ports {
 	p := &v6Ports{}
-	for i := range 2 {
-		p.wildcard[i], p.specific[i] = new([1 << 16]bool), new([1 << 16]bool)
-	}
-	for _, m := range ms {
+	for m := range ms {
 		p.add(m)
 	}
 	return p
 }
 
 func (p *v6Ports) add(m *PortMapping) {
-	var set *[1 << 16]bool
+	var set **[1 << 16]bool
 	switch {
 	case m.Backend6.IsValid():
-		set = p.wildcard[protoIndex(m.Proto)]
+		set = &p.wildcard[protoIndex(m.Proto)]
 	case m.HostIP.Is6():
-		set = p.specific[protoIndex(m.Proto)]
+		set = &p.specific[protoIndex(m.Proto)]
 	default:
 		return
 	}
+	if *set == nil {
+		*set = new([1 << 16]bool)
+	}
 	for port := int(m.Host.First); port <= int(m.Host.Last); port++ {
-		set[port] = true
+		(*set)[port] = true
 	}
 }
+
+// noV6Ports stands in for a set nothing went in; it is never written.
+var noV6Ports [1 << 16]bool
 
 // check says whether m's IPv6 ports are free: a wildcard mapping's [::]
 // ports of every IPv6 mapping, an IPv6 host IP's of wildcard mappings.
 func (p *v6Ports) check(m *PortMapping) error {
 	i := protoIndex(m.Proto)
+	wildcard, specific := p.wildcard[i], p.specific[i]
+	if wildcard == nil {
+		wildcard = &noV6Ports
+	}
+	if specific == nil {
+		specific = &noV6Ports
+	}
 	for port := int(m.Host.First); port <= int(m.Host.Last); port++ {
 		switch {
-		case m.Backend6.IsValid() && (p.wildcard[i][port] || p.specific[i][port]):
+		case m.Backend6.IsValid() && (wildcard[port] || specific[port]):
 			return kindf(ErrConflict, "%s port %d is published on an IPv6 address already, and a spec without a host IP publishes [::] too; give another host port, or 0.0.0.0 as host IP for IPv4 alone", m.Proto, port)
-		case m.HostIP.Is6() && p.wildcard[i][port]:
+		case m.HostIP.Is6() && wildcard[port]:
 			return kindf(ErrConflict, "%s port %d on [%s]: a mapping without a host IP holds it on [::] already; give another host port", m.Proto, port, m.HostIP)
 		}
 	}

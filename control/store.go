@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 
 	"github.com/pontoon-net/pontoon/ipam"
 )
@@ -138,9 +139,9 @@ func (st *state) putPort(m *PortMapping) {
 	k := portKey(m)
 	if st.index != nil {
 		if old := st.ports[k]; old != nil {
-			st.index.remove(k, old)
+			st.index.remove(old)
 		}
-		st.index.add(k, m)
+		st.index.add(m)
 	}
 	st.ports[k] = m
 	if m.group != 0 {
@@ -159,7 +160,7 @@ func (st *state) deletePort(m *PortMapping) {
 		return
 	}
 	if st.index != nil {
-		st.index.remove(k, old)
+		st.index.remove(old)
 	}
 	if old.group != 0 {
 		members := slices.DeleteFunc(st.groups[old.group], func(x *PortMapping) bool { return x == old })
@@ -172,73 +173,99 @@ func (st *state) deletePort(m *PortMapping) {
 	delete(st.ports, k)
 }
 
-// portIndex holds each mapping, under its portKey, by endpoint, and by
-// container port too: in byPort when it has one container port, in
-// ranges when it has several.
+// portIndex holds each mapping by endpoint and, within it, by container
+// port: in byPort when it has one container port, in ranges when it has
+// several. Sets are keyed by the mapping itself (st.ports holds the one
+// mapping of each key) and ports by number: string and struct keys were
+// most of the index's share of a 60,000-port publish. A container port has
+// a mapping or two (one per host address), so byPort holds slices.
 type portIndex struct {
-	byEndpoint map[string]map[string]*PortMapping
-	byPort     map[portSlot]map[string]*PortMapping
-	ranges     map[string]map[string]*PortMapping
+	endpoints map[string]*endpointPorts
 	// v6 holds the mappings that hold IPv6 ports, which a publish checks
 	// new ones against: building that check from every mapping was most
 	// of one publish at 60,000 IPv4 mappings.
-	v6 map[string]*PortMapping
+	v6 mappingSet
+	// last is the endpoint of the previous add: a publish adds thousands
+	// to one.
+	last *endpointPorts
 }
 
-type portSlot struct {
-	endpoint, proto string
-	port            uint16
+type mappingSet = map[*PortMapping]struct{}
+
+type endpointPorts struct {
+	name   string
+	all    mappingSet
+	byPort map[protoPort][]*PortMapping
+	ranges mappingSet
 }
 
-func (x *portIndex) add(k string, m *PortMapping) {
+// protoPort is a protocol's name, as ParseProto reads it, and a port.
+type protoPort uint32
+
+func makeProtoPort(proto string, port uint16) protoPort {
+	p, _ := ipam.ParseProto(proto)
+	return protoPort(p)<<16 | protoPort(port)
+}
+
+func (x *portIndex) endpoint(name string, create bool) *endpointPorts {
+	if x.last != nil && x.last.name == name {
+		return x.last
+	}
+	ep := x.endpoints[name]
+	if ep == nil && create {
+		ep = &endpointPorts{name: name, all: mappingSet{}, byPort: map[protoPort][]*PortMapping{}, ranges: mappingSet{}}
+		x.endpoints[name] = ep
+	}
+	if ep != nil {
+		x.last = ep
+	}
+	return ep
+}
+
+func (x *portIndex) add(m *PortMapping) {
 	if m.holdsIPv6Ports() {
-		x.v6[k] = m
+		x.v6[m] = struct{}{}
 	}
-	addIndexed(x.byEndpoint, m.Endpoint, k, m)
+	ep := x.endpoint(m.Endpoint, true)
+	ep.all[m] = struct{}{}
 	if m.Container.Len() == 1 {
-		addIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k, m)
+		k := makeProtoPort(m.Proto, m.Container.First)
+		ep.byPort[k] = append(ep.byPort[k], m)
 	} else {
-		addIndexed(x.ranges, m.Endpoint, k, m)
+		ep.ranges[m] = struct{}{}
 	}
 }
 
-func (x *portIndex) remove(k string, m *PortMapping) {
-	delete(x.v6, k)
-	removeIndexed(x.byEndpoint, m.Endpoint, k)
+func (x *portIndex) remove(m *PortMapping) {
+	delete(x.v6, m)
+	ep := x.endpoint(m.Endpoint, false)
+	if ep == nil {
+		return
+	}
+	delete(ep.all, m)
 	if m.Container.Len() == 1 {
-		removeIndexed(x.byPort, portSlot{m.Endpoint, m.Proto, m.Container.First}, k)
+		k := makeProtoPort(m.Proto, m.Container.First)
+		if left := slices.DeleteFunc(ep.byPort[k], func(x *PortMapping) bool { return x == m }); len(left) > 0 {
+			ep.byPort[k] = left
+		} else {
+			delete(ep.byPort, k)
+		}
 	} else {
-		removeIndexed(x.ranges, m.Endpoint, k)
+		delete(ep.ranges, m)
 	}
-}
-
-func addIndexed[K comparable](idx map[K]map[string]*PortMapping, at K, k string, m *PortMapping) {
-	set := idx[at]
-	if set == nil {
-		set = map[string]*PortMapping{}
-		idx[at] = set
-	}
-	set[k] = m
-}
-
-func removeIndexed[K comparable](idx map[K]map[string]*PortMapping, at K, k string) {
-	if set := idx[at]; set != nil {
-		if delete(set, k); len(set) == 0 {
-			delete(idx, at)
+	if len(ep.all) == 0 {
+		delete(x.endpoints, ep.name)
+		if x.last == ep {
+			x.last = nil
 		}
 	}
 }
 
 func (st *state) portIndex() *portIndex {
 	if st.index == nil {
-		st.index = &portIndex{
-			byEndpoint: map[string]map[string]*PortMapping{},
-			byPort:     map[portSlot]map[string]*PortMapping{},
-			ranges:     map[string]map[string]*PortMapping{},
-			v6:         map[string]*PortMapping{},
-		}
-		for k, m := range st.ports {
-			st.index.add(k, m)
+		st.index = &portIndex{endpoints: map[string]*endpointPorts{}, v6: mappingSet{}}
+		for _, m := range st.ports {
+			st.index.add(m)
 		}
 	}
 	return st.index
@@ -249,14 +276,17 @@ func (st *state) portIndex() *portIndex {
 // newV6Ports collects.
 func (m *PortMapping) holdsIPv6Ports() bool { return m.Backend6.IsValid() || m.HostIP.Is6() }
 
-// v6Mappings is every mapping that holds IPv6 ports, keyed as ports; the
-// caller must not change the map.
-func (st *state) v6Mappings() map[string]*PortMapping { return st.portIndex().v6 }
+// v6Mappings is every mapping that holds IPv6 ports; the caller must not
+// change the set.
+func (st *state) v6Mappings() mappingSet { return st.portIndex().v6 }
 
-// endpointPorts is the endpoint's mappings, keyed as ports; the caller
-// must not change the map.
-func (st *state) endpointPorts(name string) map[string]*PortMapping {
-	return st.portIndex().byEndpoint[name]
+// endpointPorts is the endpoint's mappings; the caller must not change
+// the set.
+func (st *state) endpointPorts(name string) mappingSet {
+	if ep := st.portIndex().endpoint(name, false); ep != nil {
+		return ep.all
+	}
+	return nil
 }
 
 // maxPortLookups: a container range up to this long is looked up port by
@@ -266,27 +296,36 @@ const maxPortLookups = 1024
 // portCandidates is every mapping of the endpoint that may hold a
 // container port of proto in ports, and maybe others: the caller filters.
 func (st *state) portCandidates(endpoint, proto string, ports ipam.PortRange) []*PortMapping {
-	x := st.portIndex()
+	ep := st.portIndex().endpoint(endpoint, false)
+	if ep == nil {
+		return nil
+	}
 	var out []*PortMapping
 	if ports.Len() > maxPortLookups {
-		for _, m := range x.byEndpoint[endpoint] {
+		for m := range ep.all {
 			out = append(out, m)
 		}
 		return out
 	}
 	for p := int(ports.First); p <= int(ports.Last); p++ {
-		for _, m := range x.byPort[portSlot{endpoint, proto, uint16(p)}] {
-			out = append(out, m)
-		}
+		out = append(out, ep.byPort[makeProtoPort(proto, uint16(p))]...)
 	}
-	for _, m := range x.ranges[endpoint] {
+	for m := range ep.ranges {
 		out = append(out, m)
 	}
 	return out
 }
 
 func portKey(m *PortMapping) string {
-	return fmt.Sprintf("%s/%s/%d", m.Proto, m.HostIP, m.Host.First)
+	b := make([]byte, 0, len(m.Proto)+48)
+	b = append(append(b, m.Proto...), '/')
+	if m.HostIP.IsValid() {
+		b = m.HostIP.AppendTo(b)
+	} else {
+		b = append(b, m.HostIP.String()...)
+	}
+	b = strconv.AppendUint(append(b, '/'), uint64(m.Host.First), 10)
+	return string(b)
 }
 
 func loadState(s ipam.Store) (*state, error) {
