@@ -67,7 +67,8 @@ func sameMappings(t *testing.T, got, want []*PortMapping) {
 	t.Helper()
 	eq := func(x, y *PortMapping) bool {
 		return x.Endpoint == y.Endpoint && x.Proto == y.Proto && x.HostIP == y.HostIP && x.Host == y.Host &&
-			x.Container == y.Container && x.Backend == y.Backend && x.ID == y.ID && slices.Equal(x.AllowFrom, y.AllowFrom)
+			x.Container == y.Container && x.Backend == y.Backend && x.Backend6 == y.Backend6 && x.ID == y.ID &&
+			slices.Equal(x.AllowFrom, y.AllowFrom)
 	}
 	if !slices.EqualFunc(got, want, eq) {
 		t.Fatalf("state file holds %d mappings, memory %d, or they differ", len(got), len(want))

@@ -18,7 +18,7 @@ import (
 const (
 	bucketNetworks  = "agent.networks"  // name -> JSON Network
 	bucketEndpoints = "agent.endpoints" // name -> JSON Endpoint
-	bucketPorts     = "agent.ports"     // proto/hostIP/first -> JSON PortMapping; groupKey -> JSON []PortMapping
+	bucketPorts     = "agent.ports"     // proto/hostIP/first -> JSON PortMapping; groupKey -> group record (portrecord.go)
 	bucketMeta      = "agent.meta"
 )
 
@@ -89,7 +89,7 @@ func saveGroups(tx ipam.Tx, ms []*PortMapping) error {
 		for _, m := range chunk {
 			m.group = chunk[0].ID
 		}
-		if err := put(tx, bucketPorts, string(groupKey(chunk[0].ID)), chunk); err != nil {
+		if err := putBytes(tx, bucketPorts, groupKey(chunk[0].ID), encodeGroup(chunk)); err != nil {
 			return fmt.Errorf("save port mappings: %w", err)
 		}
 	}
@@ -127,7 +127,7 @@ func (st *state) deleteRecords(tx ipam.Tx, ms []*PortMapping) error {
 			}
 			continue
 		}
-		if err := put(tx, bucketPorts, string(groupKey(g)), keep); err != nil {
+		if err := putBytes(tx, bucketPorts, groupKey(g), encodeGroup(keep)); err != nil {
 			return err
 		}
 	}
@@ -356,9 +356,9 @@ func loadState(s ipam.Store) (*state, error) {
 				st.ports[string(k)] = m
 				return decode(bucketPorts, k, v, m)
 			}
-			var ms []*PortMapping
-			if err := decode(bucketPorts, k, v, &ms); err != nil {
-				return err
+			ms, err := decodeGroup(v)
+			if err != nil {
+				return fmt.Errorf("record %s/%q: %w", bucketPorts, k, err)
 			}
 			if len(k) != len(groupPrefix)+4 || len(ms) == 0 {
 				return fmt.Errorf("record %s/%q: not a group of port mappings", bucketPorts, k)
@@ -395,14 +395,18 @@ func decode(bucket string, k, v []byte, into any) error {
 var testPanicBucket = os.Getenv("PONTOON_TEST_PANIC_BUCKET")
 
 func put(tx ipam.Tx, bucket, key string, v any) error {
-	if bucket == testPanicBucket {
-		panic("injected by PONTOON_TEST_PANIC_BUCKET=" + bucket)
-	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return tx.Put(bucket, []byte(key), b)
+	return putBytes(tx, bucket, []byte(key), b)
+}
+
+func putBytes(tx ipam.Tx, bucket string, key, v []byte) error {
+	if bucket == testPanicBucket {
+		panic("injected by PONTOON_TEST_PANIC_BUCKET=" + bucket)
+	}
+	return tx.Put(bucket, key, v)
 }
 
 func putNextID(tx ipam.Tx, id uint32) error {
