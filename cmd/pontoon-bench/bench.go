@@ -33,6 +33,7 @@ type options struct {
 	iptables  string
 	legacyTC  bool
 	noMatrix  bool
+	noMicro   bool
 	// Bulk rows: rounds (0 skips them), MiB per transfer, the bound on
 	// one transfer, and which rows (empty for all).
 	bulkRuns  int
@@ -181,6 +182,13 @@ func runBench(ctx context.Context, o options) (res *results, err error) {
 	}
 	if len(o.scaleNs) > 0 {
 		if err := runScaling(ctx, o, matrixDPs(dps), res); err != nil {
+			return res, err
+		}
+	}
+	// Last: the benchmarks start agents and load programs of their own,
+	// and should not share the machine with the worlds' servers' warm-up.
+	if !o.noMicro {
+		if err := runMicro(ctx, o, res); err != nil {
 			return res, err
 		}
 	}

@@ -181,6 +181,7 @@ func TestSmoke(t *testing.T) {
 		runs: 1, duration: 100 * time.Millisecond, scaleNs: []int{1, 10}, scaleRuns: 1, proxyMaxN: 10,
 		datapaths: datapaths, cacheDir: cache, iptables: "iptables", fillerAddr: hostIP,
 		bulkRuns: 1, bulkMiB: 8, bulkLimit: 5 * time.Second,
+		noMicro: true, // go test of three packages: TestParseMicro covers the reading
 	}
 	res, err := runBench(context.Background(), o)
 	if err != nil {

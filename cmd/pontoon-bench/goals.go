@@ -199,6 +199,12 @@ func evaluateGoals(r *results) []goalVerdict {
 		}
 		out = append(out, g)
 	}
+	for _, c := range r.Micro {
+		if g, m, ok := c.goal(); ok {
+			out = append(out, goalVerdict{Goal: c.Name + " (go test -bench " + c.Package + ")", Target: g.what,
+				Measured: fmt.Sprintf("%s (max %s)", fmtNs(m.Median), fmtNs(m.Max)), Status: verdict(m.Median < g.limit)})
+		}
+	}
 	return out
 }
 

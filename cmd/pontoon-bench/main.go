@@ -44,8 +44,10 @@ func rootCmd() *cobra.Command {
 Full run (about 12 minutes on 2 cores): every datapath, three clients, four measures, 12 rounds
 of 0.6 s runs; bulk transfers through published ports, masquerade and hairpin, 14 rounds of
 128 MiB, each bounded at 30 s; rule scaling at N = 1, 1k, 10k, 60k. --quick (about 3 minutes)
-does 4 rounds of 0.25 s, 3 bulk rounds of 64 MiB bounded at 10 s, and N = 1, 1k. Writes a
-markdown table and JSON (see --md, --json) and prints the table.
+does 4 rounds of 0.25 s, 3 bulk rounds of 64 MiB bounded at 10 s, and N = 1, 1k. Last, the
+repository's Go benchmarks of the per-packet cost and the control plane run from the source tree
+(go test -bench: about 2 minutes, one with --quick; --no-micro skips them). Writes a markdown
+table and JSON (see --md, --json) and prints the table.
 Needs root; builds its own namespaces and removes them, also when interrupted.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -99,6 +101,7 @@ Needs root; builds its own namespaces and removes them, also when interrupted.`,
 	f.IntSliceVar(&o.scaleNs, "scale", []int{1, 1000, 10000, 60000}, "published-port counts for rule scaling")
 	f.BoolVar(&noScale, "no-scale", false, "skip rule scaling")
 	f.BoolVar(&o.noMatrix, "no-matrix", false, "skip the data path matrix (clients × measures)")
+	f.BoolVar(&o.noMicro, "no-micro", false, "skip the repository's Go benchmarks (per packet and control plane; they need the source tree and the go tool)")
 	f.IntVar(&o.scaleRuns, "scale-runs", 3, "installs (and iptables/docker-proxy add/delete timings) per N")
 	f.StringVar(&fillerAddr, "filler-addr", hostIP.String(), "host address the scaling fillers are published on; 0.0.0.0 for all (hits a Pontoon reply-DNAT bug at 60k)")
 	f.IntVar(&o.proxyMaxN, "docker-proxy-max-n", 1000, "largest N to start docker-proxy processes for")

@@ -181,6 +181,9 @@ func markdown(r *results) string {
 	if len(r.Bulk) > 0 {
 		writeBulk(&b, r)
 	}
+	if len(r.Micro) > 0 {
+		writeMicro(&b, r)
+	}
 
 	if len(r.Goals) > 0 {
 		fmt.Fprintf(&b, "\n## Goals\n\n| goal | target | measured | status |\n|---|---|---|---|\n")

@@ -13,6 +13,7 @@ type results struct {
 	Cells   []cell        `json:"results"`
 	Scaling []scaleCell   `json:"scaling,omitempty"`
 	Bulk    []bulkCell    `json:"bulk,omitempty"`
+	Micro   []microCell   `json:"micro,omitempty"`
 	Goals   []goalVerdict `json:"goals,omitempty"`
 	// NotMeasured are the clients a datapath cannot serve (iptables
 	// DNAT and [::1]), and why.
