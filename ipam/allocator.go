@@ -59,24 +59,21 @@ func Open(s Store, opts Options) (*Allocator, error) {
 		networks:       make(map[string]*network),
 		ports:          newPortState(),
 	}
-	if err := s.Update(checkSchema); err != nil {
+	// An upgrade commits only with a load that accepts its result: a file
+	// the allocator refuses is left as it was.
+	err := s.Update(func(tx Tx) error {
+		if err := upgradeSchema(tx); err != nil {
+			return err
+		}
+		if err := a.load(tx); err != nil {
+			return fmt.Errorf("read store: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("open ipam: %w", err)
 	}
-	if err := s.View(a.load); err != nil {
-		return nil, fmt.Errorf("open ipam: read store: %w", err)
-	}
 	return a, nil
-}
-
-func checkSchema(tx Tx) error {
-	v := tx.Get(bucketMeta, keySchema)
-	if v == nil {
-		return tx.Put(bucketMeta, keySchema, []byte{schemaVersion})
-	}
-	if len(v) != 1 || v[0] != schemaVersion {
-		return fmt.Errorf("store schema %x: this pontoon reads schema %d only; use the pontoon that wrote it or start from an empty file", v, schemaVersion)
-	}
-	return nil
 }
 
 // load rebuilds the in-memory view; records that contradict each other
@@ -147,24 +144,22 @@ func (a *Allocator) load(tx Tx) error {
 		return err
 	}
 	err = tx.ForEach(bucketPorts, func(k, v []byte) error {
-		pa, err := decodePort(k, v)
-		if err != nil {
-			return err
-		}
-		if err := checkHost(pa.Proto, pa.HostIP); err != nil {
-			return fmt.Errorf("port record %s: %w", pa, err)
-		}
-		if err := pa.Ports.validate(); err != nil {
-			return fmt.Errorf("port record %s: %w", pa, err)
-		}
-		if err := validateID("owner", pa.Owner); err != nil {
-			return fmt.Errorf("port record %s: %w", pa, err)
-		}
-		if p, ok := a.ports.conflict(pa.Proto, pa.HostIP, pa.Ports); ok {
-			return fmt.Errorf("port record %s: overlaps %s", pa, a.ports.holder(pa.Proto, pa.HostIP, p))
-		}
-		a.ports.take(pa, false)
-		return nil
+		return decodePage(k, v, func(pa PortAllocation) error {
+			if err := checkHost(pa.Proto, pa.HostIP); err != nil {
+				return fmt.Errorf("port record %s: %w", pa, err)
+			}
+			if err := pa.Ports.validate(); err != nil {
+				return fmt.Errorf("port record %s: %w", pa, err)
+			}
+			if err := validateID("owner", pa.Owner); err != nil {
+				return fmt.Errorf("port record %s: %w", pa, err)
+			}
+			if p, ok := a.ports.conflict(pa.Proto, pa.HostIP, pa.Ports); ok {
+				return fmt.Errorf("port record %s: overlaps %s", pa, a.ports.holder(pa.Proto, pa.HostIP, p))
+			}
+			a.ports.take(pa, false)
+			return nil
+		})
 	})
 	if err != nil {
 		return err

@@ -125,7 +125,7 @@ func TestOpenRejectsBadStores(t *testing.T) {
 		seed    func(tx Tx) error
 		message string
 	}{
-		{"schema", func(tx Tx) error { return tx.Put(bucketMeta, keySchema, []byte{9}) }, "reads schema 1 only"},
+		{"schema", func(tx Tx) error { return tx.Put(bucketMeta, keySchema, []byte{9}) }, "store schema 09: this pontoon reads schemas 1 to 2 only"},
 		{"network record", func(tx Tx) error { return tx.Put(bucketNetworks, []byte("n"), []byte("{")) }, `network record "n"`},
 		{"network id mismatch", func(tx Tx) error {
 			v, _ := encodeNetwork(Network{ID: "m", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24")}}})
@@ -141,15 +141,28 @@ func TestOpenRejectsBadStores(t *testing.T) {
 		{"address record", func(tx Tx) error { return tx.Put(bucketIPs, []byte{1, 2, 3}, []byte{0}) }, "malformed"},
 		{"port record", func(tx Tx) error { return tx.Put(bucketPorts, []byte{6, 1}, []byte{0}) }, "malformed"},
 		{"overlapping ports", func(tx Tx) error {
-			k, v, _, _ := portRecord(PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}}, false)
-			tx.Put(bucketPorts, k, v)
-			k, v, _, _ = portRecord(PortAllocation{Owner: "b", Proto: TCP, HostIP: mustAddr("192.0.2.1"), Ports: Port(85)}, false)
-			return tx.Put(bucketPorts, k, v)
+			return putPages(tx, PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}},
+				PortAllocation{Owner: "b", Proto: TCP, HostIP: mustAddr("192.0.2.1"), Ports: Port(85)})
 		}, "overlaps tcp 0.0.0.0:80-90"},
+		{"ports overlapping in one page", func(tx Tx) error {
+			return putPages(tx, PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}},
+				PortAllocation{Owner: "b", Proto: TCP, HostIP: any4, Ports: Port(85)})
+		}, "port record tcp 0.0.0.0:85: overlaps tcp 0.0.0.0:80-90"},
 		{"port record without owner", func(tx Tx) error {
-			k, v, _, _ := portRecord(PortAllocation{Proto: TCP, HostIP: any4, Ports: Port(80)}, false)
-			return tx.Put(bucketPorts, k, v)
+			return putPages(tx, PortAllocation{Proto: TCP, HostIP: any4, Ports: Port(80)})
 		}, "owner: empty"},
+		{"reversed port range", func(tx Tx) error {
+			return putPages(tx, PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{90, 80}})
+		}, "reversed"},
+		{"port 0", func(tx Tx) error {
+			return putPages(tx, PortAllocation{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{0, 3}})
+		}, "port 0"},
+		{"port record of a bad protocol", func(tx Tx) error {
+			return putPages(tx, PortAllocation{Owner: "a", Proto: 7, HostIP: any4, Ports: Port(80)})
+		}, "protocol proto(7)"},
+		{"port record of a mapped address", func(tx Tx) error {
+			return putPages(tx, PortAllocation{Owner: "a", Proto: TCP, HostIP: mustAddr("::ffff:192.0.2.1"), Ports: Port(80)})
+		}, "IPv4-mapped"},
 		{"address record without owner", func(tx Tx) error {
 			v, _ := encodeNetwork(Network{ID: "n", Subnets: []Subnet{{Prefix: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")}}})
 			tx.Put(bucketNetworks, []byte("n"), v)

@@ -180,7 +180,9 @@ func (a *Allocator) ReleasePorts(proto Proto, hostIP netip.Addr, r PortRange) (P
 	}
 	pa := a.ports.allocation(id)
 	err := a.store.Update(func(tx Tx) error {
-		return tx.Delete(bucketPorts, portKey(proto, hostIP, r.First))
+		var d dirtyPages
+		d.markID(&a.ports, id)
+		return d.write(tx, func(x allocID, _ string) bool { return x == id })
 	})
 	if err != nil {
 		return PortAllocation{}, fmt.Errorf("release %s: %w", what(), err)
@@ -202,13 +204,12 @@ func (a *Allocator) ReleaseOwnerPorts(owner string) ([]PortAllocation, error) {
 	for _, id := range ids {
 		out = append(out, a.ports.allocation(id))
 	}
+	var d dirtyPages
+	for _, id := range ids {
+		d.markID(&a.ports, id)
+	}
 	err := a.store.Update(func(tx Tx) error {
-		for _, pa := range out {
-			if err := tx.Delete(bucketPorts, portKey(pa.Proto, pa.HostIP, pa.Ports.First)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return d.write(tx, func(_ allocID, o string) bool { return o == owner })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("release ports of %q: %w", owner, err)

@@ -38,9 +38,8 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 	// Each request is checked, picked and taken in one pass: a copy of
 	// every checked request was most of a 65,535-port fill.
 	var first checkedRequest
-	recSize := 0
-	for i, req := range reqs {
-		r, err := a.checkRequest(req)
+	for i := 0; i < len(reqs); {
+		r, err := a.checkRequest(reqs[i])
 		if err == nil && a.checkListening && sockets[r.Proto] == nil {
 			sockets[r.Proto], err = a.sockets(r.Proto)
 			if err != nil {
@@ -60,22 +59,18 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 		}
 		undo.take(pa, r.dynamic)
 		out = append(out, pa)
-		recSize += portRecordSize(pa)
+		i++
+		if r.dynamic && r.n == 1 {
+			i += a.takeRepeats(reqs[i-1], r, reqs[i:], sockets[r.Proto], &undo, &out)
+		}
 	}
 	var withErr error
 	err := a.store.Update(func(tx Tx) error {
-		// Every record in one buffer, sized first so that it never moves
-		// (the store holds the slices until the commit), and each dynamic
-		// pool's cursor once, at its last value: a fill of 65,535 ports
-		// writes one cursor, not 65,535.
-		buf := make([]byte, 0, recSize)
-		for _, pa := range out {
-			var k, v []byte
-			buf, k, v = appendPortRecord(buf, pa)
-			if err := tx.Put(bucketPorts, k, v); err != nil {
-				return err
-			}
+		if err := undo.pages.write(tx, nil); err != nil {
+			return err
 		}
+		// Each dynamic pool's cursor once, at its last value: a fill of
+		// 65,535 ports writes one cursor, not 65,535.
 		for _, c := range undo.cursors {
 			if err := tx.Put(bucketPortCursors, poolCursorKey(c.pool.key), binary.BigEndian.AppendUint16(nil, c.pool.cursor)); err != nil {
 				return err
@@ -99,8 +94,29 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 	return out, nil
 }
 
+// takeRepeats serves the requests at the start of reqs that are the same
+// as req, a one-port dynamic request that passed as r, and returns how many
+// it took. Most of a large publish is such a run (one owner, one address,
+// a port each): its requests need no checks of their own and each takes
+// the next free port, as pick would give it. It stops at the first request
+// it cannot serve, which the caller then handles (and fails) as any other.
+func (a *Allocator) takeRepeats(req PortRequest, r checkedRequest, reqs []PortRequest, sockets hostSockets, undo *portUndo, out *[]PortAllocation) int {
+	n := 0
+	for n < len(reqs) && reqs[n] == req {
+		port, ok := a.findPorts(r.Proto, r.HostIP, 1, sockets)
+		if !ok {
+			break
+		}
+		pa := PortAllocation{Owner: r.Owner, Proto: r.Proto, HostIP: r.HostIP, Ports: Port(port)}
+		undo.take(pa, true)
+		*out = append(*out, pa)
+		n++
+	}
+	return n
+}
+
 // portUndo records what a batch took, so a failure gives it back and puts
-// the dynamic cursors where they were.
+// the dynamic cursors where they were, and which pages it changed.
 type portUndo struct {
 	s     *portState
 	taken []allocID
@@ -108,6 +124,7 @@ type portUndo struct {
 	// a few pools, so a slice beats a map.
 	cursors []poolCursor
 	last    *portPool // of the previous take: batches run in one pool
+	pages   dirtyPages
 }
 
 type poolCursor struct {
@@ -126,6 +143,7 @@ func (u *portUndo) take(pa PortAllocation, dynamic bool) {
 	}
 	u.s.takeIn(pool, pa, dynamic)
 	u.taken = append(u.taken, makeAllocID(pool, pa.Ports.First))
+	u.pages.mark(pool, pa.Ports.First)
 }
 
 func (u *portUndo) rollback() {
@@ -164,11 +182,13 @@ func (a *Allocator) ReleasePortsBatch(pas []PortAllocation, with func(Tx) error)
 		return nil, nil
 	}
 	var withErr error
+	var d dirtyPages
+	for _, id := range ids {
+		d.markID(&a.ports, id)
+	}
 	err := a.store.Update(func(tx Tx) error {
-		for _, pa := range out {
-			if err := tx.Delete(bucketPorts, portKey(pa.Proto, pa.HostIP, pa.Ports.First)); err != nil {
-				return err
-			}
+		if err := d.write(tx, func(x allocID, _ string) bool { return seen[x] }); err != nil {
+			return err
 		}
 		if with != nil {
 			withErr = with(tx)

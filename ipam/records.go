@@ -14,15 +14,9 @@ const (
 	bucketNetworks    = "ipam.networks"    // network id -> JSON Network
 	bucketIPs         = "ipam.ips"         // address -> network id, owner
 	bucketIPCursors   = "ipam.ipcursors"   // subnet -> last dynamic address
-	bucketPorts       = "ipam.ports"       // proto, host IP, first port -> last port, owner
+	bucketPorts       = "ipam.ports"       // proto, host IP, page -> the page's allocations (portpage.go)
 	bucketPortCursors = "ipam.portcursors" // proto, host IP -> last dynamic port
 )
-
-// schemaVersion changes when a record layout does; Open refuses files from
-// another version instead of misreading them.
-const schemaVersion = 1
-
-var keySchema = []byte("schema")
 
 func ipValue(network, owner string) []byte {
 	v := make([]byte, 0, 1+len(network)+len(owner))
@@ -49,64 +43,9 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 	return append(b, x[:]...)
 }
 
-// portRecord encodes an allocation and, for a dynamic one, its pool's new
-// cursor, in one buffer.
-func portRecord(pa PortAllocation, dynamic bool) (k, v, ck, cv []byte) {
-	b := make([]byte, 0, 2*19+4+len(pa.Owner))
-	b = appendAddr(append(b, byte(pa.Proto)), pa.HostIP)
-	b = binary.BigEndian.AppendUint16(b, pa.Ports.First)
-	k = b
-	b = binary.BigEndian.AppendUint16(b, pa.Ports.Last)
-	b = append(b, pa.Owner...)
-	v = b[len(k):]
-	if dynamic {
-		b = appendAddr(append(b, byte(pa.Proto)), pa.HostIP)
-		ck = b[len(k)+len(v):]
-		cv = binary.BigEndian.AppendUint16(b, pa.Ports.Last)[len(b):]
-	}
-	return k, v, ck, cv
-}
-
-// portRecordSize is the bytes appendPortRecord adds.
-func portRecordSize(pa PortAllocation) int {
-	return 1 + pa.HostIP.BitLen()/8 + 4 + len(pa.Owner)
-}
-
-// appendPortRecord encodes an allocation as portRecord does, at the end of
-// buf, and returns buf and the key and value, which share its array.
-func appendPortRecord(buf []byte, pa PortAllocation) (out, k, v []byte) {
-	start := len(buf)
-	buf = appendAddr(append(buf, byte(pa.Proto)), pa.HostIP)
-	buf = binary.BigEndian.AppendUint16(buf, pa.Ports.First)
-	mid := len(buf)
-	buf = binary.BigEndian.AppendUint16(buf, pa.Ports.Last)
-	buf = append(buf, pa.Owner...)
-	return buf, buf[start:mid:mid], buf[mid:len(buf):len(buf)]
-}
-
 // poolCursorKey is the key of a pool's dynamic cursor record.
 func poolCursorKey(k poolKey) []byte {
 	return appendAddr([]byte{byte(k.proto)}, k.ip)
-}
-
-func portKey(proto Proto, ip netip.Addr, first uint16) []byte {
-	k := make([]byte, 0, 19)
-	k = append(k, byte(proto))
-	k = appendAddr(k, ip)
-	return binary.BigEndian.AppendUint16(k, first)
-}
-
-func decodePort(k, v []byte) (PortAllocation, error) {
-	if (len(k) != 7 && len(k) != 19) || len(v) < 2 {
-		return PortAllocation{}, fmt.Errorf("port record %x=%x: malformed", k, v)
-	}
-	ip, _ := netip.AddrFromSlice(k[1 : len(k)-2])
-	return PortAllocation{
-		Proto:  Proto(k[0]),
-		HostIP: ip,
-		Ports:  PortRange{binary.BigEndian.Uint16(k[len(k)-2:]), binary.BigEndian.Uint16(v)},
-		Owner:  string(v[2:]),
-	}, nil
 }
 
 func decodePortCursor(k, v []byte) (poolKey, uint16, error) {

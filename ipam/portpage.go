@@ -1,0 +1,297 @@
+package ipam
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"net/netip"
+)
+
+// Port allocations are stored a page at a time, as the in-memory view holds
+// them: one record per 256 ports of a pool, so a fill of 65,535 ports
+// writes 256 records and a one-port change rewrites one (about 1 KiB when
+// one owner holds the whole page).
+//
+// Key: proto (1 byte), host address (4 or 16 bytes), page (1 byte: the
+// high byte of the first ports it holds).
+//
+// Value: the number of allocations n (uint16, 1-256); n entries of 4 bytes
+// in ascending first-port order: first port's low byte, last port
+// (uint16; a range may run past its page), index in the owner table (1
+// byte); then the owner table to the end of the value: each owner as a
+// length byte and its bytes, in the order the entries first name them, each
+// owner once. Integers are big-endian. The encoding is canonical (one value
+// per set of allocations), so equal state gives equal files.
+const (
+	pageEntrySize = 4
+	maxPageOwners = 256
+)
+
+// pageKey is the key of the record holding the allocations of pool whose
+// first port is in page.
+func pageKey(pool poolKey, page uint8) []byte {
+	k := make([]byte, 0, 18)
+	k = appendAddr(append(k, byte(pool.proto)), pool.ip)
+	return append(k, page)
+}
+
+// pageEncoder builds page values; it keeps its owner table between pages
+// so that writing many pages allocates only the values.
+type pageEncoder struct {
+	owners []string
+	index  map[string]uint8 // owners by name, once the table is long
+	buf    []byte
+}
+
+// ownersScanned is how long the owner table is searched in order before
+// the encoder indexes it by name.
+const ownersScanned = 8
+
+func (e *pageEncoder) ownerIndex(owner string) uint8 {
+	if n := len(e.owners); n > 0 && e.owners[n-1] == owner {
+		return uint8(n - 1)
+	}
+	if len(e.owners) <= ownersScanned {
+		for i, o := range e.owners {
+			if o == owner {
+				return uint8(i)
+			}
+		}
+	} else if i, ok := e.index[owner]; ok {
+		return i
+	}
+	i := uint8(len(e.owners))
+	e.owners = append(e.owners, owner)
+	if len(e.owners) > ownersScanned {
+		if e.index == nil {
+			e.index = make(map[string]uint8)
+		}
+		if len(e.index) == 0 {
+			for j, o := range e.owners {
+				e.index[o] = uint8(j)
+			}
+		}
+		e.index[owner] = i
+	}
+	return i
+}
+
+// begin starts a page value.
+func (e *pageEncoder) begin() {
+	e.owners = e.owners[:0]
+	clear(e.index)
+	e.buf = append(e.buf[:0], 0, 0)
+}
+
+// add appends an allocation; allocations must come in ascending first-port
+// order and at most 256 to a page.
+func (e *pageEncoder) add(first, last uint16, owner string) {
+	e.buf = append(e.buf, byte(first), byte(last>>8), byte(last), e.ownerIndex(owner))
+}
+
+// finish returns the value, nil when no allocation was added. The value is
+// the caller's: the encoder does not touch it again.
+func (e *pageEncoder) finish() []byte {
+	n := (len(e.buf) - 2) / pageEntrySize
+	if n == 0 {
+		return nil
+	}
+	size := len(e.buf)
+	for _, o := range e.owners {
+		size += 1 + len(o)
+	}
+	v := make([]byte, len(e.buf), size)
+	copy(v, e.buf)
+	binary.BigEndian.PutUint16(v, uint16(n))
+	for _, o := range e.owners {
+		v = append(append(v, byte(len(o))), o...)
+	}
+	return v
+}
+
+// encodePage encodes the allocations of one page of the in-memory view,
+// leaving out those drop says go (drop may be nil); nil when none is left.
+func (e *pageEncoder) encodePage(pool *portPool, page uint8, drop func(id allocID, owner string) bool) []byte {
+	e.begin()
+	pg := pool.pages[page]
+	if pg == nil {
+		return nil
+	}
+	base := uint16(page) << 8
+	for i := range pg {
+		a := &pg[i]
+		if a.owner == "" {
+			continue
+		}
+		first := base | uint16(i)
+		if drop != nil && drop(makeAllocID(pool, first), a.owner) {
+			continue
+		}
+		e.add(first, a.last, a.owner)
+	}
+	return e.finish()
+}
+
+// pageName names a page record in messages, by its key's meaning when the
+// key has the right shape.
+func pageName(k []byte) string {
+	if len(k) != 6 && len(k) != 18 {
+		return fmt.Sprintf("port record %x", k)
+	}
+	ip, _ := netip.AddrFromSlice(k[1 : len(k)-1])
+	first := uint16(k[len(k)-1]) << 8
+	return fmt.Sprintf("port record %s %s", Proto(k[0]), hostPorts(ip, PortRange{first, first | 0xff}))
+}
+
+// decodePage checks a whole page record and then calls fn with each of its
+// allocations in port order. Whether the allocations make sense (protocol,
+// address, range, owner, overlaps) is the caller's to check; the record
+// must only be well formed, canonical as the encoder writes it, and its
+// own. A malformed one is an error naming it, never a panic.
+func decodePage(k, v []byte, fn func(PortAllocation) error) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s: malformed (%s)", pageName(k), fmt.Sprintf(format, args...))
+	}
+	if len(k) != 6 && len(k) != 18 {
+		return bad("key of %d bytes, want 6 or 18", len(k))
+	}
+	if len(v) < 2 {
+		return bad("value of %d bytes", len(v))
+	}
+	n := int(binary.BigEndian.Uint16(v))
+	if n < 1 || n > 256 {
+		return bad("%d allocations, want 1-256", n)
+	}
+	entries := v[2:]
+	if len(entries) < n*pageEntrySize {
+		return bad("%d allocations in %d bytes", n, len(entries))
+	}
+	entries, table := entries[:n*pageEntrySize], entries[n*pageEntrySize:]
+	// The table is read in full first so an entry's index is checked
+	// against its real length.
+	var spans [maxPageOwners][2]int32
+	owners := 0
+	for off := 0; off < len(table); {
+		l := int(table[off])
+		if off+1+l > len(table) {
+			return bad("owner %d runs past the end", owners)
+		}
+		if owners == maxPageOwners {
+			return bad("more than %d owners", maxPageOwners)
+		}
+		spans[owners] = [2]int32{int32(off + 1), int32(off + 1 + l)}
+		owners++
+		off += 1 + l
+	}
+	names := make([]string, owners)
+	for i := range names {
+		names[i] = string(table[spans[i][0]:spans[i][1]])
+	}
+	if err := uniqueOwners(names); err != nil {
+		return bad("%v", err)
+	}
+	next := 0 // the index a new owner must have
+	for i := 0; i < len(entries); i += pageEntrySize {
+		if i > 0 && entries[i] <= entries[i-pageEntrySize] {
+			return bad("allocations out of port order")
+		}
+		switch o := int(entries[i+3]); {
+		case o >= owners:
+			return bad("owner %d of a table of %d", o, owners)
+		case o == next:
+			next++
+		case o > next:
+			return bad("owner %d named before owner %d", o, next)
+		}
+	}
+	if next != owners {
+		return bad("%d owners in the table, %d named", owners, next)
+	}
+	ip, _ := netip.AddrFromSlice(k[1 : len(k)-1])
+	base := uint16(k[len(k)-1]) << 8
+	for i := 0; i < len(entries); i += pageEntrySize {
+		e := entries[i : i+pageEntrySize]
+		pa := PortAllocation{
+			Owner:  names[e[3]],
+			Proto:  Proto(k[0]),
+			HostIP: ip,
+			Ports:  PortRange{base | uint16(e[0]), binary.BigEndian.Uint16(e[1:3])},
+		}
+		if err := fn(pa); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// uniqueOwners refuses an owner table naming someone twice.
+func uniqueOwners(names []string) error {
+	if len(names) <= ownersScanned {
+		for i, o := range names {
+			for _, p := range names[:i] {
+				if o == p {
+					return fmt.Errorf("owner %q listed twice", o)
+				}
+			}
+		}
+		return nil
+	}
+	seen := make(map[string]bool, len(names))
+	for _, o := range names {
+		if seen[o] {
+			return fmt.Errorf("owner %q listed twice", o)
+		}
+		seen[o] = true
+	}
+	return nil
+}
+
+// dirtyPages collects the pages an operation changed, so each is written
+// once at the end of it.
+type dirtyPages struct {
+	pools []*portPool
+	pages [][4]uint64 // per pool, a bit per page
+	last  int         // index of the pool marked last
+}
+
+// markID marks the page of allocation id.
+func (d *dirtyPages) markID(s *portState, id allocID) { d.mark(s.byID[id>>16], uint16(id)) }
+
+func (d *dirtyPages) mark(pool *portPool, first uint16) {
+	i := d.last
+	if i >= len(d.pools) || d.pools[i] != pool {
+		i = 0
+		for i < len(d.pools) && d.pools[i] != pool {
+			i++
+		}
+		if i == len(d.pools) {
+			d.pools = append(d.pools, pool)
+			d.pages = append(d.pages, [4]uint64{})
+		}
+		d.last = i
+	}
+	page := first >> 8
+	d.pages[i][page>>6] |= 1 << (page & 63)
+}
+
+// write puts each changed page as the in-memory view holds it, less what
+// drop says goes, and deletes a page that is left empty.
+func (d *dirtyPages) write(tx Tx, drop func(id allocID, owner string) bool) error {
+	var e pageEncoder
+	for i, pool := range d.pools {
+		for w, set := range d.pages[i] {
+			for ; set != 0; set &= set - 1 {
+				page := uint8(w<<6 | bits.TrailingZeros64(set))
+				k := pageKey(pool.key, page)
+				if v := e.encodePage(pool, page, drop); v != nil {
+					if err := tx.Put(bucketPorts, k, v); err != nil {
+						return err
+					}
+				} else if err := tx.Delete(bucketPorts, k); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
