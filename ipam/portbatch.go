@@ -31,7 +31,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 	// Indexed by protocol number: no map on the one-request path.
 	var sockets [256]hostSockets
 	out := make([]PortAllocation, 0, len(reqs))
-	undo := portUndo{s: &a.ports, taken: make([]allocID, 0, len(reqs))}
+	undo := portUndo{s: &a.ports}
 	if len(reqs) > 0 {
 		a.ports.growOwner(reqs[0].Owner, len(reqs))
 	}
@@ -51,7 +51,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 			pa, err = a.pick(r, sockets[r.Proto])
 		}
 		if err != nil {
-			undo.rollback()
+			undo.rollback(out)
 			return nil, &BatchError{i, err}
 		}
 		if i == 0 {
@@ -82,7 +82,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 		return withErr
 	})
 	if err != nil {
-		undo.rollback()
+		undo.rollback(out)
 		if withErr != nil {
 			return nil, withErr
 		}
@@ -95,31 +95,28 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 }
 
 // takeRepeats serves the requests at the start of reqs that are the same
-// as req, a one-port dynamic request that passed as r, and returns how many
-// it took. Most of a large publish is such a run (one owner, one address,
-// a port each): its requests need no checks of their own and each takes
-// the next free port, as pick would give it. It stops at the first request
+// as req, a one-port dynamic request that passed as r and was just taken,
+// and returns how many it served. Most of a large publish is such a run
+// (one owner, one address, a port each): its requests need no checks of
+// their own, and the ports pick would give them one by one are the free
+// ones met by one sweep on from the cursor. It stops at the first request
 // it cannot serve, which the caller then handles (and fails) as any other.
 func (a *Allocator) takeRepeats(req PortRequest, r checkedRequest, reqs []PortRequest, sockets hostSockets, undo *portUndo, out *[]PortAllocation) int {
 	n := 0
 	for n < len(reqs) && reqs[n] == req {
-		port, ok := a.findPorts(r.Proto, r.HostIP, 1, sockets)
-		if !ok {
-			break
-		}
-		pa := PortAllocation{Owner: r.Owner, Proto: r.Proto, HostIP: r.HostIP, Ports: Port(port)}
-		undo.take(pa, true)
-		*out = append(*out, pa)
 		n++
 	}
-	return n
+	if n == 0 {
+		return 0
+	}
+	return a.ports.takeDynamicRun(undo.last, r.Owner, n, a.dynamic, sockets, &undo.pages, out)
 }
 
-// portUndo records what a batch took, so a failure gives it back and puts
-// the dynamic cursors where they were, and which pages it changed.
+// portUndo records what a batch took (as the allocations it returns), so
+// a failure gives it back and puts the dynamic cursors where they were,
+// and which pages it changed.
 type portUndo struct {
-	s     *portState
-	taken []allocID
+	s *portState
 	// cursors holds each pool's cursor before the batch; a batch touches
 	// a few pools, so a slice beats a map.
 	cursors []poolCursor
@@ -132,28 +129,35 @@ type poolCursor struct {
 	cursor uint16
 }
 
+// take takes pa, which the caller then appends to the batch's
+// allocations.
 func (u *portUndo) take(pa PortAllocation, dynamic bool) {
-	pool := u.last
-	if pool == nil || pool.key != (poolKey{pa.Proto, pa.HostIP}) {
-		pool = u.s.pool(poolKey{pa.Proto, pa.HostIP})
-		u.last = pool
-	}
+	pool := u.pool(pa)
 	if dynamic && !slices.ContainsFunc(u.cursors, func(c poolCursor) bool { return c.pool == pool }) {
 		u.cursors = append(u.cursors, poolCursor{pool, pool.cursor})
 	}
 	u.s.takeIn(pool, pa, dynamic)
-	u.taken = append(u.taken, makeAllocID(pool, pa.Ports.First))
 	u.pages.mark(pool, pa.Ports.First)
 }
 
-func (u *portUndo) rollback() {
-	for i := len(u.taken) - 1; i >= 0; i-- {
-		u.s.free(u.taken[i])
+// pool is the pool of pa, made if needed.
+func (u *portUndo) pool(pa PortAllocation) *portPool {
+	if u.last == nil || u.last.key != (poolKey{pa.Proto, pa.HostIP}) {
+		u.last = u.s.pool(poolKey{pa.Proto, pa.HostIP})
+	}
+	return u.last
+}
+
+// rollback gives back taken, the batch's allocations so far.
+func (u *portUndo) rollback(taken []PortAllocation) {
+	for i := len(taken) - 1; i >= 0; i-- {
+		pool := u.pool(taken[i])
+		u.s.free(makeAllocID(pool, taken[i].Ports.First))
 	}
 	for _, c := range u.cursors {
 		c.pool.cursor = c.cursor
 	}
-	u.taken, u.cursors = nil, nil
+	u.cursors = nil
 }
 
 // ReleasePortsBatch frees every allocation of pas that is held exactly as

@@ -2,6 +2,12 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -127,4 +133,126 @@ func TestReleasePortsBatch(t *testing.T) {
 		t.Errorf("left %v, want %v", left, z)
 	}
 	allocPorts(t, a, PortRequest{Owner: "new", Proto: TCP, HostIP: any4, Ports: PortRange{100, 109}})
+}
+
+// listeningOn writes a /proc/net look-alike with TCP listeners on
+// 0.0.0.0 at ports and returns its directory.
+func listeningOn(t *testing.T, ports ...uint16) string {
+	t.Helper()
+	dir := t.TempDir()
+	rows := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	for i, p := range ports {
+		rows += fmt.Sprintf("%4d: %s %s 0A 00000000:00000000 00:00000000 00000000     0        0 %d 1 0000000000000000 100 0 0 10 0\n",
+			i, procHex(netip.AddrPortFrom(any4, p)), procHex(netip.AddrPortFrom(any4, 0)), 1000+i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tcp"), []byte(rows), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestBatchMatchesOneByOne: a batch gives each request what it would get
+// alone, in order, whatever the pool holds around the cursor (runs of
+// one-port dynamic requests are served by a sweep; this is its check),
+// and a batch that cannot be served fails at the request that would fail
+// alone, leaving nothing taken.
+func TestBatchMatchesOneByOne(t *testing.T) {
+	spec := mustAddr("192.0.2.1")
+	dyn := PortRange{100, 399}
+	one := func(owner string, ip netip.Addr) PortRequest {
+		return PortRequest{Owner: owner, Proto: TCP, HostIP: ip, Count: 1}
+	}
+	repeat := func(n int, r PortRequest) []PortRequest {
+		out := make([]PortRequest, n)
+		for i := range out {
+			out[i] = r
+		}
+		return out
+	}
+	var scattered []PortRequest
+	for p := uint16(100); p < 400; p += 3 {
+		scattered = append(scattered, PortRequest{Owner: "x", Proto: TCP, HostIP: any4, Ports: Port(p)})
+	}
+	tests := []struct {
+		name      string
+		held      []PortRequest // taken first, one by one
+		cursor    uint16
+		listening []uint16
+		reqs      []PortRequest
+	}{
+		{name: "empty pool", reqs: repeat(50, one("ep", any4))},
+		{name: "whole range", reqs: repeat(300, one("ep", any4))},
+		{name: "one too many", reqs: repeat(301, one("ep", any4))},
+		{name: "holes, wrapping", held: append(slices.DeleteFunc(slices.Clone(scattered), func(r PortRequest) bool { return r.Ports.First >= 200 && r.Ports.First <= 250 }),
+			PortRequest{Owner: "y", Proto: TCP, HostIP: any4, Ports: PortRange{200, 250}}), cursor: 300, reqs: repeat(120, one("ep", any4))},
+		{name: "holes, exhausted", held: scattered, cursor: 398, reqs: repeat(201, one("ep", any4))},
+		{name: "cursor at the end", cursor: 399, reqs: repeat(10, one("ep", any4))},
+		{name: "cursor outside", cursor: 50, reqs: repeat(10, one("ep", any4))},
+		{name: "specific address, wildcard held", held: scattered, cursor: 250, reqs: repeat(150, one("ep", spec))},
+		{name: "wildcard, specific held", held: []PortRequest{{Owner: "s", Proto: TCP, HostIP: spec, Ports: PortRange{101, 150}}, {Owner: "t", Proto: TCP, HostIP: mustAddr("192.0.2.2"), Ports: PortRange{140, 160}}}, reqs: repeat(120, one("ep", any4))},
+		{name: "specific beside specific", held: []PortRequest{{Owner: "s", Proto: TCP, HostIP: mustAddr("192.0.2.2"), Ports: PortRange{100, 399}}}, reqs: repeat(300, one("ep", spec))},
+		{name: "IPv6", held: []PortRequest{{Owner: "s", Proto: TCP, HostIP: any6, Ports: PortRange{110, 120}}}, reqs: repeat(40, one("ep", mustAddr("2001:db8::1")))},
+		{name: "listening sockets", listening: []uint16{100, 101, 103, 399}, cursor: 395, reqs: repeat(20, one("ep", any4))},
+		{name: "listening sockets, exhausted", listening: []uint16{100, 101, 103, 399}, reqs: repeat(297, one("ep", any4))},
+		{name: "runs broken up", reqs: slices.Concat(repeat(5, one("a", any4)), []PortRequest{{Owner: "a", Proto: TCP, HostIP: any4, Ports: Port(108)}},
+			repeat(5, one("a", any4)), repeat(3, one("b", any4)), repeat(4, PortRequest{Owner: "a", Proto: TCP, HostIP: any4, Count: 2}), repeat(3, one("a", spec)), repeat(3, one("a", any4)))},
+		{name: "mapped address", reqs: repeat(10, one("ep", mustAddr("::ffff:192.0.2.1")))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setup := func() *Allocator {
+				a, err := Open(NewMemStore(), Options{DynamicPorts: dyn})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.listening != nil {
+					a.checkListening, a.procNet = true, listeningOn(t, tt.listening...)
+				}
+				for _, r := range tt.held {
+					allocPorts(t, a, r)
+				}
+				if tt.cursor != 0 {
+					a.ports.pool(poolKey{TCP, any4}).cursor = tt.cursor
+					a.ports.pool(poolKey{TCP, spec}).cursor = tt.cursor
+				}
+				return a
+			}
+			batch, alone := setup(), setup()
+			before := takeSnapshot(t, batch)
+			var want []PortAllocation
+			failAt := -1
+			for i, r := range tt.reqs {
+				pas, err := alone.AllocatePortsBatch([]PortRequest{r}, nil)
+				if err != nil {
+					failAt = i
+					break
+				}
+				want = append(want, pas...)
+			}
+			got, err := batch.AllocatePortsBatch(tt.reqs, nil)
+			if failAt >= 0 {
+				var be *BatchError
+				if !errors.As(err, &be) || be.Index != failAt || !errors.Is(err, ErrExhausted) {
+					t.Fatalf("batch = %v, want a BatchError at %d wrapping ErrExhausted, as request %d fails alone", err, failAt, failAt)
+				}
+				sameSnapshot(t, before, takeSnapshot(t, batch))
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("batch gave\n%v\none by one\n%v", got, want)
+			}
+			// Same state, same records byte for byte, and the cursors
+			// in the same place.
+			sameSnapshot(t, takeSnapshot(t, alone), takeSnapshot(t, batch))
+			next := PortRequest{Owner: "next", Proto: TCP, HostIP: tt.reqs[0].HostIP}
+			n1, err1 := alone.AllocatePorts(next)
+			n2, err2 := batch.AllocatePorts(next)
+			if n1 != n2 || errKind(err1) != errKind(err2) {
+				t.Errorf("next port after the batch %s %v, one by one %s %v", n2, err2, n1, err1)
+			}
+		})
+	}
 }

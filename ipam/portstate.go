@@ -225,6 +225,57 @@ func (s *portState) takeIn(pool *portPool, pa PortAllocation, dynamic bool) {
 	s.count++
 }
 
+// takeDynamicRun takes up to n ports of pool one at a time for owner, as
+// n one-port dynamic requests would: each the first port after the cursor
+// (wrapping around dyn once) free in the pool and for the ports it must
+// stay clear of, and not held by a host socket. It appends the allocations
+// to out, marks their pages, and returns how many it took. A sweep finds
+// what n searches would: the ports it passes stay taken or blocked.
+func (s *portState) takeDynamicRun(pool *portPool, owner string, n int, dyn PortRange, sockets hostSockets, pages *dirtyPages, out *[]PortAllocation) int {
+	own := pool.used
+	_, other := s.maps(pool.key.proto, pool.key.ip)
+	var use *portUse
+	if !pool.key.ip.IsUnspecified() {
+		use = s.specific[famKey{pool.key.proto, pool.key.ip.Is6()}]
+	}
+	held := s.ownerList(owner)
+	lo, hi := uint32(dyn.First), uint32(dyn.Last)
+	from := lo
+	if c := uint32(pool.cursor); c >= lo && c < hi {
+		from = c + 1
+	}
+	pa := PortAllocation{Owner: owner, Proto: pool.key.proto, HostIP: pool.key.ip}
+	took := 0
+	// The sweep: from the cursor to the end of the range, then from its
+	// start up to where it began.
+	for _, seg := range [2][2]uint32{{from, hi}, {lo, from - 1}} {
+		for p := seg[0]; took < n && p <= seg[1]; p++ {
+			var ok bool
+			if p, ok = nextClear(own, other, p, seg[1]); !ok {
+				break
+			}
+			if _, _, blocked := sockets.blocks(pool.key.ip, p, p); blocked {
+				continue
+			}
+			port := uint16(p)
+			own.set(p)
+			if use != nil {
+				use.used.set(p)
+				use.counts[p]++
+			}
+			*pool.at(port) = portAlloc{last: port, pos: int32(len(*held)), owner: owner}
+			*held = append(*held, makeAllocID(pool, port))
+			pages.mark(pool, port)
+			pa.Ports = Port(port)
+			*out = append(*out, pa)
+			pool.cursor = port
+			took++
+		}
+	}
+	s.count += took
+	return took
+}
+
 // ownerList is the owner's list of allocations, made on first use.
 func (s *portState) ownerList(owner string) *[]allocID {
 	if s.lastHeld != nil && s.lastOwner == owner {
