@@ -50,8 +50,11 @@ func migratePortsV1(tx Tx) error {
 		if err != nil {
 			return err
 		}
-		// Longer owners do not fit a page record; the allocator never
-		// took one, so this is damage.
+		// What a page record cannot hold (a reversed range, an owner of
+		// 256 bytes or more) the allocator never took: this is damage.
+		if err := pa.Ports.validate(); err != nil {
+			return fmt.Errorf("port record %s: %w", pa, err)
+		}
 		if err := validateID("owner", pa.Owner); err != nil {
 			return fmt.Errorf("port record %s: %w", pa, err)
 		}

@@ -9,21 +9,28 @@ import (
 
 // Port allocations are stored a page at a time, as the in-memory view holds
 // them: one record per 256 ports of a pool, so a fill of 65,535 ports
-// writes 256 records and a one-port change rewrites one (about 1 KiB when
-// one owner holds the whole page).
+// writes 256 records and a one-port change rewrites one. Allocations are
+// written as runs (an owner's allocations of one length, back to back), so
+// a page one owner filled a port at a time is a dozen bytes, and the most a
+// page can take, 256 allocations of 256 owners, is under 70 KiB.
 //
 // Key: proto (1 byte), host address (4 or 16 bytes), page (1 byte: the
 // high byte of the first ports it holds).
 //
-// Value: the number of allocations n (uint16, 1-256); n entries of 4 bytes
-// in ascending first-port order: first port's low byte, last port
-// (uint16; a range may run past its page), index in the owner table (1
-// byte); then the owner table to the end of the value: each owner as a
-// length byte and its bytes, in the order the entries first name them, each
-// owner once. Integers are big-endian. The encoding is canonical (one value
-// per set of allocations), so equal state gives equal files.
+// Value: the number of runs n (uint16, 1-256); n runs of 5 bytes in
+// ascending port order: the low byte of the first allocation's first port,
+// the allocations' length less one (uint16; an allocation may run past its
+// page, but not past port 65535), the owner's index in the owner table (1
+// byte), and how many more allocations follow the first (1 byte: each
+// starts after the one before ends, and all start in the page); then the
+// owner table to the end of the value: each owner as a length byte and its
+// bytes, in the order the runs first name them, each owner once. Integers
+// are big-endian. The encoding is canonical (runs as long as they can be),
+// so equal state gives equal files, and a value that decodes is one the
+// encoder writes.
 const (
-	pageEntrySize = 4
+	pageRunSize   = 5
+	maxPageRuns   = 256
 	maxPageOwners = 256
 )
 
@@ -41,6 +48,16 @@ type pageEncoder struct {
 	owners []string
 	index  map[string]uint8 // owners by name, once the table is long
 	buf    []byte
+	run    pageRun
+	inRun  bool
+}
+
+// pageRun is one run of a page value; next is where an allocation that
+// extends it starts.
+type pageRun struct {
+	first, span, next int
+	owner             uint8
+	more              int
 }
 
 // ownersScanned is how long the owner table is searched in order before
@@ -81,18 +98,39 @@ func (e *pageEncoder) begin() {
 	e.owners = e.owners[:0]
 	clear(e.index)
 	e.buf = append(e.buf[:0], 0, 0)
+	e.inRun = false
 }
 
-// add appends an allocation; allocations must come in ascending first-port
-// order and at most 256 to a page.
+// add appends an allocation: valid (first <= last, port 0 never), in
+// ascending first-port order, all of one page.
 func (e *pageEncoder) add(first, last uint16, owner string) {
-	e.buf = append(e.buf, byte(first), byte(last>>8), byte(last), e.ownerIndex(owner))
+	span := int(last) - int(first) + 1
+	o := e.ownerIndex(owner)
+	r := &e.run
+	if e.inRun && int(first) == r.next && span == r.span && o == r.owner && r.more < 255 {
+		r.more++
+		r.next += span
+		return
+	}
+	e.flush()
+	*r = pageRun{first: int(first), span: span, next: int(first) + span, owner: o}
+	e.inRun = true
+}
+
+func (e *pageEncoder) flush() {
+	if !e.inRun {
+		return
+	}
+	r := e.run
+	e.buf = append(e.buf, byte(r.first), byte((r.span-1)>>8), byte(r.span-1), r.owner, byte(r.more))
+	e.inRun = false
 }
 
 // finish returns the value, nil when no allocation was added. The value is
 // the caller's: the encoder does not touch it again.
 func (e *pageEncoder) finish() []byte {
-	n := (len(e.buf) - 2) / pageEntrySize
+	e.flush()
+	n := (len(e.buf) - 2) / pageRunSize
 	if n == 0 {
 		return nil
 	}
@@ -159,16 +197,16 @@ func decodePage(k, v []byte, fn func(PortAllocation) error) error {
 		return bad("value of %d bytes", len(v))
 	}
 	n := int(binary.BigEndian.Uint16(v))
-	if n < 1 || n > 256 {
-		return bad("%d allocations, want 1-256", n)
+	if n < 1 || n > maxPageRuns {
+		return bad("%d runs, want 1-%d", n, maxPageRuns)
 	}
-	entries := v[2:]
-	if len(entries) < n*pageEntrySize {
-		return bad("%d allocations in %d bytes", n, len(entries))
+	runs := v[2:]
+	if len(runs) < n*pageRunSize {
+		return bad("%d runs in %d bytes", n, len(runs))
 	}
-	entries, table := entries[:n*pageEntrySize], entries[n*pageEntrySize:]
-	// The table is read in full first so an entry's index is checked
-	// against its real length.
+	runs, table := runs[:n*pageRunSize], runs[n*pageRunSize:]
+	// The table is read in full first so a run's owner is checked against
+	// its real length.
 	var spans [maxPageOwners][2]int32
 	owners := 0
 	for off := 0; off < len(table); {
@@ -190,12 +228,21 @@ func decodePage(k, v []byte, fn func(PortAllocation) error) error {
 	if err := uniqueOwners(names); err != nil {
 		return bad("%v", err)
 	}
+	base := int(k[len(k)-1]) << 8
 	next := 0 // the index a new owner must have
-	for i := 0; i < len(entries); i += pageEntrySize {
-		if i > 0 && entries[i] <= entries[i-pageEntrySize] {
-			return bad("allocations out of port order")
-		}
-		switch o := int(entries[i+3]); {
+	var prev pageRun
+	for i := 0; i < len(runs); i += pageRunSize {
+		r := pageRun{first: int(runs[i]), span: int(binary.BigEndian.Uint16(runs[i+1:])) + 1, owner: runs[i+3], more: int(runs[i+4])}
+		lastFirst := r.first + r.more*r.span
+		switch o := int(r.owner); {
+		case i > 0 && r.first <= prev.next-prev.span:
+			return bad("runs out of port order")
+		case lastFirst > 0xff:
+			return bad("run at %d of %d allocations of %d ports leaves the page", base|r.first, r.more+1, r.span)
+		case (base|lastFirst)+r.span-1 > 0xffff:
+			return bad("allocation at %d of %d ports runs past port 65535", base|lastFirst, r.span)
+		case i > 0 && r.first == prev.next && r.span == prev.span && r.owner == prev.owner:
+			return bad("run at %d continues the one before", base|r.first)
 		case o >= owners:
 			return bad("owner %d of a table of %d", o, owners)
 		case o == next:
@@ -203,22 +250,23 @@ func decodePage(k, v []byte, fn func(PortAllocation) error) error {
 		case o > next:
 			return bad("owner %d named before owner %d", o, next)
 		}
+		r.next = lastFirst + r.span
+		prev = r
 	}
 	if next != owners {
 		return bad("%d owners in the table, %d named", owners, next)
 	}
 	ip, _ := netip.AddrFromSlice(k[1 : len(k)-1])
-	base := uint16(k[len(k)-1]) << 8
-	for i := 0; i < len(entries); i += pageEntrySize {
-		e := entries[i : i+pageEntrySize]
-		pa := PortAllocation{
-			Owner:  names[e[3]],
-			Proto:  Proto(k[0]),
-			HostIP: ip,
-			Ports:  PortRange{base | uint16(e[0]), binary.BigEndian.Uint16(e[1:3])},
-		}
-		if err := fn(pa); err != nil {
-			return err
+	pa := PortAllocation{Proto: Proto(k[0]), HostIP: ip}
+	for i := 0; i < len(runs); i += pageRunSize {
+		first, span := base|int(runs[i]), int(binary.BigEndian.Uint16(runs[i+1:]))+1
+		pa.Owner = names[runs[i+3]]
+		for range int(runs[i+4]) + 1 {
+			pa.Ports = PortRange{uint16(first), uint16(first + span - 1)}
+			if err := fn(pa); err != nil {
+				return err
+			}
+			first += span
 		}
 	}
 	return nil

@@ -79,6 +79,11 @@ func TestPageRecordRoundTrip(t *testing.T) {
 		"one owner, full page":   full,
 		"a page of 255 owners":   distinct,
 		"owners reused, longest": mixed,
+		"ranges back to back": {{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{10, 12}}, {Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{13, 15}},
+			{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{16, 18}}, {Owner: "b", Proto: TCP, HostIP: any4, Ports: PortRange{19, 21}},
+			{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{22, 24}}, {Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{25, 26}},
+			{Owner: "a", Proto: TCP, HostIP: any4, Ports: Port(30)}, {Owner: "a", Proto: TCP, HostIP: any4, Ports: Port(31)}},
+		"last port": {{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{0xff00, 0xfffe}}, {Owner: "a", Proto: TCP, HostIP: any4, Ports: Port(0xffff)}},
 	}
 	for name, pas := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -96,8 +101,8 @@ func TestPageRecordRoundTrip(t *testing.T) {
 		})
 	}
 	k, v := encodeGroup(full)
-	if len(v) > 2+256*pageEntrySize+1+3 {
-		t.Errorf("a page of one owner's 256 ports is %d bytes, want %d", len(v), 2+256*pageEntrySize+1+3)
+	if want := 2 + pageRunSize + 1 + len("web"); len(v) != want {
+		t.Errorf("a page of one owner's 256 ports is %d bytes, want %d (one run)", len(v), want)
 	}
 	if want := []byte{byte(TCP), 0, 0, 0, 0, 0x12}; !bytes.Equal(k, want) {
 		t.Errorf("key %x, want %x", k, want)
@@ -109,8 +114,9 @@ func TestPageRecordRoundTrip(t *testing.T) {
 func TestPageRecordMalformed(t *testing.T) {
 	key := pageKey(poolKey{TCP, any4}, 1)
 	_, good := encodeGroup([]PortAllocation{{Owner: "a", Proto: TCP, HostIP: any4, Ports: Port(256)}, {Owner: "b", Proto: TCP, HostIP: any4, Ports: Port(300)}})
-	// good: 0002 | 00 0100 00 | 2c 012c 01 | 01 'a' | 01 'b'
+	// good: 0002 | 00 0000 00 00 | 2c 0000 01 00 | 01 'a' | 01 'b'
 	edit := func(f func(v []byte) []byte) []byte { return f(slices.Clone(good)) }
+	top := pageKey(poolKey{TCP, any4}, 0xff)
 	tests := []struct {
 		name    string
 		k, v    []byte
@@ -118,17 +124,21 @@ func TestPageRecordMalformed(t *testing.T) {
 	}{
 		{"short key", key[:5], good, "port record 0600000000: malformed (key of 5 bytes"},
 		{"empty value", key, nil, "value of 0 bytes"},
-		{"no allocations", key, []byte{0, 0}, "0 allocations, want 1-256"},
-		{"too many allocations", key, edit(func(v []byte) []byte { v[0] = 1; v[1] = 1; return v }), "257 allocations"},
-		{"entries cut", key, good[:8], "2 allocations in 6 bytes"},
+		{"no runs", key, []byte{0, 0}, "0 runs, want 1-256"},
+		{"too many runs", key, edit(func(v []byte) []byte { v[0] = 1; v[1] = 1; return v }), "257 runs"},
+		{"runs cut", key, good[:8], "2 runs in 6 bytes"},
 		{"owner cut", key, good[:len(good)-1], "owner 1 runs past the end"},
 		{"owner missing", key, good[:len(good)-2], "owner 1 of a table of 1"},
 		{"extra owner", key, append(slices.Clone(good), 1, 'c'), "3 owners in the table, 2 named"},
-		{"owner index past the table", key, edit(func(v []byte) []byte { v[9] = 7; return v }), "owner 7 of a table of 2"},
-		{"owners out of order", key, edit(func(v []byte) []byte { v[5] = 1; v[9] = 0; return v }), "owner 1 named before owner 0"},
+		{"owner index past the table", key, edit(func(v []byte) []byte { v[10] = 7; return v }), "owner 7 of a table of 2"},
+		{"owners out of order", key, edit(func(v []byte) []byte { v[5] = 1; v[10] = 0; return v }), "owner 1 named before owner 0"},
 		{"ports out of order", key, edit(func(v []byte) []byte { v[2] = 0x30; return v }), "out of port order"},
-		{"same port twice", key, edit(func(v []byte) []byte { v[6] = 0; return v }), "out of port order"},
+		{"same port twice", key, edit(func(v []byte) []byte { v[7] = 0; return v }), "out of port order"},
+		{"inside the run before", key, edit(func(v []byte) []byte { v[6] = 0x2c; return v }), "out of port order"},
 		{"owner twice", key, edit(func(v []byte) []byte { v[len(v)-1] = 'a'; return v }), `owner "a" listed twice`},
+		{"run leaves the page", key, edit(func(v []byte) []byte { v[11] = 0xd4; return v }), "run at 300 of 213 allocations of 1 ports leaves the page"},
+		{"past port 65535", top, []byte{0, 1, 0, 0xff, 0xff, 0, 0, 1, 'a'}, "allocation at 65280 of 65536 ports runs past port 65535"},
+		{"runs not merged", key, edit(func(v []byte) []byte { v[7] = 1; v[10] = 0; return v }), "run at 257 continues the one before"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +147,7 @@ func TestPageRecordMalformed(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.message) || !strings.Contains(err.Error(), "malformed") {
 				t.Fatalf("decode = %v, want a malformed-record error saying %q", err, tt.message)
 			}
-			if len(tt.k) == 6 && !strings.HasPrefix(err.Error(), "port record tcp 0.0.0.0:256-511: ") {
+			if name := pageName(tt.k); len(tt.k) == 6 && !strings.HasPrefix(err.Error(), name+": ") {
 				t.Errorf("error %q does not name the record", err)
 			}
 			if called {
@@ -307,21 +317,35 @@ func TestMigrateSchema1(t *testing.T) {
 // TestMigrateSchema1Refused: a schema 1 file whose records the allocator
 // refuses is left exactly as it was, still schema 1.
 func TestMigrateSchema1Refused(t *testing.T) {
-	for name, pas := range map[string][]PortAllocation{
-		"overlap":     {{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}}, {Owner: "b", Proto: TCP, HostIP: any4, Ports: Port(85)}},
-		"long owner":  {{Owner: strings.Repeat("x", 300), Proto: TCP, HostIP: any4, Ports: Port(80)}},
-		"empty owner": {{Owner: "", Proto: TCP, HostIP: any4, Ports: Port(80)}},
+	for name, tt := range map[string]struct {
+		pas     []PortAllocation
+		message string
+	}{
+		"overlap":     {[]PortAllocation{{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{80, 90}}, {Owner: "b", Proto: TCP, HostIP: any4, Ports: Port(85)}}, "port record tcp 0.0.0.0:85: overlaps tcp 0.0.0.0:80-90"},
+		"long owner":  {[]PortAllocation{{Owner: strings.Repeat("x", 300), Proto: TCP, HostIP: any4, Ports: Port(80)}}, "port record tcp 0.0.0.0:80: invalid owner: 300 bytes long"},
+		"empty owner": {[]PortAllocation{{Owner: "", Proto: TCP, HostIP: any4, Ports: Port(80)}}, "port record tcp 0.0.0.0:80: invalid owner: empty"},
+		"reversed":    {[]PortAllocation{{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{90, 80}}}, "port record tcp 0.0.0.0:90-80: invalid port range 90-80: reversed"},
+		"port 0":      {[]PortAllocation{{Owner: "a", Proto: TCP, HostIP: any4, Ports: PortRange{0, 5}}}, "port record tcp 0.0.0.0:0-5: invalid port range 0-5: port 0"},
+		"malformed":   {nil, "schema 1 port record 0600000000=00: malformed"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ipam.db")
-			writeV1File(t, path, pas)
+			writeV1File(t, path, tt.pas)
 			s := openBoltFast(t, path)
+			if tt.pas == nil {
+				if err := s.Update(func(tx Tx) error { return tx.Put(bucketPorts, []byte{6, 0, 0, 0, 0}, []byte{0}) }); err != nil {
+					t.Fatal(err)
+				}
+			}
 			before := dumpStore(t, s)
 			_, err := Open(s, Options{DynamicPorts: testPorts})
-			if err == nil || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("Open = %v, want a one-line error", err)
+			if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), tt.message) {
+				t.Fatalf("Open = %v, want a one-line error saying %q", err, tt.message)
 			}
 			sameStore(t, before, dumpStore(t, s))
+			if v := readSchema(t, s); !bytes.Equal(v, []byte{1}) {
+				t.Errorf("schema %x after the refusal, want 01", v)
+			}
 		})
 	}
 }
