@@ -105,15 +105,15 @@ func (e *pageEncoder) begin() {
 // ascending first-port order, all of one page.
 func (e *pageEncoder) add(first, last uint16, owner string) {
 	span := int(last) - int(first) + 1
-	o := e.ownerIndex(owner)
 	r := &e.run
-	if e.inRun && int(first) == r.next && span == r.span && o == r.owner && r.more < 255 {
+	// Most allocations extend the run before: no owner lookup for them.
+	if e.inRun && int(first) == r.next && span == r.span && owner == e.owners[r.owner] && r.more < 255 {
 		r.more++
 		r.next += span
 		return
 	}
 	e.flush()
-	*r = pageRun{first: int(first), span: span, next: int(first) + span, owner: o}
+	*r = pageRun{first: int(first), span: span, next: int(first) + span, owner: e.ownerIndex(owner)}
 	e.inRun = true
 }
 
