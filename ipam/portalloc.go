@@ -182,7 +182,7 @@ func (a *Allocator) ReleasePorts(proto Proto, hostIP netip.Addr, r PortRange) (P
 	err := a.store.Update(func(tx Tx) error {
 		var d dirtyPages
 		d.markID(&a.ports, id)
-		return d.write(tx, func(x allocID, _ string) bool { return x == id })
+		return d.write(tx, &a.ports, func(x allocID, _ string) bool { return x == id })
 	})
 	if err != nil {
 		return PortAllocation{}, fmt.Errorf("release %s: %w", what(), err)
@@ -209,7 +209,7 @@ func (a *Allocator) ReleaseOwnerPorts(owner string) ([]PortAllocation, error) {
 		d.markID(&a.ports, id)
 	}
 	err := a.store.Update(func(tx Tx) error {
-		return d.write(tx, func(_ allocID, o string) bool { return o == owner })
+		return d.write(tx, &a.ports, func(_ allocID, o string) bool { return o == owner })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("release ports of %q: %w", owner, err)

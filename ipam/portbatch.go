@@ -66,7 +66,7 @@ func (a *Allocator) AllocatePortsBatch(reqs []PortRequest, with func(Tx, []PortA
 	}
 	var withErr error
 	err := a.store.Update(func(tx Tx) error {
-		if err := undo.pages.write(tx, nil); err != nil {
+		if err := undo.pages.write(tx, &a.ports, nil); err != nil {
 			return err
 		}
 		// Each dynamic pool's cursor once, at its last value: a fill of
@@ -191,7 +191,7 @@ func (a *Allocator) ReleasePortsBatch(pas []PortAllocation, with func(Tx) error)
 		d.markID(&a.ports, id)
 	}
 	err := a.store.Update(func(tx Tx) error {
-		if err := d.write(tx, func(x allocID, _ string) bool { return seen[x] }); err != nil {
+		if err := d.write(tx, &a.ports, func(x allocID, _ string) bool { return seen[x] }); err != nil {
 			return err
 		}
 		if with != nil {

@@ -149,7 +149,7 @@ func (e *pageEncoder) finish() []byte {
 
 // encodePage encodes the allocations of one page of the in-memory view,
 // leaving out those drop says go (drop may be nil); nil when none is left.
-func (e *pageEncoder) encodePage(pool *portPool, page uint8, drop func(id allocID, owner string) bool) []byte {
+func (e *pageEncoder) encodePage(s *portState, pool *portPool, page uint8, drop func(id allocID, owner string) bool) []byte {
 	e.begin()
 	pg := pool.pages[page]
 	if pg == nil {
@@ -158,14 +158,15 @@ func (e *pageEncoder) encodePage(pool *portPool, page uint8, drop func(id allocI
 	base := uint16(page) << 8
 	for i := range pg {
 		a := &pg[i]
-		if a.owner == "" {
+		if a.owner == 0 {
 			continue
 		}
 		first := base | uint16(i)
-		if drop != nil && drop(makeAllocID(pool, first), a.owner) {
+		owner := s.ownerTab[a.owner].name
+		if drop != nil && drop(makeAllocID(pool, first), owner) {
 			continue
 		}
-		e.add(first, a.last, a.owner)
+		e.add(first, a.last, owner)
 	}
 	return e.finish()
 }
@@ -324,14 +325,14 @@ func (d *dirtyPages) mark(pool *portPool, first uint16) {
 
 // write puts each changed page as the in-memory view holds it, less what
 // drop says goes, and deletes a page that is left empty.
-func (d *dirtyPages) write(tx Tx, drop func(id allocID, owner string) bool) error {
+func (d *dirtyPages) write(tx Tx, s *portState, drop func(id allocID, owner string) bool) error {
 	var e pageEncoder
 	for i, pool := range d.pools {
 		for w, set := range d.pages[i] {
 			for ; set != 0; set &= set - 1 {
 				page := uint8(w<<6 | bits.TrailingZeros64(set))
 				k := pageKey(pool.key, page)
-				if v := e.encodePage(pool, page, drop); v != nil {
+				if v := e.encodePage(s, pool, page, drop); v != nil {
 					if err := tx.Put(bucketPorts, k, v); err != nil {
 						return err
 					}

@@ -14,18 +14,29 @@ type portState struct {
 	// address holds, so a wildcard request checks one bitmap, not one per
 	// address.
 	specific map[famKey]*portUse
-	// owners lists each owner's allocations; through a pointer, so that
-	// adding one to a list needs no map write.
-	owners map[string]*[]allocID
-	count  int // allocations held
+	// Owners are numbered, so that a page of allocations holds no
+	// pointers (the garbage collector skips it; writing a slot needs no
+	// write barrier) and is half the size. ownerTab[id] is the owner
+	// numbered id, nil for a free number; 0 is never one, and marks an
+	// empty slot.
+	ownerIDs map[string]uint32
+	ownerTab []*ownerEntry
+	freeIDs  []uint32
+	count    int // allocations held
 	// gen counts pools and specific-address sets made: last is valid
 	// while it is unchanged.
 	gen  uint64
 	last lastMaps
-	// lastOwner caches the list of the owner that took ports last: a
+	// lastOwner caches the number of the owner that took ports last: a
 	// batch takes thousands for one owner.
 	lastOwner string
-	lastHeld  *[]allocID
+	lastID    uint32 // 0 when nothing is cached
+}
+
+// ownerEntry is an owner and its allocations.
+type ownerEntry struct {
+	name string
+	held []allocID
 }
 
 // lastMaps is what maps found for one protocol and address.
@@ -57,7 +68,7 @@ type portPool struct {
 }
 
 // at returns the allocation slot of first; the slot is empty when its owner
-// is "".
+// is 0.
 func (p *portPool) at(first uint16) *portAlloc {
 	pg := p.pages[first>>8]
 	if pg == nil {
@@ -70,7 +81,7 @@ func (p *portPool) at(first uint16) *portAlloc {
 // get is at without making a page.
 func (p *portPool) get(first uint16) (portAlloc, bool) {
 	pg := p.pages[first>>8]
-	if pg == nil || pg[first&0xff].owner == "" {
+	if pg == nil || pg[first&0xff].owner == 0 {
 		return portAlloc{}, false
 	}
 	return pg[first&0xff], true
@@ -95,8 +106,8 @@ func makeAllocID(pool *portPool, first uint16) allocID {
 
 type portAlloc struct {
 	last  uint16
-	pos   int32 // index in owners[owner]
-	owner string
+	pos   int32  // index in the owner's held
+	owner uint32 // index in ownerTab
 }
 
 // noPorts stands in for a pool nobody has used; it is never written.
@@ -106,7 +117,8 @@ func newPortState() portState {
 	return portState{
 		pools:    make(map[poolKey]*portPool),
 		specific: make(map[famKey]*portUse),
-		owners:   make(map[string]*[]allocID),
+		ownerIDs: make(map[string]uint32),
+		ownerTab: []*ownerEntry{nil},
 	}
 }
 
@@ -187,7 +199,7 @@ func (s *portState) holder(proto Proto, ip netip.Addr, port uint16) string {
 		for first := int(port); first >= 1; first-- {
 			if a, ok := p.get(uint16(first)); ok {
 				if a.last >= port {
-					return fmt.Sprintf("%s held by %q", s.allocation(makeAllocID(p, uint16(first))), a.owner)
+					return fmt.Sprintf("%s held by %q", s.allocation(makeAllocID(p, uint16(first))), s.ownerTab[a.owner].name)
 				}
 				break
 			}
@@ -219,9 +231,10 @@ func (s *portState) takeIn(pool *portPool, pa PortAllocation, dynamic bool) {
 			u.counts[p]++
 		}
 	}
-	held := s.ownerList(pa.Owner)
-	*pool.at(pa.Ports.First) = portAlloc{last: pa.Ports.Last, pos: int32(len(*held)), owner: pa.Owner}
-	*held = append(*held, makeAllocID(pool, pa.Ports.First))
+	id := s.ownerID(pa.Owner)
+	o := s.ownerTab[id]
+	*pool.at(pa.Ports.First) = portAlloc{last: pa.Ports.Last, pos: int32(len(o.held)), owner: id}
+	o.held = append(o.held, makeAllocID(pool, pa.Ports.First))
 	s.count++
 }
 
@@ -238,7 +251,8 @@ func (s *portState) takeDynamicRun(pool *portPool, owner string, n int, dyn Port
 	if !pool.key.ip.IsUnspecified() {
 		use = s.specific[famKey{pool.key.proto, pool.key.ip.Is6()}]
 	}
-	held := s.ownerList(owner)
+	id := s.ownerID(owner)
+	o := s.ownerTab[id]
 	lo, hi := uint32(dyn.First), uint32(dyn.Last)
 	from := lo
 	if c := uint32(pool.cursor); c >= lo && c < hi {
@@ -263,8 +277,8 @@ func (s *portState) takeDynamicRun(pool *portPool, owner string, n int, dyn Port
 				use.used.set(p)
 				use.counts[p]++
 			}
-			*pool.at(port) = portAlloc{last: port, pos: int32(len(*held)), owner: owner}
-			*held = append(*held, makeAllocID(pool, port))
+			*pool.at(port) = portAlloc{last: port, pos: int32(len(o.held)), owner: id}
+			o.held = append(o.held, makeAllocID(pool, port))
 			pages.mark(pool, port)
 			pa.Ports = Port(port)
 			*out = append(*out, pa)
@@ -276,25 +290,31 @@ func (s *portState) takeDynamicRun(pool *portPool, owner string, n int, dyn Port
 	return took
 }
 
-// ownerList is the owner's list of allocations, made on first use.
-func (s *portState) ownerList(owner string) *[]allocID {
-	if s.lastHeld != nil && s.lastOwner == owner {
-		return s.lastHeld
+// ownerID is the owner's number, given on first use.
+func (s *portState) ownerID(owner string) uint32 {
+	if s.lastID != 0 && s.lastOwner == owner {
+		return s.lastID
 	}
-	held := s.owners[owner]
-	if held == nil {
-		held = new([]allocID)
-		s.owners[owner] = held
+	id, ok := s.ownerIDs[owner]
+	if !ok {
+		if n := len(s.freeIDs); n > 0 {
+			id, s.freeIDs = s.freeIDs[n-1], s.freeIDs[:n-1]
+			s.ownerTab[id] = &ownerEntry{name: owner}
+		} else {
+			id = uint32(len(s.ownerTab))
+			s.ownerTab = append(s.ownerTab, &ownerEntry{name: owner})
+		}
+		s.ownerIDs[owner] = id
 	}
-	s.lastOwner, s.lastHeld = owner, held
-	return held
+	s.lastOwner, s.lastID = owner, id
+	return id
 }
 
 // held is the owner's allocations, nil when none; the caller must not
 // change it.
 func (s *portState) held(owner string) []allocID {
-	if held := s.owners[owner]; held != nil {
-		return *held
+	if id, ok := s.ownerIDs[owner]; ok {
+		return s.ownerTab[id].held
 	}
 	return nil
 }
@@ -302,8 +322,8 @@ func (s *portState) held(owner string) []allocID {
 // growOwner makes room for n more allocations of owner, so a batch
 // appends without copying the list again and again.
 func (s *portState) growOwner(owner string, n int) {
-	held := s.ownerList(owner)
-	*held = slices.Grow(*held, n)
+	o := s.ownerTab[s.ownerID(owner)]
+	o.held = slices.Grow(o.held, n)
 }
 
 func (s *portState) free(id allocID) {
@@ -323,15 +343,17 @@ func (s *portState) free(id allocID) {
 			}
 		}
 	}
-	held := s.owners[a.owner]
-	if moved := (*held)[len(*held)-1]; moved != id {
+	o := s.ownerTab[a.owner]
+	if moved := o.held[len(o.held)-1]; moved != id {
 		s.byID[moved>>16].at(uint16(moved)).pos = a.pos
-		(*held)[a.pos] = moved
+		o.held[a.pos] = moved
 	}
-	if *held = (*held)[:len(*held)-1]; len(*held) == 0 {
-		delete(s.owners, a.owner)
-		if s.lastHeld == held {
-			s.lastHeld = nil
+	if o.held = o.held[:len(o.held)-1]; len(o.held) == 0 {
+		delete(s.ownerIDs, o.name)
+		s.ownerTab[a.owner] = nil
+		s.freeIDs = append(s.freeIDs, a.owner)
+		if s.lastID == a.owner {
+			s.lastID = 0
 		}
 	}
 }
@@ -339,7 +361,7 @@ func (s *portState) free(id allocID) {
 func (s *portState) allocation(id allocID) PortAllocation {
 	pool := s.byID[id>>16]
 	a, _ := pool.get(uint16(id))
-	return PortAllocation{Owner: a.owner, Proto: pool.key.proto, HostIP: pool.key.ip, Ports: PortRange{uint16(id), a.last}}
+	return PortAllocation{Owner: s.ownerTab[a.owner].name, Proto: pool.key.proto, HostIP: pool.key.ip, Ports: PortRange{uint16(id), a.last}}
 }
 
 // all lists every allocation, unsorted.
@@ -351,9 +373,9 @@ func (s *portState) all() []PortAllocation {
 				continue
 			}
 			for i := range pg {
-				if a := pg[i]; a.owner != "" {
+				if a := pg[i]; a.owner != 0 {
 					first := uint16(n<<8 | i)
-					out = append(out, PortAllocation{Owner: a.owner, Proto: p.key.proto, HostIP: p.key.ip, Ports: PortRange{first, a.last}})
+					out = append(out, PortAllocation{Owner: s.ownerTab[a.owner].name, Proto: p.key.proto, HostIP: p.key.ip, Ports: PortRange{first, a.last}})
 				}
 			}
 		}
