@@ -147,8 +147,8 @@ func (e *pageEncoder) finish() []byte {
 	return v
 }
 
-// encodePage encodes the allocations of one page of the in-memory view,
-// leaving out those drop says go (drop may be nil); nil when none is left.
+// encodePage encodes the allocations of one page of pool in s, leaving
+// out those drop says go (drop may be nil); nil when none is left.
 func (e *pageEncoder) encodePage(s *portState, pool *portPool, page uint8, drop func(id allocID, owner string) bool) []byte {
 	e.begin()
 	pg := pool.pages[page]
@@ -184,9 +184,9 @@ func pageName(k []byte) string {
 
 // decodePage checks a whole page record and then calls fn with each of its
 // allocations in port order. Whether the allocations make sense (protocol,
-// address, range, owner, overlaps) is the caller's to check; the record
-// must only be well formed, canonical as the encoder writes it, and its
-// own. A malformed one is an error naming it, never a panic.
+// address, range, owner, overlaps) is the caller's to check; here the
+// record need only be well formed and canonical, as the encoder writes it.
+// A malformed one is an error naming it, never a panic.
 func decodePage(k, v []byte, fn func(PortAllocation) error) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: malformed (%s)", pageName(k), fmt.Sprintf(format, args...))
