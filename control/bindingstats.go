@@ -22,12 +22,68 @@ func bindingIDs(bindings []maps.Binding) []uint32 {
 // for watching, not for forwarding: a mapping that gets none (the map
 // holds 65,536) is published all the same, with a warning.
 func (a *Agent) createBindingCounters(bindings []maps.Binding) error {
-	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Create(bindingIDs(bindings)); err != nil {
-		a.log.Warn("published without traffic counters; unpublish unused mappings to make room", "err", err)
-	}
+	a.createCounters(bindingIDs(bindings))
 	return nil
 }
 
+func (a *Agent) createCounters(ids []uint32) {
+	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Create(ids); err != nil {
+		a.log.Warn("published without traffic counters; unpublish unused mappings to make room", "err", err)
+	}
+}
+
+// countersAhead creates the counters of a big publish's ids in a
+// goroutine of its own, while ipam finds and commits the ports: a kernel
+// map batch of 60,000 takes tens of milliseconds, and a second core can
+// take it. Below overlapAbove ids, wait makes them in the caller, after
+// the commit, as createBindingCounters does. drop, for a publish that
+// failed, deletes whatever was made: ids of a failed publish are given
+// again, and a counter that saw its packets would count them for the next
+// mapping.
+type countersAhead struct {
+	a    *Agent
+	ids  []uint32
+	done chan struct{}
+	made bool
+}
+
+// overlapAbove is the batch size from which a publish writes maps in a
+// goroutine while it goes on with other work.
+const overlapAbove = 1024
+
+func (a *Agent) startCounters(ids []uint32) *countersAhead {
+	c := &countersAhead{a: a, ids: ids}
+	if len(ids) >= overlapAbove {
+		c.done = make(chan struct{})
+		c.made = true
+		go func() {
+			defer close(c.done)
+			a.createCounters(ids)
+		}()
+	}
+	return c
+}
+
+func (c *countersAhead) wait() {
+	if c.done == nil {
+		c.a.createCounters(c.ids)
+		c.made = true
+		return
+	}
+	<-c.done
+}
+
+func (c *countersAhead) drop() {
+	if !c.made {
+		return
+	}
+	if c.done != nil {
+		<-c.done
+	}
+	if err := maps.NewBindingStats(c.a.dp.Maps.BindingStats).Delete(c.ids); err != nil {
+		c.a.log.Warn("failed publish: delete its traffic counters", "err", err)
+	}
+}
 // syncBindingCounters keeps the counters of the mappings the records hold
 // (across restarts and program swaps: the map is pinned) and drops the
 // rest.

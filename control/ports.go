@@ -145,8 +145,14 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		}
 		return putNextID(tx, id+uint32(len(specs)))
 	}
+	ids := make([]uint32, len(specs))
+	for i := range ids {
+		ids[i] = id + uint32(i)
+	}
+	counters := a.startCounters(ids)
 	held, err := a.ipam.AllocatePortsBatch(reqs, save)
 	if err != nil {
+		counters.drop()
 		var be *ipam.BatchError
 		if errors.As(err, &be) {
 			return fmt.Errorf("port spec %q: %w", req.Specs[be.Index], be.Err)
@@ -171,16 +177,36 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		return nil
 	}
 	if err := a.widenPrefilter(bindings, nil); err != nil {
+		counters.drop()
 		return withUndo(err, forget())
 	}
-	if err := a.createBindingCounters(bindings); err != nil {
-		return withUndo(err, forget())
-	}
-	// The lists go in before the bindings that consult them.
+	// Counters and allow lists go in before the bindings that use them.
+	counters.wait()
 	if err := a.putAllowFrom(out); err != nil {
+		counters.drop()
 		return withUndo(err, errors.Join(a.syncAllowFrom(), forget()))
 	}
-	if putErr := a.writer.PutBatch(bindings); putErr != nil {
+	// A big batch is written by a goroutine while the state takes the
+	// mappings (its index is most of the rest of a 60,000-port publish),
+	// and gives them back if the batch fails.
+	var putErr error
+	if len(bindings) >= overlapAbove {
+		written := make(chan error, 1)
+		go func() { written <- a.writer.PutBatch(bindings) }()
+		for _, m := range out {
+			a.st.putPort(m)
+		}
+		if putErr = <-written; putErr != nil {
+			for _, m := range out {
+				a.st.deletePort(m)
+			}
+		}
+	} else if putErr = a.writer.PutBatch(bindings); putErr == nil {
+		for _, m := range out {
+			a.st.putPort(m)
+		}
+	}
+	if putErr != nil {
 		// Some entries may be in the map: the batch stops where it
 		// failed. None of these keys was in use (ipam said so), so all
 		// of them go.
@@ -192,6 +218,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		if err := a.writer.DeleteBatch(keys); err != nil {
 			undo = append(undo, fmt.Errorf("remove the bindings written: %w", err))
 		}
+		counters.drop()
 		if err := forget(); err != nil {
 			undo = append(undo, err)
 		}
@@ -201,9 +228,6 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		return withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
 	}
 	a.st.nextID = id
-	for _, m := range out {
-		a.st.putPort(m)
-	}
 	a.portsGen++
 	if slices.ContainsFunc(out, (*PortMapping).publishesIPv6) {
 		// bpf_fib_lookup and the stack both refuse to forward IPv6

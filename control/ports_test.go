@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -185,5 +186,78 @@ func TestPublishRollback(t *testing.T) {
 				t.Errorf("after a good publish: %d bindings, %d mappings", len(got), len(ms))
 			}
 		})
+	}
+}
+
+// TestBigPublishOverlapsUndo: a publish of overlapAbove specs and more
+// writes its counters while ipam commits and its bindings while the state
+// takes the mappings; each failure still leaves nothing behind it: no
+// mapping in memory or in its index, no binding, no counter, no port.
+func TestBigPublishOverlapsUndo(t *testing.T) {
+	a := withCT(t, testAgentMaps(t, filepath.Join(t.TempDir(), "pontoon.db"), newDatapathMap(t, "bindings"), newHashMap(t, maps.HostAddrKey{}, maps.HostAddrValue{})))
+	n := overlapAbove + 100
+	specs := make([]string, n)
+	for i := range specs {
+		specs[i] = fmt.Sprintf("%d:%d", 20000+i, 1000+i)
+	}
+	counters := maps.NewBindingStats(a.dp.Maps.BindingStats)
+	nothingLeft := func(when string) {
+		t.Helper()
+		if len(a.st.ports) != 0 || len(a.st.endpointPorts("web")) != 0 || len(a.st.groups) != 0 ||
+			len(a.st.portCandidates("web", "tcp", ipam.PortRange{First: 1000, Last: 1000 + uint16(n)})) != 0 {
+			t.Fatalf("%s: the state holds %d mappings (index %d, groups %d)", when, len(a.st.ports), len(a.st.endpointPorts("web")), len(a.st.groups))
+		}
+		if got, err := a.bindings.All(); err != nil || len(got) != 0 {
+			t.Fatalf("%s: %d bindings left in the map (%v)", when, len(got), err)
+		}
+		if got, err := counters.All(); err != nil || len(got) != 0 {
+			t.Fatalf("%s: %d traffic counters left (%v)", when, len(got), err)
+		}
+		if pas := a.ipam.Ports(""); len(pas) != 0 {
+			t.Fatalf("%s: %d port allocations left", when, len(pas))
+		}
+	}
+
+	// The map batch fails half-way.
+	fw := &failingWriter{real: a.bindings, after: n / 2}
+	a.writer = fw
+	if _, err := a.Publish(PublishRequest{Endpoint: "web", Specs: specs}); !errors.Is(err, errInjectedPut) {
+		t.Fatalf("publish with a failing map batch: %v, want the injected failure", err)
+	}
+	nothingLeft("after the failed map batch")
+
+	// ipam refuses the batch: its last port is taken.
+	fw.after = 1 << 20
+	taken := fmt.Sprintf("%d:80", 20000+n-1)
+	if _, err := a.Publish(PublishRequest{Endpoint: "web", Specs: []string{taken}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(PublishRequest{Endpoint: "web", Specs: specs}); err == nil {
+		t.Fatal("publish over a taken port succeeded")
+	}
+	if got, _ := counters.All(); len(got) != 1 {
+		t.Fatalf("%d counters after ipam refused the batch, want the one mapping's", len(got))
+	}
+	if _, err := a.Unpublish(UnpublishRequest{Endpoint: "web", Spec: "80/tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	nothingLeft("after ipam refused the batch")
+
+	// And it goes through: every mapping indexed, bound and counted.
+	ms, err := a.Publish(PublishRequest{Endpoint: "web", Specs: specs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != n || len(a.st.endpointPorts("web")) != n {
+		t.Fatalf("%d mappings published, %d indexed, want %d", len(ms), len(a.st.endpointPorts("web")), n)
+	}
+	if got, _ := a.bindings.All(); len(got) != n {
+		t.Errorf("%d bindings, want %d", len(got), n)
+	}
+	got, _ := counters.All()
+	for _, m := range ms {
+		if _, ok := got[m.ID]; !ok {
+			t.Fatalf("mapping %d has no traffic counter", m.ID)
+		}
 	}
 }
