@@ -84,6 +84,7 @@ func (c *countersAhead) drop() {
 		c.a.log.Warn("failed publish: delete its traffic counters", "err", err)
 	}
 }
+
 // syncBindingCounters keeps the counters of the mappings the records hold
 // (across restarts and program swaps: the map is pinned) and drops the
 // rest.
