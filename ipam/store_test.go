@@ -1,11 +1,16 @@
 package ipam
 
 import (
+	"encoding/binary"
 	"errors"
+	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestStoreBasics(t *testing.T) {
@@ -136,5 +141,79 @@ func TestBoltPersistsAndLocks(t *testing.T) {
 	}
 	if _, err := OpenBolt(filepath.Join(t.TempDir(), "missing-dir", "ipam.db")); err == nil {
 		t.Error("open in a missing directory succeeded")
+	}
+}
+
+// TestBoltFreelistNotSynced: commits leave the freelist out of the file
+// (both meta pages say none was written), the file still passes CheckBolt
+// and keeps its data, and a bbolt that writes the freelist opens it too.
+func TestBoltFreelistNotSynced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 20<<10)
+	for i := range 20 {
+		// Pages freed by each delete: a freelist a synced one would write.
+		err := s.Update(func(tx Tx) error {
+			if err := tx.Put("x", []byte{byte(i)}, big); err != nil {
+				return err
+			}
+			if i > 0 {
+				return tx.Delete("x", []byte{byte(i - 1)})
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bbolt's meta: a 16-byte page header, then magic, version, page
+	// size, flags (4 bytes each), the root bucket (16), the freelist's
+	// page id: all ones when none was written.
+	pageSize := int(binary.LittleEndian.Uint32(raw[16+8:]))
+	for _, meta := range []int{0, pageSize} {
+		if fl := binary.LittleEndian.Uint64(raw[meta+48:]); fl != math.MaxUint64 {
+			t.Errorf("meta page at %d names freelist page %d; want none written", meta, fl)
+		}
+	}
+	if err := CheckBolt(path); err != nil {
+		t.Fatalf("check a file without a synced freelist: %v", err)
+	}
+	// An agent built before this opens the file and writes its freelist.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		t.Fatalf("open without NoFreelistSync: %v", err)
+	}
+	db.Close()
+	s, err = OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(func(tx Tx) error {
+		if got := tx.Get("x", []byte{19}); len(got) != len(big) {
+			t.Errorf("last value has %d bytes, want %d", len(got), len(big))
+		}
+		if got := tx.Get("x", []byte{18}); got != nil {
+			t.Errorf("deleted value still there (%d bytes)", len(got))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckBolt(path); err != nil {
+		t.Fatalf("check after reopening: %v", err)
 	}
 }
