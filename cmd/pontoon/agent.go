@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -26,7 +27,10 @@ only then reports ready. Stopping it (SIGTERM, or kill -9) leaves the datapath
 running: published ports keep working while no agent runs. One agent per
 network namespace, socket, state directory, pin directory and cgroup: it
 refuses to start, before it reads or changes anything, while another agent
-holds any of them.`,
+holds any of them.
+
+PONTOON_CPUPROFILE=FILE writes a Go CPU profile of the agent to FILE, from
+start to a clean stop (SIGTERM), for 'go tool pprof'.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Socket = o.socket
@@ -41,6 +45,13 @@ holds any of them.`,
 					return fmt.Errorf("invalid --snat-ports %q: give FIRST-LAST, such as 1024-32767", snatPorts)
 				}
 				cfg.SNATPorts = r
+			}
+			if path := os.Getenv("PONTOON_CPUPROFILE"); path != "" {
+				stopProfile, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
@@ -61,4 +72,19 @@ holds any of them.`,
 	f.Lookup("docker-plugin").NoOptDefVal = control.DefaultDockerPlugin
 	f.BoolVar(&cfg.StackForwarding, "stack-forwarding", false, "leave translated packets to the kernel's forward path (and so to netfilter's FORWARD chain) instead of forwarding them in BPF")
 	return cmd
+}
+
+// startCPUProfile profiles the agent into path until the returned func
+// runs: the agent's own side of a request, which the benchmarks through
+// its socket cannot see otherwise.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("PONTOON_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("PONTOON_CPUPROFILE: start profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
