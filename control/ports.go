@@ -82,19 +82,28 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 	if err != nil {
 		return err
 	}
-	hostAddrs, err := maps.NewHostAddrs(a.dp.Maps.HostAddrs).All()
-	if err != nil {
-		return err
-	}
+	// Host IPs are looked up one by one, each once: reading the whole
+	// map for a spec without a host IP (most of them) was a tenth of a
+	// one-port publish.
+	hostAddrs := maps.NewHostAddrs(a.dp.Maps.HostAddrs)
+	local := map[netip.Addr]bool{}
 
 	reqs := make([]ipam.PortRequest, len(specs))
 	hostIPs := make([]netip.Addr, len(specs))
 	backends := make([][2]netip.Addr, len(specs))
 	for i, spec := range specs {
 		hostIP := publishHostIP(spec)
-		_, local := hostAddrs[hostIP]
-		if !hostIP.IsUnspecified() && !hostIP.IsLoopback() && !local {
-			return kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1, [::1], 0.0.0.0 or [::]", req.Specs[i], hostIP)
+		if !hostIP.IsUnspecified() && !hostIP.IsLoopback() {
+			isLocal, seen := local[hostIP]
+			if !seen {
+				if isLocal, err = hostAddrs.Has(hostIP); err != nil {
+					return err
+				}
+				local[hostIP] = isLocal
+			}
+			if !isLocal {
+				return kindf(ErrInvalid, "port spec %q: %s is not an address of this host; use one of its addresses, 127.0.0.1, [::1], 0.0.0.0 or [::]", req.Specs[i], hostIP)
+			}
 		}
 		backend, backend6, err := mappingBackends(e, spec, hostIP)
 		if err != nil {

@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -77,6 +78,20 @@ func (h *HostAddrs) Lookup(a netip.Addr) (uint32, bool) {
 		return 0, false
 	}
 	return v.Ifindex, true
+}
+
+// Has says whether a is one of the host's addresses; only a failure to
+// read the map is an error.
+func (h *HostAddrs) Has(a netip.Addr) (bool, error) {
+	var v HostAddrValue
+	err := h.m.Lookup(hostAddrKey(a), &v)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look up host address %s: %w", a, err)
+	}
+	return true, nil
 }
 
 func (h *HostAddrs) Delete(a netip.Addr) error {
