@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -105,4 +106,40 @@ func sortedAddrs(as []netip.Addr) []netip.Addr {
 	out := slices.Clone(as)
 	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
 	return out
+}
+
+// TestDiagHostSocketsReusesBuffers: dumps answer the same again and again
+// from reused reply buffers, and a read of both families allocates far
+// less than the two 64 KiB buffers it once made each time.
+func TestDiagHostSocketsReusesBuffers(t *testing.T) {
+	if _, err := diagHostSockets(UDP); errors.Is(err, errNoSockDiag) {
+		t.Skipf("no sock_diag here (the allocator reads /proc instead): %v", err)
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.1 here: %v", err)
+	}
+	defer pc.Close()
+	ours := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	const runs = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if _, err := diagHostSockets(TCP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 32<<10 {
+		t.Errorf("one read of the TCP listeners allocated %d bytes; want the reply buffers reused", per)
+	}
+	for i := range 3 {
+		h, err := diagHostSockets(UDP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(h[ours.Port()], ours.Addr()) {
+			t.Errorf("dump %d: UDP port %d holds %v; want our %s", i, ours.Port(), h[ours.Port()], ours)
+		}
+	}
 }
