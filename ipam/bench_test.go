@@ -180,18 +180,26 @@ func BenchmarkIPv6Slash64(b *testing.B) {
 	}
 }
 
-// BenchmarkPersistedPortAllocRelease allocates a port and releases it on a
-// bbolt file with fsync on, two transactions per op.
-func BenchmarkPersistedPortAllocRelease(b *testing.B) {
+// persisted is an allocator on a bbolt file of the benchmark's own,
+// closed when it ends.
+func persisted(b *testing.B, dynamic PortRange) (*BoltStore, *Allocator) {
+	b.Helper()
 	s, err := OpenBolt(filepath.Join(b.TempDir(), "ipam.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	a, err := Open(s, Options{DynamicPorts: testPorts})
+	b.Cleanup(func() { s.Close() })
+	a, err := Open(s, Options{DynamicPorts: dynamic})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return s, a
+}
+
+// BenchmarkPersistedPortAllocRelease allocates a port and releases it on a
+// bbolt file with fsync on, two transactions per op.
+func BenchmarkPersistedPortAllocRelease(b *testing.B) {
+	_, a := persisted(b, testPorts)
 	req := PortRequest{Owner: "bench", Proto: TCP, HostIP: any4}
 	for b.Loop() {
 		pa, err := a.AllocatePorts(req)
@@ -210,15 +218,7 @@ func BenchmarkPersistedPortAllocRelease(b *testing.B) {
 // them): a single operation must not pay for what the file holds. It
 // reports the bbolt pages written per op and the process's CPU time.
 func BenchmarkPersistedPortAllocReleaseAt60k(b *testing.B) {
-	s, err := OpenBolt(filepath.Join(b.TempDir(), "ipam.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	a, err := Open(s, Options{DynamicPorts: PortRange{1024, 65535}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, a := persisted(b, PortRange{1024, 65535})
 	fill := make([]PortRequest, 60000)
 	for i := range fill {
 		fill[i] = PortRequest{Owner: "web", Proto: TCP, HostIP: any4}
@@ -250,15 +250,7 @@ func BenchmarkPersistedPortAllocReleaseAt60k(b *testing.B) {
 
 // BenchmarkPersistedIPAllocRelease is the same for an address.
 func BenchmarkPersistedIPAllocRelease(b *testing.B) {
-	s, err := OpenBolt(filepath.Join(b.TempDir(), "ipam.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	a, err := Open(s, Options{DynamicPorts: testPorts})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, a := persisted(b, testPorts)
 	addNet(b, a, "n", "10.0.0.0/16")
 	req := IPRequest{Network: "n", Owner: "bench"}
 	for b.Loop() {
