@@ -31,7 +31,7 @@ func (r *stateRefusal) Error() string {
 	fix := fmt.Sprintf("run 'pontoon state rebuild --state-dir %s --bpffs %s', which rebuilds it from the interfaces and pinned maps", dir, r.pinDir)
 	backup := LastGoodPath(r.path)
 	if fi, err := os.Stat(backup); err == nil && ipam.CheckBolt(backup) == nil {
-		fix = fmt.Sprintf("restore the last good copy, saved %s ('cp %s %s'; changes made after it are lost), or %s",
+		fix = fmt.Sprintf("restore the last good copy, saved %s ('cp %s %s'; changes made after it may be lost), or %s",
 			fi.ModTime().Format("2006-01-02 15:04:05"), backup, r.path, fix)
 	}
 	return fmt.Sprintf("state file %s %s: the agent will not start on it and changed nothing; %s", r.path, r.problem, fix)

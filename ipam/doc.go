@@ -8,7 +8,9 @@
 // [Store]: every allocation or release is exactly one transaction, and the
 // allocator keeps an in-memory view rebuilt from the store at [Open] so it
 // never reads the whole store to answer a request. [BoltStore] keeps the state
-// in one bbolt file; [MemStore] keeps it in memory for tests.
+// in one bbolt file, each transaction first made durable in a small log
+// (one write and one fdatasync) and written into bbolt behind the requests;
+// [MemStore] keeps it in memory for tests.
 //
 // Every error wraps one of [ErrInvalid], [ErrInUse], [ErrExhausted] or
 // [ErrNotFound]; a failed call leaves the state as it was.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,12 +28,27 @@ var ErrStoreBroken = errors.New("state store broken")
 // corrupt). CheckBolt's error says which.
 var ErrDamaged = errors.New("damaged")
 
-// BoltStore is a Store in one bbolt file. Every Update is fsynced before it
-// returns, which is what makes an allocation survive kill -9.
+// BoltStore is a Store in one bbolt file and its log (see stateLog).
+// Every Update is in the log, synced, before it returns, which is what
+// makes an allocation survive kill -9; bbolt has it shortly after.
 type BoltStore struct {
 	db *bolt.DB
 	// broken holds the first panic's error; once set, nothing reaches db.
 	broken atomic.Pointer[error]
+
+	// mu orders transactions: Update holds it to write, View to read,
+	// the flusher only to take the fresh layer.
+	mu              sync.RWMutex
+	log             *stateLog
+	lineage, seq    uint64
+	fresh, flushing layer
+	// flushMu makes flushes one at a time, the flusher's and those of
+	// Backup and Close.
+	flushMu  sync.Mutex
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 // initialMmapSize is how much of the state file bbolt maps at open.
@@ -70,7 +86,13 @@ func OpenBolt(path string) (*BoltStore, error) {
 	// at a time: every state file would be 16 MiB long, and the checks
 	// that read it whole at each start 16 MiB slower.
 	db.AllocSize = growStep
-	return &BoltStore{db: db}, nil
+	s := &BoltStore{db: db, fresh: make(layer), wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	if err := s.recover(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.flushLoop()
+	return s, nil
 }
 
 // openBolt is bolt.Open with its panics and memory faults (a damaged file
@@ -247,11 +269,18 @@ func (s *BoltStore) Broken() error {
 	return nil
 }
 
-// Close releases the file and its lock. A broken store is left open: its
-// locks may be held forever, and the process is about to exit anyway.
+// Close writes the log into bbolt, removes it, and releases the file and
+// its lock. A broken store is left open: its locks may be held forever,
+// and the process is about to exit anyway.
 func (s *BoltStore) Close() error {
 	if s.Broken() != nil {
 		return nil
+	}
+	if err := s.stopFlusher(); err != nil {
+		return err
+	}
+	if err := s.log.remove(); err != nil {
+		return err
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close ipam store %s: %w", s.db.Path(), err)
@@ -268,25 +297,67 @@ func (s *BoltStore) guard(fn func() error) error {
 	err := contain(fn)
 	var pe panicError
 	if errors.As(err, &pe) {
-		broken := fmt.Errorf("%w: a transaction on %s %v; restart the agent", ErrStoreBroken, s.db.Path(), pe)
-		s.broken.CompareAndSwap(nil, &broken)
-		return s.Broken()
+		return s.breakWith(fmt.Errorf("%w: a transaction on %s %v; restart the agent", ErrStoreBroken, s.db.Path(), pe))
 	}
 	return err
 }
 
-// Update implements Store.
+// Update implements Store: fn's changes are one record of the log,
+// written and synced before Update returns.
 func (s *BoltStore) Update(fn func(Tx) error) error {
 	return s.guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		tx, err := s.begin(true)
+		if err != nil {
+			return err
+		}
+		defer tx.bolt.Rollback()
+		if err := fn(tx); err != nil || len(tx.ops) == 0 {
+			return err
+		}
+		if err := s.log.append(appendRecord(nil, s.lineage, s.seq+1, tx.ops)); err != nil {
+			// After a failed fdatasync the kernel may have dropped the
+			// pages it could not write: nothing after can be trusted.
+			return s.breakWith(fmt.Errorf("%w: %v; restart the agent", ErrStoreBroken, err))
+		}
+		s.seq++
+		s.fresh.apply(tx.ops)
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		return nil
 	})
 }
 
 // View implements Store.
 func (s *BoltStore) View(fn func(Tx) error) error {
 	return s.guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		tx, err := s.begin(false)
+		if err != nil {
+			return err
+		}
+		defer tx.bolt.Rollback()
+		return fn(tx)
 	})
+}
+
+// begin starts a transaction over the layers; the caller holds mu.
+func (s *BoltStore) begin(writable bool) (*layeredTx, error) {
+	btx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.db.Path(), err)
+	}
+	return &layeredTx{fresh: s.fresh, flushing: s.flushing, bolt: btx, writable: writable}, nil
+}
+
+// breakWith sets the store broken (first error wins) and returns why.
+func (s *BoltStore) breakWith(err error) error {
+	s.broken.CompareAndSwap(nil, &err)
+	return s.Broken()
 }
 
 // Backup writes a consistent copy of the store to path (through a
@@ -303,6 +374,9 @@ func (s *BoltStore) Backup(path string) (txid int, err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := s.flush(); err != nil {
+		return 0, err
+	}
 	err = s.guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			txid = tx.ID()
@@ -328,48 +402,11 @@ func (s *BoltStore) Backup(path string) (txid int, err error) {
 // TxID is the id of the last committed transaction: it changes with every
 // write, so a backup of the same id is still current.
 func (s *BoltStore) TxID() (txid int, err error) {
+	if err := s.flush(); err != nil {
+		return 0, err
+	}
 	err = s.guard(func() error {
 		return s.db.View(func(tx *bolt.Tx) error { txid = tx.ID(); return nil })
 	})
 	return txid, err
-}
-
-type boltTx struct{ tx *bolt.Tx }
-
-func (t boltTx) Get(bucket string, key []byte) []byte {
-	b := t.tx.Bucket([]byte(bucket))
-	if b == nil {
-		return nil
-	}
-	return b.Get(key)
-}
-
-func (t boltTx) Put(bucket string, key, value []byte) error {
-	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
-	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucket, err)
-	}
-	if err := b.Put(key, value); err != nil {
-		return fmt.Errorf("put %x in %s: %w", key, bucket, err)
-	}
-	return nil
-}
-
-func (t boltTx) Delete(bucket string, key []byte) error {
-	b := t.tx.Bucket([]byte(bucket))
-	if b == nil {
-		return nil
-	}
-	if err := b.Delete(key); err != nil {
-		return fmt.Errorf("delete %x from %s: %w", key, bucket, err)
-	}
-	return nil
-}
-
-func (t boltTx) ForEach(bucket string, fn func(key, value []byte) error) error {
-	b := t.tx.Bucket([]byte(bucket))
-	if b == nil {
-		return nil
-	}
-	return b.ForEach(fn)
 }
