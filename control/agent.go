@@ -108,6 +108,9 @@ type Agent struct {
 	// locks are what Run holds the agent's paths with (nil in tests
 	// that make an Agent by hand).
 	locks *lockSet
+	// countedLate are bindings whose traffic counters were made after
+	// the binding itself (mayHaveFlows).
+	countedLate map[uint32]bool
 	// portsGen counts changes to st.ports, so a resync that read the
 	// bindings map without mu can tell whether it is still right.
 	portsGen uint64

@@ -89,8 +89,43 @@ func (c *countersAhead) drop() {
 // (across restarts and program swaps: the map is pinned) and drops the
 // rest.
 func (a *Agent) syncBindingCounters(bindings []maps.Binding) error {
-	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Sync(bindingIDs(bindings)); err != nil {
+	created, err := maps.NewBindingStats(a.dp.Maps.BindingStats).Sync(bindingIDs(bindings))
+	if err != nil {
 		a.log.Warn("some mappings have no traffic counters", "err", err)
+	}
+	if len(created) > 0 && a.countedLate == nil {
+		a.countedLate = map[uint32]bool{}
+	}
+	for _, id := range created {
+		a.countedLate[id] = true
 	}
 	return nil
 }
+
+// mayHaveFlows says whether a conntrack entry may name one of ids. The
+// datapath makes a flow's entry for a packet it then counts (one whose
+// rewrite fails aside: it is dropped, and its entry ages out), and a
+// binding this agent publishes has its counters before it can carry a
+// packet: counters that exist and are all zero mean no flow, and the
+// unpublish skips its walk of the tables, which costs ~0.2 ms however
+// few entries they hold. A packet in flight as the binding goes may
+// still make an entry, as it may behind a walk. Only for a few ids, each
+// being a lookup; counters made for a binding that was already there
+// (countedLate) prove nothing.
+func (a *Agent) mayHaveFlows(ids []uint32) bool {
+	if len(ids) > checkFlowsUpTo {
+		return true
+	}
+	stats := maps.NewBindingStats(a.dp.Maps.BindingStats)
+	for _, id := range ids {
+		c, ok := stats.Get(id)
+		if a.countedLate[id] || !ok || c != (maps.BindingCounter{}) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkFlowsUpTo: for more ids, their lookups would cost more than the
+// walk.
+const checkFlowsUpTo = 32

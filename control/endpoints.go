@@ -468,13 +468,18 @@ func (a *Agent) unpublish(ms []*PortMapping) error {
 	if err := a.writer.DeleteBatch(keys); err != nil {
 		return err
 	}
-	if _, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteBindings(ids); err != nil {
-		a.log.Warn("flush conntrack of unpublished bindings", "count", len(ids), "err", err)
+	if a.mayHaveFlows(idList) {
+		if _, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteBindings(ids); err != nil {
+			a.log.Warn("flush conntrack of unpublished bindings", "count", len(ids), "err", err)
+		}
 	}
 	// Their counters go too: per-CPU entries kept for gone bindings would
 	// fill the map over publish and unpublish cycles until a restart.
 	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Delete(idList); err != nil {
 		a.log.Warn("delete traffic counters of unpublished bindings", "count", len(ids), "err", err)
+	}
+	for _, id := range idList {
+		delete(a.countedLate, id)
 	}
 	return nil
 }

@@ -80,15 +80,16 @@ func (s *BindingStats) All() (map[uint32]BindingCounter, error) {
 }
 
 // Sync keeps the entries of ids, counts and all, creates the missing ones
-// and deletes the rest.
-func (s *BindingStats) Sync(ids []uint32) error {
+// and deletes the rest. It returns the ids it created entries for: their
+// bindings may have carried packets no counter saw.
+func (s *BindingStats) Sync(ids []uint32) (created []uint32, err error) {
 	want := make(map[uint32]bool, len(ids))
 	for _, id := range ids {
 		want[id] = true
 	}
 	have, err := s.All()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var stale, missing []uint32
 	for id := range have {
@@ -103,7 +104,7 @@ func (s *BindingStats) Sync(ids []uint32) error {
 	}
 	// Stale ones first: they may be what makes room.
 	if err := batchDelete(s.m, stale); err != nil {
-		return err
+		return nil, err
 	}
-	return s.Create(missing)
+	return missing, s.Create(missing)
 }
