@@ -196,14 +196,12 @@ func (c *Client) Publish(req PublishRequest) ([]*PortMapping, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	// The compact reply is at most 6 bytes a spec: read into one buffer
-	// of that size, it is not grown and copied on the way.
-	var buf strings.Builder
-	buf.Grow(6*len(req.Specs) + 1024)
-	if _, err := io.Copy(&buf, resp.Body); err != nil {
+	// The compact reply is at most 6 bytes a spec, and some 200 more.
+	body, err := readString(resp.Body, 6*len(req.Specs)+512)
+	if err != nil {
 		return nil, fmt.Errorf("read agent reply: %w", err)
 	}
-	body := strings.TrimSpace(buf.String())
+	body = strings.TrimSpace(body)
 	// An agent that ignores ?reply=ports sends the array of mappings.
 	if strings.HasPrefix(body, "[") {
 		var ms []*PortMapping
