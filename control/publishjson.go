@@ -11,12 +11,13 @@ import (
 // jsonScan reads the plain JSON that Pontoon's own client and agent
 // write for the two messages of a publish that hold 60,000 items (the
 // request's specs, the reply's host ports), in one pass and without
-// reflection: encoding/json went over such a body three times and
-// allocated each spec apart, a sixth of a 60,000-port publish. It takes
-// only what it can read exactly as encoding/json would: a string with an
-// escape or a byte outside printable ASCII, a null, a repeated key, and
-// anything malformed make it give up (ok false), and the caller then
-// decodes with encoding/json, whose result and errors stay the API's.
+// reflection: encoding/json went over a 60,000-spec body three times and
+// allocated each spec apart (~25 ms of the agent's CPU, 19 MB). It takes
+// only what it reads exactly as encoding/json would: a string with an
+// escape, a control character or a byte beyond ASCII, a null where a
+// string goes, a repeated key, and anything malformed make it give up (ok
+// false), and the caller then decodes with encoding/json, whose result
+// and one-line errors stay the API's.
 type jsonScan struct {
 	b  string
 	i  int
