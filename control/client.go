@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -34,31 +35,11 @@ func NewClient(socket string) *Client {
 
 // do sends one request; an error body from the agent becomes the error.
 func (c *Client) do(method, path string, body, out any) error {
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://pontoon"+path, r)
+	resp, err := c.send(method, path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return c.dialError(err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e apiError
-		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
-			return &ReplyError{Status: resp.StatusCode, Message: fmt.Sprintf("agent answered %s", resp.Status)}
-		}
-		return &ReplyError{Status: resp.StatusCode, Message: e.Error}
-	}
 	if out == nil {
 		return nil
 	}
@@ -66,6 +47,42 @@ func (c *Client) do(method, path string, body, out any) error {
 		return fmt.Errorf("read agent reply: %w", err)
 	}
 	return nil
+}
+
+// send sends one request and returns the agent's reply when it is not a
+// refusal; the caller closes its body. A body of type []byte is sent as
+// it is, anything else as its JSON.
+func (c *Client) send(method, path string, body any) (*http.Response, error) {
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, "http://pontoon"+path, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.dialError(err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
+			return nil, &ReplyError{Status: resp.StatusCode, Message: fmt.Sprintf("agent answered %s", resp.Status)}
+		}
+		return nil, &ReplyError{Status: resp.StatusCode, Message: e.Error}
+	}
+	return resp, nil
 }
 
 // ReplyError is the agent's refusal of a request: the HTTP status and
@@ -174,28 +191,32 @@ func (c *Client) Detach(name string) error {
 // the compact reply and rebuilds the mappings from it and req; an agent
 // older than that reply answers with the mappings themselves.
 func (c *Client) Publish(req PublishRequest) ([]*PortMapping, error) {
-	var raw publishReply
-	if err := c.do("POST", "/v1/ports?reply=ports", req, &raw); err != nil {
+	resp, err := c.send("POST", "/v1/ports?reply=ports", appendPublishRequest(nil, req))
+	if err != nil {
 		return nil, err
 	}
-	if raw.ms != nil {
-		return raw.ms, nil
+	defer resp.Body.Close()
+	// The compact reply is at most 6 bytes a spec, and some 200 more.
+	body, err := readString(resp.Body, 6*len(req.Specs)+512)
+	if err != nil {
+		return nil, fmt.Errorf("read agent reply: %w", err)
 	}
-	return raw.ports.mappings(req)
-}
-
-// publishReply is either reply to a publish: an object (PublishedPorts)
-// or, from an agent that ignores ?reply=ports, the array of mappings.
-type publishReply struct {
-	ports PublishedPorts
-	ms    []*PortMapping
-}
-
-func (p *publishReply) UnmarshalJSON(b []byte) error {
-	if b = bytes.TrimSpace(b); len(b) > 0 && b[0] == '[' {
-		return json.Unmarshal(b, &p.ms)
+	body = strings.TrimSpace(body)
+	// An agent that ignores ?reply=ports sends the array of mappings.
+	if strings.HasPrefix(body, "[") {
+		var ms []*PortMapping
+		if err := json.Unmarshal([]byte(body), &ms); err != nil {
+			return nil, fmt.Errorf("read agent reply: %w", err)
+		}
+		return ms, nil
 	}
-	return json.Unmarshal(b, &p.ports)
+	var p PublishedPorts
+	if !decodePublishedPorts(body, &p) {
+		if err := json.Unmarshal([]byte(body), &p); err != nil {
+			return nil, fmt.Errorf("read agent reply: %w", err)
+		}
+	}
+	return p.mappings(req)
 }
 
 func (c *Client) Unpublish(req UnpublishRequest) ([]*PortMapping, error) {
