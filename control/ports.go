@@ -198,6 +198,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 	// A big batch is written by a goroutine while the state takes the
 	// mappings (its index is most of the rest of a 60,000-port publish),
 	// and gives them back if the batch fails.
+	a.st.reservePorts(e.Name, len(out))
 	var putErr error
 	if len(bindings) >= overlapAbove {
 		written := make(chan error, 1)

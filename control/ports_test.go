@@ -203,9 +203,9 @@ func TestBigPublishOverlapsUndo(t *testing.T) {
 	counters := maps.NewBindingStats(a.dp.Maps.BindingStats)
 	nothingLeft := func(when string) {
 		t.Helper()
-		if len(a.st.ports) != 0 || len(a.st.endpointPorts("web")) != 0 || len(a.st.groups) != 0 ||
+		if len(a.st.ports) != 0 || indexed(a, "web") != 0 || len(a.st.groups) != 0 ||
 			len(a.st.portCandidates("web", "tcp", ipam.PortRange{First: 1000, Last: 1000 + uint16(n)})) != 0 {
-			t.Fatalf("%s: the state holds %d mappings (index %d, groups %d)", when, len(a.st.ports), len(a.st.endpointPorts("web")), len(a.st.groups))
+			t.Fatalf("%s: the state holds %d mappings (index %d, groups %d)", when, len(a.st.ports), indexed(a, "web"), len(a.st.groups))
 		}
 		if got, err := a.bindings.All(); err != nil || len(got) != 0 {
 			t.Fatalf("%s: %d bindings left in the map (%v)", when, len(got), err)
@@ -248,8 +248,8 @@ func TestBigPublishOverlapsUndo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != n || len(a.st.endpointPorts("web")) != n {
-		t.Fatalf("%d mappings published, %d indexed, want %d", len(ms), len(a.st.endpointPorts("web")), n)
+	if len(ms) != n || indexed(a, "web") != n {
+		t.Fatalf("%d mappings published, %d indexed, want %d", len(ms), indexed(a, "web"), n)
 	}
 	if got, _ := a.bindings.All(); len(got) != n {
 		t.Errorf("%d bindings, want %d", len(got), n)
@@ -260,4 +260,13 @@ func TestBigPublishOverlapsUndo(t *testing.T) {
 			t.Fatalf("mapping %d has no traffic counter", m.ID)
 		}
 	}
+}
+
+// indexed counts the endpoint's mappings in the state's index.
+func indexed(a *Agent, endpoint string) int {
+	n := 0
+	for range a.st.endpointPorts(endpoint) {
+		n++
+	}
+	return n
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"iter"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -135,6 +137,13 @@ func (st *state) deleteRecords(tx ipam.Tx, ms []*PortMapping) error {
 }
 
 // putPort adds or replaces a mapping.
+// reservePorts readies the index for n more mappings of an endpoint.
+func (st *state) reservePorts(endpoint string, n int) {
+	if st.index != nil {
+		st.index.reserve(endpoint, n)
+	}
+}
+
 func (st *state) putPort(m *PortMapping) {
 	k := portKey(m)
 	if st.index != nil {
@@ -192,11 +201,30 @@ type portIndex struct {
 
 type mappingSet = map[*PortMapping]struct{}
 
+// endpointPorts indexes an endpoint's mappings: a one-port one by its
+// container port, a range in ranges. Each map insert of a 60,000-port
+// publish is a cache miss or two, and the publish waits for them: a set
+// of all of them was a fifth of its index work, and each visits these.
 type endpointPorts struct {
 	name   string
-	all    mappingSet
 	byPort map[protoPort][]*PortMapping
 	ranges mappingSet
+}
+
+// each visits the endpoint's mappings.
+func (ep *endpointPorts) each(yield func(*PortMapping) bool) {
+	for _, ms := range ep.byPort {
+		for _, m := range ms {
+			if !yield(m) {
+				return
+			}
+		}
+	}
+	for m := range ep.ranges {
+		if !yield(m) {
+			return
+		}
+	}
 }
 
 // protoPort is a protocol's name, as ParseProto reads it, and a port.
@@ -213,7 +241,7 @@ func (x *portIndex) endpoint(name string, create bool) *endpointPorts {
 	}
 	ep := x.endpoints[name]
 	if ep == nil && create {
-		ep = &endpointPorts{name: name, all: mappingSet{}, byPort: map[protoPort][]*PortMapping{}, ranges: mappingSet{}}
+		ep = &endpointPorts{name: name, byPort: map[protoPort][]*PortMapping{}, ranges: mappingSet{}}
 		x.endpoints[name] = ep
 	}
 	if ep != nil {
@@ -222,12 +250,24 @@ func (x *portIndex) endpoint(name string, create bool) *endpointPorts {
 	return ep
 }
 
+// reserve makes room in the endpoint's index for n more mappings: grown
+// insert by insert from empty to 60,000, its map was rehashed a dozen
+// times, inside the publish.
+func (x *portIndex) reserve(endpoint string, n int) {
+	ep := x.endpoint(endpoint, true)
+	if n <= len(ep.byPort) {
+		return
+	}
+	byPort := make(map[protoPort][]*PortMapping, len(ep.byPort)+n)
+	maps.Copy(byPort, ep.byPort)
+	ep.byPort = byPort
+}
+
 func (x *portIndex) add(m *PortMapping) {
 	if m.holdsIPv6Ports() {
 		x.v6[m] = struct{}{}
 	}
 	ep := x.endpoint(m.Endpoint, true)
-	ep.all[m] = struct{}{}
 	if m.Container.Len() == 1 {
 		k := makeProtoPort(m.Proto, m.Container.First)
 		ep.byPort[k] = append(ep.byPort[k], m)
@@ -242,7 +282,6 @@ func (x *portIndex) remove(m *PortMapping) {
 	if ep == nil {
 		return
 	}
-	delete(ep.all, m)
 	if m.Container.Len() == 1 {
 		k := makeProtoPort(m.Proto, m.Container.First)
 		if left := slices.DeleteFunc(ep.byPort[k], func(x *PortMapping) bool { return x == m }); len(left) > 0 {
@@ -253,7 +292,7 @@ func (x *portIndex) remove(m *PortMapping) {
 	} else {
 		delete(ep.ranges, m)
 	}
-	if len(ep.all) == 0 {
+	if len(ep.byPort) == 0 && len(ep.ranges) == 0 {
 		delete(x.endpoints, ep.name)
 		if x.last == ep {
 			x.last = nil
@@ -281,12 +320,12 @@ func (m *PortMapping) holdsIPv6Ports() bool { return m.Backend6.IsValid() || m.H
 func (st *state) v6Mappings() mappingSet { return st.portIndex().v6 }
 
 // endpointPorts is the endpoint's mappings; the caller must not change
-// the set.
-func (st *state) endpointPorts(name string) mappingSet {
+// the state while it visits them.
+func (st *state) endpointPorts(name string) iter.Seq[*PortMapping] {
 	if ep := st.portIndex().endpoint(name, false); ep != nil {
-		return ep.all
+		return ep.each
 	}
-	return nil
+	return func(func(*PortMapping) bool) {}
 }
 
 // maxPortLookups: a container range up to this long is looked up port by
@@ -302,10 +341,7 @@ func (st *state) portCandidates(endpoint, proto string, ports ipam.PortRange) []
 	}
 	var out []*PortMapping
 	if ports.Len() > maxPortLookups {
-		for m := range ep.all {
-			out = append(out, m)
-		}
-		return out
+		return slices.AppendSeq(out, ep.each)
 	}
 	for p := int(ports.First); p <= int(ports.Last); p++ {
 		out = append(out, ep.byPort[makeProtoPort(proto, uint16(p))]...)
