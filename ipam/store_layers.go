@@ -93,8 +93,10 @@ func (t *layeredTx) Put(bucket string, key, value []byte) error {
 		return errReadOnly
 	case bucket == "":
 		return errBucketName
-	case len(key) == 0 || len(key) > bolt.MaxKeySize:
-		return fmt.Errorf("put %x in %s: %w", key, bucket, bolt.ErrKeyTooLarge)
+	case len(key) == 0:
+		return fmt.Errorf("put in %s: %w", bucket, bolt.ErrKeyRequired)
+	case len(key) > bolt.MaxKeySize:
+		return fmt.Errorf("put %x in %s: %w", key[:16], bucket, bolt.ErrKeyTooLarge)
 	case len(value) > bolt.MaxValueSize:
 		return fmt.Errorf("put %x in %s: %w", key, bucket, bolt.ErrValueTooLarge)
 	}

@@ -333,3 +333,30 @@ func FuzzLogRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestLayeredPutRefusesWhatBboltWould: what bbolt would refuse at the
+// flusher's commit, which no caller could hear of, is refused at Put.
+func TestLayeredPutRefusesWhatBboltWould(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	for _, c := range []struct {
+		name        string
+		bucket, key string
+		want        error
+	}{
+		{"empty key", "x", "", bolt.ErrKeyRequired},
+		{"key too large", "x", strings.Repeat("k", bolt.MaxKeySize+1), bolt.ErrKeyTooLarge},
+		{"no bucket name", "", "k", errBucketName},
+	} {
+		err := s.Update(func(tx Tx) error { return tx.Put(c.bucket, []byte(c.key), []byte("v")) })
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: Update returned %v, want %v", c.name, err, c.want)
+		}
+	}
+	if got := dumpAll(t, s, "x", ""); got != "" {
+		t.Errorf("refused puts left %q", got)
+	}
+	if err := s.Broken(); err != nil {
+		t.Errorf("refused puts broke the store: %v", err)
+	}
+}
