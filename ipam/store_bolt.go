@@ -42,6 +42,9 @@ type BoltStore struct {
 	log             *stateLog
 	lineage, seq    uint64
 	fresh, flushing layer
+	// flushFailed: the last flush did not commit, so both log files may
+	// hold records bbolt lacks.
+	flushFailed bool
 	// flushMu makes flushes one at a time, the flusher's and those of
 	// Backup and Close.
 	flushMu  sync.Mutex
@@ -316,10 +319,10 @@ func (s *BoltStore) Update(fn func(Tx) error) error {
 		if err := fn(tx); err != nil || len(tx.ops) == 0 {
 			return err
 		}
-		if err := s.log.append(appendRecord(nil, s.lineage, s.seq+1, tx.ops)); err != nil {
-			// After a failed fdatasync the kernel may have dropped the
-			// pages it could not write: nothing after can be trusted.
+		if err := s.log.append(appendRecord(nil, s.lineage, s.seq+1, tx.ops)); errors.Is(err, errLogSync) {
 			return s.breakWith(fmt.Errorf("%w: %v; restart the agent", ErrStoreBroken, err))
+		} else if err != nil {
+			return err
 		}
 		s.seq++
 		s.fresh.apply(tx.ops)

@@ -3,6 +3,7 @@ package ipam
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -116,22 +117,31 @@ func putLogPosition(tx *bolt.Tx, lineage, applied uint64) error {
 	return b.Put(keyApplied, binary.LittleEndian.AppendUint64(nil, applied))
 }
 
-// flushLoop writes the log's records into bbolt shortly after they come.
+// flushRetry spaces the attempts of a flush that failed (a full disk).
+var flushRetry = time.Second
+
+// flushLoop writes the log's records into bbolt shortly after they come,
+// and again until it can while a flush fails.
 func (s *BoltStore) flushLoop() {
 	defer close(s.stopped)
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.wake:
+		case <-retry:
 		}
 		select {
 		case <-s.stop:
 			return
 		case <-time.After(flushDelay):
 		}
-		if s.flush() != nil {
+		retry = nil
+		if err := s.flush(); s.Broken() != nil {
 			return
+		} else if err != nil {
+			retry = time.After(flushRetry)
 		}
 	}
 }
@@ -146,7 +156,10 @@ func (s *BoltStore) stopFlusher() error {
 }
 
 // flush commits every record logged so far into bbolt, with the log
-// position, and sends later records to the other log file.
+// position, and sends later records to the other log file. When the
+// commit fails (a full disk), the records stay in the log and in the
+// layers, for the next flush, and no file is written over until one
+// succeeds: the file the records would go to may hold some of them.
 func (s *BoltStore) flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
@@ -160,7 +173,9 @@ func (s *BoltStore) flush() error {
 	}
 	s.flushing, s.fresh = s.fresh, make(layer)
 	upTo := s.seq
-	s.log.turn()
+	if !s.flushFailed {
+		s.log.turn()
+	}
 	s.mu.Unlock()
 	err := contain(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
@@ -170,12 +185,24 @@ func (s *BoltStore) flush() error {
 			return putLogPosition(tx, s.lineage, upTo)
 		})
 	})
-	if err != nil {
-		// The records stay in the log, for the next start to replay.
-		return s.breakWith(fmt.Errorf("%w: write the state log into %s: %v; restart the agent", ErrStoreBroken, s.db.Path(), err))
+	var pe panicError
+	if errors.As(err, &pe) {
+		return s.breakWith(fmt.Errorf("%w: writing the state log into %s %v; restart the agent", ErrStoreBroken, s.db.Path(), pe))
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		// Newer changes win over those that were being flushed.
+		for bucket, keys := range s.fresh {
+			for k, e := range keys {
+				s.flushing.set(bucket, k, e)
+			}
+		}
+		s.fresh, s.flushing = s.flushing, nil
+		s.flushFailed = true
+		return fmt.Errorf("write the state log into %s: %w", s.db.Path(), err)
+	}
 	s.flushing = nil
-	s.mu.Unlock()
+	s.flushFailed = false
 	return nil
 }

@@ -28,13 +28,17 @@ func (l layer) get(bucket string, key []byte) (entry, bool) {
 
 func (l layer) apply(ops []logOp) {
 	for _, op := range ops {
-		b := l[op.bucket]
-		if b == nil {
-			b = make(map[string]entry)
-			l[op.bucket] = b
-		}
-		b[string(op.key)] = entry{val: op.val, del: op.del}
+		l.set(op.bucket, string(op.key), entry{val: op.val, del: op.del})
 	}
+}
+
+func (l layer) set(bucket, key string, e entry) {
+	b := l[bucket]
+	if b == nil {
+		b = make(map[string]entry)
+		l[bucket] = b
+	}
+	b[key] = e
 }
 
 // writeTo puts the layer's changes into a bbolt transaction.

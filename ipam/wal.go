@@ -39,7 +39,8 @@ const (
 // logPrealloc is how much of each log file is written with zeros when it
 // is made: appends inside it overwrite blocks the file already has, which
 // fdatasync makes durable without a journal commit (twice as fast here).
-const logPrealloc = 1 << 20
+// A turn of one-port requests takes a few KiB; bigger ones grow the file.
+const logPrealloc = 256 << 10
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
@@ -189,13 +190,10 @@ func openLog(path string) (*stateLog, [2][]byte, error) {
 		}
 		if len(held[i]) < logPrealloc {
 			made = true
-			if _, err := f.WriteAt(make([]byte, logPrealloc-len(held[i])), int64(len(held[i]))); err != nil {
-				l.close()
-				return nil, held, fmt.Errorf("make state log %s: %w", p, err)
-			}
-			if err := f.Sync(); err != nil {
-				l.close()
-				return nil, held, fmt.Errorf("make state log %s: %w", p, err)
+			// Only a speed-up: on a full disk the log grows as it is
+			// written, and a write that finds no room fails its request.
+			if _, err := f.WriteAt(make([]byte, logPrealloc-len(held[i])), int64(len(held[i]))); err == nil {
+				f.Sync()
 			}
 		}
 	}
@@ -220,15 +218,21 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// errLogSync: a record was written but could not be made durable. After
+// a failed fdatasync the kernel may have dropped the pages it could not
+// write, so nothing after can be trusted.
+var errLogSync = errors.New("sync the state log")
+
 // append writes rec after the active file's last record and makes it
-// durable before returning.
+// durable before returning. A write that fails (a full disk) leaves no
+// record: the next one is written over whatever part of it got there.
 func (l *stateLog) append(rec []byte) error {
 	f := l.files[l.active]
 	if _, err := f.WriteAt(rec, l.off); err != nil {
-		return fmt.Errorf("write %s: %w", f.Name(), err)
+		return err
 	}
 	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return fmt.Errorf("sync %s: %w", f.Name(), err)
+		return fmt.Errorf("%w %s: %w", errLogSync, f.Name(), err)
 	}
 	l.off += int64(len(rec))
 	return nil

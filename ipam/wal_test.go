@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,5 +360,74 @@ func TestLayeredPutRefusesWhatBboltWould(t *testing.T) {
 	}
 	if err := s.Broken(); err != nil {
 		t.Errorf("refused puts broke the store: %v", err)
+	}
+}
+
+// TestLogOnFullDisk: on a full file system a change the log has room for
+// is answered and read back while bbolt cannot take it; the flusher tries
+// again until it can. A change the log has no room for fails alone, and
+// the store goes on.
+func TestLogOnFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	old := flushRetry
+	flushRetry = 20 * time.Millisecond
+	t.Cleanup(func() { flushRetry = old })
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	path := filepath.Join(dir, "state.db")
+	s := mustOpen(t, path)
+	put(t, s, "x", "a", "1")
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler.Write(make([]byte, 2<<20)) // stops at ENOSPC
+	filler.Close()
+
+	// A value bbolt must grow its file for, in a record the log has
+	// room for (its files were made before the disk filled).
+	big := strings.Repeat("v", 100<<10)
+	put(t, s, "x", "big", big)
+	if err := s.flush(); err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("flush on a full disk: %v, want ENOSPC", err)
+	}
+	if err := s.Broken(); err != nil {
+		t.Fatalf("a failed flush broke the store: %v", err)
+	}
+	if got := dumpAll(t, s, "x"); got != "x/a=1;x/big="+big+";" {
+		t.Fatalf("after a failed flush the store reads %d bytes, want a=1 and big", len(got))
+	}
+	// A change the log has no room for fails, and changes nothing.
+	huge := strings.Repeat("h", 400<<10)
+	if err := s.Update(func(tx Tx) error { return tx.Put("x", []byte("huge"), []byte(huge)) }); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("a change the log has no room for: %v, want ENOSPC", err)
+	}
+	if err := s.Broken(); err != nil {
+		t.Fatalf("a failed log write broke the store: %v", err)
+	}
+	put(t, s, "x", "small", "2")
+
+	os.Remove(filepath.Join(dir, "filler"))
+	deadline := time.Now().Add(10 * time.Second)
+	for inBolt(t, s, "x") != "x/a=1;x/big="+big+";x/small=2;" {
+		if time.Now().After(deadline) {
+			t.Fatalf("bbolt holds %d bytes of x after the disk has room again, want a, big and small", len(inBolt(t, s, "x")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Nothing was lost from the log meanwhile either.
+	put(t, s, "x", "last", "3")
+	crash(s)
+	s = reopen(t, path)
+	if got := dumpAll(t, s, "x"); got != "x/a=1;x/big="+big+";x/last=3;x/small=2;" {
+		t.Errorf("after a crash the store reads %d bytes, want a, big, last and small", len(got))
 	}
 }
