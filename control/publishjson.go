@@ -125,6 +125,23 @@ func (s *jsonScan) uint(max uint64) uint64 {
 	return n
 }
 
+// first says whether key k of an object is new, and gives up on one seen
+// before: encoding/json would keep its last value.
+func (s *jsonScan) first(seen *[8]bool, k int) bool {
+	if seen[k] {
+		s.ok = false
+	}
+	seen[k] = true
+	return s.ok
+}
+
+// ownString takes a string as a copy of its own, for a value that
+// outlives the body it is read from.
+func (s *jsonScan) ownString() string {
+	start, end := s.str()
+	return strings.Clone(s.b[start:end])
+}
+
 // object takes an object, calling field for each key, which takes the
 // key's value (or sets s.ok to false for a key it does not know), then
 // the end of the input, where only white space may follow the object.
@@ -160,22 +177,14 @@ func decodePublishRequest(body string, req *PublishRequest) bool {
 	// agent's state), so it is a copy of its own.
 	s := jsonScan{b: body, ok: true}
 	var out PublishRequest
-	var seen [3]bool
-	once := func(k int) bool {
-		if seen[k] {
-			s.ok = false // encoding/json would keep the last one
-		}
-		seen[k] = true
-		return s.ok
-	}
+	var seen [8]bool
 	ok := s.object(func(key string) {
 		switch {
-		case key == "endpoint" && once(0):
-			start, end := s.str()
-			out.Endpoint = strings.Clone(body[start:end])
-		case key == "specs" && once(1):
+		case key == "endpoint" && s.first(&seen, 0):
+			out.Endpoint = s.ownString()
+		case key == "specs" && s.first(&seen, 1):
 			out.Specs = s.strings()
-		case key == "allow_from" && once(2):
+		case key == "allow_from" && s.first(&seen, 2):
 			out.AllowFrom = s.strings()
 		default:
 			s.ok = false
@@ -193,14 +202,7 @@ func decodePublishRequest(body string, req *PublishRequest) bool {
 func decodePublishedPorts(body string, p *PublishedPorts) bool {
 	s := jsonScan{b: body, ok: true}
 	var out PublishedPorts
-	var seen [5]bool
-	once := func(k int) bool {
-		if seen[k] {
-			s.ok = false
-		}
-		seen[k] = true
-		return s.ok
-	}
+	var seen [8]bool
 	addr := func() netip.Addr {
 		start, end := s.str()
 		if !s.ok || start == end {
@@ -214,16 +216,15 @@ func decodePublishedPorts(body string, p *PublishedPorts) bool {
 	}
 	ok := s.object(func(key string) {
 		switch {
-		case key == "endpoint" && once(0):
-			start, end := s.str()
-			out.Endpoint = strings.Clone(body[start:end])
-		case key == "first_id" && once(1):
+		case key == "endpoint" && s.first(&seen, 0):
+			out.Endpoint = s.ownString()
+		case key == "first_id" && s.first(&seen, 1):
 			out.FirstID = uint32(s.uint(math.MaxUint32))
-		case key == "endpoint_ip" && once(2):
+		case key == "endpoint_ip" && s.first(&seen, 2):
 			out.EndpointIP = addr()
-		case key == "endpoint_ipv6" && once(3):
+		case key == "endpoint_ipv6" && s.first(&seen, 3):
 			out.EndpointIPv6 = addr()
-		case key == "host_ports" && once(4):
+		case key == "host_ports" && s.first(&seen, 4):
 			out.HostPorts = s.ports()
 		default:
 			s.ok = false

@@ -21,8 +21,9 @@ func newMem(t testing.TB) *Allocator {
 	return a
 }
 
-// openBoltFast opens a bolt store without fsync, for tests that exercise
-// logic rather than durability (the crash test keeps fsync on).
+// openBoltFast opens a bolt store without fsync (of its log or of
+// bbolt), for tests that exercise logic rather than durability (the
+// crash test keeps fsync on).
 func openBoltFast(t testing.TB, path string) *BoltStore {
 	t.Helper()
 	s, err := OpenBolt(path)
@@ -30,6 +31,7 @@ func openBoltFast(t testing.TB, path string) *BoltStore {
 		t.Fatal(err)
 	}
 	s.db.NoSync = true
+	s.log.noSync = true
 	t.Cleanup(func() { s.Close() })
 	return s
 }

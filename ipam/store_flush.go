@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -57,7 +58,7 @@ func (s *BoltStore) recover(path string) error {
 	if !fresh {
 		records = append(readChain(held[0], lineage), readChain(held[1], lineage)...)
 	}
-	slices.SortStableFunc(records, func(a, b logRecord) int { return cmpUint64(a.seq, b.seq) })
+	slices.SortStableFunc(records, func(a, b logRecord) int { return cmp.Compare(a.seq, b.seq) })
 	// Replay the records that follow bbolt's without a gap. The log
 	// position moves past every record seen, so one left from an older
 	// turn (or from before a backup was restored) can never be taken for
@@ -87,16 +88,6 @@ func (s *BoltStore) recover(path string) error {
 	}
 	s.log, s.lineage, s.seq = log, lineage, seen
 	return nil
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func getUint64(b *bolt.Bucket, key []byte) uint64 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pontoon-net/pontoon/loader/testenv"
 )
 
 // crash leaves s as kill -9 would: its flusher stopped without writing
@@ -374,11 +375,7 @@ func TestLogOnFullDisk(t *testing.T) {
 	old := flushRetry
 	flushRetry = 20 * time.Millisecond
 	t.Cleanup(func() { flushRetry = old })
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	dir := testenv.Tmpfs(t, "size=1m")
 	path := filepath.Join(dir, "state.db")
 	s := mustOpen(t, path)
 	put(t, s, "x", "a", "1")

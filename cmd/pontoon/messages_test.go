@@ -200,7 +200,7 @@ func slicesRepeat(s string, n int) []string {
 // with what to do; a refused request changes nothing.
 func TestDiskMessages(t *testing.T) {
 	w := newWorld(t, 1)
-	w.stateDir = mountTmpfs(t, "size=1m")
+	w.stateDir = testenv.Tmpfs(t, "size=1m")
 	w.startAgent()
 	w.ok("network", "create", "net", "--subnet", "10.77.0.0/24")
 	w.ok("endpoint", "attach", "net", "c1", "--netns", w.containers[0].Path())
@@ -244,16 +244,4 @@ func TestDiskMessages(t *testing.T) {
 			"--socket", filepath.Join(t.TempDir(), "s.sock"), "--bpffs", testenv.PinDir(t), "--cgroup", testenv.Cgroup(t)))
 		expectOneLineError(t, r, "read-only file system; the file system holding "+ro+" is mounted read-only: remount it read-write, or give the agent a --state-dir on a writable one, and retry")
 	})
-}
-
-// mountTmpfs mounts a tmpfs with opts on a new directory, unmounted at
-// cleanup.
-func mountTmpfs(t *testing.T, opts string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v %s", dir, err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
 }

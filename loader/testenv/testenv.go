@@ -76,6 +76,18 @@ func PinDir(t testing.TB) string {
 	return dir
 }
 
+// Tmpfs mounts a tmpfs with opts (such as "size=1m", for a file system
+// a test fills) on a fresh directory, unmounted at cleanup.
+func Tmpfs(t testing.TB, opts string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v %s", dir, err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
 // Cgroup creates a child cgroup of the v2 root for the socket hooks, so the
 // test's hooks only see the processes the test puts there.
 func Cgroup(t testing.TB) string {
