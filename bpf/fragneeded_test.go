@@ -83,3 +83,71 @@ func TestHairpinFragNeeded(t *testing.T) {
 		t.Fatal("no bridge_ingress run")
 	}
 }
+
+// TestHairpinTooBig6: IPv6's TestHairpinFragNeeded. An IPv6 datagram a
+// container hairpins to a published port of a network whose route has a
+// smaller MTU (bridge0's 1400) is dropped, counted drop_frag_needed, and
+// answered with an ICMPv6 Packet Too Big naming 1400 (every such datagram:
+// IPv6 has no DF bit, routers never fragment), from the address dialled,
+// to the sender, quoting the datagram as it was sent, its checksum right
+// over the pseudo-header, back out of the bridge with the MACs swapped.
+// A datagram that fits is forwarded, translated, as before.
+func TestHairpinTooBig6(t *testing.T) {
+	w := newFuzzWorld(t)
+	routeIPv6World(t, w)
+	answers := kernelAtLeast(t, [2]int{5, 12})
+	m := &w.uplink.TcUplinkMaps
+	if err := maps.NewHostAddrs(m.Hostaddrs).Put(v6Host, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewBindings(m.Bindings).PutBatch([]maps.Binding{udpApp6}); err != nil {
+		t.Fatal(err)
+	}
+	var resetErr error
+	w.ns.do(func() { resetErr = w.reset(0) })
+	if resetErr != nil {
+		t.Fatal(resetErr)
+	}
+	sender := ap(v6Me2, 40500)
+	// The flow's first datagram fits and opens it; the next is too big.
+	if ret, _, moved := runBridgeIngress(t, w, udp6Frame(t, sender, udpApp6.Host, []byte("fits"))); ret != fuzzActRedirect || moved["hairpin"] != 1 {
+		t.Fatalf("a datagram that fits: returned %d, counters moved %v; want it hairpinned", ret, moved)
+	}
+	in := udp6Frame(t, sender, udpApp6.Host, bytes.Repeat([]byte("too big!"), 190)) // 1568 bytes of IPv6
+	ret, out, moved := runBridgeIngress(t, w, in)
+	if moved["drop_frag_needed"] != 1 {
+		t.Errorf("counters moved %v, want drop_frag_needed", moved)
+	}
+	if !answers {
+		if ret != fuzzActShot {
+			t.Errorf("returned %d, want the drop (below Linux 5.12 the FIB lookup names no MTU)", ret)
+		}
+		return
+	}
+	if ret != fuzzActRedirect {
+		t.Fatalf("returned %d, want the Packet Too Big redirected", ret)
+	}
+	if msg := fuzzCheckFragNeeded(out); msg != "" {
+		t.Fatalf("%s\n%s", msg, fuzzHex(out))
+	}
+	verifyChecksums6(t, out[fuzzEthLen:])
+	ip, icmp := out[fuzzEthLen:], out[fuzzEthLen+40:]
+	quoted := icmp[8:]
+	addr := func(b []byte) netip.Addr { return netip.AddrFrom16([16]byte(b)) }
+	if !bytes.Equal(out[:6], in[6:12]) || !bytes.Equal(out[6:12], in[:6]) {
+		t.Errorf("MACs %x -> %x, want the datagram's swapped", out[6:12], out[:6])
+	}
+	if got := addr(ip[8:24]); got != udpApp6.Host.Addr() {
+		t.Errorf("Packet Too Big from %s, want the address dialled, %s", got, udpApp6.Host.Addr())
+	}
+	if got := addr(ip[24:40]); got != sender.Addr() {
+		t.Errorf("Packet Too Big to %s, want the sender %s", got, sender.Addr())
+	}
+	if mtu := binary.BigEndian.Uint32(icmp[4:8]); mtu != 1400 {
+		t.Errorf("MTU %d, want 1400", mtu)
+	}
+	// As sent: header and ports; the UDP checksum is the translated one.
+	if want := in[fuzzEthLen : fuzzEthLen+40+6]; !bytes.Equal(quoted, append(bytes.Clone(want), quoted[46:]...)) {
+		t.Errorf("quotes %s", describeDiff(want, quoted[:46]))
+	}
+}

@@ -756,9 +756,12 @@ func (w *fuzzWorld) check(t *testing.T, opts uint8, r fuzzRun) bool {
 }
 
 // fuzzCheckFragNeeded says what is wrong with an ICMP "fragmentation
-// needed" bridge_ingress sends back, or "".
+// needed" (or, for IPv6, Packet Too Big) bridge_ingress sends back, or "".
 func fuzzCheckFragNeeded(out []byte) string {
 	const ipLen, icmpLen, quoteLen = 20, 8, 28
+	if len(out) >= fuzzEthLen && binary.BigEndian.Uint16(out[12:14]) == 0x86dd {
+		return fuzzCheckTooBig6(out)
+	}
 	if len(out) != fuzzEthLen+ipLen+icmpLen+quoteLen {
 		return fmt.Sprintf("frag-needed of %d bytes, want %d", len(out), fuzzEthLen+ipLen+icmpLen+quoteLen)
 	}
@@ -777,6 +780,30 @@ func fuzzCheckFragNeeded(out []byte) string {
 		return fmt.Sprintf("frag-needed names MTU %d", binary.BigEndian.Uint16(icmp[6:8]))
 	case !bytes.Equal(ip[16:20], icmp[icmpLen+12:icmpLen+16]):
 		return "frag-needed does not go back to the quoted datagram's source"
+	}
+	return ""
+}
+
+// fuzzCheckTooBig6 says what is wrong with an ICMPv6 Packet Too Big
+// bridge_ingress sends back, or "".
+func fuzzCheckTooBig6(out []byte) string {
+	const ipLen, icmpLen, quoteLen = 40, 8, 48
+	if len(out) != fuzzEthLen+ipLen+icmpLen+quoteLen {
+		return fmt.Sprintf("Packet Too Big of %d bytes, want %d", len(out), fuzzEthLen+ipLen+icmpLen+quoteLen)
+	}
+	ip := out[fuzzEthLen:]
+	icmp := ip[ipLen:]
+	switch {
+	case ip[0]>>4 != 6 || ip[6] != nextHeaderICMPv6 || int(binary.BigEndian.Uint16(ip[4:6])) != icmpLen+quoteLen:
+		return "Packet Too Big is not a plain ICMPv6 packet of its length"
+	case icmp[0] != 2 || icmp[1] != 0:
+		return fmt.Sprintf("ICMPv6 type %d code %d, want 2/0", icmp[0], icmp[1])
+	case !l4SumOK(ip[8:24], ip[24:40], layers.IPProtocolICMPv6, icmp):
+		return "Packet Too Big has a bad ICMPv6 checksum"
+	case binary.BigEndian.Uint32(icmp[4:8]) < 1280:
+		return fmt.Sprintf("Packet Too Big names MTU %d", binary.BigEndian.Uint32(icmp[4:8]))
+	case !bytes.Equal(ip[24:40], icmp[icmpLen+8:icmpLen+24]):
+		return "Packet Too Big does not go back to the quoted datagram's source"
 	}
 	return ""
 }

@@ -28,6 +28,7 @@
 #include "lib/ipv6.h"
 #include "lib/ipv6_nat.h"
 #include "lib/snat6.h"
+#include "lib/hairpin_icmp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -244,116 +245,6 @@ static __noinline __u32 hairpin6(struct __sk_buff *skb, int *action)
 	return stat;
 }
 
-/* The ICMP "fragmentation needed" a hairpinned DF datagram too big for
- * the backend's network earns. The stack cannot send it: the datagram,
- * translated, has the host's own gateway as its source, and untranslated
- * it is addressed to the host itself (local delivery never asks for
- * fragmentation). So it is written here, as the stack's forward path
- * would: the datagram is cut to its IP header and 8 bytes, given back the
- * addresses and ports the container sent it with (from its snat and ct
- * entries), and wrapped in an ICMP error from the address the container
- * dialled, with the MTU the route to the backend has; it goes back out of
- * the bridge to the container. TCP and UDP without IP options, not GSO,
- * on kernels whose FIB lookup reports the MTU (5.12 on); the rest stays
- * dropped. Returns the tc action. */
-static __always_inline __sum16 csum_fold(__s64 sum)
-{
-	__u32 s = (__u32)sum;
-
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__sum16)~s;
-}
-
-#define ICMP_FRAG_NEEDED 4
-
-struct frag_needed4 {
-	struct iphdr ip;
-	struct {
-		__u8 type;
-		__u8 code;
-		__sum16 checksum;
-		__be16 unused;
-		__be16 mtu;
-	} icmp;
-	struct iphdr quoted;
-	__be16 ports[4]; /* the quoted datagram's first 8 bytes */
-};
-
-static __noinline int hairpin_frag_needed4(struct __sk_buff *skb)
-{
-	struct bpf_fib_lookup fib = {};
-	struct frag_needed4 m = {};
-	struct ct_key key = {};
-	struct snat_value *sv;
-	struct ct_value *cv;
-	__u8 macs[2 * ETH_ALEN];
-	int is_new;
-	__u16 mtu;
-	__s64 sum;
-
-	/* bpf_csum_update fails unless the skb is CHECKSUM_COMPLETE (never
-	 * so from a bridge port): cutting it would leave skb->csum wrong. */
-	if (skb->gso_size || bpf_csum_update(skb, 0) >= 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &m.quoted, sizeof(m.quoted) + 8) < 0 ||
-	    m.quoted.ihl != 5 || (m.quoted.protocol != IPPROTO_TCP && m.quoted.protocol != IPPROTO_UDP))
-		return TC_ACT_SHOT;
-	fib.family = AF_INET;
-	fib.l4_protocol = m.quoted.protocol;
-	fib.tot_len = bpf_ntohs(m.quoted.tot_len);
-	fib.ipv4_src = m.quoted.saddr;
-	fib.ipv4_dst = m.quoted.daddr;
-	fib.ifindex = skb->ifindex;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		return TC_ACT_SHOT;
-	mtu = fib.mtu_result; /* before 5.12 still tot_len: no MTU to tell */
-	if (mtu < 68 || mtu >= bpf_ntohs(m.quoted.tot_len))
-		return TC_ACT_SHOT;
-
-	/* gateway:nat_port -> backend:port back to container:port -> host:port */
-	tuple_key4(&key, m.quoted.protocol, m.quoted.daddr, m.ports[1], m.quoted.saddr, m.ports[0]);
-	sv = bpf_map_lookup_elem(&snat, &key);
-	if (!sv || !(sv->flags & SNAT_F_REVERSE))
-		return TC_ACT_SHOT;
-	m.quoted.saddr = addr_get4(sv->addr);
-	m.ports[0] = sv->port;
-	tuple_key4(&key, m.quoted.protocol, m.quoted.daddr, m.ports[1], m.quoted.saddr, m.ports[0]);
-	cv = ct_find(&key, &is_new);
-	if (!cv)
-		return TC_ACT_SHOT;
-	m.quoted.daddr = addr_get4(cv->nat_addr);
-	m.ports[1] = cv->nat_port;
-	m.quoted.check = 0;
-	m.quoted.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&m.quoted, sizeof(m.quoted), 0));
-
-	m.icmp.type = ICMP_DEST_UNREACH;
-	m.icmp.code = ICMP_FRAG_NEEDED;
-	m.icmp.mtu = bpf_htons(mtu);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&m.icmp, sizeof(m) - sizeof(m.ip), 0);
-	if (sum < 0)
-		return TC_ACT_SHOT;
-	m.icmp.checksum = csum_fold(sum);
-	m.ip.version = 4;
-	m.ip.ihl = 5;
-	m.ip.tos = 0xc0; /* as the stack's ICMP errors */
-	m.ip.tot_len = bpf_htons(sizeof(m));
-	m.ip.ttl = 64;
-	m.ip.protocol = IPPROTO_ICMP;
-	m.ip.saddr = m.quoted.daddr;
-	m.ip.daddr = m.quoted.saddr;
-	m.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&m.ip, sizeof(m.ip), 0));
-
-	/* Back where it came from: the MACs swap. */
-	if (bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)) < 0 ||
-	    bpf_skb_change_tail(skb, ETH_HLEN + sizeof(m.quoted) + 8, 0) < 0 ||
-	    bpf_skb_adjust_room(skb, sizeof(m.ip) + sizeof(m.icmp), BPF_ADJ_ROOM_MAC, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, macs + ETH_ALEN, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, macs, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
-}
-
 SEC("tc")
 int bridge_ingress(struct __sk_buff *skb)
 {
@@ -369,6 +260,11 @@ int bridge_ingress(struct __sk_buff *skb)
 		parsed = parse6_ingress(skb);
 		if (parsed == PARSE_OK)
 			stat = hairpin6(skb, &action);
+		if (stat == STAT_DROP_FRAG_NEEDED) {
+			/* Counted and shown as dropped; the sender hears why. */
+			finish(skb, stat, action);
+			return hairpin_too_big6(skb);
+		}
 		if (stat == STAT_PASS_NO_MATCH && fib_redirect_enabled())
 			stat = leave6(skb, parsed, &action);
 		return finish(skb, stat, action);

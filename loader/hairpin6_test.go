@@ -29,7 +29,22 @@ func TestIPv6Hairpin(t *testing.T) {
 	})
 }
 
-func testIPv6Hairpin(t *testing.T, forwardDrop bool) {
+// ipv6Hairpin is TestIPv6Hairpin's world: network 1 (fd00:91::/64, on
+// the world's bridge) holds containers A and B, network 2 (fd00:92::/64,
+// on a bridge of its own) container C; A serves TCP on 80 (published as
+// [::]:8080), bulk on 9000 ([::]:9000) and a datagram echo on 7000
+// ([hostIP]:7000). No socket hooks: the cgroup holds no client.
+type ipv6Hairpin struct {
+	*testenv.World
+	pins            string
+	C               *testenv.Netns
+	bridge2, cVeth  string
+	hostIP, gateway netip.Addr
+	gateway2        netip.Addr
+	aIP             netip.Addr
+}
+
+func newIPv6Hairpin(t *testing.T, forwardDrop bool) *ipv6Hairpin {
 	w := testenv.NewWorld(t)
 	if forwardDrop {
 		w.Host.Exec(t, "ip6tables", "-P", "FORWARD", "DROP")
@@ -93,7 +108,14 @@ func testIPv6Hairpin(t *testing.T, forwardDrop bool) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return &ipv6Hairpin{World: w, pins: pins, C: c, bridge2: bridge2, cVeth: cVeth,
+		hostIP: hostIP, gateway: gateway, gateway2: gateway2, aIP: aIP}
+}
 
+func testIPv6Hairpin(t *testing.T, forwardDrop bool) {
+	h := newIPv6Hairpin(t, forwardDrop)
+	w, pins, c := h.World, h.pins, h.C
+	hostIP, gateway, gateway2 := h.hostIP, h.gateway, h.gateway2
 	size := int64(testenv.BulkSize)
 	if testing.Short() {
 		size = 8 << 20

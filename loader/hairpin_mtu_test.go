@@ -46,20 +46,7 @@ func TestHairpinFragNeeded(t *testing.T) {
 		if !testenv.KernelAtLeast(t, 5, 12) {
 			t.Skip("below Linux 5.12 the FIB lookup reports no MTU to name: the datagram is only dropped")
 		}
-		mtu, err := learnPathMTU(n.C, dialled, 1400)
-		if err != nil {
-			t.Fatalf("%v\ndatapath counters: %s", err, counters(t, n.pins))
-		}
-		if mtu != hairpinMTU {
-			t.Fatalf("path MTU to %s is %d after a 1400-byte DF datagram, want %d\ndatapath counters: %s", dialled, mtu, hairpinMTU, counters(t, n.pins))
-		}
-		stats, err := maps.NewStats(openPinned(t, n.pins, "stats")).Read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stats["drop_frag_needed"].Packets == 0 {
-			t.Errorf("the datagram too big is not counted as drop_frag_needed: %s", counters(t, n.pins))
-		}
+		expectPathMTU(t, n.C, n.pins, dialled)
 	})
 
 	t.Run("a datagram at the MTU gets through", func(t *testing.T) {
@@ -68,27 +55,93 @@ func TestHairpinFragNeeded(t *testing.T) {
 		}
 	})
 
+	hairpinBulk(t, n.C, n.pins, netip.AddrPortFrom(w.HostIP, 9000))
+}
+
+// expectPathMTU: a 1400-byte datagram that may not be fragmented, sent
+// from ns to dialled through the hairpin, teaches ns's kernel the path MTU
+// hairpinMTU, and is counted drop_frag_needed.
+func expectPathMTU(t *testing.T, ns *testenv.Netns, pins string, dialled netip.AddrPort) {
+	t.Helper()
+	mtu, err := learnPathMTU(ns, dialled, 1400)
+	if err != nil {
+		t.Fatalf("%v\ndatapath counters: %s", err, counters(t, pins))
+	}
+	if mtu != hairpinMTU {
+		t.Fatalf("path MTU to %s is %d after a 1400-byte datagram, want %d\ndatapath counters: %s", dialled, mtu, hairpinMTU, counters(t, pins))
+	}
+	stats, err := maps.NewStats(openPinned(t, pins, "stats")).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats["drop_frag_needed"].Packets == 0 {
+		t.Errorf("the datagram too big is not counted as drop_frag_needed: %s", counters(t, pins))
+	}
+}
+
+// hairpinBulk moves a bulk transfer each way from ns to addr.
+func hairpinBulk(t *testing.T, ns *testenv.Netns, pins string, addr netip.AddrPort) {
 	for i, dir := range []testenv.Direction{testenv.Upload, testenv.Download} {
 		t.Run("64 MiB "+dir.String()+" through the hairpin", func(t *testing.T) {
-			res, err := n.C.Transfer(testenv.Transfer{
-				Dir: dir, Addr: netip.AddrPortFrom(w.HostIP, 9000).String(), Seed: uint64(i + 1),
+			res, err := ns.Transfer(testenv.Transfer{
+				Dir: dir, Addr: addr.String(), Seed: uint64(i + 1),
 				Size: testenv.BulkSize, Deadline: transferDeadline,
 			})
 			if err != nil {
-				t.Fatalf("%v\ndatapath counters: %s", err, counters(t, n.pins))
+				t.Fatalf("%v\ndatapath counters: %s", err, counters(t, pins))
 			}
 			t.Logf("%d bytes in %s", res.Bytes, res.Elapsed)
 		})
 	}
 }
 
-// learnPathMTU sends DF datagrams of size bytes to dst from a connected
-// socket in ns until the kernel's path MTU for dst drops below size (an
-// ICMP frag-needed arrived), and returns it.
+// TestHairpinTooBig6: TestHairpinFragNeeded for IPv6. Container C of
+// network 2 (MTU 1500) reaches a port published by container A of network
+// 1 (MTU 1280) through the bridge's IPv6 hairpin. A datagram too big for
+// network 1 is answered with ICMPv6 Packet Too Big naming 1280, from the
+// address dialled, so C's path MTU drops to 1280; then a datagram bigger
+// than that, which C now fragments itself, is echoed whole, and TCP bulk
+// transfers through the same hairpin complete.
+func TestHairpinTooBig6(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	h := newIPv6Hairpin(t, false)
+	for _, dev := range []string{h.Bridge, h.AVeth} {
+		h.Host.IP(t, "link", "set", dev, "mtu", fmt.Sprint(hairpinMTU))
+	}
+	h.A.IP(t, "link", "set", "eth0", "mtu", fmt.Sprint(hairpinMTU))
+	dialled := netip.AddrPortFrom(h.hostIP, 7000)
+
+	t.Run("a datagram over the MTU earns Packet Too Big with the MTU", func(t *testing.T) {
+		if !testenv.KernelAtLeast(t, 5, 12) {
+			t.Skip("below Linux 5.12 the FIB lookup reports no MTU to name: the datagram is only dropped")
+		}
+		expectPathMTU(t, h.C, h.pins, dialled)
+	})
+
+	t.Run("then a bigger datagram, fragmented by its sender, is echoed", func(t *testing.T) {
+		if !testenv.KernelAtLeast(t, 5, 12) {
+			t.Skip("below Linux 5.12 the sender never learns the path MTU")
+		}
+		if err := h.C.EchoDatagrams(dialled.String(), 1400, 3); err != nil {
+			t.Fatalf("%v\ndatapath counters: %s", err, counters(t, h.pins))
+		}
+	})
+
+	hairpinBulk(t, h.C, h.pins, netip.AddrPortFrom(h.hostIP, 9000))
+}
+
+// learnPathMTU sends datagrams of size bytes (IP header included) that
+// may not be fragmented to dst from a connected socket in ns until the
+// kernel's path MTU for dst drops below size (an ICMP frag-needed, or
+// ICMPv6 Packet Too Big, arrived), and returns it.
 func learnPathMTU(ns *testenv.Netns, dst netip.AddrPort, size int) (int, error) {
+	network, level, discover, discoverDo, mtuOpt, headers := "udp4", unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, unix.IP_MTU, 28
+	if dst.Addr().Is6() {
+		network, level, discover, discoverDo, mtuOpt, headers = "udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, unix.IPV6_MTU, 48
+	}
 	var mtu int
 	err := ns.Do(func() error {
-		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+		c, err := net.DialUDP(network, nil, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
 			return err
 		}
@@ -104,26 +157,24 @@ func learnPathMTU(ns *testenv.Netns, dst netip.AddrPort, size int) (int, error) 
 			}
 			return inner
 		}
-		if err := sockopt(func(fd int) error {
-			return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
-		}); err != nil {
-			return fmt.Errorf("set IP_PMTUDISC_DO: %w", err)
+		if err := sockopt(func(fd int) error { return unix.SetsockoptInt(fd, level, discover, discoverDo) }); err != nil {
+			return fmt.Errorf("forbid fragmentation: %w", err)
 		}
-		payload := make([]byte, size-28)
+		payload := make([]byte, size-headers)
 		for try := 0; try < 10; try++ {
 			c.Write(payload) // EMSGSIZE once the MTU is known: that is the point
 			time.Sleep(200 * time.Millisecond)
 			if err := sockopt(func(fd int) (err error) {
-				mtu, err = unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU)
+				mtu, err = unix.GetsockoptInt(fd, level, mtuOpt)
 				return err
 			}); err != nil {
-				return fmt.Errorf("read IP_MTU: %w", err)
+				return fmt.Errorf("read the path MTU: %w", err)
 			}
 			if mtu < size {
 				return nil
 			}
 		}
-		return fmt.Errorf("path MTU to %s still %d after 10 DF datagrams of %d bytes: no frag-needed came back", dst, mtu, size)
+		return fmt.Errorf("path MTU to %s still %d after 10 datagrams of %d bytes that may not be fragmented: no ICMP error came back", dst, mtu, size)
 	})
 	return mtu, err
 }
