@@ -332,3 +332,26 @@ func TestBulkGoalInCells(t *testing.T) {
 		}
 	}
 }
+
+// TestCallMitigations: the mitigations in force are named with the
+// kernel's words; those it reports as not needed, and those it does not
+// know, are left out.
+func TestCallMitigations(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"spectre_v2":           "Mitigation: Retpolines; STIBP: disabled\n",
+		"retbleed":             "Not affected\n",
+		"spec_rstack_overflow": "Vulnerable: Safe RET, no microcode\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "spectre_v2: Mitigation: Retpolines; STIBP: disabled; spec_rstack_overflow: Vulnerable: Safe RET, no microcode"
+	if got := callMitigations(dir); got != want {
+		t.Errorf("callMitigations = %q, want %q", got, want)
+	}
+	if got := callMitigations(t.TempDir()); got != "" {
+		t.Errorf("callMitigations of a kernel that reports none = %q, want none", got)
+	}
+}

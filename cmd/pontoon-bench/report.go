@@ -126,6 +126,9 @@ func markdown(r *results) string {
 	fmt.Fprintf(&b, "| | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| kernel | %s |\n", s.Kernel)
 	fmt.Fprintf(&b, "| CPU | %s, %d cores |\n", s.CPU, s.Cores)
+	if s.Mitigations != "" {
+		fmt.Fprintf(&b, "| call and return mitigations | %s |\n", s.Mitigations)
+	}
 	fmt.Fprintf(&b, "| memory | %d GiB |\n", s.MemoryGiB)
 	fmt.Fprintf(&b, "| OS | %s |\n", s.OS)
 	fmt.Fprintf(&b, "| iptables | %s |\n", orDash(s.Iptables))
