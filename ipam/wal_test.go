@@ -220,6 +220,44 @@ func TestLogCloseRemovesFiles(t *testing.T) {
 	})
 }
 
+// TestLogUpdateDuringClose: an Update that comes while Close writes the
+// log into bbolt (as a request the API server's shutdown timed out on
+// may) is either refused or in the file after Close. Close removes the
+// log, so one answered after its last flush took the records is lost.
+func TestLogUpdateDuringClose(t *testing.T) {
+	noFlusher(t)
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := mustOpen(t, path)
+	put(t, s, "x", "a", "1")
+	// bbolt's writer lock, held here, keeps Close's flush waiting after
+	// it has taken the records it will commit.
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for taken := false; !taken; {
+		time.Sleep(time.Millisecond)
+		s.mu.RLock()
+		taken = s.flushing != nil
+		s.mu.RUnlock()
+	}
+	errUpdate := s.Update(func(tx Tx) error { return tx.Put("x", []byte("b"), []byte("2")) })
+	btx.Rollback()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, path)
+	want := "x/a=1;x/b=2;"
+	if errUpdate != nil {
+		want = "x/a=1;"
+	}
+	if got := dumpAll(t, s, "x"); got != want {
+		t.Errorf("Update during Close returned %v, and the store holds %q after reopening, want %q", errUpdate, got, want)
+	}
+}
+
 // TestBoltMatchesMemStore runs the same random transactions, flushes and
 // crashes against a BoltStore and a MemStore: after each step both hold
 // the same keys, and every key reads the same.
