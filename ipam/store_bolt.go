@@ -45,6 +45,9 @@ type BoltStore struct {
 	// flushFailed: the last flush did not commit, so both log files may
 	// hold records bbolt lacks.
 	flushFailed bool
+	// closed: Close has begun. Updates are refused from then: one logged
+	// after Close's last flush would go with the log Close removes.
+	closed bool
 	// flushMu makes flushes one at a time, the flusher's and those of
 	// Backup and Close.
 	flushMu  sync.Mutex
@@ -273,12 +276,17 @@ func (s *BoltStore) Broken() error {
 }
 
 // Close writes the log into bbolt, removes it, and releases the file and
-// its lock. A broken store is left open: its locks may be held forever,
-// and the process is about to exit anyway.
+// its lock; it refuses Updates from its start. A broken store is left
+// open: its locks may be held forever, and the process is about to exit
+// anyway. So is one whose log could not be written into bbolt (a full
+// disk): the next open replays it.
 func (s *BoltStore) Close() error {
 	if s.Broken() != nil {
 		return nil
 	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	if err := s.stopFlusher(); err != nil {
 		return err
 	}
@@ -311,6 +319,9 @@ func (s *BoltStore) Update(fn func(Tx) error) error {
 	return s.guard(func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if s.closed {
+			return fmt.Errorf("update %s: %w: it is being closed (the agent is stopping); retry once it runs again", s.db.Path(), bolt.ErrDatabaseNotOpen)
+		}
 		tx, err := s.begin(true)
 		if err != nil {
 			return err

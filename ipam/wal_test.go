@@ -220,6 +220,95 @@ func TestLogCloseRemovesFiles(t *testing.T) {
 	})
 }
 
+// midFlush runs flush (one that writes the log into bbolt) until it has
+// taken the records it will commit, and keeps it from committing them
+// (by holding bbolt's writer lock) until finish, which returns its error.
+func midFlush(t *testing.T, s *BoltStore, flush func() error) (finish func() error) {
+	t.Helper()
+	btx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- flush() }()
+	for taken := false; !taken; {
+		time.Sleep(time.Millisecond)
+		s.mu.RLock()
+		taken = s.flushing != nil
+		s.mu.RUnlock()
+	}
+	return func() error {
+		btx.Rollback()
+		return <-done
+	}
+}
+
+// TestLogUpdateDuringClose: an Update that comes while Close writes the
+// log into bbolt (as a request the API server's shutdown timed out on
+// may) is either refused or in the file after Close. Close removes the
+// log, so one answered after its last flush took the records is lost.
+func TestLogUpdateDuringClose(t *testing.T) {
+	noFlusher(t)
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := mustOpen(t, path)
+	put(t, s, "x", "a", "1")
+	finish := midFlush(t, s, s.Close)
+	errUpdate := s.Update(func(tx Tx) error { return tx.Put("x", []byte("b"), []byte("2")) })
+	if err := finish(); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, path)
+	want := "x/a=1;x/b=2;"
+	if errUpdate != nil {
+		want = "x/a=1;"
+	}
+	if got := dumpAll(t, s, "x"); got != want {
+		t.Errorf("Update during Close returned %v, and the store holds %q after reopening, want %q", errUpdate, got, want)
+	}
+}
+
+// TestLogCrashMidFlush: kill -9 while a flush commits, after the records
+// that came meanwhile went to the other log file: bbolt has neither
+// file's records, and both are replayed, the newer over the older.
+func TestLogCrashMidFlush(t *testing.T) {
+	noFlusher(t)
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := mustOpen(t, path)
+	put(t, s, "x", "a", "1")
+	put(t, s, "x", "k", "old")
+	finish := midFlush(t, s, s.flush)
+	put(t, s, "x", "k", "new")
+	put(t, s, "x", "b", "2")
+	if s.log.active != 1 {
+		t.Fatalf("records during the flush went to log file %d, want the other one (1)", s.log.active)
+	}
+	// The files now are what kill -9 would leave: every record synced,
+	// bbolt's commit not begun.
+	saved := filepath.Join(t.TempDir(), "state.db")
+	logs, savedLogs := logPaths(path), logPaths(saved)
+	src := []string{path, logs[0], logs[1]}
+	dst := []string{saved, savedLogs[0], savedLogs[1]}
+	for i := range src {
+		b, err := os.ReadFile(src[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst[i], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, saved)
+	if got := dumpAll(t, s, "x"); got != "x/a=1;x/b=2;x/k=new;" {
+		t.Errorf("after a crash mid-flush the store holds %q, want x/a=1;x/b=2;x/k=new;", got)
+	}
+}
+
 // TestBoltMatchesMemStore runs the same random transactions, flushes and
 // crashes against a BoltStore and a MemStore: after each step both hold
 // the same keys, and every key reads the same.
