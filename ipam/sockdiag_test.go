@@ -130,7 +130,7 @@ func TestDiagHostSocketsReusesBuffers(t *testing.T) {
 		}
 	}
 	runtime.ReadMemStats(&after)
-	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 32<<10 {
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 32<<10 && !raceEnabled {
 		t.Errorf("one read of the TCP listeners allocated %d bytes; want the reply buffers reused", per)
 	}
 	for i := range 3 {
