@@ -91,7 +91,8 @@ func TestHairpinFragNeeded(t *testing.T) {
 // IPv6 has no DF bit, routers never fragment), from the address dialled,
 // to the sender, quoting the datagram as it was sent, its checksum right
 // over the pseudo-header, back out of the bridge with the MACs swapped.
-// A datagram that fits is forwarded, translated, as before.
+// A datagram that fits is forwarded, translated, as before; one behind
+// extension headers, or a fragment, is dropped unanswered.
 func TestHairpinTooBig6(t *testing.T) {
 	w := newFuzzWorld(t)
 	routeIPv6World(t, w)
@@ -113,7 +114,18 @@ func TestHairpinTooBig6(t *testing.T) {
 	if ret, _, moved := runBridgeIngress(t, w, udp6Frame(t, sender, udpApp6.Host, []byte("fits"))); ret != fuzzActRedirect || moved["hairpin"] != 1 {
 		t.Fatalf("a datagram that fits: returned %d, counters moved %v; want it hairpinned", ret, moved)
 	}
-	in := udp6Frame(t, sender, udpApp6.Host, bytes.Repeat([]byte("too big!"), 190)) // 1568 bytes of IPv6
+	big := bytes.Repeat([]byte("too big!"), 190) // 1568 bytes of IPv6
+	// What the writer does not quote whole (a header chain, a fragment)
+	// is only dropped: nothing is answered for it.
+	for name, in := range map[string][]byte{
+		"behind a hop-by-hop header": withExt(udp6Frame(t, sender, udpApp6.Host, big), hopByHop),
+		"a first fragment too big":   fragments6(udp6Frame(t, sender, udpApp6.Host, append(big, big...)), 0x7007, 1480)[0],
+	} {
+		if ret, _, moved := runBridgeIngress(t, w, in); ret != fuzzActShot || moved["drop_frag_needed"] != 1 {
+			t.Errorf("%s: returned %d, counters moved %v; want it dropped as drop_frag_needed, unanswered", name, ret, moved)
+		}
+	}
+	in := udp6Frame(t, sender, udpApp6.Host, big)
 	ret, out, moved := runBridgeIngress(t, w, in)
 	if moved["drop_frag_needed"] != 1 {
 		t.Errorf("counters moved %v, want drop_frag_needed", moved)
