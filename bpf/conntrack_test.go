@@ -537,4 +537,5 @@ func TestConntrackMasquerade(t *testing.T) {
 		},
 	}
 	runFlows(t, o, cases)
+	t.Run("helper rewrites", func(t *testing.T) { runFlows(t, loadObjects(t, helperRewrites(t)), cases) })
 }

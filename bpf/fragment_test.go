@@ -330,6 +330,7 @@ func TestFragments(t *testing.T) {
 	}
 	cases = append(cases, fragmentOddCases(t, published)...)
 	runFlows(t, o, cases)
+	t.Run("helper rewrites", func(t *testing.T) { runFlows(t, loadObjects(t, helperRewrites(t)), cases) })
 }
 
 // withSide returns a copy of es whose entry i has the TCP side sd.

@@ -56,5 +56,16 @@ func TestDNATOnlyOpensNewFlows(t *testing.T) {
 		if _, out := run(t, o.UplinkIngress, in); bytes.Equal(out[:len(in)], in) {
 			t.Fatal("with the socket closed, the datagram was not translated")
 		}
+
+		// The socket table is asked only when no flow matches: a tracked
+		// flow keeps its datagrams, whoever binds the port after.
+		again, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if _, out := run(t, o.UplinkIngress, in); bytes.Equal(out[:len(in)], in) {
+			t.Fatal("a datagram of a tracked flow was left to a socket bound after the flow began")
+		}
 	})
 }

@@ -317,6 +317,7 @@ const (
 	TcBridgeVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	TcBridgeVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
 	TcBridgeVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
+	TcBridgeVarRewriteInPlace           = "rewrite_in_place"
 )
 
 // LoadTcBridge returns the embedded CollectionSpec for TcBridge.
@@ -397,6 +398,7 @@ type TcBridgeVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
 }
 
 // TcBridgeObjects contains all objects after they have been loaded into the kernel.
@@ -473,6 +475,7 @@ type TcBridgeVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
 }
 
 // TcBridgePrograms contains all programs after they have been loaded into the kernel.

@@ -306,6 +306,7 @@ const (
 	TcUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	TcUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
 	TcUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
+	TcUplinkVarRewriteInPlace           = "rewrite_in_place"
 )
 
 // LoadTcUplink returns the embedded CollectionSpec for TcUplink.
@@ -389,6 +390,7 @@ type TcUplinkVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
 }
 
 // TcUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -463,6 +465,7 @@ type TcUplinkVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
 }
 
 // TcUplinkPrograms contains all programs after they have been loaded into the kernel.

@@ -34,6 +34,7 @@
 #include "lib/types.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/csum.h"
 #include "lib/nat.h"
 #include "lib/ct.h"
 #include "lib/snat.h"
@@ -50,22 +51,6 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 /* Verdicts of xdp_handle besides the stats it returns: leave the packet
  * to tc without counting it. */
 #define XDP_TO_TC STAT_MAX
-
-/* RFC 1624 incremental update of a checksum over a changed 16-bit word. */
-static __always_inline __u16 csum_update16(__u16 check, __u16 from, __u16 to)
-{
-	__u32 sum = (__u16)~check + (__u16)~from + to;
-
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
-}
-
-static __always_inline __u16 csum_update32(__u16 check, __u32 from, __u32 to)
-{
-	check = csum_update16(check, from & 0xffff, to & 0xffff);
-	return csum_update16(check, from >> 16, to >> 16);
-}
 
 /* A SYN's window scale option, read straight from the packet. The walk
  * has no iteration counter: off grows by at least one a step and stays
@@ -157,27 +142,6 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct packet *pkt)
 		return 0;
 	}
 	return -1;
-}
-
-/* may_open_flow4 for XDP: TCP opens with a SYN; UDP unless a local socket
- * owns the datagram. */
-static __always_inline int xdp_may_open_flow4(struct xdp_md *ctx, const struct packet *pkt)
-{
-	const struct l4_tuple *t = &pkt->t;
-	struct bpf_sock_tuple tuple = {};
-	struct bpf_sock *sk;
-
-	if (t->proto == IPPROTO_TCP)
-		return (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-	tuple.ipv4.saddr = t->saddr;
-	tuple.ipv4.daddr = t->daddr;
-	tuple.ipv4.sport = t->sport;
-	tuple.ipv4.dport = t->dport;
-	sk = bpf_sk_lookup_udp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 1;
-	bpf_sk_release(sk);
-	return 0;
 }
 
 /* Whether pkt may be the reply of a masqueraded flow: tc's snat_reverse4
@@ -326,8 +290,7 @@ static __always_inline __u32 xdp_handle(struct xdp_md *ctx, struct packet *pkt)
 	 * whole job to tc. */
 	if (xdp_meta_reserve(ctx) < 0)
 		return STAT_XDP_NO_META;
-	tracked = ct_track_dnat4(pkt, backend, backend_port, binding_id,
-				 xdp_may_open_flow4(ctx, pkt));
+	tracked = ct_track_dnat4(ctx, pkt, backend, backend_port, binding_id, may_open_flow4(pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return XDP_TO_TC; /* tc says pass_not_new, or finds what changed since */
 	if (tracked == CT_CLASH)

@@ -239,6 +239,7 @@ const (
 	XdpUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
 	XdpUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
+	XdpUplinkVarRewriteInPlace           = "rewrite_in_place"
 )
 
 // LoadXdpUplink returns the embedded CollectionSpec for XdpUplink.
@@ -317,6 +318,7 @@ type XdpUplinkVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
 }
 
 // XdpUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -389,6 +391,7 @@ type XdpUplinkVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
 }
 
 // XdpUplinkPrograms contains all programs after they have been loaded into the kernel.

@@ -239,6 +239,7 @@ const (
 	XdpUplinkSynoptsToTcVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkSynoptsToTcVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
 	XdpUplinkSynoptsToTcVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
+	XdpUplinkSynoptsToTcVarRewriteInPlace           = "rewrite_in_place"
 )
 
 // LoadXdpUplinkSynoptsToTc returns the embedded CollectionSpec for XdpUplinkSynoptsToTc.
@@ -317,6 +318,7 @@ type XdpUplinkSynoptsToTcVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
 }
 
 // XdpUplinkSynoptsToTcObjects contains all objects after they have been loaded into the kernel.
@@ -389,6 +391,7 @@ type XdpUplinkSynoptsToTcVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
+	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
 }
 
 // XdpUplinkSynoptsToTcPrograms contains all programs after they have been loaded into the kernel.

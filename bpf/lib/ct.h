@@ -237,13 +237,52 @@ static __noinline __attribute__((unused)) int ct_create_dnat(const struct ct_key
 
 #define CT_NOT_TRACKED 1
 #define CT_CLASH 2
+/* may_create's third answer: only the socket table can tell (a UDP
+ * datagram a local socket owns opens no flow). That costs a lookup, so it
+ * is asked only of a packet whose flow has no entry. */
+#define CT_ASK 3
+
+/* Whether a packet to a published port may start a translated flow, as
+ * far as its headers tell. A host's own connection can use a published
+ * port as its source port (the dynamic range keeps clear of the kernel's
+ * ephemeral ports, explicit bindings need not): its replies are not new
+ * flows and must reach the host. TCP: only a SYN opens a flow. UDP: a
+ * local socket that the datagram belongs to wins, which CT_ASK leaves to
+ * the socket table. */
+static __always_inline int may_open_flow4(const struct packet *pkt)
+{
+	if (pkt->frag == FRAG_LATER)
+		return 0;
+	if (pkt->t.proto == IPPROTO_TCP)
+		return (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	return CT_ASK;
+}
+
+/* Whether no local socket owns a UDP datagram; ctx is an skb or an XDP
+ * frame. Out of line: its tuple, live beside ct_track_dnat4's key, would
+ * push bridge_ingress's deepest chain past 512 bytes of stack. */
+static __noinline __attribute__((unused)) int udp_unowned4(void *ctx, const struct l4_tuple *t)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+
+	tuple.ipv4.saddr = t->saddr;
+	tuple.ipv4.daddr = t->daddr;
+	tuple.ipv4.sport = t->sport;
+	tuple.ipv4.dport = t->dport;
+	sk = bpf_sk_lookup_udp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 1;
+	bpf_sk_release(sk);
+	return 0;
+}
 
 /* Records that client -> orig_daddr:orig_dport was sent to backend, so the
  * replies can be given the address the client dialled. Only a flow's first
- * packet may create the entry (may_create), in ct_new; for others it
- * returns CT_NOT_TRACKED when there is none. A SYN on a tuple whose
+ * packet may create the entry (may_create, or CT_ASK), in ct_new; for others
+ * it returns CT_NOT_TRACKED when there is none. A SYN on a tuple whose
  * connection has closed starts over rather than inheriting the old state. */
-static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backend,
+static __always_inline int ct_track_dnat4(void *ctx, const struct packet *pkt, __be32 backend,
 					  __be16 backend_port, __u32 binding_id, int may_create)
 {
 	const struct l4_tuple *t = &pkt->t;
@@ -268,6 +307,8 @@ static __always_inline int ct_track_dnat4(const struct packet *pkt, __be32 backe
 			ct_promote(&key, v);
 		return 0;
 	}
+	if (may_create == CT_ASK)
+		may_create = udp_unowned4(ctx, t);
 	if (!may_create)
 		return CT_NOT_TRACKED;
 	if (v && !ct_replaceable(v, t->proto))

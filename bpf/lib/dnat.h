@@ -14,31 +14,6 @@
 #include "ct.h"
 #include "network.h"
 
-/* Whether a packet to a published port may start a translated flow. A
- * host's own connection can use a published port as its source port (the
- * dynamic range keeps clear of the kernel's ephemeral ports, explicit
- * bindings need not): its replies are not new flows and must reach the
- * host. TCP: only a SYN opens a flow. UDP: a local socket that the
- * datagram belongs to wins. */
-static __always_inline int may_open_flow4(struct __sk_buff *skb, const struct packet *pkt)
-{
-	const struct l4_tuple *t = &pkt->t;
-	struct bpf_sock_tuple tuple = {};
-	struct bpf_sock *sk;
-
-	if (t->proto == IPPROTO_TCP)
-		return (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-	tuple.ipv4.saddr = t->saddr;
-	tuple.ipv4.daddr = t->daddr;
-	tuple.ipv4.sport = t->sport;
-	tuple.ipv4.dport = t->dport;
-	sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 1;
-	bpf_sk_release(sk);
-	return 0;
-}
-
 /* DNAT for a published port. outside: the client came in on an uplink,
  * so the binding's --allow-from list applies (a constant: the bridge's
  * hairpin path, whose clients are containers, compiles without it). */
@@ -65,8 +40,7 @@ static __always_inline __u32 dnat4_from(struct __sk_buff *skb, const struct pack
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
 
-	tracked = ct_track_dnat4(pkt, backend, backend_port, b->id,
-				 pkt->frag != FRAG_LATER && may_open_flow4(skb, pkt));
+	tracked = ct_track_dnat4(skb, pkt, backend, backend_port, b->id, may_open_flow4(pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return STAT_PASS_NOT_NEW;
 	if (tracked == CT_CLASH)
