@@ -150,7 +150,9 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 		for _, ns := range []*testenv.Netns{w.A, w.B} {
 			if err := ns.Do(func() error {
 				for i := 0; i < perContainer; i++ {
-					d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: 41000 + i}}
+					// Below the ephemeral range, so no earlier connection of
+					// this container can still hold the port in TIME_WAIT.
+					d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: 20000 + i}}
 					conn, err := d.Dial("tcp4", server)
 					if err != nil {
 						return fmt.Errorf("connection %d from %s: %w", i, ns.Name, err)
