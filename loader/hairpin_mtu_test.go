@@ -135,13 +135,23 @@ func TestHairpinTooBig6(t *testing.T) {
 // kernel's path MTU for dst drops below size (an ICMP frag-needed, or
 // ICMPv6 Packet Too Big, arrived), and returns it.
 func learnPathMTU(ns *testenv.Netns, dst netip.AddrPort, size int) (int, error) {
+	return learnPathMTUFrom(ns, netip.AddrPort{}, dst, size)
+}
+
+// learnPathMTUFrom is learnPathMTU from the socket address from (any when
+// it is the zero AddrPort).
+func learnPathMTUFrom(ns *testenv.Netns, from, dst netip.AddrPort, size int) (int, error) {
 	network, level, discover, discoverDo, mtuOpt, headers := "udp4", unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, unix.IP_MTU, 28
 	if dst.Addr().Is6() {
 		network, level, discover, discoverDo, mtuOpt, headers = "udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, unix.IPV6_MTU, 48
 	}
 	var mtu int
 	err := ns.Do(func() error {
-		c, err := net.DialUDP(network, nil, net.UDPAddrFromAddrPort(dst))
+		var laddr *net.UDPAddr
+		if from.IsValid() {
+			laddr = net.UDPAddrFromAddrPort(from)
+		}
+		c, err := net.DialUDP(network, laddr, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
 			return err
 		}

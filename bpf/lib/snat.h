@@ -369,9 +369,13 @@ static __always_inline __u32 icmp_snat_reverse4(struct __sk_buff *skb, const str
 	return STAT_ICMP_SNAT_REVERSE;
 }
 
-/* An ICMP error a container sends about a masqueraded flow's reply (it
- * quotes server -> container:port): it leaves as the uplink address, and
- * the quoted packet shows the translated port the server knows. */
+/* An ICMP error about a masqueraded flow's reply (it quotes server ->
+ * container:port), sent by the container or from inside its network: it
+ * leaves as the uplink address. Or sent by this host, which could not
+ * forward the reply (a bridge with a smaller MTU): it keeps the host's
+ * source. Either way the quoted packet shows the address and port the
+ * server knows; else the server could not match it, and the container's
+ * address would leave in the quote. */
 static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct packet *pkt,
 					__u32 egress_ifindex)
 {
@@ -381,8 +385,10 @@ static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct pack
 	struct snat_value *v;
 	__be32 nat_addr;
 	__be16 nat_port;
+	int inside;
 
-	if (pkt->t.saddr != in->daddr)
+	inside = pkt->t.saddr == in->daddr || network_lookup4(pkt->t.saddr);
+	if (!inside && !hostaddr_has4(pkt->t.saddr))
 		return STAT_PASS_NO_MATCH;
 	tuple_key4(&fwd, in->proto, in->daddr, in->dport, in->saddr, in->sport);
 	v = bpf_map_lookup_elem(&snat, &fwd);
@@ -394,7 +400,7 @@ static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct pack
 	if (!uplink || addr_get4(uplink->addr) != nat_addr)
 		return STAT_PASS_NO_MATCH;
 
-	if (rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
+	if (inside && rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport, nat_port) < 0)
 		return STAT_DROP_REWRITE;
