@@ -235,6 +235,7 @@ const (
 	SockMapSockrev           = "sockrev"
 	SockMapStats             = "stats"
 	SockMapUplinks           = "uplinks"
+	SockMapUplinks6          = "uplinks6"
 	SockProgSockBind4        = "sock_bind4"
 	SockProgSockBind6        = "sock_bind6"
 	SockProgSockConnect4     = "sock_connect4"
@@ -323,6 +324,7 @@ type SockMapSpecs struct {
 	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6     *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -369,6 +371,7 @@ type SockMaps struct {
 	Sockrev      *ebpf.Map `ebpf:"sockrev"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6     *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *SockMaps) Close() error {
@@ -391,6 +394,7 @@ func (m *SockMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

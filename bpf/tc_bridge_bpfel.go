@@ -313,6 +313,7 @@ const (
 	TcBridgeMapSockrev                  = "sockrev"
 	TcBridgeMapStats                    = "stats"
 	TcBridgeMapUplinks                  = "uplinks"
+	TcBridgeMapUplinks6                 = "uplinks6"
 	TcBridgeProgBridgeIngress           = "bridge_ingress"
 	TcBridgeVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	TcBridgeVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
@@ -389,6 +390,7 @@ type TcBridgeMapSpecs struct {
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6       *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // TcBridgeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -441,6 +443,7 @@ type TcBridgeMaps struct {
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6       *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *TcBridgeMaps) Close() error {
@@ -465,6 +468,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

@@ -235,6 +235,7 @@ const (
 	TcEndpointMapSockrev          = "sockrev"
 	TcEndpointMapStats            = "stats"
 	TcEndpointMapUplinks          = "uplinks"
+	TcEndpointMapUplinks6         = "uplinks6"
 	TcEndpointProgEndpointIngress = "endpoint_ingress"
 )
 
@@ -305,6 +306,7 @@ type TcEndpointMapSpecs struct {
 	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6     *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // TcEndpointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -351,6 +353,7 @@ type TcEndpointMaps struct {
 	Sockrev      *ebpf.Map `ebpf:"sockrev"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6     *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *TcEndpointMaps) Close() error {
@@ -373,6 +376,7 @@ func (m *TcEndpointMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

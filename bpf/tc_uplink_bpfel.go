@@ -298,6 +298,7 @@ const (
 	TcUplinkMapSockrev                  = "sockrev"
 	TcUplinkMapStats                    = "stats"
 	TcUplinkMapUplinks                  = "uplinks"
+	TcUplinkMapUplinks6                 = "uplinks6"
 	TcUplinkProgUplinkEgress            = "uplink_egress"
 	TcUplinkProgUplinkEgressL3          = "uplink_egress_l3"
 	TcUplinkProgUplinkIngress           = "uplink_ingress"
@@ -381,6 +382,7 @@ type TcUplinkMapSpecs struct {
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6       *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // TcUplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -432,6 +434,7 @@ type TcUplinkMaps struct {
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6       *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *TcUplinkMaps) Close() error {
@@ -455,6 +458,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

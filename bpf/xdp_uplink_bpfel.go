@@ -235,6 +235,7 @@ const (
 	XdpUplinkMapSockrev                  = "sockrev"
 	XdpUplinkMapStats                    = "stats"
 	XdpUplinkMapUplinks                  = "uplinks"
+	XdpUplinkMapUplinks6                 = "uplinks6"
 	XdpUplinkProgUplinkXdp               = "uplink_xdp"
 	XdpUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
@@ -309,6 +310,7 @@ type XdpUplinkMapSpecs struct {
 	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6     *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // XdpUplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -359,6 +361,7 @@ type XdpUplinkMaps struct {
 	Sockrev      *ebpf.Map `ebpf:"sockrev"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6     *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *XdpUplinkMaps) Close() error {
@@ -381,6 +384,7 @@ func (m *XdpUplinkMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

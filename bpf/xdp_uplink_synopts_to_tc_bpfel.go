@@ -235,6 +235,7 @@ const (
 	XdpUplinkSynoptsToTcMapSockrev                  = "sockrev"
 	XdpUplinkSynoptsToTcMapStats                    = "stats"
 	XdpUplinkSynoptsToTcMapUplinks                  = "uplinks"
+	XdpUplinkSynoptsToTcMapUplinks6                 = "uplinks6"
 	XdpUplinkSynoptsToTcProgUplinkXdp               = "uplink_xdp"
 	XdpUplinkSynoptsToTcVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkSynoptsToTcVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
@@ -309,6 +310,7 @@ type XdpUplinkSynoptsToTcMapSpecs struct {
 	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6     *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // XdpUplinkSynoptsToTcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -359,6 +361,7 @@ type XdpUplinkSynoptsToTcMaps struct {
 	Sockrev      *ebpf.Map `ebpf:"sockrev"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6     *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *XdpUplinkSynoptsToTcMaps) Close() error {
@@ -381,6 +384,7 @@ func (m *XdpUplinkSynoptsToTcMaps) Close() error {
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,
+		m.Uplinks6,
 	)
 }
 

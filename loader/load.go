@@ -39,6 +39,8 @@ type Maps struct {
 	Stats     *ebpf.Map
 	Networks  *ebpf.Map
 	Uplinks   *ebpf.Map
+	// Uplinks6 holds each uplink's NAT66 address.
+	Uplinks6  *ebpf.Map
 	SNAT      *ebpf.Map
 	Endpoints *ebpf.Map
 	Netns     *ebpf.Map
@@ -65,6 +67,7 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"stats":         &m.Stats,
 		"networks":      &m.Networks,
 		"uplinks":       &m.Uplinks,
+		"uplinks6":      &m.Uplinks6,
 		"snat":          &m.SNAT,
 		"endpoints":     &m.Endpoints,
 		"netns":         &m.Netns,

@@ -33,6 +33,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"stats", nil, Counter{}},
 		{"networks", NetworkKey{}, NetworkValue{}},
 		{"uplinks", nil, UplinkValue{}},
+		{"uplinks6", nil, UplinkValue{}},
 		{"snat", CTKey{}, SNATValue{}},
 		{"endpoints", EndpointKey{}, EndpointValue{}},
 		{"netns", NetnsKey{}, NetnsValue{}},

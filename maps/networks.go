@@ -23,6 +23,9 @@ type Network struct {
 	// Routed lets the outside reach containers by their own addresses;
 	// otherwise only published ports and replies get in.
 	Routed bool
+	// NAT66 translates a masquerading IPv6 subnet's traffic to the
+	// uplink's IPv6 address; without it that traffic may not leave.
+	NAT66 bool
 }
 
 // Networks wraps the networks LPM trie (subnet -> network).
@@ -48,6 +51,9 @@ func (nw Network) value() NetworkValue {
 	if nw.Routed {
 		v.Flags |= NetworkRouted
 	}
+	if nw.NAT66 {
+		v.Flags |= NetworkNAT66
+	}
 	return v
 }
 
@@ -68,7 +74,7 @@ func (n *Networks) Delete(subnet netip.Prefix) error {
 	return batchDelete(n.m, []NetworkKey{networkKey(subnet)})
 }
 
-// Uplinks wraps the uplinks map (ifindex -> masquerade address).
+// Uplinks wraps the uplinks or uplinks6 map (ifindex -> masquerade address).
 type Uplinks struct{ m *ebpf.Map }
 
 func NewUplinks(m *ebpf.Map) *Uplinks { return &Uplinks{m: m} }

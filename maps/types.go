@@ -196,6 +196,7 @@ const (
 	NetworkMasquerade = 1 << 0
 	NetworkNoICC      = 1 << 1
 	NetworkRouted     = 1 << 2
+	NetworkNAT66      = 1 << 3
 )
 
 // NetnsKey mirrors struct netns_key: one network a namespace is on.

@@ -74,6 +74,17 @@ struct {
 	__type(value, struct uplink_value);
 } uplinks SEC(".maps");
 
+/* The IPv6 address NAT66 gives containers leaving each uplink. A map of
+ * its own rather than a wider uplinks value: pinned maps keep their layout
+ * across upgrades, and an agent that predates NAT66 simply never fills it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct uplink_value);
+} uplinks6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

@@ -196,6 +196,11 @@ struct network_key {
 #define NETWORK_F_MASQUERADE (1 << 0)
 #define NETWORK_F_NO_ICC (1 << 1) /* containers may not talk to each other directly */
 #define NETWORK_F_ROUTED (1 << 2) /* the outside may reach containers by their own addresses */
+/* On an IPv6 subnet with NETWORK_F_MASQUERADE: translate to the uplink's
+ * IPv6 address instead of refusing to forward. A separate bit so entries
+ * written before NAT66 existed keep failing closed.
+ */
+#define NETWORK_F_NAT66 (1 << 3)
 
 struct network_value {
 	__u8 gateway[16];
