@@ -110,6 +110,7 @@ type flowSeed struct {
 	ctNew    []maps.CTEntry
 	networks []maps.Network
 	uplinks  map[uint32]netip.Addr
+	uplinks6 map[uint32]netip.Addr // NAT66's addresses
 	snat     []snatEntry
 	config   maps.ConfigValue
 }
@@ -193,6 +194,11 @@ func seedFlow(t *testing.T, o *objects, s flowSeed) {
 	}
 	for ifindex, a := range s.uplinks {
 		if err := maps.NewUplinks(o.Uplinks).Put(ifindex, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ifindex, a := range s.uplinks6 {
+		if err := maps.NewUplinks(o.Uplinks6).Put(ifindex, a); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -362,10 +368,9 @@ func wscaleOpt(shift uint8) []layers.TCPOption {
 }
 
 // segDatagram is an IPv4 datagram (DF set) carrying s from src to dst.
-func segDatagram(t testing.TB, src, dst netip.AddrPort, s tcpSeg) []byte {
-	t.Helper()
-	ip := ipv4(src.Addr(), dst.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{
+// segTCP is s's TCP header from src to dst.
+func segTCP(src, dst netip.AddrPort, s tcpSeg) *layers.TCP {
+	return &layers.TCP{
 		SrcPort: layers.TCPPort(src.Port()),
 		DstPort: layers.TCPPort(dst.Port()),
 		Seq:     s.seq,
@@ -378,6 +383,12 @@ func segDatagram(t testing.TB, src, dst netip.AddrPort, s tcpSeg) []byte {
 		PSH:     s.psh,
 		Options: s.opts,
 	}
+}
+
+func segDatagram(t testing.TB, src, dst netip.AddrPort, s tcpSeg) []byte {
+	t.Helper()
+	ip := ipv4(src.Addr(), dst.Addr(), layers.IPProtocolTCP)
+	tcp := segTCP(src, dst, s)
 	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
 		t.Fatal(err)
 	}
@@ -407,10 +418,18 @@ func hostOrder(p uint16) uint16 { return netOrder(p) } // a byte swap both ways
 
 func addr4(raw [16]byte) netip.Addr { return netip.AddrFrom4([4]byte(raw[:4])) }
 
+// addrOf reads a map's address field of the given family.
+func addrOf(family uint8, raw [16]byte) netip.Addr {
+	if family == unix.AF_INET6 {
+		return netip.AddrFrom16(raw)
+	}
+	return addr4(raw)
+}
+
 func putSNAT(t testing.TB, m *ebpf.Map, e snatEntry) {
 	t.Helper()
 	key := maps.CTKey{
-		Family: unix.AF_INET,
+		Family: family(e.Src.Addr()),
 		Proto:  e.Proto,
 		Sport:  netOrder(e.Src.Port()),
 		Dport:  netOrder(e.Dst.Port()),
@@ -444,9 +463,9 @@ func snatDump(t testing.TB, m *ebpf.Map) []snatEntry {
 		}
 		out = append(out, snatEntry{
 			Proto:    k.Proto,
-			Src:      netip.AddrPortFrom(addr4(k.Saddr), hostOrder(k.Sport)),
-			Dst:      netip.AddrPortFrom(addr4(k.Daddr), hostOrder(k.Dport)),
-			Nat:      netip.AddrPortFrom(addr4(v.Addr), hostOrder(v.Port)),
+			Src:      netip.AddrPortFrom(addrOf(k.Family, k.Saddr), hostOrder(k.Sport)),
+			Dst:      netip.AddrPortFrom(addrOf(k.Family, k.Daddr), hostOrder(k.Dport)),
+			Nat:      netip.AddrPortFrom(addrOf(k.Family, v.Addr), hostOrder(v.Port)),
 			Flags:    v.Flags,
 			TCPFlags: v.TCPFlags,
 			TCP:      v.TCP,

@@ -69,3 +69,32 @@ func TestFuzzSeedsIPv6PortsTranslate(t *testing.T) {
 		})
 	}
 }
+
+// TestFuzzSeedsNAT66Translate: each NAT66 seed is masqueraded on the
+// uplink's egress and its answer (a reply, or an error about it) handed
+// back on ingress, so mutating them explores around NAT66 both ways.
+func TestFuzzSeedsNAT66Translate(t *testing.T) {
+	w := newFuzzWorld(t)
+	snat := slices.Index(maps.StatNames, "snat")
+	back := []int{slices.Index(maps.StatNames, "snat_reverse"), slices.Index(maps.StatNames, "icmp_snat_reverse")}
+	var n int
+	for _, s := range fuzzSeedsIPv6(t) {
+		if !strings.Contains(s.name, "nat66") {
+			continue
+		}
+		n++
+		t.Run(s.name, func(t *testing.T) {
+			var out, in bool
+			for _, r := range w.exercise(t, s.opts, fuzzFrames(fuzzEncode(s.frames...))) {
+				out = out || r.prog.name == "uplink_egress" && r.delta[snat] > 0
+				in = in || r.prog.name == "uplink_ingress" && (r.delta[back[0]] > 0 || r.delta[back[1]] > 0)
+			}
+			if !out || !in {
+				t.Errorf("masqueraded on egress: %v, handed back on ingress: %v; want both", out, in)
+			}
+		})
+	}
+	if n == 0 {
+		t.Fatal("no NAT66 seeds")
+	}
+}

@@ -742,6 +742,13 @@ func (w *fuzzWorld) check(t *testing.T, opts uint8, r fuzzRun) bool {
 	}
 
 	if p.egress {
+		if src, ok := fuzzIPv6Source(r.out, l3out); ok {
+			for _, n := range w.masquerading {
+				if n.Contains(src) && !fuzzIsGateway6(src) {
+					return fail("verdict %s let %s leave the uplink: its network %s masquerades", name, src, n)
+				}
+			}
+		}
 		if src, ok := fuzzIPv4Source(r.out, l3out); ok {
 			for _, n := range w.masquerading {
 				// A gateway is the host's own address (guard_private_source4
@@ -858,6 +865,22 @@ func fuzzIPv4Source(p []byte, l3 int) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return netip.AddrFrom4([4]byte(p[l3+12 : l3+16])), true
+}
+
+func fuzzIPv6Source(p []byte, l3 int) (netip.Addr, bool) {
+	if len(p) < fuzzEthLen || binary.BigEndian.Uint16(p[12:]) != unix.ETH_P_IPV6 {
+		return netip.Addr{}, false
+	}
+	if len(p) < l3+40 || p[l3]>>4 != 6 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom16([16]byte(p[l3+8 : l3+24])), true
+}
+
+// fuzzIsGateway6 says whether a is one of the IPv6 world's gateways: the
+// host's own addresses.
+func fuzzIsGateway6(a netip.Addr) bool {
+	return a == v6GW1 || a == v6GW2 || a == netip.MustParseAddr("fd00:20::1")
 }
 
 func fuzzDeltas(delta []uint64) string {

@@ -136,20 +136,7 @@ func TestIPv6Hairpin(t *testing.T) {
 			if ret != s.ret {
 				t.Errorf("returned %#x, want %#x", ret, s.ret)
 			}
-			want := s.in
-			if s.out != nil {
-				// Forwarded: one hop less, and addressed to the neighbour.
-				want = bytes.Clone(s.out)
-				want[fuzzEthLen+7]--
-			}
-			if len(out) != len(want) || !bytes.Equal(out[fuzzEthLen:], want[fuzzEthLen:]) {
-				t.Errorf("output datagram differs: %s", describeDiff(want[fuzzEthLen:], out[fuzzEthLen:]))
-			} else if s.out != nil {
-				verifyChecksums6(t, out[fuzzEthLen:])
-				if !bytes.Equal(out[:6], macPeer) {
-					t.Errorf("forwarded to MAC %x, want the neighbour's %x", out[:6], macPeer)
-				}
-			}
+			expectForwarded6(t, s.in, out, s.out)
 			if moved[s.stat] != 1 {
 				t.Errorf("counter %s moved by %d packets, want one", s.stat, moved[s.stat])
 			}
@@ -182,6 +169,26 @@ func TestIPv6Hairpin(t *testing.T) {
 	}
 	if v6 != 3 {
 		t.Errorf("%d IPv6 conntrack entries, want 3 (UDP, TCP, the fragmented datagram): %+v", v6, all)
+	}
+}
+
+// expectForwarded6 checks what bridge_ingress made of in: out is in as it
+// was when forwarded is nil; else it is forwarded, with one hop less, to
+// the neighbour's MAC, every checksum right.
+func expectForwarded6(t *testing.T, in, out, forwarded []byte) {
+	t.Helper()
+	want := in
+	if forwarded != nil {
+		want = bytes.Clone(forwarded)
+		want[fuzzEthLen+7]--
+	}
+	if len(out) != len(want) || !bytes.Equal(out[fuzzEthLen:], want[fuzzEthLen:]) {
+		t.Errorf("output datagram differs: %s", describeDiff(want[fuzzEthLen:], out[fuzzEthLen:]))
+	} else if forwarded != nil {
+		verifyChecksums6(t, out[fuzzEthLen:])
+		if !bytes.Equal(out[:6], macPeer) {
+			t.Errorf("forwarded to MAC %x, want the neighbour's %x", out[:6], macPeer)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
@@ -307,29 +308,39 @@ func TestIPv6FragmentsReassemble(t *testing.T) {
 	o := loadObjects(t)
 	seedCase(t, o, datapathCase{seed: seed{bindings: []maps.Binding{udpApp6}, hostAddrs: v6Hosts}}, skbModes[0])
 	big := bytes.Repeat([]byte("pontoon"), 500)
-	var l4 []byte
-	var last []byte
-	for i, f := range fragments6(udp6Frame(t, v6ClientPort, udpApp6.Host, big), 42, 1232) {
-		ret, out := run(t, o.UplinkIngress, f)
-		if ret != actUnspec {
-			t.Fatalf("fragment %d: returned %#x", i, ret)
-		}
-		out = out[:len(f)]
-		if got := netip.AddrFrom16([16]byte(out[fuzzEthLen+24 : fuzzEthLen+40])); got != v6Backend {
-			t.Fatalf("fragment %d went to %v, want %v", i, got, v6Backend)
-		}
-		l4 = append(l4, out[fuzzEthLen+48:]...)
-		last = out
+	_, dst, l4 := reassembled6(t, o.UplinkIngress, fragments6(udp6Frame(t, v6ClientPort, udpApp6.Host, big), 42, 1232))
+	if dst != v6Backend {
+		t.Errorf("reassembled datagram went to %v, want %v", dst, v6Backend)
 	}
 	if port := binary.BigEndian.Uint16(l4[2:]); port != udpApp6.Backend.Port() {
 		t.Errorf("reassembled datagram to port %d, want %d", port, udpApp6.Backend.Port())
 	}
-	if !l4SumOK(last[fuzzEthLen+8:fuzzEthLen+24], last[fuzzEthLen+24:fuzzEthLen+40], layers.IPProtocolUDP, l4) {
-		t.Errorf("reassembled UDP checksum is wrong")
-	}
 	if !bytes.Equal(l4[8:], big) {
 		t.Errorf("reassembled payload differs")
 	}
+}
+
+// reassembled6 runs a UDP datagram's fragments through prog, one by one,
+// and puts together what comes out: the addresses every fragment carries
+// and the UDP datagram, whose checksum must be right for them.
+func reassembled6(t *testing.T, prog *ebpf.Program, frags [][]byte) (src, dst netip.Addr, l4 []byte) {
+	t.Helper()
+	for i, f := range frags {
+		ret, out := run(t, prog, f)
+		if ret != actUnspec {
+			t.Fatalf("fragment %d: returned %#x", i, ret)
+		}
+		s, d := netip.AddrFrom16([16]byte(out[fuzzEthLen+8:fuzzEthLen+24])), netip.AddrFrom16([16]byte(out[fuzzEthLen+24:fuzzEthLen+40]))
+		if i > 0 && (s != src || d != dst) {
+			t.Fatalf("fragment %d: %v -> %v, the first was %v -> %v", i, s, d, src, dst)
+		}
+		src, dst = s, d
+		l4 = append(l4, out[fuzzEthLen+48:len(f)]...)
+	}
+	if !l4SumOK(src.AsSlice(), dst.AsSlice(), layers.IPProtocolUDP, l4) {
+		t.Errorf("reassembled UDP checksum is wrong")
+	}
+	return src, dst, l4
 }
 
 // BenchmarkDNAT6: an established IPv6 TCP flow's packet through uplink

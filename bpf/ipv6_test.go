@@ -15,8 +15,8 @@ import (
 
 // The IPv6 world: network 1 (dual-stack, fd00:18::/64) holds the endpoint
 // behind the test run's device (ifindex 1) and a peer; network 2
-// (fd00:19::/64, icc=false) one of each too; network 3 (fd00:20::/64) is
-// routed.
+// (fd00:19::/64, icc=false, NAT66 behind v6Host) one of each too; network
+// 3 (fd00:20::/64) is routed.
 var (
 	v6GW1    = netip.MustParseAddr("fd00:18::1")
 	v6Me     = netip.MustParseAddr("fd00:18::2") // behind ifindex 1, MAC macPeer
@@ -41,13 +41,22 @@ func seedIPv6(t testing.TB, w *fuzzWorld) {
 	m := &w.uplink.TcUplinkMaps
 	for _, n := range []maps.Network{
 		{Subnet: netip.MustParsePrefix("fd00:18::/64"), Gateway: v6GW1, ID: 1, Masquerade: true},
-		{Subnet: netip.MustParsePrefix("fd00:19::/64"), Gateway: v6GW2, ID: 2, Masquerade: true, NoICC: true},
+		{Subnet: netip.MustParsePrefix("fd00:19::/64"), Gateway: v6GW2, ID: 2, Masquerade: true, NoICC: true, NAT66: true},
 		{Subnet: netip.MustParsePrefix("fd00:20::/64"), Gateway: netip.MustParseAddr("fd00:20::1"), ID: 3, Routed: true},
 	} {
 		if err := maps.NewNetworks(m.Networks).Put(n); err != nil {
 			t.Fatal(err)
 		}
 		if err := maps.NewHostAddrs(m.Hostaddrs).Put(n.Gateway, 2); err != nil {
+			t.Fatal(err)
+		}
+		if n.Masquerade {
+			w.masquerading = append(w.masquerading, n.Subnet)
+		}
+	}
+	// NAT66 finds its address by the egress device, as masquerade does.
+	for _, ifindex := range []uint32{1, uint32(w.ns.uplinkIndex)} {
+		if err := maps.NewUplinks(m.Uplinks6).Put(ifindex, v6Host); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -239,7 +248,7 @@ func TestIPv6Decisions(t *testing.T) {
 // fuzzSeedsIPv6 take the fuzzer down the IPv6 paths of the endpoint,
 // bridge and uplink programs.
 func fuzzSeedsIPv6(tb testing.TB) []fuzzSeed {
-	one := func(name string, fr []byte) fuzzSeed { return fuzzSeed{name: name, frames: [][]byte{fr}} }
+	one := func(name string, frames ...[]byte) fuzzSeed { return fuzzSeed{name: name, frames: frames} }
 	return []fuzzSeed{
 		one("ipv6 endpoint to its peer", v6Frame(tb, v6Me, v6Peer, udp6(5000, 5000))),
 		one("ipv6 endpoint without icc", v6Frame(tb, v6Me2, v6Peer2, udp6(5000, 5000), fromMAC(macOther))),
@@ -249,5 +258,11 @@ func fuzzSeedsIPv6(tb testing.TB) []fuzzSeed {
 		one("ipv6 router advertisement behind hop-by-hop", withHopByHop(tb, v6Frame(tb, v6LLMe, v6AllNodes, icmp6(layers.ICMPv6TypeRouterAdvertisement, &layers.ICMPv6RouterAdvertisement{HopLimit: 64})))),
 		one("ipv6 outside to a container", v6Frame(tb, v6Out, v6Me, udp6(1234, 22))),
 		one("ipv6 private source leaving", v6Frame(tb, v6Me, v6Out, udp6(1234, 53))),
+		one("ipv6 nat66 udp and its reply", udp6Frame(tb, ap(v6Me2, 40000), ap(v6Server, 53), []byte("q")),
+			udp6Frame(tb, ap(v6Server, 53), ap(v6Host, 40000), []byte("a"))),
+		one("ipv6 nat66 echo and its reply", echo6Frame(tb, v6Me2, v6Server, layers.ICMPv6TypeEchoRequest, 9, []byte("p")),
+			echo6Frame(tb, v6Server, v6Host, layers.ICMPv6TypeEchoReply, 9, []byte("p"))),
+		one("ipv6 nat66 tcp syn and packet too big", tcp6Frame(tb, ap(v6Me2, 40001), ap(v6Server, 443), syn),
+			icmp6ErrorFrame(tb, v6Router, v6Host, 2, 0, 1280, v6Datagram(tcp6Frame(tb, ap(v6Host, 40001), ap(v6Server, 443), syn)))),
 	}
 }

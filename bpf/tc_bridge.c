@@ -161,11 +161,27 @@ __noinline int parse6_ingress(struct __sk_buff *skb)
 	return pkt ? parse_packet6(skb, pkt, ETH_HLEN) : PARSE_MALFORMED;
 }
 
-/* leave4 for IPv6: a reply of a published port's flow (or an ICMPv6 error
- * about one) leaving for the outside, routed as it came, then translated
- * and forwarded straight to the uplink. What BPF cannot forward goes to
- * the stack untranslated; the uplink's egress translates it there. Its
- * packet is the one parse6_ingress left in the scratch slot. */
+/* leave_icmp4 for IPv6, global: checked once, not for each state the
+ * bridge's steps before it leave. */
+__noinline int leave6_icmp(struct __sk_buff *skb, __u32 egress_ifindex)
+{
+	struct packet6 *pkt = packet6_ingress();
+	__u32 stat;
+
+	if (!pkt)
+		return STAT_PASS_NO_MATCH;
+	stat = icmp_rnat6(skb, pkt);
+	if (stat == STAT_PASS_NO_MATCH)
+		stat = icmp_snat6(skb, pkt, egress_ifindex);
+	return stat;
+}
+
+/* leave4 for IPv6: a reply of a published port's flow, a NAT66 flow, or
+ * an ICMPv6 error about either, leaving for the outside: routed as it
+ * came, then translated and forwarded straight to the uplink. What BPF
+ * cannot forward goes to the stack untranslated; the uplink's egress
+ * translates it there. Its packet is the one parse6_ingress left in the
+ * scratch slot. */
 static __noinline __u32 leave6(struct __sk_buff *skb, int parsed, int *action)
 {
 	struct packet6 *pkt = packet6_ingress();
@@ -180,7 +196,13 @@ static __noinline __u32 leave6(struct __sk_buff *skb, int parsed, int *action)
 		return STAT_PASS_NO_MATCH;
 	if (route == FIB_TOO_BIG)
 		return STAT_FIB_TOO_BIG;
-	stat = parsed == PARSE_OK ? rnat6(skb, pkt) : icmp_rnat6(skb, pkt);
+	if (parsed == PARSE_ICMP_ERROR) {
+		stat = leave6_icmp(skb, fib.ifindex);
+	} else {
+		stat = rnat6(skb, pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = masquerade6(skb, PACKET6_INGRESS, fib.ifindex);
+	}
 	if (stat_translated(stat))
 		*action = fib_forward6(skb, ETH_HLEN, route, &fib);
 	return stat;
@@ -220,15 +242,20 @@ __noinline int hairpin6_snat(struct __sk_buff *skb)
 	backend_net = network_lookup6(&pkt->t.daddr);
 	if (!backend_net)
 		return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
-	stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway);
+	stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway, PACKET6_INGRESS);
 	return stat == STAT_SNAT ? STAT_HAIRPIN : stat;
 }
 
-/* hairpin4 and hairpin_reply4 for IPv6, with the forward, for a packet
- * parse6_ingress found TCP or UDP. */
+/* hairpin4 and hairpin_reply4 for IPv6, with the forward, for a TCP or
+ * UDP packet (an echo has no published port). */
 static __noinline __u32 hairpin6(struct __sk_buff *skb, int *action)
 {
-	int too_big, stat = hairpin6_reply(skb);
+	struct packet6 *pkt = packet6_ingress();
+	int too_big, stat;
+
+	if (!pkt || pkt->t.proto == NEXTHDR_ICMP)
+		return STAT_PASS_NO_MATCH;
+	stat = hairpin6_reply(skb);
 
 	if (stat == STAT_PASS_NO_MATCH) {
 		stat = hairpin6_dnat(skb);

@@ -247,6 +247,18 @@ type TcBridgeSnat6Scratch struct {
 			U6Addr8 [16]uint8
 		}
 	}
+	Sock struct {
+		_    structs.HostLayout
+		Ipv4 struct {
+			_     structs.HostLayout
+			Saddr uint32
+			Daddr uint32
+			Sport uint16
+			Dport uint16
+		}
+		_ [24]byte
+	}
+	_ [4]byte
 }
 
 type TcBridgeSnatValue struct {

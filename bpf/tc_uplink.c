@@ -25,6 +25,7 @@
 #include "lib/verdict.h"
 #include "lib/ipv6.h"
 #include "lib/ipv6_nat.h"
+#include "lib/snat6.h"
 #include "lib/xdp_meta.h"
 #include "lib/kernel.h"
 
@@ -41,8 +42,9 @@ static __noinline int forward_translated6(struct __sk_buff *skb, __u32 l3_off)
 	return action;
 }
 
-/* Uplink ingress: published ports and ICMPv6 errors about their flows;
- * anything else addressed to a container gets in only in a routed network.
+/* Uplink ingress: replies of NAT66 flows, published ports, and ICMPv6
+ * errors about either; anything else addressed to a container gets in
+ * only in a routed network.
  * Its packet lives in packet6_scratch: IPv4's frame, the entry's, leaves
  * this chain little stack. */
 static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int may_forward)
@@ -54,12 +56,18 @@ static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int m
 	if (!pkt)
 		return finish(skb, STAT_PASS_NO_MATCH, action);
 	parsed = parse_packet6(skb, pkt, l3_off);
-	if (parsed == PARSE_OK)
-		stat = dnat6(skb, pkt);
-	else if (parsed == PARSE_ICMP_ERROR)
-		stat = icmp_dnat6(skb, pkt);
-	else
+	if (parsed == PARSE_OK) {
+		/* As for IPv4: a reply names the server, a binding only the port. */
+		stat = snat_reverse6(skb, pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = dnat6(skb, pkt);
+	} else if (parsed == PARSE_ICMP_ERROR) {
+		stat = icmp_snat_reverse6(skb, pkt);
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = icmp_dnat6(skb, pkt);
+	} else {
 		stat = parse_verdict(parsed);
+	}
 	/* The guard's verdict only when it drops: the parse's says more (a
 	 * fragment, a loopback-only port). */
 	if (!stat_translated(stat) && !stat_dropped(stat) && !inbound_allowed6(&pkt->t.daddr))
@@ -70,7 +78,8 @@ static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int m
 }
 
 /* Uplink egress: a container's replies get the address the client
- * dialled; no masquerading network's source leaves as it is. */
+ * dialled, its own flows the uplink's (NAT66); no masquerading network's
+ * source leaves as it is. */
 static __noinline int uplink_egress6(struct __sk_buff *skb, __u32 l3_off)
 {
 	struct packet6 *pkt = packet6_get(PACKET6_EGRESS);
@@ -80,12 +89,19 @@ static __noinline int uplink_egress6(struct __sk_buff *skb, __u32 l3_off)
 	if (!pkt)
 		return finish(skb, STAT_PASS_NO_MATCH, TC_ACT_UNSPEC);
 	parsed = parse_packet6(skb, pkt, l3_off);
-	if (parsed == PARSE_OK)
+	if (parsed == PARSE_OK) {
 		stat = rnat6(skb, pkt);
-	else if (parsed == PARSE_ICMP_ERROR)
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = masquerade6(skb, PACKET6_EGRESS, skb->ifindex);
+		if (stat == STAT_PASS_NO_MATCH)
+			snat_note_host_echo6(pkt);
+	} else if (parsed == PARSE_ICMP_ERROR) {
 		stat = icmp_rnat6(skb, pkt);
-	else
+		if (stat == STAT_PASS_NO_MATCH)
+			stat = icmp_snat6(skb, pkt, skb->ifindex);
+	} else {
 		stat = parse_verdict(parsed);
+	}
 	if (!stat_translated(stat) && !stat_dropped(stat) && !outbound_allowed6(&pkt->t.saddr))
 		stat = STAT_DROP_UNMASQUERADED;
 	return finish(skb, stat, TC_ACT_UNSPEC);

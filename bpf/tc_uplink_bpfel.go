@@ -235,6 +235,32 @@ type TcUplinkPacket6 struct {
 	}
 }
 
+type TcUplinkSnat6Scratch struct {
+	_       structs.HostLayout
+	Fwd     TcUplinkCtKey
+	Rev     TcUplinkCtKey
+	Entry   TcUplinkSnatValue
+	NatAddr struct {
+		_    structs.HostLayout
+		In6U struct {
+			_       structs.HostLayout
+			U6Addr8 [16]uint8
+		}
+	}
+	Sock struct {
+		_    structs.HostLayout
+		Ipv4 struct {
+			_     structs.HostLayout
+			Saddr uint32
+			Daddr uint32
+			Sport uint16
+			Dport uint16
+		}
+		_ [24]byte
+	}
+	_ [4]byte
+}
+
 type TcUplinkSnatValue struct {
 	_          structs.HostLayout
 	Addr       [16]uint8
@@ -295,6 +321,7 @@ const (
 	TcUplinkMapPacket6Scratch           = "packet6_scratch"
 	TcUplinkMapPrefilter                = "prefilter"
 	TcUplinkMapSnat                     = "snat"
+	TcUplinkMapSnat6Scratch             = "snat6_scratch"
 	TcUplinkMapSockrev                  = "sockrev"
 	TcUplinkMapStats                    = "stats"
 	TcUplinkMapUplinks                  = "uplinks"
@@ -379,6 +406,7 @@ type TcUplinkMapSpecs struct {
 	Packet6Scratch *ebpf.MapSpec `ebpf:"packet6_scratch"`
 	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
 	Snat           *ebpf.MapSpec `ebpf:"snat"`
+	Snat6Scratch   *ebpf.MapSpec `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -431,6 +459,7 @@ type TcUplinkMaps struct {
 	Packet6Scratch *ebpf.Map `ebpf:"packet6_scratch"`
 	Prefilter      *ebpf.Map `ebpf:"prefilter"`
 	Snat           *ebpf.Map `ebpf:"snat"`
+	Snat6Scratch   *ebpf.Map `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -455,6 +484,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Packet6Scratch,
 		m.Prefilter,
 		m.Snat,
+		m.Snat6Scratch,
 		m.Sockrev,
 		m.Stats,
 		m.Uplinks,

@@ -151,8 +151,9 @@ static __noinline __attribute__((unused)) int inbound_allowed6(const struct in6_
 	return !net || (net->flags & NETWORK_F_ROUTED) || hostaddr_has6(daddr);
 }
 
-/* Uplink egress: a masquerading network's IPv6 source would leave as it
- * is (there is no NAT66 yet): dropped, as IPv4 that escaped masquerade. */
+/* Uplink egress: a masquerading network's IPv6 source that NAT66 did not
+ * translate (not enabled for the network, or no IPv6 address on the
+ * uplink) would leave as it is: dropped, as IPv4 that escaped masquerade. */
 static __noinline __attribute__((unused)) int outbound_allowed6(const struct in6_addr *saddr)
 {
 	struct network_value *net = network_lookup6(saddr);

@@ -44,6 +44,8 @@
 #define ICMPV6_PKT_TOOBIG 2
 #define ICMPV6_TIME_EXCEED 3
 #define ICMPV6_PARAMPROB 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 #define ICMPV6_HDR_LEN 8 /* type, code, checksum, and a word (Packet Too Big's MTU) */
 
 #define IPV6_SADDR_OFF offsetof(struct ipv6hdr, saddr)
@@ -281,7 +283,10 @@ static __noinline int parse_packet6(struct __sk_buff *skb, struct packet6 *pkt, 
 	pkt->l4_off = chain.l4_off;
 	pkt->frag = chain.frag;
 	if (ret == PARSE_FRAGMENT) {
-		if (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP)
+		/* A later fragment of an echo finds its first one's id as an
+		 * error's never do: their first fragments record nothing. */
+		if (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP &&
+		    chain.proto != NEXTHDR_ICMP)
 			return PARSE_OTHER;
 		return frag_ports6(pkt, chain.frag_id);
 	}
@@ -304,15 +309,21 @@ static __noinline int parse_packet6(struct __sk_buff *skb, struct packet6 *pkt, 
 	} else {
 		if (load_l4_head(skb, pkt->l4_off, (struct l4_head *)&l4) < 0)
 			return PARSE_MALFORMED;
-		if (chain.proto == NEXTHDR_ICMP) {
-			/* Echo and the rest: nothing to translate without NAT66. */
+		if (chain.proto == NEXTHDR_ICMP && (l4.icmp.type == ICMPV6_ECHO_REQUEST ||
+						    l4.icmp.type == ICMPV6_ECHO_REPLY)) {
+			/* An echo's identifier is its "port", as for IPv4:
+			 * NAT66 translates pings like any other flow. */
+			pkt->t.sport = l4.icmp.type == ICMPV6_ECHO_REQUEST ? l4.icmp.id : 0;
+			pkt->t.dport = l4.icmp.type == ICMPV6_ECHO_REQUEST ? 0 : l4.icmp.id;
+		} else if (chain.proto == NEXTHDR_ICMP) {
 			if (!icmp6_is_error(l4.icmp.type) || pkt->frag != FRAG_NONE)
 				return PARSE_OTHER;
 			return parse_quoted6(skb, pkt);
+		} else {
+			pkt->t.sport = l4.udp.source;
+			pkt->t.dport = l4.udp.dest;
+			pkt->udp_no_csum = l4.udp.check == 0;
 		}
-		pkt->t.sport = l4.udp.source;
-		pkt->t.dport = l4.udp.dest;
-		pkt->udp_no_csum = l4.udp.check == 0;
 	}
 	if (ret == PARSE_OK && pkt->frag == FRAG_FIRST) {
 		/* Headers between the fragment header and this one would be
@@ -335,6 +346,15 @@ static __always_inline __u32 l4_csum_off6(__u8 proto, __u32 l4_off)
 	return l4_off + offsetof(struct icmphdr, checksum);
 }
 
+/* Where a packet's own "port" lives: an ICMPv6 echo's identifier plays
+ * both roles, as IPv4's does. */
+static __always_inline __u32 port_off6(__u8 proto, __u32 l4_off, int dst)
+{
+	if (proto == NEXTHDR_ICMP)
+		return l4_off + 4;
+	return l4_off + (dst ? 2 : 0);
+}
+
 /* Rewrites the address at off (in the outer IPv6 header) from *from to
  * *to, with the L4 checksum at l4_csum (0: none in this packet, a later
  * fragment) following through its pseudo header. */
@@ -352,7 +372,7 @@ static __always_inline int rewrite_addr6(struct __sk_buff *skb, __u32 off, __u32
 }
 
 /* rewrite_endpoint4 for IPv6: the source (or destination) address and
- * port of a packet's own TCP or UDP header. */
+ * port of a packet's own TCP or UDP header, or an echo's identifier. */
 static __always_inline int rewrite_endpoint6(struct __sk_buff *skb, const struct packet6 *pkt,
 					     int dst, const struct in6_addr *to_addr, __be16 to_port)
 {
@@ -367,7 +387,7 @@ static __always_inline int rewrite_endpoint6(struct __sk_buff *skb, const struct
 		return rewrite_addr6(skb, addr_off, 0, 0, dst ? &t->daddr : &t->saddr, to_addr);
 	if (rewrite_addr6(skb, addr_off, csum, flags, dst ? &t->daddr : &t->saddr, to_addr) < 0)
 		return -1;
-	return rewrite_port(skb, pkt->l4_off + (dst ? 2 : 0), csum, flags, dst ? t->dport : t->sport,
+	return rewrite_port(skb, port_off6(t->proto, pkt->l4_off, dst), csum, flags, dst ? t->dport : t->sport,
 			    to_port, pkt->udp_no_csum ? BPF_F_RECOMPUTE_CSUM : 0);
 }
 
@@ -578,6 +598,8 @@ static __noinline __attribute__((unused)) __u32 dnat6(struct __sk_buff *skb, str
 	__be16 backend_port;
 	int tracked;
 
+	if (t->proto == NEXTHDR_ICMP)
+		return STAT_PASS_NO_MATCH; /* an echo: no port to publish */
 	if (is_loopback6(&t->daddr))
 		return STAT_PASS_LOCAL_ONLY;
 	b = binding_lookup6(t->proto, &t->daddr, t->dport);
@@ -618,6 +640,8 @@ static __noinline __attribute__((unused)) __u32 rnat6(struct __sk_buff *skb, con
 	__be16 nat_port;
 	int is_new;
 
+	if (t->proto == NEXTHDR_ICMP)
+		return STAT_PASS_NO_MATCH; /* dnat6 tracks no echo */
 	tuple_key6(&key, t->proto, &t->saddr, t->sport, &t->daddr, t->dport);
 	v = ct_find(&key, &is_new);
 	if (!v || !(v->flags & CT_F_DNAT_REPLY))

@@ -118,7 +118,8 @@ static __always_inline int snat_port_maybe(__u8 proto, __be16 port)
 	struct config *cfg = config_get();
 	__u16 min, max;
 
-	if (proto == IPPROTO_ICMP || !cfg || !(cfg->flags & CONFIG_F_PREFILTER))
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || !cfg ||
+	    !(cfg->flags & CONFIG_F_PREFILTER))
 		return 1;
 	snat_port_range(&min, &max);
 	return bpf_ntohs(port) >= min && bpf_ntohs(port) <= max;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* snat.h for IPv6: a flow's source becomes nat_addr and a port claimed on
  * it, with the same two entries per flow in the snat map (its keys carry
- * the family). Hairpin uses it to make a backend answer through the host;
- * the packet lives in the scratch slot (ipv6_nat.h). */
+ * the family). The hairpin uses it to make a backend answer through the
+ * host, NAT66 to give a masquerading network's flows the uplink's IPv6
+ * address. The packet lives in a scratch slot (ipv6_nat.h). */
 #ifndef PONTOON_SNAT6_H
 #define PONTOON_SNAT6_H
 
@@ -15,14 +16,15 @@
 #include "snat.h"
 #include "ipv6_nat.h"
 
-/* The keys and entry snat6 builds, off the stack: the bridge's IPv4
- * frame leaves the IPv6 chain under it too little on 6.1 and older. One
+/* The keys, entry and socket tuple snat6 builds, off the stack: the IPv4
+ * frames under the IPv6 chain leave it too little on 6.1 and older. One
  * slot per CPU: a tc program never runs nested inside another there. */
 struct snat6_scratch {
 	struct ct_key fwd;
 	struct ct_key rev;
 	struct snat_value entry;
 	struct in6_addr nat_addr;
+	struct bpf_sock_tuple sock;
 };
 
 struct {
@@ -57,21 +59,23 @@ static __always_inline int snat_reverse_of6(const struct snat_value *entry,
 	       addr6_equal(entry->addr, addr);
 }
 
-/* host_socket_holds for IPv6. */
+/* host_socket_holds for IPv6, building its tuple in the scratch's. */
 static __always_inline int host_socket_holds6(struct __sk_buff *skb, const struct l4_tuple6 *t,
-					      const struct in6_addr *nat_addr, __be16 port)
+					      struct snat6_scratch *s, __be16 port)
 {
-	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock_tuple *tuple = &s->sock;
 	struct bpf_sock *sk;
 
-	__builtin_memcpy(tuple.ipv6.saddr, &t->daddr, 16);
-	__builtin_memcpy(tuple.ipv6.daddr, nat_addr, 16);
-	tuple.ipv6.sport = t->dport;
-	tuple.ipv6.dport = port;
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
+		return 0;
+	__builtin_memcpy(tuple->ipv6.saddr, &t->daddr, 16);
+	__builtin_memcpy(tuple->ipv6.daddr, &s->nat_addr, 16);
+	tuple->ipv6.sport = t->dport;
+	tuple->ipv6.dport = port;
 	if (t->proto == IPPROTO_TCP)
-		sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_skc_lookup_tcp(skb, tuple, sizeof(tuple->ipv6), BPF_F_CURRENT_NETNS, 0);
 	else
-		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_sk_lookup_udp(skb, tuple, sizeof(tuple->ipv6), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
 	bpf_sk_release(sk);
@@ -81,11 +85,11 @@ static __always_inline int host_socket_holds6(struct __sk_buff *skb, const struc
 /* One try of snat_claim_port6: 1 when port on the scratch's nat_addr
  * is the flow's now, 0 when it is taken. A global function, checked once
  * rather than once per try (see parse6_ingress in tc_bridge.c); its flow
- * is the packet in the ingress scratch slot, its entry the scratch's. */
-__noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n)
+ * is the packet in scratch slot slot, its entry the scratch's. */
+__noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n, __u32 slot)
 {
-	__u32 slot = PACKET6_INGRESS, zero = 0;
 	struct packet6 *pkt = bpf_map_lookup_elem(&packet6_scratch, &slot);
+	__u32 zero = 0;
 	struct snat6_scratch *s = bpf_map_lookup_elem(&snat6_scratch, &zero);
 	__be16 port = (__be16)port_n;
 	const struct l4_tuple6 *t;
@@ -95,8 +99,8 @@ __noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n)
 		return 0;
 	t = &pkt->t;
 	tuple_key6(&s->rev, t->proto, &t->daddr, t->dport, &s->nat_addr, port);
-	if (host_socket_holds6(skb, t, &s->nat_addr, port) ||
-	    binding_lookup6(t->proto, &s->nat_addr, port))
+	if (host_socket_holds6(skb, t, s, port) ||
+	    (t->proto != NEXTHDR_ICMP && binding_lookup6(t->proto, &s->nat_addr, port)))
 		return 0;
 	if (bpf_map_update_elem(&snat, &s->rev, &s->entry, BPF_NOEXIST) == 0)
 		return 1;
@@ -104,10 +108,9 @@ __noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n)
 	return cur && cur->port == t->sport && addr6_equal(cur->addr, &t->saddr);
 }
 
-/* snat_claim_port4 for IPv6 (TCP and UDP: parse_packet6 passes nothing
- * else), for the packet in the ingress scratch slot. */
+/* snat_claim_port4 for IPv6, for the packet in scratch slot slot. */
 static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct l4_tuple6 *t,
-					    __be16 *nat_port, struct snat6_scratch *s)
+					    __be16 *nat_port, struct snat6_scratch *s, __u32 slot)
 {
 	struct snat_value *entry = &s->entry;
 	__u16 min, max;
@@ -115,7 +118,8 @@ static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct 
 	int i;
 
 	snat_port_range(&min, &max);
-	if (bpf_ntohs(port) < min || bpf_ntohs(port) > max)
+	/* An echo's identifier is no port: it needs no range. */
+	if (t->proto != NEXTHDR_ICMP && (bpf_ntohs(port) < min || bpf_ntohs(port) > max))
 		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	__builtin_memset(entry, 0, sizeof(*entry));
 	entry->port = t->sport;
@@ -124,7 +128,7 @@ static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct 
 	__builtin_memcpy(entry->addr, &t->saddr, 16);
 
 	for (i = 0; i < SNAT_PORT_TRIES + 1; i++) {
-		if (snat_try_port6(skb, port)) {
+		if (snat_try_port6(skb, port, slot)) {
 			*nat_port = port;
 			return 0;
 		}
@@ -133,9 +137,9 @@ static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct 
 	return -1;
 }
 
-/* snat4 for IPv6, for the packet in the ingress scratch slot (pkt). */
+/* snat4 for IPv6, for the packet in scratch slot slot (pkt). */
 static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
-			      const struct in6_addr *nat_addr)
+			      const struct in6_addr *nat_addr, __u32 slot)
 {
 	const struct l4_tuple6 *t = &pkt->t;
 	struct snat6_scratch *s;
@@ -166,7 +170,7 @@ static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 	if (pkt->frag == FRAG_LATER)
 		return STAT_PASS_FRAGMENT;
 	__builtin_memcpy(&s->nat_addr, nat_addr, 16);
-	if (snat_claim_port6(skb, t, &nat_port, s) < 0)
+	if (snat_claim_port6(skb, t, &nat_port, s, slot) < 0)
 		return STAT_DROP_SNAT_EXHAUSTED;
 	__builtin_memset(&s->entry, 0, sizeof(s->entry));
 	s->entry.port = nat_port;
@@ -216,6 +220,134 @@ static __noinline __u32 snat_reverse6(struct __sk_buff *skb, struct packet6 *pkt
 	pkt->t.daddr = orig_addr;
 	pkt->t.dport = orig_port;
 	return STAT_SNAT_REVERSE;
+}
+
+/* masquerade4 for IPv6 (NAT66): a packet of a network whose IPv6 subnet
+ * has NAT66 on, leaving through uplink egress_ifindex, takes the uplink's
+ * IPv6 address. Without NAT66 or without an address for the uplink it is
+ * left alone, and the egress guard keeps its private source in. A global
+ * function, checked once; on 5.10 such a function takes only the context
+ * and scalars, hence the slot of the packet. Its lookup keys sit in its own
+ * frame, beside snat6's rather than under it. */
+__noinline int masquerade6(struct __sk_buff *skb, __u32 slot, __u32 egress_ifindex)
+{
+	struct packet6 *pkt = bpf_map_lookup_elem(&packet6_scratch, &slot);
+	const __u32 want = NETWORK_F_MASQUERADE | NETWORK_F_NAT66;
+	struct network_value *src_net;
+	struct uplink_value *uplink;
+	const struct l4_tuple6 *t;
+
+	if (!pkt)
+		return STAT_PASS_NO_MATCH;
+	t = &pkt->t;
+	src_net = network_lookup6(&t->saddr);
+	if (!src_net || (src_net->flags & want) != want)
+		return STAT_PASS_NO_MATCH;
+	/* The host's own address in a network (its gateway) is the host's. */
+	if (hostaddr_has6(&t->saddr))
+		return STAT_PASS_NO_MATCH;
+	if (network_lookup6(&t->daddr) || hostaddr_has6(&t->daddr))
+		return STAT_PASS_NO_MATCH;
+	uplink = bpf_map_lookup_elem(&uplinks6, &egress_ifindex);
+	if (!uplink)
+		return STAT_PASS_NO_MATCH;
+	return snat6(skb, pkt, (const struct in6_addr *)uplink->addr, slot);
+}
+
+/* icmp_snat_reverse4 for IPv6: an ICMPv6 error from outside (Packet Too
+ * Big above all) quoting nat_addr:nat_port as the source goes to the
+ * container that sent the packet, which must see its own address. */
+static __noinline __attribute__((unused)) __u32 icmp_snat_reverse6(struct __sk_buff *skb,
+								   const struct packet6 *pkt)
+{
+	const struct l4_tuple6 *in = &pkt->inner;
+	struct in6_addr orig_addr;
+	struct ct_key rev = {};
+	struct snat_value *v;
+	__be16 orig_port;
+
+	tuple_key6(&rev, in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
+	v = bpf_map_lookup_elem(&snat, &rev);
+	if (!v || !(v->flags & SNAT_F_REVERSE) || (v->flags & SNAT_F_HOST))
+		return STAT_PASS_NO_MATCH;
+	__builtin_memcpy(&orig_addr, v->addr, 16);
+	orig_port = v->port;
+
+	/* IPv6's outer address sits under the ICMPv6 checksum too. */
+	if (addr6_equal(&pkt->t.daddr, &in->saddr) &&
+	    rewrite_addr6(skb, pkt->l3_off + IPV6_DADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
+			  &pkt->t.daddr, &orig_addr) < 0)
+		return STAT_DROP_REWRITE;
+	if (rewrite_quoted6(skb, pkt, IPV6_SADDR_OFF, 0, &in->saddr, &orig_addr, in->sport,
+			    orig_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_ICMP_SNAT_REVERSE;
+}
+
+/* icmp_snat4 for IPv6: an ICMPv6 error about a NAT66 flow's reply (it
+ * quotes server -> container:port). Sent by the container or from inside
+ * its network, it leaves as the uplink's address; sent by this host, it
+ * keeps the host's. Either way the quote shows what the server knows. */
+static __noinline __attribute__((unused)) __u32 icmp_snat6(struct __sk_buff *skb,
+							   const struct packet6 *pkt,
+							   __u32 egress_ifindex)
+{
+	const struct l4_tuple6 *in = &pkt->inner;
+	struct uplink_value *uplink;
+	struct in6_addr nat_addr;
+	struct ct_key fwd = {};
+	struct snat_value *v;
+	__be16 nat_port;
+	int inside;
+
+	inside = addr6_equal(&pkt->t.saddr, &in->daddr) || network_lookup6(&pkt->t.saddr);
+	if (!inside && !hostaddr_has6(&pkt->t.saddr))
+		return STAT_PASS_NO_MATCH;
+	tuple_key6(&fwd, in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
+	v = bpf_map_lookup_elem(&snat, &fwd);
+	if (!v || !(v->flags & SNAT_F_FORWARD))
+		return STAT_PASS_NO_MATCH;
+	/* The hairpin's flows are SNATed to a gateway, not to this uplink. */
+	uplink = bpf_map_lookup_elem(&uplinks6, &egress_ifindex);
+	if (!uplink || !addr6_equal(uplink->addr, v->addr))
+		return STAT_PASS_NO_MATCH;
+	__builtin_memcpy(&nat_addr, v->addr, 16);
+	nat_port = v->port;
+
+	if (inside &&
+	    rewrite_addr6(skb, pkt->l3_off + IPV6_SADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
+			  &pkt->t.saddr, &nat_addr) < 0)
+		return STAT_DROP_REWRITE;
+	if (rewrite_quoted6(skb, pkt, IPV6_DADDR_OFF, 2, &in->daddr, &nat_addr, in->dport,
+			    nat_port) < 0)
+		return STAT_DROP_REWRITE;
+	return STAT_ICMP_SNAT;
+}
+
+/* snat_note_host_echo4 for IPv6: the host's own ping leaving an uplink
+ * holds its identifier against masqueraded echoes. */
+static __noinline __attribute__((unused)) void snat_note_host_echo6(const struct packet6 *pkt)
+{
+	const struct l4_tuple6 *t = &pkt->t;
+	struct snat_value host = {
+		.port = t->sport,
+		.flags = SNAT_F_REVERSE | SNAT_F_HOST,
+	};
+	struct ct_key rev = {};
+	struct snat_value *v;
+
+	if (t->proto != NEXTHDR_ICMP || t->sport == 0 || !hostaddr_has6(&t->saddr))
+		return;
+	tuple_key6(&rev, t->proto, &t->daddr, 0, &t->saddr, t->sport);
+	v = bpf_map_lookup_elem(&snat, &rev);
+	if (v) {
+		if (v->flags & SNAT_F_HOST)
+			ct_stamp(&v->last_seen_ns);
+		return; /* a container's flow holds it: too late */
+	}
+	__builtin_memcpy(host.addr, &t->saddr, 16);
+	host.last_seen_ns = ct_now();
+	bpf_map_update_elem(&snat, &rev, &host, BPF_NOEXIST);
 }
 
 #endif
