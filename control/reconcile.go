@@ -109,13 +109,13 @@ func (a *Agent) enableForwarding() error {
 
 // needsForwarding6: a routed dual-stack network's IPv6 addresses are
 // reached from outside, and reach out, through the host's IPv6 routing,
-// as are IPv6 published ports. Otherwise a masquerading network's IPv6
-// stays within the host until NAT66 exists, and forwarding stays as found
-// (turning it on makes interfaces with accept_ra=1 ignore router
-// advertisements).
+// as are IPv6 published ports and a --masquerade6 network's translated
+// flows. Otherwise a network's IPv6 stays within the host, and forwarding
+// stays as found (turning it on makes interfaces with accept_ra=1 ignore
+// router advertisements).
 func (a *Agent) needsForwarding6() bool {
 	for _, n := range a.st.networks {
-		if n.IPv6 && n.Routed {
+		if n.IPv6 && (n.Routed || n.Masquerade6) {
 			return true
 		}
 	}

@@ -49,6 +49,9 @@ func newStatus(o *opts) *cobra.Command {
 					if !u.Addr.IsValid() {
 						masq = "no IPv4 address: drops masqueraded flows"
 					}
+					if u.Addr6.IsValid() {
+						masq += ", IPv6 as " + u.Addr6.String()
+					}
 					xdp := "xdp " + u.XDP
 					if u.XDP == "" {
 						xdp = "xdp off"
