@@ -113,7 +113,7 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
 	}
 	if n.IPv6 && (n.Routed || n.Masquerade6) {
-		if err := a.enableSysctl(ipv6Forward); err != nil {
+		if err := a.enableForwarding6(); err != nil {
 			a.log.Error("routed or NAT66 IPv6 network: the host does not forward IPv6", "network", n.Name, "err", err)
 		}
 	}

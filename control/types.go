@@ -286,6 +286,9 @@ type Uplink struct {
 	Addr netip.Addr `json:"address,omitzero"`
 	// Addr6 is what NAT66 flows leave with; without one they are dropped.
 	Addr6 netip.Addr `json:"address6,omitzero"`
+	// Warning is what the agent's doing costs the uplink and how to
+	// avoid it: IPv6 forwarding ignores its router advertisements.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Status describes the agent and the datapath it runs.

@@ -186,18 +186,30 @@ func TestIPv6ForwardingRestored(t *testing.T) {
 			// The uplink's NAT66 address: global before unique local.
 			w.host.IP(t, "-6", "addr", "add", "fd00:ff::1/64", "dev", w.uplink, "nodad")
 			w.host.IP(t, "-6", "addr", "add", "2001:db8:ff::1/64", "dev", w.uplink, "nodad")
+			// A default route from router advertisements, which forwarding
+			// makes the uplink ignore: status warns once forwarding is wanted.
+			w.host.Sysctl(t, "net.ipv6.conf."+w.uplink+".accept_ra", "1")
+			w.host.IP(t, "-6", "route", "add", "default", "via", "fe80::1", "dev", w.uplink, "proto", "ra")
+			const raWarning = "ignores router advertisements"
 			w.startAgent()
 			w.ok("network", "create", "masq", "--subnet", "10.87.0.0/24", "--subnet6", "fd00:87::/64")
 			if got := forward(); got != "0" {
 				t.Fatalf("IPv6 forwarding %s for a network whose IPv6 stays in, want it left at 0", got)
 			}
+			if out := w.ok("status"); strings.Contains(out, raWarning) {
+				t.Errorf("status warns of router advertisements with forwarding off:\n%s", out)
+			}
 			w.ok("network", "create", c.name, c.flag, "--subnet", "10.88.0.0/24", "--subnet6", "fd00:88::/64")
 			if got := forward(); got != "1" {
 				t.Fatalf("IPv6 forwarding %s with a %s IPv6 network, want 1", got, c.flag)
 			}
+			status := w.ok("status")
+			if !strings.Contains(status, raWarning) || !strings.Contains(status, "net.ipv6.conf."+w.uplink+".accept_ra=2") {
+				t.Errorf("status does not warn that %s's router advertisements are ignored:\n%s", w.uplink, status)
+			}
 			if c.flag == "--masquerade6" {
-				if out := w.ok("status"); !strings.Contains(out, "IPv6 as 2001:db8:ff::1)") {
-					t.Errorf("status does not show the uplink's NAT66 address 2001:db8:ff::1:\n%s", out)
+				if !strings.Contains(status, "IPv6 as 2001:db8:ff::1)") {
+					t.Errorf("status does not show the uplink's NAT66 address 2001:db8:ff::1:\n%s", status)
 				}
 				out := w.ok("network", "inspect", c.name)
 				if !regexp.MustCompile(`masquerade6:\s+true`).MatchString(out) || !strings.Contains(out, "2001:db8:ff::1 on "+w.uplink) {

@@ -57,6 +57,9 @@ func newStatus(o *opts) *cobra.Command {
 						xdp = "xdp off"
 					}
 					row(w, "uplink:", u.Name+" ("+u.Mode+", "+xdp+", "+masq+")")
+					if u.Warning != "" {
+						row(w, "  warning:", u.Warning)
+					}
 				}
 				for _, a := range s.Attachments {
 					row(w, "attachment:", a.Kind+" "+a.Hook+" on "+a.Target)
