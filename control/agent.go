@@ -88,6 +88,8 @@ type Agent struct {
 	uplinks       map[int]Uplink
 	uplinkErrs    map[int]error
 	uplinksSynced bool
+	// raWarned: the uplink's lapsing default route was logged (raIgnored).
+	raWarned map[int]bool
 	// netnsCookies caches each endpoint namespace's cookie by inode:
 	// reading one means a thread entering the namespace.
 	netnsCookies map[uint64]uint64

@@ -446,7 +446,12 @@ func (a *Agent) Status() (*Status, error) {
 		Degraded: a.damage.Problems(),
 	}
 	a.fillHealth(s)
-	for _, u := range a.uplinks {
+	var ra map[int]string
+	if a.needsForwarding6() {
+		ra = a.raIgnored()
+	}
+	for idx, u := range a.uplinks {
+		u.Warning = ra[idx]
 		s.Uplinks = append(s.Uplinks, u)
 		s.TCMode = u.Mode
 	}

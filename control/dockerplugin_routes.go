@@ -261,7 +261,8 @@ func (p *dockerPlugin) createNetwork(req dockerNetworkCreate) (any, error) {
 
 // dockerNetworkOptions reads -o options and --internal into nc.
 func dockerNetworkOptions(opts map[string]any, nc *NetworkCreate) error {
-	if internal, _ := opts["com.docker.network.internal"].(bool); internal {
+	internal, _ := opts["com.docker.network.internal"].(bool)
+	if internal {
 		no := false
 		nc.Masquerade = &no
 	}
@@ -284,6 +285,12 @@ func dockerNetworkOptions(opts map[string]any, nc *NetworkCreate) error {
 			if b, err = boolVal(); err == nil && nc.Masquerade == nil {
 				nc.Masquerade = b
 			}
+		case "masquerade6":
+			// --internal wins, as over masquerade: nothing leaves.
+			var b *bool
+			if b, err = boolVal(); err == nil && !internal {
+				nc.Masquerade6 = *b
+			}
 		case "mtu", "com.docker.network.driver.mtu":
 			if nc.MTU, err = strconv.Atoi(val); err != nil {
 				err = fmt.Errorf("pontoon: option %s=%q: give a number of bytes such as 1500", key, val)
@@ -296,7 +303,7 @@ func dockerNetworkOptions(opts map[string]any, nc *NetworkCreate) error {
 				nc.Routed = *b
 			}
 		default:
-			err = fmt.Errorf("pontoon: unknown option %q; the pontoon driver takes -o icc=BOOL, masquerade=BOOL, routed=BOOL, mtu=N and bridge=NAME", key)
+			err = fmt.Errorf("pontoon: unknown option %q; the pontoon driver takes -o icc=BOOL, masquerade=BOOL, masquerade6=BOOL, routed=BOOL, mtu=N and bridge=NAME", key)
 		}
 		if err != nil {
 			return err

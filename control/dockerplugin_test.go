@@ -66,26 +66,32 @@ func TestDockerNetworkOptions(t *testing.T) {
 	err := dockerNetworkOptions(map[string]any{
 		"com.docker.network.internal": true,
 		dockerGenericKey: map[string]any{
-			"icc": "false", "com.docker.network.driver.mtu": "1400", "bridge": "br-web", "masquerade": "true",
+			"icc": "false", "com.docker.network.driver.mtu": "1400", "bridge": "br-web", "masquerade": "true", "masquerade6": "true",
 		},
 	}, &nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nc.ICC == nil || *nc.ICC || nc.MTU != 1400 || nc.Bridge != "br-web" || nc.Masquerade == nil || *nc.Masquerade {
-		t.Errorf("options read as %+v (internal must win over masquerade=true)", nc)
+	if nc.ICC == nil || *nc.ICC || nc.MTU != 1400 || nc.Bridge != "br-web" || nc.Masquerade == nil || *nc.Masquerade || nc.Masquerade6 {
+		t.Errorf("options read as %+v (internal must win over masquerade=true and masquerade6=true)", nc)
 	}
 	for opts, want := range map[string]string{
-		`{"color":"blue"}`: `unknown option "color"`,
-		`{"icc":"maybe"}`:  "give true or false",
-		`{"mtu":"big"}`:    "give a number",
-		`{"routed":"yes"}`: "give true or false",
+		`{"color":"blue"}`:     `unknown option "color"`,
+		`{"icc":"maybe"}`:      "give true or false",
+		`{"mtu":"big"}`:        "give a number",
+		`{"routed":"yes"}`:     "give true or false",
+		`{"masquerade6":"1x"}`: "give true or false",
 	} {
 		var generic map[string]any
 		json.Unmarshal([]byte(opts), &generic)
 		if err := dockerNetworkOptions(map[string]any{dockerGenericKey: generic}, &NetworkCreate{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("options %s: %v, want an error saying %q", opts, err, want)
 		}
+	}
+	var nat66 NetworkCreate
+	if err := dockerNetworkOptions(map[string]any{dockerGenericKey: map[string]any{"masquerade": "false", "masquerade6": "true"}}, &nat66); err != nil ||
+		!nat66.Masquerade6 || nat66.Masquerade == nil || *nat66.Masquerade {
+		t.Errorf("-o masquerade=false -o masquerade6=true read as %+v, %v", nat66, err)
 	}
 	var routed NetworkCreate
 	if err := dockerNetworkOptions(map[string]any{dockerGenericKey: map[string]any{"routed": "true"}}, &routed); err != nil || !routed.Routed {

@@ -23,10 +23,6 @@ func (a *Agent) CreateNetwork(req NetworkCreate) (*NetworkInfo, error) {
 
 // createNetwork is CreateNetwork for an owner: "" for the API, "docker"
 // for Docker's remote driver.
-// errMasquerade6: the datapath has no IPv6 source translation yet, and a
-// flag accepted but not done would leak the containers' ULA addresses.
-var errMasquerade6 = kindf(ErrUnsupported, "--masquerade6: IPv6 masquerade (NAT66) is not implemented by the datapath yet; leave it out (containers then reach no IPv6 outside, as with Docker's default), or use --routed to route their IPv6 addresses")
-
 func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, error) {
 	if err := checkName("network", req.Name); err != nil {
 		return nil, err
@@ -36,10 +32,10 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	if _, ok := a.st.networks[req.Name]; ok {
 		return nil, kindf(ErrConflict, "network %s already exists; pick another name or remove it first", req.Name)
 	}
-	if req.Masquerade6 {
-		return nil, errMasquerade6
+	if req.Masquerade6 && req.Routed {
+		return nil, kindf(ErrInvalid, "--routed and --masquerade6 exclude each other: a routed network's containers reach out by their own IPv6 addresses; leave out --masquerade6")
 	}
-	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Routed: req.Routed, Owner: owner}
+	n := &Network{Name: req.Name, Bridge: req.Bridge, MTU: req.MTU, ICC: true, Masquerade: !req.Routed, Masquerade6: req.Masquerade6, Routed: req.Routed, Owner: owner}
 	if req.ICC != nil {
 		n.ICC = *req.ICC
 	}
@@ -72,6 +68,9 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	ipn, err := a.subnetsFor(req)
 	if err != nil {
 		return nil, err
+	}
+	if n.Masquerade6 && !slices.ContainsFunc(ipn.Subnets, func(s ipam.Subnet) bool { return s.Prefix.Addr().Is6() }) {
+		return nil, kindf(ErrInvalid, "--masquerade6 needs an IPv6 subnet: add --ipv6 or --subnet6 (such as fd00:1::/64)")
 	}
 	for _, s := range ipn.Subnets {
 		n.IPv6 = n.IPv6 || s.Prefix.Addr().Is6()
@@ -113,9 +112,9 @@ func (a *Agent) createNetwork(req NetworkCreate, owner string) (*NetworkInfo, er
 	if err := a.addNetworkTopology(n); err != nil {
 		a.log.Error("sync datapath topology", "network", n.Name, "err", err)
 	}
-	if n.IPv6 && n.Routed {
-		if err := a.enableSysctl(ipv6Forward); err != nil {
-			a.log.Error("routed IPv6 network: the host does not forward IPv6", "network", n.Name, "err", err)
+	if n.IPv6 && (n.Routed || n.Masquerade6) {
+		if err := a.enableForwarding6(); err != nil {
+			a.log.Error("routed or NAT66 IPv6 network: the host does not forward IPv6", "network", n.Name, "err", err)
 		}
 	}
 	return a.networkInfo(n), nil
@@ -164,15 +163,21 @@ func (a *Agent) removeNetworkTopology(n *Network) error {
 }
 
 // datapathNetworks are the networks map entries of n, one per subnet, and
-// those subnets.
+// those subnets. An IPv6 subnet masquerades when either family does:
+// without NAT66 the flag keeps its source in (IPv4's masquerade never
+// meant leaking ULA addresses), with it the source is translated.
 func datapathNetworks(n *Network) ([]maps.Network, []netip.Prefix) {
 	var networks []maps.Network
 	var subnets []netip.Prefix
 	for _, sub := range n.subnets() {
-		networks = append(networks, maps.Network{
+		nw := maps.Network{
 			Subnet: sub.Subnet.Masked(), Gateway: sub.Gateway, ID: networkID(n.Name),
 			Masquerade: n.Masquerade, NoICC: !n.ICC, Routed: n.Routed,
-		})
+		}
+		if sub.Subnet.Addr().Is6() {
+			nw.Masquerade, nw.NAT66 = n.Masquerade || n.Masquerade6, n.Masquerade6
+		}
+		networks = append(networks, nw)
 		subnets = append(subnets, sub.Subnet)
 	}
 	return networks, subnets
@@ -319,7 +324,27 @@ func (a *Agent) networkInfo(n *Network) *NetworkInfo {
 	if n.Routed {
 		info.Notes = append(info.Notes, fmt.Sprintf("routed: the outside reaches endpoints by their own addresses, any port (give other hosts a route to %s via this host); no masquerade", subnetList(n)))
 	}
+	if n.Masquerade6 {
+		info.Notes = append(info.Notes, "masquerade6: outgoing IPv6 leaves with the uplink's IPv6 address ("+a.uplinkAddrs6()+")")
+	}
 	return info
+}
+
+// uplinkAddrs6 names each uplink's NAT66 address, for notes.
+func (a *Agent) uplinkAddrs6() string {
+	var out []string
+	for _, u := range a.uplinks {
+		if u.Addr6.IsValid() {
+			out = append(out, u.Addr6.String()+" on "+u.Name)
+		} else {
+			out = append(out, "none on "+u.Name+", which drops it")
+		}
+	}
+	if len(out) == 0 {
+		return "no uplink yet"
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 // subnetList names a network's subnets, for messages.

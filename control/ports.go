@@ -242,7 +242,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 	if slices.ContainsFunc(out, (*PortMapping).publishesIPv6) {
 		// bpf_fib_lookup and the stack both refuse to forward IPv6
 		// while forwarding is off: the port would be dead from outside.
-		if err := a.enableSysctl(ipv6Forward); err != nil {
+		if err := a.enableForwarding6(); err != nil {
 			a.log.Error("IPv6 published port: the host does not forward IPv6", "err", err)
 		}
 	}

@@ -134,6 +134,7 @@ func writeState(path string, st *state) error {
 // pinnedMaps are the datapath's maps a rebuild reads; any may be missing.
 type pinnedMaps struct {
 	networks   map[uint32]maps.NetworkValue
+	nat66      map[uint32]bool            // an IPv6 entry has NETWORK_F_NAT66
 	subnets    map[uint32][]NetworkSubnet // one networks-map entry each
 	endpoints  map[uint32]netip.Addr      // host veth ifindex -> container address
 	endpoints6 map[uint32]netip.Addr      // host veth ifindex -> container IPv6 address
@@ -142,8 +143,33 @@ type pinnedMaps struct {
 	allow      map[uint32][]netip.Prefix // binding id -> --allow-from
 }
 
+func newPinnedMaps() *pinnedMaps {
+	return &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, nat66: map[uint32]bool{}, subnets: map[uint32][]NetworkSubnet{}, endpoints: map[uint32]netip.Addr{}, endpoints6: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
+}
+
+// readNetworks takes the flags from the IPv4 entries, NAT66 from the IPv6
+// ones (the only family it means something for), and every subnet.
+func (pm *pinnedMaps) readNetworks(m *ebpf.Map) {
+	var (
+		k maps.NetworkKey
+		v maps.NetworkValue
+	)
+	for it := m.Iterate(); it.Next(&k, &v); {
+		sub, ok := pinnedSubnet(k, v)
+		if !ok {
+			continue
+		}
+		if sub.Subnet.Addr().Is4() {
+			pm.networks[v.ID] = v
+		} else if v.Flags&maps.NetworkNAT66 != 0 {
+			pm.nat66[v.ID] = true
+		}
+		pm.subnets[v.ID] = append(pm.subnets[v.ID], sub)
+	}
+}
+
 func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
-	pm := &pinnedMaps{networks: map[uint32]maps.NetworkValue{}, subnets: map[uint32][]NetworkSubnet{}, endpoints: map[uint32]netip.Addr{}, endpoints6: map[uint32]netip.Addr{}, macs: map[uint32][6]byte{}}
+	pm := newPinnedMaps()
 	open := func(name string) *ebpf.Map {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 		if err != nil {
@@ -154,20 +180,7 @@ func readPins(pinDir string, rep *RebuildReport) (*pinnedMaps, error) {
 	}
 	if m := open("networks"); m != nil {
 		defer m.Close()
-		var (
-			k maps.NetworkKey
-			v maps.NetworkValue
-		)
-		for it := m.Iterate(); it.Next(&k, &v); {
-			sub, ok := pinnedSubnet(k, v)
-			if !ok {
-				continue
-			}
-			if sub.Subnet.Addr().Is4() {
-				pm.networks[v.ID] = v
-			}
-			pm.subnets[v.ID] = append(pm.subnets[v.ID], sub)
-		}
+		pm.readNetworks(m)
 	}
 	if m := open("endpoints"); m != nil {
 		defer m.Close()
@@ -331,6 +344,7 @@ func networkFromBridge(l netlink.Link, name string, pm *pinnedMaps) (*Network, e
 		n.ICC = v.Flags&maps.NetworkNoICC == 0
 		n.Routed = v.Flags&maps.NetworkRouted != 0
 		n.Masquerade = v.Flags&maps.NetworkMasquerade != 0
+		n.Masquerade6 = pm.nat66[networkID(name)]
 		return n, nil
 	}
 	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })

@@ -2,13 +2,16 @@ package control
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/ipam"
 	"github.com/pontoon-net/pontoon/loader"
@@ -102,20 +105,84 @@ func (a *Agent) enableForwarding() error {
 		return err
 	}
 	if a.needsForwarding6() {
-		return a.enableSysctl(ipv6Forward)
+		return a.enableForwarding6()
 	}
 	return nil
 }
 
+// enableForwarding6 turns IPv6 forwarding on and warns, once per uplink,
+// of the default route it may cost (raIgnored).
+func (a *Agent) enableForwarding6() error {
+	if err := a.enableSysctl(ipv6Forward); err != nil {
+		return err
+	}
+	for idx, msg := range a.raIgnored() {
+		if a.raWarned == nil {
+			a.raWarned = map[int]bool{}
+		}
+		if !a.raWarned[idx] {
+			a.raWarned[idx] = true
+			a.log.Warn(msg, "uplink", a.uplinks[idx].Name)
+		}
+	}
+	return nil
+}
+
+// raIgnored says, by uplink index, which uplinks have an IPv6 default
+// route from router advertisements that they stop accepting while the
+// host forwards IPv6 (accept_ra=1 means "unless forwarding"): the route
+// then lapses at its lifetime and the host loses its IPv6 way out. The
+// agent leaves accept_ra to the administrator.
+func (a *Agent) raIgnored() map[int]string {
+	out := map[int]string{}
+	var candidates []int
+	for idx, u := range a.uplinks {
+		b, err := os.ReadFile(filepath.Join("/proc/sys/net/ipv6/conf", u.Name, "accept_ra"))
+		if err == nil && strings.TrimSpace(string(b)) == "1" {
+			candidates = append(candidates, idx)
+		}
+	}
+	if len(candidates) == 0 {
+		return out
+	}
+	routes, err := loader.RetryDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Protocol: unix.RTPROT_RA}, netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return out
+	}
+	for _, r := range routes {
+		if r.Dst != nil && !isDefault(r.Dst) {
+			continue
+		}
+		links := []int{r.LinkIndex}
+		for _, nh := range r.MultiPath {
+			links = append(links, nh.LinkIndex)
+		}
+		for _, idx := range links {
+			if slices.Contains(candidates, idx) {
+				name := a.uplinks[idx].Name
+				out[idx] = fmt.Sprintf("IPv6 forwarding is on, so uplink %s (accept_ra=1) ignores router advertisements and its default route from them lapses; set net.ipv6.conf.%s.accept_ra=2 or give a static default route", name, name)
+			}
+		}
+	}
+	return out
+}
+
+func isDefault(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0
+}
+
 // needsForwarding6: a routed dual-stack network's IPv6 addresses are
 // reached from outside, and reach out, through the host's IPv6 routing,
-// as are IPv6 published ports. Otherwise a masquerading network's IPv6
-// stays within the host until NAT66 exists, and forwarding stays as found
-// (turning it on makes interfaces with accept_ra=1 ignore router
-// advertisements).
+// as are IPv6 published ports and a --masquerade6 network's translated
+// flows. Otherwise a network's IPv6 stays within the host, and forwarding
+// stays as found (turning it on makes interfaces with accept_ra=1 ignore
+// router advertisements).
 func (a *Agent) needsForwarding6() bool {
 	for _, n := range a.st.networks {
-		if n.IPv6 && n.Routed {
+		if n.IPv6 && (n.Routed || n.Masquerade6) {
 			return true
 		}
 	}

@@ -26,6 +26,10 @@ type Network struct {
 	MTU        int             `json:"mtu"`
 	ICC        bool            `json:"icc"`
 	Masquerade bool            `json:"masquerade"`
+	// Masquerade6: the IPv6 subnet's outgoing traffic leaves with the
+	// uplink's IPv6 address (NAT66). Without it, and with Masquerade, that
+	// traffic does not leave the host. Records from before it lack it.
+	Masquerade6 bool `json:"masquerade6,omitempty"`
 	// Routed networks are reachable from outside by their containers'
 	// own addresses (Docker's routed gateway mode), without masquerade.
 	Routed bool `json:"routed"`
@@ -105,7 +109,8 @@ type NetworkCreate struct {
 	Subnet6  string `json:"subnet6,omitempty"`
 	Gateway6 string `json:"gateway6,omitempty"`
 	// Masquerade6 asks for IPv6 masquerade (NAT66, off by default as in
-	// Docker): refused until the datapath translates IPv6 sources.
+	// Docker); it needs an IPv6 subnet and excludes Routed. Masquerade
+	// stays IPv4's: each family is asked for on its own.
 	Masquerade6 bool `json:"masquerade6,omitempty"`
 	// Force accepts a subnet overlapping a route of the host that is not
 	// an interface's own subnet.
@@ -279,6 +284,11 @@ type Uplink struct {
 	// Addr is what masqueraded flows leave with; without one they are
 	// dropped there.
 	Addr netip.Addr `json:"address,omitzero"`
+	// Addr6 is what NAT66 flows leave with; without one they are dropped.
+	Addr6 netip.Addr `json:"address6,omitzero"`
+	// Warning is what the agent's doing costs the uplink and how to
+	// avoid it: IPv6 forwarding ignores its router advertisements.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Status describes the agent and the datapath it runs.

@@ -195,28 +195,43 @@ func (a *Agent) detachUplink(name string, attached bool) {
 	}
 }
 
-// syncUplinkAddrs records each uplink's masquerade address in the uplinks
-// map. An uplink without one gets no entry: the datapath then drops
-// masqueraded flows leaving by it rather than let private sources out.
+// syncUplinkAddrs records each uplink's masquerade addresses in the
+// uplinks and uplinks6 maps. An uplink without one of a family gets no
+// entry there: the datapath then drops masqueraded flows of that family
+// leaving by it rather than let private sources out.
 func (a *Agent) syncUplinkAddrs() error {
-	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := loader.RetryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
-		return fmt.Errorf("list IPv4 addresses: %w", err)
+		return fmt.Errorf("list addresses: %w", err)
 	}
 	byLink := map[int][]netlink.Addr{}
 	for _, ad := range addrs {
 		byLink[ad.LinkIndex] = append(byLink[ad.LinkIndex], ad)
 	}
-	want := map[uint32]netip.Addr{}
+	// The map, not a.uplinks, holds the address in use: it outlives a
+	// restart of the agent and a re-attach, and live flows use it.
+	uplinks6 := maps.NewUplinks(a.dp.Maps.Uplinks6)
+	cur6, err := uplinks6.All6()
+	if err != nil {
+		return err
+	}
+	want, want6 := map[uint32]netip.Addr{}, map[uint32]netip.Addr{}
 	for idx, u := range a.uplinks {
 		u.Addr = masqueradeAddr(byLink[idx])
+		u.Addr6 = masqueradeAddr6(byLink[idx], cur6[uint32(idx)])
 		a.uplinks[idx] = u
 		if u.Addr.IsValid() {
 			want[uint32(idx)] = u.Addr
 		}
+		if u.Addr6.IsValid() {
+			want6[uint32(idx)] = u.Addr6
+		}
 	}
 	if err := maps.NewUplinks(a.dp.Maps.Uplinks).Sync(want); err != nil {
 		return fmt.Errorf("sync uplinks: %w", err)
+	}
+	if err := uplinks6.Sync(want6); err != nil {
+		return fmt.Errorf("sync uplinks6: %w", err)
 	}
 	return nil
 }
@@ -239,4 +254,39 @@ func masqueradeAddr(addrs []netlink.Addr) netip.Addr {
 		}
 	}
 	return secondary
+}
+
+// masqueradeAddr6 picks the source of NAT66 flows from an interface's
+// addresses: a global one that is usable (not tentative, failed or
+// deprecated), stable before temporary (privacy addresses rotate), and
+// global before unique local (fc00::/7, which no one outside routes).
+// cur, the address in use, stays while it is usable: a better address
+// appearing must not move live flows, whose reverse entries name cur.
+func masqueradeAddr6(addrs []netlink.Addr, cur netip.Addr) netip.Addr {
+	rank := func(ad netlink.Addr, ip netip.Addr) int {
+		r := 0
+		if ad.Flags&unix.IFA_F_TEMPORARY != 0 {
+			r += 2
+		}
+		if ip.IsPrivate() {
+			r++
+		}
+		return r
+	}
+	var best netip.Addr
+	bestRank := 0
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || !ip.Is6() || ip.Is4In6() || !ip.IsGlobalUnicast() || ad.Scope != unix.RT_SCOPE_UNIVERSE ||
+			ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) != 0 {
+			continue
+		}
+		if ip == cur {
+			return cur
+		}
+		if r := rank(ad, ip); !best.IsValid() || r < bestRank {
+			best, bestRank = ip, r
+		}
+	}
+	return best
 }

@@ -74,11 +74,14 @@ func TestWantUplinks(t *testing.T) {
 	}
 }
 
+// ifAddr is an interface address as a dump lists it, scope universe.
+func ifAddr(s string, flags int) netlink.Addr {
+	p := netip.MustParsePrefix(s)
+	return netlink.Addr{IPNet: ipNet(p.Addr(), p.Bits()), Flags: flags, Scope: unix.RT_SCOPE_UNIVERSE}
+}
+
 func TestMasqueradeAddr(t *testing.T) {
-	addr := func(s string, flags int) netlink.Addr {
-		p := netip.MustParsePrefix(s)
-		return netlink.Addr{IPNet: ipNet(p.Addr(), p.Bits()), Flags: flags}
-	}
+	addr := ifAddr
 	for _, c := range []struct {
 		name  string
 		addrs []netlink.Addr
@@ -95,5 +98,60 @@ func TestMasqueradeAddr(t *testing.T) {
 		if (c.want == "" && got.IsValid()) || (c.want != "" && got != netip.MustParseAddr(c.want)) {
 			t.Errorf("%s: got %v, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// TestMasqueradeAddr6: NAT66 leaves with a usable global address, stable
+// before temporary, global before unique local; the address in use stays
+// while it is usable, even when a better one appears.
+func TestMasqueradeAddr6(t *testing.T) {
+	addr := ifAddr
+	scoped := func(ad netlink.Addr, scope int) netlink.Addr { ad.Scope = scope; return ad }
+	global := addr("2001:db8::1/64", 0)
+	global2 := addr("2001:db8:1::1/64", 0)
+	ula := addr("fd00:1::1/64", 0)
+	temp := addr("2001:db8::abcd/64", unix.IFA_F_TEMPORARY)
+	for _, c := range []struct {
+		name  string
+		addrs []netlink.Addr
+		cur   string
+		want  string
+	}{
+		{"none", nil, "", ""},
+		{"IPv4 only", []netlink.Addr{addr("192.0.2.1/24", 0)}, "", ""},
+		{"link-local never", []netlink.Addr{addr("fe80::1/64", 0)}, "", ""},
+		{"loopback never", []netlink.Addr{scoped(addr("::1/128", 0), unix.RT_SCOPE_HOST)}, "", ""},
+		{"scope other than universe never", []netlink.Addr{scoped(addr("2001:db8::1/64", 0), unix.RT_SCOPE_SITE)}, "", ""},
+		{"IPv4-mapped never", []netlink.Addr{{IPNet: ipNet(netip.MustParseAddr("::ffff:192.0.2.1"), 128)}}, "", ""},
+		{"global", []netlink.Addr{addr("fe80::1/64", 0), global}, "", "2001:db8::1"},
+		{"first of equals", []netlink.Addr{global, global2}, "", "2001:db8::1"},
+		{"tentative skipped", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_TENTATIVE), global2}, "", "2001:db8:1::1"},
+		{"dad failed skipped", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DADFAILED), global2}, "", "2001:db8:1::1"},
+		{"deprecated skipped", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED), global2}, "", "2001:db8:1::1"},
+		{"deprecated alone: none", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED)}, "", ""},
+		{"stable over temporary", []netlink.Addr{temp, ula, global}, "", "2001:db8::1"},
+		{"global over unique local", []netlink.Addr{ula, global}, "", "2001:db8::1"},
+		{"unique local over temporary", []netlink.Addr{temp, ula}, "", "fd00:1::1"},
+		{"temporary when alone", []netlink.Addr{temp}, "", "2001:db8::abcd"},
+		{"unique local when alone", []netlink.Addr{ula}, "", "fd00:1::1"},
+		{"current kept over a better one", []netlink.Addr{global, ula}, "fd00:1::1", "fd00:1::1"},
+		{"current kept over an equal earlier one", []netlink.Addr{global, global2}, "2001:db8:1::1", "2001:db8:1::1"},
+		{"current temporary kept", []netlink.Addr{global, temp}, "2001:db8::abcd", "2001:db8::abcd"},
+		{"current gone: best of the rest", []netlink.Addr{ula, global2}, "2001:db8::1", "2001:db8:1::1"},
+		{"current deprecated: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED), ula}, "2001:db8::1", "fd00:1::1"},
+		{"current tentative again: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_TENTATIVE), global2}, "2001:db8::1", "2001:db8:1::1"},
+	} {
+		var cur netip.Addr
+		if c.cur != "" {
+			cur = netip.MustParseAddr(c.cur)
+		}
+		got := masqueradeAddr6(c.addrs, cur)
+		if (c.want == "" && got.IsValid()) || (c.want != "" && got != netip.MustParseAddr(c.want)) {
+			t.Errorf("%s: got %v, want %q", c.name, got, c.want)
+		}
+	}
+	// IPv4's choice ignores IPv6 addresses: one listing serves both.
+	if got := masqueradeAddr([]netlink.Addr{global, addr("192.0.2.1/24", 0)}); got != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("IPv4 choice from a mixed list: %v, want 192.0.2.1", got)
 	}
 }

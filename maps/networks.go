@@ -91,6 +91,24 @@ func (u *Uplinks) Delete(ifindex uint32) error {
 	return batchDelete(u.m, []uint32{ifindex})
 }
 
+// All6 returns every uplink's address of the uplinks6 map. The value has
+// no family (the datapath knows it by the map), hence no All for uplinks.
+func (u *Uplinks) All6() (map[uint32]netip.Addr, error) {
+	out := map[uint32]netip.Addr{}
+	var (
+		k uint32
+		v UplinkValue
+	)
+	it := u.m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = netip.AddrFrom16(v.Addr)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate uplinks6: %w", err)
+	}
+	return out, nil
+}
+
 // Endpoints wraps the endpoints map (container address -> its veth).
 type Endpoints struct{ m *ebpf.Map }
 

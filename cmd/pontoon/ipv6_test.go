@@ -292,6 +292,8 @@ func TestIPv6StateRebuild(t *testing.T) {
 	w := newWorld(t, 2)
 	w.startAgent()
 	w.ok("network", "create", "dual", "--subnet", "10.76.0.0/24", "--subnet6", "fd00:76::/64")
+	// Each family's masquerade comes back from its own map entry.
+	w.ok("network", "create", "nat66", "--subnet", "10.77.0.0/24", "--subnet6", "fd00:77::/64", "--masquerade=false", "--masquerade6")
 	w.ok("endpoint", "attach", "dual", "e0", "--netns", w.containers[0].Path())
 	w.ok("endpoint", "attach", "dual", "e1", "--netns", w.containers[1].Path(), "--ip6", "fd00:76::abc")
 	// Both families' bindings of a wildcard spec come back as one mapping.
@@ -316,6 +318,11 @@ func TestIPv6StateRebuild(t *testing.T) {
 	}
 	if out := w.ok("port", "ls", "e0"); !strings.Contains(out, "80/tcp -> 0.0.0.0:8080, [::]:8080") {
 		t.Errorf("rebuilt wildcard mapping:\n%s", out)
+	}
+	var n control.NetworkInfo
+	w.okJSON(&n, "network", "inspect", "nat66")
+	if n.Masquerade || !n.Masquerade6 {
+		t.Errorf("rebuilt nat66: masquerade %v masquerade6 %v, want false true", n.Masquerade, n.Masquerade6)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -139,7 +140,8 @@ func TestIPv6PublishedPorts(t *testing.T) {
 			{[]string{"port", "publish", "e0", "[fd00:ff::2]:9081:80"}, "fd00:ff::2 is not an address of this host"},
 			{[]string{"port", "publish", "e0", "[::1:9081:80"}, "no closing ]"},
 			{[]string{"port", "publish", "e0", "[::]:8080:80"}, "holds it on [::] already"},
-			{[]string{"network", "create", "nat66", "--ipv6", "--masquerade6"}, "not implemented by the datapath yet"},
+			{[]string{"network", "create", "nat66", "--subnet", "10.66.0.0/24", "--masquerade6"}, "--masquerade6 needs an IPv6 subnet: add --ipv6 or --subnet6"},
+			{[]string{"network", "create", "nat66", "--ipv6", "--routed", "--masquerade6"}, "--routed and --masquerade6 exclude each other"},
 		} {
 			before := w.snapshot()
 			expectOneLineError(t, w.pt(c.args...), c.want)
@@ -169,34 +171,63 @@ func TestIPv6PublishedPorts(t *testing.T) {
 }
 
 // TestIPv6ForwardingRestored: the agent turns IPv6 forwarding on only for
-// a network that needs the host to route IPv6 (a routed dual-stack one),
-// records the value it found, and cleanup puts it back.
+// a network that needs the host to route IPv6 (a routed dual-stack one, or
+// one with --masquerade6), records the value it found, and cleanup puts it
+// back.
 func TestIPv6ForwardingRestored(t *testing.T) {
-	w := newWorld(t, 0)
-	forward := func() string {
-		t.Helper()
-		return strings.TrimSpace(w.host.Exec(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"))
-	}
-	w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
-	w.startAgent()
-	w.ok("network", "create", "masq", "--subnet", "10.87.0.0/24", "--subnet6", "fd00:87::/64")
-	if got := forward(); got != "0" {
-		t.Fatalf("IPv6 forwarding %s for a masquerading network, want it left at 0", got)
-	}
-	w.ok("network", "create", "routed", "--routed", "--subnet", "10.88.0.0/24", "--subnet6", "fd00:88::/64")
-	if got := forward(); got != "1" {
-		t.Fatalf("IPv6 forwarding %s with a routed IPv6 network, want 1", got)
-	}
-	// A restart finds its own 1 and keeps the 0 recorded.
-	w.agent.stop(syscall.SIGTERM)
-	w.startAgent()
-	w.agent.stop(syscall.SIGTERM)
-	out := w.host.Exec(t, bin, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
-	if got := forward(); got != "0" {
-		t.Errorf("IPv6 forwarding %s after cleanup, want the 0 the agent found", got)
-	}
-	if !strings.Contains(out, "restored net.ipv6.conf.all.forwarding to 0") {
-		t.Errorf("cleanup does not say it restored IPv6 forwarding:\n%s", out)
+	for _, c := range []struct{ name, flag string }{{"routed", "--routed"}, {"masquerade6", "--masquerade6"}} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 0)
+			forward := func() string {
+				t.Helper()
+				return strings.TrimSpace(w.host.Exec(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"))
+			}
+			w.host.Sysctl(t, "net.ipv6.conf.all.forwarding", "0")
+			// The uplink's NAT66 address: global before unique local.
+			w.host.IP(t, "-6", "addr", "add", "fd00:ff::1/64", "dev", w.uplink, "nodad")
+			w.host.IP(t, "-6", "addr", "add", "2001:db8:ff::1/64", "dev", w.uplink, "nodad")
+			// A default route from router advertisements, which forwarding
+			// makes the uplink ignore: status warns once forwarding is wanted.
+			w.host.Sysctl(t, "net.ipv6.conf."+w.uplink+".accept_ra", "1")
+			w.host.IP(t, "-6", "route", "add", "default", "via", "fe80::1", "dev", w.uplink, "proto", "ra")
+			const raWarning = "ignores router advertisements"
+			w.startAgent()
+			w.ok("network", "create", "masq", "--subnet", "10.87.0.0/24", "--subnet6", "fd00:87::/64")
+			if got := forward(); got != "0" {
+				t.Fatalf("IPv6 forwarding %s for a network whose IPv6 stays in, want it left at 0", got)
+			}
+			if out := w.ok("status"); strings.Contains(out, raWarning) {
+				t.Errorf("status warns of router advertisements with forwarding off:\n%s", out)
+			}
+			w.ok("network", "create", c.name, c.flag, "--subnet", "10.88.0.0/24", "--subnet6", "fd00:88::/64")
+			if got := forward(); got != "1" {
+				t.Fatalf("IPv6 forwarding %s with a %s IPv6 network, want 1", got, c.flag)
+			}
+			status := w.ok("status")
+			if !strings.Contains(status, raWarning) || !strings.Contains(status, "net.ipv6.conf."+w.uplink+".accept_ra=2") {
+				t.Errorf("status does not warn that %s's router advertisements are ignored:\n%s", w.uplink, status)
+			}
+			if c.flag == "--masquerade6" {
+				if !strings.Contains(status, "IPv6 as 2001:db8:ff::1)") {
+					t.Errorf("status does not show the uplink's NAT66 address 2001:db8:ff::1:\n%s", status)
+				}
+				out := w.ok("network", "inspect", c.name)
+				if !regexp.MustCompile(`masquerade6:\s+true`).MatchString(out) || !strings.Contains(out, "2001:db8:ff::1 on "+w.uplink) {
+					t.Errorf("network inspect lacks masquerade6 or its note:\n%s", out)
+				}
+			}
+			// A restart finds its own 1 and keeps the 0 recorded.
+			w.agent.stop(syscall.SIGTERM)
+			w.startAgent()
+			w.agent.stop(syscall.SIGTERM)
+			out := w.host.Exec(t, bin, "cleanup", "--state-dir", w.stateDir, "--bpffs", w.pins)
+			if got := forward(); got != "0" {
+				t.Errorf("IPv6 forwarding %s after cleanup, want the 0 the agent found", got)
+			}
+			if !strings.Contains(out, "restored net.ipv6.conf.all.forwarding to 0") {
+				t.Errorf("cleanup does not say it restored IPv6 forwarding:\n%s", out)
+			}
+		})
 	}
 }
 

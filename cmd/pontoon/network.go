@@ -46,8 +46,11 @@ the host too, so --routed with --masquerade=true is refused.
 (--subnet6, or a unique local /64 picked like an IPv4 subnet), whose gateway
 the bridge carries; every endpoint gets an address of each family. An IPv6
 --subnet or --subnet6 implies --ipv6, and an IPv4 subnet is picked when none
-is given. IPv6 reaches within the network and the host for now: published
-ports and outgoing traffic are IPv4.`,
+is given. Published ports take both families. Outgoing IPv6 leaves only
+with --masquerade6 (NAT66: the uplink's IPv6 address, off by default as
+with Docker) or --routed (the containers' own addresses); otherwise it
+stays within the host. --masquerade is IPv4's alone, so
+--masquerade=false --masquerade6 translates IPv6 only.`,
 		Args: exactArgs(1, "a network name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -84,7 +87,7 @@ ports and outgoing traffic are IPv4.`,
 	f.BoolVar(&req.IPv6, "ipv6", false, "give the network an IPv6 subnet too (default: a unique local /64); endpoints get both families")
 	f.StringVar(&req.Subnet6, "subnet6", "", "IPv6 subnet, a /64 to /120, such as fd00:1::/64 (implies --ipv6)")
 	f.StringVar(&req.Gateway6, "gateway6", "", "IPv6 gateway inside --subnet6 (default: its first address after the subnet-router anycast one)")
-	f.BoolVar(&req.Masquerade6, "masquerade6", false, "masquerade IPv6 (NAT66; not implemented by the datapath yet, so refused)")
+	f.BoolVar(&req.Masquerade6, "masquerade6", false, "give outgoing IPv6 the uplink's IPv6 address (NAT66); needs an IPv6 subnet, excludes --routed")
 	f.BoolVar(&req.Force, "force", false, "accept a subnet that overlaps a route of the host (one that is not an interface's own subnet)")
 	return cmd
 }
@@ -142,6 +145,7 @@ func newNetworkInspect(o *opts) *cobra.Command {
 				row(w, "mtu:", n.MTU)
 				row(w, "icc:", n.ICC)
 				row(w, "masquerade:", n.Masquerade)
+				row(w, "masquerade6:", n.Masquerade6)
 				row(w, "routed:", n.Routed)
 				row(w, "ipv6:", n.IPv6)
 				row(w, "endpoints:", strings.Join(n.Endpoints, " "))

@@ -49,11 +49,17 @@ func newStatus(o *opts) *cobra.Command {
 					if !u.Addr.IsValid() {
 						masq = "no IPv4 address: drops masqueraded flows"
 					}
+					if u.Addr6.IsValid() {
+						masq += ", IPv6 as " + u.Addr6.String()
+					}
 					xdp := "xdp " + u.XDP
 					if u.XDP == "" {
 						xdp = "xdp off"
 					}
 					row(w, "uplink:", u.Name+" ("+u.Mode+", "+xdp+", "+masq+")")
+					if u.Warning != "" {
+						row(w, "  warning:", u.Warning)
+					}
 				}
 				for _, a := range s.Attachments {
 					row(w, "attachment:", a.Kind+" "+a.Hook+" on "+a.Target)
