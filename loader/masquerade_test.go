@@ -145,68 +145,7 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 	})
 
 	t.Run("100 connections from two containers sharing source ports", func(t *testing.T) {
-		const perContainer = 50
-		var conns []net.Conn
-		for _, ns := range []*testenv.Netns{w.A, w.B} {
-			if err := ns.Do(func() error {
-				for i := 0; i < perContainer; i++ {
-					// Below the ephemeral range, so no earlier connection of
-					// this container can still hold the port in TIME_WAIT.
-					d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: 20000 + i}}
-					conn, err := d.Dial("tcp4", server)
-					if err != nil {
-						return fmt.Errorf("connection %d from %s: %w", i, ns.Name, err)
-					}
-					conns = append(conns, conn)
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		defer func() {
-			for _, conn := range conns {
-				conn.Close()
-			}
-		}()
-		// All open at once; each answers, and the server saw each as its
-		// own source port on the uplink address.
-		type answer struct {
-			peer string
-			err  error
-		}
-		answers := make(chan answer, len(conns))
-		for _, conn := range conns {
-			go func(conn net.Conn) {
-				conn.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := fmt.Fprintln(conn, "hi"); err != nil {
-					answers <- answer{err: err}
-					return
-				}
-				reply, err := bufio.NewReader(conn).ReadString('\n')
-				if err != nil {
-					answers <- answer{err: err}
-					return
-				}
-				peer, _, err := testenv.ParseEcho(reply)
-				answers <- answer{peer, err}
-			}(conn)
-		}
-		seen := map[string]bool{}
-		for range conns {
-			a := <-answers
-			if a.err != nil {
-				t.Fatal(a.err)
-			}
-			ap, err := netip.ParseAddrPort(a.peer)
-			if err != nil || ap.Addr() != w.HostIP {
-				t.Fatalf("server saw %q, want %s:port", a.peer, w.HostIP)
-			}
-			seen[a.peer] = true
-		}
-		if len(seen) != 2*perContainer {
-			t.Fatalf("server saw %d distinct sources for %d connections: source ports collided", len(seen), 2*perContainer)
-		}
+		sharedSourcePorts(t, server, w.HostIP, w.A, w.B)
 	})
 
 	t.Run("networks are isolated from each other", func(t *testing.T) {
@@ -425,4 +364,71 @@ func counters(t *testing.T, pins string) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// sharedSourcePorts opens 50 connections from each container to server,
+// the same 50 source ports in each, all open at once: each must answer,
+// and the server must see each as a source port of its own on nat.
+func sharedSourcePorts(t *testing.T, server string, nat netip.Addr, containers ...*testenv.Netns) {
+	t.Helper()
+	const perContainer = 50
+	var conns []net.Conn
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	for _, ns := range containers {
+		if err := ns.Do(func() error {
+			for i := 0; i < perContainer; i++ {
+				// Below the ephemeral range, so no earlier connection of
+				// this container can still hold the port in TIME_WAIT.
+				d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{Port: 20000 + i}}
+				conn, err := d.Dial("tcp", server)
+				if err != nil {
+					return fmt.Errorf("connection %d from %s: %w", i, ns.Name, err)
+				}
+				conns = append(conns, conn)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type answer struct {
+		peer string
+		err  error
+	}
+	answers := make(chan answer, len(conns))
+	for _, conn := range conns {
+		go func(conn net.Conn) {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := fmt.Fprintln(conn, "hi"); err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			reply, err := bufio.NewReader(conn).ReadString('\n')
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			peer, _, err := testenv.ParseEcho(reply)
+			answers <- answer{peer, err}
+		}(conn)
+	}
+	seen := map[string]bool{}
+	for range conns {
+		a := <-answers
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		ap, err := netip.ParseAddrPort(a.peer)
+		if err != nil || ap.Addr() != nat {
+			t.Fatalf("server saw %q, want %s:port", a.peer, nat)
+		}
+		seen[a.peer] = true
+	}
+	if len(seen) != len(conns) {
+		t.Fatalf("server saw %d distinct sources for %d connections: source ports collided", len(seen), len(conns))
+	}
 }

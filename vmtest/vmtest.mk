@@ -25,7 +25,7 @@ VMTEST_JOBS ?= 2
 # run as shards of their own (a VM each), and the rest as one more. The bpf
 # package (11-13 min on 5.10 and 6.1, the pool's tail) runs as two halves:
 # the XDP, IPv6, uplink and conntrack tables, then the rest.
-VMTEST_SPLIT ?= loader=^TestTraffic$$,^(TestICCAndHairpin|TestMasqueradeAndIsolation|TestIPv6PublishedPorts)$$,^TestSecurity;bpf=^Test(XDP|IPv6|Uplink|IPIP|Fallback|Conntrack)
+VMTEST_SPLIT ?= loader=^TestTraffic$$,^(TestICCAndHairpin|TestMasqueradeAndIsolation|TestIPv6PublishedPorts)$$,^TestSecurity,^TestNAT66$$;bpf=^Test(XDP|IPv6|Uplink|IPIP|Fallback|Conntrack)
 # Passed to vmrun before the test binary, e.g. -v for the kernel console.
 VMRUN_FLAGS ?= -timeout 40m
 VMTEST_APT_PACKAGES := qemu-system-x86 busybox-static
