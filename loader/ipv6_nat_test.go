@@ -19,20 +19,26 @@ import (
 // BPF's FIB redirect after the DNAT.
 func TestIPv6PublishedPorts(t *testing.T) {
 	testenv.RequirePrivileges(t)
+	forwardingModes6(t, testIPv6PublishedPorts)
+}
+
+// forwardingModes6 runs test in each way the host may forward IPv6: the
+// stack's, BPF's FIB redirect, and that with an ip6tables FORWARD policy of
+// DROP, under which BPF must forward both ways.
+func forwardingModes6(t *testing.T, test func(t *testing.T, redirect, forwardDrop bool)) {
 	for _, c := range []struct {
 		name                  string
 		redirect, forwardDrop bool
 	}{
 		{"stack forwarding", false, false},
 		{"fib redirect", true, false},
-		// Both ways in BPF: the stack's forward path drops everything.
 		{"fib redirect, FORWARD DROP", true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := exec.LookPath("ip6tables"); c.forwardDrop && err != nil {
 				t.Skip("needs ip6tables to set the FORWARD policy: run 'make deps'")
 			}
-			testIPv6PublishedPorts(t, c.redirect, c.forwardDrop)
+			test(t, c.redirect, c.forwardDrop)
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -26,21 +25,7 @@ import (
 // under an ip6tables FORWARD policy of DROP.
 func TestNAT66(t *testing.T) {
 	testenv.RequirePrivileges(t)
-	for _, c := range []struct {
-		name                  string
-		redirect, forwardDrop bool
-	}{
-		{"stack forwarding", false, false},
-		{"fib redirect", true, false},
-		{"fib redirect, FORWARD DROP", true, true},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			if _, err := exec.LookPath("ip6tables"); c.forwardDrop && err != nil {
-				t.Skip("needs ip6tables to set the FORWARD policy: run 'make deps'")
-			}
-			testNAT66(t, c.redirect, c.forwardDrop)
-		})
-	}
+	forwardingModes6(t, testNAT66)
 }
 
 func testNAT66(t *testing.T, redirect, forwardDrop bool) {
