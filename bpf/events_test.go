@@ -58,10 +58,10 @@ func drainEvents(t testing.TB, rd *ringbuf.Reader) []maps.RawEvent {
 
 // TestEventsRing: with events off, nothing reaches the ring; with them on,
 // a new DNAT flow (IPv4 and IPv6), its end (an RST from the backend), a
-// new masqueraded flow, its end (an RST from the server, or a FIN from
-// the container) and a drop each write one event whose fields decode to
-// the packet's addresses, and the drop names its reason. A flow's later
-// packets write none.
+// new masqueraded flow (IPv4 and NAT66), its end (an RST from the server,
+// or a FIN from the container) and a drop each write one event whose
+// fields decode to the packet's addresses, and the drop names its reason.
+// A flow's later packets write none.
 func TestEventsRing(t *testing.T) {
 	o := loadObjects(t)
 	resetMaps(t, o)
@@ -111,6 +111,13 @@ func TestEventsRing(t *testing.T) {
 	if err := maps.NewHostAddrs(o.Hostaddrs).Put(v6Host, 1); err != nil {
 		t.Fatal(err)
 	}
+	if err := maps.NewNetworks(o.Networks).Put(nat66Net); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewUplinks(o.Uplinks6).Put(1, v6Host); err != nil {
+		t.Fatal(err)
+	}
+	container6, server6 := ap(v6Me, 30003), ap(v6Server, 443)
 	// Kept: a source port inside the SNAT range.
 	container, container2, server := ap(backend, 30001), ap(backend, 30002), ap(client, 443)
 	masqSyn := tcpFrame(t, container, server, syn)
@@ -177,6 +184,20 @@ func TestEventsRing(t *testing.T) {
 			name: "reset ends the IPv6 flow",
 			run:  func() { run(t, o.UplinkEgress, tcp6Frame(t, tcpWeb6.Backend, v6ClientPort, rst)) },
 			want: fmt.Sprintf("flow_end published tcp %s -> %s to %s binding %d CLOSE (rst)", v6ClientPort, tcpWeb6.Host, tcpWeb6.Backend, tcpWeb6.ID),
+		},
+		{
+			name: "new NAT66 flow",
+			run:  func() { run(t, o.UplinkEgress, tcp6Frame(t, container6, server6, syn)) },
+			want: fmt.Sprintf("flow_new masquerade tcp %s -> %s as %s SYN_SENT", container6, server6, ap(v6Host, container6.Port())),
+		},
+		{
+			name: "its next packet writes none",
+			run:  func() { run(t, o.UplinkEgress, tcp6Frame(t, container6, server6, syn)) },
+		},
+		{
+			name: "the server's reset ends the NAT66 flow",
+			run:  func() { run(t, o.UplinkIngress, tcp6Frame(t, server6, ap(v6Host, container6.Port()), rst|ack)) },
+			want: fmt.Sprintf("flow_end masquerade tcp %s -> %s as %s CLOSE (rst)", container6, server6, ap(v6Host, container6.Port())),
 		},
 		{
 			name: "drop with its reason",

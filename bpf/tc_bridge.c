@@ -216,7 +216,7 @@ __noinline int hairpin6_reply(struct __sk_buff *skb)
 
 	if (!pkt)
 		return STAT_PASS_NO_MATCH;
-	stat = snat_reverse6(skb, pkt);
+	stat = snat_reverse6(skb, pkt) & ~SNAT_CLOSED; /* the DNAT's event */
 	if (stat != STAT_SNAT_REVERSE)
 		return stat;
 	return rnat6(skb, pkt) == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
@@ -242,7 +242,9 @@ __noinline int hairpin6_snat(struct __sk_buff *skb)
 	backend_net = network_lookup6(&pkt->t.daddr);
 	if (!backend_net)
 		return STAT_DROP_REWRITE; /* a backend outside Pontoon's networks */
-	stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway, PACKET6_INGRESS);
+	/* The flow's events are the DNAT's. */
+	stat = snat6(skb, pkt, (const struct in6_addr *)backend_net->gateway, PACKET6_INGRESS) &
+	       ~SNAT_EVENT_BITS;
 	return stat == STAT_SNAT ? STAT_HAIRPIN : stat;
 }
 

@@ -59,6 +59,10 @@ static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int m
 	if (parsed == PARSE_OK) {
 		/* As for IPv4: a reply names the server, a binding only the port. */
 		stat = snat_reverse6(skb, pkt);
+		if (stat & SNAT_CLOSED) {
+			stat &= ~SNAT_CLOSED;
+			event_masquerade6(pkt, 1, EVENT_FLOW_END);
+		}
 		if (stat == STAT_PASS_NO_MATCH)
 			stat = dnat6(skb, pkt);
 	} else if (parsed == PARSE_ICMP_ERROR) {

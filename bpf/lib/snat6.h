@@ -34,11 +34,12 @@ struct {
 	__type(value, struct snat6_scratch);
 } snat6_scratch SEC(".maps");
 
-/* snat_update for IPv6. */
-static __always_inline void snat_update6(struct snat_value *v, struct snat_value *other,
-					 const struct packet6 *pkt, int opener)
+/* snat_update for IPv6: whether this packet closed the flow. */
+static __always_inline int snat_update6(struct snat_value *v, struct snat_value *other,
+					const struct packet6 *pkt, int opener)
 {
 	__u8 before, after;
+	int closed = 0;
 
 	if (pkt->t.proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
 		if (opener && tcp_is_syn6(pkt))
@@ -46,10 +47,13 @@ static __always_inline void snat_update6(struct snat_value *v, struct snat_value
 		before = v->tcp_flags | other->tcp_flags;
 		after = tcp_advance_seg(before, pkt->tcp_flags, pkt->frag, &pkt->tcp, opener, &v->tcp,
 					&other->tcp);
-		if (after != before)
+		if (after != before) {
 			v->tcp_flags |= after & ~before;
+			closed = tcp_closed(after) && !tcp_closed(before);
+		}
 	}
 	ct_stamp(&v->last_seen_ns);
+	return closed;
 }
 
 static __always_inline int snat_reverse_of6(const struct snat_value *entry,
@@ -137,14 +141,15 @@ static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct 
 	return -1;
 }
 
-/* snat4 for IPv6, for the packet in scratch slot slot (pkt). */
+/* snat4 for IPv6, for the packet in scratch slot slot (pkt), with
+ * snat4's event bits. */
 static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 			      const struct in6_addr *nat_addr, __u32 slot)
 {
 	const struct l4_tuple6 *t = &pkt->t;
 	struct snat6_scratch *s;
 	struct snat_value *v;
-	__u32 zero = 0;
+	__u32 done = STAT_SNAT, zero = 0;
 	__be16 nat_port;
 
 	s = bpf_map_lookup_elem(&snat6_scratch, &zero);
@@ -162,7 +167,8 @@ static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 		other = bpf_map_lookup_elem(&snat, &s->rev);
 		/* A forward entry is trusted only with its reverse half. */
 		if (snat_reverse_of6(other, &t->saddr, t->sport)) {
-			snat_update6(v, other, pkt, 1);
+			if (snat_update6(v, other, pkt, 1))
+				done |= SNAT_CLOSED;
 			goto rewrite;
 		}
 	}
@@ -184,13 +190,15 @@ static __noinline __u32 snat6(struct __sk_buff *skb, const struct packet6 *pkt,
 		bpf_map_delete_elem(&snat, &s->rev); /* never leave half a flow */
 		return STAT_DROP_SNAT_EXHAUSTED;
 	}
+	done |= SNAT_OPENED;
 rewrite:
 	if (rewrite_endpoint6(skb, pkt, 0, nat_addr, nat_port) < 0)
 		return STAT_DROP_REWRITE;
-	return STAT_SNAT;
+	return done;
 }
 
-/* snat_reverse4 for IPv6: a reply to a flow snat6 translated. */
+/* snat_reverse4 for IPv6: a reply to a flow snat6 translated. Adds
+ * SNAT_CLOSED when the reply closed the flow. */
 static __noinline __u32 snat_reverse6(struct __sk_buff *skb, struct packet6 *pkt)
 {
 	const struct l4_tuple6 *t = &pkt->t;
@@ -198,6 +206,7 @@ static __noinline __u32 snat_reverse6(struct __sk_buff *skb, struct packet6 *pkt
 	struct snat_value *v, *other;
 	struct in6_addr orig_addr;
 	__be16 orig_port;
+	int closed;
 
 	if (!snat_port_maybe(t->proto, t->dport))
 		return STAT_PASS_NO_MATCH;
@@ -212,14 +221,57 @@ static __noinline __u32 snat_reverse6(struct __sk_buff *skb, struct packet6 *pkt
 	if (!other || !(other->flags & SNAT_F_FORWARD) || other->port != t->dport ||
 	    !addr6_equal(other->addr, &t->daddr))
 		return STAT_DROP_SNAT_ORPHAN;
-	snat_update6(v, other, pkt, 0);
+	closed = snat_update6(v, other, pkt, 0);
 
 	if (rewrite_endpoint6(skb, pkt, 1, &orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
 	/* The tuple follows the packet, for rnat6 next. */
 	pkt->t.daddr = orig_addr;
 	pkt->t.dport = orig_port;
-	return STAT_SNAT_REVERSE;
+	return closed ? STAT_SNAT_REVERSE | SNAT_CLOSED : STAT_SNAT_REVERSE;
+}
+
+/* event_masquerade for IPv6. pkt's tuple names the container: as it left
+ * (container -> server), or as snat_reverse6 left a reply (server ->
+ * container). */
+static __noinline __attribute__((unused)) void event_masquerade6(const struct packet6 *pkt, int reply,
+								 __u8 type)
+{
+	const struct l4_tuple6 *t = &pkt->t;
+	struct snat_value *fwd_v, *rev_v;
+	struct ct_key k = {};
+	struct event *e;
+
+	if (!events_on())
+		return;
+	if (reply)
+		tuple_key6(&k, t->proto, &t->daddr, t->dport, &t->saddr, t->sport);
+	else
+		tuple_key6(&k, t->proto, &t->saddr, t->sport, &t->daddr, t->dport);
+	fwd_v = bpf_map_lookup_elem(&snat, &k);
+	if (!fwd_v)
+		return;
+	e = event_reserve(type);
+	if (!e)
+		return;
+	e->kind = EVENT_KIND_MASQUERADE;
+	e->family = PONTOON_AF_INET6;
+	e->proto = t->proto;
+	e->tcp_flags = fwd_v->tcp_flags;
+	e->sport = k.sport;
+	e->dport = k.dport;
+	e->xlat_port = fwd_v->port;
+	__builtin_memcpy(e->saddr, k.saddr, 16);
+	__builtin_memcpy(e->daddr, k.daddr, 16);
+	__builtin_memcpy(e->xlat_addr, fwd_v->addr, 16);
+	/* The state both directions saw: an RST from the server is only in
+	 * the reply entry. */
+	tuple_key6(&k, t->proto, (const struct in6_addr *)k.daddr, k.dport,
+		   (const struct in6_addr *)fwd_v->addr, fwd_v->port);
+	rev_v = bpf_map_lookup_elem(&snat, &k);
+	if (rev_v)
+		e->tcp_flags |= rev_v->tcp_flags;
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* masquerade4 for IPv6 (NAT66): a packet of a network whose IPv6 subnet
@@ -236,6 +288,7 @@ __noinline int masquerade6(struct __sk_buff *skb, __u32 slot, __u32 egress_ifind
 	struct network_value *src_net;
 	struct uplink_value *uplink;
 	const struct l4_tuple6 *t;
+	__u32 stat;
 
 	if (!pkt)
 		return STAT_PASS_NO_MATCH;
@@ -251,7 +304,12 @@ __noinline int masquerade6(struct __sk_buff *skb, __u32 slot, __u32 egress_ifind
 	uplink = bpf_map_lookup_elem(&uplinks6, &egress_ifindex);
 	if (!uplink)
 		return STAT_PASS_NO_MATCH;
-	return snat6(skb, pkt, (const struct in6_addr *)uplink->addr, slot);
+	stat = snat6(skb, pkt, (const struct in6_addr *)uplink->addr, slot);
+	if (stat & SNAT_EVENT_BITS) {
+		event_masquerade6(pkt, 0, (stat & SNAT_OPENED) ? EVENT_FLOW_NEW : EVENT_FLOW_END);
+		return STAT_SNAT;
+	}
+	return stat;
 }
 
 /* icmp_snat_reverse4 for IPv6: an ICMPv6 error from outside (Packet Too
