@@ -229,15 +229,15 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	// Every bulk row on direct, Pontoon and Pontoon with XDP, the
-	// published and masquerade rows (all but the 4 hairpin ones) on stack
-	// forwarding. A stalled transfer is a datapath's failure, and the
+	// published and masquerade rows of both families (all but the 4
+	// hairpin ones) on stack forwarding. A stalled transfer is a datapath's failure, and the
 	// bench's to report, not this test's.
 	wantBulk := 4*len(allBulkRows) - 4
 	if len(res.Bulk) != wantBulk {
 		t.Errorf("%d bulk cells, want %d", len(res.Bulk), wantBulk)
 	}
 	for _, dp := range []string{"direct", "pontoon", "pontoon-stack", "pontoon-xdp"} {
-		for _, row := range []string{"published6_download", "published6_upload"} {
+		for _, row := range []string{"published6_download", "published6_upload", "masquerade6_upload", "masquerade6_download"} {
 			if _, ok := res.bulkCell(dp, row); !ok {
 				t.Errorf("%s bulk %s: no cell", dp, row)
 			}

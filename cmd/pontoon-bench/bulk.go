@@ -30,8 +30,11 @@ const (
 	// socket hooks point at the container at connect().
 	pathHairpinSock bulkPath = "hairpin_sock"
 	// pathPublished6: pathPublished over IPv6, the outside dialling the
-	// host's IPv6 address. IPv6 has no masquerade (NAT66) to measure yet.
+	// host's IPv6 address.
 	pathPublished6 bulkPath = "published6"
+	// pathMasquerade6: pathMasquerade over IPv6 (NAT66, --masquerade6),
+	// the container leaving as the uplink's IPv6 address.
+	pathMasquerade6 bulkPath = "masquerade6"
 )
 
 // bulkRow is a path and the way the bytes go: a download is read by the
@@ -47,6 +50,7 @@ var allBulkRows = []bulkRow{
 	{pathHairpinTC, false}, {pathHairpinTC, true},
 	{pathHairpinSock, false}, {pathHairpinSock, true},
 	{pathPublished6, true}, {pathPublished6, false},
+	{pathMasquerade6, false}, {pathMasquerade6, true},
 }
 
 func (r bulkRow) direction() string {
@@ -69,6 +73,8 @@ func (r bulkRow) label() (path, untranslated string) {
 		return "outside ↔ [host IPv6]:P ↔ container", "outside ↔ container IPv6, routed"
 	case pathMasquerade:
 		return "container ↔ outside, masqueraded", "the same, routed back without NAT"
+	case pathMasquerade6:
+		return "container ↔ outside over IPv6, NAT66", "the same, routed back without NAT"
 	case pathHairpinTC:
 		return "peer → host IP:P → container, tc hairpin", "peer → container IP"
 	case pathHairpinSock:
@@ -81,7 +87,7 @@ func (r bulkRow) label() (path, untranslated string) {
 func (r bulkRow) who() string {
 	client := map[bulkPath]string{
 		pathPublished: "outside", pathPublished6: "outside", pathMasquerade: "container",
-		pathHairpinTC: "peer", pathHairpinSock: "peer",
+		pathMasquerade6: "container", pathHairpinTC: "peer", pathHairpinSock: "peer",
 	}[r.path]
 	if r.download {
 		return client + " downloads"

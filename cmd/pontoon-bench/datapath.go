@@ -205,6 +205,8 @@ func (d *direct) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool) {
 		return d.w.outside, nil, netip.AddrPortFrom(containerIP6, bulkTCP.containerPort), true
 	case pathMasquerade:
 		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
+	case pathMasquerade6:
+		return d.w.container, nil, netip.AddrPortFrom(outsideIP6, bulkTCP.containerPort), true
 	case pathHairpinTC, pathHairpinSock:
 		return d.w.peer, nil, toContainer, true
 	}

@@ -21,11 +21,12 @@ import (
 // the uplink, the bridge and each container's veth, socket hooks on a
 // cgroup (a child one here, holding only the bench's host clients and the
 // socket-hooks hairpin client), and in the maps the host's addresses and
-// netns cookie, the network (masquerading), its endpoints, their
-// namespaces and the uplink's address. Translated packets are forwarded in
-// BPF, the agent's default, unless stack is set (--stack-forwarding). With
-// xdp set (pontoon-xdp, the agent's --xdp) the uplink XDP program runs in
-// front of tc in that mode; the default is the agent's --xdp=off.
+// netns cookie, the network (masquerading both families), its endpoints,
+// their namespaces and the uplink's addresses. Translated packets are
+// forwarded in BPF, the agent's default, unless stack is set
+// (--stack-forwarding). With xdp set (pontoon-xdp, the agent's --xdp) the
+// uplink XDP program runs in front of tc in that mode; the default is the
+// agent's --xdp=off.
 type pontoonDP struct {
 	w        *world
 	cg       *cgroup
@@ -58,11 +59,12 @@ func (d *pontoonDP) target(c clientKind, s service) netip.AddrPort {
 }
 
 // bulkClient: the outside and the peer dial the published port, the
-// container dials the outside server and is masqueraded. The peer takes
-// tc's hairpin path unless it sits in the hooked cgroup, where connect()
-// is pointed at the container straight away. Neither hairpin path depends
-// on the forwarding mode (tc forwards hairpinned packets in BPF either
-// way, and the hooks translate no packet), so stack forwarding skips them.
+// container dials the outside server and is masqueraded (over IPv6 by
+// NAT66). The peer takes tc's hairpin path unless it sits in the hooked
+// cgroup, where connect() is pointed at the container straight away.
+// Neither hairpin path depends on the forwarding mode (tc forwards
+// hairpinned packets in BPF either way, and the hooks translate no
+// packet), so stack forwarding skips them.
 func (d *pontoonDP) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool) {
 	pub := netip.AddrPortFrom(hostIP, bulkTCP.hostPort)
 	if d.stack && (p == pathHairpinTC || p == pathHairpinSock) {
@@ -75,6 +77,8 @@ func (d *pontoonDP) bulkClient(p bulkPath) (netns, *cgroup, netip.AddrPort, bool
 		return d.w.outside, nil, netip.AddrPortFrom(hostIP6, bulkTCP.hostPort), true
 	case pathMasquerade:
 		return d.w.container, nil, netip.AddrPortFrom(outsideIP, bulkTCP.containerPort), true
+	case pathMasquerade6:
+		return d.w.container, nil, netip.AddrPortFrom(outsideIP6, bulkTCP.containerPort), true
 	case pathHairpinTC:
 		return d.w.peer, nil, pub, true
 	case pathHairpinSock:
@@ -316,7 +320,7 @@ type attachOptions struct {
 // attach to the uplink, the bridge, the containers' veths and the cgroup,
 // and program what the agent would: the host's addresses and netns
 // cookie, forwarding mode, the network, its endpoints and namespaces, and
-// the uplink's address. What it attached is pinned and outlives it.
+// the uplink's addresses. What it attached is pinned and outlives it.
 func attachDatapath(o attachOptions) (string, error) {
 	d, err := loader.Load(loader.Options{PinDir: o.pinDir, ForceLegacyTC: o.legacyTC})
 	if err != nil {
@@ -378,7 +382,9 @@ func attachDatapath(o attachOptions) (string, error) {
 		return "", err
 	}
 
-	// One dual-stack network: a networks entry per subnet, one id.
+	// One dual-stack network: a networks entry per subnet, one id. It
+	// masquerades both families, as `network create --ipv6 --masquerade6`
+	// makes it (NAT66 on the IPv6 entry), and is not routed.
 	networks := maps.NewNetworks(d.Maps.Networks)
 	err = networks.Put(maps.Network{
 		Subnet: netip.MustParsePrefix(subnet), Gateway: gatewayIP, ID: benchNetworkID, Masquerade: true,
@@ -387,7 +393,7 @@ func attachDatapath(o attachOptions) (string, error) {
 		return "", err
 	}
 	err = networks.Put(maps.Network{
-		Subnet: netip.MustParsePrefix(subnet6), Gateway: gatewayIP6, ID: benchNetworkID, Masquerade: true,
+		Subnet: netip.MustParsePrefix(subnet6), Gateway: gatewayIP6, ID: benchNetworkID, Masquerade: true, NAT66: true,
 	})
 	if err != nil {
 		return "", err
@@ -397,6 +403,11 @@ func attachDatapath(o attachOptions) (string, error) {
 		return "", fmt.Errorf("find uplink %s: %w", o.uplink, err)
 	}
 	if err := maps.NewUplinks(d.Maps.Uplinks).Put(uint32(up.Attrs().Index), hostIP); err != nil {
+		return "", err
+	}
+	// NAT66's source: the agent would pick it, the uplink's one global
+	// IPv6 address.
+	if err := maps.NewUplinks(d.Maps.Uplinks6).Put(uint32(up.Attrs().Index), hostIP6); err != nil {
 		return "", err
 	}
 	for ifname, addr := range o.endpoints {

@@ -388,11 +388,12 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   shows it).
 - Pontoon: the committed BPF objects loaded and programmed as the agent does: uplink, bridge and
   container-veth tc programs, socket hooks, host addresses and netns cookie, the network
-  (masquerading), its endpoints and their namespaces, the uplink's address, and forwarding of
-  translated packets in BPF (bpf_fib_lookup and redirect), the agent's default. "Pontoon, stack
-  forwarding" is the same with --stack-forwarding; it runs the bulk rows only. Idle conntrack
-  and SNAT entries are collected every 10 s, as the agent does. Installing N is one batch map
-  update; add/delete one is one map update or delete.
+  (masquerading, IPv6 too: --masquerade6), its endpoints and their namespaces, the uplink's
+  IPv4 and IPv6 addresses, and forwarding of translated packets in BPF (bpf_fib_lookup and
+  redirect), the agent's default. "Pontoon, stack forwarding" is the same with
+  --stack-forwarding; it runs the bulk rows only. Idle conntrack and SNAT entries are collected
+  every 10 s, as the agent does. Installing N is one batch map update; add/delete one is one map
+  update or delete.
 - Bulk transfer: this binary's client and server, one TCP flow moving a fixed amount in 256 KiB
   reads and writes, timed from connect to the last byte read (download) or to the server's
   count of what arrived (upload). Each world has a second container, the peer (10.89.0.3), for
@@ -404,8 +405,10 @@ const methodNotes = `- Every datapath gets its own namespaces: a host (uplink ve
   (tc's hairpin path, as a VM or a raw client would) or from inside it with its namespace
   registered (the socket hooks connect it to the container directly); untranslated, the peer
   dials the container's address. Published port over IPv6: the outside dials the host's IPv6
-  address and P; untranslated, the container's IPv6 address, routed through the host. IPv6 has
-  no masquerade (NAT66) yet, so no masquerade row.
+  address and P; untranslated, the container's IPv6 address, routed through the host.
+  Masquerade over IPv6: the network is --masquerade6 (NAT66), and the container dials the
+  outside server's IPv6 address and leaves with the host's; untranslated, the outside routes
+  replies back to the container's own IPv6 address.
 `
 
 func writeOutputs(r *results, mdPath, jsonPath string) error {
