@@ -186,6 +186,8 @@ func TestIPv6Decisions(t *testing.T) {
 		{"duplicate address detection of its own", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:2"), ns(v6Me)), "pass_no_match", actUnspec},
 		{"duplicate address detection of its link-local", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:2"), ns(ll)), "pass_no_match", actUnspec},
 		{"duplicate address detection of a peer's", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:3"), ns(v6Peer)), "drop_spoofed", fuzzActShot},
+		{"an MLD report before its link-local address", endpoint, withHopByHop(t, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::16"),
+			icmp6(layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2, gopacket.Payload{0, 0, 0, 0}))), "pass_no_match", actUnspec},
 		{"anything else from ::", endpoint, v6Frame(t, netip.IPv6Unspecified(), v6AllNodes, echo6()), "drop_spoofed", fuzzActShot},
 		{"neighbour advertisement of its own", endpoint, v6Frame(t, v6Me, v6GW1, na(v6Me)), "pass_no_match", actUnspec},
 		{"neighbour advertisement of the gateway", endpoint, v6Frame(t, v6Me, v6AllNodes, na(v6GW1)), "drop_spoofed", fuzzActShot},

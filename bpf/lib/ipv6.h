@@ -33,6 +33,7 @@
 #define ICMPV6_NEIGH_ADVERT 136
 #define ICMPV6_ROUTER_ADVERT 134
 #define ICMPV6_REDIRECT 137
+#define ICMPV6_MLD2_REPORT 143
 
 struct ipv6_frag_hdr {
 	__u8 nexthdr;

@@ -58,6 +58,11 @@ static __noinline __u32 endpoint_ipv6(struct __sk_buff *skb, const struct ethhdr
 		if (proto == NEXTHDR_ICMP && type == ICMPV6_NEIGH_SOLICIT &&
 		    addr6_is_multicast(&ip6.daddr) && nd_target_owned(skb, l4_off, eth->h_source))
 			return STAT_PASS_NO_MATCH;
+		/* An MLD report before the sender has a link-local address
+		 * (RFC 3590), as every interface sends when it comes up: no
+		 * more than it may send from its link-local address later. */
+		if (proto == NEXTHDR_ICMP && type == ICMPV6_MLD2_REPORT && addr6_is_multicast(&ip6.daddr))
+			return STAT_PASS_NO_MATCH;
 		return STAT_DROP_SPOOFED;
 	}
 	src = endpoint_lookup6(&ip6.saddr);
