@@ -4,6 +4,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
 	"github.com/pontoon-net/pontoon/maps"
 )
 
@@ -39,10 +42,40 @@ func TestICMPErrorsAboutMasqueradedReplies(t *testing.T) {
 				out: icmpErrorFrame(t, hostIP, server, fragNeeded, 1400, asTranslated, 0)}},
 		},
 		{
+			name: "another container's error about the flow",
+			seed: seed,
+			steps: []step{{egress: true, ret: actShot, stat: "drop_unmasqueraded",
+				in: icmpErrorFrame(t, backend.Next(), server, portUnreachable, 0, asSent, 0)}},
+		},
+		{
 			name: "a stranger's error",
 			seed: seed,
 			steps: []step{{egress: true, ret: actUnspec, stat: "pass_no_match",
 				in: icmpErrorFrame(t, stranger, server, fragNeeded, 1400, asSent, 0)}},
 		},
 	})
+}
+
+// TestMasqueradeEchoIDZero: a container's echo with identifier 0 leaves
+// with another, so that the reply's key cannot match the server's own
+// echo requests (their identifier sits where a reply's port 0 does).
+func TestMasqueradeEchoIDZero(t *testing.T) {
+	o := loadObjects(t)
+	ping := func(src, dst netip.Addr, tc layers.ICMPv4TypeCode, id uint16) []byte {
+		return frame(t, serialize(t, ipv4(src, dst, layers.IPProtocolICMPv4),
+			&layers.ICMPv4{TypeCode: tc, Id: id, Seq: 1}, gopacket.Payload("ping")))
+	}
+	req, rep := layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0)
+	onePort := masquerading
+	onePort.config = oneSNATPort
+	runFlows(t, o, []flowCase{{
+		name: "identifier 0",
+		seed: onePort,
+		steps: []step{
+			snatStep(ping(backend, server, req, 0), ping(hostIP, server, req, 50000)),
+			snatReverseStep(ping(server, hostIP, rep, 50000), ping(server, backend, rep, 0)),
+			{in: ping(server, hostIP, req, 0), ret: actUnspec, stat: "pass_no_match"},
+		},
+		snat: snatFlow(maps.Proto(1), ap(backend, 0), ap(server, 0), ap(hostIP, 50000)),
+	}})
 }

@@ -290,6 +290,8 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		{name: "time exceeded about a reply behind hop-by-hop", seed: seed{bindings: published.bindings, hostAddrs: v6Hosts, ct: []maps.CTEntry{webCT}},
 			in:  icmp6ErrorFrame(t, v6Router, v6Host, timeExceeded, 0, 0, v6Datagram(withExt(reply, hopByHop))),
 			ret: actUnspec, out: icmp6ErrorFrame(t, v6Router, v6Backend, timeExceeded, 0, 0, v6Datagram(withExt(replyBackend, hopByHop))), stat: "icmp_dnat"},
+		{name: "packet too big about a reply, aimed at the backend's own address", seed: seed{bindings: published.bindings, hostAddrs: v6Hosts, ct: []maps.CTEntry{webCT}, networks: withNets.networks},
+			in: icmp6ErrorFrame(t, v6Router, v6Backend, ptb, 0, 1280, v6Datagram(reply)), ret: tcActShot, stat: "drop_not_published"},
 		{name: "packet too big about no flow of ours", seed: published,
 			in: icmp6ErrorFrame(t, v6Router, v6Host, ptb, 0, 1280, v6Datagram(reply)), ret: actUnspec, stat: "pass_no_match"},
 		{name: "port unreachable from the backend", seed: seed{ct: []maps.CTEntry{appCT}}, egress: true,

@@ -135,6 +135,13 @@ func echo6() []gopacket.SerializableLayer {
 	return icmp6(layers.ICMPv6TypeEchoRequest, &layers.ICMPv6Echo{Identifier: 7, SeqNumber: 1})
 }
 
+// mldFromUnspecified is the MLDv2 report an interface sends from :: as it
+// comes up, before its link-local address is there (RFC 3590).
+func mldFromUnspecified(t testing.TB, opts ...v6Opt) []byte {
+	return withHopByHop(t, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::16"),
+		icmp6(layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2, gopacket.Payload{0, 0, 0, 0}), opts...))
+}
+
 // withHopByHop puts a hop-by-hop header (router alert, as MLD carries)
 // in front of the ICMPv6 header of frame f.
 func withHopByHop(t testing.TB, f []byte) []byte {
@@ -186,8 +193,10 @@ func TestIPv6Decisions(t *testing.T) {
 		{"duplicate address detection of its own", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:2"), ns(v6Me)), "pass_no_match", actUnspec},
 		{"duplicate address detection of its link-local", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:2"), ns(ll)), "pass_no_match", actUnspec},
 		{"duplicate address detection of a peer's", endpoint, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:3"), ns(v6Peer)), "drop_spoofed", fuzzActShot},
-		{"an MLD report before its link-local address", endpoint, withHopByHop(t, v6Frame(t, netip.IPv6Unspecified(), netip.MustParseAddr("ff02::16"),
-			icmp6(layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2, gopacket.Payload{0, 0, 0, 0}))), "pass_no_match", actUnspec},
+		{"an MLD report before its link-local address", endpoint, mldFromUnspecified(t), "pass_no_match", actUnspec},
+		{"an MLD report from :: with a MAC not its own", endpoint, mldFromUnspecified(t, fromMAC(macUplink)), "drop_spoofed", fuzzActShot},
+		{"an MLD report from :: to another group", endpoint, withHopByHop(t, v6Frame(t, netip.IPv6Unspecified(), v6AllNodes,
+			icmp6(layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2, gopacket.Payload{0, 0, 0, 0}))), "drop_spoofed", fuzzActShot},
 		{"anything else from ::", endpoint, v6Frame(t, netip.IPv6Unspecified(), v6AllNodes, echo6()), "drop_spoofed", fuzzActShot},
 		{"neighbour advertisement of its own", endpoint, v6Frame(t, v6Me, v6GW1, na(v6Me)), "pass_no_match", actUnspec},
 		{"neighbour advertisement of the gateway", endpoint, v6Frame(t, v6Me, v6AllNodes, na(v6GW1)), "drop_spoofed", fuzzActShot},

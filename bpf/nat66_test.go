@@ -137,6 +137,16 @@ func TestNAT66(t *testing.T) {
 			snat: echoFlow,
 		},
 		{
+			name: "an echo with identifier 0 takes another",
+			seed: onePort,
+			steps: []step{
+				snatStep(echo6Frame(t, v6Me, v6Server, echoReq, 0, query), echo6Frame(t, v6Host, v6Server, echoReq, 50000, query)),
+				snatReverseStep(echo6Frame(t, v6Server, v6Host, echoReply, 50000, query), echo6Frame(t, v6Server, v6Me, echoReply, 0, query)),
+				{in: echo6Frame(t, v6Server, v6Host, echoReq, 0, query), ret: actUnspec, stat: "pass_no_match"},
+			},
+			snat: snatFlow(protoICMPv6, ap(v6Me, 0), ap(v6Server, 0), ap(v6Host, 50000)),
+		},
+		{
 			name:  "the host's own ping holds its identifier",
 			seed:  nat66,
 			steps: []step{{egress: true, in: echo6Frame(t, v6Host, v6Server, echoReq, pingID, query), ret: actUnspec, stat: "pass_no_match"}},
@@ -215,6 +225,24 @@ func TestNAT66(t *testing.T) {
 			steps: []step{{egress: true, ret: actUnspec, stat: "icmp_snat",
 				in:  icmp6ErrorFrame(t, v6Host, v6Server, ptb, 0, 1280, v6Datagram(replyGot)),
 				out: icmp6ErrorFrame(t, v6Host, v6Server, ptb, 0, 1280, v6Datagram(replySent))}},
+		},
+		{
+			name: "packet too big aimed at the container's own address",
+			seed: nat66.withSNAT(udpFlow),
+			steps: []step{{ret: actShot, stat: "drop_not_published",
+				in: icmp6ErrorFrame(t, v6Router, v6Me, ptb, 0, 1280, v6Datagram(seen))}},
+		},
+		{
+			name: "packet too big about a flow with only its reverse half",
+			seed: nat66.withSNAT(udpFlow[1:]),
+			steps: []step{{ret: actUnspec, stat: "pass_no_match",
+				in: icmp6ErrorFrame(t, v6Router, v6Host, ptb, 0, 1280, v6Datagram(seen))}},
+		},
+		{
+			name: "another container's error about the flow stays in",
+			seed: nat66.withSNAT(udpFlow),
+			steps: []step{{egress: true, ret: actShot, stat: "drop_unmasqueraded",
+				in: icmp6ErrorFrame(t, v6Peer, v6Server, destUnreach, 4, 0, v6Datagram(replyGot))}},
 		},
 		{
 			name: "packet too big quoting no flow of ours",

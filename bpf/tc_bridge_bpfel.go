@@ -258,7 +258,7 @@ type TcBridgeSnat6Scratch struct {
 		}
 		_ [24]byte
 	}
-	_ [4]byte
+	Binding TcBridgeBindingKey
 }
 
 type TcBridgeSnatValue struct {

@@ -258,7 +258,7 @@ type TcUplinkSnat6Scratch struct {
 		}
 		_ [24]byte
 	}
-	_ [4]byte
+	Binding TcUplinkBindingKey
 }
 
 type TcUplinkSnatValue struct {

@@ -59,7 +59,9 @@ static __always_inline __u32 dnat4(struct __sk_buff *skb, const struct packet *p
 }
 
 /* An ICMP error from outside about a reply we sent: the quoted packet has
- * the host address and port as its source; hand it to the backend. */
+ * the host address and port as its source; hand it to the backend. Only
+ * an error sent to that address, where errors about the reply go: one
+ * aimed at a container's own address must meet the inbound guard. */
 static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *in = &pkt->inner;
@@ -68,6 +70,8 @@ static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct pack
 	__be16 backend_port;
 	__be32 backend;
 
+	if (pkt->t.daddr != in->saddr)
+		return STAT_PASS_NO_MATCH;
 	if (is_loopback4(in->saddr))
 		return STAT_PASS_LOCAL_ONLY;
 	b = binding_lookup4(in->proto, in->saddr, in->sport, 0);
@@ -80,8 +84,7 @@ static __always_inline __u32 icmp_dnat4(struct __sk_buff *skb, const struct pack
 	if (!v || v->nat_port != in->sport || addr_get4(v->nat_addr) != in->saddr)
 		return STAT_PASS_NO_MATCH;
 
-	if (pkt->t.daddr == in->saddr &&
-	    rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, 0, 0, pkt->t.daddr, backend) < 0)
+	if (rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, 0, 0, pkt->t.daddr, backend) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted4(skb, pkt, IP_SADDR_OFF, 0, in->saddr, backend, in->sport,
 			    backend_port) < 0)

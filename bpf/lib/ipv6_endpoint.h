@@ -3,7 +3,8 @@
  * each endpoint its address statically and writes two endpoints entries
  * for it: its address and its link-local fe80::/64 address derived from
  * its MAC (EUI-64). It may send from those two only, or from :: for the
- * duplicate address detection of an address of its own. Router
+ * duplicate address detection of an address of its own and for the MLD
+ * reports of its own MAC before it has a link-local address. Router
  * advertisements and redirects from containers are dropped: no container
  * is the network's router, and the host configures none of them by RA.
  * A neighbour advertisement must be for an address of the sender's own,
@@ -33,6 +34,32 @@ static __always_inline int nd_target_owned(struct __sk_buff *skb, __u32 l4_off, 
 	return endpoint_owned(skb, endpoint_lookup6(&target), mac);
 }
 
+/* Whether mac is the MAC of an endpoint behind this veth: the endpoint
+ * entry of the link-local address it gives (modified EUI-64) says so. */
+static __always_inline int mac_owned6(struct __sk_buff *skb, const __u8 *mac)
+{
+	struct in6_addr ll = {};
+
+	ll.in6_u.u6_addr8[0] = 0xfe;
+	ll.in6_u.u6_addr8[1] = 0x80;
+	ll.in6_u.u6_addr8[8] = mac[0] ^ 0x02;
+	ll.in6_u.u6_addr8[9] = mac[1];
+	ll.in6_u.u6_addr8[10] = mac[2];
+	ll.in6_u.u6_addr8[11] = 0xff;
+	ll.in6_u.u6_addr8[12] = 0xfe;
+	ll.in6_u.u6_addr8[13] = mac[3];
+	ll.in6_u.u6_addr8[14] = mac[4];
+	ll.in6_u.u6_addr8[15] = mac[5];
+	return endpoint_owned(skb, endpoint_lookup6(&ll), mac);
+}
+
+/* ff02::16, all MLDv2-capable routers: where MLDv2 reports go. */
+static __always_inline int addr6_is_mld2_routers(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == bpf_htonl(0xff020000) && !a->in6_u.u6_addr32[1] &&
+	       !a->in6_u.u6_addr32[2] && a->in6_u.u6_addr32[3] == bpf_htonl(0x16);
+}
+
 /* Returns the verdict for an IPv6 frame from the endpoint behind this veth;
  * STAT_ENDPOINT_REDIRECT with *to_ifindex for a peer of its network. */
 static __noinline __u32 endpoint_ipv6(struct __sk_buff *skb, const struct ethhdr *eth,
@@ -60,8 +87,10 @@ static __noinline __u32 endpoint_ipv6(struct __sk_buff *skb, const struct ethhdr
 			return STAT_PASS_NO_MATCH;
 		/* An MLD report before the sender has a link-local address
 		 * (RFC 3590), as every interface sends when it comes up: no
-		 * more than it may send from its link-local address later. */
-		if (proto == NEXTHDR_ICMP && type == ICMPV6_MLD2_REPORT && addr6_is_multicast(&ip6.daddr))
+		 * more than it may send from its link-local address later,
+		 * and only with its own MAC, which the bridge learns. */
+		if (proto == NEXTHDR_ICMP && type == ICMPV6_MLD2_REPORT &&
+		    addr6_is_mld2_routers(&ip6.daddr) && mac_owned6(skb, eth->h_source))
 			return STAT_PASS_NO_MATCH;
 		return STAT_DROP_SPOOFED;
 	}

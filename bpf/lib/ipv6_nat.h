@@ -663,7 +663,7 @@ static __noinline __attribute__((unused)) __u32 rnat6(struct __sk_buff *skb, con
 
 /* An ICMPv6 error from outside (Packet Too Big above all) about a reply
  * we sent: the quote shows the dialled address and port as its source;
- * the backend must see its own. */
+ * the backend must see its own. Only sent to that address, as for IPv4. */
 static __noinline __attribute__((unused)) __u32 icmp_dnat6(struct __sk_buff *skb, const struct packet6 *pkt)
 {
 	const struct l4_tuple6 *in = &pkt->inner;
@@ -672,6 +672,8 @@ static __noinline __attribute__((unused)) __u32 icmp_dnat6(struct __sk_buff *skb
 	__be16 backend_port;
 	struct ct_value *v;
 
+	if (!addr6_equal(&pkt->t.daddr, &in->saddr))
+		return STAT_PASS_NO_MATCH;
 	if (is_loopback6(&in->saddr))
 		return STAT_PASS_LOCAL_ONLY;
 	b = binding_lookup6(in->proto, &in->saddr, in->sport);
@@ -684,8 +686,7 @@ static __noinline __attribute__((unused)) __u32 icmp_dnat6(struct __sk_buff *skb
 	if (!v || v->nat_port != in->sport || !addr6_equal(v->nat_addr, &in->saddr))
 		return STAT_PASS_NO_MATCH;
 
-	if (addr6_equal(&pkt->t.daddr, &in->saddr) &&
-	    rewrite_addr6(skb, pkt->l3_off + IPV6_DADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
+	if (rewrite_addr6(skb, pkt->l3_off + IPV6_DADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
 			  &pkt->t.daddr, &backend) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted6(skb, pkt, IPV6_SADDR_OFF, 0, &in->saddr, &backend, in->sport,

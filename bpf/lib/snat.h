@@ -139,9 +139,9 @@ static __always_inline int snat_claim_port4(struct __sk_buff *skb, const struct 
 	int i;
 
 	snat_port_range(&min, &max);
-	/* An echo's identifier is no port: it needs no range. */
-	if (t->proto != IPPROTO_ICMP &&
-	    (bpf_ntohs(port) < min || bpf_ntohs(port) > max))
+	/* An echo's identifier is no port: it needs no range. But never 0,
+	 * or the reverse key would match the server's own echo requests. */
+	if (t->proto == IPPROTO_ICMP ? port == 0 : bpf_ntohs(port) < min || bpf_ntohs(port) > max)
 		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	__builtin_memset(entry, 0, sizeof(*entry));
 	entry->port = t->sport;
@@ -346,24 +346,33 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 }
 
 /* An ICMP error about a masqueraded packet (it quotes nat_addr:nat_port as
- * the source): hand it to the container that sent the packet. */
+ * the source): hand it to the container that sent the packet. Only an
+ * error sent where errors about it go, nat_addr, and only about a flow
+ * with both halves: else a sender on the link could aim one at any
+ * container's own address past the inbound guard. */
 static __always_inline __u32 icmp_snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
 {
 	const struct l4_tuple *in = &pkt->inner;
-	struct ct_key rev = {};
-	struct snat_value *v;
+	struct snat_value *v, *fwd;
+	struct ct_key key = {};
 	__be32 orig_addr;
 	__be16 orig_port;
 
-	tuple_key4(&rev, in->proto, in->daddr, in->dport, in->saddr, in->sport);
-	v = bpf_map_lookup_elem(&snat, &rev);
+	if (pkt->t.daddr != in->saddr)
+		return STAT_PASS_NO_MATCH;
+	tuple_key4(&key, in->proto, in->daddr, in->dport, in->saddr, in->sport);
+	v = bpf_map_lookup_elem(&snat, &key);
 	if (!v || !(v->flags & SNAT_F_REVERSE))
 		return STAT_PASS_NO_MATCH;
 	orig_addr = addr_get4(v->addr);
 	orig_port = v->port;
+	tuple_key4(&key, in->proto, orig_addr, orig_port, in->daddr, in->dport);
+	fwd = bpf_map_lookup_elem(&snat, &key);
+	if (!fwd || !(fwd->flags & SNAT_F_FORWARD) || fwd->port != in->sport ||
+	    addr_get4(fwd->addr) != in->saddr)
+		return STAT_PASS_NO_MATCH;
 
-	if (pkt->t.daddr == in->saddr &&
-	    rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, 0, 0, pkt->t.daddr, orig_addr) < 0)
+	if (rewrite_addr4(skb, pkt->l3_off, IP_DADDR_OFF, 0, 0, pkt->t.daddr, orig_addr) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted4(skb, pkt, IP_SADDR_OFF, 0, in->saddr, orig_addr, in->sport, orig_port) < 0)
 		return STAT_DROP_REWRITE;
@@ -371,12 +380,13 @@ static __always_inline __u32 icmp_snat_reverse4(struct __sk_buff *skb, const str
 }
 
 /* An ICMP error about a masqueraded flow's reply (it quotes server ->
- * container:port), sent by the container or from inside its network: it
- * leaves as the uplink address. Or sent by this host, which could not
- * forward the reply (a bridge with a smaller MTU): it keeps the host's
- * source. Either way the quoted packet shows the address and port the
- * server knows; else the server could not match it, and the container's
- * address would leave in the quote. */
+ * container:port), sent by the container: it leaves as the uplink
+ * address. Or sent by this host, which could not forward the reply (a
+ * bridge with a smaller MTU): it keeps the host's source. Either way the
+ * quoted packet shows the address and port the server knows; else the
+ * server could not match it, and the container's address would leave in
+ * the quote. Another container's error about the flow is not ours to
+ * send: it could cut the flow or shrink the server's path MTU. */
 static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct packet *pkt,
 					__u32 egress_ifindex)
 {
@@ -388,7 +398,7 @@ static __always_inline __u32 icmp_snat4(struct __sk_buff *skb, const struct pack
 	__be16 nat_port;
 	int inside;
 
-	inside = pkt->t.saddr == in->daddr || network_lookup4(pkt->t.saddr);
+	inside = pkt->t.saddr == in->daddr;
 	if (!inside && !hostaddr_has4(pkt->t.saddr))
 		return STAT_PASS_NO_MATCH;
 	tuple_key4(&fwd, in->proto, in->daddr, in->dport, in->saddr, in->sport);

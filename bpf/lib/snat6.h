@@ -25,6 +25,7 @@ struct snat6_scratch {
 	struct snat_value entry;
 	struct in6_addr nat_addr;
 	struct bpf_sock_tuple sock;
+	struct binding_key binding;
 };
 
 struct {
@@ -86,6 +87,28 @@ static __always_inline int host_socket_holds6(struct __sk_buff *skb, const struc
 	return 1;
 }
 
+/* Whether a published port holds port on the scratch's nat_addr, which is
+ * the host's (an uplink's or a gateway's), so a wildcard binding counts:
+ * binding_lookup6 with its key in the scratch, where snat_try_port6's
+ * frame, on the deepest chain there is, has no room for it. */
+static __always_inline int snat_binding_holds6(struct snat6_scratch *s, __u8 proto, __be16 port)
+{
+	struct binding_key *key = &s->binding;
+
+	if (proto == IPPROTO_TCP && !prefilter_maybe(PREFILTER_TCP_PORTS, bpf_ntohs(port)))
+		return 0;
+	if (proto == IPPROTO_UDP && !prefilter_maybe(PREFILTER_UDP_PORTS, bpf_ntohs(port)))
+		return 0;
+	key->family = PONTOON_AF_INET6;
+	key->proto = proto;
+	key->port = port;
+	__builtin_memcpy(key->addr, &s->nat_addr, 16);
+	if (bpf_map_lookup_elem(&bindings, key))
+		return 1;
+	__builtin_memset(key->addr, 0, 16);
+	return bpf_map_lookup_elem(&bindings, key) != NULL;
+}
+
 /* One try of snat_claim_port6: 1 when port on the scratch's nat_addr
  * is the flow's now, 0 when it is taken. A global function, checked once
  * rather than once per try (see parse6_ingress in tc_bridge.c); its flow
@@ -104,7 +127,7 @@ __noinline int snat_try_port6(struct __sk_buff *skb, __u32 port_n, __u32 slot)
 	t = &pkt->t;
 	tuple_key6(&s->rev, t->proto, &t->daddr, t->dport, &s->nat_addr, port);
 	if (host_socket_holds6(skb, t, s, port) ||
-	    (t->proto != NEXTHDR_ICMP && binding_lookup6(t->proto, &s->nat_addr, port)))
+	    (t->proto != NEXTHDR_ICMP && snat_binding_holds6(s, t->proto, port)))
 		return 0;
 	if (bpf_map_update_elem(&snat, &s->rev, &s->entry, BPF_NOEXIST) == 0)
 		return 1;
@@ -122,8 +145,8 @@ static __always_inline int snat_claim_port6(struct __sk_buff *skb, const struct 
 	int i;
 
 	snat_port_range(&min, &max);
-	/* An echo's identifier is no port: it needs no range. */
-	if (t->proto != NEXTHDR_ICMP && (bpf_ntohs(port) < min || bpf_ntohs(port) > max))
+	/* An echo's identifier needs no range, but is never 0 (snat.h). */
+	if (t->proto == NEXTHDR_ICMP ? port == 0 : bpf_ntohs(port) < min || bpf_ntohs(port) > max)
 		port = bpf_htons(min + bpf_get_prandom_u32() % (max - min + 1));
 	__builtin_memset(entry, 0, sizeof(*entry));
 	entry->port = t->sport;
@@ -314,26 +337,33 @@ __noinline int masquerade6(struct __sk_buff *skb, __u32 slot, __u32 egress_ifind
 
 /* icmp_snat_reverse4 for IPv6: an ICMPv6 error from outside (Packet Too
  * Big above all) quoting nat_addr:nat_port as the source goes to the
- * container that sent the packet, which must see its own address. */
+ * container that sent the packet, which must see its own address. As for
+ * IPv4: only sent to nat_addr, and about a flow with both halves. */
 static __noinline __attribute__((unused)) __u32 icmp_snat_reverse6(struct __sk_buff *skb,
 								   const struct packet6 *pkt)
 {
 	const struct l4_tuple6 *in = &pkt->inner;
+	struct snat_value *v, *fwd;
 	struct in6_addr orig_addr;
-	struct ct_key rev = {};
-	struct snat_value *v;
+	struct ct_key key = {};
 	__be16 orig_port;
 
-	tuple_key6(&rev, in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
-	v = bpf_map_lookup_elem(&snat, &rev);
+	if (!addr6_equal(&pkt->t.daddr, &in->saddr))
+		return STAT_PASS_NO_MATCH;
+	tuple_key6(&key, in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
+	v = bpf_map_lookup_elem(&snat, &key);
 	if (!v || !(v->flags & SNAT_F_REVERSE) || (v->flags & SNAT_F_HOST))
 		return STAT_PASS_NO_MATCH;
 	__builtin_memcpy(&orig_addr, v->addr, 16);
 	orig_port = v->port;
+	tuple_key6(&key, in->proto, &orig_addr, orig_port, &in->daddr, in->dport);
+	fwd = bpf_map_lookup_elem(&snat, &key);
+	if (!fwd || !(fwd->flags & SNAT_F_FORWARD) || fwd->port != in->sport ||
+	    !addr6_equal(fwd->addr, &in->saddr))
+		return STAT_PASS_NO_MATCH;
 
 	/* IPv6's outer address sits under the ICMPv6 checksum too. */
-	if (addr6_equal(&pkt->t.daddr, &in->saddr) &&
-	    rewrite_addr6(skb, pkt->l3_off + IPV6_DADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
+	if (rewrite_addr6(skb, pkt->l3_off + IPV6_DADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
 			  &pkt->t.daddr, &orig_addr) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted6(skb, pkt, IPV6_SADDR_OFF, 0, &in->saddr, &orig_addr, in->sport,
@@ -343,9 +373,9 @@ static __noinline __attribute__((unused)) __u32 icmp_snat_reverse6(struct __sk_b
 }
 
 /* icmp_snat4 for IPv6: an ICMPv6 error about a NAT66 flow's reply (it
- * quotes server -> container:port). Sent by the container or from inside
- * its network, it leaves as the uplink's address; sent by this host, it
- * keeps the host's. Either way the quote shows what the server knows. */
+ * quotes server -> container:port). Sent by the container, it leaves as
+ * the uplink's address; sent by this host, it keeps the host's. Either way
+ * the quote shows what the server knows. */
 static __noinline __attribute__((unused)) __u32 icmp_snat6(struct __sk_buff *skb,
 							   const struct packet6 *pkt,
 							   __u32 egress_ifindex)
@@ -358,7 +388,7 @@ static __noinline __attribute__((unused)) __u32 icmp_snat6(struct __sk_buff *skb
 	__be16 nat_port;
 	int inside;
 
-	inside = addr6_equal(&pkt->t.saddr, &in->daddr) || network_lookup6(&pkt->t.saddr);
+	inside = addr6_equal(&pkt->t.saddr, &in->daddr);
 	if (!inside && !hostaddr_has6(&pkt->t.saddr))
 		return STAT_PASS_NO_MATCH;
 	tuple_key6(&fwd, in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
