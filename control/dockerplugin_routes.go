@@ -286,7 +286,9 @@ func dockerNetworkOptions(opts map[string]any, nc *NetworkCreate) error {
 				nc.Masquerade = b
 			}
 		case "masquerade6":
-			// --internal wins, as over masquerade: nothing leaves.
+			// --internal wins, as over masquerade: nothing is
+			// translated, and IPv6, like IPv4, leaves by the
+			// containers' own addresses only if the host forwards.
 			var b *bool
 			if b, err = boolVal(); err == nil && !internal {
 				nc.Masquerade6 = *b

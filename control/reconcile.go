@@ -131,8 +131,10 @@ func (a *Agent) enableForwarding6() error {
 // raIgnored says, by uplink index, which uplinks have an IPv6 default
 // route from router advertisements that they stop accepting while the
 // host forwards IPv6 (accept_ra=1 means "unless forwarding"): the route
-// then lapses at its lifetime and the host loses its IPv6 way out. The
-// agent leaves accept_ra to the administrator.
+// then lapses at its lifetime and the host loses its IPv6 way out, and
+// SLAAC addresses are no longer refreshed, so they deprecate and go
+// (NAT66's address among them). The agent leaves accept_ra to the
+// administrator.
 func (a *Agent) raIgnored() map[int]string {
 	out := map[int]string{}
 	var candidates []int
@@ -162,7 +164,7 @@ func (a *Agent) raIgnored() map[int]string {
 		for _, idx := range links {
 			if slices.Contains(candidates, idx) {
 				name := a.uplinks[idx].Name
-				out[idx] = fmt.Sprintf("IPv6 forwarding is on, so uplink %s (accept_ra=1) ignores router advertisements and its default route from them lapses; set net.ipv6.conf.%s.accept_ra=2 or give a static default route", name, name)
+				out[idx] = fmt.Sprintf("IPv6 forwarding is on, so uplink %s (accept_ra=1) ignores router advertisements: its default route and SLAAC addresses from them lapse (NAT66's address with them); set net.ipv6.conf.%s.accept_ra=2 or give it a static default route and addresses", name, name)
 			}
 		}
 	}
@@ -177,9 +179,10 @@ func isDefault(n *net.IPNet) bool {
 // needsForwarding6: a routed dual-stack network's IPv6 addresses are
 // reached from outside, and reach out, through the host's IPv6 routing,
 // as are IPv6 published ports and a --masquerade6 network's translated
-// flows. Otherwise a network's IPv6 stays within the host, and forwarding
-// stays as found (turning it on makes interfaces with accept_ra=1 ignore
-// router advertisements).
+// flows. Nothing else needs it (a --masquerade=false network's IPv6, like
+// its IPv4, leaves by its own addresses only if the host forwards anyway),
+// so forwarding stays as found (turning it on makes interfaces with
+// accept_ra=1 ignore router advertisements).
 func (a *Agent) needsForwarding6() bool {
 	for _, n := range a.st.networks {
 		if n.IPv6 && (n.Routed || n.Masquerade6) {

@@ -213,7 +213,10 @@ func (a *Agent) syncUplinkAddrs() error {
 	uplinks6 := maps.NewUplinks(a.dp.Maps.Uplinks6)
 	cur6, err := uplinks6.All6()
 	if err != nil {
-		return err
+		// Without it a fresh pick may move live NAT66 flows; still
+		// better than leaving the IPv4 uplinks unsynced.
+		a.log.Warn("read uplinks6 map; picking IPv6 masquerade addresses afresh", "err", err)
+		cur6 = nil
 	}
 	want, want6 := map[uint32]netip.Addr{}, map[uint32]netip.Addr{}
 	for idx, u := range a.uplinks {
@@ -257,18 +260,20 @@ func masqueradeAddr(addrs []netlink.Addr) netip.Addr {
 }
 
 // masqueradeAddr6 picks the source of NAT66 flows from an interface's
-// addresses: a global one that is usable (not tentative, failed or
-// deprecated), stable before temporary (privacy addresses rotate), and
-// global before unique local (fc00::/7, which no one outside routes).
-// cur, the address in use, stays while it is usable: a better address
-// appearing must not move live flows, whose reverse entries name cur.
+// global addresses: stable global first, then temporary global (privacy
+// addresses rotate), then stable unique local, then temporary unique
+// local (fc00::/7, which no one outside routes). A fresh pick skips
+// tentative, failed and deprecated addresses. cur, the address in use,
+// stays while it is on the interface and not tentative or failed, even
+// deprecated (RFC 4862 keeps those for existing traffic): live flows'
+// reverse entries name cur, and moving would orphan their replies.
 func masqueradeAddr6(addrs []netlink.Addr, cur netip.Addr) netip.Addr {
 	rank := func(ad netlink.Addr, ip netip.Addr) int {
 		r := 0
-		if ad.Flags&unix.IFA_F_TEMPORARY != 0 {
+		if ip.IsPrivate() {
 			r += 2
 		}
-		if ip.IsPrivate() {
+		if ad.Flags&unix.IFA_F_TEMPORARY != 0 {
 			r++
 		}
 		return r
@@ -278,11 +283,14 @@ func masqueradeAddr6(addrs []netlink.Addr, cur netip.Addr) netip.Addr {
 	for _, ad := range addrs {
 		ip, ok := netip.AddrFromSlice(ad.IP)
 		if !ok || !ip.Is6() || ip.Is4In6() || !ip.IsGlobalUnicast() || ad.Scope != unix.RT_SCOPE_UNIVERSE ||
-			ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) != 0 {
+			ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
 			continue
 		}
 		if ip == cur {
 			return cur
+		}
+		if ad.Flags&unix.IFA_F_DEPRECATED != 0 {
+			continue
 		}
 		if r := rank(ad, ip); !best.IsValid() || r < bestRank {
 			best, bestRank = ip, r

@@ -101,9 +101,10 @@ func TestMasqueradeAddr(t *testing.T) {
 	}
 }
 
-// TestMasqueradeAddr6: NAT66 leaves with a usable global address, stable
-// before temporary, global before unique local; the address in use stays
-// while it is usable, even when a better one appears.
+// TestMasqueradeAddr6: NAT66 leaves with a usable address: stable global,
+// then temporary global, then stable unique local, then temporary unique
+// local. The address in use stays while it is on the interface and not
+// tentative or failed, even deprecated or when a better one appears.
 func TestMasqueradeAddr6(t *testing.T) {
 	addr := ifAddr
 	scoped := func(ad netlink.Addr, scope int) netlink.Addr { ad.Scope = scope; return ad }
@@ -111,6 +112,7 @@ func TestMasqueradeAddr6(t *testing.T) {
 	global2 := addr("2001:db8:1::1/64", 0)
 	ula := addr("fd00:1::1/64", 0)
 	temp := addr("2001:db8::abcd/64", unix.IFA_F_TEMPORARY)
+	ulaTemp := addr("fd00:1::abcd/64", unix.IFA_F_TEMPORARY)
 	for _, c := range []struct {
 		name  string
 		addrs []netlink.Addr
@@ -131,14 +133,22 @@ func TestMasqueradeAddr6(t *testing.T) {
 		{"deprecated alone: none", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED)}, "", ""},
 		{"stable over temporary", []netlink.Addr{temp, ula, global}, "", "2001:db8::1"},
 		{"global over unique local", []netlink.Addr{ula, global}, "", "2001:db8::1"},
-		{"unique local over temporary", []netlink.Addr{temp, ula}, "", "fd00:1::1"},
+		{"temporary global over stable unique local", []netlink.Addr{ula, temp}, "", "2001:db8::abcd"},
+		{"stable unique local over temporary unique local", []netlink.Addr{ulaTemp, ula}, "", "fd00:1::1"},
+		{"full order", []netlink.Addr{ulaTemp, ula, temp, global}, "", "2001:db8::1"},
+		{"temporary unique local when alone", []netlink.Addr{ulaTemp}, "", "fd00:1::abcd"},
+		{"deprecated not picked fresh over a worse one", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED), ulaTemp}, "", "fd00:1::abcd"},
 		{"temporary when alone", []netlink.Addr{temp}, "", "2001:db8::abcd"},
 		{"unique local when alone", []netlink.Addr{ula}, "", "fd00:1::1"},
 		{"current kept over a better one", []netlink.Addr{global, ula}, "fd00:1::1", "fd00:1::1"},
 		{"current kept over an equal earlier one", []netlink.Addr{global, global2}, "2001:db8:1::1", "2001:db8:1::1"},
 		{"current temporary kept", []netlink.Addr{global, temp}, "2001:db8::abcd", "2001:db8::abcd"},
 		{"current gone: best of the rest", []netlink.Addr{ula, global2}, "2001:db8::1", "2001:db8:1::1"},
-		{"current deprecated: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED), ula}, "2001:db8::1", "fd00:1::1"},
+		{"current deprecated kept", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED)}, "2001:db8::1", "2001:db8::1"},
+		{"current deprecated kept over a usable one", []netlink.Addr{global2, addr("2001:db8::1/64", unix.IFA_F_DEPRECATED)}, "2001:db8::1", "2001:db8::1"},
+		{"current deprecated temporary kept", []netlink.Addr{global, addr("2001:db8::abcd/64", unix.IFA_F_TEMPORARY|unix.IFA_F_DEPRECATED)}, "2001:db8::abcd", "2001:db8::abcd"},
+		{"current dad failed: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DADFAILED), ula}, "2001:db8::1", "fd00:1::1"},
+		{"current deprecated and tentative: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE), ula}, "2001:db8::1", "fd00:1::1"},
 		{"current tentative again: moves", []netlink.Addr{addr("2001:db8::1/64", unix.IFA_F_TENTATIVE), global2}, "2001:db8::1", "2001:db8:1::1"},
 	} {
 		var cur netip.Addr

@@ -24,9 +24,9 @@ import (
 // by its unique local address, nor by spoofed replies. Status and inspect
 // show the address; the agent follows it as it is replaced and taken
 // away (no flow leaves with the unique local source meanwhile), and keeps
-// it, and live flows with it, across a kill -9 and restart. Both with
-// the bridge program forwarding translated packets and with the kernel's
-// forward path, where the uplink translates.
+// it, and live flows with it, when it is deprecated and across a kill -9
+// and restart. Both with the bridge program forwarding translated packets
+// and with the kernel's forward path, where the uplink translates.
 func TestNAT66(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -43,7 +43,7 @@ func testNAT66(t *testing.T, agentArgs ...string) {
 	subnet := netip.MustParsePrefix("fd00:8c::/64")
 	w.host.IP(t, "link", "set", w.uplink, "mtu", "1400")
 	w.outside.IP(t, "link", "set", "eth0", "mtu", "1400")
-	// A deprecated address is never picked, and it keeps the link's
+	// A deprecated address is never picked afresh, and it keeps the link's
 	// prefix route when the usable ones go: what then leaves is up to
 	// the datapath, not to a missing route.
 	w.host.IP(t, "-6", "addr", "add", "2001:db8:66::d/64", "dev", w.uplink, "nodad", "preferred_lft", "0")
@@ -98,15 +98,16 @@ func testNAT66(t *testing.T, agentArgs ...string) {
 		eventually(t, fmt.Sprintf("status shows %s's NAT66 address as %v", w.uplink, want), func() bool { return uplinkAddr6() == want })
 	}
 
+	echoFromLink := func(f []byte) bool {
+		ip, ok := parseIPv6(f)
+		return ok && ip.src == link && ip.next == byte(layers.IPProtocolICMPv6) && len(ip.l4) > 0 && ip.l4[0] == layers.ICMPv6TypeEchoRequest
+	}
+
 	t.Run("TCP, UDP and echo leave as the uplink's address", func(t *testing.T) {
 		atOutside := w.outside.Sniff(t, "eth0")
 		leavesAs(t, link)
 		if err := ping6(t, c, netip.Addr{}, outsideV6); err != nil {
 			t.Errorf("e0 pings the outside %s: %v", outsideV6, err)
-		}
-		echoFromLink := func(f []byte) bool {
-			ip, ok := parseIPv6(f)
-			return ok && ip.src == link && ip.next == byte(layers.IPProtocolICMPv6) && len(ip.l4) > 0 && ip.l4[0] == layers.ICMPv6TypeEchoRequest
 		}
 		// The sniffer reads on its own: wait for the frame (the limit
 		// only stops a hang).
@@ -138,6 +139,14 @@ func testNAT66(t *testing.T, agentArgs ...string) {
 			if err := c.EchoDatagrams(outside(54), size, 3); err != nil {
 				t.Errorf("from the container: %v", err)
 			}
+		}
+		// An echo sent after them, on the same way out: once the sniffer
+		// has it, it has read whatever of the datagrams leaked before.
+		if err := ping6(t, c, netip.Addr{}, outsideV6); err != nil {
+			t.Errorf("e0 pings the outside %s: %v", outsideV6, err)
+		}
+		if atOutside.WaitFor(echoFromLink, 1, 10*time.Second) == 0 {
+			t.Errorf("the outside saw no echo request from %s", link)
 		}
 		if got := atOutside.Count(fromSubnet); got > 0 {
 			t.Errorf("the outside saw %d frames from %s", got, subnet)
@@ -250,6 +259,32 @@ func testNAT66(t *testing.T, agentArgs ...string) {
 		}
 	})
 
+	t.Run("the address deprecated: kept for live and new flows", func(t *testing.T) {
+		live := connect6(t, c, outside(80))
+		live.roundTrip(t, link)
+		// As SLAAC does when the prefix's preferred lifetime runs out: the
+		// address stays valid for existing traffic (RFC 4862).
+		w.host.IP(t, "-6", "addr", "change", link.String()+"/64", "dev", w.uplink, "nodad", "preferred_lft", "0")
+		defer w.host.IP(t, "-6", "addr", "change", link.String()+"/64", "dev", w.uplink, "nodad", "preferred_lft", "forever")
+		// The agent reads both families' addresses at once: once status
+		// shows the IPv4 address gone, the agent has read link deprecated.
+		w.host.IP(t, "addr", "del", w.hostIP.String()+"/24", "dev", w.uplink)
+		eventually(t, "status shows "+w.uplink+" without an IPv4 address", func() bool {
+			u, _ := w.uplinkByName(w.uplink)
+			return !u.Addr.IsValid()
+		})
+		w.host.IP(t, "addr", "add", w.hostIP.String()+"/24", "dev", w.uplink)
+		eventually(t, "status shows "+w.uplink+"'s IPv4 address back", func() bool {
+			u, _ := w.uplinkByName(w.uplink)
+			return u.Addr == w.hostIP
+		})
+		if got := uplinkAddr6(); got != link {
+			t.Errorf("status: %s's NAT66 address %v after it was deprecated, want %s kept", w.uplink, got, link)
+		}
+		live.roundTrip(t, link)
+		leavesAs(t, link)
+	})
+
 	t.Run("the address replaced, taken away, given back", func(t *testing.T) {
 		replaced := netip.MustParseAddr("2001:db8:66::b")
 		w.host.IP(t, "-6", "addr", "add", replaced.String()+"/64", "dev", w.uplink, "nodad")
@@ -286,6 +321,29 @@ func testNAT66(t *testing.T, agentArgs ...string) {
 			ip, ok := parseIPv6(f)
 			return ok && ip.dst == outsideV6 && (ip.next != byte(layers.IPProtocolICMPv6) ||
 				len(ip.l4) > 0 && ip.l4[0] < layers.ICMPv6TypeRouterSolicitation)
+		}
+		// The container has no way out now, so the host sends the frame
+		// that comes after any leak on the uplink: a datagram for
+		// another LAN address (not toOutside's), from a host address.
+		marker := netip.MustParseAddr("2001:db8:66::99")
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP,
+			SrcIP: netip.MustParseAddr("2001:db8:66::d").AsSlice(), DstIP: marker.AsSlice()}
+		udp := &layers.UDP{SrcPort: 9, DstPort: 9}
+		udp.SetNetworkLayerForChecksum(ip)
+		f, err := testenv.Serialize(&layers.Ethernet{SrcMAC: w.host.HardwareAddr(t, w.uplink), DstMAC: w.outside.HardwareAddr(t, "eth0"),
+			EthernetType: layers.EthernetTypeIPv6}, ip, udp, gopacket.Payload("marker"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.host.SendFrames(w.uplink, f); err != nil {
+			t.Fatal(err)
+		}
+		toMarker := func(f []byte) bool {
+			ip, ok := parseIPv6(f)
+			return ok && ip.dst == marker
+		}
+		if atOutside.WaitFor(toMarker, 1, 10*time.Second) == 0 {
+			t.Errorf("the outside saw no frame for %s from the host", marker)
 		}
 		if got := atOutside.Count(fromSubnet); got > 0 {
 			t.Errorf("the outside saw %d frames from %s", got, subnet)
@@ -389,5 +447,24 @@ func (c *conn6) roundTrip(t *testing.T, wantSource netip.Addr) {
 	}
 	if seen, err := netip.ParseAddrPort(peer); err != nil || seen.Addr() != wantSource {
 		t.Errorf("the live connection's server saw %q, want %s", peer, wantSource)
+	}
+}
+
+// TestNAT66NetworkMode: `network ls` calls a network that masquerades
+// only IPv6 nat66, not internal: its IPv6 does leave the host.
+func TestNAT66NetworkMode(t *testing.T) {
+	for _, c := range []struct {
+		n    control.Network
+		want string
+	}{
+		{control.Network{Masquerade: true}, "nat"},
+		{control.Network{Masquerade: true, Masquerade6: true}, "nat"},
+		{control.Network{Masquerade6: true}, "nat66"},
+		{control.Network{Routed: true}, "routed"},
+		{control.Network{}, "internal"},
+	} {
+		if got := networkMode(&c.n); got != c.want {
+			t.Errorf("masquerade=%v masquerade6=%v routed=%v: mode %q, want %q", c.n.Masquerade, c.n.Masquerade6, c.n.Routed, got, c.want)
+		}
 	}
 }

@@ -46,11 +46,13 @@ the host too, so --routed with --masquerade=true is refused.
 (--subnet6, or a unique local /64 picked like an IPv4 subnet), whose gateway
 the bridge carries; every endpoint gets an address of each family. An IPv6
 --subnet or --subnet6 implies --ipv6, and an IPv4 subnet is picked when none
-is given. Published ports take both families. Outgoing IPv6 leaves only
-with --masquerade6 (NAT66: the uplink's IPv6 address, off by default as
-with Docker) or --routed (the containers' own addresses); otherwise it
-stays within the host. --masquerade is IPv4's alone, so
---masquerade=false --masquerade6 translates IPv6 only.`,
+is given. Published ports take both families. --masquerade6 translates
+outgoing IPv6 (NAT66: the uplink's IPv6 address, off by default as with
+Docker). Without it, --masquerade (the default) keeps IPv6 within the
+host; with --masquerade=false or --routed, IPv6 is as IPv4 is then: the
+containers' own addresses leave if the host forwards IPv6. --masquerade
+is IPv4's alone otherwise, so --masquerade=false --masquerade6
+translates IPv6 only.`,
 		Args: exactArgs(1, "a network name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -174,14 +176,17 @@ func newNetworkRm(o *opts) *cobra.Command {
 }
 
 // networkMode is how the outside sees a network, for `network ls`: nat
-// (masquerade, only published ports reachable), routed (reachable by
-// container addresses) or internal (neither).
+// (masquerade, only published ports reachable), nat66 (IPv6 masqueraded,
+// IPv4 not), routed (reachable by container addresses) or internal (none
+// of them).
 func networkMode(n *control.Network) string {
 	switch {
 	case n.Routed:
 		return "routed"
 	case n.Masquerade:
 		return "nat"
+	case n.Masquerade6:
+		return "nat66"
 	}
 	return "internal"
 }
