@@ -141,12 +141,9 @@ func testNAT66(t *testing.T, redirect, forwardDrop bool) {
 			t.Fatal(err)
 		}
 		send("without")
-		// Under FORWARD DROP the stack drops it before the uplink sees it.
-		if !forwardDrop && statPackets(t, pins, "drop_unmasqueraded") == before {
-			t.Errorf("nothing counted drop_unmasqueraded: %s", counters(t, pins))
-		}
 		// With the address back, the next datagram leaves translated; the
-		// first, sent before it on the same path, would be there by then.
+		// first, sent before it on the same path, would be there by then,
+		// and counted.
 		if err := uplinks6.Put(uplink, hostIP); err != nil {
 			t.Fatal(err)
 		}
@@ -158,6 +155,10 @@ func testNAT66(t *testing.T, redirect, forwardDrop bool) {
 			if string(d.Payload) != "with" || d.From != hostIP {
 				t.Errorf("the outside got %q from %s; want only \"with\" from %s", d.Payload, d.From, hostIP)
 			}
+		}
+		// Under FORWARD DROP the stack drops it before the uplink sees it.
+		if !forwardDrop && statPackets(t, pins, "drop_unmasqueraded") == before {
+			t.Errorf("nothing counted drop_unmasqueraded: %s", counters(t, pins))
 		}
 	})
 }
