@@ -1126,12 +1126,21 @@ func TestUplinkDatapath(t *testing.T) {
 		{
 			// The gateway's address is private too: the client sees the one it dialled.
 			name:   "icmp time exceeded from the gateway about tcp flow leaves as the dialled address",
-			seed:   seed{ct: []maps.CTEntry{webCT}, networks: []maps.Network{{Subnet: netip.PrefixFrom(gateway, 16).Masked(), Gateway: gateway, ID: 1, Masquerade: true}}},
+			seed:   seed{ct: []maps.CTEntry{webCT}, hostAddrs: []netip.Addr{gateway}, networks: []maps.Network{{Subnet: netip.PrefixFrom(gateway, 16).Masked(), Gateway: gateway, ID: 1, Masquerade: true}}},
 			egress: true,
 			in:     icmpErrorFrame(t, gateway, client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Backend, ack), 0),
 			ret:    actUnspec,
 			out:    icmpErrorFrame(t, tcpWeb.Host.Addr(), client, ttlExceeded, 0, tcpDatagram(t, clientPort, tcpWeb.Host, ack), 0),
 			stat:   "icmp_rnat",
+		},
+		{
+			// Not ours to send: it could cut the client's flow.
+			name:   "another container's port unreachable about a client's udp flow",
+			seed:   seed{ct: []maps.CTEntry{appCT}, hostAddrs: []netip.Addr{gateway}, networks: []maps.Network{{Subnet: netip.PrefixFrom(gateway, 16).Masked(), Gateway: gateway, ID: 1, Masquerade: true}}},
+			egress: true,
+			in:     icmpErrorFrame(t, backend.Next(), client, portUnreachable, 0, udpDatagram(t, clientPort, udpApp.Backend), 0),
+			ret:    tcActShot,
+			stat:   "drop_unmasqueraded",
 		},
 		{
 			name:   "icmp error from backend without ct entry",

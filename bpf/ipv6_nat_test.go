@@ -297,6 +297,8 @@ func TestIPv6PublishedPorts(t *testing.T) {
 		{name: "port unreachable from the backend", seed: seed{ct: []maps.CTEntry{appCT}}, egress: true,
 			in:  icmp6ErrorFrame(t, v6Backend, v6Client, destUnreach, 4, 0, v6Datagram(toBackend)),
 			ret: actUnspec, out: icmp6ErrorFrame(t, v6Host, v6Client, destUnreach, 4, 0, v6Datagram(toHost)), stat: "icmp_rnat"},
+		{name: "another container's port unreachable about a client's packet", seed: seed{ct: []maps.CTEntry{appCT}, networks: withNets.networks}, egress: true,
+			in: icmp6ErrorFrame(t, v6Backend2, v6Client, destUnreach, 4, 0, v6Datagram(toBackend)), ret: tcActShot, stat: "drop_unmasqueraded"},
 		{name: "packet too big from the host about a client's packet", seed: seed{ct: []maps.CTEntry{appCT}}, egress: true,
 			in:  icmp6ErrorFrame(t, v6Host2, v6Client, ptb, 0, 1280, v6Datagram(toBackend)),
 			ret: actUnspec, out: icmp6ErrorFrame(t, v6Host2, v6Client, ptb, 0, 1280, v6Datagram(toHost)), stat: "icmp_rnat"},

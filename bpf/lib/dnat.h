@@ -130,6 +130,7 @@ static __always_inline __u32 icmp_rnat4(struct __sk_buff *skb, const struct pack
 	struct ct_value *v;
 	__be16 nat_port;
 	__be32 nat_addr;
+	int inside;
 
 	v = ct_lookup_reply4(in->proto, in->daddr, in->dport, in->saddr, in->sport);
 	if (!v)
@@ -137,12 +138,18 @@ static __always_inline __u32 icmp_rnat4(struct __sk_buff *skb, const struct pack
 	nat_addr = addr_get4(v->nat_addr);
 	nat_port = v->nat_port;
 
-	/* The backend itself, or anything else inside a Pontoon network that
-	 * reports on the flow (a container routing for it, the gateway):
-	 * either way the client must see the address it dialled, as
-	 * netfilter makes a related ICMP error look like a reply. */
-	if ((pkt->t.saddr == in->daddr || network_lookup4(pkt->t.saddr)) &&
-	    rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
+	/* The backend itself, or the host's gateway in its network: the
+	 * client must see the address it dialled, as netfilter makes a
+	 * related ICMP error look like a reply. Another container's error
+	 * about the flow is not ours to send: it could cut the flow or shrink
+	 * the client's path MTU. */
+	inside = pkt->t.saddr == in->daddr;
+	if (!inside && network_lookup4(pkt->t.saddr)) {
+		if (!hostaddr_has4(pkt->t.saddr))
+			return STAT_PASS_NO_MATCH;
+		inside = 1;
+	}
+	if (inside && rewrite_addr4(skb, pkt->l3_off, IP_SADDR_OFF, 0, 0, pkt->t.saddr, nat_addr) < 0)
 		return STAT_DROP_REWRITE;
 	if (rewrite_quoted4(skb, pkt, IP_DADDR_OFF, 2, in->daddr, nat_addr, in->dport,
 			    nat_port) < 0)

@@ -695,15 +695,16 @@ static __noinline __attribute__((unused)) __u32 icmp_dnat6(struct __sk_buff *skb
 	return STAT_ICMP_DNAT;
 }
 
-/* An ICMPv6 error from a backend (or from inside a Pontoon network) about
- * a client's packet: the client must see the address it dialled, outside
- * and in the quote. */
+/* An ICMPv6 error from a backend (or the host's gateway in its network)
+ * about a client's packet: the client must see the address it dialled,
+ * outside and in the quote. Another container's is dropped, as for IPv4. */
 static __noinline __attribute__((unused)) __u32 icmp_rnat6(struct __sk_buff *skb, const struct packet6 *pkt)
 {
 	const struct l4_tuple6 *in = &pkt->inner;
 	struct in6_addr nat_addr;
 	struct ct_value *v;
 	__be16 nat_port;
+	int inside;
 
 	v = ct_lookup_reply6(in->proto, &in->daddr, in->dport, &in->saddr, in->sport);
 	if (!v)
@@ -711,7 +712,13 @@ static __noinline __attribute__((unused)) __u32 icmp_rnat6(struct __sk_buff *skb
 	__builtin_memcpy(&nat_addr, v->nat_addr, 16);
 	nat_port = v->nat_port;
 
-	if ((addr6_equal(&pkt->t.saddr, &in->daddr) || network_lookup6(&pkt->t.saddr)) &&
+	inside = addr6_equal(&pkt->t.saddr, &in->daddr);
+	if (!inside && network_lookup6(&pkt->t.saddr)) {
+		if (!hostaddr_has6(&pkt->t.saddr))
+			return STAT_PASS_NO_MATCH;
+		inside = 1;
+	}
+	if (inside &&
 	    rewrite_addr6(skb, pkt->l3_off + IPV6_SADDR_OFF, l4_csum_off6(NEXTHDR_ICMP, pkt->l4_off), 0,
 			  &pkt->t.saddr, &nat_addr) < 0)
 		return STAT_DROP_REWRITE;
