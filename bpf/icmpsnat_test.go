@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/pontoon-net/pontoon/maps"
@@ -61,20 +60,17 @@ func TestICMPErrorsAboutMasqueradedReplies(t *testing.T) {
 // echo requests (their identifier sits where a reply's port 0 does).
 func TestMasqueradeEchoIDZero(t *testing.T) {
 	o := loadObjects(t)
-	ping := func(src, dst netip.Addr, tc layers.ICMPv4TypeCode, id uint16) []byte {
-		return frame(t, serialize(t, ipv4(src, dst, layers.IPProtocolICMPv4),
-			&layers.ICMPv4{TypeCode: tc, Id: id, Seq: 1}, gopacket.Payload("ping")))
-	}
-	req, rep := layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0)
+	ping := fzEcho
+	req, rep := uint8(layers.ICMPv4TypeEchoRequest), uint8(layers.ICMPv4TypeEchoReply)
 	onePort := masquerading
 	onePort.config = oneSNATPort
 	runFlows(t, o, []flowCase{{
 		name: "identifier 0",
 		seed: onePort,
 		steps: []step{
-			snatStep(ping(backend, server, req, 0), ping(hostIP, server, req, 50000)),
-			snatReverseStep(ping(server, hostIP, rep, 50000), ping(server, backend, rep, 0)),
-			{in: ping(server, hostIP, req, 0), ret: actUnspec, stat: "pass_no_match"},
+			snatStep(ping(t, backend, server, req, 0), ping(t, hostIP, server, req, 50000)),
+			snatReverseStep(ping(t, server, hostIP, rep, 50000), ping(t, server, backend, rep, 0)),
+			{in: ping(t, server, hostIP, req, 0), ret: actUnspec, stat: "pass_no_match"},
 		},
 		snat: snatFlow(maps.Proto(1), ap(backend, 0), ap(server, 0), ap(hostIP, 50000)),
 	}})

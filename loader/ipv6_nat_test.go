@@ -52,11 +52,7 @@ func testIPv6PublishedPorts(t *testing.T, redirect, forwardDrop bool) {
 	cgroup := testenv.Cgroup(t)
 	v6 := addIPv6(t, w, "2001:db8:18::/64", "fd00:89::/64")
 	hostIP, outsideIP, aIP := v6.HostIP, v6.OutsideIP, v6.AIP
-	w.Host.IP(t, "link", "set", w.Uplink, "mtu", "1400")
-	w.Outside.IP(t, "link", "set", "eth0", "mtu", "1400")
-	// A route to the containers, so that only the datapath keeps them
-	// unreachable by their own addresses.
-	w.Outside.IP(t, "-6", "route", "add", v6.Subnet.String(), "via", hostIP.String())
+	v6.narrowLink(t, w)
 
 	w.A.ServeTCP(t, "[::]:80")
 	w.A.ServeUDP(t, "[::]:53")

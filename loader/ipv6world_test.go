@@ -36,6 +36,16 @@ func addIPv6(t *testing.T, w *testenv.World, link, network string) ipv6World {
 	return v
 }
 
+// narrowLink gives the uplink's link an MTU of 1400, below the bridge's,
+// and the outside a route back to the network, so that only the datapath
+// keeps the containers unreachable by their own addresses.
+func (v ipv6World) narrowLink(t *testing.T, w *testenv.World) {
+	t.Helper()
+	w.Host.IP(t, "link", "set", w.Uplink, "mtu", "1400")
+	w.Outside.IP(t, "link", "set", "eth0", "mtu", "1400")
+	w.Outside.IP(t, "-6", "route", "add", v.Subnet.String(), "via", v.HostIP.String())
+}
+
 // networks are the bridge's network in both families, as the agent
 // writes a dual-stack network: one id.
 func (v ipv6World) networks(w *testenv.World) []maps.Network {

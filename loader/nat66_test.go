@@ -40,11 +40,7 @@ func testNAT66(t *testing.T, redirect, forwardDrop bool) {
 	bIP := aIP.Next()
 	w.B.IP(t, "addr", "add", netip.PrefixFrom(bIP, v6.Subnet.Bits()).String(), "dev", "eth0", "nodad")
 	w.B.IP(t, "-6", "route", "add", "default", "via", v6.Gateway.String())
-	w.Host.IP(t, "link", "set", w.Uplink, "mtu", "1400")
-	w.Outside.IP(t, "link", "set", "eth0", "mtu", "1400")
-	// A route to the containers, so that only the datapath keeps them
-	// unreachable by their own addresses.
-	w.Outside.IP(t, "-6", "route", "add", v6.Subnet.String(), "via", hostIP.String())
+	v6.narrowLink(t, w)
 
 	w.Outside.ServeTCP(t, "[::]:80")
 	w.Outside.ServeUDP(t, "[::]:53")
