@@ -613,21 +613,28 @@ func setPrefilter(t testing.TB, o *objects, s seed, on bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.Flags &^= maps.ConfigPrefilter
+	v.Flags &^= maps.ConfigPrefilter | maps.ConfigBindingFilter
 	var bits maps.PrefilterBits
+	bindingBits := new(maps.BindingFilterBits)
 	if on {
-		v.Flags |= maps.ConfigPrefilter
+		v.Flags |= maps.ConfigPrefilter | maps.ConfigBindingFilter
 		for _, b := range s.bindings {
 			bits.AddBinding(b)
+			bindingBits.AddBinding(b)
 		}
 		for k := range s.raw {
-			bits.AddBinding(maps.Binding{Proto: k.Proto, Host: netip.AddrPortFrom(netip.IPv4Unspecified(), netOrder(k.Port))})
+			b := maps.Binding{Proto: k.Proto, Host: netip.AddrPortFrom(k.HostAddr(), netOrder(k.Port))}
+			bits.AddBinding(b)
+			bindingBits.AddBinding(b)
 		}
 		for _, n := range s.networks {
 			bits.AddNetwork(n.Subnet)
 		}
 	}
 	if err := maps.NewPrefilter(o.Prefilter).Write(&bits); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewBindingFilter(o.BindingFilter).Write(bindingBits); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Set(v); err != nil {
@@ -1460,6 +1467,47 @@ func TestPrefilterIsConsulted(t *testing.T) {
 			clearMap(t, o.CtNew)
 			setPrefilter(t, o, c.filter, true)
 			ingressCounts(t, o, syn, c.stat)
+		})
+	}
+}
+
+// TestBindingFilterIsConsulted: a port bit set by a binding on another
+// address no longer sends a packet to the lookups. With its address's bloom
+// bit clear, a binding on one address is not looked up; with its port's
+// wildcard bit clear, neither is a wildcard binding.
+func TestBindingFilterIsConsulted(t *testing.T) {
+	o := loadObjects(t)
+	resetMaps(t, o)
+	tcpAny := maps.Binding{Proto: maps.TCP, Host: ap(netip.IPv4Unspecified(), 81), Backend: ap(backend, 8081), ID: 3}
+	s := seed{bindings: []maps.Binding{tcpWeb, tcpAny}, hostAddrs: []netip.Addr{hostIP}}
+	if err := maps.NewBindings(o.Bindings).PutBatch(s.bindings); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.NewHostAddrs(o.Hostaddrs).Put(hostIP, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Port bits for 80 and 81 stay set in every case: only the binding
+	// filter can tell these bindings from those of hostIP2.
+	elsewhere := seed{bindings: []maps.Binding{
+		{Proto: maps.TCP, Host: ap(hostIP2, 80), Backend: ap(backend, 8080), ID: 4},
+		{Proto: maps.TCP, Host: ap(hostIP2, 81), Backend: ap(backend, 8081), ID: 5},
+	}}
+	for _, c := range []struct {
+		name   string
+		filter seed
+		dial   netip.AddrPort
+		stat   string
+	}{
+		{"exact bit set", s, tcpWeb.Host, "dnat"},
+		{"wildcard bit set", s, ap(hostIP, 81), "dnat"},
+		{"exact bit clear", elsewhere, tcpWeb.Host, "pass_no_match"},
+		{"wildcard bit clear", elsewhere, ap(hostIP, 81), "pass_no_match"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clearMap(t, o.Ct)
+			clearMap(t, o.CtNew)
+			setPrefilter(t, o, c.filter, true)
+			ingressCounts(t, o, tcpFrame(t, clientPort, c.dial, syn), c.stat)
 		})
 	}
 }

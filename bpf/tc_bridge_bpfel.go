@@ -306,6 +306,7 @@ type TcBridgeUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcBridgeMapAllowFrom                = "allow_from"
+	TcBridgeMapBindingFilter            = "binding_filter"
 	TcBridgeMapBindingStats             = "binding_stats"
 	TcBridgeMapBindings                 = "bindings"
 	TcBridgeMapConfig                   = "config"
@@ -383,6 +384,7 @@ type TcBridgeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcBridgeMapSpecs struct {
 	AllowFrom      *ebpf.MapSpec `ebpf:"allow_from"`
+	BindingFilter  *ebpf.MapSpec `ebpf:"binding_filter"`
 	BindingStats   *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings       *ebpf.MapSpec `ebpf:"bindings"`
 	Config         *ebpf.MapSpec `ebpf:"config"`
@@ -436,6 +438,7 @@ func (o *TcBridgeObjects) Close() error {
 // It can be passed to LoadTcBridgeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcBridgeMaps struct {
 	AllowFrom      *ebpf.Map `ebpf:"allow_from"`
+	BindingFilter  *ebpf.Map `ebpf:"binding_filter"`
 	BindingStats   *ebpf.Map `ebpf:"binding_stats"`
 	Bindings       *ebpf.Map `ebpf:"bindings"`
 	Config         *ebpf.Map `ebpf:"config"`
@@ -461,6 +464,7 @@ type TcBridgeMaps struct {
 func (m *TcBridgeMaps) Close() error {
 	return _TcBridgeClose(
 		m.AllowFrom,
+		m.BindingFilter,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -218,6 +218,7 @@ type TcEndpointUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcEndpointMapAllowFrom        = "allow_from"
+	TcEndpointMapBindingFilter    = "binding_filter"
 	TcEndpointMapBindingStats     = "binding_stats"
 	TcEndpointMapBindings         = "bindings"
 	TcEndpointMapConfig           = "config"
@@ -288,25 +289,26 @@ type TcEndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcEndpointMapSpecs struct {
-	AllowFrom    *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingStats *ebpf.MapSpec `ebpf:"binding_stats"`
-	Bindings     *ebpf.MapSpec `ebpf:"bindings"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	CtNew        *ebpf.MapSpec `ebpf:"ct_new"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	EventBudget  *ebpf.MapSpec `ebpf:"event_budget"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	Hostaddrs    *ebpf.MapSpec `ebpf:"hostaddrs"`
-	Netns        *ebpf.MapSpec `ebpf:"netns"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
-	Snat         *ebpf.MapSpec `ebpf:"snat"`
-	Sockrev      *ebpf.MapSpec `ebpf:"sockrev"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
-	Uplinks6     *ebpf.MapSpec `ebpf:"uplinks6"`
+	AllowFrom     *ebpf.MapSpec `ebpf:"allow_from"`
+	BindingFilter *ebpf.MapSpec `ebpf:"binding_filter"`
+	BindingStats  *ebpf.MapSpec `ebpf:"binding_stats"`
+	Bindings      *ebpf.MapSpec `ebpf:"bindings"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Ct            *ebpf.MapSpec `ebpf:"ct"`
+	CtNew         *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints     *ebpf.MapSpec `ebpf:"endpoints"`
+	EventBudget   *ebpf.MapSpec `ebpf:"event_budget"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	Hostaddrs     *ebpf.MapSpec `ebpf:"hostaddrs"`
+	Netns         *ebpf.MapSpec `ebpf:"netns"`
+	Networks      *ebpf.MapSpec `ebpf:"networks"`
+	Prefilter     *ebpf.MapSpec `ebpf:"prefilter"`
+	Snat          *ebpf.MapSpec `ebpf:"snat"`
+	Sockrev       *ebpf.MapSpec `ebpf:"sockrev"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Uplinks       *ebpf.MapSpec `ebpf:"uplinks"`
+	Uplinks6      *ebpf.MapSpec `ebpf:"uplinks6"`
 }
 
 // TcEndpointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -335,30 +337,32 @@ func (o *TcEndpointObjects) Close() error {
 //
 // It can be passed to LoadTcEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcEndpointMaps struct {
-	AllowFrom    *ebpf.Map `ebpf:"allow_from"`
-	BindingStats *ebpf.Map `ebpf:"binding_stats"`
-	Bindings     *ebpf.Map `ebpf:"bindings"`
-	Config       *ebpf.Map `ebpf:"config"`
-	Ct           *ebpf.Map `ebpf:"ct"`
-	CtNew        *ebpf.Map `ebpf:"ct_new"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	EventBudget  *ebpf.Map `ebpf:"event_budget"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Frags        *ebpf.Map `ebpf:"frags"`
-	Hostaddrs    *ebpf.Map `ebpf:"hostaddrs"`
-	Netns        *ebpf.Map `ebpf:"netns"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Prefilter    *ebpf.Map `ebpf:"prefilter"`
-	Snat         *ebpf.Map `ebpf:"snat"`
-	Sockrev      *ebpf.Map `ebpf:"sockrev"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
-	Uplinks6     *ebpf.Map `ebpf:"uplinks6"`
+	AllowFrom     *ebpf.Map `ebpf:"allow_from"`
+	BindingFilter *ebpf.Map `ebpf:"binding_filter"`
+	BindingStats  *ebpf.Map `ebpf:"binding_stats"`
+	Bindings      *ebpf.Map `ebpf:"bindings"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Ct            *ebpf.Map `ebpf:"ct"`
+	CtNew         *ebpf.Map `ebpf:"ct_new"`
+	Endpoints     *ebpf.Map `ebpf:"endpoints"`
+	EventBudget   *ebpf.Map `ebpf:"event_budget"`
+	Events        *ebpf.Map `ebpf:"events"`
+	Frags         *ebpf.Map `ebpf:"frags"`
+	Hostaddrs     *ebpf.Map `ebpf:"hostaddrs"`
+	Netns         *ebpf.Map `ebpf:"netns"`
+	Networks      *ebpf.Map `ebpf:"networks"`
+	Prefilter     *ebpf.Map `ebpf:"prefilter"`
+	Snat          *ebpf.Map `ebpf:"snat"`
+	Sockrev       *ebpf.Map `ebpf:"sockrev"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Uplinks       *ebpf.Map `ebpf:"uplinks"`
+	Uplinks6      *ebpf.Map `ebpf:"uplinks6"`
 }
 
 func (m *TcEndpointMaps) Close() error {
 	return _TcEndpointClose(
 		m.AllowFrom,
+		m.BindingFilter,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -306,6 +306,7 @@ type TcUplinkUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcUplinkMapAllowFrom                = "allow_from"
+	TcUplinkMapBindingFilter            = "binding_filter"
 	TcUplinkMapBindingStats             = "binding_stats"
 	TcUplinkMapBindings                 = "bindings"
 	TcUplinkMapConfig                   = "config"
@@ -391,6 +392,7 @@ type TcUplinkProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkMapSpecs struct {
 	AllowFrom      *ebpf.MapSpec `ebpf:"allow_from"`
+	BindingFilter  *ebpf.MapSpec `ebpf:"binding_filter"`
 	BindingStats   *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings       *ebpf.MapSpec `ebpf:"bindings"`
 	Config         *ebpf.MapSpec `ebpf:"config"`
@@ -444,6 +446,7 @@ func (o *TcUplinkObjects) Close() error {
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkMaps struct {
 	AllowFrom      *ebpf.Map `ebpf:"allow_from"`
+	BindingFilter  *ebpf.Map `ebpf:"binding_filter"`
 	BindingStats   *ebpf.Map `ebpf:"binding_stats"`
 	Bindings       *ebpf.Map `ebpf:"bindings"`
 	Config         *ebpf.Map `ebpf:"config"`
@@ -469,6 +472,7 @@ type TcUplinkMaps struct {
 func (m *TcUplinkMaps) Close() error {
 	return _TcUplinkClose(
 		m.AllowFrom,
+		m.BindingFilter,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,

@@ -106,8 +106,9 @@ func testAgentMaps(t testing.TB, path string, bindingsMap, hostAddrs *ebpf.Map) 
 	a := &Agent{
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
 		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: hostAddrs,
-			Prefilter: newDatapathMap(t, "prefilter"), BindingStats: newDatapathMap(t, "binding_stats"),
-			AllowFrom: newDatapathMap(t, "allow_from")}},
+			Prefilter: newDatapathMap(t, "prefilter"), BindingFilter: newDatapathMap(t, "binding_filter"),
+			BindingStats: newDatapathMap(t, "binding_stats"),
+			AllowFrom:    newDatapathMap(t, "allow_from")}},
 		bindings: bindings, writer: bindings,
 	}
 	if a.ipam, err = ipam.Open(store, ipam.Options{DynamicPorts: ipam.PortRange{First: 61000, Last: 65535}}); err != nil {

@@ -7,9 +7,10 @@ import (
 	"github.com/pontoon-net/pontoon/maps"
 )
 
-// The prefilter map lets the datapath skip lookups for packets that can
-// match nothing: ports no binding uses, /16s no network overlaps, ports
-// outside the masquerade range. Its one rule is that it never hides what
+// The prefilter and binding_filter maps let the datapath skip lookups for
+// packets that can match nothing: ports no binding uses, addresses no
+// binding on that port has, /16s no network overlaps, ports outside the
+// masquerade range. Their one rule is that it never hides what
 // the maps hold, so bits are added before the entries they cover are
 // written, and only reconcile, which rebuilds them from the records,
 // clears any. A bit left by a removed binding only costs a lookup.
@@ -18,14 +19,21 @@ import (
 // written. Before reconcile has turned the filter on it has no effect.
 func (a *Agent) widenPrefilter(bindings []maps.Binding, subnets []netip.Prefix) error {
 	var bits maps.PrefilterBits
+	bindingBits := new(maps.BindingFilterBits)
 	for _, b := range bindings {
 		bits.AddBinding(b)
+		bindingBits.AddBinding(b)
 	}
 	for _, s := range subnets {
 		bits.AddNetwork(s)
 	}
 	if err := maps.NewPrefilter(a.dp.Maps.Prefilter).Add(&bits); err != nil {
 		return fmt.Errorf("update the datapath's prefilter: %w", err)
+	}
+	if len(bindings) > 0 {
+		if err := maps.NewBindingFilter(a.dp.Maps.BindingFilter).Add(bindingBits); err != nil {
+			return fmt.Errorf("update the datapath's binding filter: %w", err)
+		}
 	}
 	return nil
 }
@@ -43,8 +51,10 @@ func (a *Agent) enablePrefilter(cfg maps.ConfigValue, bindings []maps.Binding) e
 		a.log.Info("dropped masqueraded flows from an earlier masquerade port range", "flows", dropped, "snat_ports", a.snatPorts.String())
 	}
 	var bits maps.PrefilterBits
+	bindingBits := new(maps.BindingFilterBits)
 	for _, b := range bindings {
 		bits.AddBinding(b)
+		bindingBits.AddBinding(b)
 	}
 	for _, n := range a.st.networks {
 		for _, sub := range n.subnets() {
@@ -54,6 +64,9 @@ func (a *Agent) enablePrefilter(cfg maps.ConfigValue, bindings []maps.Binding) e
 	if err := maps.NewPrefilter(a.dp.Maps.Prefilter).Write(&bits); err != nil {
 		return fmt.Errorf("write the datapath's prefilter: %w", err)
 	}
-	cfg.Flags |= maps.ConfigPrefilter
+	if err := maps.NewBindingFilter(a.dp.Maps.BindingFilter).Write(bindingBits); err != nil {
+		return fmt.Errorf("write the datapath's binding filter: %w", err)
+	}
+	cfg.Flags |= maps.ConfigPrefilter | maps.ConfigBindingFilter
 	return maps.NewConfig(a.dp.Maps.Config).Set(cfg)
 }

@@ -46,6 +46,9 @@ type Maps struct {
 	Netns     *ebpf.Map
 	Frags     *ebpf.Map
 	Prefilter *ebpf.Map
+	// BindingFilter tells IPv4 wildcard bindings' ports from bindings on
+	// one address, which Prefilter's port bits cannot.
+	BindingFilter *ebpf.Map
 	// BindingStats counts each mapping's traffic, by binding id.
 	BindingStats *ebpf.Map
 	// Events is the ring buffer `pontoon monitor` reads; EventBudget
@@ -58,25 +61,26 @@ type Maps struct {
 
 func (m *Maps) all() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
-		"bindings":      &m.Bindings,
-		"ct":            &m.CT,
-		"ct_new":        &m.CTNew,
-		"hostaddrs":     &m.HostAddrs,
-		"sockrev":       &m.SockRev,
-		"config":        &m.Config,
-		"stats":         &m.Stats,
-		"networks":      &m.Networks,
-		"uplinks":       &m.Uplinks,
-		"uplinks6":      &m.Uplinks6,
-		"snat":          &m.SNAT,
-		"endpoints":     &m.Endpoints,
-		"netns":         &m.Netns,
-		"frags":         &m.Frags,
-		"prefilter":     &m.Prefilter,
-		"binding_stats": &m.BindingStats,
-		"events":        &m.Events,
-		"event_budget":  &m.EventBudget,
-		"allow_from":    &m.AllowFrom,
+		"bindings":       &m.Bindings,
+		"ct":             &m.CT,
+		"ct_new":         &m.CTNew,
+		"hostaddrs":      &m.HostAddrs,
+		"sockrev":        &m.SockRev,
+		"config":         &m.Config,
+		"stats":          &m.Stats,
+		"networks":       &m.Networks,
+		"uplinks":        &m.Uplinks,
+		"uplinks6":       &m.Uplinks6,
+		"snat":           &m.SNAT,
+		"endpoints":      &m.Endpoints,
+		"netns":          &m.Netns,
+		"frags":          &m.Frags,
+		"prefilter":      &m.Prefilter,
+		"binding_filter": &m.BindingFilter,
+		"binding_stats":  &m.BindingStats,
+		"events":         &m.Events,
+		"event_budget":   &m.EventBudget,
+		"allow_from":     &m.AllowFrom,
 	}
 }
 

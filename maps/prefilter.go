@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -68,81 +69,168 @@ func (p *PrefilterBits) Or(other *PrefilterBits) {
 // reads the whole map in one batch instead.
 const prefilterFewWords = 16
 
-// Prefilter wraps the prefilter map (an array of uint64 words).
-type Prefilter struct{ m *ebpf.Map }
+// bitmapMap is an array map of uint64 words, read and written whole or by
+// the words that change.
+type bitmapMap struct{ m *ebpf.Map }
 
-func NewPrefilter(m *ebpf.Map) *Prefilter { return &Prefilter{m: m} }
+// read fills words with the map's words.
+func (f bitmapMap) read(words []uint64) error {
+	var cursor ebpf.MapBatchCursor
+	keys := make([]uint32, len(words))
+	n, err := f.m.BatchLookup(&cursor, keys, words, nil)
+	if err == nil || (errors.Is(err, ebpf.ErrKeyNotExist) && n == len(words)) {
+		return nil
+	}
+	if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("read %s: %w", f.m, err)
+	}
+	for i := range words {
+		if err := f.m.Lookup(uint32(i), &words[i]); err != nil {
+			return fmt.Errorf("read %s word %d: %w", f.m, i, err)
+		}
+	}
+	return nil
+}
+
+// write makes the map hold exactly words.
+func (f bitmapMap) write(words []uint64) error {
+	keys := make([]uint32, len(words))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	return batchPut(f.m, keys, words)
+}
+
+// add sets the bits of words in the map without clearing any.
+func (f bitmapMap) add(words []uint64) error {
+	// A publish of a port or a few sets a word or a few: reading those
+	// alone beats reading the whole map (half a millisecond for the
+	// prefilter, most of a one-port publish's map work).
+	var few []int
+	for i, w := range words {
+		if w != 0 {
+			if few = append(few, i); len(few) > prefilterFewWords {
+				break
+			}
+		}
+	}
+	var keys []uint32
+	var values []uint64
+	if len(few) <= prefilterFewWords {
+		for _, i := range few {
+			var cur uint64
+			if err := f.m.Lookup(uint32(i), &cur); err != nil {
+				return fmt.Errorf("read %s word %d: %w", f.m, i, err)
+			}
+			if cur|words[i] != cur {
+				keys = append(keys, uint32(i))
+				values = append(values, cur|words[i])
+			}
+		}
+		return batchPut(f.m, keys, values)
+	}
+	cur := make([]uint64, len(words))
+	if err := f.read(cur); err != nil {
+		return err
+	}
+	for i := range cur {
+		if cur[i]|words[i] != cur[i] {
+			keys = append(keys, uint32(i))
+			values = append(values, cur[i]|words[i])
+		}
+	}
+	return batchPut(f.m, keys, values)
+}
+
+// Prefilter wraps the prefilter map (an array of uint64 words).
+type Prefilter struct{ bitmapMap }
+
+func NewPrefilter(m *ebpf.Map) *Prefilter { return &Prefilter{bitmapMap{m}} }
 
 // Read returns the map's words.
 func (f *Prefilter) Read() (*PrefilterBits, error) {
 	var bits PrefilterBits
-	var cursor ebpf.MapBatchCursor
-	keys := make([]uint32, prefilterWords)
-	n, err := f.m.BatchLookup(&cursor, keys, bits[:], nil)
-	if err == nil || (errors.Is(err, ebpf.ErrKeyNotExist) && n == prefilterWords) {
-		return &bits, nil
-	}
-	if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil, fmt.Errorf("read prefilter: %w", err)
-	}
-	for i := range bits {
-		if err := f.m.Lookup(uint32(i), &bits[i]); err != nil {
-			return nil, fmt.Errorf("read prefilter word %d: %w", i, err)
-		}
+	if err := f.read(bits[:]); err != nil {
+		return nil, err
 	}
 	return &bits, nil
 }
 
 // Write makes the map hold exactly bits.
-func (f *Prefilter) Write(bits *PrefilterBits) error {
-	keys := make([]uint32, prefilterWords)
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
-	return batchPut(f.m, keys, bits[:])
-}
+func (f *Prefilter) Write(bits *PrefilterBits) error { return f.write(bits[:]) }
 
 // Add sets bits in the map without clearing any: what a publish does
 // before its bindings are written, so no packet sees a binding the filter
 // hides.
-func (f *Prefilter) Add(bits *PrefilterBits) error {
-	// A publish of a port or a few sets a word or a few: reading those
-	// alone beats reading all 3,072 (half a millisecond, most of a
-	// one-port publish's map work).
-	var words []int
-	for i, w := range bits {
-		if w != 0 {
-			if words = append(words, i); len(words) > prefilterFewWords {
-				break
-			}
-		}
-	}
-	if len(words) <= prefilterFewWords {
-		var keys []uint32
-		var values []uint64
-		for _, i := range words {
-			var cur uint64
-			if err := f.m.Lookup(uint32(i), &cur); err != nil {
-				return fmt.Errorf("read prefilter word %d: %w", i, err)
-			}
-			if cur|bits[i] != cur {
-				keys = append(keys, uint32(i))
-				values = append(values, cur|bits[i])
-			}
-		}
-		return batchPut(f.m, keys, values)
-	}
-	cur, err := f.Read()
-	if err != nil {
-		return err
-	}
-	var keys []uint32
-	var values []uint64
-	for i := range cur {
-		if cur[i]|bits[i] != cur[i] {
-			keys = append(keys, uint32(i))
-			values = append(values, cur[i]|bits[i])
-		}
-	}
-	return batchPut(f.m, keys, values)
+func (f *Prefilter) Add(bits *PrefilterBits) error { return f.add(bits[:]) }
+
+// Word offsets in the binding_filter map, as BFILTER_* in
+// bpf/lib/types.h.
+const (
+	bfilterWildTCP     = 0
+	bfilterWildUDP     = 1024
+	bfilterExact4      = 2048
+	bfilterExact4Shift = 44
+	bfilterWords       = 2048 + 16384
+	bfilterMultiplier  = 0x9E3779B97F4A7C15
+)
+
+// ConfigBindingFilter tells the datapath that the binding_filter map is in
+// step with the bindings map.
+const ConfigBindingFilter = 1 << 2
+
+// BindingFilterBits is the content of the binding_filter map: the ports
+// of IPv4 wildcard bindings (per protocol), and a bloom bit for each IPv4
+// binding on one address. As for PrefilterBits, a superset of the map.
+type BindingFilterBits [bfilterWords]uint64
+
+func (p *BindingFilterBits) set(word, bit int) {
+	p[word+bit/64] |= 1 << (bit % 64)
 }
+
+// bindingFilterBit4 is bfilter_bit4 of bpf/lib/maps.h: Fibonacci hashing
+// of protocol, address and port.
+func bindingFilterBit4(proto Proto, addr [4]byte, port uint16) int {
+	key := uint64(binary.BigEndian.Uint32(addr[:]))<<32 | uint64(port)<<8 | uint64(proto)
+	return int((key * bfilterMultiplier) >> bfilterExact4Shift)
+}
+
+// AddBinding marks an IPv4 binding: its port when it binds every address,
+// else its bloom bit. IPv6 lookups do not read this map.
+func (p *BindingFilterBits) AddBinding(b Binding) {
+	addr := b.Host.Addr()
+	if !addr.Is4() && !addr.Is4In6() {
+		return
+	}
+	addr = addr.Unmap()
+	if !addr.IsUnspecified() {
+		p.set(bfilterExact4, bindingFilterBit4(b.Proto, addr.As4(), b.Host.Port()))
+		return
+	}
+	switch b.Proto {
+	case TCP:
+		p.set(bfilterWildTCP, int(b.Host.Port()))
+	case UDP:
+		p.set(bfilterWildUDP, int(b.Host.Port()))
+	}
+}
+
+// BindingFilter wraps the binding_filter map.
+type BindingFilter struct{ bitmapMap }
+
+func NewBindingFilter(m *ebpf.Map) *BindingFilter { return &BindingFilter{bitmapMap{m}} }
+
+// Read returns the map's words.
+func (f *BindingFilter) Read() (*BindingFilterBits, error) {
+	bits := new(BindingFilterBits)
+	if err := f.read(bits[:]); err != nil {
+		return nil, err
+	}
+	return bits, nil
+}
+
+// Write makes the map hold exactly bits.
+func (f *BindingFilter) Write(bits *BindingFilterBits) error { return f.write(bits[:]) }
+
+// Add sets bits in the map without clearing any, as Prefilter.Add.
+func (f *BindingFilter) Add(bits *BindingFilterBits) error { return f.add(bits[:]) }

@@ -28,6 +28,9 @@ const (
 	bindingAllowlist = 1 << 1
 )
 
+// HostAddr is the host address the key binds.
+func (k BindingKey) HostAddr() netip.Addr { return addrFromRaw(k.Family, k.Addr) }
+
 func (k BindingKey) String() string {
 	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(addrFromRaw(k.Family, k.Addr), hostPort(k.Port)), k.Proto)
 }

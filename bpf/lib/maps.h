@@ -6,6 +6,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "types.h"
 
 /* Bindings change rarely and can number 120k (60k ports, TCP and UDP):
@@ -137,6 +138,13 @@ struct {
 } prefilter SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BFILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} binding_filter SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);
@@ -206,6 +214,31 @@ static __always_inline int prefilter_maybe(__u32 base, __u32 index)
 		return 1;
 	bits = bpf_map_lookup_elem(&prefilter, &word);
 	return !bits || ((*bits >> (index & 63)) & 1);
+}
+
+/* prefilter_maybe for binding_filter: bit index of the bitmap at word
+ * base. The config is looked up again rather than kept: a pointer held
+ * across the caller's lookups would be spilled to a stack already full on
+ * tc_bridge's deepest chain. */
+static __always_inline int binding_filter_maybe(__u32 base, __u32 index)
+{
+	struct config *cfg = config_get();
+	__u32 word = base + (index >> 6);
+	__u64 *bits;
+
+	if (!cfg || !(cfg->flags & CONFIG_F_BINDING_FILTER))
+		return 1;
+	bits = bpf_map_lookup_elem(&binding_filter, &word);
+	return !bits || ((*bits >> (index & 63)) & 1);
+}
+
+/* The bloom bit of an IPv4 binding on one address; maps/prefilter.go
+ * computes the same. */
+static __always_inline __u32 bfilter_bit4(__u8 proto, __be32 addr, __be16 port)
+{
+	__u64 key = (__u64)bpf_ntohl(addr) << 32 | (__u32)bpf_ntohs(port) << 8 | proto;
+
+	return (key * BFILTER_MULTIPLIER) >> BFILTER_EXACT4_SHIFT;
 }
 
 #endif

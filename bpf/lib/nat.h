@@ -40,9 +40,12 @@ static __always_inline int hostaddr_has4(__be32 addr)
 /* Finds the binding for a destination: the exact host IP first, then the
  * wildcard binding, which only counts for the host's own addresses (a
  * packet routed through the host to somewhere else is not ours). is_local
- * says the caller already knows the destination is the host itself. */
-static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 daddr, __be16 dport,
-							      int is_local)
+ * says the caller already knows the destination is the host itself.
+ * filtered (a constant) lets binding_filter skip either lookup: every
+ * packet's path. A new flow's port search goes without it, as its stack
+ * has no room for the filter's word keys. */
+static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 daddr, __be16 dport,
+							    int is_local, int filtered)
 {
 	struct binding_key key = {
 		.family = PONTOON_AF_INET,
@@ -55,15 +58,27 @@ static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 
 		return NULL;
 	if (proto == IPPROTO_UDP && !prefilter_maybe(PREFILTER_UDP_PORTS, bpf_ntohs(dport)))
 		return NULL;
-	addr_set4(key.addr, daddr);
-	b = bpf_map_lookup_elem(&bindings, &key);
-	if (b)
-		return b;
+	if (!filtered || binding_filter_maybe(BFILTER_EXACT4, bfilter_bit4(proto, daddr, dport))) {
+		addr_set4(key.addr, daddr);
+		b = bpf_map_lookup_elem(&bindings, &key);
+		if (b)
+			return b;
+	}
+	if (filtered && proto == IPPROTO_TCP && !binding_filter_maybe(BFILTER_WILD_TCP, bpf_ntohs(dport)))
+		return NULL;
+	if (filtered && proto == IPPROTO_UDP && !binding_filter_maybe(BFILTER_WILD_UDP, bpf_ntohs(dport)))
+		return NULL;
 	addr_set4(key.addr, 0);
 	b = bpf_map_lookup_elem(&bindings, &key);
 	if (b && !is_local && !hostaddr_has4(daddr))
 		return NULL;
 	return b;
+}
+
+static __always_inline struct binding_value *binding_lookup4(__u8 proto, __be32 daddr, __be16 dport,
+							      int is_local)
+{
+	return binding_find4(proto, daddr, dport, is_local, 1);
 }
 
 /* Whether binding id (with BINDING_F_ALLOWLIST) accepts a client at

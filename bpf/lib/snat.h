@@ -155,7 +155,7 @@ static __always_inline int snat_claim_port4(struct __sk_buff *skb, const struct 
 		/* The reply comes from the server to nat_addr:port. */
 		tuple_key4(rev, t->proto, t->daddr, t->dport, nat_addr, port);
 		if (host_socket_holds(skb, t, nat_addr, port) ||
-		    (t->proto != IPPROTO_ICMP && binding_lookup4(t->proto, nat_addr, port, 1)))
+		    (t->proto != IPPROTO_ICMP && binding_find4(t->proto, nat_addr, port, 1, 0)))
 			goto next; /* the host's, or a published port's */
 		if (bpf_map_update_elem(&snat, rev, entry, BPF_NOEXIST) == 0) {
 			*nat_port = port;

@@ -166,6 +166,7 @@ struct sockrev_value {
 /* config.flags */
 #define CONFIG_F_FIB_REDIRECT (1 << 0) /* forward translated packets with bpf_redirect_neigh */
 #define CONFIG_F_PREFILTER (1 << 1)    /* the prefilter map is kept in step with bindings and networks */
+#define CONFIG_F_BINDING_FILTER (1 << 2) /* so is the binding_filter map */
 
 /* The prefilter map: bitmaps in 64-bit words that say which destination
  * ports some binding uses and which IPv4 /16s some network overlaps, so a
@@ -175,6 +176,21 @@ struct sockrev_value {
 #define PREFILTER_UDP_PORTS 1024
 #define PREFILTER_NETS4 2048    /* 1024 words, a bit per /16 */
 #define PREFILTER_WORDS 3072
+
+/* The binding_filter map: what a port bit cannot tell, for IPv4. A
+ * published port's bit is set when any address has it, so a packet for
+ * the host's own port 22 still paid two hash lookups (the exact address,
+ * then the wildcard) once some other address published port 22. Here the
+ * wildcard (0.0.0.0:port) bindings have their own port bitmaps, and the
+ * bindings on one address a bloom bit each (one hash function; 65,536 of
+ * them set about 6% of the bits). Same rule: a set bit means "look it up". */
+#define BFILTER_WILD_TCP 0 /* 1024 words, a bit per port */
+#define BFILTER_WILD_UDP 1024
+#define BFILTER_EXACT4 2048 /* 16384 words: bit bfilter_bit4(proto, addr, port) */
+#define BFILTER_EXACT4_SHIFT 44 /* 64 - 20: 2^20 bits */
+#define BFILTER_WORDS (2048 + 16384)
+/* Fibonacci hashing: the key times 2^64 / golden ratio, top 20 bits. */
+#define BFILTER_MULTIPLIER 0x9E3779B97F4A7C15ULL
 
 struct config {
 	__u64 host_netns_cookie; /* loopback is translated only in this netns */

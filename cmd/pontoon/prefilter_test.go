@@ -29,19 +29,34 @@ func TestPrefilterFollowsState(t *testing.T) {
 	want := new(maps.PrefilterBits)
 	want.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:8080")})
 	want.AddNetwork(netip.MustParsePrefix("10.78.0.0/24"))
-	if !covers(bits, want) {
+	if !covers(bits[:], want[:]) {
 		t.Fatal("prefilter lacks the published port or the network's /16")
 	}
+	wantBindings := new(maps.BindingFilterBits)
+	wantBindings.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:8080")})
+	if !covers(readBindingFilter(t, w.pins)[:], wantBindings[:]) {
+		t.Fatal("binding filter lacks the wildcard binding's port")
+	}
 	cfg := readConfig(t, w.pins)
-	if cfg.Flags&maps.ConfigPrefilter == 0 {
-		t.Fatalf("config flags %#x: the prefilter is not on", cfg.Flags)
+	if want := uint32(maps.ConfigPrefilter | maps.ConfigBindingFilter); cfg.Flags&want != want {
+		t.Fatalf("config flags %#x: the prefilter or the binding filter is not on", cfg.Flags)
 	}
 
-	// A port published while the filter is on is reachable straight away.
+	// Ports published while the filters are on are reachable straight
+	// away: on every address, and on the host's address alone, which the
+	// binding filter keeps apart.
 	w.ok("port", "publish", "c1", "8181:80")
 	dial := netip.AddrPortFrom(w.hostIP, 8181).String()
 	res, err := w.outside.Dial("tcp", dial)
 	expectEcho(t, res, err, w.outsideIP, dial)
+	w.ok("port", "publish", "c1", w.hostIP.String()+":8282:80")
+	dial = netip.AddrPortFrom(w.hostIP, 8282).String()
+	res, err = w.outside.Dial("tcp", dial)
+	expectEcho(t, res, err, w.outsideIP, dial)
+	wantBindings.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.AddrPortFrom(w.hostIP, 8282)})
+	if !covers(readBindingFilter(t, w.pins)[:], wantBindings[:]) {
+		t.Fatal("binding filter lacks the bit of the binding on the host's address")
+	}
 
 	// A flow of an earlier range: port 40000 is outside the default one.
 	snatMap := openPin(t, w.pins, "snat")
@@ -63,7 +78,7 @@ func TestPrefilterFollowsState(t *testing.T) {
 			t.Errorf("masqueraded flow half %+v outside the range survived the restart", k)
 		}
 	}
-	if !covers(readPrefilter(t, w.pins), want) {
+	if !covers(readPrefilter(t, w.pins)[:], want[:]) {
 		t.Fatal("prefilter after restart lacks the published port or the network")
 	}
 }
@@ -96,7 +111,17 @@ func readConfig(t *testing.T, pins string) maps.ConfigValue {
 	return v
 }
 
-func covers(have, want *maps.PrefilterBits) bool {
+func readBindingFilter(t *testing.T, pins string) *maps.BindingFilterBits {
+	t.Helper()
+	bits, err := maps.NewBindingFilter(openPin(t, pins, "binding_filter")).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bits
+}
+
+// covers says whether every bit of want is set in have.
+func covers(have, want []uint64) bool {
 	for i := range want {
 		if have[i]&want[i] != want[i] {
 			return false
