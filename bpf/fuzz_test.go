@@ -961,8 +961,8 @@ func (s fuzzSum) fix(p []byte) {
 // fuzzSums finds the checksums of the IPv4 packet at l3 that a receiver
 // would verify: the IP header's; TCP, UDP or ICMP when the datagram is
 // whole (no fragment) and its total length fits in the frame; in an ICMP
-// error, the quoted IP header's, and the quoted TCP or UDP checksum when
-// the whole quoted datagram is there. Inner ones come before outer ones,
+// error, the quoted IP header's, and the quoted TCP, UDP or ICMP checksum
+// when the whole quoted datagram is there. Inner ones come before outer ones,
 // so fixing them in order leaves every one right.
 func fuzzSums(p []byte, l3 int) []fuzzSum {
 	if len(p) < l3+20 || p[l3]>>4 != 4 {
@@ -1017,6 +1017,10 @@ func fuzzQuotedSums(p []byte, q, end int) []fuzzSum {
 	case unix.IPPROTO_TCP, unix.IPPROTO_UDP:
 		if s, ok := fuzzL4Sum("quoted ", p, q, q+ihl, q+total, proto); ok {
 			sums = append(sums, s)
+		}
+	case unix.IPPROTO_ICMP:
+		if total-ihl >= 8 { // a quoted echo's identifier is translated
+			sums = append(sums, fuzzSum{name: "quoted ICMP", start: q + ihl, end: q + total, at: q + ihl + 2, pseudo: -1})
 		}
 	}
 	return sums

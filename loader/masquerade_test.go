@@ -144,6 +144,10 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 		}
 	})
 
+	t.Run("errors about pings reach the container (traceroute -I, an unreachable host)", func(t *testing.T) {
+		pingErrors(t, w, w.OutsideIP, w.AIP, netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("198.51.100.7"))
+	})
+
 	t.Run("100 connections from two containers sharing source ports", func(t *testing.T) {
 		sharedSourcePorts(t, server, w.HostIP, w.A, w.B)
 	})
@@ -236,6 +240,51 @@ func testMasquerade(t *testing.T, forwardDrop bool) {
 			t.Fatalf("%d snat entries left after every lifetime passed", after)
 		}
 	})
+}
+
+// pingErrors: past the outside, beyond is routed on (over a link of its own)
+// and nowhere is unreachable. A ping from A with TTL 2 dies of time
+// exceeded at the outside, as traceroute -I's first probes do, and one to
+// nowhere gets an unreachable; both errors quote the ping as the outside
+// saw it, under the uplink's address, and must reach A quoting it as A
+// sent it.
+func pingErrors(t *testing.T, w *testenv.World, outsideIP, aIP, beyond, nowhere netip.Addr) {
+	t.Helper()
+	prefix, forwarding, unreachable := 24, "net.ipv4.ip_forward", uint8(3)
+	timeExceeded := uint8(11)
+	if beyond.Is6() {
+		prefix, forwarding, timeExceeded = 64, "net.ipv6.conf.all.forwarding", 3
+		unreachable = 1
+	}
+	// A veth pair of the outside's own stands for the link beyond (the
+	// kernels here have no dummy driver).
+	link := "ptx" + w.ID
+	w.Outside.Sysctl(t, forwarding, "1")
+	w.Outside.IP(t, "link", "add", link, "type", "veth", "peer", "name", "pty"+w.ID)
+	w.Outside.IP(t, "link", "set", link, "up")
+	w.Outside.IP(t, "link", "set", "pty"+w.ID, "up")
+	for _, c := range []struct {
+		dst netip.Addr
+		ttl int
+		typ uint8
+	}{{beyond, 2, timeExceeded}, {nowhere, 64, unreachable}} {
+		route := netip.PrefixFrom(c.dst, prefix).Masked().String()
+		w.Host.IP(t, "route", "add", route, "via", outsideIP.String())
+		if c.dst == beyond {
+			w.Outside.IP(t, "route", "add", route, "dev", link)
+		} else {
+			w.Outside.IP(t, "route", "add", "unreachable", route)
+		}
+		const id = 0x7e57
+		e, err := w.A.PingError(c.dst, id, c.ttl)
+		if err != nil {
+			t.Fatalf("ping %s with ttl %d: %v", c.dst, c.ttl, err)
+		}
+		if e.Type != c.typ || e.From != outsideIP || e.QuotedSrc != aIP || e.QuotedID != id {
+			t.Errorf("ping %s with ttl %d: icmp type %d from %s quoting %s id %#x, want type %d from %s quoting %s id %#x",
+				c.dst, c.ttl, e.Type, e.From, e.QuotedSrc, e.QuotedID, c.typ, outsideIP, aIP, id)
+		}
+	}
 }
 
 // configure does the agent's part: networks, uplink addresses, and BPF

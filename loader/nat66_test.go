@@ -75,6 +75,10 @@ func testNAT66(t *testing.T, redirect, forwardDrop bool) {
 		}
 	})
 
+	t.Run("errors about pings reach the container (traceroute -I, an unreachable host)", func(t *testing.T) {
+		pingErrors(t, w, outsideIP, aIP, netip.MustParseAddr("2001:db8:beef::7"), netip.MustParseAddr("2001:db8:dead::7"))
+	})
+
 	t.Run("100 connections from two containers sharing source ports", func(t *testing.T) {
 		sharedSourcePorts(t, at(80), hostIP, w.A, w.B)
 	})

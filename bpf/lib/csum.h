@@ -207,8 +207,14 @@ static __always_inline int rewrite_quoted4(struct __sk_buff *skb, const struct p
 	__u32 ip_csum = pkt->inner_l3_off + IP_CSUM_OFF;
 	__u32 l4_csum = l4_csum_off(pkt->inner.proto, pkt->inner_l4_off);
 	__u64 l4_flags = l4_csum_flags(pkt->inner.proto);
+	/* A quoted echo: its identifier is the port, and its checksum
+	 * covers no pseudo header, so the address leaves it alone. */
+	int echo = pkt->inner.proto == IPPROTO_ICMP;
 	__be16 old_ip_csum, old_l4_csum;
 	int has_l4_csum;
+
+	if (echo)
+		port_off = offsetof(struct icmphdr, id);
 
 	if (bpf_skb_load_bytes(skb, ip_csum, &old_ip_csum, sizeof(old_ip_csum)) < 0)
 		return -1;
@@ -218,7 +224,8 @@ static __always_inline int rewrite_quoted4(struct __sk_buff *skb, const struct p
 	if (!has_l4_csum)
 		l4_csum = 0;
 
-	if (rewrite_addr4(skb, pkt->inner_l3_off, addr_off, l4_csum, l4_flags, from_addr, to_addr) < 0)
+	if (rewrite_addr4(skb, pkt->inner_l3_off, addr_off, echo ? 0 : l4_csum, l4_flags, from_addr,
+			  to_addr) < 0)
 		return -1;
 	if (rewrite_port(skb, pkt->inner_l4_off + port_off, l4_csum, l4_flags, from_port, to_port, 0) < 0)
 		return -1;

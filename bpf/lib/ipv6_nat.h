@@ -229,13 +229,14 @@ struct ipv6_head {
 };
 
 /* The packet an ICMPv6 error quotes, as far as the quote goes: its
- * addresses and the ports of its TCP or UDP header. */
+ * addresses and the ports of its TCP or UDP header, or an echo's
+ * identifier as its port (parse_quoted_ipv4 says why). */
 static __noinline int parse_quoted6(struct __sk_buff *skb, struct packet6 *pkt)
 {
 	__u32 inner_l3_off = pkt->l4_off + ICMPV6_HDR_LEN;
 	struct ipv6_chain chain = {};
 	struct ipv6_head head;
-	__be16 ports[2];
+	__be16 ports[4]; /* or an echo's type and code, checksum, id, sequence */
 	int ret;
 
 	if (bpf_skb_load_bytes(skb, inner_l3_off, &head, sizeof(head)) < 0 ||
@@ -244,14 +245,31 @@ static __noinline int parse_quoted6(struct __sk_buff *skb, struct packet6 *pkt)
 		return PARSE_OTHER;
 	ret = ipv6_chain(skb, inner_l3_off + sizeof(struct ipv6hdr), head.nexthdr, pkt->l3_end,
 			 &chain);
-	if (ret != PARSE_OK || (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP))
-		return PARSE_OTHER;
-	/* The quoted ports must lie inside the ICMPv6 message, not in padding. */
-	if (chain.l4_off + sizeof(ports) > pkt->l3_end ||
-	    bpf_skb_load_bytes(skb, chain.l4_off, ports, sizeof(ports)) < 0)
+	if (ret != PARSE_OK)
 		return PARSE_OTHER;
 	pkt->inner_l4_off = chain.l4_off;
 	pkt->inner.proto = chain.proto;
+	if (chain.proto == NEXTHDR_ICMP) {
+		/* The quoted header must lie inside the ICMPv6 message, not in
+		 * padding. */
+		if (chain.l4_off + sizeof(ports) > pkt->l3_end ||
+		    bpf_skb_load_bytes(skb, chain.l4_off, ports, sizeof(ports)) < 0)
+			return PARSE_OTHER;
+		if (*(__u8 *)ports == ICMPV6_ECHO_REQUEST) {
+			pkt->inner.sport = ports[2];
+			pkt->inner.dport = 0;
+		} else if (*(__u8 *)ports == ICMPV6_ECHO_REPLY) {
+			pkt->inner.sport = 0;
+			pkt->inner.dport = ports[2];
+		} else {
+			return PARSE_OTHER;
+		}
+		return PARSE_ICMP_ERROR;
+	}
+	if (chain.proto != IPPROTO_TCP && chain.proto != IPPROTO_UDP)
+		return PARSE_OTHER;
+	if (chain.l4_off + 4 > pkt->l3_end || bpf_skb_load_bytes(skb, chain.l4_off, ports, 4) < 0)
+		return PARSE_OTHER;
 	pkt->inner.sport = ports[0];
 	pkt->inner.dport = ports[1];
 	return PARSE_ICMP_ERROR;
@@ -411,6 +429,10 @@ static __always_inline int rewrite_quoted6(struct __sk_buff *skb, const struct p
 
 	if (diff < 0)
 		return -1;
+	/* A quoted echo's identifier is its port; its checksum covers the
+	 * pseudo header, as TCP's and UDP's do. */
+	if (pkt->inner.proto == NEXTHDR_ICMP)
+		port_off = 4;
 	has_l4_csum = l4_csum + sizeof(old_l4_csum) <= pkt->l3_end &&
 		      bpf_skb_load_bytes(skb, l4_csum, &old_l4_csum, sizeof(old_l4_csum)) == 0;
 	if (!has_l4_csum)

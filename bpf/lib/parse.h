@@ -44,7 +44,7 @@ struct icmphdr {
 
 enum parse_result {
 	PARSE_OK = 0,     /* TCP or UDP with ports, or ICMP echo with its id */
-	PARSE_ICMP_ERROR, /* ICMP error carrying a TCP or UDP header */
+	PARSE_ICMP_ERROR, /* ICMP error carrying a TCP or UDP header, or an echo */
 	PARSE_NOT_IP,
 	PARSE_MALFORMED,
 	PARSE_FRAGMENT,   /* a later fragment whose first one we have not seen */
@@ -207,13 +207,17 @@ static __always_inline int ipv4_header(const struct iphdr *ip, __u32 off, struct
 }
 
 /* Loads the IPv4 header quoted by an ICMP error and the ports of the
- * TCP/UDP header behind it: all RFC 792 promises is 8 bytes of it. */
+ * TCP/UDP header behind it: all RFC 792 promises is 8 bytes of it. An
+ * echo's identifier is its port, as parse_packet reads it, so an error
+ * about a ping (an unreachable host, traceroute -I's time exceeded) finds
+ * the ping's flow. An error about an error is never sent (RFC 1122), nor
+ * translated. */
 static __always_inline int parse_quoted_ipv4(struct __sk_buff *skb, __u32 off, struct l4_tuple *t,
 					     __u32 *l4_off)
 {
 	struct ipv4_info info;
 	struct iphdr ip;
-	__be16 ports[2];
+	__be16 head[4]; /* ports; or an echo's type and code, checksum, id, sequence */
 	int ret;
 
 	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
@@ -222,13 +226,32 @@ static __always_inline int parse_quoted_ipv4(struct __sk_buff *skb, __u32 off, s
 	*l4_off = info.l4_off;
 	if (ret != PARSE_OK)
 		return ret;
-	if (ip.protocol == IPPROTO_ICMP)
-		return PARSE_OTHER;
-	if (bpf_skb_load_bytes(skb, *l4_off, ports, sizeof(ports)) < 0)
+	if (ip.protocol != IPPROTO_ICMP) {
+		if (bpf_skb_load_bytes(skb, *l4_off, head, 4) < 0)
+			return PARSE_MALFORMED;
+		t->sport = head[0];
+		t->dport = head[1];
+		return PARSE_OK;
+	}
+	if (bpf_skb_load_bytes(skb, *l4_off, head, sizeof(head)) < 0)
 		return PARSE_MALFORMED;
-	t->sport = ports[0];
-	t->dport = ports[1];
+	if (*(__u8 *)head == ICMP_ECHO) {
+		t->sport = head[2];
+		t->dport = 0;
+	} else if (*(__u8 *)head == ICMP_ECHOREPLY) {
+		t->sport = 0;
+		t->dport = head[2];
+	} else {
+		return PARSE_OTHER;
+	}
 	return PARSE_OK;
+}
+
+/* How much of the quoted transport header an ICMP error must hold: the
+ * ports, or an echo's header up to its identifier and sequence. */
+static __always_inline __u32 quoted_l4_need(__u8 proto)
+{
+	return proto == IPPROTO_ICMP ? 8 : 4;
 }
 
 static __always_inline int icmp_is_error(__u8 type)
@@ -406,7 +429,7 @@ icmp_error:
 	if (ret != PARSE_OK)
 		return ret == PARSE_FRAGMENT ? PARSE_OTHER : ret;
 	/* The quoted ports must lie inside the ICMP message, not in padding. */
-	if (pkt->inner_l4_off + 4 > pkt->l3_end)
+	if (pkt->inner_l4_off + quoted_l4_need(pkt->inner.proto) > pkt->l3_end)
 		return PARSE_OTHER;
 	return PARSE_ICMP_ERROR;
 }

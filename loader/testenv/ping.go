@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ping sends one ICMP echo request from inside the namespace and waits for
@@ -18,27 +20,48 @@ func (n *Netns) Ping(dst netip.Addr, id uint16) (netip.Addr, error) {
 			return fmt.Errorf("open icmp socket: %w", err)
 		}
 		defer c.Close()
-		req := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'p', 'o', 'n', 't', 'o', 'o', 'n'}
-		binary.BigEndian.PutUint16(req[4:], id)
-		binary.BigEndian.PutUint16(req[2:], icmpChecksum(req))
-		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-			return fmt.Errorf("send echo to %s: %w", dst, err)
+		if err := sendEcho(c, dst, id); err != nil {
+			return err
 		}
-		c.SetReadDeadline(time.Now().Add(dialTimeout))
-		buf := make([]byte, 1500)
-		for {
-			nr, peer, err := c.ReadFrom(buf)
-			if err != nil {
-				return fmt.Errorf("wait for echo reply from %s: %w", dst, err)
-			}
-			// A raw socket sees every ICMP message: wait for our reply.
-			if nr >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id {
-				from, _ = netip.AddrFromSlice(peer.(*net.IPAddr).IP.To4())
-				return nil
-			}
-		}
+		from, err = awaitICMP(c, dialTimeout, "echo reply from "+dst.String(), func(msg []byte) bool {
+			return len(msg) >= 8 && msg[0] == 0 && binary.BigEndian.Uint16(msg[4:]) == id
+		})
+		return err
 	})
 	return from, err
+}
+
+// sendEcho sends an echo request with identifier id on an ICMP or ICMPv6
+// raw socket.
+func sendEcho(c net.PacketConn, dst netip.Addr, id uint16) error {
+	req := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'p', 'o', 'n', 't', 'o', 'o', 'n'}
+	binary.BigEndian.PutUint16(req[4:], id)
+	if dst.Is6() {
+		req[0] = 128 // the kernel fills in an ICMPv6 raw socket's checksum
+	} else {
+		binary.BigEndian.PutUint16(req[2:], icmpChecksum(req))
+	}
+	if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}); err != nil {
+		return fmt.Errorf("send echo to %s: %w", dst, err)
+	}
+	return nil
+}
+
+// awaitICMP reads the raw socket c, which sees every ICMP message, until
+// one matches or timeout passes; it returns the sender of the match.
+func awaitICMP(c net.PacketConn, timeout time.Duration, what string, match func(msg []byte) bool) (netip.Addr, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, maxFrameLen)
+	for {
+		nr, peer, err := c.ReadFrom(buf)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("wait for %s: %w", what, err)
+		}
+		if match(buf[:nr]) {
+			from, _ := netip.AddrFromSlice(peer.(*net.IPAddr).IP)
+			return from.Unmap(), nil
+		}
+	}
 }
 
 func icmpChecksum(b []byte) uint16 {
@@ -69,22 +92,95 @@ func (n *Netns) Ping6(src, dst netip.Addr, id uint16) error {
 			return fmt.Errorf("open icmpv6 socket: %w", err)
 		}
 		defer c.Close()
-		// The kernel fills in an ICMPv6 raw socket's checksum.
-		req := []byte{128, 0, 0, 0, 0, 0, 0, 1, 'p', 'o', 'n', 't', 'o', 'o', 'n'}
-		binary.BigEndian.PutUint16(req[4:], id)
-		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}); err != nil {
-			return fmt.Errorf("send echo to %s: %w", dst, err)
+		if err := sendEcho(c, dst, id); err != nil {
+			return err
 		}
-		c.SetReadDeadline(time.Now().Add(dialTimeout))
-		buf := make([]byte, 1500)
-		for {
-			nr, _, err := c.ReadFrom(buf)
-			if err != nil {
-				return fmt.Errorf("wait for echo reply from %s: %w", dst, err)
-			}
-			if nr >= 8 && buf[0] == 129 && binary.BigEndian.Uint16(buf[4:]) == id {
-				return nil
-			}
-		}
+		_, err = awaitICMP(c, dialTimeout, "echo reply from "+dst.String(), func(msg []byte) bool {
+			return len(msg) >= 8 && msg[0] == 129 && binary.BigEndian.Uint16(msg[4:]) == id
+		})
+		return err
 	})
+}
+
+// ICMPError is an ICMP or ICMPv6 error a namespace got about one of its
+// pings, with the echo it quotes as it arrived.
+type ICMPError struct {
+	From       netip.Addr
+	Type, Code uint8
+	QuotedSrc  netip.Addr
+	QuotedID   uint16
+}
+
+// PingError sends one echo request to dst with the given TTL (hop limit)
+// and waits for an error about it, rather than a reply: traceroute -I's
+// time exceeded, or an unreachable destination.
+func (n *Netns) PingError(dst netip.Addr, id uint16, ttl int) (ICMPError, error) {
+	var got ICMPError
+	err := n.Do(func() error {
+		network, address, level, opt := "ip4:icmp", "0.0.0.0", unix.IPPROTO_IP, unix.IP_TTL
+		if dst.Is6() {
+			network, address, level, opt = "ip6:ipv6-icmp", "::", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS
+		}
+		c, err := net.ListenPacket(network, address)
+		if err != nil {
+			return fmt.Errorf("open %s socket: %w", network, err)
+		}
+		defer c.Close()
+		if err := setsockoptInt(c.(*net.IPConn), level, opt, ttl); err != nil {
+			return fmt.Errorf("set the echo's ttl: %w", err)
+		}
+		if err := sendEcho(c, dst, id); err != nil {
+			return err
+		}
+		got.From, err = awaitICMP(c, dialTimeout, "an icmp error about the echo to "+dst.String(), func(msg []byte) bool {
+			e, ok := quotedEcho(msg, dst.Is6(), id)
+			if ok {
+				got = e
+			}
+			return ok
+		})
+		return err
+	})
+	return got, err
+}
+
+// quotedEcho reads an error message (the IP header already stripped)
+// that quotes an echo request with identifier id.
+func quotedEcho(msg []byte, v6 bool, id uint16) (ICMPError, bool) {
+	e := ICMPError{}
+	if len(msg) < 8 {
+		return e, false
+	}
+	e.Type, e.Code = msg[0], msg[1]
+	q := msg[8:]
+	if v6 {
+		if (e.Type != 1 && e.Type != 3) || len(q) < 48 || q[40] != 128 {
+			return e, false
+		}
+		e.QuotedSrc = netip.AddrFrom16([16]byte(q[8:24]))
+		e.QuotedID = binary.BigEndian.Uint16(q[44:])
+		return e, e.QuotedID == id
+	}
+	if e.Type != 3 && e.Type != 11 || len(q) < 20 {
+		return e, false
+	}
+	ihl := int(q[0]&0x0f) * 4
+	if len(q) < ihl+8 || q[ihl] != 8 {
+		return e, false
+	}
+	e.QuotedSrc = netip.AddrFrom4([4]byte(q[12:16]))
+	e.QuotedID = binary.BigEndian.Uint16(q[ihl+4:])
+	return e, e.QuotedID == id
+}
+
+func setsockoptInt(c *net.IPConn, level, opt, value int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
 }

@@ -398,18 +398,10 @@ func (n *Netns) PingSize(dst netip.Addr, id uint16, size int, timeout time.Durat
 		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 			return fmt.Errorf("send %d-byte echo to %s: %w", size, dst, err)
 		}
-		c.SetReadDeadline(time.Now().Add(timeout))
-		buf := make([]byte, maxFrameLen)
-		for {
-			nr, peer, err := c.ReadFrom(buf)
-			if err != nil {
-				return fmt.Errorf("wait for echo reply from %s: %w", dst, err)
-			}
-			if nr == len(req) && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id {
-				from, _ = netip.AddrFromSlice(peer.(*net.IPAddr).IP.To4())
-				return nil
-			}
-		}
+		from, err = awaitICMP(c, timeout, "echo reply from "+dst.String(), func(msg []byte) bool {
+			return len(msg) == len(req) && msg[0] == 0 && binary.BigEndian.Uint16(msg[4:]) == id
+		})
+		return err
 	})
 	return from, err
 }
