@@ -58,7 +58,9 @@ static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 da
 		return NULL;
 	if (proto == IPPROTO_UDP && !prefilter_maybe(PREFILTER_UDP_PORTS, bpf_ntohs(dport)))
 		return NULL;
-	if (!filtered || binding_filter_maybe(BFILTER_EXACT4, bfilter_bit4(proto, daddr, dport))) {
+	/* 0.0.0.0 itself (a host socket's connect to it reaches loopback)
+	 * finds the wildcard binding as its exact one: no bloom bit says so. */
+	if (!filtered || !daddr || binding_filter_maybe(BFILTER_EXACT4, bfilter_bit4(proto, daddr, dport))) {
 		addr_set4(key.addr, daddr);
 		b = bpf_map_lookup_elem(&bindings, &key);
 		if (b)

@@ -80,6 +80,9 @@ func TestLifecycle(t *testing.T) {
 	t.Run("the host reaches the container through loopback and its own address", func(t *testing.T) {
 		for _, c := range []struct{ network, addr string }{
 			{"tcp", "127.0.0.1:8080"}, {"udp", "127.0.0.1:5353"}, {"tcp", hostTCP}, {"tcp", "127.0.0.1:9090"},
+			// Linux takes 0.0.0.0 for loopback; the wildcard binding
+			// is found for it, binding filter on.
+			{"tcp", "0.0.0.0:8080"}, {"udp", "0.0.0.0:5353"},
 		} {
 			res, err := w.host.DialFrom(t, w.cgroup, c.network, c.addr)
 			expectEcho(t, res, err, netip.MustParseAddr("10.77.0.1"), c.addr)
