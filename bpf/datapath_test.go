@@ -1378,6 +1378,31 @@ func BenchmarkDNAT(b *testing.B) {
 	}
 }
 
+// BenchmarkDNATWildcard is BenchmarkDNAT through bindings on every address
+// (0.0.0.0:80, what `-p 80:80` publishes), whose packets also ask
+// hostaddrs whether the address is the host's.
+func BenchmarkDNATWildcard(b *testing.B) {
+	o := loadObjects(b)
+	all := netip.IPv4Unspecified()
+	cycle := []maps.Binding{
+		{Proto: maps.TCP, Host: ap(all, 80), Backend: ap(backend, 8080), ID: 1},
+		{Proto: maps.TCP, Host: ap(all, 8080), Backend: ap(hostIP, 80), ID: 2},
+	}
+	if err := maps.NewBindings(o.Bindings).PutBatch(cycle); err != nil {
+		b.Fatal(err)
+	}
+	for _, a := range []netip.Addr{hostIP, backend} {
+		if err := maps.NewHostAddrs(o.Hostaddrs).Put(a, 2); err != nil {
+			b.Fatal(err)
+		}
+	}
+	putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(backend, 8080), Client: clientPort, Dialled: ap(hostIP, 80), BindingID: 1})
+	putCT(b, o.Ct, maps.CTEntry{Proto: maps.TCP, Backend: ap(hostIP, 80), Client: clientPort, Dialled: ap(backend, 8080), BindingID: 2})
+	in := tcpFrame(b, clientPort, ap(hostIP, 80), ack)
+	b.Run("tc", func(b *testing.B) { benchRun(b, o, o.UplinkIngress, in, "dnat") })
+	b.Run("xdp", func(b *testing.B) { benchRun(b, o, o.xdp(b), in, "dnat") })
+}
+
 // BenchmarkDNATUDP is BenchmarkDNAT for a UDP flow. A datagram may not
 // start a flow when a local socket owns its tuple; asking costs a socket
 // lookup, which the packets of a tracked flow must not pay.

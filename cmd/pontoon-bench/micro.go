@@ -28,7 +28,7 @@ type microSuite struct {
 }
 
 var microSuites = []microSuite{
-	{"./bpf", "^Benchmark(NotIP|Miss|DNAT|DNATUDP|RNAT)$", "1s", "200ms"},
+	{"./bpf", "^Benchmark(NotIP|Miss|DNAT|DNATWildcard|DNATUDP|RNAT)$", "1s", "200ms"},
 	{"./ipam", "^BenchmarkIPAMFill65535$", "10x", "5x"},
 	{"./cmd/pontoon", "^BenchmarkPublish60k$", "5x", "2x"},
 	{"./cmd/pontoon", "^Benchmark(PublishAt60k|UnpublishAt60k)$", "200x", "50x"},
@@ -55,6 +55,7 @@ type microGoal struct {
 var microGoals = []microGoal{
 	{"Miss/", "ns/pkt", "< 60 ns a packet", 60},
 	{"DNAT/", "ns/pkt", "< 150 ns a packet", 150},
+	{"DNATWildcard/", "ns/pkt", "< 150 ns a packet", 150},
 	{"DNATUDP/", "ns/pkt", "< 150 ns a packet", 150},
 	{"RNAT/", "ns/pkt", "< 150 ns a packet", 150},
 	{"IPAMFill65535/bolt", "ns/op", "< 10 ms", 10e6},
