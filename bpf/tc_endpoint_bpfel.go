@@ -29,6 +29,8 @@ type TcEndpointAllowValue struct {
 
 type TcEndpointBindingCounter struct {
 	_          structs.HostLayout
+	Id         uint32
+	Pad        uint32
 	PacketsIn  uint64
 	BytesIn    uint64
 	PacketsOut uint64

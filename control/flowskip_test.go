@@ -56,7 +56,7 @@ func TestUnpublishWalksOnlyForTraffic(t *testing.T) {
 
 	busy := publishOne("8080:80/tcp")
 	plantFlow(busy, 1)
-	if err := a.dp.Maps.BindingStats.Put(busy, maps.BindingCounter{PacketsIn: 1, BytesIn: 60}); err != nil {
+	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Put(busy, maps.BindingCounter{PacketsIn: 1, BytesIn: 60}); err != nil {
 		t.Fatal(err)
 	}
 	unpublish("8080:80/tcp")

@@ -152,7 +152,7 @@ func conntrackAgent(t *testing.T) *Agent {
 	a.dp.Maps.Endpoints = newMapOf(t, ebpf.Hash, maps.EndpointKey{}, maps.EndpointValue{}, 10)
 	a.dp.Maps.Bindings = newMapOf(t, ebpf.Hash, maps.BindingKey{}, maps.BindingValue{}, 1000)
 	a.dp.Maps.Stats = newMapOf(t, ebpf.PerCPUArray, uint32(0), maps.Counter{}, uint32(len(maps.StatNames)))
-	a.dp.Maps.BindingStats = newMapOf(t, ebpf.Hash, uint32(0), maps.BindingCounter{}, 100)
+	a.dp.Maps.BindingStats = newDatapathMap(t, "binding_stats")
 	a.bindings = maps.NewBindings(a.dp.Maps.Bindings)
 	a.writer = a.bindings
 	a.uplinks = map[int]Uplink{2: {Name: "eth0", Mode: string(loader.TCX)}}
@@ -201,11 +201,11 @@ func TestMetricsScrape(t *testing.T) {
 	a.st.ports["tcp/0.0.0.0/8080"] = &PortMapping{Endpoint: "web", Proto: "tcp", HostIP: netip.IPv4Unspecified(),
 		Host: ipam.PortRange{First: 8080, Last: 8089}, ID: 1}
 	traffic := maps.BindingCounter{PacketsIn: 7, BytesIn: 700, PacketsOut: 5, BytesOut: 500}
-	if err := a.dp.Maps.BindingStats.Put(uint32(1), traffic); err != nil {
+	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Put(1, traffic); err != nil {
 		t.Fatal(err)
 	}
 	// Counters no record explains are left out.
-	if err := a.dp.Maps.BindingStats.Put(uint32(2), traffic); err != nil {
+	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Put(2, traffic); err != nil {
 		t.Fatal(err)
 	}
 	a.metrics.observeGC(time.Now(), 4, -1)

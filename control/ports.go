@@ -117,7 +117,10 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 	v6 := newV6Ports(a.st.v6Mappings())
 	// One batch: the host's sockets are read once, and the ports and the
 	// mappings saved in one transaction, however many specs there are.
-	id := a.st.nextID
+	ids, nextID, err := a.st.newIDs(len(specs))
+	if err != nil {
+		return err
+	}
 	out := make([]*PortMapping, len(specs))
 	// Sized up front: grown by append, the slice was a fifth of what a
 	// 60,000-port publish allocated.
@@ -136,7 +139,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 			m := &PortMapping{
 				Endpoint: e.Name, Proto: spec.Proto.String(), HostIP: hostIPs[i], Host: pa.Ports,
 				Container: ipam.PortRange{First: spec.Container.First, Last: spec.Container.First + uint16(pa.Ports.Len()-1)},
-				Backend:   backends[i][0], Backend6: backends[i][1], ID: id + uint32(i), AllowFrom: allow,
+				Backend:   backends[i][0], Backend6: backends[i][1], ID: ids[i], AllowFrom: allow,
 			}
 			if err := v6.check(m); err != nil {
 				return fmt.Errorf("port spec %q: %w", req.Specs[i], err)
@@ -152,11 +155,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		if err := saveGroups(tx, out); err != nil {
 			return err
 		}
-		return putNextID(tx, id+uint32(len(specs)))
-	}
-	ids := make([]uint32, len(specs))
-	for i := range ids {
-		ids[i] = id + uint32(i)
+		return putNextID(tx, nextID)
 	}
 	counters := a.startCounters(ids)
 	held, err := a.ipam.AllocatePortsBatch(reqs, save)
@@ -168,7 +167,6 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		}
 		return err
 	}
-	id += uint32(len(specs))
 	// forget undoes the saved mappings and the ports, in one transaction.
 	forget := func() error {
 		released, err := a.ipam.ReleasePortsBatch(held, func(tx ipam.Tx) error {
@@ -237,7 +235,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		}
 		return withUndo(fmt.Errorf("write %d bindings: %w", len(bindings), putErr), errors.Join(undo...))
 	}
-	a.st.nextID = id
+	a.st.nextID = nextID
 	a.portsGen++
 	if slices.ContainsFunc(out, (*PortMapping).publishesIPv6) {
 		// bpf_fib_lookup and the stack both refuse to forward IPv6

@@ -58,6 +58,10 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	if err != nil {
 		return nil, err
 	}
+	ids, nextID, err := a.st.newIDs(len(s.kept))
+	if err != nil {
+		return nil, err
+	}
 	// ipam frees whole allocations only: free the range, take the kept
 	// parts again, and on failure take the whole range back.
 	if _, err := a.ipam.ReleasePorts(proto, m.HostIP, m.Host); err != nil {
@@ -83,13 +87,11 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 		taken = append(taken, k.Host)
 	}
 
-	id := a.st.nextID
 	kept := make([]*PortMapping, len(s.kept))
 	var bindings []maps.Binding
 	for i := range s.kept {
 		k := s.kept[i]
-		k.ID = id
-		id++
+		k.ID = ids[i]
 		kept[i] = &k
 		bs, err := mappingBindings(&k)
 		if err != nil {
@@ -106,7 +108,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 				return err
 			}
 		}
-		return putNextID(tx, id)
+		return putNextID(tx, nextID)
 	})
 	if err != nil {
 		return nil, withUndo(fmt.Errorf("save the split of %s ports %s: %w", m.Proto, m.Host, err), undoIPAM())
@@ -116,7 +118,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	for _, k := range kept {
 		a.st.putPort(k)
 	}
-	a.st.nextID = id
+	a.st.nextID = nextID
 
 	removed, err := mappingBindings(&s.removed)
 	if err != nil {
@@ -141,6 +143,10 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 		ct := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew)
 		if _, err := ct.DeleteBindingPorts(m.ID, s.removed.Host.First, s.removed.Host.Last); err != nil {
 			a.log.Warn("flush conntrack of unpublished ports", "id", m.ID, "ports", s.removed.Host.String(), "err", err)
+		}
+		// The old id's slot is free for the next mapping to take.
+		if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Delete([]uint32{m.ID}); err != nil {
+			a.log.Warn("delete traffic counters of a split mapping", "id", m.ID, "err", err)
 		}
 	}
 	out := s.removed

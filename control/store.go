@@ -65,6 +65,10 @@ type state struct {
 	index *portIndex
 	// groups holds the members of each group record (see saveGroups).
 	groups map[uint32][]*PortMapping
+	// slotOwners holds, for each binding_stats slot, the id of the live
+	// mapping counted there (0: none): built on first use, like index,
+	// and kept by putPort and deletePort.
+	slotOwners []uint32
 }
 
 // A publish saves its mappings in group records of up to groupSize, keyed
@@ -153,6 +157,7 @@ func (st *state) putPort(m *PortMapping) {
 		st.index.add(m)
 	}
 	st.ports[k] = m
+	st.holdSlot(m.ID)
 	if m.group != 0 {
 		if st.groups == nil {
 			st.groups = map[uint32][]*PortMapping{}
@@ -171,6 +176,7 @@ func (st *state) deletePort(m *PortMapping) {
 	if st.index != nil {
 		st.index.remove(old)
 	}
+	st.releaseSlot(old.ID)
 	if old.group != 0 {
 		members := slices.DeleteFunc(st.groups[old.group], func(x *PortMapping) bool { return x == old })
 		if len(members) == 0 {

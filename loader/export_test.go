@@ -4,4 +4,7 @@ package loader
 var (
 	CanUpgradeAllowFrom = canUpgradeAllowFrom
 	UpgradeAllowFrom    = upgradeAllowFrom
+
+	CanUpgradeBindingStats = canUpgradeBindingStats
+	UpgradeBindingStats    = upgradeBindingStats
 )

@@ -248,7 +248,7 @@ func (d *Datapath) loadSockPrograms(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 // incompatible build is an error rather than silently replaced: replacing
 // it would cut the programs still attached from the new state. The one
 // exceptions are tables of an older layout that migrate.go upgrades with
-// their entries: conntrack and allow_from.
+// their entries: conntrack, allow_from and binding_stats.
 func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 	for name, slot := range d.Maps.all() {
 		ms, ok := spec.Maps[name]
@@ -269,6 +269,13 @@ func (d *Datapath) openMaps(spec *ebpf.CollectionSpec) error {
 				m = upgraded
 			} else if err != nil && canUpgradeAllowFrom(name, ms, m) {
 				upgraded, err := upgradeAllowFrom(path, ms, m)
+				m.Close()
+				if err != nil {
+					return err
+				}
+				m = upgraded
+			} else if err != nil && canUpgradeBindingStats(name, ms, m) {
+				upgraded, err := upgradeBindingStats(path, ms, m)
 				m.Close()
 				if err != nil {
 					return err

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/pontoon-net/pontoon/maps"
 )
 
 // Conntrack pins of an older layout are upgraded rather than refused: the
@@ -242,4 +244,50 @@ func upgradeAllowFrom(path string, spec *ebpf.MapSpec, old *ebpf.Map) (*ebpf.Map
 		return nil, fmt.Errorf("upgrade allow_from: read the old table: %w", err)
 	}
 	return pinInPlace("allow_from", path, fresh)
+}
+
+// bindingCounterV1 is a value of binding_stats when it was a hash keyed by
+// binding id, before it was an array of slots that name their binding.
+type bindingCounterV1 struct {
+	PacketsIn, BytesIn, PacketsOut, BytesOut uint64
+}
+
+// canUpgradeBindingStats says whether pinned is binding_stats of the
+// layout before slots: a hash of counters keyed by binding id.
+func canUpgradeBindingStats(name string, spec *ebpf.MapSpec, pinned *ebpf.Map) bool {
+	return name == "binding_stats" && spec.Type == ebpf.Array && pinned.Type() == ebpf.Hash &&
+		pinned.KeySize() == 4 && pinned.ValueSize() == uint32(binary.Size(bindingCounterV1{}))
+}
+
+// upgradeBindingStats copies each binding's counts from old, pinned at
+// path, into its slot of a table of spec's layout pinned in old's place.
+// Of ids that share a slot, one keeps its counts and the agent's sync
+// settles the rest. Packets the programs still attached count in the old
+// table until they are swapped are not copied: counters are for watching,
+// and a fraction of a second of them is not worth a second pass.
+func upgradeBindingStats(path string, spec *ebpf.MapSpec, old *ebpf.Map) (*ebpf.Map, error) {
+	fresh, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("create upgraded binding_stats: %w", err)
+	}
+	stats := maps.NewBindingStats(fresh)
+	var (
+		id uint32
+		c  bindingCounterV1
+	)
+	it := old.Iterate()
+	for it.Next(&id, &c) {
+		if _, taken := stats.Get(id); taken {
+			continue
+		}
+		if err := stats.Put(id, maps.BindingCounter(c)); err != nil {
+			fresh.Close()
+			return nil, fmt.Errorf("upgrade binding_stats: %w", err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		fresh.Close()
+		return nil, fmt.Errorf("upgrade binding_stats: read the old table: %w", err)
+	}
+	return pinInPlace("binding_stats", path, fresh)
 }

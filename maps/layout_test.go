@@ -38,7 +38,7 @@ func TestLayoutsMatchBTF(t *testing.T) {
 		{"endpoints", EndpointKey{}, EndpointValue{}},
 		{"netns", NetnsKey{}, NetnsValue{}},
 		{"frags", FragKey{}, FragValue{}},
-		{"binding_stats", nil, BindingCounter{}},
+		{"binding_stats", nil, bindingSlot{}},
 		{"allow_from", AllowFromKey{}, AllowFromValue{}},
 	}
 	for _, m := range mirrors {

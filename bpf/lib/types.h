@@ -283,10 +283,14 @@ struct counter {
 	__u64 bytes;
 };
 
-/* What one published port mapping carried, by binding id: "in"
- * towards its container (DNAT), "out" its replies (reverse NAT). Packets
- * count wire segments, so a GRO aggregate counts as what arrived. */
+/* What one published port mapping carried: "in" towards its container
+ * (DNAT), "out" its replies (reverse NAT). Packets count wire segments, so
+ * a GRO aggregate counts as what arrived. id is the binding whose counts
+ * the slot holds (0: none): a conntrack entry that outlived its binding
+ * finds another binding's slot, and must count nothing. */
 struct binding_counter {
+	__u32 id;
+	__u32 pad;
 	__u64 packets_in;
 	__u64 bytes_in;
 	__u64 packets_out;
