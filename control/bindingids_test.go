@@ -1,7 +1,6 @@
 package control
 
 import (
-	"errors"
 	"slices"
 	"testing"
 
@@ -10,43 +9,45 @@ import (
 )
 
 // TestNewIDsSkipHeldSlots: ids go on from nextID, past those whose
-// binding_stats slot a live mapping holds and past 0; a request for more
-// slots than are free is refused and changes nothing.
+// binding_stats slot a live mapping holds and past 0. Once no slot is
+// free, ids are still given out, distinct, and listed as uncounted.
 func TestNewIDsSkipHeldSlots(t *testing.T) {
 	st := &state{ports: map[string]*PortMapping{}, nextID: 1 + maps.BindingStatsSlots}
-	for _, id := range []uint32{1, 3} {
-		st.putPort(&PortMapping{Endpoint: "web", Proto: "tcp", ID: id, Host: ipam.PortRange{First: uint16(8000 + id), Last: uint16(8000 + id)}})
+	mapping := func(id uint32, port uint16) *PortMapping {
+		return &PortMapping{Endpoint: "web", Proto: "tcp", ID: id, Host: ipam.PortRange{First: port, Last: port}}
 	}
-	ids, next, err := st.newIDs(3)
-	if want := []uint32{2 + maps.BindingStatsSlots, 4 + maps.BindingStatsSlots, 5 + maps.BindingStatsSlots}; err != nil || !slices.Equal(ids, want) || next != want[2]+1 {
-		t.Fatalf("newIDs(3) = %v, next %d, %v; want %v, next %d", ids, next, err, want, want[2]+1)
+	st.putPort(mapping(1, 8001))
+	st.putPort(mapping(3, 8003))
+	ids, counted, next := st.newIDs(3)
+	if want := []uint32{2 + maps.BindingStatsSlots, 4 + maps.BindingStatsSlots, 5 + maps.BindingStatsSlots}; !slices.Equal(ids, want) || !slices.Equal(counted, want) || next != want[2]+1 {
+		t.Fatalf("newIDs(3) = %v (counted %v), next %d; want %v, all counted, next %d", ids, counted, next, want, want[2]+1)
 	}
 
-	// A mapping that goes frees its slot.
-	st.deletePort(&PortMapping{Endpoint: "web", Proto: "tcp", ID: 1, Host: ipam.PortRange{First: 8001, Last: 8001}})
-	if ids, _, err := st.newIDs(1); err != nil || ids[0] != 1+maps.BindingStatsSlots {
-		t.Fatalf("after id 1 went, newIDs(1) = %v, %v; want [%d]", ids, err, 1+maps.BindingStatsSlots)
+	// A mapping that goes frees its slot, and so does one replaced by
+	// a mapping of another id under the same key.
+	st.deletePort(mapping(1, 8001))
+	st.putPort(mapping(7, 8003))
+	if ids, _, _ := st.newIDs(3); !slices.Equal(ids, []uint32{1 + maps.BindingStatsSlots, 2 + maps.BindingStatsSlots, 3 + maps.BindingStatsSlots}) {
+		t.Fatalf("after ids 1 and 3 went, newIDs(3) = %v; want slots 1, 2 and 3", ids)
 	}
 
 	st.nextID = ^uint32(0)
-	if ids, next, err := st.newIDs(2); err != nil || !slices.Equal(ids, []uint32{^uint32(0), 1}) || next != 2 {
-		t.Fatalf("newIDs(2) at the end of the id space = %v, next %d, %v; want [%d 1], next 2", ids, next, err, ^uint32(0))
+	if ids, _, next := st.newIDs(2); !slices.Equal(ids, []uint32{^uint32(0), 1}) || next != 2 {
+		t.Fatalf("newIDs(2) at the end of the id space = %v, next %d; want [%d 1], next 2", ids, next, ^uint32(0))
 	}
 
-	// Every slot but two held.
-	for id := uint32(4); id < maps.BindingStatsSlots; id++ {
+	// Every slot but two held: two ids counted, the third shares a slot.
+	for id := uint32(8); id <= maps.BindingStatsSlots; id++ {
 		st.holdSlot(id)
 	}
-	st.holdSlot(maps.BindingStatsSlots) // slot 0
-	before := st.nextID
-	if _, _, err := st.newIDs(3); !errors.Is(err, ErrConflict) {
-		t.Fatalf("newIDs(3) with two slots free: %v, want a conflict", err)
-	}
-	if st.nextID != before {
-		t.Fatalf("a refused newIDs moved nextID from %d to %d", before, st.nextID)
-	}
-	if ids, _, err := st.newIDs(2); err != nil || len(ids) != 2 {
-		t.Fatalf("newIDs(2) with two slots free = %v, %v", ids, err)
+	st.holdSlot(3)
+	st.holdSlot(4)
+	st.holdSlot(5)
+	st.holdSlot(6)
+	st.nextID = 1
+	ids, counted, next = st.newIDs(3)
+	if !slices.Equal(counted, []uint32{1, 2}) || len(ids) != 3 || ids[0] != 1 || ids[1] != 2 || ids[2] <= 2 || next != ids[2]+1 {
+		t.Fatalf("newIDs(3) with slots 1 and 2 free = %v (counted %v), next %d; want 1 and 2 counted and a third id past them", ids, counted, next)
 	}
 }
 
@@ -64,7 +65,7 @@ func TestPublishAfterIDsWrapKeepsCounters(t *testing.T) {
 	if err := stats.Put(old, maps.BindingCounter{PacketsIn: 9}); err != nil {
 		t.Fatal(err)
 	}
-	a.st.nextID = old + maps.BindingStatsSlots // as after 65,536 publishes
+	a.st.nextID = old + maps.BindingStatsSlots - 1 // as after 65,535 publishes
 	next, err := a.Publish(PublishRequest{Endpoint: "web", Specs: []string{"8081:80/tcp", "8082:80/udp"}})
 	if err != nil {
 		t.Fatal(err)
@@ -79,5 +80,24 @@ func TestPublishAfterIDsWrapKeepsCounters(t *testing.T) {
 	}
 	if c, ok := stats.Get(old); !ok || c.PacketsIn != 9 {
 		t.Errorf("binding %d after the wrap: %+v, own slot %v; want its 9 packets in", old, c, ok)
+	}
+
+	// Through the API, the client learns the ids the agent gave: they
+	// skip the slots of the three mappings above, so they are not
+	// consecutive.
+	a.st.nextID = old + 2*maps.BindingStatsSlots - 2
+	c := serveAPI(t, a, nil)
+	got, err := c.Publish(PublishRequest{Endpoint: "web", Specs: []string{"8083:80/tcp", "8084:80/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range got {
+		held, ok := a.st.ports[portKey(m)]
+		if !ok || held.ID != m.ID {
+			t.Errorf("client says %s has id %d; the agent holds %v", m.Host, m.ID, held)
+		}
+	}
+	if got[1].ID == got[0].ID+1 {
+		t.Errorf("ids %d and %d are consecutive: the request did not skip a held slot, the test proves nothing", got[0].ID, got[1].ID)
 	}
 }

@@ -17,15 +17,10 @@ func bindingIDs(bindings []maps.Binding) []uint32 {
 	return ids
 }
 
-// createBindingCounters gives the mappings about to be published their
-// traffic counters, before their bindings can carry a packet. Counters are
-// for watching, not for forwarding: a mapping that gets none (the map
-// holds 65,536) is published all the same, with a warning.
-func (a *Agent) createBindingCounters(bindings []maps.Binding) error {
-	a.createCounters(bindingIDs(bindings))
-	return nil
-}
-
+// createCounters gives the mappings about to be published their traffic
+// counters, before their bindings can carry a packet. Counters are for
+// watching, not for forwarding: a mapping that gets none is published all
+// the same, with a warning.
 func (a *Agent) createCounters(ids []uint32) {
 	if err := maps.NewBindingStats(a.dp.Maps.BindingStats).Create(ids); err != nil {
 		a.log.Warn("published without traffic counters; unpublish unused mappings to make room", "err", err)
@@ -36,10 +31,9 @@ func (a *Agent) createCounters(ids []uint32) {
 // goroutine of its own, while ipam finds and commits the ports: a kernel
 // map batch of 60,000 takes tens of milliseconds, and a second core can
 // take it. Below overlapAbove ids, wait makes them in the caller, after
-// the commit, as createBindingCounters does. drop, for a publish that
-// failed, deletes whatever was made: ids of a failed publish are given
-// again, and a counter that saw its packets would count them for the next
-// mapping.
+// the commit. drop, for a publish that failed, deletes whatever was made:
+// ids of a failed publish are given again, and a counter that saw its
+// packets would count them for the next mapping.
 type countersAhead struct {
 	a    *Agent
 	ids  []uint32

@@ -196,8 +196,9 @@ func (c *Client) Publish(req PublishRequest) ([]*PortMapping, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	// The compact reply is at most 6 bytes a spec, and some 200 more.
-	body, err := readString(resp.Body, 6*len(req.Specs)+512)
+	// The compact reply is at most 6 bytes a spec (17 when it lists the
+	// binding ids), and some 200 more.
+	body, err := readString(resp.Body, 17*len(req.Specs)+512)
 	if err != nil {
 		return nil, fmt.Errorf("read agent reply: %w", err)
 	}

@@ -117,10 +117,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 	v6 := newV6Ports(a.st.v6Mappings())
 	// One batch: the host's sockets are read once, and the ports and the
 	// mappings saved in one transaction, however many specs there are.
-	ids, nextID, err := a.st.newIDs(len(specs))
-	if err != nil {
-		return err
-	}
+	ids, counted, nextID := a.st.newIDs(len(specs))
 	out := make([]*PortMapping, len(specs))
 	// Sized up front: grown by append, the slice was a fifth of what a
 	// 60,000-port publish allocated.
@@ -157,7 +154,7 @@ func (a *Agent) publish(req PublishRequest, answer func(*Endpoint, []*PortMappin
 		}
 		return putNextID(tx, nextID)
 	}
-	counters := a.startCounters(ids)
+	counters := a.startCounters(counted)
 	held, err := a.ipam.AllocatePortsBatch(reqs, save)
 	if err != nil {
 		counters.drop()

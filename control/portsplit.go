@@ -58,10 +58,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids, nextID, err := a.st.newIDs(len(s.kept))
-	if err != nil {
-		return nil, err
-	}
+	ids, counted, nextID := a.st.newIDs(len(s.kept))
 	// ipam frees whole allocations only: free the range, take the kept
 	// parts again, and on failure take the whole range back.
 	if _, err := a.ipam.ReleasePorts(proto, m.HostIP, m.Host); err != nil {
@@ -130,9 +127,7 @@ func (a *Agent) unpublishPart(s mappingSplit) (*PortMapping, error) {
 	}
 	// Same keys as before, so the prefilter covers them already; the new
 	// ids need their traffic counters before a packet can use them.
-	if err := a.createBindingCounters(bindings); err != nil {
-		return nil, fmt.Errorf("%w; restart the agent to reconcile the datapath with the state", err)
-	}
+	a.createCounters(counted)
 	if err := a.writer.PutBatch(bindings); err != nil {
 		return nil, fmt.Errorf("rewrite the bindings of the ports kept: %w; restart the agent to reconcile the bindings map with the state", err)
 	}

@@ -18,11 +18,20 @@ func publishHostIP(spec PortSpec) netip.Addr {
 }
 
 // publishedPorts is the compact reply of a publish: ms are the request's
-// new mappings in spec order, with consecutive binding ids.
+// new mappings in spec order. Their binding ids are listed only when they
+// are not consecutive.
 func publishedPorts(e *Endpoint, ms []*PortMapping) *PublishedPorts {
 	p := &PublishedPorts{Endpoint: e.Name, FirstID: ms[0].ID, EndpointIP: e.IP, EndpointIPv6: e.IPv6, HostPorts: make([]uint16, len(ms))}
+	consecutive := true
 	for i, m := range ms {
 		p.HostPorts[i] = m.Host.First
+		consecutive = consecutive && m.ID == p.FirstID+uint32(i)
+	}
+	if !consecutive {
+		p.IDs = make([]uint32, len(ms))
+		for i, m := range ms {
+			p.IDs[i] = m.ID
+		}
 	}
 	return p
 }
@@ -33,6 +42,9 @@ func publishedPorts(e *Endpoint, ms []*PortMapping) *PublishedPorts {
 func (p *PublishedPorts) mappings(req PublishRequest) ([]*PortMapping, error) {
 	if len(p.HostPorts) != len(req.Specs) {
 		return nil, fmt.Errorf("read agent reply: %d host ports for %d port specs; the agent and this client disagree on the API: run the same version of both", len(p.HostPorts), len(req.Specs))
+	}
+	if p.IDs != nil && len(p.IDs) != len(req.Specs) {
+		return nil, fmt.Errorf("read agent reply: %d binding ids for %d port specs; the agent and this client disagree on the API: run the same version of both", len(p.IDs), len(req.Specs))
 	}
 	allow, err := parseAllowFrom(req.AllowFrom)
 	if err != nil {
@@ -61,6 +73,9 @@ func (p *PublishedPorts) mappings(req PublishRequest) ([]*PortMapping, error) {
 			Endpoint: p.Endpoint, Proto: spec.Proto.String(), HostIP: hostIP,
 			Host: ipam.PortRange{First: first, Last: first + uint16(n-1)}, Container: spec.Container,
 			Backend: backend, Backend6: backend6, ID: p.FirstID + uint32(i), AllowFrom: allow,
+		}
+		if p.IDs != nil {
+			all[i].ID = p.IDs[i]
 		}
 		out[i] = &all[i]
 	}

@@ -65,10 +65,11 @@ type state struct {
 	index *portIndex
 	// groups holds the members of each group record (see saveGroups).
 	groups map[uint32][]*PortMapping
-	// slotOwners holds, for each binding_stats slot, the id of the live
-	// mapping counted there (0: none): built on first use, like index,
+	// slotUsers counts, for each binding_stats slot, the live mappings
+	// whose id falls in it (more than one only past 65,536 mappings, or
+	// for ids given out before slots): built on first use, like index,
 	// and kept by putPort and deletePort.
-	slotOwners []uint32
+	slotUsers []uint32
 }
 
 // A publish saves its mappings in group records of up to groupSize, keyed
@@ -150,11 +151,15 @@ func (st *state) reservePorts(endpoint string, n int) {
 
 func (st *state) putPort(m *PortMapping) {
 	k := portKey(m)
+	old := st.ports[k]
 	if st.index != nil {
-		if old := st.ports[k]; old != nil {
+		if old != nil {
 			st.index.remove(old)
 		}
 		st.index.add(m)
+	}
+	if old != nil {
+		st.releaseSlot(old.ID)
 	}
 	st.ports[k] = m
 	st.holdSlot(m.ID)

@@ -256,7 +256,8 @@ type PublishRequest struct {
 // PublishedPorts is the compact reply to a publish request sent as
 // POST /v1/ports?reply=ports, what a client that made the request needs
 // to know of its mappings: the request's spec i became mapping i, with
-// binding id FirstID+i, host ports HostPorts[i] onwards (as many as spec
+// binding id FirstID+i (IDs[i] when IDs is there: ids skip those whose
+// traffic counters' slot a live mapping holds), host ports HostPorts[i] onwards (as many as spec
 // i's container ports), and the endpoint's addresses as its backends.
 // Everything else is in the request. The full reply of 60,000 mappings
 // is 11 MB of JSON whose decoding was most of a client's publish; this
@@ -267,6 +268,7 @@ type PublishedPorts struct {
 	EndpointIP   netip.Addr `json:"endpoint_ip"`
 	EndpointIPv6 netip.Addr `json:"endpoint_ipv6,omitzero"`
 	HostPorts    []uint16   `json:"host_ports"`
+	IDs          []uint32   `json:"ids,omitempty"`
 }
 
 // UnpublishRequest removes the mappings of an endpoint matching Spec.
