@@ -30,11 +30,38 @@
  * CLOCK_MONOTONIC, tick precision) is precise enough and costs a fraction
  * of bpf_ktime_get_ns() on CPUs with speculation mitigations. Before 5.11
  * the precise clock stands in: same base, so entries stay comparable. */
-static __always_inline __u64 ct_now(void)
+static __always_inline __u64 ct_clock_read(void)
 {
 	if (kernel_has_coarse_clock)
 		return bpf_ktime_get_coarse_ns();
 	return bpf_ktime_get_ns();
+}
+
+/* The clock as last read, with the jiffy it was read in packed into its
+ * low bits: coarse time moves only when jiffies does, and bpf_jiffies64()
+ * is a load once the verifier inlines it, so the clock itself is read
+ * once a tick, by whichever CPU sees the tick first, where a call a
+ * packet was a tenth of a DNAT's time. One 64-bit word, written and read
+ * whole: a reading is used only in the jiffy it was taken in, whatever
+ * order CPUs see writes in. Times are thus multiples of 2^24 ns (17 ms),
+ * and a reading can be a tick behind (taken between a tick's jiffy and
+ * its time); each object keeps its own, so a stamp from another may be
+ * ahead: time differences are compared signed. */
+#define CT_CLOCK_JIFFY_MASK ((1ULL << 24) - 1)
+
+static __u64 ct_clock;
+
+static __always_inline __u64 ct_now(void)
+{
+	__u64 jiffy = bpf_jiffies64() & CT_CLOCK_JIFFY_MASK;
+	__u64 cached = *(volatile __u64 *)&ct_clock;
+	__u64 now;
+
+	if (cached && (cached & CT_CLOCK_JIFFY_MASK) == jiffy)
+		return cached & ~CT_CLOCK_JIFFY_MASK;
+	now = ct_clock_read() & ~CT_CLOCK_JIFFY_MASK;
+	*(volatile __u64 *)&ct_clock = now | jiffy;
+	return now;
 }
 
 static __always_inline int tcp_is_syn(const struct packet *pkt)
@@ -145,7 +172,7 @@ static __always_inline void ct_stamp(__u64 *last_seen_ns)
 {
 	__u64 now = ct_now();
 
-	if (now - *last_seen_ns > CT_REFRESH_NS)
+	if ((__s64)(now - *last_seen_ns) > (__s64)CT_REFRESH_NS)
 		*last_seen_ns = now;
 }
 
@@ -175,7 +202,7 @@ static __always_inline int ct_replaceable(const struct ct_value *v, __u8 proto)
 		return 1;
 	if (proto == IPPROTO_TCP && (v->tcp_flags & CT_TCP_ESTABLISHED))
 		return 0;
-	return ct_now() - v->last_seen_ns > CT_TAKEOVER_IDLE_NS;
+	return (__s64)(ct_now() - v->last_seen_ns) > (__s64)CT_TAKEOVER_IDLE_NS;
 }
 
 /* Finds a DNAT flow by its reply tuple in either table; *is_new says it
