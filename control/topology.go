@@ -6,11 +6,9 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/pontoon-net/pontoon/loader"
 	"github.com/pontoon-net/pontoon/maps"
@@ -143,32 +141,13 @@ func linkLocal(mac [6]byte) (netip.Addr, bool) {
 	return netip.AddrFrom16(b), true
 }
 
-// netnsCookieAt reads the cookie of the namespace at path from a thread
-// that enters it; the thread stays locked and dies with its goroutine, so
-// nothing else ever runs in that namespace.
-func netnsCookieAt(path string) (uint64, error) {
-	type result struct {
-		cookie uint64
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: fmt.Errorf("open netns %s: %w", path, err)}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
-			return
-		}
-		cookie, err := loader.NetnsCookie()
-		done <- result{cookie, err}
-	}()
-	r := <-done
-	return r.cookie, r.err
+// netnsCookieAt reads the cookie of the namespace at path from inside it.
+func netnsCookieAt(path string) (cookie uint64, err error) {
+	err = loader.InNetns(path, func() (err error) {
+		cookie, err = loader.NetnsCookie()
+		return err
+	})
+	return cookie, err
 }
 
 // tcpOpeningLifetime is how long a TCP flow whose handshake never

@@ -7,14 +7,57 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/pontoon-net/pontoon/bpf"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
+
+// InNetns runs fn on a thread inside the network namespace at path and
+// brings that thread back before anything else runs on it. Sockets fn
+// opens stay in the namespace. A thread left inside would be ended with
+// its goroutine, except the process's first: Go never ends that one, and
+// /proc/PID/ns/net, which names the first thread's namespace, would name
+// a container's from then on.
+func InNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- inNetnsLocked(path, fn)
+	}()
+	return <-errc
+}
+
+func inNetnsLocked(path string, fn func() error) error {
+	home, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own netns: %w", err)
+	}
+	defer home.Close()
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	fnErr := fn()
+	if err := netns.Set(home); err != nil {
+		// Stay locked: the thread ends with this goroutine.
+		return errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", path, err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
 
 // NetnsCookie identifies the calling thread's network namespace the way
 // bpf_get_netns_cookie() does inside the socket hooks, which only translate

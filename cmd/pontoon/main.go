@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,12 @@ type opts struct {
 }
 
 func (o *opts) client() *control.Client { return control.NewClient(o.socket) }
+
+// The process's first thread stays with main's goroutine, so none other
+// ever runs on it: it stays in the agent's namespace even should a thread
+// be lost inside a container's, and /proc/PID/ns/net, which names the
+// first thread's namespace, keeps naming the agent's.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if err := newRoot().Execute(); err != nil {

@@ -9,11 +9,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -157,27 +155,9 @@ func (n *Netns) Sysctl(t testing.TB, key, value string) {
 	n.Exec(t, "sysctl", "-qw", key+"="+value)
 }
 
-// Do runs fn on a thread inside the namespace. The thread stays locked and
-// so dies with its goroutine: no other goroutine ever runs in the wrong
-// namespace. Sockets created by fn stay in the namespace afterwards.
-func (n *Netns) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked, on purpose
-		fd, err := unix.Open(n.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// Do runs fn on a thread inside the namespace (loader.InNetns). Sockets
+// created by fn stay in the namespace afterwards.
+func (n *Netns) Do(fn func() error) error { return loader.InNetns(n.Path(), fn) }
 
 // Veth joins two namespaces with a veth pair.
 func Veth(t testing.TB, a *Netns, aName string, b *Netns, bName string) {
