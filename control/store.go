@@ -67,8 +67,8 @@ type state struct {
 	groups map[uint32][]*PortMapping
 	// slotUsers counts, for each binding_stats slot, the live mappings
 	// whose id falls in it (more than one only past 65,536 mappings, or
-	// for ids given out before slots): built on first use, like index,
-	// and kept by putPort and deletePort.
+	// for ids given out before slots): built when the agent starts (or on
+	// first use), and kept by putPort and deletePort.
 	slotUsers []uint32
 }
 
