@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/pontoon-net/pontoon/bpf"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,36 +26,44 @@ import (
 func InNetns(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
+		err := fmt.Errorf("in netns %s: the function ended its goroutine", path)
+		defer func() { errc <- err }() // also after runtime.Goexit in fn
 		runtime.LockOSThread()
-		errc <- inNetnsLocked(path, fn)
+		err = inNetnsLocked(path, fn)
 	}()
 	return <-errc
 }
 
-func inNetnsLocked(path string, fn func() error) error {
-	home, err := netns.Get()
+// inNetnsLocked is InNetns on the calling goroutine, locked to its thread;
+// it unlocks the thread once the thread is home again.
+func inNetnsLocked(path string, fn func() error) (err error) {
+	// thread-self, not /proc/PID/task/TID: /proc may be another pid
+	// namespace's.
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("open own netns: %w", err)
 	}
-	defer home.Close()
-	target, err := netns.GetFromPath(path)
+	defer unix.Close(home)
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("open netns %s: %w", path, err)
 	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("enter netns %s: %w", path, err)
 	}
-	fnErr := fn()
-	if err := netns.Set(home); err != nil {
-		// Stay locked: the thread ends with this goroutine.
-		return errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", path, err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
+	defer func() {
+		if serr := unix.Setns(home, unix.CLONE_NEWNET); serr != nil {
+			// Stay locked: the thread ends with this goroutine.
+			err = errors.Join(err, fmt.Errorf("leave netns %s: %w", path, serr))
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	return fn()
 }
 
 // NetnsCookie identifies the calling thread's network namespace the way
