@@ -8,7 +8,7 @@ GOTEST ?= $(GO) test -count=1 -timeout 30m
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev bpftool iproute2 util-linux \
-	iptables nftables iperf3 procps curl python3
+	iptables nftables ethtool iperf3 procps curl python3
 # The CNI tests: the bridge and host-local plugins, Podman 4.3 with runc
 # (never crun: it fails on a hybrid cgroup layout; 'crun-' below keeps apt
 # from choosing it for Podman), and busybox-static for the test image.

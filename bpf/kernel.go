@@ -22,7 +22,16 @@ type Kernel struct {
 	// IP header (5.14); before, the outer headers come first and BPF cannot
 	// forward what arrives there. No helper to probe: the release says.
 	IPIPInnerAtIngress bool
+	// IPSummed is where a tc program reads an skb's checksum state
+	// (bpf_cast_to_kern_ctx, 6.2, and ip_summed of the kernel's struct
+	// sk_buff, from its BTF); nil without them. With it, a NAT rewrite
+	// folds the TCP/UDP checksum in the packet rather than by helper.
+	IPSummed *SkbBits
 }
+
+// SkbBits locates a bitfield of struct sk_buff: its byte, and its shift
+// within that byte.
+type SkbBits struct{ Byte, Shift uint32 }
 
 // ProbeKernel asks the running kernel. A probe that fails for another
 // reason than a missing helper (no privileges) is an error: guessing
@@ -44,6 +53,9 @@ func ProbeKernel() (Kernel, error) {
 	}
 	var err error
 	if k.IPIPInnerAtIngress, err = releaseAtLeast(5, 14); err != nil {
+		return Kernel{}, err
+	}
+	if k.IPSummed, err = probeIPSummed(); err != nil {
 		return Kernel{}, err
 	}
 	return k, nil
@@ -78,24 +90,58 @@ func HaveHelper(pt ebpf.ProgramType, fn asm.BuiltinFunc) (bool, error) {
 // Configure sets the kernel constants in spec before it is loaded; an
 // object that does not use one has no such variable, which is fine.
 func (k Kernel) Configure(spec *ebpf.CollectionSpec) error {
-	for name, have := range map[string]bool{
-		"kernel_has_check_mtu":         k.CheckMTU,
-		"kernel_has_coarse_clock":      k.CoarseClock,
-		"kernel_ipip_inner_at_ingress": k.IPIPInnerAtIngress,
+	var summed SkbBits
+	if k.IPSummed != nil {
+		summed = *k.IPSummed
+	}
+	for name, val := range map[string]uint32{
+		"kernel_has_check_mtu":         flag(k.CheckMTU),
+		"kernel_has_coarse_clock":      flag(k.CoarseClock),
+		"kernel_ipip_inner_at_ingress": flag(k.IPIPInnerAtIngress),
+		"kernel_has_skb_ip_summed":     flag(k.IPSummed != nil),
+		"skb_ip_summed_byte":           summed.Byte,
+		"skb_ip_summed_shift":          summed.Shift,
 	} {
 		v, ok := spec.Variables[name]
 		if !ok {
 			continue
 		}
-		var val uint32
-		if have {
-			val = 1
-		}
 		if err := v.Set(val); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	if k.IPSummed == nil {
+		dropKfuncCalls(spec)
+	}
 	return nil
+}
+
+// dropKfuncCalls turns every kfunc call into r0 = 0. The constants make
+// them dead code, but a verifier vets kfunc calls before it removes dead
+// code, and refuses them all where it cannot run them (no JIT, or one
+// without kfunc calls): the program would not load at all.
+func dropKfuncCalls(spec *ebpf.CollectionSpec) {
+	for _, p := range spec.Programs {
+		for i, ins := range p.Instructions {
+			if !ins.IsKfuncCall() {
+				continue
+			}
+			// The same size, so jumps over it still land; the symbol
+			// and source line stay, the kfunc's name goes.
+			mov := asm.Mov.Imm(asm.R0, 0).WithSource(ins.Source())
+			if sym := ins.Symbol(); sym != "" {
+				mov = mov.WithSymbol(sym)
+			}
+			p.Instructions[i] = mov
+		}
+	}
+}
+
+func flag(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // running is probed once per process: the kernel does not change under it.

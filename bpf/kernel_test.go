@@ -37,6 +37,21 @@ func TestProbeKernel(t *testing.T) {
 			t.Errorf("%s found: %v, want %v (Linux %d.%d)", c.name, c.got, want, c.since[0], c.since[1])
 		}
 	}
+	// ip_summed through bpf_cast_to_kern_ctx needs the kfunc (6.2) and
+	// the kernel's BTF to find the field in.
+	// Backports may bring them to older releases: only "6.2 and BTF
+	// means found" holds everywhere.
+	_, btfErr := os.Stat("/sys/kernel/btf/vmlinux")
+	if kernelAtLeast(t, [2]int{6, 2}) && btfErr == nil && k.IPSummed == nil {
+		t.Error("ip_summed not readable from tc programs on Linux 6.2 or later with BTF")
+	}
+	if btfErr != nil && k.IPSummed != nil {
+		t.Errorf("ip_summed found at %+v without kernel BTF", *k.IPSummed)
+	}
+	if k.IPSummed != nil && (k.IPSummed.Byte < 64 || k.IPSummed.Shift > 6) {
+		// Past the list pointers, the socket, the timestamp and cb[48].
+		t.Errorf("ip_summed at byte %d, bit %d of struct sk_buff: not where any kernel has it", k.IPSummed.Byte, k.IPSummed.Shift)
+	}
 }
 
 // TestFallbackVariantsLoad loads every tc object configured as for the
@@ -58,7 +73,7 @@ func TestFallbackVariantsLoad(t *testing.T) {
 		}
 		if name != "tc_endpoint" {
 			// A renamed constant would leave the helper call in place.
-			for _, v := range []string{"kernel_has_check_mtu", "kernel_has_coarse_clock"} {
+			for _, v := range []string{"kernel_has_check_mtu", "kernel_has_coarse_clock", "kernel_has_skb_ip_summed", "skb_ip_summed_byte", "skb_ip_summed_shift"} {
 				if _, ok := spec.Variables[v]; !ok {
 					t.Errorf("%s has no constant %s", name, v)
 				}
@@ -66,6 +81,14 @@ func TestFallbackVariantsLoad(t *testing.T) {
 		}
 		if err := (bpf.Kernel{}).Configure(spec); err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+		// A verifier that cannot run kfuncs refuses even dead calls.
+		for pname, p := range spec.Programs {
+			for _, ins := range p.Instructions {
+				if ins.IsKfuncCall() {
+					t.Errorf("%s/%s keeps a kfunc call with every feature off: %v", name, pname, ins)
+				}
+			}
 		}
 		for _, ms := range spec.Maps {
 			switch ms.Type {

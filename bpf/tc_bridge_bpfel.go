@@ -332,8 +332,11 @@ const (
 	TcBridgeProgBridgeIngress           = "bridge_ingress"
 	TcBridgeVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	TcBridgeVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	TcBridgeVarKernelHasSkbIpSummed     = "kernel_has_skb_ip_summed"
 	TcBridgeVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 	TcBridgeVarRewriteInPlace           = "rewrite_in_place"
+	TcBridgeVarSkbIpSummedByte          = "skb_ip_summed_byte"
+	TcBridgeVarSkbIpSummedShift         = "skb_ip_summed_shift"
 )
 
 // LoadTcBridge returns the embedded CollectionSpec for TcBridge.
@@ -415,8 +418,11 @@ type TcBridgeMapSpecs struct {
 type TcBridgeVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.VariableSpec `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.VariableSpec `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.VariableSpec `ebpf:"skb_ip_summed_shift"`
 }
 
 // TcBridgeObjects contains all objects after they have been loaded into the kernel.
@@ -496,8 +502,11 @@ func (m *TcBridgeMaps) Close() error {
 type TcBridgeVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.Variable `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.Variable `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.Variable `ebpf:"skb_ip_summed_shift"`
 }
 
 // TcBridgePrograms contains all programs after they have been loaded into the kernel.

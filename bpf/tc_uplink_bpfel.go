@@ -336,8 +336,11 @@ const (
 	TcUplinkProgUplinkIngressL3         = "uplink_ingress_l3"
 	TcUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	TcUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	TcUplinkVarKernelHasSkbIpSummed     = "kernel_has_skb_ip_summed"
 	TcUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 	TcUplinkVarRewriteInPlace           = "rewrite_in_place"
+	TcUplinkVarSkbIpSummedByte          = "skb_ip_summed_byte"
+	TcUplinkVarSkbIpSummedShift         = "skb_ip_summed_shift"
 )
 
 // LoadTcUplink returns the embedded CollectionSpec for TcUplink.
@@ -423,8 +426,11 @@ type TcUplinkMapSpecs struct {
 type TcUplinkVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.VariableSpec `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.VariableSpec `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.VariableSpec `ebpf:"skb_ip_summed_shift"`
 }
 
 // TcUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -504,8 +510,11 @@ func (m *TcUplinkMaps) Close() error {
 type TcUplinkVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.Variable `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.Variable `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.Variable `ebpf:"skb_ip_summed_shift"`
 }
 
 // TcUplinkPrograms contains all programs after they have been loaded into the kernel.

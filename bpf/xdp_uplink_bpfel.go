@@ -242,8 +242,11 @@ const (
 	XdpUplinkProgUplinkXdp               = "uplink_xdp"
 	XdpUplinkVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	XdpUplinkVarKernelHasSkbIpSummed     = "kernel_has_skb_ip_summed"
 	XdpUplinkVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 	XdpUplinkVarRewriteInPlace           = "rewrite_in_place"
+	XdpUplinkVarSkbIpSummedByte          = "skb_ip_summed_byte"
+	XdpUplinkVarSkbIpSummedShift         = "skb_ip_summed_shift"
 )
 
 // LoadXdpUplink returns the embedded CollectionSpec for XdpUplink.
@@ -323,8 +326,11 @@ type XdpUplinkMapSpecs struct {
 type XdpUplinkVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.VariableSpec `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.VariableSpec `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.VariableSpec `ebpf:"skb_ip_summed_shift"`
 }
 
 // XdpUplinkObjects contains all objects after they have been loaded into the kernel.
@@ -400,8 +406,11 @@ func (m *XdpUplinkMaps) Close() error {
 type XdpUplinkVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.Variable `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.Variable `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.Variable `ebpf:"skb_ip_summed_shift"`
 }
 
 // XdpUplinkPrograms contains all programs after they have been loaded into the kernel.

@@ -242,8 +242,11 @@ const (
 	XdpUplinkSynoptsToTcProgUplinkXdp               = "uplink_xdp"
 	XdpUplinkSynoptsToTcVarKernelHasCheckMtu        = "kernel_has_check_mtu"
 	XdpUplinkSynoptsToTcVarKernelHasCoarseClock     = "kernel_has_coarse_clock"
+	XdpUplinkSynoptsToTcVarKernelHasSkbIpSummed     = "kernel_has_skb_ip_summed"
 	XdpUplinkSynoptsToTcVarKernelIpipInnerAtIngress = "kernel_ipip_inner_at_ingress"
 	XdpUplinkSynoptsToTcVarRewriteInPlace           = "rewrite_in_place"
+	XdpUplinkSynoptsToTcVarSkbIpSummedByte          = "skb_ip_summed_byte"
+	XdpUplinkSynoptsToTcVarSkbIpSummedShift         = "skb_ip_summed_shift"
 )
 
 // LoadXdpUplinkSynoptsToTc returns the embedded CollectionSpec for XdpUplinkSynoptsToTc.
@@ -323,8 +326,11 @@ type XdpUplinkSynoptsToTcMapSpecs struct {
 type XdpUplinkSynoptsToTcVariableSpecs struct {
 	KernelHasCheckMtu        *ebpf.VariableSpec `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.VariableSpec `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.VariableSpec `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.VariableSpec `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.VariableSpec `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.VariableSpec `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.VariableSpec `ebpf:"skb_ip_summed_shift"`
 }
 
 // XdpUplinkSynoptsToTcObjects contains all objects after they have been loaded into the kernel.
@@ -400,8 +406,11 @@ func (m *XdpUplinkSynoptsToTcMaps) Close() error {
 type XdpUplinkSynoptsToTcVariables struct {
 	KernelHasCheckMtu        *ebpf.Variable `ebpf:"kernel_has_check_mtu"`
 	KernelHasCoarseClock     *ebpf.Variable `ebpf:"kernel_has_coarse_clock"`
+	KernelHasSkbIpSummed     *ebpf.Variable `ebpf:"kernel_has_skb_ip_summed"`
 	KernelIpipInnerAtIngress *ebpf.Variable `ebpf:"kernel_ipip_inner_at_ingress"`
 	RewriteInPlace           *ebpf.Variable `ebpf:"rewrite_in_place"`
+	SkbIpSummedByte          *ebpf.Variable `ebpf:"skb_ip_summed_byte"`
+	SkbIpSummedShift         *ebpf.Variable `ebpf:"skb_ip_summed_shift"`
 }
 
 // XdpUplinkSynoptsToTcPrograms contains all programs after they have been loaded into the kernel.

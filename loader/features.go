@@ -42,6 +42,7 @@ const (
 	FeatureGSOMTUCheck     = "gso mtu check"
 	FeatureCoarseClock     = "coarse conntrack clock"
 	FeatureIPIPForwarding  = "bpf forwarding from ipip uplinks"
+	FeatureChecksumInPlace = "checksums folded in place"
 )
 
 // kernelFeatures is what one probe of the running kernel found.
@@ -61,6 +62,8 @@ func (k kernelFeatures) list() []Feature {
 		{FeatureCoarseClock, k.bpf.CoarseClock, "5.11", "conntrack reads the precise clock, dearer per call"},
 		{FeatureIPIPForwarding, k.bpf.IPIPInnerAtIngress, "5.14",
 			"the stack forwards what arrives on an ipip uplink, after translation: its FORWARD policy applies"},
+		{FeatureChecksumInPlace, k.bpf.IPSummed != nil, "6.2",
+			"tc NAT folds TCP/UDP checksums by helper calls, dearer per packet (in place also needs kernel BTF)"},
 	}
 }
 

@@ -19,6 +19,7 @@ var kernelFeatureSince = map[string][2]int{
 	loader.FeatureGSOMTUCheck:     {5, 12},
 	loader.FeatureCoarseClock:     {5, 11},
 	loader.FeatureIPIPForwarding:  {5, 14},
+	loader.FeatureChecksumInPlace: {6, 2}, // and BTF, which Debian's kernels have
 }
 
 // TestKernelFeatures runs on every kernel of the VM matrix: each feature's

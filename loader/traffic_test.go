@@ -43,12 +43,15 @@ func TestTraffic(t *testing.T) {
 	start := time.Now()
 	worlds := trafficWorlds(t)
 	_, iptablesErr := exec.LookPath("iptables")
+	_, ethtoolErr := exec.LookPath("ethtool")
 	haveIPIP := testenv.HaveIPIP(t)
 	var built []*trafficWorld
 	for _, w := range worlds {
 		switch {
 		case w.forwardDrop && iptablesErr != nil:
 			w.skip = "needs iptables to set the FORWARD policy: run 'make deps'"
+		case w.checksums != offloadedChecksums && ethtoolErr != nil:
+			w.skip = "needs ethtool to turn checksum offloads off: run 'make deps'"
 		case w.uplink == ipipUplink && !haveIPIP:
 			w.skip = "needs ipip tunnels, which this kernel was built without (CONFIG_NET_IPIP)"
 		default:
@@ -129,6 +132,7 @@ type trafficWorld struct {
 	tc          loader.TCMode
 	redirect    bool // forward in BPF after translating
 	forwardDrop bool // iptables -P FORWARD DROP in the world's host namespace
+	checksums   checksumMode
 	// xdp, when set, puts the uplink XDP program on in this mode: it
 	// translates what tc would, and leaves tc fragments and the rest.
 	xdp  loader.XDPMode
@@ -160,7 +164,57 @@ func (w *trafficWorld) name() string {
 	if w.xdp != "" {
 		forwarding += "/XDP " + string(w.xdp)
 	}
+	if w.checksums != offloadedChecksums {
+		forwarding += "/" + string(w.checksums)
+	}
 	return fmt.Sprintf("%s/%s/%s", w.uplink, w.tc, forwarding)
+}
+
+// checksumMode is what the veths of a world do with TCP and UDP checksums.
+// The datapath folds its rewrites into them as the skb's ip_summed says.
+type checksumMode string
+
+const (
+	// offloadedChecksums: veth defaults. Senders leave the sum to the
+	// device (CHECKSUM_PARTIAL: the field holds the pseudo header's sum)
+	// and receivers take it on trust, so a wrong fold goes unseen.
+	offloadedChecksums checksumMode = ""
+	// partialChecksums: senders still leave the sum to the device, but
+	// every device a packet leaves the host by completes it in software
+	// (tx off) and every receiver checks it (rx off): a pseudo header
+	// sum the datapath folded wrongly is a transfer that fails.
+	partialChecksums checksumMode = "partial checksums completed and checked"
+	// softwareChecksums: no offload anywhere. Senders sum, the datapath
+	// sees CHECKSUM_NONE (the host's veths do not vouch for what they
+	// receive), receivers check.
+	softwareChecksums checksumMode = "software checksums"
+)
+
+// setChecksums turns the offloads of checksums off as the mode says.
+func (w *trafficWorld) setChecksums(t testing.TB) {
+	t.Helper()
+	if w.checksums == offloadedChecksums {
+		return
+	}
+	senders := []*testenv.Netns{w.Outside, w.A, w.B}
+	if w.C != nil {
+		senders = append(senders, w.C)
+	}
+	hostSides := []string{w.Uplink}
+	for _, e := range w.endpoints {
+		hostSides = append(hostSides, e.veth)
+	}
+	sender, hostSide := []string{"rx", "off"}, []string{"tx", "off"}
+	if w.checksums == softwareChecksums {
+		sender = []string{"rx", "off", "tx", "off"}
+		hostSide = sender
+	}
+	for _, ns := range senders {
+		ns.Exec(t, "ethtool", append([]string{"-K", "eth0"}, sender...)...)
+	}
+	for _, dev := range hostSides {
+		w.Host.Exec(t, "ethtool", append([]string{"-K", dev}, hostSide...)...)
+	}
 }
 
 // trafficWorlds: every mode on the veth uplink, whose world has every
@@ -170,11 +224,13 @@ func (w *trafficWorld) name() string {
 // FORWARD DROP: that combination is left out. XDP in front of tc on the
 // small MTU uplink, native and generic: there path MTU discovery meets
 // XDP's translation, and datagrams bigger than the MTU reach XDP as
-// fragments, which it leaves to tc. Under -short (the VM tier) the
-// kernel's own tc mode with BPF forwarding, the agent's default, and
-// with FORWARD DROP on the veth uplink; the other uplinks with BPF
-// forwarding, tun left to ipip, and the small MTU one with native XDP
-// too.
+// fragments, which it leaves to tc. The veth uplink once more with
+// checksums completed and checked on the way (both forwarding modes), and
+// with none offloaded: only then does a wrongly folded checksum fail a
+// transfer. Under -short (the VM tier) the kernel's own tc mode with BPF
+// forwarding, the agent's default, and with FORWARD DROP and with
+// checksums checked on the veth uplink; the other uplinks with BPF
+// forwarding, tun left to ipip, and the small MTU one with native XDP too.
 func trafficWorlds(t *testing.T) []*trafficWorld {
 	natural := loader.LegacyTC
 	if testenv.KernelAtLeast(t, 6, 6) {
@@ -184,6 +240,7 @@ func trafficWorlds(t *testing.T) []*trafficWorld {
 		return []*trafficWorld{
 			{uplink: vethUplink, tc: natural, redirect: true},
 			{uplink: vethUplink, tc: natural, redirect: true, forwardDrop: true},
+			{uplink: vethUplink, tc: natural, redirect: true, checksums: partialChecksums},
 			{uplink: smallMTUUplink, tc: natural, redirect: true},
 			{uplink: ipipUplink, tc: natural, redirect: true},
 			{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPNative},
@@ -204,7 +261,11 @@ func trafficWorlds(t *testing.T) []*trafficWorld {
 			worlds = append(worlds, &trafficWorld{uplink: uplink, tc: loader.LegacyTC, redirect: true})
 		}
 	}
+	for _, f := range forwardings[:2] {
+		worlds = append(worlds, &trafficWorld{uplink: vethUplink, tc: natural, redirect: f.redirect, checksums: partialChecksums})
+	}
 	worlds = append(worlds,
+		&trafficWorld{uplink: vethUplink, tc: natural, redirect: true, checksums: softwareChecksums},
 		&trafficWorld{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPNative},
 		&trafficWorld{uplink: smallMTUUplink, tc: natural, redirect: true, xdp: loader.XDPGeneric},
 		&trafficWorld{uplink: smallMTUUplink, tc: natural, xdp: loader.XDPNative})
@@ -250,6 +311,7 @@ func (w *trafficWorld) make(t testing.TB) {
 	if w.forwardDrop {
 		w.Host.Exec(t, "iptables", "-P", "FORWARD", "DROP")
 	}
+	w.setChecksums(t)
 	w.A.ServeBulk(t, ":80")
 	w.B.ServeBulk(t, ":80")
 	w.Outside.ServeBulk(t, ":80")

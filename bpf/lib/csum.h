@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Field rewrites with incremental checksum updates. A TCP or UDP checksum
- * goes through the kernel's helper: how to fold it depends on the skb's
- * ip_summed (CHECKSUM_PARTIAL holds only the pseudo header's sum,
- * CHECKSUM_COMPLETE's skb->csum must follow), which BPF cannot read. The
- * IP header's checksum and an ICMP one are folded here, in the packet,
- * when the headers lie in the skb's linear data. */
+/* Field rewrites with incremental checksum updates. How to fold a TCP or
+ * UDP checksum depends on the skb's ip_summed (CHECKSUM_PARTIAL holds only
+ * the pseudo header's sum, CHECKSUM_COMPLETE's skb->csum must follow an
+ * address change). Where the kernel lets tc programs read it
+ * (skb_ip_summed) the checksum is folded here, in the packet, but for a
+ * CHECKSUM_COMPLETE address change; elsewhere the kernel's helper, which
+ * knows, folds it. The IP header's checksum and an ICMP one are folded
+ * here when the headers lie in the skb's linear data. */
 #ifndef PONTOON_CSUM_H
 #define PONTOON_CSUM_H
 
@@ -33,6 +35,26 @@ static __always_inline __u16 csum_update32(__u16 check, __u32 from, __u32 to)
 {
 	check = csum_update16(check, from & 0xffff, to & 0xffff);
 	return csum_update16(check, from >> 16, to >> 16);
+}
+
+/* The change of a CHECKSUM_PARTIAL skb's TCP/UDP checksum field when an
+ * address changes: the field holds the pseudo header's sum, not yet
+ * complemented, and the device or the stack completes it later. */
+static __always_inline __u16 csum_partial_update32(__u16 sum16, __u32 from, __u32 to)
+{
+	__u32 sum = sum16 + (__u16)~(from & 0xffff) + (__u16)~(from >> 16) +
+		    (to & 0xffff) + (to >> 16);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+/* A UDP checksum field is never left 0, which says there is none: 0xffff
+ * is the same sum (the helper's BPF_F_MARK_MANGLED_0). */
+static __always_inline __u16 l4_csum_mangle(__u8 proto, __u16 check)
+{
+	return proto == IPPROTO_UDP && !check ? 0xffff : check;
 }
 
 /* Rewrites the IPv4 address at addr_off of the header at l3_off. When
@@ -83,8 +105,10 @@ static __always_inline void set_addr4(struct iphdr *ip, int dst, __be32 from, __
  * address and the IP checksum change together, as do an echo's identifier
  * and the ICMP checksum, and a port and its share of the TCP/UDP checksum:
  * each pair leaves the packet's sum, and so a CHECKSUM_COMPLETE skb's
- * csum, as it was. The helper folds the TCP/UDP checksum last, since it
- * leaves packet pointers stale: three helper calls fewer a packet. */
+ * csum, as it was. The TCP/UDP checksum is folded here too where the
+ * skb's ip_summed is known (a CHECKSUM_COMPLETE address change aside),
+ * and by the helper otherwise, last, since it leaves packet pointers
+ * stale. */
 static __always_inline int rewrite_endpoint4_linear(struct __sk_buff *skb, const struct packet *pkt,
 						    int dst, __be32 to_addr, __be16 to_port)
 {
@@ -96,6 +120,7 @@ static __always_inline int rewrite_endpoint4_linear(struct __sk_buff *skb, const
 	__u64 flags = l4_csum_flags(proto);
 	struct iphdr *ip;
 	__be16 from_port;
+	__sum16 *check;
 	__u32 csum_off;
 
 	/* No checksum absorbs a port change of a UDP datagram without one:
@@ -116,6 +141,7 @@ static __always_inline int rewrite_endpoint4_linear(struct __sk_buff *skb, const
 		if ((void *)(th + 1) > data_end)
 			return 1;
 		barrier_var(th);
+		check = &th->check;
 		from_port = dst ? th->dest : th->source;
 		if (dst)
 			th->dest = to_port;
@@ -127,6 +153,7 @@ static __always_inline int rewrite_endpoint4_linear(struct __sk_buff *skb, const
 		if ((void *)(uh + 1) > data_end)
 			return 1;
 		barrier_var(uh);
+		check = &uh->check;
 		from_port = dst ? uh->dest : uh->source;
 		if (dst)
 			uh->dest = to_port;
@@ -145,6 +172,25 @@ static __always_inline int rewrite_endpoint4_linear(struct __sk_buff *skb, const
 	}
 	set_addr4(ip, dst, from_addr, to_addr);
 
+	switch (pkt->ip_summed) {
+	case SKB_CHECKSUM_NONE:
+	case SKB_CHECKSUM_UNNECESSARY:
+		*check = l4_csum_mangle(proto, csum_update16(csum_update32(*check, from_addr, to_addr),
+							     from_port, to_port));
+		return 0;
+	case SKB_CHECKSUM_PARTIAL:
+		/* The port is in the data the device sums: the field has no
+		 * share of it. */
+		*check = l4_csum_mangle(proto, csum_partial_update32(*check, from_addr, to_addr));
+		return 0;
+	case SKB_CHECKSUM_COMPLETE:
+		/* The port and its share of the field leave skb->csum as it
+		 * was; the address's share must move it, which the helper
+		 * does. */
+		*check = l4_csum_mangle(proto, csum_update16(*check, from_port, to_port));
+		from_port = to_port;
+		break;
+	}
 	csum_off = l4_csum_off(proto, l4_off);
 	if (bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr, flags | BPF_F_PSEUDO_HDR | 4) < 0)
 		return -1;

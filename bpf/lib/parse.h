@@ -13,6 +13,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "kernel.h"
 #include "types.h"
 #include "maps.h"
 
@@ -86,6 +87,7 @@ struct packet {
 	__u8 frag;        /* enum frag_kind */
 	__u8 df;          /* Don't Fragment set */
 	__u8 has_addrs;   /* t.saddr and t.daddr are set, even if the rest is malformed */
+	__u8 ip_summed;   /* SKB_CHECKSUM_*: how the TCP/UDP checksum is folded */
 	__u32 l3_end;     /* where the IP datagram ends: bytes after it are padding */
 	struct tcp_fields tcp;
 	/* For ICMP errors: the embedded header that caused the error. */
@@ -367,6 +369,8 @@ static __noinline int parse_packet(struct __sk_buff *skb, struct packet *pkt, __
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IP;
 
+	/* Read here, where little is live across the call it costs. */
+	pkt->ip_summed = skb_ip_summed(skb);
 	pkt->l3_off = l3_off;
 	if (load_iphdr(skb, l3_off, &ip) < 0)
 		return PARSE_MALFORMED;
