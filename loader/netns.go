@@ -35,33 +35,35 @@ func InNetns(path string, fn func() error) error {
 }
 
 // inNetnsLocked is InNetns on the calling goroutine, locked to its thread;
-// it unlocks the thread once the thread is home again.
+// it unlocks the thread unless the thread could not come home, which then
+// ends with its goroutine.
 func inNetnsLocked(path string, fn func() error) (err error) {
+	lost := false
+	defer func() {
+		if !lost {
+			runtime.UnlockOSThread()
+		}
+	}()
 	// thread-self, not /proc/PID/task/TID: /proc may be another pid
 	// namespace's.
 	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("open own netns: %w", err)
 	}
 	defer unix.Close(home)
 	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("open netns %s: %w", path, err)
 	}
 	defer unix.Close(target)
 	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("enter netns %s: %w", path, err)
 	}
 	defer func() {
 		if serr := unix.Setns(home, unix.CLONE_NEWNET); serr != nil {
-			// Stay locked: the thread ends with this goroutine.
+			lost = true
 			err = errors.Join(err, fmt.Errorf("leave netns %s: %w", path, serr))
-			return
 		}
-		runtime.UnlockOSThread()
 	}()
 	return fn()
 }
