@@ -241,7 +241,7 @@ func family(a netip.Addr) uint8 {
 	return unix.AF_INET
 }
 
-// putCT writes a DNAT reply entry the way ct_track_dnat4 would.
+// putCT writes a DNAT reply entry the way ct_open_dnat4 would.
 func putCT(t testing.TB, m *ebpf.Map, e maps.CTEntry) {
 	t.Helper()
 	putCTFlags(t, m, e, maps.CTDNATReply)
@@ -812,6 +812,12 @@ func TestUplinkDatapath(t *testing.T) {
 	webCT := maps.CTEntry{Proto: maps.TCP, Backend: tcpWeb.Backend, Client: clientPort, Dialled: tcpWeb.Host, BindingID: tcpWeb.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished}
 	appCT := maps.CTEntry{Proto: maps.UDP, Backend: udpApp.Backend, Client: clientPort, Dialled: udpApp.Host, BindingID: udpApp.ID}
 	localOnlyRaw := maps.BindingValue{BackendAddr: raw16(backend), BackendPort: netOrder(8080), Flags: 1, ID: 7}
+	localOnlyAny := maps.BindingValue{BackendAddr: raw16(backend2), BackendPort: netOrder(9090), Flags: 1, ID: 3}
+	anyCT := maps.CTEntry{Proto: maps.TCP, Backend: tcpAny.Backend, Client: clientPort, Dialled: ap(hostIP, 80), BindingID: tcpAny.ID, TCPFlags: maps.CTTCPSyn | maps.CTTCPSynAck | maps.CTTCPEstablished}
+	anyClosed := anyCT
+	anyClosed.TCPFlags |= maps.CTTCPFin
+	allowAny := tcpAny
+	allowAny.Allowlist = true
 
 	cases := []datapathCase{
 		{
@@ -899,6 +905,64 @@ func TestUplinkDatapath(t *testing.T) {
 			in:   tcpFrame(t, clientPort, ap(hostIP, 80), syn),
 			ret:  actUnspec,
 			stat: "pass_no_match",
+		},
+		{
+			name: "wildcard established flow",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: host, ct: []maps.CTEntry{anyCT}},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 80), ack),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpAny.Backend, ack),
+			stat: "dnat",
+			ct:   []maps.CTEntry{anyCT},
+		},
+		{
+			// The flow's first packet passed the address check: the
+			// flow outlives the address, as in netfilter's conntrack.
+			name: "wildcard established flow after its address went",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: []netip.Addr{hostIP2}, ct: []maps.CTEntry{anyCT}},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 80), ack),
+			ret:  actUnspec,
+			out:  tcpFrame(t, clientPort, tcpAny.Backend, ack),
+			stat: "dnat",
+			ct:   []maps.CTEntry{anyCT},
+		},
+		{
+			// A SYN would restart the closed flow: a new flow's check.
+			name: "wildcard syn on a closed flow after its address went",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: []netip.Addr{hostIP2}, ct: []maps.CTEntry{anyClosed}},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "wildcard binding, destination 0.0.0.0",
+			seed: seed{bindings: []maps.Binding{tcpAny}, hostAddrs: host},
+			in:   tcpFrame(t, clientPort, ap(netip.IPv4Unspecified(), 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			// The address is checked once no flow takes the packet: then
+			// the binding's flags must not judge it either.
+			name: "wildcard loopback-only binding, not the host's address",
+			seed: seed{hostAddrs: host, raw: map[maps.BindingKey]maps.BindingValue{tcpAny.Key(): localOnlyAny}},
+			in:   tcpFrame(t, clientPort, ap(notHost, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "wildcard allowlisted binding, not the host's address",
+			seed: seed{bindings: []maps.Binding{allowAny}, hostAddrs: host, allow: map[uint32][]netip.Prefix{allowAny.ID: {netip.MustParsePrefix("10.0.0.0/8")}}},
+			in:   tcpFrame(t, clientPort, ap(notHost, 80), syn),
+			ret:  actUnspec,
+			stat: "pass_no_match",
+		},
+		{
+			name: "wildcard allowlisted binding drops a source outside the list",
+			seed: seed{bindings: []maps.Binding{allowAny}, hostAddrs: host, allow: map[uint32][]netip.Prefix{allowAny.ID: {netip.MustParsePrefix("10.0.0.0/8")}}},
+			in:   tcpFrame(t, clientPort, ap(hostIP, 80), syn),
+			ret:  tcActShot,
+			stat: "drop_not_allowed",
 		},
 		rangeCase("port range first", 10000),
 		rangeCase("port range middle", 10500),

@@ -176,6 +176,18 @@ func seedFlow(t *testing.T, o *objects, s flowSeed) {
 	if err := maps.NewBindings(o.Bindings).PutBatch(s.bindings); err != nil {
 		t.Fatal(err)
 	}
+	for k, v := range s.raw {
+		if err := o.Bindings.Put(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, ps := range s.allow {
+		for _, p := range ps {
+			if err := maps.NewAllowFrom(o.AllowFrom).Put(id, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	for _, a := range s.hostAddrs {
 		if err := maps.NewHostAddrs(o.Hostaddrs).Put(a, 2); err != nil {
 			t.Fatal(err)

@@ -265,7 +265,7 @@ func fzTuple(proto maps.Proto, src, dst netip.AddrPort) maps.CTKey {
 		Saddr: raw16(src.Addr()), Daddr: raw16(dst.Addr())}
 }
 
-// fzCTPair is a DNAT flow as ct_track_dnat4 keeps it: by its reply.
+// fzCTPair is a DNAT flow as ct_open_dnat4 keeps it: by its reply.
 func fzCTPair(e maps.CTEntry) (maps.CTKey, maps.CTValue) {
 	return fzTuple(e.Proto, e.Backend, e.Client), maps.CTValue{
 		NatAddr: raw16(e.Dialled.Addr()), NatPort: netOrder(e.Dialled.Port()), Flags: maps.CTDNATReply,

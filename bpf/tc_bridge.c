@@ -94,13 +94,21 @@ static __noinline __u32 leave4(struct __sk_buff *skb, struct packet *pkt, int pa
 	return stat;
 }
 
+/* dnat4 for hairpin4, out of line: its flow's key and state in
+ * hairpin4's frame would push the chain down to snat4's port claim past
+ * 512 bytes of stack. */
+static __noinline __u32 hairpin_dnat4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	return dnat4(skb, pkt);
+}
+
 /* A container dialled a published port of this host: DNAT, then SNAT to
  * the backend network's gateway. Each step works on the packet as the
  * previous one left it, so it is parsed again in between. */
 static __noinline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 {
 	struct network_value *backend_net;
-	__u32 stat = dnat4(skb, pkt);
+	__u32 stat = hairpin_dnat4(skb, pkt);
 
 	if (stat != STAT_DNAT)
 		return stat;

@@ -57,7 +57,8 @@ static __noinline int uplink_ingress6(struct __sk_buff *skb, __u32 l3_off, int m
 		return finish(skb, STAT_PASS_NO_MATCH, action);
 	parsed = parse_packet6(skb, pkt, l3_off);
 	if (parsed == PARSE_OK) {
-		/* As for IPv4: a reply names the server, a binding only the port. */
+		/* A masqueraded flow's reply is the more specific match: it
+		 * names the server, a binding only the host port. */
 		stat = snat_reverse6(skb, pkt);
 		if (stat & SNAT_CLOSED) {
 			stat &= ~SNAT_CLOSED;
@@ -135,15 +136,12 @@ static __always_inline int uplink_ingress_at(struct __sk_buff *skb, __u32 l3_off
 	if (parsed == PARSE_NOT_IP && skb->protocol == bpf_htons(ETH_P_IPV6))
 		return uplink_ingress6(skb, l3_off, may_forward);
 	if (parsed == PARSE_OK) {
-		/* A masqueraded flow's reply is the more specific match: it
-		 * names the server, a binding only the host port. */
-		stat = snat_reverse4(skb, &pkt);
+		/* Published ports, and the replies of masqueraded flows. */
+		stat = dnat4_from(skb, &pkt, 1);
 		if (stat & SNAT_CLOSED) {
 			stat &= ~SNAT_CLOSED;
 			event_masquerade(&pkt, 1, EVENT_FLOW_END);
 		}
-		if (stat == STAT_PASS_NO_MATCH)
-			stat = dnat4_from(skb, &pkt, 1);
 	} else if (parsed == PARSE_ICMP_ERROR) {
 		stat = icmp_snat_reverse4(skb, &pkt);
 		if (stat == STAT_PASS_NO_MATCH)

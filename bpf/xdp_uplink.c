@@ -3,7 +3,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* XDP on uplinks: what can be done before the kernel builds an skb.
  * Packets for loopback-only bindings and from sources a binding does not
- * allow are dropped; packets of published ports' flows (new and
+ * allow are dropped (unless they are a masqueraded flow's replies, which
+ * tc translates); packets of published ports' flows (new and
  * established) are tracked in ct/ct_new and DNATed here, then passed to
  * the stack with a note in their metadata so tc_uplink.c does not
  * translate them again. A SYN flood thus fills ct_new (an LRU of
@@ -144,8 +145,9 @@ static __always_inline int xdp_parse(struct xdp_md *ctx, struct packet *pkt)
 	return -1;
 }
 
-/* Whether pkt may be the reply of a masqueraded flow: tc's snat_reverse4
- * takes those first, so XDP leaves them alone. */
+/* Whether pkt may be the reply of a masqueraded flow: tc judges those
+ * before their port's binding (unless a DNAT flow takes the packet), so
+ * XDP leaves them alone. */
 static __always_inline int xdp_maybe_snat_reply(const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
@@ -262,10 +264,12 @@ static __always_inline __u32 xdp_miss(struct xdp_md *ctx, const struct packet *p
 static __always_inline __u32 xdp_handle(struct xdp_md *ctx, struct packet *pkt)
 {
 	struct binding_value *b;
+	struct ct_key key;
+	struct ct_value *v;
 	__be16 backend_port;
 	__be32 backend;
-	__u32 binding_id;
-	int tracked;
+	__u32 binding_id, refused = 0;
+	int tracked, is_new, wild;
 
 	xdp_meta_drop_foreign(ctx);
 	if (xdp_parse(ctx, pkt) < 0)
@@ -273,35 +277,59 @@ static __always_inline __u32 xdp_handle(struct xdp_md *ctx, struct packet *pkt)
 	/* Loopback bindings live only in the socket path: never from outside. */
 	if (is_loopback4(pkt->t.daddr))
 		return STAT_DROP_LOCAL_ONLY;
-	b = binding_lookup4(pkt->t.proto, pkt->t.daddr, pkt->t.dport, 0);
+	if (!pkt->t.daddr)
+		goto miss; /* as tc's dnat4_from */
+	/* A wildcard binding's packet is checked for being the host's as
+	 * tc's dnat4_from checks it: before the binding judges it, before a
+	 * SYN, and when no flow takes it. */
+	b = binding_find4_unchecked(pkt->t.proto, pkt->t.daddr, pkt->t.dport, 1, &wild);
 	if (!b)
-		return xdp_miss(ctx, pkt);
+		goto miss;
 	if (b->flags & BINDING_F_LOCAL_ONLY)
-		return STAT_DROP_LOCAL_ONLY;
-	if (!allow_from4(b, pkt->t.saddr))
-		return STAT_DROP_NOT_ALLOWED;
-	if (xdp_maybe_snat_reply(pkt))
-		return XDP_TO_TC;
+		refused = STAT_DROP_LOCAL_ONLY;
+	else if (!allow_from4(b, pkt->t.saddr))
+		refused = STAT_DROP_NOT_ALLOWED;
 	backend = addr_get4(b->backend_addr);
 	backend_port = b->backend_port;
 	binding_id = b->id;
+	if (wild && (refused || tcp_is_syn(pkt))) {
+		if (!hostaddr_has4(pkt->t.daddr))
+			goto miss;
+		wild = 0;
+	}
+	if (refused)
+		return xdp_maybe_snat_reply(pkt) ? XDP_TO_TC : refused;
 
 	/* Before any state changes: a driver without metadata leaves the
 	 * whole job to tc. */
-	if (xdp_meta_reserve(ctx) < 0)
+	if (xdp_meta_reserve(ctx) < 0) {
+		if (wild && !hostaddr_has4(pkt->t.daddr))
+			goto miss;
 		return STAT_XDP_NO_META;
-	tracked = ct_track_dnat4(ctx, pkt, backend, backend_port, binding_id, may_open_flow4(pkt));
+	}
+	if (ct_follow_dnat4(pkt, &key, backend, backend_port, &v, &is_new))
+		goto rewrite;
+	if (wild && !hostaddr_has4(pkt->t.daddr))
+		goto miss;
+	/* No established flow: it may be a masqueraded flow's reply, which
+	 * tc judges before the binding (see dnat4_from). */
+	if (xdp_maybe_snat_reply(pkt))
+		return XDP_TO_TC;
+	tracked = ct_open_dnat4(ctx, pkt, &key, v, is_new, binding_id, may_open_flow4(pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return XDP_TO_TC; /* tc says pass_not_new, or finds what changed since */
 	if (tracked == CT_CLASH)
 		return STAT_DROP_CT_CLASH;
 	if (tracked < 0)
 		return STAT_DROP_CT_FULL;
+rewrite:
 	if (xdp_rewrite_dnat4(ctx, pkt->t.proto, backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
 	xdp_meta_set(ctx, XDP_META_TRANSLATED);
 	binding_count_len(binding_id, 1, 1, ctx->data_end - ctx->data);
 	return STAT_DNAT;
+miss:
+	return xdp_miss(ctx, pkt);
 }
 
 /* A drop for `pontoon monitor`, as events.h's event_drop_emit writes

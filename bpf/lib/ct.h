@@ -239,7 +239,7 @@ static __always_inline void ct_promote(const struct ct_key *key, struct ct_value
 
 /* A new DNAT flow's entry, in ct_new, keyed by its reply tuple. A
  * subprogram: the entry is built on its own stack, which the programs that
- * inline ct_track_dnat4 (bridge_ingress's hairpin path) have no room for. */
+ * inline ct_open_dnat4 (bridge_ingress's hairpin path) have no room for. */
 static __noinline __attribute__((unused)) int ct_create_dnat(const struct ct_key *key,
 							     const struct packet *pkt,
 							     __u32 binding_id)
@@ -286,7 +286,7 @@ static __always_inline int may_open_flow4(const struct packet *pkt)
 }
 
 /* Whether no local socket owns a UDP datagram; ctx is an skb or an XDP
- * frame. Out of line: its tuple, live beside ct_track_dnat4's key, would
+ * frame. Out of line: its tuple, live beside ct_open_dnat4's key, would
  * push bridge_ingress's deepest chain past 512 bytes of stack. */
 static __noinline __attribute__((unused)) int udp_unowned4(void *ctx, const struct l4_tuple *t)
 {
@@ -304,36 +304,55 @@ static __noinline __attribute__((unused)) int udp_unowned4(void *ctx, const stru
 	return 0;
 }
 
-/* Records that client -> orig_daddr:orig_dport was sent to backend, so the
- * replies can be given the address the client dialled. Only a flow's first
- * packet may create the entry (may_create, or CT_ASK), in ct_new; for others
- * it returns CT_NOT_TRACKED when there is none. A SYN on a tuple whose
- * connection has closed starts over rather than inheriting the old state. */
-static __always_inline int ct_track_dnat4(void *ctx, const struct packet *pkt, __be32 backend,
-					  __be16 backend_port, __u32 binding_id, int may_create)
+/* A SYN on a tuple whose connection has closed starts the flow over
+ * rather than inheriting the old state. */
+static __always_inline void ct_restart(struct ct_value *v)
+{
+	struct tcp_side none = {};
+
+	v->tcp_flags = 0;
+	v->flags &= ~(CT_F_REPLIED | CT_F_AGE_FROM_UPGRADE);
+	v->created_ns = ct_now();
+	v->tcp[0] = none;
+	v->tcp[1] = none;
+}
+
+/* Follows a packet of client -> orig_daddr:orig_dport, sent to backend,
+ * through the flow's entry: key gets the flow's reply tuple. Returns 1
+ * when the entry is this flow's (it names the address and port the
+ * client dialled) and the packet has moved it on. Else *found and
+ * *is_new say what holds the tuple, for ct_open_dnat4. */
+static __always_inline int ct_follow_dnat4(const struct packet *pkt, struct ct_key *key,
+					   __be32 backend, __be16 backend_port,
+					   struct ct_value **found, int *is_new)
 {
 	const struct l4_tuple *t = &pkt->t;
-	struct ct_key key = {};
 	struct ct_value *v;
-	int is_new;
 
-	tuple_key4(&key, t->proto, backend, backend_port, t->saddr, t->sport);
-	v = ct_find(&key, &is_new);
-	if (v && v->nat_port == t->dport && addr_get4(v->nat_addr) == t->daddr) {
-		if (tcp_is_syn(pkt) && tcp_closed(v->tcp_flags)) {
-			struct tcp_side none = {};
-
-			v->tcp_flags = 0;
-			v->flags &= ~(CT_F_REPLIED | CT_F_AGE_FROM_UPGRADE);
-			v->created_ns = ct_now();
-			v->tcp[0] = none;
-			v->tcp[1] = none;
-		}
-		ct_update(v, &key, pkt, CT_DIR_ORIGINAL);
-		if (is_new && ct_answered(v, t->proto))
-			ct_promote(&key, v);
+	__builtin_memset(key, 0, sizeof(*key));
+	tuple_key4(key, t->proto, backend, backend_port, t->saddr, t->sport);
+	v = ct_find(key, is_new);
+	*found = v;
+	if (!v || v->nat_port != t->dport || addr_get4(v->nat_addr) != t->daddr)
 		return 0;
-	}
+	if (tcp_is_syn(pkt) && tcp_closed(v->tcp_flags))
+		ct_restart(v);
+	ct_update(v, key, pkt, CT_DIR_ORIGINAL);
+	if (*is_new && ct_answered(v, t->proto))
+		ct_promote(key, v);
+	return 1;
+}
+
+/* Opens the flow ct_follow_dnat4 did not find, in ct_new, when its first
+ * packet may (may_create, or CT_ASK); else CT_NOT_TRACKED. v and is_new
+ * are what ct_follow_dnat4 found on the tuple: another binding's flow,
+ * which is taken over only when it is over. */
+static __always_inline int ct_open_dnat4(void *ctx, const struct packet *pkt,
+					 const struct ct_key *key, struct ct_value *v, int is_new,
+					 __u32 binding_id, int may_create)
+{
+	const struct l4_tuple *t = &pkt->t;
+
 	if (may_create == CT_ASK)
 		may_create = udp_unowned4(ctx, t);
 	if (!may_create)
@@ -341,9 +360,9 @@ static __always_inline int ct_track_dnat4(void *ctx, const struct packet *pkt, _
 	if (v && !ct_replaceable(v, t->proto))
 		return CT_CLASH;
 	if (v && !is_new)
-		bpf_map_delete_elem(&ct, &key); /* the new flow starts unanswered */
+		bpf_map_delete_elem(&ct, key); /* the new flow starts unanswered */
 
-	return ct_create_dnat(&key, pkt, binding_id);
+	return ct_create_dnat(key, pkt, binding_id);
 }
 
 static __always_inline struct ct_value *ct_lookup_reply4(__u8 proto, __be32 saddr, __be16 sport,

@@ -12,44 +12,91 @@
 #include "csum.h"
 #include "nat.h"
 #include "ct.h"
+#include "snat.h"
 #include "network.h"
 
+/* snat_reverse4 for dnat4_from, out of line: its keys beside the flow's
+ * own would push the uplink's deepest chain past 512 bytes of stack. The
+ * caller filters the port, so that most packets skip the call. */
+static __noinline __attribute__((unused)) __u32 snat_reverse4_apart(struct __sk_buff *skb,
+								     const struct packet *pkt)
+{
+	return snat_reverse4_unfiltered(skb, pkt);
+}
+
 /* DNAT for a published port. outside: the client came in on an uplink,
- * so the binding's --allow-from list applies (a constant: the bridge's
- * hairpin path, whose clients are containers, compiles without it). */
+ * so the binding's --allow-from list applies, and masqueraded flows'
+ * replies arrive there. Such a reply is the more specific match (it names
+ * the server, a binding only the host port), and is judged before the
+ * binding is, except that an established DNAT flow goes first: ports are
+ * never claimed for masquerading while published, and a flow's entries go
+ * when its port is unpublished, so no reply can share a DNAT flow's
+ * tuple, and the common packet skips the snat lookup. It skips the check
+ * that a wildcard binding's packet is for the host itself too, unless it
+ * is a SYN: the flow's first packet passed it (a flow outlives its
+ * address, as in netfilter's conntrack). outside is a constant: the bridge's hairpin path, whose
+ * clients are containers, compiles without either. The caller strips the
+ * SNAT_CLOSED that snat_reverse4's answer may carry. */
 static __always_inline __u32 dnat4_from(struct __sk_buff *skb, const struct packet *pkt, int outside)
 {
 	const struct l4_tuple *t = &pkt->t;
-	struct binding_value *b;
-	__be16 backend_port;
-	__be32 backend;
-	int tracked;
+	struct binding_value *b = NULL;
+	struct ct_value *v = NULL;
+	struct ct_key key;
+	__be16 backend_port = 0;
+	__be32 backend = 0;
+	__u32 stat, binding_id = 0;
+	int is_new = 0, wild = 0, tracked;
 
-	if (t->proto == IPPROTO_ICMP)
-		return STAT_PASS_NO_MATCH;
-	/* Loopback bindings live only in the socket path: never from outside. */
-	if (is_loopback4(t->daddr))
-		return STAT_PASS_LOCAL_ONLY;
-	b = binding_lookup4(t->proto, t->daddr, t->dport, 0);
-	if (!b)
-		return STAT_PASS_NO_MATCH;
-	if (b->flags & BINDING_F_LOCAL_ONLY)
-		return STAT_PASS_LOCAL_ONLY;
-	if (outside && !allow_from4(b, t->saddr))
-		return STAT_DROP_NOT_ALLOWED;
-	backend = addr_get4(b->backend_addr);
-	backend_port = b->backend_port;
+	if (t->proto == IPPROTO_ICMP || !t->daddr) /* no client dials 0.0.0.0 from a link */
+		stat = STAT_PASS_NO_MATCH;
+	else if (is_loopback4(t->daddr)) /* loopback bindings live only in the socket path */
+		stat = STAT_PASS_LOCAL_ONLY;
+	else if (!(b = binding_find4_unchecked(t->proto, t->daddr, t->dport, 1, &wild)))
+		stat = STAT_PASS_NO_MATCH;
+	else if (b->flags & BINDING_F_LOCAL_ONLY)
+		stat = STAT_PASS_LOCAL_ONLY;
+	else if (outside && !allow_from4(b, t->saddr))
+		stat = STAT_DROP_NOT_ALLOWED;
+	else
+		stat = STAT_DNAT;
+	/* A wildcard binding's packet must be for the host itself before
+	 * the binding judges it, and before a SYN, which may restart a
+	 * closed flow. */
+	if (wild && (stat != STAT_DNAT || tcp_is_syn(pkt))) {
+		if (!hostaddr_has4(t->daddr))
+			stat = STAT_PASS_NO_MATCH;
+		wild = 0;
+	}
+	if (stat == STAT_DNAT) {
+		backend = addr_get4(b->backend_addr);
+		backend_port = b->backend_port;
+		binding_id = b->id;
+		if (ct_follow_dnat4(pkt, &key, backend, backend_port, &v, &is_new))
+			goto rewrite;
+	}
+	if (wild && !hostaddr_has4(t->daddr))
+		stat = STAT_PASS_NO_MATCH;
+	if (outside && snat_port_maybe(t->proto, t->dport)) {
+		__u32 reply = snat_reverse4_apart(skb, pkt);
 
-	tracked = ct_track_dnat4(skb, pkt, backend, backend_port, b->id, may_open_flow4(pkt));
+		if (reply != STAT_PASS_NO_MATCH)
+			return reply;
+	}
+	if (stat != STAT_DNAT)
+		return stat;
+
+	tracked = ct_open_dnat4(skb, pkt, &key, v, is_new, binding_id, may_open_flow4(pkt));
 	if (tracked == CT_NOT_TRACKED)
 		return STAT_PASS_NOT_NEW;
 	if (tracked == CT_CLASH)
 		return STAT_DROP_CT_CLASH;
 	if (tracked < 0)
 		return STAT_DROP_CT_FULL;
+rewrite:
 	if (rewrite_endpoint4(skb, pkt, 1, backend, backend_port) < 0)
 		return STAT_DROP_REWRITE;
-	binding_count(skb, b->id, 1);
+	binding_count(skb, binding_id, 1);
 	return STAT_DNAT;
 }
 

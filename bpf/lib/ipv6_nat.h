@@ -493,7 +493,7 @@ static __always_inline int tcp_is_syn6(const struct packet6 *pkt)
 	       (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
 }
 
-/* ct_track_dnat4 for IPv6: the entry is keyed by the reply tuple
+/* ct_follow_dnat4 and ct_open_dnat4 for IPv6: the entry is keyed by the reply tuple
  * (backend -> client) and holds the address and port the client dialled. */
 static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struct in6_addr *backend,
 					  __be16 backend_port, __u32 binding_id, int may_create)
@@ -506,15 +506,8 @@ static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struc
 	tuple_key6(&key, t->proto, backend, backend_port, &t->saddr, t->sport);
 	v = ct_find(&key, &is_new);
 	if (v && v->nat_port == t->dport && addr6_equal(v->nat_addr, &t->daddr)) {
-		if (tcp_is_syn6(pkt) && tcp_closed(v->tcp_flags)) {
-			struct tcp_side none = {};
-
-			v->tcp_flags = 0;
-			v->flags &= ~(CT_F_REPLIED | CT_F_AGE_FROM_UPGRADE);
-			v->created_ns = ct_now();
-			v->tcp[0] = none;
-			v->tcp[1] = none;
-		}
+		if (tcp_is_syn6(pkt) && tcp_closed(v->tcp_flags))
+			ct_restart(v);
 		ct_update6(v, &key, pkt, CT_DIR_ORIGINAL);
 		if (is_new && ct_answered(v, t->proto))
 			ct_promote(&key, v);

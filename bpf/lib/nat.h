@@ -39,13 +39,14 @@ static __always_inline int hostaddr_has4(__be32 addr)
 
 /* Finds the binding for a destination: the exact host IP first, then the
  * wildcard binding, which only counts for the host's own addresses (a
- * packet routed through the host to somewhere else is not ours). is_local
- * says the caller already knows the destination is the host itself.
+ * packet routed through the host to somewhere else is not ours): *wild
+ * says it was the wildcard's, whose address the caller must still check.
  * filtered (a constant) lets binding_filter skip either lookup: every
  * packet's path. A new flow's port search goes without it, as its stack
  * has no room for the filter's word keys. */
-static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 daddr, __be16 dport,
-							    int is_local, int filtered)
+static __always_inline struct binding_value *binding_find4_unchecked(__u8 proto, __be32 daddr,
+								      __be16 dport, int filtered,
+								      int *wild)
 {
 	struct binding_key key = {
 		.family = PONTOON_AF_INET,
@@ -54,6 +55,7 @@ static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 da
 	};
 	struct binding_value *b;
 
+	*wild = 0;
 	if (proto == IPPROTO_TCP && !prefilter_maybe(PREFILTER_TCP_PORTS, bpf_ntohs(dport)))
 		return NULL;
 	if (proto == IPPROTO_UDP && !prefilter_maybe(PREFILTER_UDP_PORTS, bpf_ntohs(dport)))
@@ -72,7 +74,19 @@ static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 da
 		return NULL;
 	addr_set4(key.addr, 0);
 	b = bpf_map_lookup_elem(&bindings, &key);
-	if (b && !is_local && !hostaddr_has4(daddr))
+	*wild = b != NULL;
+	return b;
+}
+
+/* binding_find4_unchecked with the wildcard's address checked. is_local
+ * says the caller already knows the destination is the host itself. */
+static __always_inline struct binding_value *binding_find4(__u8 proto, __be32 daddr, __be16 dport,
+							    int is_local, int filtered)
+{
+	int wild;
+	struct binding_value *b = binding_find4_unchecked(proto, daddr, dport, filtered, &wild);
+
+	if (b && wild && !is_local && !hostaddr_has4(daddr))
 		return NULL;
 	return b;
 }

@@ -312,8 +312,9 @@ static __always_inline __u32 masquerade4(struct __sk_buff *skb, const struct pac
 }
 
 /* A reply to a masqueraded flow: back to the container. Adds SNAT_CLOSED
- * when the reply closed the flow. */
-static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
+ * when the reply closed the flow. For a packet snat_port_maybe let by. */
+static __always_inline __u32 snat_reverse4_unfiltered(struct __sk_buff *skb,
+						      const struct packet *pkt)
 {
 	const struct l4_tuple *t = &pkt->t;
 	struct ct_key rev = {}, fwd = {};
@@ -322,8 +323,6 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	__be16 orig_port;
 	int closed;
 
-	if (!snat_port_maybe(t->proto, t->dport))
-		return STAT_PASS_NO_MATCH;
 	tuple_key4(&rev, t->proto, t->saddr, t->sport, t->daddr, t->dport);
 	v = bpf_map_lookup_elem(&snat, &rev);
 	if (!v || !(v->flags & SNAT_F_REVERSE))
@@ -343,6 +342,13 @@ static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct p
 	if (rewrite_endpoint4(skb, pkt, 1, orig_addr, orig_port) < 0)
 		return STAT_DROP_REWRITE;
 	return closed ? STAT_SNAT_REVERSE | SNAT_CLOSED : STAT_SNAT_REVERSE;
+}
+
+static __always_inline __u32 snat_reverse4(struct __sk_buff *skb, const struct packet *pkt)
+{
+	if (!snat_port_maybe(pkt->t.proto, pkt->t.dport))
+		return STAT_PASS_NO_MATCH;
+	return snat_reverse4_unfiltered(skb, pkt);
 }
 
 /* An ICMP error about a masqueraded packet (it quotes nat_addr:nat_port as
