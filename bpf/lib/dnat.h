@@ -24,19 +24,19 @@ static __noinline __attribute__((unused)) __u32 snat_reverse4_apart(struct __sk_
 	return snat_reverse4_unfiltered(skb, pkt);
 }
 
-/* DNAT for a published port. outside: the client came in on an uplink,
- * so the binding's --allow-from list applies, and masqueraded flows'
- * replies arrive there. Such a reply is the more specific match (it names
- * the server, a binding only the host port), and is judged before the
- * binding is, except that an established DNAT flow goes first: ports are
- * never claimed for masquerading while published, and a flow's entries go
- * when its port is unpublished, so no reply can share a DNAT flow's
- * tuple, and the common packet skips the snat lookup. It skips the check
- * that a wildcard binding's packet is for the host itself too, unless it
- * is a SYN: the flow's first packet passed it (a flow outlives its
- * address, as in netfilter's conntrack). outside is a constant: the bridge's hairpin path, whose
- * clients are containers, compiles without either. The caller strips the
- * SNAT_CLOSED that snat_reverse4's answer may carry. */
+/* DNAT for a published port. outside: the client came in on an uplink, so
+ * the binding's --allow-from list applies, and masqueraded flows' replies
+ * arrive there. Such a reply is the more specific match (it names the
+ * server, a binding only the host port), and is judged before the binding
+ * is, except that an established DNAT flow goes first: ports are never
+ * claimed for masquerading while published, and a flow's entries go when
+ * its port is unpublished, so no reply can share a DNAT flow's tuple, and
+ * the common packet skips the snat lookup. It skips the check that a
+ * wildcard binding's packet is for the host itself too, unless it is a SYN:
+ * the flow's first packet passed it (a flow outlives its address, as in
+ * netfilter's conntrack). outside is a constant: the bridge's hairpin path,
+ * whose clients are containers, compiles without either. The caller strips
+ * the SNAT_CLOSED that snat_reverse4's answer may carry. */
 static __always_inline __u32 dnat4_from(struct __sk_buff *skb, const struct packet *pkt, int outside)
 {
 	const struct l4_tuple *t = &pkt->t;

@@ -493,8 +493,9 @@ static __always_inline int tcp_is_syn6(const struct packet6 *pkt)
 	       (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
 }
 
-/* ct_follow_dnat4 and ct_open_dnat4 for IPv6: the entry is keyed by the reply tuple
- * (backend -> client) and holds the address and port the client dialled. */
+/* ct_follow_dnat4 and ct_open_dnat4 in one, for IPv6: the entry is keyed
+ * by the reply tuple (backend -> client) and holds the address and port
+ * the client dialled. */
 static __always_inline int ct_track_dnat6(const struct packet6 *pkt, const struct in6_addr *backend,
 					  __be16 backend_port, __u32 binding_id, int may_create)
 {
