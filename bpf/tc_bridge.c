@@ -112,7 +112,7 @@ static __noinline __u32 hairpin4(struct __sk_buff *skb, struct packet *pkt)
 
 	if (stat != STAT_DNAT)
 		return stat;
-	if (parse_packet(skb, pkt, ETH_HLEN) != PARSE_OK)
+	if (parse_packet_apart(skb, pkt, ETH_HLEN) != PARSE_OK)
 		return STAT_DROP_REWRITE;
 	backend_net = network_lookup4(pkt->t.daddr);
 	if (!backend_net)
@@ -129,7 +129,7 @@ static __noinline __u32 hairpin_reply4(struct __sk_buff *skb, struct packet *pkt
 
 	if (stat != STAT_SNAT_REVERSE)
 		return stat;
-	if (parse_packet(skb, pkt, ETH_HLEN) != PARSE_OK)
+	if (parse_packet_apart(skb, pkt, ETH_HLEN) != PARSE_OK)
 		return STAT_DROP_REWRITE;
 	stat = rnat4(skb, pkt);
 	return stat == STAT_RNAT ? STAT_HAIRPIN_REPLY : STAT_DROP_REWRITE;
@@ -286,7 +286,7 @@ SEC("tc")
 int bridge_ingress(struct __sk_buff *skb)
 {
 	struct packet pkt = {};
-	int parsed = parse_packet(skb, &pkt, ETH_HLEN);
+	int parsed = parse_packet_apart(skb, &pkt, ETH_HLEN);
 	int action = TC_ACT_UNSPEC, too_big;
 	__u32 stat = parse_verdict(parsed);
 
