@@ -603,9 +603,10 @@ func resetMaps(t testing.TB, o *objects) {
 	}
 }
 
-// setPrefilter fills the prefilter map from what the seed holds, as the
-// agent does, and turns it on; or turns it off. Every table runs both
-// ways: the filter must never hide what the maps hold.
+// setPrefilter fills the filter maps from what the seed holds, as the
+// agent does, and says the masquerade range holds; or turns both off.
+// Every table runs both ways: the filter must never hide what the maps
+// hold.
 func setPrefilter(t testing.TB, o *objects, s seed, on bool) {
 	t.Helper()
 	cfg := maps.NewConfig(o.Config)
@@ -613,28 +614,39 @@ func setPrefilter(t testing.TB, o *objects, s seed, on bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.Flags &^= maps.ConfigPrefilter | maps.ConfigBindingFilter
+	v.Flags &^= maps.ConfigSNATInRange
+	prefilter, bindingFilter := maps.NewPrefilter(o.PrefilterSkip), maps.NewBindingFilter(o.BfilterSkip)
+	if !on {
+		if err := prefilter.Off(); err != nil {
+			t.Fatal(err)
+		}
+		if err := bindingFilter.Off(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Set(v); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	var bits maps.PrefilterBits
 	bindingBits := new(maps.BindingFilterBits)
-	if on {
-		v.Flags |= maps.ConfigPrefilter | maps.ConfigBindingFilter
-		for _, b := range s.bindings {
-			bits.AddBinding(b)
-			bindingBits.AddBinding(b)
-		}
-		for k := range s.raw {
-			b := maps.Binding{Proto: k.Proto, Host: netip.AddrPortFrom(k.HostAddr(), netOrder(k.Port))}
-			bits.AddBinding(b)
-			bindingBits.AddBinding(b)
-		}
-		for _, n := range s.networks {
-			bits.AddNetwork(n.Subnet)
-		}
+	v.Flags |= maps.ConfigSNATInRange
+	for _, b := range s.bindings {
+		bits.AddBinding(b)
+		bindingBits.AddBinding(b)
 	}
-	if err := maps.NewPrefilter(o.Prefilter).Write(&bits); err != nil {
+	for k := range s.raw {
+		b := maps.Binding{Proto: k.Proto, Host: netip.AddrPortFrom(k.HostAddr(), netOrder(k.Port))}
+		bits.AddBinding(b)
+		bindingBits.AddBinding(b)
+	}
+	for _, n := range s.networks {
+		bits.AddNetwork(n.Subnet)
+	}
+	if err := prefilter.Write(&bits); err != nil {
 		t.Fatal(err)
 	}
-	if err := maps.NewBindingFilter(o.BindingFilter).Write(bindingBits); err != nil {
+	if err := bindingFilter.Write(bindingBits); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Set(v); err != nil {

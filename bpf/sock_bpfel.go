@@ -220,7 +220,7 @@ type SockUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SockMapAllowFrom         = "allow_from"
-	SockMapBindingFilter     = "binding_filter"
+	SockMapBfilterSkip       = "bfilter_skip"
 	SockMapBindingStats      = "binding_stats"
 	SockMapBindings          = "bindings"
 	SockMapConfig            = "config"
@@ -233,7 +233,7 @@ const (
 	SockMapHostaddrs         = "hostaddrs"
 	SockMapNetns             = "netns"
 	SockMapNetworks          = "networks"
-	SockMapPrefilter         = "prefilter"
+	SockMapPrefilterSkip     = "prefilter_skip"
 	SockMapSnat              = "snat"
 	SockMapSockrev           = "sockrev"
 	SockMapStats             = "stats"
@@ -310,7 +310,7 @@ type SockProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
 	AllowFrom     *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingFilter *ebpf.MapSpec `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.MapSpec `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings      *ebpf.MapSpec `ebpf:"bindings"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
@@ -323,7 +323,7 @@ type SockMapSpecs struct {
 	Hostaddrs     *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns         *ebpf.MapSpec `ebpf:"netns"`
 	Networks      *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter     *ebpf.MapSpec `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.MapSpec `ebpf:"prefilter_skip"`
 	Snat          *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev       *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -358,7 +358,7 @@ func (o *SockObjects) Close() error {
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
 	AllowFrom     *ebpf.Map `ebpf:"allow_from"`
-	BindingFilter *ebpf.Map `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.Map `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.Map `ebpf:"binding_stats"`
 	Bindings      *ebpf.Map `ebpf:"bindings"`
 	Config        *ebpf.Map `ebpf:"config"`
@@ -371,7 +371,7 @@ type SockMaps struct {
 	Hostaddrs     *ebpf.Map `ebpf:"hostaddrs"`
 	Netns         *ebpf.Map `ebpf:"netns"`
 	Networks      *ebpf.Map `ebpf:"networks"`
-	Prefilter     *ebpf.Map `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.Map `ebpf:"prefilter_skip"`
 	Snat          *ebpf.Map `ebpf:"snat"`
 	Sockrev       *ebpf.Map `ebpf:"sockrev"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -382,7 +382,7 @@ type SockMaps struct {
 func (m *SockMaps) Close() error {
 	return _SockClose(
 		m.AllowFrom,
-		m.BindingFilter,
+		m.BfilterSkip,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,
@@ -395,7 +395,7 @@ func (m *SockMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
-		m.Prefilter,
+		m.PrefilterSkip,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

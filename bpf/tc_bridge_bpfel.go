@@ -308,7 +308,7 @@ type TcBridgeUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcBridgeMapAllowFrom                = "allow_from"
-	TcBridgeMapBindingFilter            = "binding_filter"
+	TcBridgeMapBfilterSkip              = "bfilter_skip"
 	TcBridgeMapBindingStats             = "binding_stats"
 	TcBridgeMapBindings                 = "bindings"
 	TcBridgeMapConfig                   = "config"
@@ -322,7 +322,7 @@ const (
 	TcBridgeMapNetns                    = "netns"
 	TcBridgeMapNetworks                 = "networks"
 	TcBridgeMapPacket6Scratch           = "packet6_scratch"
-	TcBridgeMapPrefilter                = "prefilter"
+	TcBridgeMapPrefilterSkip            = "prefilter_skip"
 	TcBridgeMapSnat                     = "snat"
 	TcBridgeMapSnat6Scratch             = "snat6_scratch"
 	TcBridgeMapSockrev                  = "sockrev"
@@ -389,7 +389,7 @@ type TcBridgeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcBridgeMapSpecs struct {
 	AllowFrom      *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingFilter  *ebpf.MapSpec `ebpf:"binding_filter"`
+	BfilterSkip    *ebpf.MapSpec `ebpf:"bfilter_skip"`
 	BindingStats   *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings       *ebpf.MapSpec `ebpf:"bindings"`
 	Config         *ebpf.MapSpec `ebpf:"config"`
@@ -403,7 +403,7 @@ type TcBridgeMapSpecs struct {
 	Netns          *ebpf.MapSpec `ebpf:"netns"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Packet6Scratch *ebpf.MapSpec `ebpf:"packet6_scratch"`
-	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
+	PrefilterSkip  *ebpf.MapSpec `ebpf:"prefilter_skip"`
 	Snat           *ebpf.MapSpec `ebpf:"snat"`
 	Snat6Scratch   *ebpf.MapSpec `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
@@ -446,7 +446,7 @@ func (o *TcBridgeObjects) Close() error {
 // It can be passed to LoadTcBridgeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcBridgeMaps struct {
 	AllowFrom      *ebpf.Map `ebpf:"allow_from"`
-	BindingFilter  *ebpf.Map `ebpf:"binding_filter"`
+	BfilterSkip    *ebpf.Map `ebpf:"bfilter_skip"`
 	BindingStats   *ebpf.Map `ebpf:"binding_stats"`
 	Bindings       *ebpf.Map `ebpf:"bindings"`
 	Config         *ebpf.Map `ebpf:"config"`
@@ -460,7 +460,7 @@ type TcBridgeMaps struct {
 	Netns          *ebpf.Map `ebpf:"netns"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Packet6Scratch *ebpf.Map `ebpf:"packet6_scratch"`
-	Prefilter      *ebpf.Map `ebpf:"prefilter"`
+	PrefilterSkip  *ebpf.Map `ebpf:"prefilter_skip"`
 	Snat           *ebpf.Map `ebpf:"snat"`
 	Snat6Scratch   *ebpf.Map `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
@@ -472,7 +472,7 @@ type TcBridgeMaps struct {
 func (m *TcBridgeMaps) Close() error {
 	return _TcBridgeClose(
 		m.AllowFrom,
-		m.BindingFilter,
+		m.BfilterSkip,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,
@@ -486,7 +486,7 @@ func (m *TcBridgeMaps) Close() error {
 		m.Netns,
 		m.Networks,
 		m.Packet6Scratch,
-		m.Prefilter,
+		m.PrefilterSkip,
 		m.Snat,
 		m.Snat6Scratch,
 		m.Sockrev,

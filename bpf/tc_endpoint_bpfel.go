@@ -220,7 +220,7 @@ type TcEndpointUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcEndpointMapAllowFrom        = "allow_from"
-	TcEndpointMapBindingFilter    = "binding_filter"
+	TcEndpointMapBfilterSkip      = "bfilter_skip"
 	TcEndpointMapBindingStats     = "binding_stats"
 	TcEndpointMapBindings         = "bindings"
 	TcEndpointMapConfig           = "config"
@@ -233,7 +233,7 @@ const (
 	TcEndpointMapHostaddrs        = "hostaddrs"
 	TcEndpointMapNetns            = "netns"
 	TcEndpointMapNetworks         = "networks"
-	TcEndpointMapPrefilter        = "prefilter"
+	TcEndpointMapPrefilterSkip    = "prefilter_skip"
 	TcEndpointMapSnat             = "snat"
 	TcEndpointMapSockrev          = "sockrev"
 	TcEndpointMapStats            = "stats"
@@ -292,7 +292,7 @@ type TcEndpointProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcEndpointMapSpecs struct {
 	AllowFrom     *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingFilter *ebpf.MapSpec `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.MapSpec `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings      *ebpf.MapSpec `ebpf:"bindings"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
@@ -305,7 +305,7 @@ type TcEndpointMapSpecs struct {
 	Hostaddrs     *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns         *ebpf.MapSpec `ebpf:"netns"`
 	Networks      *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter     *ebpf.MapSpec `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.MapSpec `ebpf:"prefilter_skip"`
 	Snat          *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev       *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -340,7 +340,7 @@ func (o *TcEndpointObjects) Close() error {
 // It can be passed to LoadTcEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcEndpointMaps struct {
 	AllowFrom     *ebpf.Map `ebpf:"allow_from"`
-	BindingFilter *ebpf.Map `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.Map `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.Map `ebpf:"binding_stats"`
 	Bindings      *ebpf.Map `ebpf:"bindings"`
 	Config        *ebpf.Map `ebpf:"config"`
@@ -353,7 +353,7 @@ type TcEndpointMaps struct {
 	Hostaddrs     *ebpf.Map `ebpf:"hostaddrs"`
 	Netns         *ebpf.Map `ebpf:"netns"`
 	Networks      *ebpf.Map `ebpf:"networks"`
-	Prefilter     *ebpf.Map `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.Map `ebpf:"prefilter_skip"`
 	Snat          *ebpf.Map `ebpf:"snat"`
 	Sockrev       *ebpf.Map `ebpf:"sockrev"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -364,7 +364,7 @@ type TcEndpointMaps struct {
 func (m *TcEndpointMaps) Close() error {
 	return _TcEndpointClose(
 		m.AllowFrom,
-		m.BindingFilter,
+		m.BfilterSkip,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,
@@ -377,7 +377,7 @@ func (m *TcEndpointMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
-		m.Prefilter,
+		m.PrefilterSkip,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

@@ -308,7 +308,7 @@ type TcUplinkUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TcUplinkMapAllowFrom                = "allow_from"
-	TcUplinkMapBindingFilter            = "binding_filter"
+	TcUplinkMapBfilterSkip              = "bfilter_skip"
 	TcUplinkMapBindingStats             = "binding_stats"
 	TcUplinkMapBindings                 = "bindings"
 	TcUplinkMapConfig                   = "config"
@@ -322,7 +322,7 @@ const (
 	TcUplinkMapNetns                    = "netns"
 	TcUplinkMapNetworks                 = "networks"
 	TcUplinkMapPacket6Scratch           = "packet6_scratch"
-	TcUplinkMapPrefilter                = "prefilter"
+	TcUplinkMapPrefilterSkip            = "prefilter_skip"
 	TcUplinkMapSnat                     = "snat"
 	TcUplinkMapSnat6Scratch             = "snat6_scratch"
 	TcUplinkMapSockrev                  = "sockrev"
@@ -397,7 +397,7 @@ type TcUplinkProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcUplinkMapSpecs struct {
 	AllowFrom      *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingFilter  *ebpf.MapSpec `ebpf:"binding_filter"`
+	BfilterSkip    *ebpf.MapSpec `ebpf:"bfilter_skip"`
 	BindingStats   *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings       *ebpf.MapSpec `ebpf:"bindings"`
 	Config         *ebpf.MapSpec `ebpf:"config"`
@@ -411,7 +411,7 @@ type TcUplinkMapSpecs struct {
 	Netns          *ebpf.MapSpec `ebpf:"netns"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Packet6Scratch *ebpf.MapSpec `ebpf:"packet6_scratch"`
-	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
+	PrefilterSkip  *ebpf.MapSpec `ebpf:"prefilter_skip"`
 	Snat           *ebpf.MapSpec `ebpf:"snat"`
 	Snat6Scratch   *ebpf.MapSpec `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.MapSpec `ebpf:"sockrev"`
@@ -454,7 +454,7 @@ func (o *TcUplinkObjects) Close() error {
 // It can be passed to LoadTcUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcUplinkMaps struct {
 	AllowFrom      *ebpf.Map `ebpf:"allow_from"`
-	BindingFilter  *ebpf.Map `ebpf:"binding_filter"`
+	BfilterSkip    *ebpf.Map `ebpf:"bfilter_skip"`
 	BindingStats   *ebpf.Map `ebpf:"binding_stats"`
 	Bindings       *ebpf.Map `ebpf:"bindings"`
 	Config         *ebpf.Map `ebpf:"config"`
@@ -468,7 +468,7 @@ type TcUplinkMaps struct {
 	Netns          *ebpf.Map `ebpf:"netns"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Packet6Scratch *ebpf.Map `ebpf:"packet6_scratch"`
-	Prefilter      *ebpf.Map `ebpf:"prefilter"`
+	PrefilterSkip  *ebpf.Map `ebpf:"prefilter_skip"`
 	Snat           *ebpf.Map `ebpf:"snat"`
 	Snat6Scratch   *ebpf.Map `ebpf:"snat6_scratch"`
 	Sockrev        *ebpf.Map `ebpf:"sockrev"`
@@ -480,7 +480,7 @@ type TcUplinkMaps struct {
 func (m *TcUplinkMaps) Close() error {
 	return _TcUplinkClose(
 		m.AllowFrom,
-		m.BindingFilter,
+		m.BfilterSkip,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,
@@ -494,7 +494,7 @@ func (m *TcUplinkMaps) Close() error {
 		m.Netns,
 		m.Networks,
 		m.Packet6Scratch,
-		m.Prefilter,
+		m.PrefilterSkip,
 		m.Snat,
 		m.Snat6Scratch,
 		m.Sockrev,

@@ -220,7 +220,7 @@ type XdpUplinkUplinkValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	XdpUplinkMapAllowFrom                = "allow_from"
-	XdpUplinkMapBindingFilter            = "binding_filter"
+	XdpUplinkMapBfilterSkip              = "bfilter_skip"
 	XdpUplinkMapBindingStats             = "binding_stats"
 	XdpUplinkMapBindings                 = "bindings"
 	XdpUplinkMapConfig                   = "config"
@@ -233,7 +233,7 @@ const (
 	XdpUplinkMapHostaddrs                = "hostaddrs"
 	XdpUplinkMapNetns                    = "netns"
 	XdpUplinkMapNetworks                 = "networks"
-	XdpUplinkMapPrefilter                = "prefilter"
+	XdpUplinkMapPrefilterSkip            = "prefilter_skip"
 	XdpUplinkMapSnat                     = "snat"
 	XdpUplinkMapSockrev                  = "sockrev"
 	XdpUplinkMapStats                    = "stats"
@@ -299,7 +299,7 @@ type XdpUplinkProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpUplinkMapSpecs struct {
 	AllowFrom     *ebpf.MapSpec `ebpf:"allow_from"`
-	BindingFilter *ebpf.MapSpec `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.MapSpec `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.MapSpec `ebpf:"binding_stats"`
 	Bindings      *ebpf.MapSpec `ebpf:"bindings"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
@@ -312,7 +312,7 @@ type XdpUplinkMapSpecs struct {
 	Hostaddrs     *ebpf.MapSpec `ebpf:"hostaddrs"`
 	Netns         *ebpf.MapSpec `ebpf:"netns"`
 	Networks      *ebpf.MapSpec `ebpf:"networks"`
-	Prefilter     *ebpf.MapSpec `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.MapSpec `ebpf:"prefilter_skip"`
 	Snat          *ebpf.MapSpec `ebpf:"snat"`
 	Sockrev       *ebpf.MapSpec `ebpf:"sockrev"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -354,7 +354,7 @@ func (o *XdpUplinkObjects) Close() error {
 // It can be passed to LoadXdpUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpUplinkMaps struct {
 	AllowFrom     *ebpf.Map `ebpf:"allow_from"`
-	BindingFilter *ebpf.Map `ebpf:"binding_filter"`
+	BfilterSkip   *ebpf.Map `ebpf:"bfilter_skip"`
 	BindingStats  *ebpf.Map `ebpf:"binding_stats"`
 	Bindings      *ebpf.Map `ebpf:"bindings"`
 	Config        *ebpf.Map `ebpf:"config"`
@@ -367,7 +367,7 @@ type XdpUplinkMaps struct {
 	Hostaddrs     *ebpf.Map `ebpf:"hostaddrs"`
 	Netns         *ebpf.Map `ebpf:"netns"`
 	Networks      *ebpf.Map `ebpf:"networks"`
-	Prefilter     *ebpf.Map `ebpf:"prefilter"`
+	PrefilterSkip *ebpf.Map `ebpf:"prefilter_skip"`
 	Snat          *ebpf.Map `ebpf:"snat"`
 	Sockrev       *ebpf.Map `ebpf:"sockrev"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -378,7 +378,7 @@ type XdpUplinkMaps struct {
 func (m *XdpUplinkMaps) Close() error {
 	return _XdpUplinkClose(
 		m.AllowFrom,
-		m.BindingFilter,
+		m.BfilterSkip,
 		m.BindingStats,
 		m.Bindings,
 		m.Config,
@@ -391,7 +391,7 @@ func (m *XdpUplinkMaps) Close() error {
 		m.Hostaddrs,
 		m.Netns,
 		m.Networks,
-		m.Prefilter,
+		m.PrefilterSkip,
 		m.Snat,
 		m.Sockrev,
 		m.Stats,

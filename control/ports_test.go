@@ -106,7 +106,7 @@ func testAgentMaps(t testing.TB, path string, bindingsMap, hostAddrs *ebpf.Map) 
 	a := &Agent{
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store,
 		dp: &loader.Datapath{Maps: loader.Maps{HostAddrs: hostAddrs,
-			Prefilter: newDatapathMap(t, "prefilter"), BindingFilter: newDatapathMap(t, "binding_filter"),
+			Prefilter: newDatapathMap(t, "prefilter_skip"), BindingFilter: newDatapathMap(t, "bfilter_skip"),
 			BindingStats: newDatapathMap(t, "binding_stats"),
 			AllowFrom:    newDatapathMap(t, "allow_from")}},
 		bindings: bindings, writer: bindings,

@@ -37,6 +37,9 @@ func (a *Agent) reconcile() error {
 	if err := maps.NewConfig(a.dp.Maps.Config).Set(dpConfig); err != nil {
 		return err
 	}
+	if err := a.disablePrefilter(); err != nil {
+		return err
+	}
 	if err := a.dp.AttachCgroup(a.cfg.Cgroup); err != nil {
 		return fmt.Errorf("attach socket hooks: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -19,7 +20,7 @@ func Cleanup(dir string) error {
 }
 
 // CleanupPins detaches and removes the pins a datapath makes under dir, and
-// only those: its maps, by pin and map name (isOwnMap), and the link and legacy program pins it
+// only those: its maps and older builds' (retiredMaps), by pin and map name (isOwnMap), and the link and legacy program pins it
 // names after a hook and an index (isOwnPin). Links are detached, legacy
 // tc filters (not links) deleted. Any other entry is somebody else's: it
 // is left, with dir, and returned relative to dir.
@@ -80,7 +81,7 @@ func CleanupPins(dir string) (foreign []string, err error) {
 			}
 			continue
 		}
-		if _, ok := maps[name]; !ok || !isOwnMap(filepath.Join(dir, name), name) {
+		if _, ok := maps[name]; (!ok && !slices.Contains(retiredMaps, name)) || !isOwnMap(filepath.Join(dir, name), name) {
 			foreign = append(foreign, name)
 			continue
 		}

@@ -45,9 +45,10 @@ type Maps struct {
 	Endpoints *ebpf.Map
 	Netns     *ebpf.Map
 	Frags     *ebpf.Map
+	// Prefilter (prefilter_skip) says which ports and /16s hold nothing.
 	Prefilter *ebpf.Map
-	// BindingFilter tells IPv4 wildcard bindings' ports from bindings on
-	// one address, which Prefilter's port bits cannot.
+	// BindingFilter (bfilter_skip) tells IPv4 wildcard bindings' ports
+	// from bindings on one address, which Prefilter's port bits cannot.
 	BindingFilter *ebpf.Map
 	// BindingStats counts each mapping's traffic, by binding id.
 	BindingStats *ebpf.Map
@@ -75,8 +76,8 @@ func (m *Maps) all() map[string]**ebpf.Map {
 		"endpoints":      &m.Endpoints,
 		"netns":          &m.Netns,
 		"frags":          &m.Frags,
-		"prefilter":      &m.Prefilter,
-		"binding_filter": &m.BindingFilter,
+		"prefilter_skip": &m.Prefilter,
+		"bfilter_skip":   &m.BindingFilter,
 		"binding_stats":  &m.BindingStats,
 		"events":         &m.Events,
 		"event_budget":   &m.EventBudget,
@@ -188,7 +189,35 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	if err := removeRetiredPins(dir); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// retiredMaps are maps of older builds that this one does without. Their
+// pins go once this build has loaded: programs of the older build still
+// attached keep the maps they hold until they are replaced.
+var retiredMaps = []string{
+	// Became prefilter_skip and bfilter_skip, whose set bits mean the
+	// opposite ("nothing there") so that an empty map hides nothing.
+	"prefilter", "binding_filter",
+}
+
+// removeRetiredPins removes the pins of retiredMaps under dir, if they are
+// Pontoon's.
+func removeRetiredPins(dir string) error {
+	for _, name := range retiredMaps {
+		path := filepath.Join(dir, name)
+		if !isOwnMap(path, name) {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the pin of retired map %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // uplinkProgram loads the uplink program name into *slot on first use.

@@ -9,7 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Word offsets in the prefilter map, as PREFILTER_* in bpf/lib/types.h.
+// Word offsets in the prefilter_skip map, as PREFILTER_* in
+// bpf/lib/types.h.
 const (
 	prefilterTCPPorts = 0
 	prefilterUDPPorts = 1024
@@ -17,14 +18,16 @@ const (
 	prefilterWords    = 3072
 )
 
-// ConfigPrefilter tells the datapath that the prefilter map is in step
-// with the bindings and networks maps, so a clear bit may skip a lookup.
-const ConfigPrefilter = 1 << 1
+// ConfigSNATInRange tells the datapath that every masqueraded flow's port
+// lies in the configured range, so a packet to a port outside it is no
+// masqueraded flow's reply.
+const ConfigSNATInRange = 1 << 1
 
-// PrefilterBits is the content of the prefilter map: which destination
-// ports some binding uses (per protocol) and which IPv4 /16s some network
-// overlaps. Extra bits only cost a lookup; a missing one hides a binding,
-// so the bits are a superset of what the maps hold.
+// PrefilterBits says which destination ports some binding uses (per
+// protocol) and which IPv4 /16s some network overlaps. Extra bits only
+// cost a lookup; a missing one hides a binding, so the bits are a superset
+// of what the maps hold. The map stores their complement (a set bit: skip
+// the lookup), so that the map as created, all zeros, hides nothing.
 type PrefilterBits [prefilterWords]uint64
 
 func (p *PrefilterBits) set(word, bit int) {
@@ -69,12 +72,24 @@ func (p *PrefilterBits) Or(other *PrefilterBits) {
 // reads the whole map in one batch instead.
 const prefilterFewWords = 16
 
-// bitmapMap is an array map of uint64 words, read and written whole or by
-// the words that change.
+// bitmapMap is an array map of uint64 words that stores the complement of
+// the "maybe" bits its callers deal in, read and written whole or by the
+// words that change.
 type bitmapMap struct{ m *ebpf.Map }
 
-// read fills words with the map's words.
+// read fills words with the map's "maybe" bits.
 func (f bitmapMap) read(words []uint64) error {
+	if err := f.readStored(words); err != nil {
+		return err
+	}
+	for i := range words {
+		words[i] = ^words[i]
+	}
+	return nil
+}
+
+// readStored fills words with the map's words as the datapath reads them.
+func (f bitmapMap) readStored(words []uint64) error {
 	var cursor ebpf.MapBatchCursor
 	keys := make([]uint32, len(words))
 	n, err := f.m.BatchLookup(&cursor, keys, words, nil)
@@ -92,16 +107,29 @@ func (f bitmapMap) read(words []uint64) error {
 	return nil
 }
 
-// write makes the map hold exactly words.
+// write makes the map hold exactly the "maybe" bits of words.
 func (f bitmapMap) write(words []uint64) error {
 	keys := make([]uint32, len(words))
+	stored := make([]uint64, len(words))
+	for i := range keys {
+		keys[i] = uint32(i)
+		stored[i] = ^words[i]
+	}
+	return batchPut(f.m, keys, stored)
+}
+
+// off makes every bit "maybe", as the map was created: every packet is
+// looked up.
+func (f bitmapMap) off(n int) error {
+	keys := make([]uint32, n)
 	for i := range keys {
 		keys[i] = uint32(i)
 	}
-	return batchPut(f.m, keys, words)
+	return batchPut(f.m, keys, make([]uint64, n))
 }
 
-// add sets the bits of words in the map without clearing any.
+// add sets the "maybe" bits of words in the map without clearing any:
+// clears them in the words stored.
 func (f bitmapMap) add(words []uint64) error {
 	// A publish of a port or a few sets a word or a few: reading those
 	// alone beats reading the whole map (half a millisecond for the
@@ -122,27 +150,27 @@ func (f bitmapMap) add(words []uint64) error {
 			if err := f.m.Lookup(uint32(i), &cur); err != nil {
 				return fmt.Errorf("read %s word %d: %w", f.m, i, err)
 			}
-			if cur|words[i] != cur {
+			if cur&^words[i] != cur {
 				keys = append(keys, uint32(i))
-				values = append(values, cur|words[i])
+				values = append(values, cur&^words[i])
 			}
 		}
 		return batchPut(f.m, keys, values)
 	}
 	cur := make([]uint64, len(words))
-	if err := f.read(cur); err != nil {
+	if err := f.readStored(cur); err != nil {
 		return err
 	}
 	for i := range cur {
-		if cur[i]|words[i] != cur[i] {
+		if cur[i]&^words[i] != cur[i] {
 			keys = append(keys, uint32(i))
-			values = append(values, cur[i]|words[i])
+			values = append(values, cur[i]&^words[i])
 		}
 	}
 	return batchPut(f.m, keys, values)
 }
 
-// Prefilter wraps the prefilter map (an array of uint64 words).
+// Prefilter wraps the prefilter_skip map (an array of uint64 words).
 type Prefilter struct{ bitmapMap }
 
 func NewPrefilter(m *ebpf.Map) *Prefilter { return &Prefilter{bitmapMap{m}} }
@@ -159,13 +187,15 @@ func (f *Prefilter) Read() (*PrefilterBits, error) {
 // Write makes the map hold exactly bits.
 func (f *Prefilter) Write(bits *PrefilterBits) error { return f.write(bits[:]) }
 
+// Off sets every bit: the datapath looks every packet up.
+func (f *Prefilter) Off() error { return f.off(prefilterWords) }
+
 // Add sets bits in the map without clearing any: what a publish does
 // before its bindings are written, so no packet sees a binding the filter
 // hides.
 func (f *Prefilter) Add(bits *PrefilterBits) error { return f.add(bits[:]) }
 
-// Word offsets in the binding_filter map, as BFILTER_* in
-// bpf/lib/types.h.
+// Word offsets in the bfilter_skip map, as BFILTER_* in bpf/lib/types.h.
 const (
 	bfilterWildTCP     = 0
 	bfilterWildUDP     = 1024
@@ -175,13 +205,10 @@ const (
 	bfilterMultiplier  = 0x9E3779B97F4A7C15
 )
 
-// ConfigBindingFilter tells the datapath that the binding_filter map is in
-// step with the bindings map.
-const ConfigBindingFilter = 1 << 2
-
-// BindingFilterBits is the content of the binding_filter map: the ports
-// of IPv4 wildcard bindings (per protocol), and a bloom bit for each IPv4
-// binding on one address. As for PrefilterBits, a superset of the map.
+// BindingFilterBits says which ports IPv4 wildcard bindings use (per
+// protocol), with a bloom bit for each IPv4 binding on one address. As for
+// PrefilterBits, a superset of the map, which the bfilter_skip map stores
+// the complement of.
 type BindingFilterBits [bfilterWords]uint64
 
 func (p *BindingFilterBits) set(word, bit int) {
@@ -215,7 +242,7 @@ func (p *BindingFilterBits) AddBinding(b Binding) {
 	}
 }
 
-// BindingFilter wraps the binding_filter map.
+// BindingFilter wraps the bfilter_skip map.
 type BindingFilter struct{ bitmapMap }
 
 func NewBindingFilter(m *ebpf.Map) *BindingFilter { return &BindingFilter{bitmapMap{m}} }
@@ -231,6 +258,9 @@ func (f *BindingFilter) Read() (*BindingFilterBits, error) {
 
 // Write makes the map hold exactly bits.
 func (f *BindingFilter) Write(bits *BindingFilterBits) error { return f.write(bits[:]) }
+
+// Off sets every bit, as Prefilter.Off.
+func (f *BindingFilter) Off() error { return f.off(bfilterWords) }
 
 // Add sets bits in the map without clearing any, as Prefilter.Add.
 func (f *BindingFilter) Add(bits *BindingFilterBits) error { return f.add(bits[:]) }

@@ -135,14 +135,14 @@ struct {
 	__uint(max_entries, PREFILTER_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
-} prefilter SEC(".maps");
+} prefilter_skip SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BFILTER_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
-} binding_filter SEC(".maps");
+} bfilter_skip SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -205,35 +205,27 @@ static __always_inline struct config *config_get(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
-/* Whether bit index of the prefilter bitmap at word base is set; always
- * "maybe" until the agent has filled the map. Array lookups are inlined
- * by the verifier: this costs a few instructions. */
+/* Whether bit index of the prefilter bitmap at word base leaves a lookup
+ * to do: a set bit says there is nothing to find, so the map as created,
+ * all zeros, sends every packet to the lookups until the agent fills it,
+ * and no flag need say that it has (a config lookup of its own). Array
+ * lookups are inlined by the verifier: this costs a few instructions. */
 static __always_inline int prefilter_maybe(__u32 base, __u32 index)
 {
-	struct config *cfg = config_get();
 	__u32 word = base + (index >> 6);
-	__u64 *bits;
+	__u64 *skip = bpf_map_lookup_elem(&prefilter_skip, &word);
 
-	if (!cfg || !(cfg->flags & CONFIG_F_PREFILTER))
-		return 1;
-	bits = bpf_map_lookup_elem(&prefilter, &word);
-	return !bits || ((*bits >> (index & 63)) & 1);
+	return !skip || !((*skip >> (index & 63)) & 1);
 }
 
-/* prefilter_maybe for binding_filter: bit index of the bitmap at word
- * base. The config is looked up again rather than kept: a pointer held
- * across the caller's lookups would be spilled to a stack already full on
- * tc_bridge's deepest chain. */
+/* prefilter_maybe for the binding filter: bit index of the bitmap at word
+ * base. */
 static __always_inline int binding_filter_maybe(__u32 base, __u32 index)
 {
-	struct config *cfg = config_get();
 	__u32 word = base + (index >> 6);
-	__u64 *bits;
+	__u64 *skip = bpf_map_lookup_elem(&bfilter_skip, &word);
 
-	if (!cfg || !(cfg->flags & CONFIG_F_BINDING_FILTER))
-		return 1;
-	bits = bpf_map_lookup_elem(&binding_filter, &word);
-	return !bits || ((*bits >> (index & 63)) & 1);
+	return !skip || !((*skip >> (index & 63)) & 1);
 }
 
 /* The bloom bit of an IPv4 binding on one address; maps/prefilter.go

@@ -41,7 +41,7 @@ static __always_inline int hostaddr_has4(__be32 addr)
  * wildcard binding, which only counts for the host's own addresses (a
  * packet routed through the host to somewhere else is not ours): *wild
  * says it was the wildcard's, whose address the caller must still check.
- * filtered (a constant) lets binding_filter skip either lookup: every
+ * filtered (a constant) lets the binding filter skip either lookup: every
  * packet's path. A new flow's port search goes without it, as its stack
  * has no room for the filter's word keys. */
 static __always_inline struct binding_value *binding_find4_unchecked(__u8 proto, __be32 daddr,

@@ -96,11 +96,10 @@ static __always_inline int host_socket_holds(struct __sk_buff *skb, const struct
 	return 1;
 }
 
-/* The source ports masqueraded TCP and UDP flows get, host byte order. */
-static __always_inline void snat_port_range(__u16 *min, __u16 *max)
+/* The source ports masqueraded TCP and UDP flows get under cfg, host byte
+ * order. */
+static __always_inline void snat_port_range_of(const struct config *cfg, __u16 *min, __u16 *max)
 {
-	struct config *cfg = config_get();
-
 	*min = SNAT_PORT_MIN_DEFAULT;
 	*max = SNAT_PORT_MAX_DEFAULT;
 	if (cfg && cfg->snat_port_min && cfg->snat_port_max >= cfg->snat_port_min) {
@@ -109,19 +108,25 @@ static __always_inline void snat_port_range(__u16 *min, __u16 *max)
 	}
 }
 
+static __always_inline void snat_port_range(__u16 *min, __u16 *max)
+{
+	snat_port_range_of(config_get(), min, max);
+}
+
 /* Whether a packet to port may be the reply of a masqueraded flow. TCP and
- * UDP flows only get ports of the range; an agent that keeps the prefilter
- * also keeps the snat map inside the range, so a reply to any other port
- * (most of what reaches the host) skips the lookup. */
+ * UDP flows only get ports of the range, and an agent that says so
+ * (CONFIG_F_SNAT_IN_RANGE) has dropped those of an earlier range, so a
+ * reply to any other port (most of what reaches the host) skips the
+ * lookup. One config lookup for the flag and the range. */
 static __always_inline int snat_port_maybe(__u8 proto, __be16 port)
 {
 	struct config *cfg = config_get();
 	__u16 min, max;
 
 	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || !cfg ||
-	    !(cfg->flags & CONFIG_F_PREFILTER))
+	    !(cfg->flags & CONFIG_F_SNAT_IN_RANGE))
 		return 1;
-	snat_port_range(&min, &max);
+	snat_port_range_of(cfg, &min, &max);
 	return bpf_ntohs(port) >= min && bpf_ntohs(port) <= max;
 }
 

@@ -165,25 +165,31 @@ struct sockrev_value {
 
 /* config.flags */
 #define CONFIG_F_FIB_REDIRECT (1 << 0) /* forward translated packets with bpf_redirect_neigh */
-#define CONFIG_F_PREFILTER (1 << 1)    /* the prefilter map is kept in step with bindings and networks */
-#define CONFIG_F_BINDING_FILTER (1 << 2) /* so is the binding_filter map */
+/* Every masqueraded flow's port lies in [snat_port_min, snat_port_max]:
+ * the agent dropped the flows of an earlier range. Bit 1 said "the
+ * prefilter is filled" before the filters' bits were turned round. */
+#define CONFIG_F_SNAT_IN_RANGE (1 << 1)
+/* (1 << 2) said the binding filter was filled: set by older agents, read by
+ * no program. */
 
-/* The prefilter map: bitmaps in 64-bit words that say which destination
- * ports some binding uses and which IPv4 /16s some network overlaps, so a
- * packet that can match nothing (most of what an uplink carries) skips the
- * hash and trie lookups. A set bit only means "look it up". */
+/* The prefilter_skip map: bitmaps in 64-bit words that say which
+ * destination ports no binding uses and which IPv4 /16s no network
+ * overlaps, so a packet that can match nothing (most of what an uplink
+ * carries) skips the hash and trie lookups. A set bit means "nothing
+ * there": a clear one only "look it up", so an empty map hides nothing. */
 #define PREFILTER_TCP_PORTS 0   /* 1024 words, a bit per port */
 #define PREFILTER_UDP_PORTS 1024
 #define PREFILTER_NETS4 2048    /* 1024 words, a bit per /16 */
 #define PREFILTER_WORDS 3072
 
-/* The binding_filter map: what a port bit cannot tell, for IPv4. A
- * published port's bit is set when any address has it, so a packet for
+/* The bfilter_skip map: what a port bit cannot tell, for IPv4. A
+ * published port's bit is clear when any address has it, so a packet for
  * the host's own port 22 still paid two hash lookups (the exact address,
  * then the wildcard) once some other address published port 22. Here the
  * wildcard (0.0.0.0:port) bindings have their own port bitmaps, and the
  * bindings on one address a bloom bit each (one hash function; 65,536 of
- * them set about 6% of the bits). Same rule: a set bit means "look it up". */
+ * them clear about 6% of the bits). Same rule: a set bit means "nothing
+ * there". */
 #define BFILTER_WILD_TCP 0 /* 1024 words, a bit per port */
 #define BFILTER_WILD_UDP 1024
 #define BFILTER_EXACT4 2048 /* 16384 words: bit bfilter_bit4(proto, addr, port) */

@@ -37,9 +37,20 @@ func TestPrefilterFollowsState(t *testing.T) {
 	if !covers(readBindingFilter(t, w.pins)[:], wantBindings[:]) {
 		t.Fatal("binding filter lacks the wildcard binding's port")
 	}
-	cfg := readConfig(t, w.pins)
-	if want := uint32(maps.ConfigPrefilter | maps.ConfigBindingFilter); cfg.Flags&want != want {
-		t.Fatalf("config flags %#x: the prefilter or the binding filter is not on", cfg.Flags)
+	// On: a port nothing uses has its lookups skipped. (A map never
+	// written reads as all "maybe", which covers anything.)
+	var unused maps.PrefilterBits
+	unused.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:9")})
+	if covers(bits[:], unused[:]) {
+		t.Fatal("prefilter is off: TCP port 9, which nothing uses, is still looked up")
+	}
+	unusedWild := new(maps.BindingFilterBits)
+	unusedWild.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:9")})
+	if covers(readBindingFilter(t, w.pins)[:], unusedWild[:]) {
+		t.Fatal("binding filter is off: wildcard TCP port 9, which nothing uses, is still looked up")
+	}
+	if cfg := readConfig(t, w.pins); cfg.Flags&maps.ConfigSNATInRange == 0 {
+		t.Fatalf("config flags %#x: the agent does not say the masquerade range holds", cfg.Flags)
 	}
 
 	// Ports published while the filters are on are reachable straight
@@ -95,7 +106,7 @@ func openPin(t *testing.T, pins, name string) *ebpf.Map {
 
 func readPrefilter(t *testing.T, pins string) *maps.PrefilterBits {
 	t.Helper()
-	bits, err := maps.NewPrefilter(openPin(t, pins, "prefilter")).Read()
+	bits, err := maps.NewPrefilter(openPin(t, pins, "prefilter_skip")).Read()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +124,7 @@ func readConfig(t *testing.T, pins string) maps.ConfigValue {
 
 func readBindingFilter(t *testing.T, pins string) *maps.BindingFilterBits {
 	t.Helper()
-	bits, err := maps.NewBindingFilter(openPin(t, pins, "binding_filter")).Read()
+	bits, err := maps.NewBindingFilter(openPin(t, pins, "bfilter_skip")).Read()
 	if err != nil {
 		t.Fatal(err)
 	}
