@@ -21,7 +21,8 @@ const (
 // ConfigSNATInRange tells the datapath that every masqueraded flow's port
 // lies in the configured range, so a packet to a port outside it is no
 // masqueraded flow's reply.
-const ConfigSNATInRange = 1 << 1
+// Bits 1 and 2 are retired (see bpf/lib/types.h).
+const ConfigSNATInRange = 1 << 3
 
 // PrefilterBits says which destination ports some binding uses (per
 // protocol) and which IPv4 /16s some network overlaps. Extra bits only
@@ -175,7 +176,7 @@ type Prefilter struct{ bitmapMap }
 
 func NewPrefilter(m *ebpf.Map) *Prefilter { return &Prefilter{bitmapMap{m}} }
 
-// Read returns the map's words.
+// Read returns the bits the map holds the complement of.
 func (f *Prefilter) Read() (*PrefilterBits, error) {
 	var bits PrefilterBits
 	if err := f.read(bits[:]); err != nil {
@@ -187,7 +188,8 @@ func (f *Prefilter) Read() (*PrefilterBits, error) {
 // Write makes the map hold exactly bits.
 func (f *Prefilter) Write(bits *PrefilterBits) error { return f.write(bits[:]) }
 
-// Off sets every bit: the datapath looks every packet up.
+// Off makes every bit "maybe" (the map all zeros): the datapath looks
+// every packet up.
 func (f *Prefilter) Off() error { return f.off(prefilterWords) }
 
 // Add sets bits in the map without clearing any: what a publish does
@@ -247,7 +249,7 @@ type BindingFilter struct{ bitmapMap }
 
 func NewBindingFilter(m *ebpf.Map) *BindingFilter { return &BindingFilter{bitmapMap{m}} }
 
-// Read returns the map's words.
+// Read returns the bits the map holds the complement of.
 func (f *BindingFilter) Read() (*BindingFilterBits, error) {
 	bits := new(BindingFilterBits)
 	if err := f.read(bits[:]); err != nil {
@@ -259,7 +261,7 @@ func (f *BindingFilter) Read() (*BindingFilterBits, error) {
 // Write makes the map hold exactly bits.
 func (f *BindingFilter) Write(bits *BindingFilterBits) error { return f.write(bits[:]) }
 
-// Off sets every bit, as Prefilter.Off.
+// Off makes every bit "maybe", as Prefilter.Off.
 func (f *BindingFilter) Off() error { return f.off(bfilterWords) }
 
 // Add sets bits in the map without clearing any, as Prefilter.Add.

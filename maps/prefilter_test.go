@@ -66,6 +66,29 @@ func TestPrefilterStoresSkipBits(t *testing.T) {
 	if w := stored(); w != 0 {
 		t.Fatalf("after Off the word is %#x, want 0 (look everything up)", w)
 	}
+
+	// Many words at once: Add reads the whole map instead of word by
+	// word. Bits of a map turned off stay clear.
+	if err := f.Write(&PrefilterBits{}); err != nil {
+		t.Fatal(err)
+	}
+	var many PrefilterBits
+	for p := uint16(64); p < 64+2*prefilterFewWords*64; p++ {
+		many.AddBinding(Binding{Proto: TCP, Host: netip.AddrPortFrom(netip.IPv4Unspecified(), p)})
+	}
+	if err := f.Add(&many); err != nil {
+		t.Fatal(err)
+	}
+	if w := stored(); w != 0 {
+		t.Fatalf("after Add of ports 64-127 the word is %#x, want all clear", w)
+	}
+	var w0 uint64
+	if err := m.Lookup(uint32(prefilterTCPPorts), &w0); err != nil {
+		t.Fatal(err)
+	}
+	if w0 != ^uint64(0) {
+		t.Fatalf("ports 0-63, which nothing uses, read %#x: want all skipped", w0)
+	}
 }
 
 // TestBindingFilterStoresSkipBits: the same for the binding filter, whose

@@ -165,12 +165,13 @@ struct sockrev_value {
 
 /* config.flags */
 #define CONFIG_F_FIB_REDIRECT (1 << 0) /* forward translated packets with bpf_redirect_neigh */
+/* Bits 1 and 2 said that the prefilter and the binding filter were filled,
+ * before their bits were turned round. No agent sets them any more, so a
+ * program of an older build left attached (an XDP program the new one
+ * failed to replace) runs with its filters, which nobody updates now, off. */
 /* Every masqueraded flow's port lies in [snat_port_min, snat_port_max]:
- * the agent dropped the flows of an earlier range. Bit 1 said "the
- * prefilter is filled" before the filters' bits were turned round. */
-#define CONFIG_F_SNAT_IN_RANGE (1 << 1)
-/* (1 << 2) said the binding filter was filled: set by older agents, read by
- * no program. */
+ * the agent dropped the flows of an earlier range. */
+#define CONFIG_F_SNAT_IN_RANGE (1 << 3)
 
 /* The prefilter_skip map: bitmaps in 64-bit words that say which
  * destination ports no binding uses and which IPv4 /16s no network

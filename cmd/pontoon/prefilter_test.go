@@ -37,21 +37,7 @@ func TestPrefilterFollowsState(t *testing.T) {
 	if !covers(readBindingFilter(t, w.pins)[:], wantBindings[:]) {
 		t.Fatal("binding filter lacks the wildcard binding's port")
 	}
-	// On: a port nothing uses has its lookups skipped. (A map never
-	// written reads as all "maybe", which covers anything.)
-	var unused maps.PrefilterBits
-	unused.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:9")})
-	if covers(bits[:], unused[:]) {
-		t.Fatal("prefilter is off: TCP port 9, which nothing uses, is still looked up")
-	}
-	unusedWild := new(maps.BindingFilterBits)
-	unusedWild.AddBinding(maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:9")})
-	if covers(readBindingFilter(t, w.pins)[:], unusedWild[:]) {
-		t.Fatal("binding filter is off: wildcard TCP port 9, which nothing uses, is still looked up")
-	}
-	if cfg := readConfig(t, w.pins); cfg.Flags&maps.ConfigSNATInRange == 0 {
-		t.Fatalf("config flags %#x: the agent does not say the masquerade range holds", cfg.Flags)
-	}
+	requireFiltersOn(t, w.pins)
 
 	// Ports published while the filters are on are reachable straight
 	// away: on every address, and on the host's address alone, which the
@@ -91,6 +77,28 @@ func TestPrefilterFollowsState(t *testing.T) {
 	}
 	if !covers(readPrefilter(t, w.pins)[:], want[:]) {
 		t.Fatal("prefilter after restart lacks the published port or the network")
+	}
+	requireFiltersOn(t, w.pins)
+}
+
+// requireFiltersOn fails unless a port nothing uses has its lookups
+// skipped (a map turned off reads as all "maybe", which covers anything)
+// and the agent says the masquerade range holds.
+func requireFiltersOn(t *testing.T, pins string) {
+	t.Helper()
+	unused := maps.Binding{Proto: maps.TCP, Host: netip.MustParseAddrPort("0.0.0.0:9")}
+	var port maps.PrefilterBits
+	port.AddBinding(unused)
+	if covers(readPrefilter(t, pins)[:], port[:]) {
+		t.Fatal("prefilter is off: TCP port 9, which nothing uses, is still looked up")
+	}
+	wild := new(maps.BindingFilterBits)
+	wild.AddBinding(unused)
+	if covers(readBindingFilter(t, pins)[:], wild[:]) {
+		t.Fatal("binding filter is off: wildcard TCP port 9, which nothing uses, is still looked up")
+	}
+	if cfg := readConfig(t, pins); cfg.Flags&maps.ConfigSNATInRange == 0 {
+		t.Fatalf("config flags %#x: the agent does not say the masquerade range holds", cfg.Flags)
 	}
 }
 
