@@ -20,8 +20,9 @@ import (
 
 // reconcile makes the kernel match the records: datapath attachments and
 // config, then ipam, bridges, veths and finally the bindings map. It adds
-// what is missing and prunes what is stale; conntrack is left alone, so
-// established connections carry on.
+// what is missing and prunes what is stale; of conntrack only the flows
+// no binding would translate any more go, so established connections
+// carry on.
 func (a *Agent) reconcile() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -71,6 +72,10 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return fmt.Errorf("sync bindings: %w", err)
 	}
+	flushed, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteUntranslated(want)
+	if err != nil {
+		return fmt.Errorf("flush the flows of bindings gone: %w", err)
+	}
 	if err := a.syncAllowFrom(); err != nil {
 		return err
 	}
@@ -81,7 +86,8 @@ func (a *Agent) reconcile() error {
 		return err
 	}
 	a.log.Info("reconciled", "networks", len(a.st.networks), "endpoints", len(a.st.endpoints),
-		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed)
+		"mappings", len(a.st.ports), "bindings_added", added, "bindings_removed", removed,
+		"flows_flushed", flushed)
 	a.saveLastGood()
 	return nil
 }

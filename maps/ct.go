@@ -93,6 +93,38 @@ func (c *CT) deleteWhere(stale func(CTKey, CTValue) bool) (int, error) {
 	return total, nil
 }
 
+// DeleteUntranslated forgets the connections that none of bindings would
+// translate as their entries say: no binding of their protocol on the
+// address and port the client dialled, or on every address, leads to
+// their backend. A restart's reconcile runs it: the ids of bindings that
+// went while no agent ran are lost with their records (an agent that died
+// between an unpublish's record and its flush), and a binding id alone
+// would not do anyway, since the parts a partial unpublish keeps carry
+// their flows under the id of the mapping they were cut from.
+func (c *CT) DeleteUntranslated(bindings []Binding) (int, error) {
+	type route struct {
+		proto         Proto
+		host, backend netip.AddrPort
+	}
+	unmapped := func(ap netip.AddrPort) netip.AddrPort {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	live := make(map[route]bool, len(bindings))
+	for _, b := range bindings {
+		live[route{b.Proto, unmapped(b.Host), unmapped(b.Backend)}] = true
+	}
+	return c.deleteWhere(func(k CTKey, v CTValue) bool {
+		e := ctEntryFrom(k, v)
+		dialled, backend := unmapped(e.Dialled), unmapped(e.Backend)
+		every := netip.IPv4Unspecified()
+		if dialled.Addr().Is6() {
+			every = netip.IPv6Unspecified()
+		}
+		return !live[route{e.Proto, dialled, backend}] &&
+			!live[route{e.Proto, netip.AddrPortFrom(every, dialled.Port()), backend}]
+	})
+}
+
 // DeleteBindingPorts forgets the connections of one binding that were
 // dialled on ports first-last: when part of a published range goes, the
 // flows of the rest live on.

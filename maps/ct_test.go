@@ -9,9 +9,9 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// TestCTDeleteBindings: one walk of each table removes the connections of
-// every given binding and keeps the others.
-func TestCTDeleteBindings(t *testing.T) {
+// newCTTables makes two small tables of ct's layout, for ct and ct_new.
+func newCTTables(t *testing.T) []*ebpf.Map {
+	t.Helper()
 	var tables []*ebpf.Map
 	for range 2 {
 		m, err := ebpf.NewMap(&ebpf.MapSpec{
@@ -23,6 +23,13 @@ func TestCTDeleteBindings(t *testing.T) {
 		t.Cleanup(func() { m.Close() })
 		tables = append(tables, m)
 	}
+	return tables
+}
+
+// TestCTDeleteBindings: one walk of each table removes the connections of
+// every given binding and keeps the others.
+func TestCTDeleteBindings(t *testing.T) {
+	tables := newCTTables(t)
 	for i := range 12 {
 		k := CTKey{Family: familyInet, Proto: 6, Sport: uint16(1000 + i)}
 		if err := tables[i%2].Put(k, CTValue{BindingID: uint32(i % 4)}); err != nil {

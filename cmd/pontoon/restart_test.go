@@ -76,8 +76,23 @@ func testRestart(t *testing.T, sig syscall.Signal) {
 	if err := maps.NewBindings(m).Put(stray); err != nil {
 		t.Fatal(err)
 	}
+	// A flow of it, as an agent that died between an unpublish's record
+	// and its flush leaves one.
+	ct := openPin(t, w.pins, "ct")
+	strayFlow := maps.CTKey{Family: 2, Proto: maps.TCP, Sport: netPort(1), Dport: netPort(40000),
+		Saddr: raw4("10.77.0.99"), Daddr: raw4(w.outsideIP.String())}
+	if err := ct.Put(strayFlow, maps.CTValue{NatAddr: raw4(w.hostIP.String()), NatPort: netPort(7777),
+		Flags: maps.CTDNATReply, BindingID: 999}); err != nil {
+		t.Fatal(err)
+	}
 
 	w.startAgent()
+	t.Run("the stray binding's flow is flushed", func(t *testing.T) {
+		var v maps.CTValue
+		if err := ct.Lookup(strayFlow, &v); err == nil {
+			t.Error("a flow of a binding no record wants survived the restart")
+		}
+	})
 
 	t.Run("the established connection survived", func(t *testing.T) {
 		conn.RoundTrip(t, w.outsideIP)
