@@ -183,7 +183,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			a.log.Warn("conntrack upgrade: some flows of the old tables were not copied", "err", err)
 		}
-		a.log.Info("conntrack tables upgraded to this build's layout", "tables", names, "flows_copied_after_attach", added)
+		// The copy brings back what reconcile's flush took from the
+		// new tables: the old ones still held it.
+		a.mu.Lock()
+		flushed := a.flushUntranslated(a.wantBindings())
+		a.mu.Unlock()
+		a.log.Info("conntrack tables upgraded to this build's layout", "tables", names, "flows_copied_after_attach", added,
+			"flows_flushed", flushed)
 	}
 	ln, err := listen(cfg.Socket)
 	if err != nil {

@@ -72,10 +72,7 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return fmt.Errorf("sync bindings: %w", err)
 	}
-	flushed, err := maps.NewCT(a.dp.Maps.CT, a.dp.Maps.CTNew).DeleteUntranslated(want)
-	if err != nil {
-		return fmt.Errorf("flush the flows of bindings gone: %w", err)
-	}
+	flushed := a.flushUntranslated(want)
 	if err := a.syncAllowFrom(); err != nil {
 		return err
 	}
@@ -90,6 +87,19 @@ func (a *Agent) reconcile() error {
 		"flows_flushed", flushed)
 	a.saveLastGood()
 	return nil
+}
+
+// flushUntranslated forgets the flows that no binding of want would
+// translate any more (maps.CT.DeleteUntranslated) and says how many went.
+// A failure only leaves them to age out, as the unpublish's own flush
+// does. ct_new is walked first: a flow moves from there to ct when
+// answered, never back, so one answered during the walk is still seen.
+func (a *Agent) flushUntranslated(want []maps.Binding) int {
+	n, err := maps.NewCT(a.dp.Maps.CTNew, a.dp.Maps.CT).DeleteUntranslated(want)
+	if err != nil {
+		a.log.Warn("flush the flows no binding translates any more", "flushed", n, "err", err)
+	}
+	return n
 }
 
 // forwardSysctl is a forwarding switch the agent turns on and cleanup

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/pontoon-net/pontoon/bpf"
 	"github.com/pontoon-net/pontoon/control"
 	"github.com/pontoon-net/pontoon/maps"
 )
@@ -132,4 +135,53 @@ func TestAgentWatchdog(t *testing.T) {
 	w.startAgent()
 	w.waitNotify("WATCHDOG=1")
 	w.waitNotify("WATCHDOG=1")
+}
+
+// TestUpgradeFlushesGoneFlows: a start that moves conntrack to this
+// build's layout flushes the flows no binding translates too. Load copies
+// the old table, reconcile flushes the copy, and the copy of what the old
+// programs wrote meanwhile (FinishUpgrade) brings the flow back from the
+// old table, which still holds it: the agent flushes again after it.
+func TestUpgradeFlushesGoneFlows(t *testing.T) {
+	w := newWorld(t, 0)
+	w.startAgent()
+	w.agent.stop(syscall.SIGTERM)
+	obj, err := bpf.LoadForKernel(bpf.LoadTcUplink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := obj.Maps["ct"]
+	// The layout before created_ns: 48 bytes, which the loader upgrades.
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ct", Type: spec.Type, KeySize: spec.KeySize, ValueSize: 48, MaxEntries: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	gone := maps.CTKey{Family: 2, Proto: maps.TCP, Sport: netPort(1), Dport: netPort(40000),
+		Saddr: raw4("10.77.0.99"), Daddr: raw4("192.0.2.77")}
+	v := make([]byte, 48)
+	nat := raw4(w.hostIP.String())
+	copy(v, nat[:])
+	binary.NativeEndian.PutUint16(v[16:], netPort(7777))
+	v[18] = maps.CTDNATReply
+	binary.NativeEndian.PutUint32(v[20:], 999)
+	if err := old.Put(gone, v); err != nil {
+		t.Fatal(err)
+	}
+	// The old build's ct in place of the one the first start made.
+	if err := os.Remove(filepath.Join(w.pins, "ct")); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(w.pins, "ct")); err != nil {
+		t.Fatal(err)
+	}
+
+	w.startAgent()
+	if !strings.Contains(w.agentLog(), "conntrack tables upgraded") {
+		t.Fatalf("the agent did not upgrade the old ct pin:\n%s", w.agentLog())
+	}
+	var cur maps.CTValue
+	if err := openPin(t, w.pins, "ct").Lookup(gone, &cur); err == nil {
+		t.Error("a flow no binding translates survived the upgrade")
+	}
 }
