@@ -20,10 +20,11 @@ func Cleanup(dir string) error {
 }
 
 // CleanupPins detaches and removes the pins a datapath makes under dir, and
-// only those: its maps and older builds' (retiredMaps), by pin and map name (isOwnMap), and the link and legacy program pins it
-// names after a hook and an index (isOwnPin). Links are detached, legacy
-// tc filters (not links) deleted. Any other entry is somebody else's: it
-// is left, with dir, and returned relative to dir.
+// only those: its maps and older builds' (retiredMaps), by pin and map
+// name (isOwnMap), and the link and legacy program pins it names after a
+// hook and an index (isOwnPin). Links are detached, legacy tc filters (not
+// links) deleted. Any other entry is somebody else's: it is left, with
+// dir, and returned relative to dir.
 func CleanupPins(dir string) (foreign []string, err error) {
 	if dir == "" {
 		dir = DefaultPinDir
