@@ -7,16 +7,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+// newWordMap makes an array of words uint64s, as the filter maps are.
+func newWordMap(t *testing.T, words int) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: uint32(words)})
+	if err != nil {
+		t.Skipf("needs root (CAP_BPF) to create BPF maps: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // TestPrefilterStoresSkipBits: the map holds the complement of the bits
 // the agent deals in, as bpf/lib/maps.h reads it. A map as created hides
 // nothing, Write and Add clear the words' bits for what may be there, and
 // Off hides nothing again.
 func TestPrefilterStoresSkipBits(t *testing.T) {
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: prefilterWords})
-	if err != nil {
-		t.Skipf("needs root (CAP_BPF) to create BPF maps: %v", err)
-	}
-	defer m.Close()
+	m := newWordMap(t, prefilterWords)
 	f := NewPrefilter(m)
 	// TCP port 80 is bit 16 of word 1, port 81 bit 17.
 	stored := func() uint64 {
@@ -94,11 +101,7 @@ func TestPrefilterStoresSkipBits(t *testing.T) {
 // TestBindingFilterStoresSkipBits: the same for the binding filter, whose
 // wildcard port bits a published 0.0.0.0 binding clears.
 func TestBindingFilterStoresSkipBits(t *testing.T) {
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: bfilterWords})
-	if err != nil {
-		t.Skipf("needs root (CAP_BPF) to create BPF maps: %v", err)
-	}
-	defer m.Close()
+	m := newWordMap(t, bfilterWords)
 	f := NewBindingFilter(m)
 	bits := new(BindingFilterBits)
 	bits.AddBinding(Binding{Proto: UDP, Host: netip.MustParseAddrPort("0.0.0.0:53")})
